@@ -1,0 +1,887 @@
+//! Validation of the external configuration into the compiled [`Snapshot`].
+//!
+//! Validation collects every problem before failing, each naming the file and the key,
+//! so a user fixes a config in one pass (`keygate check`).
+
+use super::file::{self, ClientAuth, ConfigFile, OnSecret};
+use http::header::HeaderName;
+use http::uri::{Authority, Scheme};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest lifetime keygate gives a JWT it mints.
+pub const MAX_MINTED_TTL: Duration = Duration::from_secs(300);
+/// The largest clock skew accepted when checking agent tokens.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// One configuration problem: where it is, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one configuration.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The validated configuration the gateway runs on. Immutable; a reload builds a new one.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub audit: AuditTarget,
+    pub identity: IdentitySettings,
+    pub signing: SigningSettings,
+    pub agents: Agents,
+    pub tools: Tools,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub tls: Option<TlsSettings>,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub tls_handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    pub clock_skew: Duration,
+    pub token_cache_capacity: u64,
+    pub issuers: Vec<IssuerSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url {
+        url: http::Uri,
+        ca_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    pub jwks_refresh: Duration,
+    pub agent_claim: String,
+    pub agents_from_claims: bool,
+    pub owner_claim: String,
+    pub dev_signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    EdDsa,
+    Es256,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningSettings {
+    pub issuer: String,
+    pub algorithm: SigningAlgorithm,
+    /// Where the signing key is read from, or generated into when `generated` is true.
+    pub key_file: PathBuf,
+    pub generated: bool,
+}
+
+/// An agent keygate knows: who it is, and who answers for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub id: Arc<str>,
+    pub owner: Arc<str>,
+    pub spiffe_id: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Agents {
+    pub by_id: HashMap<Arc<str>, Arc<Agent>>,
+    pub by_spiffe_id: HashMap<String, Arc<Agent>>,
+}
+
+/// A tool: where its requests come from, where they go, and what credential they carry.
+#[derive(Debug)]
+pub struct Tool {
+    pub name: Arc<str>,
+    pub upstream: Upstream,
+    pub hosts: Vec<String>,
+    pub path_prefix: bool,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub ca_file: Option<PathBuf>,
+    /// Headers removed before forwarding, beyond the ones always removed.
+    pub strip_headers: Vec<HeaderName>,
+    /// Query parameters removed before forwarding.
+    pub strip_query: Vec<String>,
+    pub on_secret: OnSecret,
+    pub credential: CredentialSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix of the base URL, without a trailing slash ("" for the root).
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialSpec {
+    pub provider: ProviderSpec,
+    pub inject: Injection,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProviderSpec {
+    Static {
+        source: SecretSource,
+        credential_id: Option<String>,
+    },
+    Jwt {
+        scope: Option<String>,
+        audience: String,
+        ttl: Duration,
+    },
+}
+
+impl ProviderSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderSpec::Static { .. } => "static",
+            ProviderSpec::Jwt { .. } => "jwt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// Where an injected credential goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injection {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// `Authorization: Basic base64(<secret>)`; the secret is `user:password`.
+    Basic,
+    /// `<name>: <secret>`.
+    Header(HeaderName),
+    /// `?<name>=<secret>`.
+    Query(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Tools {
+    pub by_name: HashMap<Arc<str>, Arc<Tool>>,
+    pub by_host: HashMap<String, Arc<Tool>>,
+}
+
+/// Reads and validates the configuration file.
+pub fn load(path: &Path) -> Result<Snapshot, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    parse(path, &text)
+}
+
+/// Validates configuration text as if read from `path` (relative paths in it are taken
+/// from `path`'s folder).
+pub fn parse(path: &Path, text: &str) -> Result<Snapshot, ConfigErrors> {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| {
+        let message = e.message().to_string();
+        let key = match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                format!("line {line}")
+            }
+            None => String::new(),
+        };
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            key,
+            message,
+        }])
+    })?;
+    compile(path, file)
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// A file that must exist now.
+    fn existing_file(&mut self, key: String, p: &Path) -> PathBuf {
+        let full = self.path(p);
+        if !full.is_file() {
+            self.error(key, format!("no such file: {}", full.display()));
+        }
+        full
+    }
+}
+
+fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut c = Checker {
+        file: path,
+        base,
+        errors: Vec::new(),
+    };
+
+    let server = compile_server(&mut c, f.server);
+    let audit = match f.audit.path.as_str() {
+        "" => {
+            c.error("audit.path", "must name a file or \"stdout\"");
+            AuditTarget::Stdout
+        }
+        "stdout" | "-" => AuditTarget::Stdout,
+        p => AuditTarget::File(c.path(Path::new(p))),
+    };
+    let identity = compile_identity(&mut c, f.identity);
+    let signing = compile_signing(&mut c, f.signing, &server.data_dir);
+    let agents = compile_agents(&mut c, f.agents);
+    let tools = compile_tools(&mut c, f.tools);
+
+    if c.errors.is_empty() {
+        Ok(Snapshot {
+            source: path.to_path_buf(),
+            server,
+            audit,
+            identity,
+            signing,
+            agents,
+            tools,
+        })
+    } else {
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+fn compile_server(c: &mut Checker, s: file::ServerSection) -> ServerSettings {
+    if s.listen.parse::<std::net::SocketAddr>().is_err() {
+        c.error(
+            "server.listen",
+            format!("{:?} is not an address such as 127.0.0.1:8080", s.listen),
+        );
+    }
+    if s.max_header_bytes < 1024 {
+        c.error("server.max_header_bytes", "must be at least 1024");
+    }
+    if s.max_headers == 0 {
+        c.error("server.max_headers", "must be at least 1");
+    }
+    for (key, d) in [
+        ("server.header_read_timeout", s.header_read_timeout),
+        ("server.body_read_timeout", s.body_read_timeout),
+        ("server.tls_handshake_timeout", s.tls_handshake_timeout),
+    ] {
+        if d.is_zero() {
+            c.error(key, "must be longer than zero");
+        }
+    }
+    let tls = s.tls.map(|t| {
+        let cert_file = c.existing_file("server.tls.cert_file".into(), &t.cert_file);
+        let key_file = c.existing_file("server.tls.key_file".into(), &t.key_file);
+        let client_ca_file = t
+            .client_ca_file
+            .as_ref()
+            .map(|p| c.existing_file("server.tls.client_ca_file".into(), p));
+        if t.client_auth != ClientAuth::Off && client_ca_file.is_none() {
+            c.error(
+                "server.tls.client_ca_file",
+                "is required when client_auth is \"optional\" or \"required\"",
+            );
+        }
+        TlsSettings {
+            cert_file,
+            key_file,
+            client_ca_file,
+            client_auth: t.client_auth,
+        }
+    });
+    ServerSettings {
+        listen: s.listen,
+        data_dir: c.path(&s.data_dir),
+        tls,
+        max_header_bytes: s.max_header_bytes,
+        max_headers: s.max_headers,
+        header_read_timeout: s.header_read_timeout,
+        body_read_timeout: s.body_read_timeout,
+        shutdown_grace: s.shutdown_grace,
+        tls_handshake_timeout: s.tls_handshake_timeout,
+    }
+}
+
+fn compile_identity(c: &mut Checker, s: file::IdentitySection) -> IdentitySettings {
+    if s.clock_skew > MAX_CLOCK_SKEW {
+        c.error("identity.clock_skew", "must be at most 5m");
+    }
+    if s.token_cache_capacity == 0 {
+        c.error("identity.token_cache_capacity", "must be at least 1");
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut issuers = Vec::new();
+    for (i, e) in s.issuers.into_iter().enumerate() {
+        let key = format!("identity.issuers[{i}]");
+        if e.name.is_empty() {
+            c.error(format!("{key}.name"), "must not be empty");
+        } else if !names.insert(e.name.clone()) {
+            c.error(
+                format!("{key}.name"),
+                format!("{:?} is declared twice", e.name),
+            );
+        }
+        if e.issuer.is_empty() {
+            c.error(format!("{key}.issuer"), "must not be empty");
+        }
+        if e.audiences.is_empty() || e.audiences.iter().any(String::is_empty) {
+            c.error(
+                format!("{key}.audiences"),
+                "must list at least one non-empty audience",
+            );
+        }
+        if e.jwks_refresh < Duration::from_secs(1) {
+            c.error(format!("{key}.jwks_refresh"), "must be at least 1s");
+        }
+        let jwks = match (&e.jwks_file, &e.jwks_url) {
+            (Some(p), None) => {
+                let full = c.path(p);
+                // A dev issuer's JWKS is written at start; any other must exist.
+                if e.dev_signing_key.is_none() && !full.is_file() {
+                    c.error(
+                        format!("{key}.jwks_file"),
+                        format!("no such file: {}", full.display()),
+                    );
+                }
+                JwksSource::File(full)
+            }
+            (None, Some(u)) => {
+                let url = match u.parse::<http::Uri>() {
+                    Ok(url) if url.scheme() == Some(&Scheme::HTTPS) && url.host().is_some() => url,
+                    _ => {
+                        c.error(
+                            format!("{key}.jwks_url"),
+                            format!("{u:?} is not an https URL"),
+                        );
+                        http::Uri::default()
+                    }
+                };
+                let ca_file = e
+                    .jwks_ca_file
+                    .as_ref()
+                    .map(|p| c.existing_file(format!("{key}.jwks_ca_file"), p));
+                JwksSource::Url { url, ca_file }
+            }
+            _ => {
+                c.error(key.clone(), "needs exactly one of jwks_file and jwks_url");
+                JwksSource::File(PathBuf::new())
+            }
+        };
+        if e.dev_signing_key.is_some() && e.jwks_file.is_none() {
+            c.error(
+                format!("{key}.dev_signing_key"),
+                "needs jwks_file, where keygate writes the dev issuer's public key",
+            );
+        }
+        issuers.push(IssuerSettings {
+            name: e.name,
+            issuer: e.issuer,
+            audiences: e.audiences,
+            jwks,
+            jwks_refresh: e.jwks_refresh,
+            agent_claim: e.agent_claim,
+            agents_from_claims: e.agents_from_claims,
+            owner_claim: e.owner_claim,
+            dev_signing_key: e.dev_signing_key.map(|p| c.path(&p)),
+        });
+    }
+    IdentitySettings {
+        clock_skew: s.clock_skew,
+        token_cache_capacity: s.token_cache_capacity,
+        issuers,
+    }
+}
+
+fn compile_signing(c: &mut Checker, s: file::SigningSection, data_dir: &Path) -> SigningSettings {
+    if s.issuer.is_empty() {
+        c.error("signing.issuer", "must not be empty");
+    }
+    let algorithm = match s.algorithm.as_str() {
+        "EdDSA" | "Ed25519" => SigningAlgorithm::EdDsa,
+        "ES256" => SigningAlgorithm::Es256,
+        other => {
+            c.error(
+                "signing.algorithm",
+                format!("{other:?} is not supported; use \"EdDSA\" or \"ES256\""),
+            );
+            SigningAlgorithm::EdDsa
+        }
+    };
+    let (key_file, generated) = match &s.key_file {
+        Some(p) => (c.existing_file("signing.key_file".into(), p), false),
+        None => {
+            let name = match algorithm {
+                SigningAlgorithm::EdDsa => "signing-ed25519.pem",
+                SigningAlgorithm::Es256 => "signing-es256.pem",
+            };
+            (data_dir.join(name), true)
+        }
+    };
+    SigningSettings {
+        issuer: s.issuer,
+        algorithm,
+        key_file,
+        generated,
+    }
+}
+
+fn compile_agents(c: &mut Checker, entries: Vec<file::AgentEntry>) -> Agents {
+    let mut agents = Agents::default();
+    for (i, e) in entries.into_iter().enumerate() {
+        let key = format!("agents[{i}]");
+        if e.id.is_empty() {
+            c.error(format!("{key}.id"), "must not be empty");
+        }
+        if e.owner.is_empty() {
+            c.error(
+                format!("{key}.owner"),
+                "must name the human or team accountable for the agent",
+            );
+        }
+        if let Some(s) = &e.spiffe_id {
+            if !is_spiffe_id(s) {
+                c.error(
+                    format!("{key}.spiffe_id"),
+                    format!("{s:?} is not a SPIFFE ID such as spiffe://example.org/agent"),
+                );
+            }
+        }
+        let agent = Arc::new(Agent {
+            id: e.id.as_str().into(),
+            owner: e.owner.as_str().into(),
+            spiffe_id: e.spiffe_id.clone(),
+            attributes: e.attributes,
+        });
+        if agents
+            .by_id
+            .insert(agent.id.clone(), agent.clone())
+            .is_some()
+        {
+            c.error(format!("{key}.id"), format!("{:?} is declared twice", e.id));
+        }
+        if let Some(s) = e.spiffe_id {
+            if agents.by_spiffe_id.insert(s.clone(), agent).is_some() {
+                c.error(
+                    format!("{key}.spiffe_id"),
+                    format!("{s:?} is mapped to two agents"),
+                );
+            }
+        }
+    }
+    agents
+}
+
+/// `spiffe://<trust domain>/<path>`, as the SPIFFE ID standard spells it.
+pub fn is_spiffe_id(s: &str) -> bool {
+    match s.strip_prefix("spiffe://") {
+        Some(rest) => {
+            let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
+            !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+                && !path.ends_with('/')
+                && !path.contains("//")
+                && !s.contains(['?', '#'])
+        }
+        None => false,
+    }
+}
+
+fn tool_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn compile_tools(c: &mut Checker, entries: Vec<file::ToolEntry>) -> Tools {
+    let mut tools = Tools::default();
+    for (i, e) in entries.into_iter().enumerate() {
+        let key = if tool_name_ok(&e.name) {
+            format!("tools.{}", e.name)
+        } else {
+            c.error(
+                format!("tools[{i}].name"),
+                format!(
+                    "{:?} is not a tool name (letters, digits, '-', '_', '.')",
+                    e.name
+                ),
+            );
+            format!("tools[{i}]")
+        };
+        let upstream = compile_upstream(c, &key, &e.upstream);
+        if !e.path_prefix && e.hosts.is_empty() {
+            c.error(
+                format!("{key}.hosts"),
+                "a tool with path_prefix = false needs at least one host",
+            );
+        }
+        if e.connect_timeout.is_zero() {
+            c.error(format!("{key}.connect_timeout"), "must be longer than zero");
+        }
+        if e.request_timeout.is_zero() {
+            c.error(format!("{key}.request_timeout"), "must be longer than zero");
+        }
+        let ca_file = e
+            .ca_file
+            .as_ref()
+            .map(|p| c.existing_file(format!("{key}.ca_file"), p));
+        let mut strip_headers = Vec::new();
+        for h in &e.strip_headers {
+            match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) => strip_headers.push(n),
+                Err(_) => c.error(
+                    format!("{key}.strip_headers"),
+                    format!("{h:?} is not a header name"),
+                ),
+            }
+        }
+        let credential = compile_credential(c, &key, &e.name, e.credential);
+        let tool = Arc::new(Tool {
+            name: e.name.as_str().into(),
+            upstream,
+            hosts: e.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            path_prefix: e.path_prefix,
+            connect_timeout: e.connect_timeout,
+            request_timeout: e.request_timeout,
+            max_body_bytes: e.max_body_bytes,
+            ca_file,
+            strip_headers,
+            strip_query: e.strip_query,
+            on_secret: e.on_secret,
+            credential,
+        });
+        for h in &tool.hosts {
+            if tools.by_host.insert(h.clone(), tool.clone()).is_some() {
+                c.error(format!("{key}.hosts"), format!("{h:?} selects two tools"));
+            }
+        }
+        if tools.by_name.insert(tool.name.clone(), tool).is_some() {
+            c.error(
+                format!("{key}.name"),
+                format!("{:?} is declared twice", e.name),
+            );
+        }
+    }
+    tools
+}
+
+fn compile_upstream(c: &mut Checker, key: &str, url: &str) -> Upstream {
+    let fallback = Upstream {
+        scheme: Scheme::HTTP,
+        authority: Authority::from_static("invalid"),
+        base_path: String::new(),
+    };
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        c.error(format!("{key}.upstream"), format!("{url:?} is not a URL"));
+        return fallback;
+    };
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        _ => {
+            c.error(
+                format!("{key}.upstream"),
+                format!("{url:?} must be an http or https URL"),
+            );
+            return fallback;
+        }
+    };
+    let Some(authority) = uri.authority().cloned() else {
+        c.error(format!("{key}.upstream"), format!("{url:?} has no host"));
+        return fallback;
+    };
+    if authority.as_str().contains('@') {
+        c.error(
+            format!("{key}.upstream"),
+            "must not carry credentials; configure a credential provider instead",
+        );
+    }
+    if uri.query().is_some() {
+        c.error(format!("{key}.upstream"), "must not have a query");
+    }
+    Upstream {
+        scheme,
+        authority,
+        base_path: uri.path().trim_end_matches('/').to_string(),
+    }
+}
+
+fn compile_credential(
+    c: &mut Checker,
+    tool_key: &str,
+    tool_name: &str,
+    e: file::CredentialEntry,
+) -> CredentialSpec {
+    let key = format!("{tool_key}.credential");
+    let provider = match e.provider.as_str() {
+        "static" => {
+            let source = match (e.from_env, e.from_file) {
+                (Some(v), None) => {
+                    if v.is_empty() {
+                        c.error(format!("{key}.from_env"), "must not be empty");
+                    }
+                    SecretSource::Env(v)
+                }
+                (None, Some(p)) => SecretSource::File(c.path(&p)),
+                _ => {
+                    c.error(
+                        key.clone(),
+                        "a static credential needs exactly one of from_env and from_file",
+                    );
+                    SecretSource::Env(String::new())
+                }
+            };
+            for (name, set) in [
+                ("scope", e.scope.is_some()),
+                ("audience", e.audience.is_some()),
+                ("ttl", e.ttl.is_some()),
+            ] {
+                if set {
+                    c.error(format!("{key}.{name}"), "applies to the jwt provider only");
+                }
+            }
+            ProviderSpec::Static {
+                source,
+                credential_id: e.credential_id,
+            }
+        }
+        "jwt" => {
+            let ttl = e.ttl.unwrap_or(MAX_MINTED_TTL);
+            if ttl > MAX_MINTED_TTL || ttl < Duration::from_secs(1) {
+                c.error(format!("{key}.ttl"), "must be between 1s and 5m");
+            }
+            for (name, set) in [
+                ("from_env", e.from_env.is_some()),
+                ("from_file", e.from_file.is_some()),
+                ("credential_id", e.credential_id.is_some()),
+            ] {
+                if set {
+                    c.error(
+                        format!("{key}.{name}"),
+                        "applies to the static provider only",
+                    );
+                }
+            }
+            ProviderSpec::Jwt {
+                scope: e.scope,
+                audience: e.audience.unwrap_or_else(|| tool_name.to_string()),
+                ttl,
+            }
+        }
+        other => {
+            c.error(
+                format!("{key}.provider"),
+                format!("{other:?} is not a credential provider; use \"static\" or \"jwt\""),
+            );
+            ProviderSpec::Jwt {
+                scope: None,
+                audience: String::new(),
+                ttl: MAX_MINTED_TTL,
+            }
+        }
+    };
+    let inject = match e.inject.as_str() {
+        "bearer" => Injection::Bearer,
+        "basic" => Injection::Basic,
+        "header" => match e
+            .header
+            .as_deref()
+            .map(|h| HeaderName::from_bytes(h.as_bytes()))
+        {
+            Some(Ok(h)) => Injection::Header(h),
+            Some(Err(_)) => {
+                c.error(format!("{key}.header"), "is not a header name");
+                Injection::Bearer
+            }
+            None => {
+                c.error(
+                    format!("{key}.header"),
+                    "is required with inject = \"header\"",
+                );
+                Injection::Bearer
+            }
+        },
+        "query" => match e.query {
+            Some(q) if !q.is_empty() => Injection::Query(q),
+            _ => {
+                c.error(
+                    format!("{key}.query"),
+                    "is required with inject = \"query\"",
+                );
+                Injection::Bearer
+            }
+        },
+        other => {
+            c.error(
+                format!("{key}.inject"),
+                format!("{other:?} is not one of \"bearer\", \"basic\", \"header\", \"query\""),
+            );
+            Injection::Bearer
+        }
+    };
+    if matches!(provider, ProviderSpec::Jwt { .. }) && inject == Injection::Basic {
+        c.error(
+            format!("{key}.inject"),
+            "a minted JWT cannot be sent as basic auth",
+        );
+    }
+    CredentialSpec { provider, inject }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_reported_at_once_with_its_key() {
+        let text = r#"
+            [server]
+            listen = "nowhere"
+            [[tools]]
+            name = "a"
+            upstream = "ftp://x"
+            [tools.credential]
+            provider = "magic"
+            [[tools]]
+            name = "b"
+            upstream = "http://b.example"
+            [tools.credential]
+            provider = "jwt"
+            ttl = "1h"
+            inject = "query"
+        "#;
+        let errs = parse(Path::new("k.toml"), text)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"server.listen"), "{keys:?}");
+        assert!(keys.contains(&"tools.a.upstream"), "{keys:?}");
+        assert!(keys.contains(&"tools.a.credential.provider"), "{keys:?}");
+        assert!(keys.contains(&"tools.b.credential.ttl"), "{keys:?}");
+        assert!(keys.contains(&"tools.b.credential.query"), "{keys:?}");
+        assert!(errs.iter().all(|e| e.file == Path::new("k.toml")));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = parse(Path::new("k.toml"), "[server]\nlisten_on = \"x\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("unknown field"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn spiffe_ids() {
+        for ok in [
+            "spiffe://example.org/agent",
+            "spiffe://prod.acme-1/ns/a/sa/b",
+        ] {
+            assert!(is_spiffe_id(ok), "{ok}");
+        }
+        for bad in [
+            "https://example.org/a",
+            "spiffe://",
+            "spiffe://Example.org/a",
+            "spiffe://example.org/a/",
+            "spiffe://example.org//a",
+            "spiffe://example.org/a?x",
+        ] {
+            assert!(!is_spiffe_id(bad), "{bad}");
+        }
+    }
+}

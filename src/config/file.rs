@@ -1,0 +1,289 @@
+//! The configuration file as users write it (TOML). These types are the stable external
+//! form; nothing outside `config` reads them: [`super::compile`] turns them into the
+//! running snapshot. Every struct denies unknown fields, so a misspelt key is an error
+//! rather than a silently ignored setting.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
+    #[serde(default)]
+    pub signing: SigningSection,
+    #[serde(default)]
+    pub agents: Vec<AgentEntry>,
+    #[serde(default)]
+    pub tools: Vec<ToolEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address of the agent-facing listener.
+    pub listen: String,
+    /// Where keygate keeps generated keys and state; relative to the config file's folder.
+    pub data_dir: PathBuf,
+    pub tls: Option<TlsSection>,
+    /// Largest request head (request line plus headers) in bytes.
+    pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+    /// Time a client has to send the whole request head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send the whole body of a request that keygate reads before forwarding.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Time a TLS client has to finish its handshake.
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("../data"),
+            tls: None,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// CA bundle that client certificates must chain to; required unless `client_auth = "off"`.
+    pub client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    Off,
+    /// A client certificate is verified when sent; agents may still identify with a token.
+    Optional,
+    /// Every connection must present a verified client certificate.
+    Required,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// File the audit log is appended to, or "stdout".
+    pub path: String,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            path: "../data/audit.jsonl".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// Allowed clock difference when checking `exp` and `nbf`; at most 5 minutes.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// How many verified tokens are kept, so a token's signature is checked once.
+    pub token_cache_capacity: u64,
+    pub issuers: Vec<IssuerEntry>,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        IdentitySection {
+            clock_skew: Duration::from_secs(30),
+            token_cache_capacity: 100_000,
+            issuers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerEntry {
+    /// Name used in logs.
+    pub name: String,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must carry one of them.
+    pub audiences: Vec<String>,
+    /// JWKS file, re-read when it changes.
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS HTTPS URL, fetched at start and refreshed.
+    pub jwks_url: Option<String>,
+    /// CA bundle for `jwks_url` instead of the system roots.
+    pub jwks_ca_file: Option<PathBuf>,
+    /// How often the JWKS is refreshed.
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// Claim naming the agent.
+    #[serde(default = "default_agent_claim")]
+    pub agent_claim: String,
+    /// Accept agents this issuer vouches for without a `[[agents]]` entry, their owner
+    /// taken from `owner_claim`.
+    #[serde(default)]
+    pub agents_from_claims: bool,
+    #[serde(default = "default_owner_claim")]
+    pub owner_claim: String,
+    /// Development only: keygate creates this issuer's Ed25519 key pair here on first
+    /// start, writes its public key to `jwks_file`, and `keygate dev-token` signs with it.
+    pub dev_signing_key: Option<PathBuf>,
+}
+
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_agent_claim() -> String {
+    "sub".into()
+}
+fn default_owner_claim() -> String {
+    "owner".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningSection {
+    /// `iss` of every JWT keygate mints.
+    pub issuer: String,
+    /// "EdDSA" (Ed25519) or "ES256".
+    pub algorithm: String,
+    /// PKCS#8 PEM private key; when absent keygate generates one into the data directory.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for SigningSection {
+    fn default() -> Self {
+        SigningSection {
+            issuer: "keygate".into(),
+            algorithm: "EdDSA".into(),
+            key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEntry {
+    /// The agent's id: the token's agent claim, and the name in audit records.
+    pub id: String,
+    /// The human or team accountable for the agent.
+    pub owner: String,
+    /// SPIFFE ID (URI SAN of its client certificate) that identifies this agent over mTLS.
+    pub spiffe_id: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolEntry {
+    pub name: String,
+    /// Base URL requests are forwarded to; `/tools/<name>/rest` goes to `<upstream>/rest`.
+    pub upstream: String,
+    /// Host header values that select this tool (the whole path is forwarded).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Whether `/tools/<name>/…` selects this tool.
+    #[serde(default = "yes")]
+    pub path_prefix: bool,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time the tool has to answer with response headers.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body forwarded; text bodies up to this size are scanned for secrets.
+    #[serde(default = "default_body_limit")]
+    pub max_body_bytes: u64,
+    /// CA bundle for an https upstream instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// More headers to remove before forwarding.
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    /// Query parameters to remove before forwarding.
+    #[serde(default)]
+    pub strip_query: Vec<String>,
+    /// What to do with a known secret format left in the request: "reject" or "redact".
+    #[serde(default)]
+    pub on_secret: OnSecret,
+    pub credential: CredentialEntry,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_body_limit() -> u64 {
+    1024 * 1024
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSecret {
+    #[default]
+    Reject,
+    Redact,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialEntry {
+    /// "static" or "jwt".
+    pub provider: String,
+    /// static: environment variable holding the secret.
+    pub from_env: Option<String>,
+    /// static: file holding the secret (re-read when it changes, for rotation).
+    pub from_file: Option<PathBuf>,
+    /// static: id recorded in the audit log instead of the secret's fingerprint.
+    pub credential_id: Option<String>,
+    /// jwt: `scope` claim.
+    pub scope: Option<String>,
+    /// jwt: `aud` claim; the tool's name when absent.
+    pub audience: Option<String>,
+    /// jwt: lifetime, at most 5 minutes.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// How the credential is sent: "bearer", "basic", "header" or "query".
+    #[serde(default = "default_inject")]
+    pub inject: String,
+    /// Header name for `inject = "header"`.
+    pub header: Option<String>,
+    /// Query parameter name for `inject = "query"`.
+    pub query: Option<String>,
+}
+
+fn default_inject() -> String {
+    "bearer".into()
+}

@@ -1,0 +1,170 @@
+//! The one error type of the request pipeline and its one mapping to the wire.
+//!
+//! Every phase that refuses a request returns an [`Error`]; [`Error::to_response`] is the
+//! only place that turns one into a status and a body. A client sees a stable code and a
+//! human sentence, never an internal detail: the `detail` of an error goes to the log and
+//! the audit line only, and never holds a secret value.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+
+/// Any error a body can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type the gateway moves both ways: streamed from agent or tool, or built here.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// What went wrong, as the client is told it. Each kind has a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No valid identity: no token, a token that fails verification, or an unmapped certificate.
+    Unauthenticated,
+    /// The identity verified, but names no agent keygate knows.
+    UnknownAgent,
+    /// No tool matches the request's host and path.
+    UnknownTool,
+    /// The request still carries a known secret format after stripping.
+    SecretInRequest,
+    /// The request body is larger than the tool allows.
+    BodyTooLarge,
+    /// The client sent the body too slowly.
+    BodyTimeout,
+    /// The request is malformed (framing, path, headers).
+    BadRequest,
+    /// Content-Length together with Transfer-Encoding, or Content-Length given twice.
+    AmbiguousFraming,
+    /// A text body keygate cannot scan for secrets (compressed).
+    UnscannableBody,
+    /// The tool's credential provider could not produce a credential.
+    CredentialUnavailable,
+    /// The tool could not be reached, or broke the exchange.
+    UpstreamUnavailable,
+    /// The tool did not answer in time.
+    UpstreamTimeout,
+    /// The method is not served on this path.
+    MethodNotAllowed,
+    /// A path keygate itself serves but that does not exist.
+    NotFound,
+    /// keygate is shutting down.
+    ShuttingDown,
+}
+
+impl ErrorKind {
+    /// The stable code a client can match on.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::UnknownAgent => "unknown_agent",
+            ErrorKind::UnknownTool => "unknown_tool",
+            ErrorKind::SecretInRequest => "secret_in_request",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::BodyTimeout => "body_timeout",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::AmbiguousFraming => "ambiguous_framing",
+            ErrorKind::UnscannableBody => "unscannable_body",
+            ErrorKind::CredentialUnavailable => "credential_unavailable",
+            ErrorKind::UpstreamUnavailable => "upstream_unavailable",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The HTTP status for this kind.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::UnknownAgent => StatusCode::FORBIDDEN,
+            ErrorKind::UnknownTool | ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::SecretInRequest | ErrorKind::BadRequest | ErrorKind::AmbiguousFraming => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::UnscannableBody => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::CredentialUnavailable | ErrorKind::UpstreamUnavailable => {
+                StatusCode::BAD_GATEWAY
+            }
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A refused or failed request: a kind (code and status), a sentence for the client, and
+/// an optional detail for operators (log and audit only).
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: ErrorKind,
+    /// Shown to the client. Lowercase, no final period, no secret, no internal type names.
+    pub message: String,
+    /// For the log and the audit line; never sent to the client; never a secret value.
+    pub detail: Option<String>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Unauthenticated, message)
+    }
+
+    /// The response a client gets: status, `{"error": code, "message": …, "request_id": …}`.
+    pub fn to_response(&self, request_id: &str) -> Response<ProxyBody> {
+        let body = serde_json::json!({
+            "error": self.kind.code(),
+            "message": self.message,
+            "request_id": request_id,
+        });
+        let mut resp = json_response(self.kind.status(), body.to_string());
+        if self.kind == ErrorKind::Unauthenticated {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"keygate\""),
+            );
+        }
+        resp
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A JSON response with a body built by keygate.
+pub fn json_response(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(full_body(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A body built in memory, boxed as the gateway's body type.
+pub fn full_body(data: impl Into<Bytes>) -> ProxyBody {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}

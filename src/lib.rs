@@ -1,0 +1,16 @@
+//! keygate: an agent gateway. Every call an AI agent makes to a tool passes through it:
+//! the agent is identified, the secrets it sends are stripped, a scoped short-lived
+//! credential is injected, and the call is audited. See `pipeline` for the phases.
+
+pub mod config;
+pub mod credentials;
+pub mod dev;
+pub mod echo;
+pub mod error;
+pub mod gateway;
+pub mod pipeline;
+pub mod secrets;
+pub mod server;
+pub mod telemetry;
+
+pub use gateway::Gateway;

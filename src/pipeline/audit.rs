@@ -1,0 +1,86 @@
+//! **audit**: exactly one record per request, written when its response body is done
+//! (so the record has the real byte count and duration), or when the body is dropped.
+
+use super::body::OnFinish;
+use super::context::RequestCtx;
+use crate::telemetry::audit_log::{AuditLog, AuditRecord};
+
+struct Pending {
+    log: AuditLog,
+    ctx: RequestCtx,
+    status: u16,
+    span: tracing::Span,
+}
+
+impl OnFinish for Pending {
+    fn finish(self: Box<Self>, bytes_out: u64, completed: bool) {
+        let Pending {
+            log,
+            ctx,
+            status,
+            span,
+        } = *self;
+        let duration = ctx.started.elapsed();
+        span.record("bytes_out", bytes_out);
+        let _enter = span.enter();
+        tracing::debug!(
+            duration_ms = duration.as_secs_f64() * 1e3,
+            completed,
+            "request finished"
+        );
+        let (agent_id, agent_owner, identity, issuer) = match &ctx.identity {
+            Some(i) => (
+                Some(i.agent.id.clone()),
+                Some(i.agent.owner.clone()),
+                Some(i.method.as_str()),
+                i.issuer.clone(),
+            ),
+            None => (None, None, None, None),
+        };
+        log.record(AuditRecord {
+            time: humantime::format_rfc3339_millis(ctx.start_time).to_string(),
+            request_id: ctx.request_id,
+            agent_id,
+            agent_owner,
+            identity,
+            issuer,
+            spiffe_id: ctx.conn.spiffe_id.clone(),
+            client: ctx.conn.remote_addr.to_string(),
+            tool: ctx.tool.as_ref().map(|t| t.tool.name.clone()),
+            method: ctx.method.to_string(),
+            path: ctx.path,
+            decision: ctx.decision.as_str(),
+            error: ctx.error.as_ref().map(|e| e.kind.code()),
+            error_detail: ctx.error.and_then(|e| e.detail),
+            status,
+            duration_ms: (duration.as_secs_f64() * 1e6).round() / 1e3,
+            bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_out,
+            completed,
+            credential_provider: ctx.credential_provider,
+            credential_id: ctx.credential_id,
+            stripped: ctx.stripped,
+        });
+    }
+}
+
+/// Wraps the response body so the request's audit record is written exactly once.
+pub fn attach(
+    log: &AuditLog,
+    ctx: RequestCtx,
+    resp: http::Response<crate::error::ProxyBody>,
+    span: tracing::Span,
+) -> http::Response<crate::error::ProxyBody> {
+    use http_body_util::BodyExt;
+    let status = resp.status().as_u16();
+    span.record("status", status);
+    let (parts, body) = resp.into_parts();
+    let pending = Box::new(Pending {
+        log: log.clone(),
+        ctx,
+        status,
+        span,
+    });
+    let body = super::body::Finishing::new(body, pending).boxed();
+    http::Response::from_parts(parts, body)
+}

@@ -1,0 +1,213 @@
+//! **forward**: send the request to the tool over a pooled connection and stream the
+//! response back.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the headers it names,
+//! `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) are
+//! removed both ways. Forwarding headers the agent sent are dropped, not trusted, and
+//! keygate sets its own `Forwarded` and `X-Forwarded-*`. Upstream failures become
+//! `upstream_unavailable` (502) or `upstream_timeout` (504).
+
+use super::context::RequestCtx;
+use crate::error::{BoxError, Error, ErrorKind, ProxyBody};
+use crate::gateway::ToolRuntime;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::path::Path;
+use std::time::Duration;
+
+/// A pooled HTTP/1.1 and HTTP/2 client for http and https upstreams.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// Builds a pooled client: system roots, or the CA bundle at `ca_file`; HTTP/2 where the
+/// upstream offers it through ALPN.
+pub fn build_client(
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<HttpClient, String> {
+    let tls = crate::server::tls::client_config(ca_file)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(https))
+}
+
+/// GETs a small text document (a JWKS), refusing anything but a 200 within `limit` bytes.
+pub async fn fetch_text(client: &HttpClient, url: Uri, limit: usize) -> Result<String, String> {
+    let req = Request::get(url.clone())
+        .header(header::ACCEPT, "application/json")
+        .body(crate::error::full_body(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| format!("{url}: timed out"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    if resp.status() != http::StatusCode::OK {
+        return Err(format!("{url}: status {}", resp.status()));
+    }
+    let body = http_body_util::Limited::new(resp.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).map_err(|_| format!("{url}: not UTF-8"))
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const AGENT_FORWARDING: [HeaderName; 5] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+/// Sends the request to the tool; the response body streams back as it arrives.
+pub async fn forward(
+    ctx: &RequestCtx,
+    tool: &ToolRuntime,
+    mut req: Request<ProxyBody>,
+    original_host: Option<HeaderValue>,
+) -> Result<Response<ProxyBody>, Error> {
+    let t = &tool.tool;
+    let mut pq = String::with_capacity(
+        ctx.forward_path.len() + 1 + ctx.forward_query.as_ref().map_or(0, String::len),
+    );
+    pq.push_str(&ctx.forward_path);
+    if let Some(q) = &ctx.forward_query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let uri = Uri::builder()
+        .scheme(t.upstream.scheme.clone())
+        .authority(t.upstream.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::BadRequest,
+                "the request path cannot be forwarded",
+            )
+        })?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_11;
+
+    let headers = req.headers_mut();
+    remove_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    for n in &AGENT_FORWARDING {
+        headers.remove(n);
+    }
+    let ip = ctx.conn.remote_addr.ip();
+    let proto = if ctx.conn.tls { "https" } else { "http" };
+    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    );
+    let node = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
+    let mut forwarded = format!("for={node};proto={proto}");
+    if let Some(h) = original_host.as_ref().and_then(|h| h.to_str().ok()) {
+        if h.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            forwarded.push_str(&format!(";host=\"{h}\""));
+        }
+    }
+    if let Some(h) = original_host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+
+    let sent = tokio::time::timeout(t.request_timeout, tool.client.request(req)).await;
+    let resp = match sent {
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::UpstreamTimeout,
+                format!("tool {:?} did not answer in time", &*t.name),
+            ))
+        }
+        Ok(Err(e)) => return Err(upstream_error(&t.name, e)),
+        Ok(Ok(resp)) => resp,
+    };
+    let (mut parts, body) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
+    Ok(Response::from_parts(parts, body))
+}
+
+fn upstream_error(tool: &str, e: hyper_util::client::legacy::Error) -> Error {
+    use std::error::Error as _;
+    // The body limit tripping mid-stream surfaces here as the request body's error.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if s.is::<super::body::BodyTooLarge>() {
+            return Error::new(
+                ErrorKind::BodyTooLarge,
+                "the request body is larger than this tool's limit",
+            );
+        }
+        src = s.source();
+    }
+    let detail = format!("{e:?}");
+    Error::new(
+        ErrorKind::UpstreamUnavailable,
+        format!("tool {tool:?} could not be reached"),
+    )
+    .with_detail(detail)
+}

@@ -1,0 +1,302 @@
+//! **identify**: who is calling. An agent proves its identity with a JWT bearer token
+//! (`Proxy-Authorization`, or `Authorization`), an mTLS client certificate whose SPIFFE ID
+//! maps to an agent, or both (then they must agree).
+//!
+//! A verified token is cached until it expires, so the hot path checks a token's signature
+//! once, not on every call. No valid identity: `unauthenticated`; a valid identity that
+//! names no known agent: `unknown_agent`.
+
+pub mod jwks;
+
+use crate::config::{Agent, Agents, IdentitySettings};
+use crate::error::{Error, ErrorKind};
+use crate::server::ConnInfo;
+use http::HeaderMap;
+use jwks::Issuer;
+use moka::sync::Cache;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How the agent proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Jwt,
+    Mtls,
+    JwtAndMtls,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Jwt => "jwt",
+            Method::Mtls => "mtls",
+            Method::JwtAndMtls => "jwt+mtls",
+        }
+    }
+}
+
+/// The identified agent of one request.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub agent: Arc<Agent>,
+    pub method: Method,
+    /// Name of the issuer that vouched for the token, if a token was used.
+    pub issuer: Option<Arc<str>>,
+}
+
+/// A token whose signature and claims were checked.
+#[derive(Debug)]
+struct Verified {
+    agent: Arc<Agent>,
+    issuer: Arc<str>,
+    exp: u64,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<Arc<str>, Arc<Verified>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        value: &Arc<Verified>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(value.exp.saturating_sub(unix_now())))
+    }
+}
+
+/// The identify phase's state: issuers with their keys, and the verified-token cache.
+pub struct Identifier {
+    pub issuers: Vec<Arc<Issuer>>,
+    cache: Cache<Arc<str>, Arc<Verified>>,
+    skew: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Identifier {
+    pub fn new(settings: &IdentitySettings) -> Result<Identifier, String> {
+        let issuers = settings
+            .issuers
+            .iter()
+            .map(|s| Issuer::new(s.clone(), settings.clock_skew).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Identifier {
+            issuers,
+            cache: Cache::builder()
+                .max_capacity(settings.token_cache_capacity)
+                .expire_after(UntilExpiry)
+                .build(),
+            skew: settings.clock_skew.as_secs(),
+        })
+    }
+
+    /// Forgets every verified token (after a key set changed, a removed key must not keep
+    /// vouching for tokens it signed).
+    pub fn invalidate_tokens(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Loads every issuer's keys once; returns the failures by issuer name.
+    pub async fn load_keys(&self) -> Vec<(String, String)> {
+        let mut failures = Vec::new();
+        for i in &self.issuers {
+            if let Err(e) = i.refresh().await {
+                failures.push((i.settings.name.clone(), e));
+            }
+        }
+        failures
+    }
+
+    /// Identifies the agent of a request.
+    pub fn identify(
+        &self,
+        agents: &Agents,
+        conn: &ConnInfo,
+        headers: &HeaderMap,
+    ) -> Result<Identity, Error> {
+        let by_cert = match &conn.spiffe_id {
+            Some(id) => match agents.by_spiffe_id.get(id.as_str()) {
+                Some(a) => Some(a.clone()),
+                None => {
+                    return Err(Error::unauthenticated(
+                        "the client certificate's SPIFFE ID is not mapped to an agent",
+                    )
+                    .with_detail(format!("unmapped SPIFFE ID {id}")))
+                }
+            },
+            None => None,
+        };
+        // Proxy-Authorization always belongs to keygate. Authorization does too unless the
+        // agent is already identified by its certificate: then it is the agent's own tool
+        // credential, which strip removes.
+        let token = bearer(headers, &http::header::PROXY_AUTHORIZATION).or_else(|| {
+            if by_cert.is_none() {
+                bearer(headers, &http::header::AUTHORIZATION)
+            } else {
+                None
+            }
+        });
+        match (token, by_cert) {
+            (None, None) => Err(Error::unauthenticated(
+                "no agent credential: send a bearer token or a client certificate",
+            )),
+            (None, Some(agent)) => Ok(Identity {
+                agent,
+                method: Method::Mtls,
+                issuer: None,
+            }),
+            (Some(token), cert) => {
+                let v = self.verify(agents, token)?;
+                match cert {
+                    Some(a) if a.id != v.agent.id => Err(Error::unauthenticated(
+                        "the token and the client certificate identify different agents",
+                    )),
+                    Some(_) => Ok(Identity {
+                        agent: v.agent.clone(),
+                        method: Method::JwtAndMtls,
+                        issuer: Some(v.issuer.clone()),
+                    }),
+                    None => Ok(Identity {
+                        agent: v.agent.clone(),
+                        method: Method::Jwt,
+                        issuer: Some(v.issuer.clone()),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn verify(&self, agents: &Agents, token: &str) -> Result<Arc<Verified>, Error> {
+        if let Some(v) = self.cache.get(token) {
+            // The cache evicts at expiry; this check closes the gap between the two.
+            if v.exp + self.skew > unix_now() {
+                return Ok(v);
+            }
+        }
+        let v = Arc::new(self.verify_cold(agents, token)?);
+        self.cache.insert(token.into(), v.clone());
+        Ok(v)
+    }
+
+    fn verify_cold(&self, agents: &Agents, token: &str) -> Result<Verified, Error> {
+        let bad = |why: &str| {
+            Error::unauthenticated("the agent token is not valid").with_detail(why.to_string())
+        };
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| bad(&format!("malformed token: {e}")))?;
+        let mut last_err = None;
+        let mut tried = false;
+        for issuer in &self.issuers {
+            let keys = issuer.keys.load();
+            let key = match &header.kid {
+                Some(kid) => keys.by_kid.get(kid),
+                None => keys.only.as_ref(),
+            };
+            let Some(key) = key else { continue };
+            tried = true;
+            match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                token,
+                &key.key,
+                &key.validation,
+            ) {
+                Ok(data) => return self.agent_for(agents, issuer, data.claims),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if !tried {
+            for issuer in &self.issuers {
+                issuer.request_refresh();
+            }
+            return Err(bad("no issuer has the token's signing key (unknown kid)"));
+        }
+        Err(bad(&format!(
+            "verification failed: {}",
+            last_err.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+
+    fn agent_for(
+        &self,
+        agents: &Agents,
+        issuer: &Issuer,
+        claims: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Verified, Error> {
+        let s = &issuer.settings;
+        let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
+        let Some(id) = claims.get(&s.agent_claim).and_then(|v| v.as_str()) else {
+            return Err(Error::unauthenticated("the agent token names no agent")
+                .with_detail(format!("claim {:?} missing", s.agent_claim)));
+        };
+        let agent = match agents.by_id.get(id) {
+            Some(a) => a.clone(),
+            None if s.agents_from_claims => {
+                let owner = claims
+                    .get(&s.owner_claim)
+                    .and_then(|v| v.as_str())
+                    .filter(|o| !o.is_empty())
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::UnknownAgent,
+                            "the agent token names no owner for the agent",
+                        )
+                    })?;
+                Arc::new(Agent {
+                    id: id.into(),
+                    owner: owner.into(),
+                    spiffe_id: None,
+                    attributes: Default::default(),
+                })
+            }
+            None => {
+                return Err(Error::new(
+                    ErrorKind::UnknownAgent,
+                    format!("agent {id:?} is not known to keygate"),
+                ))
+            }
+        };
+        Ok(Verified {
+            agent,
+            issuer: s.name.as_str().into(),
+            exp,
+        })
+    }
+}
+
+/// The token of a `Bearer` credential in this header, if any.
+fn bearer<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Option<&'h str> {
+    let v = headers.get(name)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let t = token.trim();
+        (!t.is_empty()).then_some(t)
+    } else {
+        None
+    }
+}
+
+/// The SPIFFE ID of a certificate: its single `spiffe://` URI SAN. A certificate with
+/// several SPIFFE IDs is ambiguous and yields none (the SPIFFE X.509-SVID standard allows
+/// exactly one).
+pub fn spiffe_id_of(cert_der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut found = None;
+    for name in &san.value.general_names {
+        if let GeneralName::URI(uri) = name {
+            if uri.starts_with("spiffe://") {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(uri.to_string());
+            }
+        }
+    }
+    found.filter(|id| crate::config::is_spiffe_id(id))
+}

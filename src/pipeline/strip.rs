@@ -1,0 +1,352 @@
+//! **strip**: remove every credential the agent sent, then make sure no known secret
+//! format is left in what will be forwarded.
+//!
+//! Always removed: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key`, and the
+//! query parameters `access_token`, `api_key`, `apikey` and `client_secret`; plus every
+//! header and query parameter the tool names. Then the path, the remaining headers, the
+//! query values and a text body (read up to the tool's body limit) are scanned for known
+//! secret formats: a hit is refused with `secret_in_request`, or redacted where the tool
+//! says `on_secret = "redact"` (a secret in the path is always refused: redacting it
+//! would send the call somewhere else). Only names of what was removed are recorded.
+
+use super::body::Counted;
+use super::context::RequestCtx;
+use crate::config::file::OnSecret;
+use crate::error::{BoxError, Error, ErrorKind, ProxyBody};
+use crate::gateway::ToolRuntime;
+use crate::secrets;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::Request;
+use http_body_util::{BodyExt, Limited};
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Headers that carry the agent's own credentials, removed from every request.
+pub const ALWAYS_STRIPPED_HEADERS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+    HeaderName::from_static("x-api-key"),
+];
+
+/// Query parameters that carry credentials by convention, removed from every request.
+pub const ALWAYS_STRIPPED_QUERY: [&str; 4] = ["access_token", "api_key", "apikey", "client_secret"];
+
+fn secret_error(kind: secrets::SecretKind, place: &str) -> Error {
+    Error::new(
+        ErrorKind::SecretInRequest,
+        format!(
+            "the request carries a secret ({}) in its {place}; keygate injects the tool's credential, so send none",
+            kind.as_str()
+        ),
+    )
+}
+
+/// Runs the strip phase; returns the request with a body ready to forward.
+pub async fn strip<B>(
+    ctx: &mut RequestCtx,
+    tool: &ToolRuntime,
+    body_read_timeout: Duration,
+    req: Request<B>,
+) -> Result<Request<ProxyBody>, Error>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = req.into_parts();
+    let t = &tool.tool;
+    let redact = t.on_secret == OnSecret::Redact;
+
+    // Credentials the agent sent.
+    for name in ALWAYS_STRIPPED_HEADERS.iter().chain(t.strip_headers.iter()) {
+        if parts.headers.remove(name).is_some() {
+            ctx.stripped.push(Cow::Owned(format!("header:{name}")));
+        }
+    }
+
+    // The path: percent-decoded, so an encoded secret is found too.
+    let decoded_path = percent_decode(ctx.forward_path.as_bytes());
+    if let Some(f) = secrets::find_first(&decoded_path) {
+        ctx.path = String::from_utf8_lossy(
+            &secrets::redact(ctx.path.as_bytes())
+                .map(|r| r.0)
+                .unwrap_or_else(|| b"[REDACTED]".to_vec()),
+        )
+        .into_owned();
+        return Err(secret_error(f.kind, "path"));
+    }
+
+    // The query.
+    if let Some(q) = parts.uri.query() {
+        ctx.forward_query = strip_query(ctx, t, q, redact)?;
+    }
+
+    // Remaining headers.
+    let mut redacted = Vec::new();
+    for (name, value) in parts.headers.iter() {
+        if let Some(f) = secrets::find_first(value.as_bytes()) {
+            if !redact {
+                return Err(secret_error(f.kind, &format!("{name} header")));
+            }
+            redacted.push(name.clone());
+        }
+    }
+    for name in redacted {
+        let values: Vec<HeaderValue> = parts
+            .headers
+            .get_all(&name)
+            .iter()
+            .map(|v| match secrets::redact(v.as_bytes()) {
+                Some((r, _)) => HeaderValue::from_bytes(&r).unwrap_or(HeaderValue::from_static("")),
+                None => v.clone(),
+            })
+            .collect();
+        parts.headers.remove(&name);
+        for v in values {
+            parts.headers.append(name.clone(), v);
+        }
+        ctx.stripped
+            .push(Cow::Owned(format!("header:{name}:redacted")));
+    }
+
+    // The body.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > t.max_body_bytes) {
+        return Err(too_large(t.max_body_bytes));
+    }
+    if body.is_end_stream() || declared == Some(0) {
+        return Ok(Request::from_parts(
+            parts,
+            crate::error::full_body(Bytes::new()),
+        ));
+    }
+    if !is_text(parts.headers.get(header::CONTENT_TYPE)) {
+        // Binary bodies are streamed, within the limit, unscanned.
+        let counted = Counted::new(body, ctx.bytes_in.clone(), t.max_body_bytes);
+        return Ok(Request::from_parts(parts, counted.boxed()));
+    }
+    if parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        // A compressed text body cannot be scanned; forwarding it unscanned would let a
+        // secret through, so it is refused.
+        return Err(Error::new(
+            ErrorKind::UnscannableBody,
+            "a compressed text body cannot be scanned for secrets; send it uncompressed",
+        ));
+    }
+    let limited = Limited::new(body, t.max_body_bytes as usize);
+    let collected = match tokio::time::timeout(body_read_timeout, limited.collect()).await {
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::BodyTimeout,
+                "the request body did not arrive in time",
+            ))
+        }
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return Err(too_large(t.max_body_bytes));
+            }
+            return Err(
+                Error::new(ErrorKind::BadRequest, "the request body could not be read")
+                    .with_detail(e.to_string()),
+            );
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    ctx.bytes_in
+        .store(collected.len() as u64, Ordering::Relaxed);
+    let form = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .starts_with(b"application/x-www-form-urlencoded")
+    });
+    let found = secrets::find_first(&collected).or_else(|| {
+        // A form body can hide a secret behind percent-encoding.
+        form.then(|| secrets::find_first(&percent_decode(&collected)))
+            .flatten()
+    });
+    let body = match found {
+        None => collected,
+        Some(f) if !redact => return Err(secret_error(f.kind, "body")),
+        Some(_) => {
+            let source: Vec<u8> = if form && secrets::find_first(&collected).is_none() {
+                // Only visible decoded: redact the decoded form, re-encoded.
+                let pairs: Vec<(String, String)> = form_urlencoded::parse(&collected)
+                    .map(|(k, v)| {
+                        let v = secrets::redact(v.as_bytes())
+                            .map(|(r, _)| String::from_utf8_lossy(&r).into_owned())
+                            .unwrap_or_else(|| v.into_owned());
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish()
+                    .into_bytes()
+            } else {
+                collected.to_vec()
+            };
+            let (out, kinds) = secrets::redact(&source).unwrap_or((source, Vec::new()));
+            for k in kinds {
+                ctx.stripped
+                    .push(Cow::Owned(format!("body:{}:redacted", k.as_str())));
+            }
+            Bytes::from(out)
+        }
+    };
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok(Request::from_parts(parts, crate::error::full_body(body)))
+}
+
+fn too_large(limit: u64) -> Error {
+    Error::new(
+        ErrorKind::BodyTooLarge,
+        format!("the request body is larger than this tool's limit of {limit} bytes"),
+    )
+}
+
+/// The query with stripped parameters removed and secrets handled; `None` when nothing
+/// is left. Returns the original text when nothing changed.
+fn strip_query(
+    ctx: &mut RequestCtx,
+    t: &crate::config::Tool,
+    query: &str,
+    redact: bool,
+) -> Result<Option<String>, Error> {
+    let named = |k: &str| {
+        ALWAYS_STRIPPED_QUERY
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(k))
+            || t.strip_query.iter().any(|s| s.eq_ignore_ascii_case(k))
+    };
+    let mut changed = false;
+    let mut kept: Vec<(Cow<str>, Cow<str>)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if named(&k) {
+            ctx.stripped.push(Cow::Owned(format!("query:{k}")));
+            changed = true;
+            continue;
+        }
+        let hit = secrets::find_first(v.as_bytes()).or_else(|| secrets::find_first(k.as_bytes()));
+        match hit {
+            None => kept.push((k, v)),
+            Some(f) if !redact => {
+                return Err(secret_error(f.kind, &format!("query parameter {k:?}")))
+            }
+            Some(_) => {
+                let rv = secrets::redact(v.as_bytes())
+                    .map(|(r, _)| String::from_utf8_lossy(&r).into_owned())
+                    .unwrap_or_else(|| v.to_string());
+                ctx.stripped.push(Cow::Owned(format!("query:{k}:redacted")));
+                changed = true;
+                kept.push((k, Cow::Owned(rv)));
+            }
+        }
+    }
+    if !changed {
+        return Ok(Some(query.to_string()));
+    }
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(kept)
+            .finish(),
+    ))
+}
+
+/// Whether a body of this content type is text that keygate scans. A body with no
+/// content type is treated as text: when in doubt, scan.
+fn is_text(ct: Option<&HeaderValue>) -> bool {
+    let Some(ct) = ct.and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime.starts_with("text/")
+        || mime.ends_with("+json")
+        || mime.ends_with("+xml")
+        || matches!(
+            mime.as_str(),
+            "application/json"
+                | "application/x-www-form-urlencoded"
+                | "application/xml"
+                | "application/x-ndjson"
+                | "application/jsonl"
+                | "application/graphql"
+                | "application/javascript"
+                | "application/yaml"
+                | "application/x-yaml"
+                | "multipart/form-data"
+                | "multipart/mixed"
+                | ""
+        )
+}
+
+/// Percent-decoding (and `+` as space) of URL text; undecodable escapes are kept as is.
+pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
+    if !s.iter().any(|&b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(&*percent_decode(b"a%41b+c"), b"aAb c");
+        assert_eq!(&*percent_decode(b"100%"), b"100%");
+        assert_eq!(&*percent_decode(b"%4"), b"%4");
+        assert_eq!(&*percent_decode(b"%zz"), b"%zz");
+    }
+
+    #[test]
+    fn text_types() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert!(is_text(None));
+        assert!(is_text(Some(&v("application/json; charset=utf-8"))));
+        assert!(is_text(Some(&v("application/vnd.github+json"))));
+        assert!(is_text(Some(&v("text/plain"))));
+        assert!(!is_text(Some(&v("application/octet-stream"))));
+        assert!(!is_text(Some(&v("image/png"))));
+    }
+}

@@ -1,0 +1,218 @@
+//! Listeners: TCP (and TLS) accept loop serving HTTP/1.1 and HTTP/2, with limits on
+//! header size and count and on slow clients, and graceful shutdown: on shutdown the
+//! listener closes (new connections are refused), in-flight requests finish within the
+//! grace period, and the audit log is flushed last.
+
+pub mod tls;
+
+use crate::gateway::Gateway;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What is known about an agent's connection, established once per connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote_addr: SocketAddr,
+    pub tls: bool,
+    /// SPIFFE ID of the verified client certificate, if one was presented.
+    pub spiffe_id: Option<String>,
+}
+
+/// A running listener.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown; [`Running::wait`] returns when it is complete.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// A handle that can start the shutdown from elsewhere (a signal handler).
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Binds the gateway's listener and starts serving.
+pub async fn serve(gw: Arc<Gateway>) -> Result<Running, String> {
+    let s = &gw.snapshot.server;
+    let listener = TcpListener::bind(&s.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
+    let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let tls = match &s.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(t)?)),
+        None => None,
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.max_header_bytes.max(8192))
+        .max_headers(s.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let (tx, rx) = watch::channel(false);
+    let done = tokio::spawn(accept_loop(
+        gw.clone(),
+        listener,
+        tls,
+        Arc::new(builder),
+        rx,
+    ));
+    tracing::info!(
+        %local_addr,
+        tls = s.tls.is_some(),
+        "keygate is listening"
+    );
+    Ok(Running {
+        local_addr,
+        shutdown: tx,
+        done,
+    })
+}
+
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let handshake_timeout = gw.snapshot.server.tls_handshake_timeout;
+    loop {
+        let (stream, remote_addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let conn = Arc::new(ConnInfo {
+                        remote_addr,
+                        tls: false,
+                        spiffe_id: None,
+                    });
+                    let _ = watcher
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(stream), service(gw, conn))
+                                .into_owned(),
+                        )
+                        .await;
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote_addr, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote_addr, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let spiffe_id = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| crate::pipeline::identify::spiffe_id_of(c));
+                    let conn = Arc::new(ConnInfo {
+                        remote_addr,
+                        tls: true,
+                        spiffe_id,
+                    });
+                    let _ = watcher
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(stream), service(gw, conn))
+                                .into_owned(),
+                        )
+                        .await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let grace = gw.snapshot.server.shutdown_grace;
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: finishing in-flight requests"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the remaining connections"),
+    }
+    gw.audit.close().await;
+}
+
+fn service(gw: Arc<Gateway>, conn: Arc<ConnInfo>) -> GatewayService {
+    GatewayService { gw, conn }
+}
+
+/// The hyper service of one connection: every request goes through the pipeline.
+#[derive(Clone)]
+struct GatewayService {
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+}
+
+type ServiceFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<http::Response<crate::error::ProxyBody>, Infallible>,
+            > + Send,
+    >,
+>;
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for GatewayService {
+    type Response = http::Response<crate::error::ProxyBody>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let gw = self.gw.clone();
+        let conn = self.conn.clone();
+        Box::pin(async move { Ok(crate::pipeline::handle(gw, conn, req).await) })
+    }
+}
