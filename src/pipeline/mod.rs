@@ -57,9 +57,13 @@ where
     let resp = match result {
         Ok(resp) => resp,
         Err(e) => {
-            if ctx.decision == Decision::Allow {
-                ctx.decision = Decision::Error;
-            }
+            // A refusal (4xx) is keygate's decision; a failure after it allowed the call
+            // (credential, upstream) is an error.
+            ctx.decision = if e.kind.status().is_server_error() {
+                Decision::Error
+            } else {
+                Decision::Deny
+            };
             let _enter = span.enter();
             match e.kind.status().as_u16() {
                 500.. => tracing::warn!(

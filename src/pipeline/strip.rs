@@ -179,13 +179,19 @@ where
         None => collected,
         Some(f) if !redact => return Err(secret_error(f.kind, "body")),
         Some(_) => {
+            // Kinds redacted from the decoded form, so the audit names them too.
+            let mut form_kinds = Vec::new();
             let source: Vec<u8> = if form && secrets::find_first(&collected).is_none() {
                 // Only visible decoded: redact the decoded form, re-encoded.
                 let pairs: Vec<(String, String)> = form_urlencoded::parse(&collected)
                     .map(|(k, v)| {
-                        let v = secrets::redact(v.as_bytes())
-                            .map(|(r, _)| String::from_utf8_lossy(&r).into_owned())
-                            .unwrap_or_else(|| v.into_owned());
+                        let v = match secrets::redact(v.as_bytes()) {
+                            Some((r, found)) => {
+                                form_kinds.extend(found);
+                                String::from_utf8_lossy(&r).into_owned()
+                            }
+                            None => v.into_owned(),
+                        };
                         (k.into_owned(), v)
                     })
                     .collect();
@@ -197,7 +203,7 @@ where
                 collected.to_vec()
             };
             let (out, kinds) = secrets::redact(&source).unwrap_or((source, Vec::new()));
-            for k in kinds {
+            for k in form_kinds.into_iter().chain(kinds) {
                 ctx.stripped
                     .push(Cow::Owned(format!("body:{}:redacted", k.as_str())));
             }
@@ -231,6 +237,8 @@ fn strip_query(
             .iter()
             .any(|s| s.eq_ignore_ascii_case(k))
             || t.strip_query.iter().any(|s| s.eq_ignore_ascii_case(k))
+            // The agent's own value for the parameter keygate injects.
+            || matches!(&t.credential.inject, crate::config::Injection::Query(n) if n.eq_ignore_ascii_case(k))
     };
     let mut changed = false;
     let mut kept: Vec<(Cow<str>, Cow<str>)> = Vec::new();
@@ -243,16 +251,25 @@ fn strip_query(
         let hit = secrets::find_first(v.as_bytes()).or_else(|| secrets::find_first(k.as_bytes()));
         match hit {
             None => kept.push((k, v)),
+            // The name itself may be the secret (`?<secret>`): never echo or keep it.
             Some(f) if !redact => {
-                return Err(secret_error(f.kind, &format!("query parameter {k:?}")))
+                let place = match secrets::find_first(k.as_bytes()) {
+                    Some(_) => "query".to_string(),
+                    None => format!("query parameter {k:?}"),
+                };
+                return Err(secret_error(f.kind, &place));
             }
             Some(_) => {
-                let rv = secrets::redact(v.as_bytes())
-                    .map(|(r, _)| String::from_utf8_lossy(&r).into_owned())
-                    .unwrap_or_else(|| v.to_string());
-                ctx.stripped.push(Cow::Owned(format!("query:{k}:redacted")));
+                let redacted = |s: &str| {
+                    secrets::redact(s.as_bytes())
+                        .map(|(r, _)| String::from_utf8_lossy(&r).into_owned())
+                        .unwrap_or_else(|| s.to_string())
+                };
+                let (rk, rv) = (redacted(&k), redacted(&v));
+                ctx.stripped
+                    .push(Cow::Owned(format!("query:{rk}:redacted")));
                 changed = true;
-                kept.push((k, Cow::Owned(rv)));
+                kept.push((Cow::Owned(rk), Cow::Owned(rv)));
             }
         }
     }

@@ -121,6 +121,13 @@ async fn accept_loop(
         tokio::spawn(async move {
             match tls {
                 None => {
+                    // hyper's header_read_timeout only starts once the HTTP version is
+                    // known, from the client's first bytes: without this, a client that
+                    // sends nothing holds its connection forever.
+                    let limit = gw.snapshot.server.header_read_timeout;
+                    if !first_bytes_within(&stream, limit).await {
+                        return;
+                    }
                     let conn = Arc::new(ConnInfo {
                         remote_addr,
                         tls: false,
@@ -184,6 +191,25 @@ async fn accept_loop(
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the remaining connections"),
     }
     gw.audit.close().await;
+}
+
+/// Whether the client sends, within `limit`, enough to tell HTTP/1 from HTTP/2 (the whole
+/// HTTP/2 preface, or bytes that are not a prefix of it); false when it sends nothing or
+/// closes. Nothing is consumed.
+async fn first_bytes_within(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == buf.len() || buf[..n] != H2_PREFACE[..n] => return true,
+                // Part of the preface: peek returns at once while data is buffered.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, sniff).await.unwrap_or(false)
 }
 
 fn service(gw: Arc<Gateway>, conn: Arc<ConnInfo>) -> GatewayService {

@@ -65,6 +65,9 @@ impl Issuer {
         if let Ok(mut t) = self.last_refresh.lock() {
             *t = Some(Instant::now());
         }
+        // The file's mtime is remembered only once its content parsed: a file caught
+        // half-written must be read again even if the finished file has the same mtime.
+        let mut file_mtime = None;
         let text = match &self.settings.jwks {
             JwksSource::File(p) => {
                 let mtime = std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -79,9 +82,7 @@ impl Issuer {
                 let text = tokio::fs::read_to_string(p)
                     .await
                     .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                if let Ok(mut last) = self.last_file_mtime.lock() {
-                    *last = mtime;
-                }
+                file_mtime = Some(mtime);
                 text
             }
             JwksSource::Url { url, .. } => {
@@ -90,6 +91,11 @@ impl Issuer {
             }
         };
         let set = parse_jwks(&text, &self.settings, self.skew)?;
+        if let Some(mtime) = file_mtime {
+            if let Ok(mut last) = self.last_file_mtime.lock() {
+                *last = mtime;
+            }
+        }
         let changed = set.fingerprint != self.keys.load().fingerprint;
         if changed {
             self.keys.store(Arc::new(set));

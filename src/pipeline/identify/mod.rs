@@ -175,7 +175,7 @@ impl Identifier {
     fn verify(&self, agents: &Agents, token: &str) -> Result<Arc<Verified>, Error> {
         if let Some(v) = self.cache.get(token) {
             // The cache evicts at expiry; this check closes the gap between the two.
-            if v.exp + self.skew > unix_now() {
+            if v.exp.saturating_add(self.skew) > unix_now() {
                 return Ok(v);
             }
         }

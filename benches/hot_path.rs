@@ -1,0 +1,168 @@
+//! Micro-benchmarks of the per-request hot path: identify (cached and cold token), the
+//! secret scan of a 4 KiB body, minting a JWT, and building and serializing the audit
+//! record. Run with `cargo bench --bench hot_path`; figures are in BENCHMARKS.md.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use keygate::config::SigningAlgorithm;
+use keygate::credentials::{Provider, Signer};
+use keygate::server::ConnInfo;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    snapshot: keygate::config::Snapshot,
+    issuer: Signer,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer =
+        Signer::load_or_generate(&dir.path().join("iss.pem"), SigningAlgorithm::EdDsa, true)
+            .unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        keygate::credentials::signer::jwks_document([&issuer]),
+    )
+    .unwrap();
+    let text = format!(
+        "[[identity.issuers]]\nname = \"b\"\nissuer = \"bench\"\naudiences = [\"keygate\"]\njwks_file = {:?}\n\
+         [[agents]]\nid = \"agent-1\"\nowner = \"owner@example.com\"\n\
+         [[tools]]\nname = \"t\"\nupstream = \"http://127.0.0.1:1\"\n[tools.credential]\nprovider = \"jwt\"\nscope = \"read\"\n",
+        jwks.display().to_string()
+    );
+    let snapshot = keygate::config::parse(&dir.path().join("k.toml"), &text).unwrap();
+    Fixture {
+        _dir: dir,
+        snapshot,
+        issuer,
+    }
+}
+
+fn token(issuer: &Signer, sub: &str) -> String {
+    issuer
+        .sign_jwt(
+            &serde_json::json!({"iss": "bench", "aud": "keygate", "sub": sub, "exp": now() + 3600}),
+        )
+        .unwrap()
+}
+
+fn identify(c: &mut Criterion) {
+    let f = fixture();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ident = keygate::pipeline::identify::Identifier::new(&f.snapshot.identity).unwrap();
+    assert!(rt.block_on(ident.load_keys()).is_empty());
+    let conn = ConnInfo {
+        remote_addr: "127.0.0.1:1".parse().unwrap(),
+        tls: false,
+        spiffe_id: None,
+    };
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {}", token(&f.issuer, "agent-1"))
+            .parse()
+            .unwrap(),
+    );
+    c.bench_function("identify/cached_token", |b| {
+        b.iter(|| {
+            ident
+                .identify(&f.snapshot.agents, &conn, black_box(&headers))
+                .unwrap()
+        })
+    });
+    c.bench_function("identify/cold_token_ed25519", |b| {
+        b.iter(|| {
+            // A fresh cache every time: the signature is verified on each call.
+            ident.invalidate_tokens();
+            ident
+                .identify(&f.snapshot.agents, &conn, black_box(&headers))
+                .unwrap()
+        })
+    });
+}
+
+fn secret_scan(c: &mut Criterion) {
+    let mut body = String::from("{\"items\":[");
+    while body.len() < 4096 - 64 {
+        body.push_str("{\"id\":12345,\"name\":\"deploy the service\",\"state\":\"open\"},");
+    }
+    body.push_str("{}]}");
+    c.bench_function("strip/secret_scan_4KiB_clean", |b| {
+        b.iter(|| assert!(keygate::secrets::find_first(black_box(body.as_bytes())).is_none()))
+    });
+}
+
+fn mint(c: &mut Criterion) {
+    let f = fixture();
+    let agent = f.snapshot.agents.by_id.values().next().unwrap().clone();
+    for alg in [SigningAlgorithm::EdDsa, SigningAlgorithm::Es256] {
+        let dir = tempfile::tempdir().unwrap();
+        let signer =
+            Arc::new(Signer::load_or_generate(&dir.path().join("k.pem"), alg, true).unwrap());
+        let p = Provider::Jwt(keygate::credentials::MintedJwt::new(
+            signer,
+            "keygate".into(),
+            "t".into(),
+            Some("read".into()),
+            std::time::Duration::from_secs(300),
+            keygate::config::Injection::Bearer,
+        ));
+        c.bench_function(&format!("inject/mint_jwt_{alg:?}"), |b| {
+            b.iter(|| p.issue(black_box(&agent)).unwrap())
+        });
+    }
+}
+
+fn audit_record(c: &mut Criterion) {
+    let id: Arc<str> = "0a1b2c3d-0000000042".into();
+    let agent: Arc<str> = "agent-1".into();
+    let owner: Arc<str> = "owner@example.com".into();
+    let tool: Arc<str> = "github".into();
+    let cred: Arc<str> = "2b0f3c5e-8d7a-4c1b-9e6f-0123456789ab".into();
+    let mut buf = Vec::with_capacity(1024);
+    c.bench_function("audit/build_and_serialize", |b| {
+        b.iter(|| {
+            let r = keygate::telemetry::audit_log::AuditRecord {
+                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                request_id: id.clone(),
+                agent_id: Some(agent.clone()),
+                agent_owner: Some(owner.clone()),
+                identity: Some("jwt"),
+                issuer: None,
+                spiffe_id: None,
+                client: "127.0.0.1:50000".into(),
+                tool: Some(tool.clone()),
+                method: "GET".into(),
+                path: "/tools/github/repos/acme/app/issues".into(),
+                decision: "allow",
+                error: None,
+                error_detail: None,
+                status: 200,
+                duration_ms: 1.234,
+                bytes_in: 0,
+                bytes_out: 512,
+                completed: true,
+                credential_provider: Some("jwt"),
+                credential_id: Some(cred.clone()),
+                stripped: vec!["header:authorization".into()],
+            };
+            buf.clear();
+            serde_json::to_writer(&mut buf, black_box(&r)).unwrap();
+        })
+    });
+}
+
+criterion_group!(benches, identify, secret_scan, mint, audit_record);
+criterion_main!(benches);
