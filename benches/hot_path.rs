@@ -2,6 +2,8 @@
 //! secret scan of a 4 KiB body, minting a JWT, and building and serializing the audit
 //! record. Run with `cargo bench --bench hot_path`; figures are in BENCHMARKS.md.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use keygate::config::SigningAlgorithm;
 use keygate::credentials::{Provider, Signer};

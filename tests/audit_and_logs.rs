@@ -2,6 +2,8 @@
 //! exactly one per request, and no secret value appears in the audit log or in any log
 //! output (at the most verbose log level), whatever the agent sent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Read};

@@ -251,7 +251,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Snapshot, ConfigErrors> {
         let message = e.message().to_string();
         let key = match e.span() {
             Some(span) => {
-                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                 format!("line {line}")
             }
             None => String::new(),
@@ -572,7 +572,7 @@ pub fn is_spiffe_id(s: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
                 && !path.ends_with('/')
-                && !path.contains("//")
+                && !rest.contains("//")
                 && !s.contains(['?', '#'])
         }
         None => false,

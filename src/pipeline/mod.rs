@@ -148,6 +148,12 @@ where
 
 /// Refuses framing that a server and a tool might read differently (request smuggling):
 /// Content-Length together with Transfer-Encoding, or Content-Length given twice.
+///
+/// Defence in depth: over HTTP/1.1 hyper already resolves these before the request gets
+/// here (RFC 9112 §6.3: with Transfer-Encoding it drops Content-Length, reads the body as
+/// chunked and closes the connection after the response; identical duplicate lengths are
+/// folded into one; differing ones are refused with a bare 400). keygate forwards its own
+/// framing either way (strip re-frames read bodies; hop-by-hop headers are removed).
 fn check_framing<B>(req: &Request<B>) -> Result<(), Error> {
     let h = req.headers();
     let lengths = h.get_all(header::CONTENT_LENGTH).iter().count();

@@ -6,8 +6,9 @@
 //! header and query parameter the tool names. Then the path, the remaining headers, the
 //! query values and a text body (read up to the tool's body limit) are scanned for known
 //! secret formats: a hit is refused with `secret_in_request`, or redacted where the tool
-//! says `on_secret = "redact"` (a secret in the path is always refused: redacting it
-//! would send the call somewhere else). Only names of what was removed are recorded.
+//! says `on_secret = "redact"` (a secret in the path or in a header name is always
+//! refused: redacting it would send the call somewhere else). Only names of what was
+//! removed are recorded.
 
 use super::body::Counted;
 use super::context::RequestCtx;
@@ -83,8 +84,14 @@ where
         ctx.forward_query = strip_query(ctx, t, q, redact)?;
     }
 
-    // Remaining headers.
+    // Remaining headers. A secret used as a header name is refused in either mode:
+    // redacting the name would forward a header the tool cannot understand.
     let mut redacted = Vec::new();
+    for name in parts.headers.keys() {
+        if let Some(f) = secrets::find_first(name.as_str().as_bytes()) {
+            return Err(secret_error(f.kind, "header names"));
+        }
+    }
     for (name, value) in parts.headers.iter() {
         if let Some(f) = secrets::find_first(value.as_bytes()) {
             if !redact {
