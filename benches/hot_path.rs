@@ -36,9 +36,10 @@ fn fixture() -> Fixture {
     )
     .unwrap();
     let text = format!(
-        "[[identity.issuers]]\nname = \"b\"\nissuer = \"bench\"\naudiences = [\"keygate\"]\njwks_file = {:?}\n\
+        "[policies]\ndir = {:?}\n[[identity.issuers]]\nname = \"b\"\nissuer = \"bench\"\naudiences = [\"keygate\"]\njwks_file = {:?}\n\
          [[agents]]\nid = \"agent-1\"\nowner = \"owner@example.com\"\n\
          [[tools]]\nname = \"t\"\nupstream = \"http://127.0.0.1:1\"\n[tools.credential]\nprovider = \"jwt\"\nscope = \"read\"\n",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
         jwks.display().to_string()
     );
     let snapshot = keygate::config::parse(&dir.path().join("k.toml"), &text).unwrap();
@@ -133,6 +134,8 @@ fn audit_record(c: &mut Criterion) {
     let owner: Arc<str> = "owner@example.com".into();
     let tool: Arc<str> = "github".into();
     let cred: Arc<str> = "2b0f3c5e-8d7a-4c1b-9e6f-0123456789ab".into();
+    let op: Arc<str> = "github:list_issues".into();
+    let read: Arc<str> = "read".into();
     let mut buf = Vec::with_capacity(1024);
     c.bench_function("audit/build_and_serialize", |b| {
         b.iter(|| {
@@ -146,6 +149,12 @@ fn audit_record(c: &mut Criterion) {
                 spiffe_id: None,
                 client: "127.0.0.1:50000".into(),
                 tool: Some(tool.clone()),
+                operation: Some(op.clone()),
+                tags: vec![read.clone()],
+                identity_kind: None,
+                policies: vec!["agents-may-call-tools".into()],
+                approval_id: None,
+                inventory_id: None,
                 method: "GET".into(),
                 path: "/tools/github/repos/acme/app/issues".into(),
                 decision: "allow",

@@ -1,5 +1,5 @@
 //! `keygate echo`: a small upstream that answers every request with what it received
-//! (method, path, query, headers, body) as JSON, and `GET /events?n=N` with N
+//! (method, path, query, headers, body, and a sequence number as `id`) as JSON, and `GET /events?n=N` with N
 //! server-sent events a fifth of a second apart. Point a tool at it to see exactly what
 //! keygate forwards: the agent's credentials gone, keygate's credential in their place.
 
@@ -78,7 +78,10 @@ async fn echo(req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> 
             )
         })
         .collect();
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let doc = serde_json::json!({
+        // Like the object ids APIs return for what they create.
+        "id": SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query(),

@@ -48,6 +48,19 @@ pub enum ErrorKind {
     NotFound,
     /// keygate is shutting down.
     ShuttingDown,
+    /// A path that different servers could read differently (encoded slash or dot, NUL,
+    /// backslash).
+    AmbiguousPath,
+    /// The policies do not allow this request.
+    Forbidden,
+    /// The request needs a human's approval; the error carries the approval's id.
+    ApprovalRequired,
+    /// A human denied the request.
+    ApprovalDenied,
+    /// The agent is suspended.
+    AgentSuspended,
+    /// The approval store cannot be reached: requests that need it fail closed.
+    StoreUnavailable,
 }
 
 impl ErrorKind {
@@ -69,6 +82,12 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::NotFound => "not_found",
             ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::AmbiguousPath => "ambiguous_path",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::ApprovalRequired => "approval_required",
+            ErrorKind::ApprovalDenied => "approval_denied",
+            ErrorKind::AgentSuspended => "agent_suspended",
+            ErrorKind::StoreUnavailable => "approvals_unavailable",
         }
     }
 
@@ -78,9 +97,14 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::UnknownAgent => StatusCode::FORBIDDEN,
             ErrorKind::UnknownTool | ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::SecretInRequest | ErrorKind::BadRequest | ErrorKind::AmbiguousFraming => {
-                StatusCode::BAD_REQUEST
-            }
+            ErrorKind::SecretInRequest
+            | ErrorKind::BadRequest
+            | ErrorKind::AmbiguousFraming
+            | ErrorKind::AmbiguousPath => StatusCode::BAD_REQUEST,
+            ErrorKind::Forbidden
+            | ErrorKind::ApprovalRequired
+            | ErrorKind::ApprovalDenied
+            | ErrorKind::AgentSuspended => StatusCode::FORBIDDEN,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UnscannableBody => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -89,7 +113,9 @@ impl ErrorKind {
             }
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::ShuttingDown | ErrorKind::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -103,6 +129,8 @@ pub struct Error {
     pub message: String,
     /// For the log and the audit line; never sent to the client; never a secret value.
     pub detail: Option<String>,
+    /// The pending approval a human decides (with `approval_required`, `approval_denied`).
+    pub approval_id: Option<String>,
 }
 
 impl Error {
@@ -111,6 +139,7 @@ impl Error {
             kind,
             message: message.into(),
             detail: None,
+            approval_id: None,
         }
     }
 
@@ -123,13 +152,22 @@ impl Error {
         Error::new(ErrorKind::Unauthenticated, message)
     }
 
-    /// The response a client gets: status, `{"error": code, "message": …, "request_id": …}`.
+    pub fn with_approval(mut self, id: impl Into<String>) -> Self {
+        self.approval_id = Some(id.into());
+        self
+    }
+
+    /// The response a client gets: status, `{"error": code, "message": …, "request_id": …}`
+    /// and, for approvals, `"approval_id"`.
     pub fn to_response(&self, request_id: &str) -> Response<ProxyBody> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.kind.code(),
             "message": self.message,
             "request_id": request_id,
         });
+        if let (Some(id), Some(m)) = (&self.approval_id, body.as_object_mut()) {
+            m.insert("approval_id".into(), id.clone().into());
+        }
         let mut resp = json_response(self.kind.status(), body.to_string());
         if self.kind == ErrorKind::Unauthenticated {
             resp.headers_mut().insert(

@@ -1,14 +1,25 @@
-//! The running gateway: the compiled configuration plus everything built from it once at
-//! start (issuer keys, credential providers, upstream clients, the audit writer). Phases
-//! read it; nothing in it changes per request except the caches inside.
+//! The running gateway.
+//!
+//! - [`Shared`]: what lives as long as the process, across reloads: the audit log, the
+//!   store (approvals, inventory, suspensions), the suspended agents, keygate's signing
+//!   key, the admin token.
+//! - [`Gateway`]: one configuration snapshot and everything built from it (issuer keys,
+//!   credential providers, upstream clients, policies). Immutable but for caches.
+//! - [`Runtime`]: the current gateway, swapped atomically on reload. A request keeps the
+//!   gateway it started with, so a reload never disturbs requests in flight, and a reload
+//!   that fails keeps the running gateway.
 
 use crate::config::{ProviderSpec, SecretSource, Snapshot, Tool};
 use crate::credentials::{MintedJwt, Provider, Signer, StaticSecret};
 use crate::pipeline::forward::{build_client, HttpClient};
 use crate::pipeline::identify::Identifier;
+use crate::store::Store;
 use crate::telemetry::audit_log::AuditLog;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -20,36 +31,232 @@ pub struct ToolRuntime {
     pub client: HttpClient,
 }
 
-pub struct Gateway {
-    pub snapshot: Arc<Snapshot>,
-    pub identifier: Identifier,
-    pub tools_by_name: HashMap<Arc<str>, Arc<ToolRuntime>>,
-    pub tools_by_host: HashMap<String, Arc<ToolRuntime>>,
+/// Process-wide state that survives reloads.
+pub struct Shared {
+    pub audit: AuditLog,
+    pub store: Arc<dyn Store>,
+    /// Suspended agents, mirrored from the store: checked on every request.
+    pub suspended: RwLock<HashSet<String>>,
     pub signer: Arc<Signer>,
     /// `/.well-known/jwks.json`, serialized once.
     pub jwks_document: Bytes,
-    pub audit: AuditLog,
-    id_prefix: String,
-    id_counter: AtomicU64,
+    /// The admin API's bearer token.
+    pub admin_token: String,
+    /// Client for webhooks.
+    pub http: HttpClient,
+    /// Wakes requests held for approval when a decision is made through the admin API.
+    pub decisions: tokio::sync::Notify,
 }
 
-impl Gateway {
-    /// Builds the gateway: loads keys and secrets, opens the audit log, starts the
-    /// background refreshers. Problems that leave a tool unusable (a static secret that
-    /// is missing) are logged, and that tool answers `credential_unavailable`; problems
-    /// that leave nothing usable (the signing key, the audit log) are errors.
-    pub async fn start(snapshot: Snapshot) -> Result<Arc<Gateway>, String> {
-        let snapshot = Arc::new(snapshot);
-        for issuer in &snapshot.identity.issuers {
-            if let Some(key) = &issuer.dev_signing_key {
-                crate::dev::ensure_dev_issuer(issuer, key)?;
-            }
-        }
+impl Shared {
+    /// Opens what the first snapshot names: audit log, store, signing key, admin token.
+    pub async fn open(snapshot: &Snapshot) -> Result<Arc<Shared>, String> {
         let signer = Arc::new(Signer::load_or_generate(
             &snapshot.signing.key_file,
             snapshot.signing.algorithm,
             snapshot.signing.generated,
         )?);
+        let store = crate::store::open_store(&snapshot.store_path)
+            .await
+            .map_err(|e| format!("{}: {e}", snapshot.store_path.display()))?;
+        let suspended = store
+            .suspensions()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|s| s.agent_id)
+            .collect();
+        let audit = AuditLog::open(&snapshot.audit).await?;
+        let jwks_document = Bytes::from(crate::credentials::signer::jwks_document([&*signer]));
+        Ok(Arc::new(Shared {
+            audit,
+            store,
+            suspended: RwLock::new(suspended),
+            signer,
+            jwks_document,
+            admin_token: admin_token(&snapshot.admin)?,
+            http: build_client(None, Duration::from_secs(5))?,
+            decisions: tokio::sync::Notify::new(),
+        }))
+    }
+
+    pub fn is_suspended(&self, agent: &str) -> bool {
+        self.suspended.read().map(|s| s.contains(agent)).unwrap_or(true)
+    }
+
+    /// Re-reads suspensions from the store (other replicas, direct store edits).
+    pub async fn sync_suspensions(&self) -> Result<(), String> {
+        let now: HashSet<String> = self
+            .store
+            .suspensions()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|s| s.agent_id)
+            .collect();
+        if let Ok(mut s) = self.suspended.write() {
+            *s = now;
+        }
+        Ok(())
+    }
+}
+
+/// The admin token: from the configured environment variable, or from the token file,
+/// which is generated (random, owner-only) on first start.
+fn admin_token(a: &crate::config::AdminSettings) -> Result<String, String> {
+    if let Some(var) = &a.token_env {
+        return match std::env::var(var) {
+            Ok(t) if t.len() >= 16 => Ok(t),
+            Ok(_) => Err(format!("the admin token in {var} is shorter than 16 characters")),
+            Err(_) => Err(format!("environment variable {var} (admin token) is not set")),
+        };
+    }
+    read_or_create_token(&a.token_file)
+}
+
+pub fn read_or_create_token(path: &Path) -> Result<String, String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_string();
+        if t.len() >= 16 {
+            return Ok(t);
+        }
+        return Err(format!("{}: the admin token is shorter than 16 characters", path.display()));
+    }
+    let mut b = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| "cannot generate the admin token".to_string())?;
+    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    opts.open(path)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .map_err(|e| format!("cannot write the admin token {}: {e}", path.display()))?;
+    Ok(token)
+}
+
+/// The current gateway, swapped on reload.
+pub struct Runtime {
+    pub shared: Arc<Shared>,
+    current: ArcSwap<Gateway>,
+    config_path: PathBuf,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Runtime {
+    /// Opens shared state and builds the first gateway.
+    pub async fn start(snapshot: Snapshot) -> Result<Arc<Runtime>, String> {
+        let config_path = snapshot.source.clone();
+        let shared = Shared::open(&snapshot).await?;
+        let gw = Gateway::build(snapshot, shared.clone()).await?;
+        let rt = Arc::new(Runtime {
+            shared,
+            current: ArcSwap::new(gw),
+            config_path,
+            reload_lock: tokio::sync::Mutex::new(()),
+        });
+        spawn_suspension_sync(&rt);
+        Ok(rt)
+    }
+
+    /// The gateway a new request runs on.
+    pub fn current(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the configuration and policies; on any error the running gateway stays.
+    pub async fn reload(&self) -> Result<(), String> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let snapshot = crate::config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let old = self.current();
+        if snapshot.server.listen != old.snapshot.server.listen || snapshot.admin.listen != old.snapshot.admin.listen {
+            tracing::warn!("listener addresses change only on restart");
+        }
+        let gw = Gateway::build(snapshot, self.shared.clone()).await?;
+        self.current.store(gw);
+        tracing::info!("configuration and policies reloaded");
+        Ok(())
+    }
+
+    /// The files whose change triggers a reload: the config and the policy folder's files.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let gw = self.current();
+        let mut files = vec![self.config_path.clone()];
+        if let Ok(rd) = std::fs::read_dir(&gw.snapshot.policies_dir) {
+            files.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+        files
+    }
+}
+
+fn spawn_suspension_sync(rt: &Arc<Runtime>) {
+    let weak = Arc::downgrade(rt);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let Some(rt) = weak.upgrade() else { return };
+            if let Err(e) = rt.shared.sync_suspensions().await {
+                tracing::warn!("cannot refresh suspensions from the store: {e}");
+            }
+        }
+    });
+}
+
+/// Watches the config file and the policy folder (by modification time, every
+/// `interval`) and reloads on change. Ends when the runtime is dropped.
+pub fn spawn_file_watch(rt: &Arc<Runtime>, interval: Duration) {
+    fn stamp(files: &[PathBuf]) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+        files
+            .iter()
+            .map(|f| (f.clone(), std::fs::metadata(f).and_then(|m| m.modified()).ok()))
+            .collect()
+    }
+    let weak = Arc::downgrade(rt);
+    let mut last = stamp(&rt.watched_files());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(rt) = weak.upgrade() else { return };
+            let now = stamp(&rt.watched_files());
+            if now != last {
+                last = now;
+                if let Err(e) = rt.reload().await {
+                    tracing::error!("reload refused, the running configuration stays:\n{e}");
+                }
+            }
+        }
+    });
+}
+
+pub struct Gateway {
+    pub snapshot: Arc<Snapshot>,
+    pub shared: Arc<Shared>,
+    pub identifier: Identifier,
+    pub tools_by_name: HashMap<Arc<str>, Arc<ToolRuntime>>,
+    pub tools_by_host: HashMap<String, Arc<ToolRuntime>>,
+    id_prefix: String,
+    id_counter: Arc<AtomicU64>,
+}
+
+impl Gateway {
+    /// Builds a gateway for a snapshot: loads issuer keys and secrets, builds clients,
+    /// starts the background refreshers. Problems that leave a tool unusable (a static
+    /// secret that is missing) are logged, and that tool answers `credential_unavailable`.
+    pub async fn build(snapshot: Snapshot, shared: Arc<Shared>) -> Result<Arc<Gateway>, String> {
+        let snapshot = Arc::new(snapshot);
+        let signer = shared.signer.clone();
+        for issuer in &snapshot.identity.issuers {
+            if let Some(key) = &issuer.dev_signing_key {
+                crate::dev::ensure_dev_issuer(issuer, key)?;
+            }
+        }
         let identifier = Identifier::new(&snapshot.identity)?;
         for (name, e) in identifier.load_keys().await {
             tracing::error!(issuer = %name, "cannot load the issuer's keys (its tokens are refused until they load): {e}");
@@ -96,18 +303,14 @@ impl Gateway {
             }
             tools_by_name.insert(tool.name.clone(), rt);
         }
-        let audit = AuditLog::open(&snapshot.audit).await?;
-        let jwks_document = Bytes::from(crate::credentials::signer::jwks_document([&*signer]));
         let gw = Arc::new(Gateway {
             snapshot,
+            shared,
             identifier,
             tools_by_name,
             tools_by_host,
-            signer,
-            jwks_document,
-            audit,
             id_prefix: format!("{:08x}", rand_u32()),
-            id_counter: AtomicU64::new(0),
+            id_counter: Arc::new(AtomicU64::new(0)),
         });
         spawn_refreshers(&gw);
         Ok(gw)

@@ -2,6 +2,8 @@
 //! the agent is identified, the secrets it sends are stripped, a scoped short-lived
 //! credential is injected, and the call is audited. See `pipeline` for the phases.
 
+pub mod admin_client;
+pub mod catalog;
 pub mod config;
 pub mod credentials;
 pub mod dev;
@@ -9,8 +11,10 @@ pub mod echo;
 pub mod error;
 pub mod gateway;
 pub mod pipeline;
+pub mod routes;
 pub mod secrets;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 
-pub use gateway::Gateway;
+pub use gateway::{Gateway, Runtime};

@@ -1,6 +1,7 @@
 //! The `keygate` command.
 
 use clap::{Parser, Subcommand};
+use keygate::admin_client::{self, AdminClient};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -47,6 +48,116 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: String,
     },
+    /// Print the complete Cedar schema policies are validated against.
+    Schema {
+        #[arg(long, default_value = "config/keygate.toml")]
+        config: PathBuf,
+    },
+    /// Pending and decided approvals (through the admin API).
+    Approvals {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+    /// Identities created through keygate: who created what, approved by whom, owned by
+    /// whom, due for review when.
+    Inventory {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
+    /// Suspend or resume an agent (effective on its next request).
+    Agents {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// Reload the configuration and policies of the running gateway.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The configuration the gateway runs on (for the admin address and token).
+    #[arg(long, global = true, default_value = "config/keygate.toml")]
+    config: PathBuf,
+    /// The admin API's URL (default: from the configuration, or KEYGATE_ADMIN_URL).
+    #[arg(long, global = true)]
+    admin_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// List approvals, newest first.
+    List {
+        /// pending, approved, denied, used or expired.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one approval.
+    Show { id: String },
+    /// Approve a pending request, once.
+    Approve {
+        id: String,
+        /// Who approves.
+        #[arg(long)]
+        approver: String,
+        /// The human who will own the identity created.
+        #[arg(long)]
+        owner: String,
+        /// Change or incident ticket.
+        #[arg(long)]
+        ticket: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+        /// How long the approval may be used, such as 1h.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// When the created identity is due for review, such as 90d.
+        #[arg(long)]
+        review_in: Option<String>,
+    },
+    /// Deny a pending request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        approver: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum InventoryCommand {
+    /// List every identity created through keygate.
+    List {
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    Suspend {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value = "admin")]
+        by: String,
+    },
+    Resume { id: String },
+    /// List suspended agents.
+    Suspended,
 }
 
 fn main() -> ExitCode {
@@ -91,7 +202,142 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => runtime(|| run(config)),
         Command::Echo { listen } => runtime(|| async move { keygate::echo::run(&listen).await }),
+        Command::Schema { config } => match keygate::config::load(&config) {
+            Ok(s) => {
+                print!("{}", s.policies.schema_text);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Approvals { admin, command } => client(admin, |c| approvals(c, command)),
+        Command::Inventory { admin, command } => client(admin, |c| inventory(c, command)),
+        Command::Agents { admin, command } => client(admin, |c| agents(c, command)),
+        Command::Reload { admin } => client(admin, |c| async move {
+            c.call(http::Method::POST, "/reload", None).await?;
+            println!("reloaded");
+            Ok(())
+        }),
     }
+}
+
+fn client<F, Fut>(admin: AdminArgs, f: F) -> ExitCode
+where
+    F: FnOnce(AdminClient) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keygate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = AdminClient::new(&admin.config, admin.admin_url).map(f);
+    let result = match result {
+        Ok(fut) => rt.block_on(fut),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keygate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn approvals(c: AdminClient, cmd: ApprovalsCommand) -> Result<(), String> {
+    use http::Method;
+    match cmd {
+        ApprovalsCommand::List { status, json } => {
+            let path = match status {
+                Some(s) => format!("/approvals?status={s}"),
+                None => "/approvals".into(),
+            };
+            let v = c.call(Method::GET, &path, None).await?;
+            if json {
+                print_json(&v["approvals"]);
+            } else {
+                let list = v["approvals"].as_array().cloned().unwrap_or_default();
+                let (h, rows) = admin_client::approval_rows(&list);
+                print!("{}", admin_client::table(&h, &rows));
+            }
+        }
+        ApprovalsCommand::Show { id } => print_json(&c.call(Method::GET, &format!("/approvals/{id}"), None).await?),
+        ApprovalsCommand::Approve { id, approver, owner, ticket, note, expires_in, review_in } => {
+            let body = serde_json::json!({
+                "approver": approver, "owner": owner, "ticket": ticket, "note": note,
+                "expires_in": expires_in, "review_in": review_in,
+            });
+            let a = c.call(Method::POST, &format!("/approvals/{id}/approve"), Some(body)).await?;
+            println!(
+                "approved {id}: the agent's next identical request goes through once (until {})",
+                admin_client::time(&a["approval_expires_at"])
+            );
+        }
+        ApprovalsCommand::Deny { id, approver, note } => {
+            let body = serde_json::json!({"approver": approver, "note": note});
+            c.call(Method::POST, &format!("/approvals/{id}/deny"), Some(body)).await?;
+            println!("denied {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> {
+    let InventoryCommand::List { json, csv } = cmd;
+    let v = c.call(http::Method::GET, "/inventory", None).await?;
+    let list = v["identities"].as_array().cloned().unwrap_or_default();
+    let headers: Vec<&str> = admin_client::INVENTORY_COLUMNS.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> = list.iter().map(admin_client::inventory_row).collect();
+    if json {
+        print_json(&v["identities"]);
+    } else if csv {
+        print!("{}", admin_client::csv(&headers, &rows));
+    } else {
+        print!("{}", admin_client::table(&headers, &rows));
+    }
+    Ok(())
+}
+
+async fn agents(c: AdminClient, cmd: AgentsCommand) -> Result<(), String> {
+    use http::Method;
+    match cmd {
+        AgentsCommand::Suspend { id, reason, by } => {
+            c.call(Method::POST, &format!("/agents/{id}/suspend"), Some(serde_json::json!({"by": by, "reason": reason}))).await?;
+            println!("suspended {id}: its next request is refused");
+        }
+        AgentsCommand::Resume { id } => {
+            c.call(Method::POST, &format!("/agents/{id}/resume"), None).await?;
+            println!("resumed {id}");
+        }
+        AgentsCommand::Suspended => {
+            let v = c.call(Method::GET, "/agents/suspended", None).await?;
+            let rows: Vec<Vec<String>> = v["suspended"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    vec![
+                        s["agent_id"].as_str().unwrap_or("").to_string(),
+                        s["by"].as_str().unwrap_or("").to_string(),
+                        s["reason"].as_str().unwrap_or("-").to_string(),
+                        admin_client::time(&s["at"]),
+                    ]
+                })
+                .collect();
+            print!("{}", admin_client::table(&["AGENT", "BY", "REASON", "SINCE"], &rows));
+        }
+    }
+    Ok(())
 }
 
 fn runtime<F, Fut>(f: F) -> ExitCode
@@ -126,8 +372,24 @@ where
 
 async fn run(config: PathBuf) -> Result<(), String> {
     let snapshot = keygate::config::load(&config).map_err(|e| e.to_string())?;
-    let gw = keygate::Gateway::start(snapshot).await?;
-    let running = keygate::server::serve(gw).await?;
+    let rt = keygate::gateway::Runtime::start(snapshot).await?;
+    let running = keygate::server::serve(rt.clone()).await?;
+    keygate::gateway::spawn_file_watch(&rt, Duration::from_secs(2));
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading");
+                    if let Err(e) = rt.reload().await {
+                        tracing::error!("reload refused, the running configuration stays:\n{e}");
+                    }
+                }
+            });
+        }
+    }
     let shutdown = running.shutdown_handle();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -71,7 +71,9 @@ async fn audit_lines_are_complete_and_no_secret_reaches_any_log() {
     let iss = TestIssuer::new(dir.path(), "audit-iss", "keygate");
     let audit_path = dir.path().join("audit.jsonl");
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[audit]\npath = {:?}\n{}{}\
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[audit]\npath = {:?}\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n[store]\npath = \"keygate.db\"\n\
+         [policies]\ndir = \"policies\"\n{}{}\
          [[tools]]\nname = \"static\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = \"AUDIT_TEST_SECRET\"\n\
          [[tools]]\nname = \"minted\"\nupstream = {:?}\non_secret = \"redact\"\n[tools.credential]\nprovider = \"jwt\"\nscope = \"read\"\n",
         audit_path.display().to_string(),
@@ -82,6 +84,7 @@ async fn audit_lines_are_complete_and_no_secret_reaches_any_log() {
     );
     let config_path = dir.path().join("keygate.toml");
     std::fs::write(&config_path, config).unwrap();
+    copy_default_policies(dir.path());
     let mut kg = spawn_keygate(&config_path);
     let base = format!("http://{}", kg.addr);
     let token = iss.token("auditor-agent");

@@ -716,7 +716,8 @@ async fn clock_skew_is_limited_to_five_minutes() {
     let dir = tempfile::tempdir().unwrap();
     let iss = TestIssuer::new(dir.path(), ISS, AUD);
     let path = dir.path().join("keygate.toml");
-    let text = |skew: &str| format!("[identity]\nclock_skew = {skew:?}\n{}", iss.toml());
+    copy_default_policies(dir.path());
+    let text = |skew: &str| format!("[policies]\ndir = \"policies\"\n[identity]\nclock_skew = {skew:?}\n{}", iss.toml());
     for ok in ["0s", "30s", "5m"] {
         if let Err(e) = keygate::config::parse(&path, &text(ok)) {
             panic!("clock_skew = {ok:?} refused: {e}");

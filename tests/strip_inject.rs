@@ -59,7 +59,7 @@ async fn audit_n(gw: &TestGateway, n: usize) -> Vec<Value> {
 
 /// The audit file as text (after flushing).
 async fn audit_text(gw: &TestGateway) -> String {
-    gw.gateway.audit.close().await;
+    gw.runtime.shared.audit.close().await;
     std::fs::read_to_string(&gw.audit_path).unwrap_or_default()
 }
 

@@ -4,6 +4,8 @@
 //! so a user fixes a config in one pass (`keygate check`).
 
 use super::file::{self, ClientAuth, ConfigFile, OnSecret};
+use crate::catalog::Kind;
+use crate::routes::{Operation, RouteTable, IDENTITY_CREATION};
 use http::header::HeaderName;
 use http::uri::{Authority, Scheme};
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +66,55 @@ pub struct Snapshot {
     pub signing: SigningSettings,
     pub agents: Agents,
     pub tools: Tools,
+    /// Every operation a request can be classified as, by name: the default `read` and
+    /// `write`, the catalog's, and the tools' routes'. The policy schema declares them all.
+    pub operations: Operations,
+    /// The compiled Cedar policies.
+    pub policies: Arc<crate::pipeline::authorize::PolicyEngine>,
+    pub policies_dir: PathBuf,
+    pub admin: AdminSettings,
+    pub approvals: ApprovalSettings,
+    pub store_path: PathBuf,
+}
+
+/// All operations by name.
+#[derive(Debug)]
+pub struct Operations {
+    pub by_name: BTreeMap<Arc<str>, Arc<Operation>>,
+    pub read: Arc<Operation>,
+    pub write: Arc<Operation>,
+}
+
+impl Operations {
+    /// The operation of a catalog entry.
+    pub fn of_catalog(&self, op: &'static crate::catalog::CatalogOp) -> Option<&Arc<Operation>> {
+        self.by_name.get(op.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: String,
+    pub token_env: Option<String>,
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    pub pending_ttl: Duration,
+    pub approval_ttl: Duration,
+    pub review_after: Duration,
+    pub webhook_url: Option<http::Uri>,
+    pub decide_at: Option<String>,
+}
+
+/// What a request that needs approval gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalMode {
+    /// 403 `approval_required` at once; the agent retries once a human decided.
+    Respond,
+    /// The request is held open until decided, or until the tool's `hold_timeout`.
+    Hold,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +207,11 @@ pub struct Agents {
 #[derive(Debug)]
 pub struct Tool {
     pub name: Arc<str>,
+    pub kind: Kind,
+    /// The tool's own operations by method and path template (relative to the tool).
+    pub routes: RouteTable,
+    pub approval: ApprovalMode,
+    pub hold_timeout: Duration,
     pub upstream: Upstream,
     pub hosts: Vec<String>,
     pub path_prefix: bool,
@@ -321,20 +377,102 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     let identity = compile_identity(&mut c, f.identity);
     let signing = compile_signing(&mut c, f.signing, &server.data_dir);
     let agents = compile_agents(&mut c, f.agents);
-    let tools = compile_tools(&mut c, f.tools);
+    let mut operations = builtin_operations();
+    let tools = compile_tools(&mut c, f.tools, &mut operations);
+    let policies_dir = c.path(&f.policies.dir);
+    let admin = AdminSettings {
+        listen: f.admin.listen,
+        token_env: f.admin.token_env,
+        token_file: c.path(&f.admin.token_file),
+    };
+    if admin.listen.parse::<std::net::SocketAddr>().is_err() {
+        c.error(
+            "admin.listen",
+            format!("{:?} is not an address such as 127.0.0.1:8081", admin.listen),
+        );
+    }
+    let approvals = compile_approvals(&mut c, f.approvals);
+    let store_path = c.path(&f.store.path);
 
-    if c.errors.is_empty() {
-        Ok(Snapshot {
-            source: path.to_path_buf(),
-            server,
-            audit,
-            identity,
-            signing,
-            agents,
-            tools,
-        })
-    } else {
-        Err(ConfigErrors(c.errors))
+    // Policies are validated against a schema that declares every operation, so they
+    // are compiled last, and only when the rest is sound.
+    if !c.errors.is_empty() {
+        return Err(ConfigErrors(c.errors));
+    }
+    let policies = match crate::pipeline::authorize::PolicyEngine::load(&policies_dir, &operations) {
+        Ok(p) => Arc::new(p),
+        Err(errors) => {
+            for (file, message) in errors {
+                c.errors.push(ConfigError {
+                    file,
+                    key: String::new(),
+                    message,
+                });
+            }
+            return Err(ConfigErrors(c.errors));
+        }
+    };
+    Ok(Snapshot {
+        source: path.to_path_buf(),
+        server,
+        audit,
+        identity,
+        signing,
+        agents,
+        tools,
+        operations,
+        policies,
+        policies_dir,
+        admin,
+        approvals,
+        store_path,
+    })
+}
+
+/// `read`, `write`, and every operation of the identity-creation catalog.
+fn builtin_operations() -> Operations {
+    let read = Arc::new(Operation::new("read", &["read"], None));
+    let write = Arc::new(Operation::new("write", &["write"], None));
+    let mut by_name = BTreeMap::new();
+    by_name.insert(read.name.clone(), read.clone());
+    by_name.insert(write.name.clone(), write.clone());
+    for kind in Kind::ALL {
+        for op in crate::catalog::operations(*kind) {
+            let mut o = Operation::new(op.name, op.tags, op.identity_kind);
+            o.catalog = Some(op);
+            by_name.insert(o.name.clone(), Arc::new(o));
+        }
+    }
+    Operations {
+        by_name,
+        read,
+        write,
+    }
+}
+
+fn compile_approvals(c: &mut Checker, a: file::ApprovalsSection) -> ApprovalSettings {
+    for (key, d) in [
+        ("approvals.pending_ttl", a.pending_ttl),
+        ("approvals.approval_ttl", a.approval_ttl),
+        ("approvals.review_after", a.review_after),
+    ] {
+        if d.is_zero() {
+            c.error(key, "must be longer than zero");
+        }
+    }
+    let webhook_url = a.webhook_url.and_then(|u| match u.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme().is_some() && uri.host().is_some() => Some(uri),
+        _ => {
+            c.error("approvals.webhook_url", format!("{u:?} is not an http(s) URL"));
+            None
+        }
+    });
+    ApprovalSettings {
+        pending_ttl: a.pending_ttl,
+        approval_ttl: a.approval_ttl,
+        review_after: a.review_after,
+        webhook_url,
+        decide_at: a.decide_at,
     }
 }
 
@@ -586,7 +724,11 @@ fn tool_name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn compile_tools(c: &mut Checker, entries: Vec<file::ToolEntry>) -> Tools {
+fn compile_tools(
+    c: &mut Checker,
+    entries: Vec<file::ToolEntry>,
+    operations: &mut Operations,
+) -> Tools {
     let mut tools = Tools::default();
     for (i, e) in entries.into_iter().enumerate() {
         let key = if tool_name_ok(&e.name) {
@@ -629,8 +771,34 @@ fn compile_tools(c: &mut Checker, entries: Vec<file::ToolEntry>) -> Tools {
             }
         }
         let credential = compile_credential(c, &key, &e.name, e.credential);
+        let kind = Kind::parse(&e.kind).unwrap_or_else(|| {
+            c.error(
+                format!("{key}.kind"),
+                format!("{:?} is not a tool kind (generic, aws, gcp, msgraph, github, gitlab, kubernetes, vault, okta, stripe)", e.kind),
+            );
+            Kind::Generic
+        });
+        let routes = compile_routes(c, &key, e.routes, operations);
+        let approval = match e.approval.as_str() {
+            "respond" => ApprovalMode::Respond,
+            "hold" => ApprovalMode::Hold,
+            other => {
+                c.error(
+                    format!("{key}.approval"),
+                    format!("{other:?} is not \"respond\" or \"hold\""),
+                );
+                ApprovalMode::Respond
+            }
+        };
+        if e.hold_timeout.is_zero() || e.hold_timeout > Duration::from_secs(3600) {
+            c.error(format!("{key}.hold_timeout"), "must be between 1s and 1h");
+        }
         let tool = Arc::new(Tool {
             name: e.name.as_str().into(),
+            kind,
+            routes,
+            approval,
+            hold_timeout: e.hold_timeout,
             upstream,
             hosts: e.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             path_prefix: e.path_prefix,
@@ -656,6 +824,73 @@ fn compile_tools(c: &mut Checker, entries: Vec<file::ToolEntry>) -> Tools {
         }
     }
     tools
+}
+
+fn compile_routes(
+    c: &mut Checker,
+    tool_key: &str,
+    entries: Vec<file::RouteEntry>,
+    operations: &mut Operations,
+) -> RouteTable {
+    let mut table = RouteTable::default();
+    for (i, r) in entries.into_iter().enumerate() {
+        let key = format!("{tool_key}.routes[{i}]");
+        let method = match r.method.as_str() {
+            "*" => None,
+            m => match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    c.error(format!("{key}.method"), format!("{m:?} is not an HTTP method"));
+                    continue;
+                }
+            },
+        };
+        let name_ok = !r.operation.is_empty()
+            && r.operation
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b));
+        if !name_ok {
+            c.error(
+                format!("{key}.operation"),
+                format!("{:?} is not an operation name (letters, digits, '_', '-', '.', ':', '/')", r.operation),
+            );
+            continue;
+        }
+        let mut tags: Vec<&str> = r.tags.iter().map(String::as_str).collect();
+        if tags.iter().any(|t| t.is_empty() || t.contains('"')) {
+            c.error(format!("{key}.tags"), "tags must be non-empty and without quotes");
+            continue;
+        }
+        if r.identity_kind.is_some() && !tags.contains(&IDENTITY_CREATION) {
+            tags.push(IDENTITY_CREATION);
+        }
+        if tags.contains(&IDENTITY_CREATION) && r.identity_kind.is_none() {
+            c.error(
+                format!("{key}.identity_kind"),
+                "an identity_creation operation must say what kind of identity it creates",
+            );
+            continue;
+        }
+        let op = Arc::new(Operation::new(&r.operation, &tags, r.identity_kind.as_deref()));
+        let op = match operations.by_name.get(&op.name) {
+            Some(existing) if existing.tags == op.tags && existing.identity_kind == op.identity_kind && existing.catalog.is_none() => existing.clone(),
+            Some(_) => {
+                c.error(
+                    format!("{key}.operation"),
+                    format!("{:?} is already an operation with other tags (or a built-in one)", r.operation),
+                );
+                continue;
+            }
+            None => {
+                operations.by_name.insert(op.name.clone(), op.clone());
+                op
+            }
+        };
+        if let Err(e) = table.insert(method, &r.path, op) {
+            c.error(format!("{key}.path"), e);
+        }
+    }
+    table
 }
 
 fn compile_upstream(c: &mut Checker, key: &str, url: &str) -> Upstream {

@@ -20,9 +20,98 @@ pub struct ConfigFile {
     #[serde(default)]
     pub signing: SigningSection,
     #[serde(default)]
+    pub policies: PoliciesSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub approvals: ApprovalsSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
     pub agents: Vec<AgentEntry>,
     #[serde(default)]
     pub tools: Vec<ToolEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoliciesSection {
+    /// Folder of Cedar policies (`*.cedar`) and the schema (`*.cedarschema`).
+    pub dir: PathBuf,
+}
+
+impl Default for PoliciesSection {
+    fn default() -> Self {
+        PoliciesSection {
+            dir: PathBuf::from("../policies"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Address of the admin API (approvals, inventory, suspensions, reload).
+    pub listen: String,
+    /// Environment variable holding the admin token.
+    pub token_env: Option<String>,
+    /// File holding the admin token; generated on first start when absent.
+    pub token_file: PathBuf,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:8081".into(),
+            token_env: None,
+            token_file: PathBuf::from("../data/admin.token"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsSection {
+    /// How long a request waits for a decision before its approval expires.
+    #[serde(with = "humantime_serde")]
+    pub pending_ttl: Duration,
+    /// How long an approval may be used (once) after it is granted, unless the approver says.
+    #[serde(with = "humantime_serde")]
+    pub approval_ttl: Duration,
+    /// When an identity created through keygate is due for review, unless the approver says.
+    #[serde(with = "humantime_serde")]
+    pub review_after: Duration,
+    /// Slack-compatible incoming webhook told of every new pending approval.
+    pub webhook_url: Option<String>,
+    /// Where approvers decide, quoted to agents and in notifications.
+    pub decide_at: Option<String>,
+}
+
+impl Default for ApprovalsSection {
+    fn default() -> Self {
+        ApprovalsSection {
+            pending_ttl: Duration::from_secs(24 * 3600),
+            approval_ttl: Duration::from_secs(3600),
+            review_after: Duration::from_secs(90 * 24 * 3600),
+            webhook_url: None,
+            decide_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// SQLite database file for approvals, inventory and suspensions.
+    pub path: PathBuf,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            path: PathBuf::from("../data/keygate.db"),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +295,19 @@ pub struct AgentEntry {
 #[serde(deny_unknown_fields)]
 pub struct ToolEntry {
     pub name: String,
+    /// Which part of the identity-creation catalog applies: "generic" (none), "aws",
+    /// "gcp", "msgraph", "github", "gitlab", "kubernetes", "vault", "okta", "stripe".
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Operations of this tool, by method and path template.
+    #[serde(default)]
+    pub routes: Vec<RouteEntry>,
+    /// What a request needing approval gets: "respond" (403 approval_required at once) or
+    /// "hold" (kept open until decided or `hold_timeout`).
+    #[serde(default = "default_approval_mode")]
+    pub approval: String,
+    #[serde(default = "default_hold_timeout", with = "humantime_serde")]
+    pub hold_timeout: Duration,
     /// Base URL requests are forwarded to; `/tools/<name>/rest` goes to `<upstream>/rest`.
     pub upstream: String,
     /// Host header values that select this tool (the whole path is forwarded).
@@ -234,6 +336,33 @@ pub struct ToolEntry {
     #[serde(default)]
     pub on_secret: OnSecret,
     pub credential: CredentialEntry,
+}
+
+fn default_kind() -> String {
+    "generic".into()
+}
+fn default_approval_mode() -> String {
+    "respond".into()
+}
+fn default_hold_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// One operation of a tool: `method` and `path` (a template such as
+/// `/repos/{owner}/{repo}/keys`, relative to the tool) name it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    /// An HTTP method, or "*" for any.
+    pub method: String,
+    pub path: String,
+    /// The operation's name: the Cedar action.
+    pub operation: String,
+    /// Tags (Cedar action groups), such as "read", "write", "identity_creation".
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// For identity_creation: what kind of identity is created.
+    pub identity_kind: Option<String>,
 }
 
 fn yes() -> bool {

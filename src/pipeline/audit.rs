@@ -47,11 +47,24 @@ impl OnFinish for Pending {
             spiffe_id: ctx.conn.spiffe_id.clone(),
             client: ctx.conn.remote_addr.to_string(),
             tool: ctx.tool.as_ref().map(|t| t.tool.name.clone()),
+            operation: ctx.operation.as_ref().map(|o| o.name.clone()),
+            tags: ctx.operation.as_ref().map(|o| o.tags.clone()).unwrap_or_default(),
+            identity_kind: ctx.operation.as_ref().and_then(|o| o.identity_kind.clone()),
+            policies: ctx.policies,
+            approval_id: ctx.approval_id,
+            inventory_id: ctx.inventory_id,
             method: ctx.method.to_string(),
-            path: ctx.path,
+            // Whatever phase refused the request, a secret in its path never reaches the log.
+            path: match crate::secrets::redact(ctx.path.as_bytes()) {
+                Some((r, _)) => String::from_utf8_lossy(&r).into_owned(),
+                None => ctx.path,
+            },
             decision: ctx.decision.as_str(),
             error: ctx.error.as_ref().map(|e| e.kind.code()),
-            error_detail: ctx.error.and_then(|e| e.detail),
+            error_detail: ctx
+                .error
+                .and_then(|e| e.detail)
+                .or(ctx.inventory_error.map(|e| format!("inventory: {e}"))),
             status,
             duration_ms: (duration.as_secs_f64() * 1e6).round() / 1e3,
             bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),

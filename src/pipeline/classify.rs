@@ -1,17 +1,33 @@
-//! **classify**: which tool a request is for. One function of (host, path), so a later
-//! forward-proxy listener (tool chosen by target host) feeds the same pipeline.
+//! **classify**: which tool a request is for, and which operation it is.
 //!
-//! A Host that names a tool wins, and the whole path is forwarded; otherwise
-//! `/tools/<name>/rest` selects the tool `<name>` and `/rest` is forwarded. The operation
-//! (route templates, the identity-creation catalog) is added here by the policy issue.
+//! The path is made canonical first (dot segments resolved, repeated slashes collapsed,
+//! percent-encoded unreserved characters decoded); a path different servers could read
+//! differently (an encoded slash or dot, NUL, a backslash) is refused. keygate matches
+//! and forwards the canonical path, so what policies see is what the tool gets.
+//!
+//! Tool: one function of (host, path), so a later forward-proxy listener (tool chosen by
+//! target host) feeds the same pipeline. A Host that names a tool wins, and the whole path
+//! is forwarded; otherwise `/tools/<name>/rest` selects the tool `<name>` and `/rest` is
+//! forwarded.
+//!
+//! Operation: the identity-creation catalog of the tool's kind first (it cannot be
+//! shadowed), then the tool's own routes, then `read` (GET, HEAD, OPTIONS) or `write`.
 
+use crate::error::{Error, ErrorKind};
 use crate::gateway::{Gateway, ToolRuntime};
+use crate::routes::Operation;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Where a request goes.
 pub enum Route {
-    /// To a tool, with the path to forward (the upstream base path included).
-    Tool(Arc<ToolRuntime>, String),
+    /// To a tool, with the path to forward (the upstream base path included) and the
+    /// path relative to the tool (what route templates match).
+    Tool {
+        tool: Arc<ToolRuntime>,
+        forward_path: String,
+        tool_path: String,
+    },
     /// keygate's own public keys.
     Jwks,
     /// Nothing matches.
@@ -23,7 +39,7 @@ pub const TOOLS_PREFIX: &str = "/tools/";
 /// Where keygate publishes the keys of the JWTs it mints.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
-/// Selects the route for a request's host (without port) and raw path.
+/// Selects the route for a request's host and canonical path.
 pub fn route(gw: &Gateway, host: Option<&str>, path: &str) -> Route {
     if let Some(host) = host {
         let host = strip_port(host);
@@ -33,7 +49,11 @@ pub fn route(gw: &Gateway, host: Option<&str>, path: &str) -> Route {
             gw.tools_by_host.get(host)
         };
         if let Some(t) = tool {
-            return Route::Tool(t.clone(), join(&t.tool.upstream.base_path, path));
+            return Route::Tool {
+                tool: t.clone(),
+                forward_path: join(&t.tool.upstream.base_path, path),
+                tool_path: path.to_string(),
+            };
         }
     }
     if path == JWKS_PATH {
@@ -47,11 +67,130 @@ pub fn route(gw: &Gateway, host: Option<&str>, path: &str) -> Route {
         if let Some(t) = gw.tools_by_name.get(name) {
             if t.tool.path_prefix {
                 let rest = if rest.is_empty() { "/" } else { rest };
-                return Route::Tool(t.clone(), join(&t.tool.upstream.base_path, rest));
+                return Route::Tool {
+                    tool: t.clone(),
+                    forward_path: join(&t.tool.upstream.base_path, rest),
+                    tool_path: rest.to_string(),
+                };
             }
         }
     }
     Route::Unknown
+}
+
+/// What the operation depends on.
+pub struct RequestFacts<'a> {
+    pub method: &'a http::Method,
+    /// Canonical path relative to the tool.
+    pub tool_path: &'a str,
+    /// Canonical path as forwarded (base path included).
+    pub forward_path: &'a str,
+    pub query: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub body: Option<&'a [u8]>,
+}
+
+/// Whether the operation may depend on the body, which must then be read first.
+pub fn needs_body(tool: &ToolRuntime, f: &RequestFacts) -> bool {
+    crate::catalog::needs_body(tool.tool.kind, f.method, f.forward_path, f.content_type)
+}
+
+/// The operation of a request to a tool.
+pub fn operation(gw: &Gateway, tool: &ToolRuntime, f: &RequestFacts) -> Arc<Operation> {
+    let view = crate::catalog::RequestView {
+        method: f.method,
+        path: f.forward_path,
+        query: f.query,
+        content_type: f.content_type,
+        body: f.body,
+    };
+    let ops = &gw.snapshot.operations;
+    if let Some(op) = crate::catalog::classify(tool.tool.kind, &view).and_then(|c| ops.of_catalog(c)) {
+        return op.clone();
+    }
+    if let Some(op) = tool.tool.routes.lookup(f.method, f.tool_path) {
+        return op.clone();
+    }
+    use http::Method;
+    if matches!(*f.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        ops.read.clone()
+    } else {
+        ops.write.clone()
+    }
+}
+
+fn ambiguous(what: &str) -> Error {
+    Error::new(
+        ErrorKind::AmbiguousPath,
+        format!("the request path contains {what}, which servers may read differently; send it plainly"),
+    )
+}
+
+/// The canonical form of a request path (RFC 3986 §6.2.2): percent-encoded unreserved
+/// characters decoded, other escapes upper-cased, repeated slashes collapsed, `.` and
+/// `..` segments resolved (never above the root). Refused as ambiguous: an encoded slash,
+/// dot or backslash, a NUL (raw or encoded), a raw backslash — each of which some servers
+/// treat as a separator or a dot segment and others do not.
+pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, Error> {
+    let b = path.as_bytes();
+    if b.contains(&0) {
+        return Err(ambiguous("a NUL byte"));
+    }
+    if b.contains(&b'\\') {
+        return Err(ambiguous("a backslash"));
+    }
+    let plain = !b.contains(&b'%')
+        && !path.contains("//")
+        && !path.split('/').any(|s| s == "." || s == "..");
+    if plain {
+        return Ok(Cow::Borrowed(path));
+    }
+    // Decode what may be decoded.
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let (Some(h), Some(l)) = (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) else {
+                return Err(ambiguous("a malformed percent-encoding"));
+            };
+            let c = h << 4 | l;
+            match c {
+                0 => return Err(ambiguous("an encoded NUL")),
+                b'/' => return Err(ambiguous("an encoded slash")),
+                b'.' => return Err(ambiguous("an encoded dot")),
+                b'\\' => return Err(ambiguous("an encoded backslash")),
+                c if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'~' => decoded.push(c),
+                c => decoded.extend_from_slice(format!("%{c:02X}").as_bytes()),
+            }
+            i += 3;
+        } else {
+            decoded.push(b[i]);
+            i += 1;
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    // Resolve dot segments and empty segments.
+    let trailing = decoded.ends_with('/') && decoded.len() > 1;
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut canon = String::with_capacity(decoded.len());
+    for seg in &out {
+        canon.push('/');
+        canon.push_str(seg);
+    }
+    if canon.is_empty() || (trailing && !canon.ends_with('/')) {
+        canon.push('/');
+    }
+    Ok(Cow::Owned(canon))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -85,6 +224,21 @@ mod tests {
         assert_eq!(strip_port("api.example.com:8443"), "api.example.com");
         assert_eq!(strip_port("api.example.com"), "api.example.com");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn canonical_paths() {
+        let ok = |p: &str| canonicalize(p).map(|c| c.into_owned()).map_err(|e| e.kind);
+        assert_eq!(ok("/repos/a/b/keys"), Ok("/repos/a/b/keys".into()));
+        assert_eq!(ok("//repos//a/./b/keys"), Ok("/repos/a/b/keys".into()));
+        assert_eq!(ok("/repos/x/../a/b/keys/"), Ok("/repos/a/b/keys/".into()));
+        assert_eq!(ok("/%72epos/a/b/%6Beys"), Ok("/repos/a/b/keys".into()));
+        assert_eq!(ok("/a/%e2%82%ac"), Ok("/a/%E2%82%AC".into()));
+        assert_eq!(ok("/../../etc"), Ok("/etc".into()));
+        assert_eq!(ok("/."), Ok("/".into()));
+        for bad in ["/a%2Fb", "/a%2fb", "/a/%2e%2e/b", "/a/%2E/b", "/a%00", "/a\\b", "/a%5Cb", "/a%zz", "/a%4"] {
+            assert_eq!(ok(bad), Err(ErrorKind::AmbiguousPath), "{bad}");
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum Decision {
     Error,
     /// Served by keygate itself (its JWKS).
     Local,
+    /// Held back until a human approves it.
+    NeedsApproval,
 }
 
 impl Decision {
@@ -31,6 +33,7 @@ impl Decision {
             Decision::Deny => "deny",
             Decision::Error => "error",
             Decision::Local => "local",
+            Decision::NeedsApproval => "needs_approval",
         }
     }
 }
@@ -55,6 +58,17 @@ pub struct RequestCtx {
     pub stripped: Vec<Cow<'static, str>>,
     pub credential_provider: Option<&'static str>,
     pub credential_id: Option<Arc<str>>,
+    /// What the request does (classify).
+    pub operation: Option<Arc<crate::routes::Operation>>,
+    /// The policies that decided (authorize).
+    pub policies: Vec<String>,
+    /// The approval involved, pending or used (approve).
+    pub approval_id: Option<String>,
+    /// The approval this request consumed.
+    pub approval: Option<crate::store::Approval>,
+    /// The identity recorded in the inventory (inventory).
+    pub inventory_id: Option<String>,
+    pub inventory_error: Option<String>,
     pub decision: Decision,
     pub error: Option<Error>,
     /// Request body bytes received from the agent.
@@ -82,6 +96,12 @@ impl RequestCtx {
             stripped: Vec::new(),
             credential_provider: None,
             credential_id: None,
+            operation: None,
+            policies: Vec::new(),
+            approval_id: None,
+            approval: None,
+            inventory_id: None,
+            inventory_error: None,
             decision: Decision::Deny,
             error: None,
             bytes_in: Arc::new(AtomicU64::new(0)),

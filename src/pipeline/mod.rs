@@ -1,26 +1,34 @@
 //! The request pipeline, one module per phase, in request order:
 //!
 //! ```text
-//! identify   who is calling (verified JWT, mTLS SPIFFE ID)
-//! classify   which tool
+//! identify   who is calling (verified JWT, mTLS SPIFFE ID); suspended agents stop here
+//! classify   which tool, which operation (catalog, routes); canonical path
+//! authorize  Cedar policies: allow, deny, or needs approval
+//! approve    a needed approval of this exact request, used once
 //! strip      remove the agent's credentials; refuse or redact known secret formats
 //! inject     the tool's provider issues this agent's credential
 //! forward    pooled client to the tool, streaming both ways
+//! inventory  an identity created is recorded with its agent, approver, owner, ticket
 //! audit      exactly one record per request
 //! ```
 //!
 //! Every phase reads and extends one [`RequestCtx`]; a phase that refuses returns an
 //! [`Error`], which [`Error::to_response`] maps to the wire. Nothing reaches a tool
-//! before identify and strip have passed, and nothing reaches it without the credential
-//! inject produced: every path to `forward` goes through all of them.
+//! before identify, authorize, approve and strip have passed, and nothing reaches it
+//! without the credential inject produced: every path to `forward` goes through all of
+//! them. A body is read (within the tool's limit) before anything is forwarded whenever
+//! a phase needs it.
 
+pub mod approve;
 pub mod audit;
+pub mod authorize;
 pub mod body;
 pub mod classify;
 pub mod context;
 pub mod forward;
 pub mod identify;
 pub mod inject;
+pub mod inventory;
 pub mod strip;
 
 use crate::error::{Error, ErrorKind, ProxyBody};
@@ -33,15 +41,11 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 /// Serves one request from an agent.
-pub async fn handle<B>(
+pub async fn handle(
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
-    req: Request<B>,
-) -> Response<ProxyBody>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: Into<crate::error::BoxError>,
-{
+    req: Request<hyper::body::Incoming>,
+) -> Response<ProxyBody> {
     let request_id = gw.next_request_id();
     let mut ctx = RequestCtx::new(request_id, conn, req.method().clone(), req.uri().path());
     let span = tracing::info_span!(
@@ -61,6 +65,8 @@ where
             // (credential, upstream) is an error.
             ctx.decision = if e.kind.status().is_server_error() {
                 Decision::Error
+            } else if e.kind == ErrorKind::ApprovalRequired {
+                Decision::NeedsApproval
             } else {
                 Decision::Deny
             };
@@ -84,36 +90,40 @@ where
             resp
         }
     };
-    audit::attach(&gw.audit, ctx, resp, span)
+    audit::attach(&gw.shared.audit, ctx, resp, span)
 }
 
-async fn run<B>(
+async fn run(
     gw: &Gateway,
     ctx: &mut RequestCtx,
-    req: Request<B>,
-) -> Result<Response<ProxyBody>, Error>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: Into<crate::error::BoxError>,
-{
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<ProxyBody>, Error> {
     check_framing(&req)?;
-    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    let route = classify::route(gw, host, req.uri().path());
-
-    let tool = match route {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+    let canonical = classify::canonicalize(req.uri().path())?;
+    if let std::borrow::Cow::Owned(c) = &canonical {
+        // The audit records what keygate acted on.
+        ctx.path = c.clone();
+    }
+    let route = classify::route(gw, host, &canonical);
+    let (tool, tool_path) = match route {
         Route::Jwks => {
             ctx.decision = Decision::Local;
             return serve_jwks(gw, req.method());
         }
-        Route::Tool(t, path) => {
-            ctx.forward_path = path;
-            Some(t)
+        Route::Tool {
+            tool,
+            forward_path,
+            tool_path,
+        } => {
+            ctx.forward_path = forward_path;
+            (Some(tool), tool_path)
         }
-        Route::Unknown => None,
+        Route::Unknown => (None, String::new()),
     };
 
     // identify: before anything about tools is revealed.
@@ -121,9 +131,16 @@ where
         .identifier
         .identify(&gw.snapshot.agents, &ctx.conn, req.headers())?;
     tracing::Span::current().record("agent", &*identity.agent.id);
+    let agent = identity.agent.clone();
     ctx.identity = Some(identity);
+    if gw.shared.is_suspended(&agent.id) {
+        return Err(Error::new(
+            ErrorKind::AgentSuspended,
+            format!("agent {:?} is suspended; its owner can ask an administrator to resume it", &*agent.id),
+        ));
+    }
 
-    // classify
+    // classify: the tool, then the operation (reading the body first if it decides).
     let Some(tool) = tool else {
         return Err(Error::new(
             ErrorKind::UnknownTool,
@@ -132,18 +149,106 @@ where
     };
     tracing::Span::current().record("tool", &*tool.tool.name);
     ctx.tool = Some(tool.clone());
+    let timeout = gw.snapshot.server.body_read_timeout;
+    let (parts, body) = req.into_parts();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut facts = classify::RequestFacts {
+        method: &parts.method,
+        tool_path: &tool_path,
+        forward_path: &ctx.forward_path,
+        query: parts.uri.query(),
+        content_type: content_type.as_deref(),
+        body: None,
+    };
+    let mut body = strip::RequestBody::Unread(body);
+    let mut read: Option<bytes::Bytes> = None;
+    if classify::needs_body(&tool, &facts) {
+        if let strip::RequestBody::Unread(b) = body {
+            read = Some(strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b).await?);
+        }
+        body = strip::RequestBody::Read(bytes::Bytes::new());
+    }
+    facts.body = read.as_deref();
+    let op = classify::operation(gw, &tool, &facts);
+    ctx.operation = Some(op.clone());
 
-    // authorize: every identified agent may call every configured tool until policies
-    // arrive (issue #3); from there on, this is where Cedar decides.
+    // authorize
+    let input = authorize::Input {
+        agent: &agent,
+        tool: &tool.tool,
+        operation: &op,
+        method: parts.method.as_str(),
+        path: &tool_path,
+        now_unix: unix_now(),
+        approved: false,
+    };
+    match gw.snapshot.policies.authorize(&input) {
+        authorize::Verdict::Allow { policies, .. } => ctx.policies = policies,
+        authorize::Verdict::Deny { policies } => {
+            let why = if policies.is_empty() {
+                "no policy allows it".to_string()
+            } else {
+                format!("policy {} forbids it", policies.join(", "))
+            };
+            ctx.policies = policies;
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                format!("agent {:?} may not run {:?} on tool {:?}: {why}", &*agent.id, &*op.name, &*tool.tool.name),
+            ));
+        }
+        authorize::Verdict::NeedsApproval { policies } => {
+            ctx.policies = policies;
+            // approve: bound to the exact request, so the body is read now.
+            let bytes = match (read.take(), body) {
+                (Some(b), _) => b,
+                (None, strip::RequestBody::Unread(b)) => {
+                    strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b).await?
+                }
+                (None, strip::RequestBody::Read(b)) => b,
+            };
+            let digest = approve::request_digest(
+                &tool.tool.name,
+                parts.method.as_str(),
+                &tool_path,
+                parts.uri.query(),
+                &bytes,
+            );
+            read = Some(bytes);
+            body = strip::RequestBody::Read(bytes::Bytes::new());
+            let policies = ctx.policies.clone();
+            let used = approve::approve(gw, ctx, &tool, &op, &digest, &policies).await?;
+            ctx.approval = Some(used);
+        }
+    }
     ctx.decision = Decision::Allow;
 
-    let original_host = req.headers().get(header::HOST).cloned();
+    let original_host = parts.headers.get(header::HOST).cloned();
+    let body = match read {
+        Some(b) => strip::RequestBody::Read(b),
+        None => body,
+    };
     // strip
-    let mut req = strip::strip(ctx, &tool, gw.snapshot.server.body_read_timeout, req).await?;
+    let mut req = strip::strip(ctx, &tool, timeout, parts, body).await?;
     // inject
     inject::inject(ctx, &tool, &mut req)?;
     // forward
-    forward::forward(ctx, &tool, req, original_host).await
+    let resp = forward::forward(ctx, &tool, req, original_host).await?;
+    // inventory
+    if op.is_identity_creation() && resp.status().is_success() {
+        return inventory::record(gw, ctx, &op, resp).await;
+    }
+    Ok(resp)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Refuses framing that a server and a tool might read differently (request smuggling):
@@ -180,7 +285,7 @@ fn serve_jwks(gw: &Gateway, method: &http::Method) -> Result<Response<ProxyBody>
         ));
     }
     let mut resp = crate::error::json_response(StatusCode::OK, String::new());
-    *resp.body_mut() = crate::error::full_body(gw.jwks_document.clone());
+    *resp.body_mut() = crate::error::full_body(gw.shared.jwks_document.clone());
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         http::HeaderValue::from_static("public, max-age=300"),

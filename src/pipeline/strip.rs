@@ -45,18 +45,19 @@ fn secret_error(kind: secrets::SecretKind, place: &str) -> Error {
     )
 }
 
-/// Runs the strip phase; returns the request with a body ready to forward.
+/// Runs the strip phase; returns the request with a body ready to forward. The body may
+/// have been read already (classify and approve read it when they need it).
 pub async fn strip<B>(
     ctx: &mut RequestCtx,
     tool: &ToolRuntime,
     body_read_timeout: Duration,
-    req: Request<B>,
+    mut parts: http::request::Parts,
+    body: RequestBody<B>,
 ) -> Result<Request<ProxyBody>, Error>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let (mut parts, body) = req.into_parts();
     let t = &tool.tool;
     let redact = t.on_secret == OnSecret::Redact;
 
@@ -119,60 +120,37 @@ where
     }
 
     // The body.
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > t.max_body_bytes) {
-        return Err(too_large(t.max_body_bytes));
-    }
-    if body.is_end_stream() || declared == Some(0) {
-        return Ok(Request::from_parts(
-            parts,
-            crate::error::full_body(Bytes::new()),
-        ));
-    }
-    if !is_text(parts.headers.get(header::CONTENT_TYPE)) {
-        // Binary bodies are streamed, within the limit, unscanned.
-        let counted = Counted::new(body, ctx.bytes_in.clone(), t.max_body_bytes);
-        return Ok(Request::from_parts(parts, counted.boxed()));
-    }
-    if parts
+    let text = is_text(parts.headers.get(header::CONTENT_TYPE));
+    let encoded = parts
         .headers
         .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-    {
-        // A compressed text body cannot be scanned; forwarding it unscanned would let a
-        // secret through, so it is refused.
-        return Err(Error::new(
-            ErrorKind::UnscannableBody,
-            "a compressed text body cannot be scanned for secrets; send it uncompressed",
-        ));
-    }
-    let limited = Limited::new(body, t.max_body_bytes as usize);
-    let collected = match tokio::time::timeout(body_read_timeout, limited.collect()).await {
-        Err(_) => {
-            return Err(Error::new(
-                ErrorKind::BodyTimeout,
-                "the request body did not arrive in time",
-            ))
-        }
-        Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let collected = match body {
+        RequestBody::Read(bytes) => bytes,
+        RequestBody::Unread(body) => {
+            if body.is_end_stream() || declared_length(&parts.headers) == Some(0) {
+                return Ok(Request::from_parts(parts, crate::error::full_body(Bytes::new())));
+            }
+            if declared_length(&parts.headers).is_some_and(|n| n > t.max_body_bytes) {
                 return Err(too_large(t.max_body_bytes));
             }
-            return Err(
-                Error::new(ErrorKind::BadRequest, "the request body could not be read")
-                    .with_detail(e.to_string()),
-            );
+            if !text {
+                // Binary bodies are streamed, within the limit, unscanned.
+                let counted = Counted::new(body, ctx.bytes_in.clone(), t.max_body_bytes);
+                return Ok(Request::from_parts(parts, counted.boxed()));
+            }
+            if encoded {
+                return Err(unscannable());
+            }
+            read_all(ctx, t.max_body_bytes, body_read_timeout, &parts.headers, body).await?
         }
-        Ok(Ok(c)) => c.to_bytes(),
     };
-    ctx.bytes_in
-        .store(collected.len() as u64, Ordering::Relaxed);
+    if !text || collected.is_empty() {
+        return Ok(Request::from_parts(parts, crate::error::full_body(collected)));
+    }
+    if encoded {
+        return Err(unscannable());
+    }
     let form = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes()
             .starts_with(b"application/x-www-form-urlencoded")
@@ -222,6 +200,65 @@ where
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(Request::from_parts(parts, crate::error::full_body(body)))
+}
+
+fn unscannable() -> Error {
+    // A compressed text body cannot be scanned; forwarding it unscanned would let a
+    // secret through, so it is refused.
+    Error::new(
+        ErrorKind::UnscannableBody,
+        "a compressed text body cannot be scanned for secrets; send it uncompressed",
+    )
+}
+
+fn declared_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads a whole request body, within `limit` bytes and `timeout`.
+pub async fn read_all<B>(
+    ctx: &RequestCtx,
+    limit: u64,
+    timeout: Duration,
+    headers: &http::HeaderMap,
+    body: B,
+) -> Result<Bytes, Error>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    if declared_length(headers).is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let collected = match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::BodyTimeout,
+                "the request body did not arrive in time",
+            ))
+        }
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return Err(too_large(limit));
+            }
+            return Err(
+                Error::new(ErrorKind::BadRequest, "the request body could not be read")
+                    .with_detail(e.to_string()),
+            );
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    ctx.bytes_in.store(collected.len() as u64, Ordering::Relaxed);
+    Ok(collected)
+}
+
+/// A request body, before or after keygate read it.
+pub enum RequestBody<B> {
+    Unread(B),
+    Read(Bytes),
 }
 
 fn too_large(limit: u64) -> Error {

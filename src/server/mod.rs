@@ -3,9 +3,10 @@
 //! listener closes (new connections are refused), in-flight requests finish within the
 //! grace period, and the audit log is flushed last.
 
+pub mod admin;
 pub mod tls;
 
-use crate::gateway::Gateway;
+use crate::gateway::Runtime;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
@@ -27,6 +28,7 @@ pub struct ConnInfo {
 /// A running listener.
 pub struct Running {
     pub local_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -48,7 +50,8 @@ impl Running {
 }
 
 /// Binds the gateway's listener and starts serving.
-pub async fn serve(gw: Arc<Gateway>) -> Result<Running, String> {
+pub async fn serve(rt: Arc<Runtime>) -> Result<Running, String> {
+    let gw = rt.current();
     let s = &gw.snapshot.server;
     let listener = TcpListener::bind(&s.listen)
         .await
@@ -72,8 +75,9 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<Running, String> {
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let (tx, rx) = watch::channel(false);
+    let (admin_addr, admin_task) = admin::serve(rt.clone(), rx.clone()).await?;
     let done = tokio::spawn(accept_loop(
-        gw.clone(),
+        rt.clone(),
         listener,
         tls,
         Arc::new(builder),
@@ -84,22 +88,28 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<Running, String> {
         tls = s.tls.is_some(),
         "keygate is listening"
     );
+    let done = tokio::spawn(async move {
+        let _ = done.await;
+        let _ = admin_task.await;
+    });
     Ok(Running {
         local_addr,
+        admin_addr,
         shutdown: tx,
         done,
     })
 }
 
 async fn accept_loop(
-    gw: Arc<Gateway>,
+    rt: Arc<Runtime>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let handshake_timeout = gw.snapshot.server.tls_handshake_timeout;
+    let settings = rt.current().snapshot.server.clone();
+    let handshake_timeout = settings.tls_handshake_timeout;
     loop {
         let (stream, remote_addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -114,7 +124,8 @@ async fn accept_loop(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
+        let gw = rt.clone();
+        let header_timeout = settings.header_read_timeout;
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
@@ -124,8 +135,7 @@ async fn accept_loop(
                     // hyper's header_read_timeout only starts once the HTTP version is
                     // known, from the client's first bytes: without this, a client that
                     // sends nothing holds its connection forever.
-                    let limit = gw.snapshot.server.header_read_timeout;
-                    if !first_bytes_within(&stream, limit).await {
+                    if !first_bytes_within(&stream, header_timeout).await {
                         return;
                     }
                     let conn = Arc::new(ConnInfo {
@@ -181,7 +191,7 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    let grace = gw.snapshot.server.shutdown_grace;
+    let grace = settings.shutdown_grace;
     tracing::info!(
         connections = graceful.count(),
         "shutting down: finishing in-flight requests"
@@ -190,7 +200,7 @@ async fn accept_loop(
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the remaining connections"),
     }
-    gw.audit.close().await;
+    rt.shared.audit.close().await;
 }
 
 /// Whether the client sends, within `limit`, enough to tell HTTP/1 from HTTP/2 (the whole
@@ -212,14 +222,14 @@ async fn first_bytes_within(stream: &tokio::net::TcpStream, limit: Duration) -> 
     tokio::time::timeout(limit, sniff).await.unwrap_or(false)
 }
 
-fn service(gw: Arc<Gateway>, conn: Arc<ConnInfo>) -> GatewayService {
-    GatewayService { gw, conn }
+fn service(rt: Arc<Runtime>, conn: Arc<ConnInfo>) -> GatewayService {
+    GatewayService { rt, conn }
 }
 
 /// The hyper service of one connection: every request goes through the pipeline.
 #[derive(Clone)]
 struct GatewayService {
-    gw: Arc<Gateway>,
+    rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
 }
 
@@ -237,7 +247,8 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for GatewaySe
     type Future = ServiceFuture;
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let gw = self.gw.clone();
+        // Each request runs on the gateway current when it arrives, to its end.
+        let gw = self.rt.current();
         let conn = self.conn.clone();
         Box::pin(async move { Ok(crate::pipeline::handle(gw, conn, req).await) })
     }

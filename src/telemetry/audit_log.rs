@@ -23,6 +23,16 @@ pub struct AuditRecord {
     pub spiffe_id: Option<String>,
     pub client: String,
     pub tool: Option<std::sync::Arc<str>>,
+    /// The operation (Cedar action) and its tags.
+    pub operation: Option<std::sync::Arc<str>>,
+    pub tags: Vec<std::sync::Arc<str>>,
+    /// For identity creation: the kind of identity.
+    pub identity_kind: Option<std::sync::Arc<str>>,
+    /// Ids of the policies that decided.
+    pub policies: Vec<String>,
+    pub approval_id: Option<String>,
+    /// The inventory record of an identity this request created.
+    pub inventory_id: Option<String>,
     pub method: String,
     pub path: String,
     /// "allow", "deny", "error" or "local".

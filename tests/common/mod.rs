@@ -332,53 +332,88 @@ impl Pki {
 /// keygate started in-process.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub audit_path: PathBuf,
-    pub gateway: Arc<keygate::Gateway>,
+    pub runtime: Arc<keygate::Runtime>,
     running: Option<keygate::server::Running>,
 }
 
+/// The repository's default policies (every agent may call every tool; identity creation
+/// and privilege escalation need approval) copied into `dir/policies`.
+pub fn copy_default_policies(dir: &Path) -> PathBuf {
+    let to = dir.join("policies");
+    std::fs::create_dir_all(&to).unwrap();
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for f in ["keygate.cedarschema", "default.cedar"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+    to
+}
+
 impl TestGateway {
-    /// Starts keygate with `config` (TOML) written to a fresh directory; the listener is
-    /// on 127.0.0.1 with a free port and the audit log is in that directory, unless the
-    /// config sets `[server]`/`[audit]` itself (then it must set listen to port 0).
+    /// Starts keygate with `config` (TOML) written to a fresh directory. Unless the config
+    /// has the section itself: the listener and the admin API are on free ports of
+    /// 127.0.0.1, and the audit log, store, admin token and policies (the repository's
+    /// defaults) are in that directory.
     pub async fn start(config: &str) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, config).await
     }
 
     pub async fn start_in(dir: tempfile::TempDir, config: &str) -> TestGateway {
+        let path = Self::write_config(&dir, config);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let snapshot = match keygate::config::parse(&path, &text) {
+            Ok(s) => s,
+            Err(e) => panic!("config errors:\n{e}\n---\n{text}"),
+        };
+        let audit_path = dir.path().join("audit.jsonl");
+        let runtime = keygate::Runtime::start(snapshot).await.unwrap();
+        let running = keygate::server::serve(runtime.clone()).await.unwrap();
+        TestGateway {
+            addr: running.local_addr,
+            admin_addr: running.admin_addr,
+            dir,
+            audit_path,
+            runtime,
+            running: Some(running),
+        }
+    }
+
+    /// Writes `keygate.toml` (with the test defaults above) into `dir`; returns its path.
+    pub fn write_config(dir: &tempfile::TempDir, config: &str) -> PathBuf {
         let audit_path = dir.path().join("audit.jsonl");
         let mut text = String::new();
         if !config.contains("[server]") {
             text.push_str("[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n");
         }
         if !config.contains("[audit]") {
-            text.push_str(&format!(
-                "[audit]\npath = {:?}\n",
-                audit_path.display().to_string()
-            ));
+            text.push_str(&format!("[audit]\npath = {:?}\n", audit_path.display().to_string()));
+        }
+        if !config.contains("[admin]") {
+            text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n");
+        }
+        if !config.contains("[store]") {
+            text.push_str("[store]\npath = \"keygate.db\"\n");
+        }
+        if !config.contains("[policies]") {
+            copy_default_policies(dir.path());
+            text.push_str("[policies]\ndir = \"policies\"\n");
         }
         text.push_str(config);
         let path = dir.path().join("keygate.toml");
         std::fs::write(&path, &text).unwrap();
-        let snapshot = match keygate::config::parse(&path, &text) {
-            Ok(s) => s,
-            Err(e) => panic!("config errors:\n{e}\n---\n{text}"),
-        };
-        let gateway = keygate::Gateway::start(snapshot).await.unwrap();
-        let running = keygate::server::serve(gateway.clone()).await.unwrap();
-        TestGateway {
-            addr: running.local_addr,
-            dir,
-            audit_path,
-            gateway,
-            running: Some(running),
-        }
+        path
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The current gateway.
+    pub fn gateway(&self) -> Arc<keygate::Gateway> {
+        self.runtime.current()
     }
 
     /// Gracefully stops keygate (flushing the audit log) and waits for it.
@@ -391,12 +426,27 @@ impl TestGateway {
 
     /// The audit records written so far (waits briefly for the writer).
     pub async fn audit(&self) -> Vec<serde_json::Value> {
-        self.gateway.audit.close().await;
+        self.runtime.shared.audit.close().await;
         std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    /// Calls the admin API with the admin token; returns (status, JSON body).
+    pub async fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let token = self.runtime.shared.admin_token.clone();
+        let auth = bearer(&token);
+        let r = Client::http1()
+            .send(
+                method,
+                &format!("http://{}{}", self.admin_addr, path),
+                &[("authorization", &auth), ("content-type", "application/json")],
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )
+            .await;
+        (r.status, r.json())
     }
 }
 

@@ -1,0 +1,294 @@
+//! The admin API: its own listener (loopback by default), every call but `/healthz`
+//! authenticated with the admin token. Approvers decide here (directly or through
+//! `keygate approvals …`), auditors read the inventory, operators suspend agents and
+//! reload.
+//!
+//! ```text
+//! GET  /healthz
+//! GET  /approvals[?status=pending&limit=N]      POST /approvals/{id}/approve | /deny
+//! GET  /approvals/{id}
+//! GET  /inventory
+//! GET  /agents/suspended                         POST /agents/{id}/suspend | /resume
+//! POST /reload
+//! ```
+
+use crate::gateway::Runtime;
+use crate::store::{now_millis, ApprovalStatus, Approve, StoreError};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+type AdminBody = Full<Bytes>;
+
+/// Binds the admin listener and serves until `shutdown` turns true.
+pub async fn serve(
+    rt: Arc<Runtime>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let listen = rt.current().snapshot.admin.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen} (admin): {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "admin API is listening");
+    let task = tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                _ = shutdown.changed() => return,
+            };
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let rt = rt.clone();
+                    async move { Ok::<_, Infallible>(handle(&rt, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<AdminBody> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<AdminBody> {
+    json(status, serde_json::json!({"error": code, "message": message.into()}))
+}
+
+fn store_error(e: StoreError) -> Response<AdminBody> {
+    match e {
+        StoreError::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such approval"),
+        StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
+        StoreError::Unavailable(m) => {
+            tracing::error!("store unavailable: {m}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store cannot be reached")
+        }
+    }
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(rt: &Runtime, req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim().as_bytes(), rt.shared.admin_token.as_bytes()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    approver: String,
+    /// The human who will own the identity created.
+    owner: String,
+    ticket: Option<String>,
+    note: Option<String>,
+    /// How long the approval may be used (once), e.g. "1h"; the configured default otherwise.
+    expires_in: Option<String>,
+    /// When the created identity is due for review, e.g. "90d"; the configured default otherwise.
+    review_in: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyBody {
+    approver: String,
+    note: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SuspendBody {
+    by: Option<String>,
+    reason: Option<String>,
+}
+
+/// A refusal computed by a helper (boxed: responses are large).
+type Refusal = Box<Response<AdminBody>>;
+
+async fn body_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Refusal> {
+    let bytes = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")))?
+        .to_bytes();
+    let text = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
+    serde_json::from_slice(text).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", format!("invalid JSON body: {e}"))))
+}
+
+fn duration_ms(s: Option<&str>, default: Duration, field: &str) -> Result<i64, Refusal> {
+    let d = match s {
+        None => default,
+        Some(s) => humantime::parse_duration(s).map_err(|_| {
+            Box::new(error(StatusCode::BAD_REQUEST, "bad_request", format!("{field}: {s:?} is not a duration such as 1h or 90d")))
+        })?,
+    };
+    Ok(d.as_millis() as i64)
+}
+
+async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if req.method() == Method::GET && segs == ["healthz"] {
+        return json(StatusCode::OK, serde_json::json!({"status": "ok"}));
+    }
+    if !authorized(rt, &req) {
+        return error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs `Authorization: Bearer <admin token>`");
+    }
+    let store = &rt.shared.store;
+    let method = req.method().clone();
+    match (method, segs.as_slice()) {
+        (Method::GET, ["approvals"]) => {
+            let q = req.uri().query().unwrap_or("");
+            let mut status = None;
+            let mut limit = 100;
+            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                match &*k {
+                    "status" => match ApprovalStatus::parse(&v) {
+                        Some(s) => status = Some(s),
+                        None => return error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown status {v:?}")),
+                    },
+                    "limit" => limit = v.parse().unwrap_or(100).min(10_000),
+                    _ => {}
+                }
+            }
+            let _ = store.expire(now_millis()).await;
+            match store.approvals(status, limit).await {
+                Ok(list) => json(StatusCode::OK, serde_json::json!({ "approvals": list })),
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::GET, ["approvals", id]) => {
+            let _ = store.expire(now_millis()).await;
+            match store.approval(id).await {
+                Ok(Some(a)) => json(StatusCode::OK, serde_json::json!(a)),
+                Ok(None) => store_error(StoreError::NotFound),
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, ["approvals", id, "approve"]) => {
+            let id = id.to_string();
+            let b: ApproveBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            if b.approver.trim().is_empty() || b.owner.trim().is_empty() {
+                return error(StatusCode::BAD_REQUEST, "bad_request", "approver and owner must not be empty");
+            }
+            let settings = rt.current().snapshot.approvals.clone();
+            let now = now_millis();
+            let expires = match duration_ms(b.expires_in.as_deref(), settings.approval_ttl, "expires_in") {
+                Ok(d) => now + d,
+                Err(r) => return *r,
+            };
+            let review = match duration_ms(b.review_in.as_deref(), settings.review_after, "review_in") {
+                Ok(d) => now + d,
+                Err(r) => return *r,
+            };
+            let decision = Approve {
+                approver: b.approver,
+                ticket: b.ticket,
+                identity_owner: b.owner,
+                note: b.note,
+                expires_at: expires,
+                review_by: Some(review),
+            };
+            match store.approve(&id, decision, now).await {
+                Ok(a) => {
+                    tracing::info!(approval_id = %a.id, approver = a.approver.as_deref().unwrap_or(""), "approval granted");
+                    rt.shared.decisions.notify_waiters();
+                    json(StatusCode::OK, serde_json::json!(a))
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, ["approvals", id, "deny"]) => {
+            let id = id.to_string();
+            let b: DenyBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            if b.approver.trim().is_empty() {
+                return error(StatusCode::BAD_REQUEST, "bad_request", "approver must not be empty");
+            }
+            match store.deny(&id, &b.approver, b.note.as_deref(), now_millis()).await {
+                Ok(a) => {
+                    tracing::info!(approval_id = %a.id, "approval denied");
+                    rt.shared.decisions.notify_waiters();
+                    json(StatusCode::OK, serde_json::json!(a))
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::GET, ["inventory"]) => match store.inventory().await {
+            Ok(list) => json(StatusCode::OK, serde_json::json!({ "identities": list })),
+            Err(e) => store_error(e),
+        },
+        (Method::GET, ["agents", "suspended"]) => match store.suspensions().await {
+            Ok(list) => json(StatusCode::OK, serde_json::json!({ "suspended": list })),
+            Err(e) => store_error(e),
+        },
+        (Method::POST, ["agents", id, "suspend"]) => {
+            let id = id.to_string();
+            let b: SuspendBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let by = b.by.unwrap_or_else(|| "admin".into());
+            match store.suspend(&id, &by, b.reason.as_deref(), now_millis()).await {
+                Ok(()) => {
+                    // Effective on the agent's next request, in this process at once.
+                    if let Ok(mut s) = rt.shared.suspended.write() {
+                        s.insert(id.clone());
+                    }
+                    tracing::info!(agent = %id, by = %by, "agent suspended");
+                    json(StatusCode::OK, serde_json::json!({"agent_id": id, "suspended": true}))
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, ["agents", id, "resume"]) => {
+            let id = id.to_string();
+            match store.resume(&id).await {
+                Ok(was) => {
+                    if let Ok(mut s) = rt.shared.suspended.write() {
+                        s.remove(&id);
+                    }
+                    tracing::info!(agent = %id, "agent resumed");
+                    json(StatusCode::OK, serde_json::json!({"agent_id": id, "suspended": false, "was_suspended": was}))
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, ["reload"]) => match rt.reload().await {
+            Ok(()) => json(StatusCode::OK, serde_json::json!({"reloaded": true})),
+            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", e),
+        },
+        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {path}")),
+    }
+}

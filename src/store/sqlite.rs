@@ -1,0 +1,1233 @@
+//! The SQLite [`Store`]: one local file, WAL journal, a small connection pool.
+//!
+//! SQLite allows one writer at a time. Every write either is a single statement or runs in
+//! a `BEGIN IMMEDIATE` transaction (which takes the write lock up front, so a transaction
+//! never has to upgrade a read lock and fail with `SQLITE_BUSY`); writers queue on the
+//! 5-second busy timeout.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+use super::{
+    new_id, Approval, ApprovalStatus, Approve, InventoryEntry, Millis, NewApproval, NewIdentity,
+    Store, StoreError, Suspension,
+};
+
+/// The schema version this build writes and understands.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1 of the schema. Each statement is idempotent.
+const SCHEMA_V1: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS approvals (
+        id                  TEXT PRIMARY KEY NOT NULL,
+        status              TEXT NOT NULL
+                            CHECK (status IN ('pending','approved','denied','used','expired')),
+        agent_id            TEXT NOT NULL,
+        agent_owner         TEXT NOT NULL,
+        tool                TEXT NOT NULL,
+        operation           TEXT NOT NULL,
+        identity_kind       TEXT,
+        digest              TEXT NOT NULL,
+        method              TEXT NOT NULL,
+        path                TEXT NOT NULL,
+        policies            TEXT NOT NULL DEFAULT '[]',
+        created_at          INTEGER NOT NULL,
+        pending_expires_at  INTEGER NOT NULL,
+        decided_at          INTEGER,
+        approver            TEXT,
+        ticket              TEXT,
+        identity_owner      TEXT,
+        note                TEXT,
+        approval_expires_at INTEGER,
+        review_by           INTEGER,
+        used_at             INTEGER
+    )",
+    // One active approval per (agent, operation, digest).
+    "CREATE UNIQUE INDEX IF NOT EXISTS approvals_one_active
+        ON approvals (agent_id, operation, digest)
+        WHERE status IN ('pending','approved')",
+    "CREATE INDEX IF NOT EXISTS approvals_by_created ON approvals (created_at)",
+    "CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals (status, created_at)",
+    "CREATE TABLE IF NOT EXISTS inventory (
+        id          TEXT PRIMARY KEY NOT NULL,
+        kind        TEXT NOT NULL,
+        tool        TEXT NOT NULL,
+        operation   TEXT NOT NULL,
+        identifier  TEXT,
+        agent_id    TEXT NOT NULL,
+        approver    TEXT,
+        owner       TEXT NOT NULL,
+        ticket      TEXT,
+        approval_id TEXT REFERENCES approvals (id),
+        request_id  TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        review_by   INTEGER
+    )",
+    "CREATE INDEX IF NOT EXISTS inventory_by_created ON inventory (created_at)",
+    "CREATE TABLE IF NOT EXISTS suspensions (
+        agent_id     TEXT PRIMARY KEY NOT NULL,
+        suspended_by TEXT NOT NULL,
+        reason       TEXT,
+        at           INTEGER NOT NULL
+    )",
+];
+
+const APPROVAL_COLUMNS: &str = "id, status, agent_id, agent_owner, tool, operation, \
+    identity_kind, digest, method, path, policies, created_at, pending_expires_at, \
+    decided_at, approver, ticket, identity_owner, note, approval_expires_at, review_by, used_at";
+
+const INVENTORY_COLUMNS: &str = "id, kind, tool, operation, identifier, agent_id, approver, \
+    owner, ticket, approval_id, request_id, created_at, review_by";
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the parent directory, the file and the schema if
+    /// missing. Fails if the file was written by a newer keygate (a newer schema version).
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "cannot create the store's directory {}: {e}",
+                        parent.display()
+                    ))
+                })?;
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a lost commit after a power cut could let a used approval be used again.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(db_err("open"))?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err("migrate"))?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("migrate"))?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(db_err("migrate"))?;
+        match current {
+            None => {
+                for statement in SCHEMA_V1 {
+                    sqlx::query(statement)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err("migrate"))?;
+                }
+                sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err("migrate"))?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::Unavailable(format!(
+                    "the store's schema version {v} is newer than this keygate supports \
+                     ({SCHEMA_VERSION})"
+                )));
+            }
+            // Future versions migrate older schemas here, one step at a time.
+            Some(v) => {
+                return Err(StoreError::Unavailable(format!(
+                    "no migration from schema version {v} to {SCHEMA_VERSION}"
+                )));
+            }
+        }
+        tx.commit().await.map_err(db_err("migrate"))
+    }
+
+    /// Approves or denies a pending approval, in one write transaction.
+    async fn decide(
+        &self,
+        id: &str,
+        decision: Decision<'_>,
+        now: Millis,
+    ) -> Result<Approval, StoreError> {
+        let op = decision.op();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err(op))?;
+        let current = fetch_approval(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if current.status != ApprovalStatus::Pending {
+            return Err(StoreError::Conflict(format!(
+                "approval is {}, not pending",
+                current.status
+            )));
+        }
+        if current.pending_expires_at <= now {
+            sqlx::query(
+                "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'pending'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(op))?;
+            tx.commit().await.map_err(db_err(op))?;
+            return Err(StoreError::Conflict(
+                "approval is expired, not pending".to_owned(),
+            ));
+        }
+        let updated = match decision {
+            Decision::Approve(d) => {
+                if d.expires_at <= now {
+                    return Err(StoreError::Conflict(
+                        "the approval's expiry must be in the future".to_owned(),
+                    ));
+                }
+                sqlx::query(
+                    "UPDATE approvals SET status = 'approved', decided_at = ?, approver = ?, \
+                     ticket = ?, identity_owner = ?, note = ?, approval_expires_at = ?, \
+                     review_by = ? WHERE id = ? AND status = 'pending'",
+                )
+                .bind(now)
+                .bind(d.approver)
+                .bind(d.ticket)
+                .bind(d.identity_owner)
+                .bind(d.note)
+                .bind(d.expires_at)
+                .bind(d.review_by)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+            }
+            Decision::Deny { approver, note } => {
+                sqlx::query(
+                    "UPDATE approvals SET status = 'denied', decided_at = ?, approver = ?, \
+                     note = ? WHERE id = ? AND status = 'pending'",
+                )
+                .bind(now)
+                .bind(approver)
+                .bind(note)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+            }
+        }
+        .map_err(db_err(op))?;
+        if updated.rows_affected() != 1 {
+            // Unreachable under the write lock; refuse rather than report a wrong state.
+            return Err(StoreError::Conflict(
+                "approval is no longer pending".to_owned(),
+            ));
+        }
+        let approval = fetch_approval(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(db_err(op))?;
+        Ok(approval)
+    }
+}
+
+enum Decision<'a> {
+    Approve(Approve),
+    Deny {
+        approver: &'a str,
+        note: Option<&'a str>,
+    },
+}
+
+impl Decision<'_> {
+    fn op(&self) -> &'static str {
+        match self {
+            Decision::Approve(_) => "approve",
+            Decision::Deny { .. } => "deny",
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn open_approval(
+        &self,
+        new: NewApproval,
+        now: Millis,
+    ) -> Result<(Approval, bool), StoreError> {
+        const OP: &str = "open approval";
+        let policies = serde_json::to_string(&new.policies)
+            .map_err(|_| StoreError::Unavailable("cannot encode policy ids".to_owned()))?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err(OP))?;
+        sqlx::query(
+            "UPDATE approvals SET status = 'expired' \
+             WHERE agent_id = ? AND operation = ? AND digest = ? \
+             AND ((status = 'pending' AND pending_expires_at <= ?) \
+               OR (status = 'approved' AND approval_expires_at <= ?))",
+        )
+        .bind(&new.agent_id)
+        .bind(&new.operation)
+        .bind(&new.digest)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let inserted = sqlx::query(
+            "INSERT INTO approvals (id, status, agent_id, agent_owner, tool, operation, \
+             identity_kind, digest, method, path, policies, created_at, pending_expires_at) \
+             VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(new_id("apr_"))
+        .bind(&new.agent_id)
+        .bind(&new.agent_owner)
+        .bind(&new.tool)
+        .bind(&new.operation)
+        .bind(&new.identity_kind)
+        .bind(&new.digest)
+        .bind(&new.method)
+        .bind(&new.path)
+        .bind(&policies)
+        .bind(now)
+        .bind(new.pending_expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let created = inserted.rows_affected() == 1;
+        let row = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+             WHERE agent_id = ? AND operation = ? AND digest = ? \
+             AND status IN ('pending', 'approved')"
+        ))
+        .bind(&new.agent_id)
+        .bind(&new.operation)
+        .bind(&new.digest)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err(OP))?
+        .ok_or_else(|| StoreError::Unavailable("open approval: no active approval".to_owned()))?;
+        let approval = approval_from_row(&row)?;
+        tx.commit().await.map_err(db_err(OP))?;
+        Ok((approval, created))
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err("get approval"))?;
+        fetch_approval(&mut conn, id).await
+    }
+
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError> {
+        const OP: &str = "list approvals";
+        let rows = match status {
+            Some(status) => {
+                sqlx::query(&format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE status = ? \
+                     ORDER BY created_at DESC, rowid DESC LIMIT ?"
+                ))
+                .bind(status.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals \
+                     ORDER BY created_at DESC, rowid DESC LIMIT ?"
+                ))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(db_err(OP))?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn approve(
+        &self,
+        id: &str,
+        decision: Approve,
+        now: Millis,
+    ) -> Result<Approval, StoreError> {
+        self.decide(id, Decision::Approve(decision), now).await
+    }
+
+    async fn deny(
+        &self,
+        id: &str,
+        approver: &str,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<Approval, StoreError> {
+        self.decide(id, Decision::Deny { approver, note }, now)
+            .await
+    }
+
+    async fn consume(
+        &self,
+        id: &str,
+        digest: &str,
+        now: Millis,
+    ) -> Result<Option<Approval>, StoreError> {
+        const OP: &str = "consume approval";
+        // One conditional UPDATE: SQLite serializes writers, so exactly one caller sees a row
+        // change; `used` is terminal, so the row read back afterwards is the one it used.
+        let done = sqlx::query(
+            "UPDATE approvals SET status = 'used', used_at = ? \
+             WHERE id = ? AND status = 'approved' AND digest = ? AND approval_expires_at > ?",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(digest)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err(OP))?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let mut conn = self.pool.acquire().await.map_err(db_err(OP))?;
+        fetch_approval(&mut conn, id).await
+    }
+
+    async fn expire(&self, now: Millis) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE approvals SET status = 'expired' \
+             WHERE (status = 'pending' AND pending_expires_at <= ?) \
+                OR (status = 'approved' AND approval_expires_at <= ?)",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("expire approvals"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn record_identity(&self, new: NewIdentity) -> Result<InventoryEntry, StoreError> {
+        let entry = InventoryEntry {
+            id: new_id("idn_"),
+            kind: new.kind,
+            tool: new.tool,
+            operation: new.operation,
+            identifier: new.identifier,
+            agent_id: new.agent_id,
+            approver: new.approver,
+            owner: new.owner,
+            ticket: new.ticket,
+            approval_id: new.approval_id,
+            request_id: new.request_id,
+            created_at: new.created_at,
+            review_by: new.review_by,
+        };
+        sqlx::query(&format!(
+            "INSERT INTO inventory ({INVENTORY_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&entry.id)
+        .bind(&entry.kind)
+        .bind(&entry.tool)
+        .bind(&entry.operation)
+        .bind(&entry.identifier)
+        .bind(&entry.agent_id)
+        .bind(&entry.approver)
+        .bind(&entry.owner)
+        .bind(&entry.ticket)
+        .bind(&entry.approval_id)
+        .bind(&entry.request_id)
+        .bind(entry.created_at)
+        .bind(entry.review_by)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                StoreError::Conflict("the identity's approval does not exist".to_owned())
+            }
+            _ => db_err("record identity")(e),
+        })?;
+        Ok(entry)
+    }
+
+    async fn inventory(&self) -> Result<Vec<InventoryEntry>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INVENTORY_COLUMNS} FROM inventory ORDER BY created_at DESC, rowid DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list inventory"))?;
+        rows.iter().map(inventory_from_row).collect()
+    }
+
+    async fn suspend(
+        &self,
+        agent_id: &str,
+        by: &str,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO suspensions (agent_id, suspended_by, reason, at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (agent_id) DO UPDATE SET suspended_by = excluded.suspended_by, \
+             reason = excluded.reason, at = excluded.at",
+        )
+        .bind(agent_id)
+        .bind(by)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("suspend agent"))?;
+        Ok(())
+    }
+
+    async fn resume(&self, agent_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM suspensions WHERE agent_id = ?")
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("resume agent"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_id, suspended_by, reason, at FROM suspensions \
+             ORDER BY at DESC, agent_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list suspensions"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(Suspension {
+                    agent_id: row
+                        .try_get("agent_id")
+                        .map_err(db_err("list suspensions"))?,
+                    by: row
+                        .try_get("suspended_by")
+                        .map_err(db_err("list suspensions"))?,
+                    reason: row.try_get("reason").map_err(db_err("list suspensions"))?,
+                    at: row.try_get("at").map_err(db_err("list suspensions"))?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn fetch_approval(
+    conn: &mut SqliteConnection,
+    id: &str,
+) -> Result<Option<Approval>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err("get approval"))?;
+    row.as_ref().map(approval_from_row).transpose()
+}
+
+fn approval_from_row(row: &SqliteRow) -> Result<Approval, StoreError> {
+    let read = db_err("read approval");
+    let status: String = row.try_get("status").map_err(read)?;
+    let status = ApprovalStatus::parse(&status)
+        .ok_or_else(|| StoreError::Unavailable("read approval: unknown status".to_owned()))?;
+    let policies: String = row.try_get("policies").map_err(read)?;
+    let policies: Vec<String> = serde_json::from_str(&policies).map_err(|_| {
+        StoreError::Unavailable("read approval: policy ids are not a JSON array".to_owned())
+    })?;
+    Ok(Approval {
+        id: row.try_get("id").map_err(read)?,
+        status,
+        agent_id: row.try_get("agent_id").map_err(read)?,
+        agent_owner: row.try_get("agent_owner").map_err(read)?,
+        tool: row.try_get("tool").map_err(read)?,
+        operation: row.try_get("operation").map_err(read)?,
+        identity_kind: row.try_get("identity_kind").map_err(read)?,
+        digest: row.try_get("digest").map_err(read)?,
+        method: row.try_get("method").map_err(read)?,
+        path: row.try_get("path").map_err(read)?,
+        policies,
+        created_at: row.try_get("created_at").map_err(read)?,
+        pending_expires_at: row.try_get("pending_expires_at").map_err(read)?,
+        decided_at: row.try_get("decided_at").map_err(read)?,
+        approver: row.try_get("approver").map_err(read)?,
+        ticket: row.try_get("ticket").map_err(read)?,
+        identity_owner: row.try_get("identity_owner").map_err(read)?,
+        note: row.try_get("note").map_err(read)?,
+        approval_expires_at: row.try_get("approval_expires_at").map_err(read)?,
+        review_by: row.try_get("review_by").map_err(read)?,
+        used_at: row.try_get("used_at").map_err(read)?,
+    })
+}
+
+fn inventory_from_row(row: &SqliteRow) -> Result<InventoryEntry, StoreError> {
+    let read = db_err("read inventory");
+    Ok(InventoryEntry {
+        id: row.try_get("id").map_err(read)?,
+        kind: row.try_get("kind").map_err(read)?,
+        tool: row.try_get("tool").map_err(read)?,
+        operation: row.try_get("operation").map_err(read)?,
+        identifier: row.try_get("identifier").map_err(read)?,
+        agent_id: row.try_get("agent_id").map_err(read)?,
+        approver: row.try_get("approver").map_err(read)?,
+        owner: row.try_get("owner").map_err(read)?,
+        ticket: row.try_get("ticket").map_err(read)?,
+        approval_id: row.try_get("approval_id").map_err(read)?,
+        request_id: row.try_get("request_id").map_err(read)?,
+        created_at: row.try_get("created_at").map_err(read)?,
+        review_by: row.try_get("review_by").map_err(read)?,
+    })
+}
+
+/// Maps a sqlx error to [`StoreError::Unavailable`] with a message naming the operation and
+/// the kind of failure, never values: SQLite's own messages name tables, columns and
+/// constraints only, and decode errors (whose sources may quote values) are reduced to the
+/// column.
+fn db_err(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError + Copy {
+    move |e| {
+        let what = match &e {
+            sqlx::Error::Database(d) => match d.code() {
+                Some(code) => format!("database error {code}: {}", d.message()),
+                None => format!("database error: {}", d.message()),
+            },
+            sqlx::Error::Io(io) => format!("I/O error: {}", io.kind()),
+            sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_owned(),
+            sqlx::Error::PoolClosed => "the store is closed".to_owned(),
+            sqlx::Error::WorkerCrashed => "the database worker stopped".to_owned(),
+            sqlx::Error::ColumnNotFound(column) => format!("no column {column}"),
+            sqlx::Error::ColumnDecode { index, .. } => format!("cannot decode column {index}"),
+            sqlx::Error::ColumnIndexOutOfBounds { index, .. } => {
+                format!("no column at index {index}")
+            }
+            sqlx::Error::RowNotFound => "row not found".to_owned(),
+            sqlx::Error::Configuration(_) => "invalid configuration".to_owned(),
+            sqlx::Error::Protocol(_) => "protocol error".to_owned(),
+            sqlx::Error::Decode(_) => "cannot decode a value".to_owned(),
+            sqlx::Error::Encode(_) => "cannot encode a value".to_owned(),
+            _ => "database driver error".to_owned(),
+        };
+        StoreError::Unavailable(format!("{op}: {what}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    const T0: Millis = 1_700_000_000_000;
+    const MINUTE: Millis = 60_000;
+
+    fn new_approval(agent: &str, digest: &str) -> NewApproval {
+        NewApproval {
+            agent_id: agent.to_owned(),
+            agent_owner: "alice@example.com".to_owned(),
+            tool: "aws".to_owned(),
+            operation: "iam:CreateAccessKey".to_owned(),
+            identity_kind: Some("aws-access-key".to_owned()),
+            digest: digest.to_owned(),
+            method: "POST".to_owned(),
+            path: "/".to_owned(),
+            policies: vec!["gate-identity-creation".to_owned(), "p2".to_owned()],
+            pending_expires_at: T0 + 10 * MINUTE,
+        }
+    }
+
+    fn approve_until(expires_at: Millis) -> Approve {
+        Approve {
+            approver: "bob@example.com".to_owned(),
+            ticket: Some("SEC-42".to_owned()),
+            identity_owner: "carol@example.com".to_owned(),
+            note: Some("for the nightly export".to_owned()),
+            expires_at,
+            review_by: Some(T0 + 90 * 24 * 60 * MINUTE),
+        }
+    }
+
+    async fn fresh() -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state").join("keygate.db"))
+            .await
+            .unwrap();
+        (dir, Arc::new(store))
+    }
+
+    #[tokio::test]
+    async fn open_approval_is_idempotent_per_key() {
+        let (_dir, store) = fresh().await;
+        let (a, created) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        assert!(created);
+        assert_eq!(a.status, ApprovalStatus::Pending);
+        assert!(a.id.starts_with("apr_") && a.id.len() == 24);
+        assert_eq!(a.created_at, T0);
+        assert_eq!(a.policies, vec!["gate-identity-creation", "p2"]);
+        assert_eq!(a.identity_kind.as_deref(), Some("aws-access-key"));
+        assert_eq!(a.decided_at, None);
+
+        let (b, created) = store
+            .open_approval(new_approval("agent-1", "d1"), T0 + 1000)
+            .await
+            .unwrap();
+        assert!(!created);
+        assert_eq!(b, a);
+
+        let (c, created) = store
+            .open_approval(new_approval("agent-1", "d2"), T0)
+            .await
+            .unwrap();
+        assert!(created);
+        assert_ne!(c.id, a.id);
+        let (d, created) = store
+            .open_approval(new_approval("agent-2", "d1"), T0)
+            .await
+            .unwrap();
+        assert!(created);
+        assert_ne!(d.id, a.id);
+
+        assert_eq!(store.approval(&a.id).await.unwrap(), Some(a));
+        assert_eq!(store.approval("apr_nosuch").await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_open_approval_creates_one() {
+        let (_dir, store) = fresh().await;
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.open_approval(new_approval("agent-1", "d1"), T0).await },
+                )
+            })
+            .collect();
+        let mut ids = Vec::new();
+        let mut created = 0;
+        for task in tasks {
+            let (a, c) = task.await.unwrap().unwrap();
+            ids.push(a.id);
+            created += usize::from(c);
+        }
+        assert_eq!(created, 1);
+        ids.dedup();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(store.approvals(None, 100).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn approve_then_consume_once() {
+        let (_dir, store) = fresh().await;
+        let (a, _) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        let approved = store
+            .approve(&a.id, approve_until(T0 + 5 * MINUTE), T0 + MINUTE)
+            .await
+            .unwrap();
+        assert_eq!(approved.status, ApprovalStatus::Approved);
+        assert_eq!(approved.decided_at, Some(T0 + MINUTE));
+        assert_eq!(approved.approver.as_deref(), Some("bob@example.com"));
+        assert_eq!(approved.ticket.as_deref(), Some("SEC-42"));
+        assert_eq!(
+            approved.identity_owner.as_deref(),
+            Some("carol@example.com")
+        );
+        assert_eq!(approved.note.as_deref(), Some("for the nightly export"));
+        assert_eq!(approved.approval_expires_at, Some(T0 + 5 * MINUTE));
+        assert_eq!(approved.review_by, Some(T0 + 90 * 24 * 60 * MINUTE));
+
+        // While approved and unused, it is the active approval.
+        let (same, created) = store
+            .open_approval(new_approval("agent-1", "d1"), T0 + 2 * MINUTE)
+            .await
+            .unwrap();
+        assert!(!created);
+        assert_eq!(same.id, a.id);
+        assert_eq!(same.status, ApprovalStatus::Approved);
+
+        let used = store
+            .consume(&a.id, "d1", T0 + 2 * MINUTE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(used.status, ApprovalStatus::Used);
+        assert_eq!(used.used_at, Some(T0 + 2 * MINUTE));
+        assert_eq!(
+            store.consume(&a.id, "d1", T0 + 2 * MINUTE).await.unwrap(),
+            None
+        );
+
+        let (next, created) = store
+            .open_approval(new_approval("agent-1", "d1"), T0 + 3 * MINUTE)
+            .await
+            .unwrap();
+        assert!(created);
+        assert_ne!(next.id, a.id);
+        assert_eq!(next.status, ApprovalStatus::Pending);
+        assert_eq!(
+            store.approval(&a.id).await.unwrap().unwrap().status,
+            ApprovalStatus::Used
+        );
+        // Approving a used approval is a conflict.
+        let err = store
+            .approve(&a.id, approve_until(T0 + 9 * MINUTE), T0 + 3 * MINUTE)
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, StoreError::Conflict(m) if m == "approval is used, not pending"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_consume_succeeds_once() {
+        let (_dir, store) = fresh().await;
+        let (a, _) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        store
+            .approve(&a.id, approve_until(T0 + 5 * MINUTE), T0)
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                let id = a.id.clone();
+                tokio::spawn(async move { store.consume(&id, "d1", T0 + MINUTE).await })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            if let Some(used) = task.await.unwrap().unwrap() {
+                assert_eq!(used.status, ApprovalStatus::Used);
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1);
+    }
+
+    #[tokio::test]
+    async fn consume_requires_approved_and_matching_digest() {
+        let (_dir, store) = fresh().await;
+        let (pending, _) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        assert_eq!(store.consume(&pending.id, "d1", T0).await.unwrap(), None);
+
+        store
+            .approve(&pending.id, approve_until(T0 + 5 * MINUTE), T0)
+            .await
+            .unwrap();
+        assert_eq!(store.consume(&pending.id, "other", T0).await.unwrap(), None);
+        // The wrong digest did not use it up.
+        assert!(store
+            .consume(&pending.id, "d1", T0)
+            .await
+            .unwrap()
+            .is_some());
+
+        let (denied, _) = store
+            .open_approval(new_approval("agent-1", "d2"), T0)
+            .await
+            .unwrap();
+        store
+            .deny(&denied.id, "bob@example.com", None, T0)
+            .await
+            .unwrap();
+        assert_eq!(store.consume(&denied.id, "d2", T0).await.unwrap(), None);
+        assert_eq!(store.consume("apr_nosuch", "d2", T0).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn deny_then_approve_conflicts() {
+        let (_dir, store) = fresh().await;
+        let (a, _) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        let denied = store
+            .deny(&a.id, "bob@example.com", Some("not this week"), T0 + MINUTE)
+            .await
+            .unwrap();
+        assert_eq!(denied.status, ApprovalStatus::Denied);
+        assert_eq!(denied.approver.as_deref(), Some("bob@example.com"));
+        assert_eq!(denied.note.as_deref(), Some("not this week"));
+        assert_eq!(denied.decided_at, Some(T0 + MINUTE));
+        assert_eq!(denied.approval_expires_at, None);
+
+        let err = store
+            .approve(&a.id, approve_until(T0 + 5 * MINUTE), T0 + 2 * MINUTE)
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, StoreError::Conflict(m) if m == "approval is denied, not pending"));
+        let err = store
+            .deny(&a.id, "bob@example.com", None, T0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+
+        let err = store
+            .approve("apr_nosuch", approve_until(T0 + 5 * MINUTE), T0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound));
+        let err = store.deny("apr_nosuch", "bob", None, T0).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound));
+
+        // A denied request may be asked again: it is no longer active.
+        let (again, created) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        assert!(created);
+        assert_ne!(again.id, a.id);
+
+        // An approval must expire in the future.
+        let err = store
+            .approve(&again.id, approve_until(T0), T0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+        assert_eq!(
+            store.approval(&again.id).await.unwrap().unwrap().status,
+            ApprovalStatus::Pending
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_approvals_are_never_active() {
+        let (_dir, store) = fresh().await;
+        // Pending past its expiry: open_approval expires it and opens a new one.
+        let (a, _) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        let late = a.pending_expires_at;
+        let (b, created) = store
+            .open_approval(new_approval("agent-1", "d1"), late)
+            .await
+            .unwrap();
+        assert!(created);
+        assert_ne!(b.id, a.id);
+        assert_eq!(
+            store.approval(&a.id).await.unwrap().unwrap().status,
+            ApprovalStatus::Expired
+        );
+        assert_eq!(
+            store
+                .approvals(Some(ApprovalStatus::Expired), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // Pending past its expiry cannot be approved; it is marked expired.
+        let (c, _) = store
+            .open_approval(new_approval("agent-1", "d2"), T0)
+            .await
+            .unwrap();
+        let err = store
+            .approve(&c.id, approve_until(late + 5 * MINUTE), late)
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, StoreError::Conflict(m) if m == "approval is expired, not pending"));
+        assert_eq!(
+            store.approval(&c.id).await.unwrap().unwrap().status,
+            ApprovalStatus::Expired
+        );
+
+        // Approved past its expiry cannot be consumed, and is not active.
+        let (d, _) = store
+            .open_approval(new_approval("agent-1", "d3"), T0)
+            .await
+            .unwrap();
+        store
+            .approve(&d.id, approve_until(T0 + MINUTE), T0)
+            .await
+            .unwrap();
+        assert_eq!(store.consume(&d.id, "d3", T0 + MINUTE).await.unwrap(), None);
+        let (e, created) = store
+            .open_approval(new_approval("agent-1", "d3"), T0 + MINUTE)
+            .await
+            .unwrap();
+        assert!(created);
+        assert_ne!(e.id, d.id);
+        assert_eq!(
+            store.approval(&d.id).await.unwrap().unwrap().status,
+            ApprovalStatus::Expired
+        );
+
+        // The sweep expires what is stale everywhere.
+        let (f, _) = store
+            .open_approval(new_approval("agent-9", "d9"), T0)
+            .await
+            .unwrap();
+        assert_eq!(store.expire(T0 + 5 * MINUTE).await.unwrap(), 0);
+        assert!(store.expire(late + 20 * MINUTE).await.unwrap() >= 1);
+        assert_eq!(
+            store.approval(&f.id).await.unwrap().unwrap().status,
+            ApprovalStatus::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn approvals_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keygate.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (pending, _) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        let (approved, _) = store
+            .open_approval(new_approval("agent-1", "d2"), T0)
+            .await
+            .unwrap();
+        let approved = store
+            .approve(&approved.id, approve_until(T0 + 5 * MINUTE), T0 + MINUTE)
+            .await
+            .unwrap();
+        store
+            .suspend("agent-7", "bob", Some("leaked key"), T0)
+            .await
+            .unwrap();
+        store.close().await;
+        drop(store);
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(
+            store.approval(&pending.id).await.unwrap(),
+            Some(pending.clone())
+        );
+        assert_eq!(
+            store.approval(&approved.id).await.unwrap(),
+            Some(approved.clone())
+        );
+        let listed = store.approvals(None, 10).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            store
+                .approvals(Some(ApprovalStatus::Approved), 10)
+                .await
+                .unwrap(),
+            vec![approved.clone()]
+        );
+        assert_eq!(store.suspensions().await.unwrap().len(), 1);
+        // Still the active one after the restart.
+        let (again, created) = store
+            .open_approval(new_approval("agent-1", "d2"), T0)
+            .await
+            .unwrap();
+        assert!(!created);
+        assert_eq!(again.id, approved.id);
+        let version: i64 = sqlx::query("SELECT version FROM schema_version")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keygate.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        sqlx::query("UPDATE schema_version SET version = 99")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let err = SqliteStore::open(&path).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("99")));
+    }
+
+    #[tokio::test]
+    async fn approvals_list_newest_first_with_limit() {
+        let (_dir, store) = fresh().await;
+        for (i, digest) in ["d1", "d2", "d3"].iter().enumerate() {
+            let at = T0 + i64::try_from(i).unwrap() * MINUTE;
+            store
+                .open_approval(new_approval("agent-1", digest), at)
+                .await
+                .unwrap();
+        }
+        let listed = store.approvals(None, 2).await.unwrap();
+        let digests: Vec<_> = listed.iter().map(|a| a.digest.as_str()).collect();
+        assert_eq!(digests, ["d3", "d2"]);
+        assert!(store
+            .approvals(Some(ApprovalStatus::Denied), 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn inventory_round_trips_newest_first() {
+        let (_dir, store) = fresh().await;
+        let (a, _) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        let first = store
+            .record_identity(NewIdentity {
+                kind: "aws-access-key".to_owned(),
+                tool: "aws".to_owned(),
+                operation: "iam:CreateAccessKey".to_owned(),
+                identifier: Some("AKIAIOSFODNN7EXAMPLE".to_owned()),
+                agent_id: "agent-1".to_owned(),
+                approver: Some("bob@example.com".to_owned()),
+                owner: "carol@example.com".to_owned(),
+                ticket: Some("SEC-42".to_owned()),
+                approval_id: Some(a.id.clone()),
+                request_id: "req-1".to_owned(),
+                created_at: T0,
+                review_by: Some(T0 + 90 * 24 * 60 * MINUTE),
+            })
+            .await
+            .unwrap();
+        assert!(first.id.starts_with("idn_") && first.id.len() == 24);
+        let second = store
+            .record_identity(NewIdentity {
+                kind: "github-token".to_owned(),
+                tool: "github".to_owned(),
+                operation: "createInstallationToken".to_owned(),
+                identifier: None,
+                agent_id: "agent-2".to_owned(),
+                approver: None,
+                owner: "dave@example.com".to_owned(),
+                ticket: None,
+                approval_id: None,
+                request_id: "req-2".to_owned(),
+                created_at: T0 + MINUTE,
+                review_by: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.inventory().await.unwrap(), vec![second, first]);
+
+        // An identity cannot point at an approval that does not exist.
+        let err = store
+            .record_identity(NewIdentity {
+                kind: "k".to_owned(),
+                tool: "t".to_owned(),
+                operation: "o".to_owned(),
+                identifier: None,
+                agent_id: "agent-3".to_owned(),
+                approver: None,
+                owner: "o".to_owned(),
+                ticket: None,
+                approval_id: Some("apr_nosuch".to_owned()),
+                request_id: "req-3".to_owned(),
+                created_at: T0,
+                review_by: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+    }
+
+    #[tokio::test]
+    async fn suspend_list_resume() {
+        let (_dir, store) = fresh().await;
+        store
+            .suspend("agent-1", "bob@example.com", Some("odd traffic"), T0)
+            .await
+            .unwrap();
+        store
+            .suspend("agent-2", "bob@example.com", None, T0 + MINUTE)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.suspensions().await.unwrap(),
+            vec![
+                Suspension {
+                    agent_id: "agent-2".to_owned(),
+                    by: "bob@example.com".to_owned(),
+                    reason: None,
+                    at: T0 + MINUTE,
+                },
+                Suspension {
+                    agent_id: "agent-1".to_owned(),
+                    by: "bob@example.com".to_owned(),
+                    reason: Some("odd traffic".to_owned()),
+                    at: T0,
+                },
+            ]
+        );
+        assert!(store.resume("agent-1").await.unwrap());
+        assert!(!store.resume("agent-1").await.unwrap());
+        let left = store.suspensions().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].agent_id, "agent-2");
+    }
+
+    #[tokio::test]
+    async fn open_store_returns_a_trait_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open_store(&dir.path().join("a").join("b").join("k.db"))
+            .await
+            .unwrap();
+        let (a, created) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        assert!(created);
+        assert_eq!(store.approval(&a.id).await.unwrap().unwrap().id, a.id);
+    }
+
+    #[tokio::test]
+    async fn errors_after_close_are_unavailable() {
+        let (_dir, store) = fresh().await;
+        store.close().await;
+        let err = store.inventory().await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(m) if m == "list inventory: the store is closed")
+        );
+    }
+}
