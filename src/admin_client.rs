@@ -31,7 +31,10 @@ impl AdminClient {
                         .trim()
                         .to_string(),
                 };
-                (u.unwrap_or_else(|| format!("http://{}", s.admin.listen)), token)
+                (
+                    u.unwrap_or_else(|| format!("http://{}", s.admin.listen)),
+                    token,
+                )
             }
         };
         Ok(AdminClient {
@@ -42,22 +45,38 @@ impl AdminClient {
     }
 
     /// Calls the admin API; an error answer becomes `Err("<code>: <message>")`.
-    pub async fn call(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, String> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
         let uri = format!("{}{path}", self.base);
         let req = http::Request::builder()
             .method(method)
             .uri(&uri)
-            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(crate::error::full_body(body.map(|b| b.to_string()).unwrap_or_default()))
+            .body(crate::error::full_body(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            ))
             .map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
             .map_err(|_| format!("{uri}: timed out"))?
             .map_err(|e| format!("cannot reach the admin API at {}: {e}", self.base))?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         if status.is_success() {
             Ok(v)
         } else {
@@ -73,7 +92,10 @@ impl AdminClient {
 /// Milliseconds since the epoch as RFC 3339 (seconds), or "-".
 pub fn time(v: &serde_json::Value) -> String {
     match v.as_i64() {
-        Some(ms) if ms >= 0 => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string(),
+        Some(ms) if ms >= 0 => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms as u64))
+                .to_string()
+        }
         _ => "-".into(),
     }
 }
@@ -117,7 +139,17 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Rows of approvals for a table.
 pub fn approval_rows(list: &[serde_json::Value]) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let headers = vec!["ID", "STATUS", "AGENT", "AGENT OWNER", "TOOL", "OPERATION", "KIND", "CREATED", "APPROVER"];
+    let headers = vec![
+        "ID",
+        "STATUS",
+        "AGENT",
+        "AGENT OWNER",
+        "TOOL",
+        "OPERATION",
+        "KIND",
+        "CREATED",
+        "APPROVER",
+    ];
     let rows = list
         .iter()
         .map(|a| {
@@ -155,7 +187,13 @@ pub const INVENTORY_COLUMNS: [(&str, &str); 11] = [
 pub fn inventory_row(e: &serde_json::Value) -> Vec<String> {
     INVENTORY_COLUMNS
         .iter()
-        .map(|(_, f)| if f.ends_with("_at") || *f == "review_by" { time(&e[*f]) } else { cell(&e[*f]) })
+        .map(|(_, f)| {
+            if f.ends_with("_at") || *f == "review_by" {
+                time(&e[*f])
+            } else {
+                cell(&e[*f])
+            }
+        })
         .collect()
 }
 

@@ -19,8 +19,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -81,7 +81,10 @@ impl Shared {
     }
 
     pub fn is_suspended(&self, agent: &str) -> bool {
-        self.suspended.read().map(|s| s.contains(agent)).unwrap_or(true)
+        self.suspended
+            .read()
+            .map(|s| s.contains(agent))
+            .unwrap_or(true)
     }
 
     /// Re-reads suspensions from the store (other replicas, direct store edits).
@@ -107,8 +110,12 @@ fn admin_token(a: &crate::config::AdminSettings) -> Result<String, String> {
     if let Some(var) = &a.token_env {
         return match std::env::var(var) {
             Ok(t) if t.len() >= 16 => Ok(t),
-            Ok(_) => Err(format!("the admin token in {var} is shorter than 16 characters")),
-            Err(_) => Err(format!("environment variable {var} (admin token) is not set")),
+            Ok(_) => Err(format!(
+                "the admin token in {var} is shorter than 16 characters"
+            )),
+            Err(_) => Err(format!(
+                "environment variable {var} (admin token) is not set"
+            )),
         };
     }
     read_or_create_token(&a.token_file)
@@ -120,13 +127,17 @@ pub fn read_or_create_token(path: &Path) -> Result<String, String> {
         if t.len() >= 16 {
             return Ok(t);
         }
-        return Err(format!("{}: the admin token is shorter than 16 characters", path.display()));
+        return Err(format!(
+            "{}: the admin token is shorter than 16 characters",
+            path.display()
+        ));
     }
     let mut b = [0u8; 24];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| "cannot generate the admin token".to_string())?;
     let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -176,7 +187,9 @@ impl Runtime {
         let _one_at_a_time = self.reload_lock.lock().await;
         let snapshot = crate::config::load(&self.config_path).map_err(|e| e.to_string())?;
         let old = self.current();
-        if snapshot.server.listen != old.snapshot.server.listen || snapshot.admin.listen != old.snapshot.admin.listen {
+        if snapshot.server.listen != old.snapshot.server.listen
+            || snapshot.admin.listen != old.snapshot.admin.listen
+        {
             tracing::warn!("listener addresses change only on restart");
         }
         let gw = Gateway::build(snapshot, self.shared.clone()).await?;
@@ -215,7 +228,12 @@ pub fn spawn_file_watch(rt: &Arc<Runtime>, interval: Duration) {
     fn stamp(files: &[PathBuf]) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
         files
             .iter()
-            .map(|f| (f.clone(), std::fs::metadata(f).and_then(|m| m.modified()).ok()))
+            .map(|f| {
+                (
+                    f.clone(),
+                    std::fs::metadata(f).and_then(|m| m.modified()).ok(),
+                )
+            })
             .collect()
     }
     let weak = Arc::downgrade(rt);

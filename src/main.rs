@@ -155,7 +155,9 @@ enum AgentsCommand {
         #[arg(long, default_value = "admin")]
         by: String,
     },
-    Resume { id: String },
+    Resume {
+        id: String,
+    },
     /// List suspended agents.
     Suspended,
 }
@@ -228,7 +230,10 @@ where
     F: FnOnce(AdminClient) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("keygate: {e}");
@@ -270,13 +275,30 @@ async fn approvals(c: AdminClient, cmd: ApprovalsCommand) -> Result<(), String> 
                 print!("{}", admin_client::table(&h, &rows));
             }
         }
-        ApprovalsCommand::Show { id } => print_json(&c.call(Method::GET, &format!("/approvals/{id}"), None).await?),
-        ApprovalsCommand::Approve { id, approver, owner, ticket, note, expires_in, review_in } => {
+        ApprovalsCommand::Show { id } => print_json(
+            &c.call(Method::GET, &format!("/approvals/{id}"), None)
+                .await?,
+        ),
+        ApprovalsCommand::Approve {
+            id,
+            approver,
+            owner,
+            ticket,
+            note,
+            expires_in,
+            review_in,
+        } => {
             let body = serde_json::json!({
                 "approver": approver, "owner": owner, "ticket": ticket, "note": note,
                 "expires_in": expires_in, "review_in": review_in,
             });
-            let a = c.call(Method::POST, &format!("/approvals/{id}/approve"), Some(body)).await?;
+            let a = c
+                .call(
+                    Method::POST,
+                    &format!("/approvals/{id}/approve"),
+                    Some(body),
+                )
+                .await?;
             println!(
                 "approved {id}: the agent's next identical request goes through once (until {})",
                 admin_client::time(&a["approval_expires_at"])
@@ -284,7 +306,8 @@ async fn approvals(c: AdminClient, cmd: ApprovalsCommand) -> Result<(), String> 
         }
         ApprovalsCommand::Deny { id, approver, note } => {
             let body = serde_json::json!({"approver": approver, "note": note});
-            c.call(Method::POST, &format!("/approvals/{id}/deny"), Some(body)).await?;
+            c.call(Method::POST, &format!("/approvals/{id}/deny"), Some(body))
+                .await?;
             println!("denied {id}");
         }
     }
@@ -295,7 +318,10 @@ async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> 
     let InventoryCommand::List { json, csv } = cmd;
     let v = c.call(http::Method::GET, "/inventory", None).await?;
     let list = v["identities"].as_array().cloned().unwrap_or_default();
-    let headers: Vec<&str> = admin_client::INVENTORY_COLUMNS.iter().map(|(h, _)| *h).collect();
+    let headers: Vec<&str> = admin_client::INVENTORY_COLUMNS
+        .iter()
+        .map(|(h, _)| *h)
+        .collect();
     let rows: Vec<Vec<String>> = list.iter().map(admin_client::inventory_row).collect();
     if json {
         print_json(&v["identities"]);
@@ -311,11 +337,17 @@ async fn agents(c: AdminClient, cmd: AgentsCommand) -> Result<(), String> {
     use http::Method;
     match cmd {
         AgentsCommand::Suspend { id, reason, by } => {
-            c.call(Method::POST, &format!("/agents/{id}/suspend"), Some(serde_json::json!({"by": by, "reason": reason}))).await?;
+            c.call(
+                Method::POST,
+                &format!("/agents/{id}/suspend"),
+                Some(serde_json::json!({"by": by, "reason": reason})),
+            )
+            .await?;
             println!("suspended {id}: its next request is refused");
         }
         AgentsCommand::Resume { id } => {
-            c.call(Method::POST, &format!("/agents/{id}/resume"), None).await?;
+            c.call(Method::POST, &format!("/agents/{id}/resume"), None)
+                .await?;
             println!("resumed {id}");
         }
         AgentsCommand::Suspended => {
@@ -334,7 +366,10 @@ async fn agents(c: AdminClient, cmd: AgentsCommand) -> Result<(), String> {
                     ]
                 })
                 .collect();
-            print!("{}", admin_client::table(&["AGENT", "BY", "REASON", "SINCE"], &rows));
+            print!(
+                "{}",
+                admin_client::table(&["AGENT", "BY", "REASON", "SINCE"], &rows)
+            );
         }
     }
     Ok(())

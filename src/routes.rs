@@ -71,7 +71,12 @@ impl RouteTable {
     }
 
     /// Adds a template such as `/repos/{owner}/{repo}/keys`. Fails on a duplicate.
-    pub fn insert(&mut self, method: Option<Method>, template: &str, op: Arc<Operation>) -> Result<(), String> {
+    pub fn insert(
+        &mut self,
+        method: Option<Method>,
+        template: &str,
+        op: Arc<Operation>,
+    ) -> Result<(), String> {
         if !template.starts_with('/') {
             return Err(format!("{template:?} must start with '/'"));
         }
@@ -80,13 +85,21 @@ impl RouteTable {
             if seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
                 node = node.param.get_or_insert_with(Box::default);
             } else if seg.contains(['{', '}']) {
-                return Err(format!("segment {seg:?} of {template:?} mixes text and a parameter"));
+                return Err(format!(
+                    "segment {seg:?} of {template:?} mixes text and a parameter"
+                ));
             } else {
-                node = node.literal.entry(seg.to_ascii_lowercase().into()).or_default();
+                node = node
+                    .literal
+                    .entry(seg.to_ascii_lowercase().into())
+                    .or_default();
             }
         }
         if node.ends.iter().any(|(m, _)| *m == method) {
-            return Err(format!("{} {template} is declared twice", method.as_ref().map_or("*", |m| m.as_str())));
+            return Err(format!(
+                "{} {template} is declared twice",
+                method.as_ref().map_or("*", |m| m.as_str())
+            ));
         }
         node.ends.push((method, op));
         self.len += 1;
@@ -130,21 +143,53 @@ mod tests {
     #[test]
     fn templates_match_by_segment() {
         let mut t = RouteTable::default();
-        t.insert(Some(Method::POST), "/repos/{owner}/{repo}/keys", op("create_key")).unwrap();
-        t.insert(Some(Method::GET), "/repos/{owner}/{repo}/keys", op("list_keys")).unwrap();
-        t.insert(None, "/repos/{owner}/{repo}/hooks", op("hooks")).unwrap();
-        t.insert(Some(Method::GET), "/repos/acme/special/keys", op("special")).unwrap();
+        t.insert(
+            Some(Method::POST),
+            "/repos/{owner}/{repo}/keys",
+            op("create_key"),
+        )
+        .unwrap();
+        t.insert(
+            Some(Method::GET),
+            "/repos/{owner}/{repo}/keys",
+            op("list_keys"),
+        )
+        .unwrap();
+        t.insert(None, "/repos/{owner}/{repo}/hooks", op("hooks"))
+            .unwrap();
+        t.insert(Some(Method::GET), "/repos/acme/special/keys", op("special"))
+            .unwrap();
         let name = |m: Method, p: &str| t.lookup(&m, p).map(|o| o.name.to_string());
-        assert_eq!(name(Method::POST, "/repos/a/b/keys").as_deref(), Some("create_key"));
-        assert_eq!(name(Method::POST, "/Repos/a/b/KEYS/").as_deref(), Some("create_key"));
-        assert_eq!(name(Method::GET, "/repos/a/b/keys").as_deref(), Some("list_keys"));
-        assert_eq!(name(Method::GET, "/repos/acme/special/keys").as_deref(), Some("special"));
+        assert_eq!(
+            name(Method::POST, "/repos/a/b/keys").as_deref(),
+            Some("create_key")
+        );
+        assert_eq!(
+            name(Method::POST, "/Repos/a/b/KEYS/").as_deref(),
+            Some("create_key")
+        );
+        assert_eq!(
+            name(Method::GET, "/repos/a/b/keys").as_deref(),
+            Some("list_keys")
+        );
+        assert_eq!(
+            name(Method::GET, "/repos/acme/special/keys").as_deref(),
+            Some("special")
+        );
         // The literal branch has no POST: the parameter branch still answers.
-        assert_eq!(name(Method::POST, "/repos/acme/special/keys").as_deref(), Some("create_key"));
-        assert_eq!(name(Method::DELETE, "/repos/a/b/hooks").as_deref(), Some("hooks"));
+        assert_eq!(
+            name(Method::POST, "/repos/acme/special/keys").as_deref(),
+            Some("create_key")
+        );
+        assert_eq!(
+            name(Method::DELETE, "/repos/a/b/hooks").as_deref(),
+            Some("hooks")
+        );
         assert_eq!(name(Method::POST, "/repos/a/keys"), None);
         assert_eq!(name(Method::POST, "/repos/a/b/keys/extra"), None);
-        assert!(t.insert(Some(Method::POST), "/repos/{x}/{y}/keys", op("dup")).is_err());
+        assert!(t
+            .insert(Some(Method::POST), "/repos/{x}/{y}/keys", op("dup"))
+            .is_err());
         assert!(t.insert(Some(Method::POST), "/a/x{y}", op("bad")).is_err());
     }
 }

@@ -388,7 +388,10 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     if admin.listen.parse::<std::net::SocketAddr>().is_err() {
         c.error(
             "admin.listen",
-            format!("{:?} is not an address such as 127.0.0.1:8081", admin.listen),
+            format!(
+                "{:?} is not an address such as 127.0.0.1:8081",
+                admin.listen
+            ),
         );
     }
     let approvals = compile_approvals(&mut c, f.approvals);
@@ -399,7 +402,8 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
-    let policies = match crate::pipeline::authorize::PolicyEngine::load(&policies_dir, &operations) {
+    let policies = match crate::pipeline::authorize::PolicyEngine::load(&policies_dir, &operations)
+    {
         Ok(p) => Arc::new(p),
         Err(errors) => {
             for (file, message) in errors {
@@ -463,7 +467,10 @@ fn compile_approvals(c: &mut Checker, a: file::ApprovalsSection) -> ApprovalSett
     let webhook_url = a.webhook_url.and_then(|u| match u.parse::<http::Uri>() {
         Ok(uri) if uri.scheme().is_some() && uri.host().is_some() => Some(uri),
         _ => {
-            c.error("approvals.webhook_url", format!("{u:?} is not an http(s) URL"));
+            c.error(
+                "approvals.webhook_url",
+                format!("{u:?} is not an http(s) URL"),
+            );
             None
         }
     });
@@ -840,7 +847,10 @@ fn compile_routes(
             m => match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 Ok(m) => Some(m),
                 Err(_) => {
-                    c.error(format!("{key}.method"), format!("{m:?} is not an HTTP method"));
+                    c.error(
+                        format!("{key}.method"),
+                        format!("{m:?} is not an HTTP method"),
+                    );
                     continue;
                 }
             },
@@ -852,13 +862,19 @@ fn compile_routes(
         if !name_ok {
             c.error(
                 format!("{key}.operation"),
-                format!("{:?} is not an operation name (letters, digits, '_', '-', '.', ':', '/')", r.operation),
+                format!(
+                    "{:?} is not an operation name (letters, digits, '_', '-', '.', ':', '/')",
+                    r.operation
+                ),
             );
             continue;
         }
         let mut tags: Vec<&str> = r.tags.iter().map(String::as_str).collect();
         if tags.iter().any(|t| t.is_empty() || t.contains('"')) {
-            c.error(format!("{key}.tags"), "tags must be non-empty and without quotes");
+            c.error(
+                format!("{key}.tags"),
+                "tags must be non-empty and without quotes",
+            );
             continue;
         }
         if r.identity_kind.is_some() && !tags.contains(&IDENTITY_CREATION) {
@@ -871,13 +887,26 @@ fn compile_routes(
             );
             continue;
         }
-        let op = Arc::new(Operation::new(&r.operation, &tags, r.identity_kind.as_deref()));
+        let op = Arc::new(Operation::new(
+            &r.operation,
+            &tags,
+            r.identity_kind.as_deref(),
+        ));
         let op = match operations.by_name.get(&op.name) {
-            Some(existing) if existing.tags == op.tags && existing.identity_kind == op.identity_kind && existing.catalog.is_none() => existing.clone(),
+            Some(existing)
+                if existing.tags == op.tags
+                    && existing.identity_kind == op.identity_kind
+                    && existing.catalog.is_none() =>
+            {
+                existing.clone()
+            }
             Some(_) => {
                 c.error(
                     format!("{key}.operation"),
-                    format!("{:?} is already an operation with other tags (or a built-in one)", r.operation),
+                    format!(
+                        "{:?} is already an operation with other tags (or a built-in one)",
+                        r.operation
+                    ),
                 );
                 continue;
             }

@@ -20,9 +20,20 @@ use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
 /// The digest an approval is bound to.
-pub fn request_digest(tool: &str, method: &str, path: &str, query: Option<&str>, body: &[u8]) -> String {
+pub fn request_digest(
+    tool: &str,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> String {
     let mut h = Sha256::new();
-    for part in [tool.as_bytes(), method.as_bytes(), path.as_bytes(), query.unwrap_or("").as_bytes()] {
+    for part in [
+        tool.as_bytes(),
+        method.as_bytes(),
+        path.as_bytes(),
+        query.unwrap_or("").as_bytes(),
+    ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -88,10 +99,15 @@ pub async fn approve(
         policies: policies.to_vec(),
         pending_expires_at: now_millis() + settings.pending_ttl.as_millis() as i64,
     };
-    let hold_until = (tool.tool.approval == ApprovalMode::Hold).then(|| Instant::now() + tool.tool.hold_timeout);
+    let hold_until =
+        (tool.tool.approval == ApprovalMode::Hold).then(|| Instant::now() + tool.tool.hold_timeout);
     // A few rounds at most: approved but used by a concurrent request → a new one is pending.
     for _ in 0..4 {
-        let (a, created) = shared.store.open_approval(new.clone(), now_millis()).await.map_err(unavailable)?;
+        let (a, created) = shared
+            .store
+            .open_approval(new.clone(), now_millis())
+            .await
+            .map_err(unavailable)?;
         ctx.approval_id = Some(a.id.clone());
         if created {
             tracing::info!(approval_id = %a.id, operation = %op.name, "approval requested");
@@ -99,7 +115,12 @@ pub async fn approve(
         }
         match a.status {
             ApprovalStatus::Approved => {
-                if let Some(used) = shared.store.consume(&a.id, digest, now_millis()).await.map_err(unavailable)? {
+                if let Some(used) = shared
+                    .store
+                    .consume(&a.id, digest, now_millis())
+                    .await
+                    .map_err(unavailable)?
+                {
                     return Ok(used);
                 }
             }
@@ -129,7 +150,11 @@ pub async fn approve(
 }
 
 /// Waits until the approval is decided or `until` passes; returns its status then.
-async fn wait_for_decision(shared: &Shared, id: &str, until: Instant) -> Result<ApprovalStatus, Error> {
+async fn wait_for_decision(
+    shared: &Shared,
+    id: &str,
+    until: Instant,
+) -> Result<ApprovalStatus, Error> {
     loop {
         let a = shared.store.approval(id).await.map_err(unavailable)?;
         let status = a.map(|a| a.status).unwrap_or(ApprovalStatus::Expired);
@@ -185,8 +210,12 @@ fn notify(gw: &Gateway, a: &Approval) {
             Err(_) => return,
         };
         match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
-            Ok(Ok(r)) if r.status().is_success() => tracing::debug!(approval_id = %id, "webhook notified"),
-            Ok(Ok(r)) => tracing::warn!(approval_id = %id, status = %r.status(), "approval webhook refused the notification"),
+            Ok(Ok(r)) if r.status().is_success() => {
+                tracing::debug!(approval_id = %id, "webhook notified")
+            }
+            Ok(Ok(r)) => {
+                tracing::warn!(approval_id = %id, status = %r.status(), "approval webhook refused the notification")
+            }
             Ok(Err(e)) => tracing::warn!(approval_id = %id, "approval webhook unreachable: {e}"),
             Err(_) => tracing::warn!(approval_id = %id, "approval webhook timed out"),
         }

@@ -48,7 +48,11 @@ impl OnFinish for Pending {
             client: ctx.conn.remote_addr.to_string(),
             tool: ctx.tool.as_ref().map(|t| t.tool.name.clone()),
             operation: ctx.operation.as_ref().map(|o| o.name.clone()),
-            tags: ctx.operation.as_ref().map(|o| o.tags.clone()).unwrap_or_default(),
+            tags: ctx
+                .operation
+                .as_ref()
+                .map(|o| o.tags.clone())
+                .unwrap_or_default(),
             identity_kind: ctx.operation.as_ref().and_then(|o| o.identity_kind.clone()),
             policies: ctx.policies,
             approval_id: ctx.approval_id,

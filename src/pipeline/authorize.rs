@@ -15,8 +15,8 @@
 use crate::config::{Agent, Operations, Tool};
 use crate::routes::Operation;
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -103,7 +103,9 @@ pub fn schema_text(base: &str, operations: &Operations) -> String {
         if !parents.is_empty() {
             s.push_str(&format!(" in [{}]", parents.join(", ")));
         }
-        s.push_str(" appliesTo { principal: [Agent], resource: [Tool], context: RequestContext };\n");
+        s.push_str(
+            " appliesTo { principal: [Agent], resource: [Tool], context: RequestContext };\n",
+        );
     }
     s
 }
@@ -111,22 +113,43 @@ pub fn schema_text(base: &str, operations: &Operations) -> String {
 impl PolicyEngine {
     /// Loads `*.cedarschema` (exactly one) and every `*.cedar` file of `dir`, validates the
     /// policies against the schema, and compiles them. Errors name the file.
-    pub fn load(dir: &Path, operations: &Operations) -> Result<PolicyEngine, Vec<(PathBuf, String)>> {
+    pub fn load(
+        dir: &Path,
+        operations: &Operations,
+    ) -> Result<PolicyEngine, Vec<(PathBuf, String)>> {
         let mut errors = Vec::new();
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
-            Err(e) => return Err(vec![(dir.to_path_buf(), format!("cannot read the policy folder: {e}"))]),
+            Err(e) => {
+                return Err(vec![(
+                    dir.to_path_buf(),
+                    format!("cannot read the policy folder: {e}"),
+                )])
+            }
         };
         let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
-        let schemas: Vec<&PathBuf> = files.iter().filter(|p| p.extension().is_some_and(|e| e == "cedarschema")).collect();
+        let schemas: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cedarschema"))
+            .collect();
         let base = match schemas.as_slice() {
             [one] => match std::fs::read_to_string(one) {
                 Ok(t) => t,
                 Err(e) => return Err(vec![((*one).clone(), format!("cannot read: {e}"))]),
             },
-            [] => return Err(vec![(dir.to_path_buf(), "holds no .cedarschema file".into())]),
-            _ => return Err(vec![(dir.to_path_buf(), "holds more than one .cedarschema file".into())]),
+            [] => {
+                return Err(vec![(
+                    dir.to_path_buf(),
+                    "holds no .cedarschema file".into(),
+                )])
+            }
+            _ => {
+                return Err(vec![(
+                    dir.to_path_buf(),
+                    "holds more than one .cedarschema file".into(),
+                )])
+            }
         };
         let schema_file = schemas[0].clone();
         let text = schema_text(&base, operations);
@@ -139,7 +162,10 @@ impl PolicyEngine {
         let mut preapprovals = PolicySet::new();
         let mut approval_gates = HashSet::new();
         let mut origin: Vec<(PolicyId, PathBuf)> = Vec::new();
-        for file in files.iter().filter(|p| p.extension().is_some_and(|e| e == "cedar")) {
+        for file in files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+        {
             let src = match std::fs::read_to_string(file) {
                 Ok(s) => s,
                 Err(e) => {
@@ -157,21 +183,33 @@ impl PolicyEngine {
             if set.templates().next().is_some() {
                 errors.push((file.clone(), "policy templates are not supported".into()));
             }
-            let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             for (i, p) in set.policies().enumerate() {
-                let id = p.annotation("id").map(str::to_string).unwrap_or_else(|| format!("{stem}:{i}"));
+                let id = p
+                    .annotation("id")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{stem}:{i}"));
                 let p = p.new_id(PolicyId::new(&id));
                 let is_forbid = p.effect() == cedar_policy::Effect::Forbid;
                 if p.annotation(APPROVAL).is_some() {
                     if is_forbid {
                         approval_gates.insert(p.id().clone());
                     } else {
-                        errors.push((file.clone(), format!("policy {id:?}: @{APPROVAL} belongs on a forbid policy")));
+                        errors.push((
+                            file.clone(),
+                            format!("policy {id:?}: @{APPROVAL} belongs on a forbid policy"),
+                        ));
                     }
                 }
                 if p.annotation(PREAPPROVED).is_some() {
                     if is_forbid {
-                        errors.push((file.clone(), format!("policy {id:?}: @{PREAPPROVED} belongs on a permit policy")));
+                        errors.push((
+                            file.clone(),
+                            format!("policy {id:?}: @{PREAPPROVED} belongs on a permit policy"),
+                        ));
                     } else if let Err(e) = preapprovals.add(p.clone()) {
                         errors.push((file.clone(), e.to_string()));
                     }
@@ -185,7 +223,11 @@ impl PolicyEngine {
         let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
         for e in validation.validation_errors() {
             let id = e.policy_id();
-            let file = origin.iter().find(|(p, _)| p == id).map(|(_, f)| f.clone()).unwrap_or_else(|| dir.to_path_buf());
+            let file = origin
+                .iter()
+                .find(|(p, _)| p == id)
+                .map(|(_, f)| f.clone())
+                .unwrap_or_else(|| dir.to_path_buf());
             errors.push((file, format!("policy {:?}: {e}", id.to_string())));
         }
         if !errors.is_empty() {
@@ -210,7 +252,14 @@ impl PolicyEngine {
         };
         let eval = |set: &PolicySet, approved: bool| {
             let context = self.context(input, approved)?;
-            let request = Request::new(principal.clone(), action.clone(), resource.clone(), context, None).ok()?;
+            let request = Request::new(
+                principal.clone(),
+                action.clone(),
+                resource.clone(),
+                context,
+                None,
+            )
+            .ok()?;
             let resp = self.authorizer.is_authorized(&request, set, &entities);
             for e in resp.diagnostics().errors() {
                 tracing::warn!("policy evaluation error (the policy does not apply): {e}");
@@ -223,11 +272,16 @@ impl PolicyEngine {
             return Verdict::Deny { policies: vec![] };
         };
         if decision == Decision::Allow {
-            return Verdict::Allow { policies: names(&ids), preapproved: false };
+            return Verdict::Allow {
+                policies: names(&ids),
+                preapproved: false,
+            };
         }
         let only_gates = !ids.is_empty() && ids.iter().all(|id| self.approval_gates.contains(id));
         if !only_gates || input.approved {
-            return Verdict::Deny { policies: names(&ids) };
+            return Verdict::Deny {
+                policies: names(&ids),
+            };
         }
         // Only approval gates deny: would the request be allowed once approved?
         match eval(&self.policies, true) {
@@ -239,49 +293,96 @@ impl PolicyEngine {
                             p.push(n);
                         }
                     }
-                    return Verdict::Allow { policies: p, preapproved: true };
+                    return Verdict::Allow {
+                        policies: p,
+                        preapproved: true,
+                    };
                 }
-                Verdict::NeedsApproval { policies: names(&ids) }
+                Verdict::NeedsApproval {
+                    policies: names(&ids),
+                }
             }
-            Some((_, denied_by)) => Verdict::Deny { policies: names(&denied_by) },
+            Some((_, denied_by)) => Verdict::Deny {
+                policies: names(&denied_by),
+            },
             None => Verdict::Deny { policies: vec![] },
         }
     }
 
     fn context(&self, input: &Input, approved: bool) -> Option<Context> {
         Context::from_pairs([
-            ("method".to_string(), RestrictedExpression::new_string(input.method.to_string())),
-            ("path".to_string(), RestrictedExpression::new_string(input.path.to_string())),
-            ("time".to_string(), RestrictedExpression::new_long(input.now_unix)),
-            ("approved".to_string(), RestrictedExpression::new_bool(approved)),
+            (
+                "method".to_string(),
+                RestrictedExpression::new_string(input.method.to_string()),
+            ),
+            (
+                "path".to_string(),
+                RestrictedExpression::new_string(input.path.to_string()),
+            ),
+            (
+                "time".to_string(),
+                RestrictedExpression::new_long(input.now_unix),
+            ),
+            (
+                "approved".to_string(),
+                RestrictedExpression::new_bool(approved),
+            ),
             (
                 "identity_kind".to_string(),
-                RestrictedExpression::new_string(input.operation.identity_kind.as_deref().unwrap_or("").to_string()),
+                RestrictedExpression::new_string(
+                    input
+                        .operation
+                        .identity_kind
+                        .as_deref()
+                        .unwrap_or("")
+                        .to_string(),
+                ),
             ),
         ])
         .ok()
     }
 
     fn entities(&self, input: &Input) -> Option<(Entities, EntityUid, EntityUid, EntityUid)> {
-        let uid = |ty: &str, id: &str| Some(EntityUid::from_type_name_and_id(EntityTypeName::from_str(ty).ok()?, EntityId::new(id)));
+        let uid = |ty: &str, id: &str| {
+            Some(EntityUid::from_type_name_and_id(
+                EntityTypeName::from_str(ty).ok()?,
+                EntityId::new(id),
+            ))
+        };
         let principal = uid("Agent", &input.agent.id)?;
         let resource = uid("Tool", &input.tool.name)?;
         let action = uid("Action", &input.operation.name)?;
         let agent = Entity::new_with_tags(
             principal.clone(),
             [
-                ("id".to_string(), RestrictedExpression::new_string(input.agent.id.to_string())),
-                ("owner".to_string(), RestrictedExpression::new_string(input.agent.owner.to_string())),
+                (
+                    "id".to_string(),
+                    RestrictedExpression::new_string(input.agent.id.to_string()),
+                ),
+                (
+                    "owner".to_string(),
+                    RestrictedExpression::new_string(input.agent.owner.to_string()),
+                ),
             ],
             [],
-            input.agent.attributes.iter().map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
+            input
+                .agent
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
         )
         .ok()?;
         let tool = Entity::new(
             resource.clone(),
             [
-                ("name".to_string(), RestrictedExpression::new_string(input.tool.name.to_string())),
-                ("kind".to_string(), RestrictedExpression::new_string(input.tool.kind.as_str().to_string())),
+                (
+                    "name".to_string(),
+                    RestrictedExpression::new_string(input.tool.name.to_string()),
+                ),
+                (
+                    "kind".to_string(),
+                    RestrictedExpression::new_string(input.tool.kind.as_str().to_string()),
+                ),
             ]
             .into_iter()
             .collect(),

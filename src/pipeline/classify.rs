@@ -88,6 +88,8 @@ pub struct RequestFacts<'a> {
     pub query: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub body: Option<&'a [u8]>,
+    /// `X-Amz-Target` (AWS JSON protocol), which names the action outside query and body.
+    pub amz_target: Option<&'a str>,
 }
 
 /// Whether the operation may depend on the body, which must then be read first.
@@ -105,8 +107,30 @@ pub fn operation(gw: &Gateway, tool: &ToolRuntime, f: &RequestFacts) -> Arc<Oper
         body: f.body,
     };
     let ops = &gw.snapshot.operations;
-    if let Some(op) = crate::catalog::classify(tool.tool.kind, &view).and_then(|c| ops.of_catalog(c)) {
+    if let Some(op) =
+        crate::catalog::classify(tool.tool.kind, &view).and_then(|c| ops.of_catalog(c))
+    {
         return op.clone();
+    }
+    // AWS JSON protocol: `X-Amz-Target: <Service>.<Action>`. Classified as if the action
+    // were a Query action, so a dangerous action cannot hide in a header.
+    if tool.tool.kind == crate::catalog::Kind::Aws {
+        if let Some(action) = f.amz_target.and_then(|t| t.rsplit('.').next()) {
+            let query = format!(
+                "Action={}",
+                form_urlencoded::byte_serialize(action.as_bytes()).collect::<String>()
+            );
+            let view = crate::catalog::RequestView {
+                query: Some(&query),
+                body: None,
+                ..view
+            };
+            if let Some(op) =
+                crate::catalog::classify(tool.tool.kind, &view).and_then(|c| ops.of_catalog(c))
+            {
+                return op.clone();
+            }
+        }
     }
     if let Some(op) = tool.tool.routes.lookup(f.method, f.tool_path) {
         return op.clone();
@@ -122,7 +146,9 @@ pub fn operation(gw: &Gateway, tool: &ToolRuntime, f: &RequestFacts) -> Arc<Oper
 fn ambiguous(what: &str) -> Error {
     Error::new(
         ErrorKind::AmbiguousPath,
-        format!("the request path contains {what}, which servers may read differently; send it plainly"),
+        format!(
+            "the request path contains {what}, which servers may read differently; send it plainly"
+        ),
     )
 }
 
@@ -151,7 +177,10 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, Error> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let (Some(h), Some(l)) = (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) else {
+            let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) else {
                 return Err(ambiguous("a malformed percent-encoding"));
             };
             let c = h << 4 | l;
@@ -160,7 +189,9 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, Error> {
                 b'/' => return Err(ambiguous("an encoded slash")),
                 b'.' => return Err(ambiguous("an encoded dot")),
                 b'\\' => return Err(ambiguous("an encoded backslash")),
-                c if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'~' => decoded.push(c),
+                c if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'~' => {
+                    decoded.push(c)
+                }
                 c => decoded.extend_from_slice(format!("%{c:02X}").as_bytes()),
             }
             i += 3;
@@ -236,7 +267,17 @@ mod tests {
         assert_eq!(ok("/a/%e2%82%ac"), Ok("/a/%E2%82%AC".into()));
         assert_eq!(ok("/../../etc"), Ok("/etc".into()));
         assert_eq!(ok("/."), Ok("/".into()));
-        for bad in ["/a%2Fb", "/a%2fb", "/a/%2e%2e/b", "/a/%2E/b", "/a%00", "/a\\b", "/a%5Cb", "/a%zz", "/a%4"] {
+        for bad in [
+            "/a%2Fb",
+            "/a%2fb",
+            "/a/%2e%2e/b",
+            "/a/%2E/b",
+            "/a%00",
+            "/a\\b",
+            "/a%5Cb",
+            "/a%zz",
+            "/a%4",
+        ] {
             assert_eq!(ok(bad), Err(ErrorKind::AmbiguousPath), "{bad}");
         }
     }

@@ -52,7 +52,9 @@ pub async fn record(
     let (approver, owner, ticket, approval_id, review_by) = match &ctx.approval {
         Some(a) => (
             a.approver.clone(),
-            a.identity_owner.clone().unwrap_or_else(|| identity.agent.owner.to_string()),
+            a.identity_owner
+                .clone()
+                .unwrap_or_else(|| identity.agent.owner.to_string()),
             a.ticket.clone(),
             Some(a.id.clone()),
             a.review_by.unwrap_or(now + review_after),
@@ -67,8 +69,16 @@ pub async fn record(
         ),
     };
     let new = NewIdentity {
-        kind: op.identity_kind.as_deref().unwrap_or("identity").to_string(),
-        tool: ctx.tool.as_ref().map(|t| t.tool.name.to_string()).unwrap_or_default(),
+        kind: op
+            .identity_kind
+            .as_deref()
+            .unwrap_or("identity")
+            .to_string(),
+        tool: ctx
+            .tool
+            .as_ref()
+            .map(|t| t.tool.name.to_string())
+            .unwrap_or_default(),
         operation: op.name.to_string(),
         identifier,
         agent_id: identity.agent.id.to_string(),

@@ -99,11 +99,11 @@ async fn run(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
     check_framing(&req)?;
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
     let canonical = classify::canonicalize(req.uri().path())?;
     if let std::borrow::Cow::Owned(c) = &canonical {
         // The audit records what keygate acted on.
@@ -136,7 +136,10 @@ async fn run(
     if gw.shared.is_suspended(&agent.id) {
         return Err(Error::new(
             ErrorKind::AgentSuspended,
-            format!("agent {:?} is suspended; its owner can ask an administrator to resume it", &*agent.id),
+            format!(
+                "agent {:?} is suspended; its owner can ask an administrator to resume it",
+                &*agent.id
+            ),
         ));
     }
 
@@ -163,12 +166,18 @@ async fn run(
         query: parts.uri.query(),
         content_type: content_type.as_deref(),
         body: None,
+        amz_target: parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok()),
     };
     let mut body = strip::RequestBody::Unread(body);
     let mut read: Option<bytes::Bytes> = None;
     if classify::needs_body(&tool, &facts) {
         if let strip::RequestBody::Unread(b) = body {
-            read = Some(strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b).await?);
+            read = Some(
+                strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b).await?,
+            );
         }
         body = strip::RequestBody::Read(bytes::Bytes::new());
     }
@@ -197,7 +206,10 @@ async fn run(
             ctx.policies = policies;
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                format!("agent {:?} may not run {:?} on tool {:?}: {why}", &*agent.id, &*op.name, &*tool.tool.name),
+                format!(
+                    "agent {:?} may not run {:?} on tool {:?}: {why}",
+                    &*agent.id, &*op.name, &*tool.tool.name
+                ),
             ));
         }
         authorize::Verdict::NeedsApproval { policies } => {
@@ -206,7 +218,8 @@ async fn run(
             let bytes = match (read.take(), body) {
                 (Some(b), _) => b,
                 (None, strip::RequestBody::Unread(b)) => {
-                    strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b).await?
+                    strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b)
+                        .await?
                 }
                 (None, strip::RequestBody::Read(b)) => b,
             };

@@ -32,6 +32,14 @@ pub const ALWAYS_STRIPPED_HEADERS: [HeaderName; 4] = [
     HeaderName::from_static("x-api-key"),
 ];
 
+/// Headers that ask a server to act as if the method were another: removed, so the tool
+/// sees the method policies authorized.
+pub const METHOD_OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
 /// Query parameters that carry credentials by convention, removed from every request.
 pub const ALWAYS_STRIPPED_QUERY: [&str; 4] = ["access_token", "api_key", "apikey", "client_secret"];
 
@@ -62,7 +70,11 @@ where
     let redact = t.on_secret == OnSecret::Redact;
 
     // Credentials the agent sent.
-    for name in ALWAYS_STRIPPED_HEADERS.iter().chain(t.strip_headers.iter()) {
+    for name in ALWAYS_STRIPPED_HEADERS
+        .iter()
+        .chain(METHOD_OVERRIDE_HEADERS.iter())
+        .chain(t.strip_headers.iter())
+    {
         if parts.headers.remove(name).is_some() {
             ctx.stripped.push(Cow::Owned(format!("header:{name}")));
         }
@@ -129,7 +141,10 @@ where
         RequestBody::Read(bytes) => bytes,
         RequestBody::Unread(body) => {
             if body.is_end_stream() || declared_length(&parts.headers) == Some(0) {
-                return Ok(Request::from_parts(parts, crate::error::full_body(Bytes::new())));
+                return Ok(Request::from_parts(
+                    parts,
+                    crate::error::full_body(Bytes::new()),
+                ));
             }
             if declared_length(&parts.headers).is_some_and(|n| n > t.max_body_bytes) {
                 return Err(too_large(t.max_body_bytes));
@@ -142,11 +157,21 @@ where
             if encoded {
                 return Err(unscannable());
             }
-            read_all(ctx, t.max_body_bytes, body_read_timeout, &parts.headers, body).await?
+            read_all(
+                ctx,
+                t.max_body_bytes,
+                body_read_timeout,
+                &parts.headers,
+                body,
+            )
+            .await?
         }
     };
     if !text || collected.is_empty() {
-        return Ok(Request::from_parts(parts, crate::error::full_body(collected)));
+        return Ok(Request::from_parts(
+            parts,
+            crate::error::full_body(collected),
+        ));
     }
     if encoded {
         return Err(unscannable());
@@ -241,7 +266,9 @@ where
             ))
         }
         Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return Err(too_large(limit));
             }
             return Err(
@@ -251,7 +278,8 @@ where
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    ctx.bytes_in.store(collected.len() as u64, Ordering::Relaxed);
+    ctx.bytes_in
+        .store(collected.len() as u64, Ordering::Relaxed);
     Ok(collected)
 }
 

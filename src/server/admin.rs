@@ -73,7 +73,10 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<AdminBody> {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<AdminBody> {
-    json(status, serde_json::json!({"error": code, "message": message.into()}))
+    json(
+        status,
+        serde_json::json!({"error": code, "message": message.into()}),
+    )
 }
 
 fn store_error(e: StoreError) -> Response<AdminBody> {
@@ -82,7 +85,11 @@ fn store_error(e: StoreError) -> Response<AdminBody> {
         StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
         StoreError::Unavailable(m) => {
             tracing::error!("store unavailable: {m}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store cannot be reached")
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store cannot be reached",
+            )
         }
     }
 }
@@ -135,17 +142,37 @@ async fn body_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     let bytes = http_body_util::Limited::new(req.into_body(), 64 * 1024)
         .collect()
         .await
-        .map_err(|_| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")))?
+        .map_err(|_| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body could not be read",
+            ))
+        })?
         .to_bytes();
-    let text = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
-    serde_json::from_slice(text).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", format!("invalid JSON body: {e}"))))
+    let text = if bytes.is_empty() {
+        &b"{}"[..]
+    } else {
+        &bytes[..]
+    };
+    serde_json::from_slice(text).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON body: {e}"),
+        ))
+    })
 }
 
 fn duration_ms(s: Option<&str>, default: Duration, field: &str) -> Result<i64, Refusal> {
     let d = match s {
         None => default,
         Some(s) => humantime::parse_duration(s).map_err(|_| {
-            Box::new(error(StatusCode::BAD_REQUEST, "bad_request", format!("{field}: {s:?} is not a duration such as 1h or 90d")))
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{field}: {s:?} is not a duration such as 1h or 90d"),
+            ))
         })?,
     };
     Ok(d.as_millis() as i64)
@@ -158,7 +185,11 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
         return json(StatusCode::OK, serde_json::json!({"status": "ok"}));
     }
     if !authorized(rt, &req) {
-        return error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs `Authorization: Bearer <admin token>`");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the admin API needs `Authorization: Bearer <admin token>`",
+        );
     }
     let store = &rt.shared.store;
     let method = req.method().clone();
@@ -171,7 +202,13 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 match &*k {
                     "status" => match ApprovalStatus::parse(&v) {
                         Some(s) => status = Some(s),
-                        None => return error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown status {v:?}")),
+                        None => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                "bad_request",
+                                format!("unknown status {v:?}"),
+                            )
+                        }
                     },
                     "limit" => limit = v.parse().unwrap_or(100).min(10_000),
                     _ => {}
@@ -198,18 +235,24 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 Err(r) => return *r,
             };
             if b.approver.trim().is_empty() || b.owner.trim().is_empty() {
-                return error(StatusCode::BAD_REQUEST, "bad_request", "approver and owner must not be empty");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "approver and owner must not be empty",
+                );
             }
             let settings = rt.current().snapshot.approvals.clone();
             let now = now_millis();
-            let expires = match duration_ms(b.expires_in.as_deref(), settings.approval_ttl, "expires_in") {
-                Ok(d) => now + d,
-                Err(r) => return *r,
-            };
-            let review = match duration_ms(b.review_in.as_deref(), settings.review_after, "review_in") {
-                Ok(d) => now + d,
-                Err(r) => return *r,
-            };
+            let expires =
+                match duration_ms(b.expires_in.as_deref(), settings.approval_ttl, "expires_in") {
+                    Ok(d) => now + d,
+                    Err(r) => return *r,
+                };
+            let review =
+                match duration_ms(b.review_in.as_deref(), settings.review_after, "review_in") {
+                    Ok(d) => now + d,
+                    Err(r) => return *r,
+                };
             let decision = Approve {
                 approver: b.approver,
                 ticket: b.ticket,
@@ -234,9 +277,16 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 Err(r) => return *r,
             };
             if b.approver.trim().is_empty() {
-                return error(StatusCode::BAD_REQUEST, "bad_request", "approver must not be empty");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "approver must not be empty",
+                );
             }
-            match store.deny(&id, &b.approver, b.note.as_deref(), now_millis()).await {
+            match store
+                .deny(&id, &b.approver, b.note.as_deref(), now_millis())
+                .await
+            {
                 Ok(a) => {
                     tracing::info!(approval_id = %a.id, "approval denied");
                     rt.shared.decisions.notify_waiters();
@@ -260,14 +310,20 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 Err(r) => return *r,
             };
             let by = b.by.unwrap_or_else(|| "admin".into());
-            match store.suspend(&id, &by, b.reason.as_deref(), now_millis()).await {
+            match store
+                .suspend(&id, &by, b.reason.as_deref(), now_millis())
+                .await
+            {
                 Ok(()) => {
                     // Effective on the agent's next request, in this process at once.
                     if let Ok(mut s) = rt.shared.suspended.write() {
                         s.insert(id.clone());
                     }
                     tracing::info!(agent = %id, by = %by, "agent suspended");
-                    json(StatusCode::OK, serde_json::json!({"agent_id": id, "suspended": true}))
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({"agent_id": id, "suspended": true}),
+                    )
                 }
                 Err(e) => store_error(e),
             }
@@ -280,7 +336,10 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                         s.remove(&id);
                     }
                     tracing::info!(agent = %id, "agent resumed");
-                    json(StatusCode::OK, serde_json::json!({"agent_id": id, "suspended": false, "was_suspended": was}))
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({"agent_id": id, "suspended": false, "was_suspended": was}),
+                    )
                 }
                 Err(e) => store_error(e),
             }
@@ -289,6 +348,10 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             Ok(()) => json(StatusCode::OK, serde_json::json!({"reloaded": true})),
             Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", e),
         },
-        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {path}")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin endpoint {path}"),
+        ),
     }
 }

@@ -1,0 +1,82 @@
+//! Headers that could make a tool act differently from what keygate classified: a
+//! method override is removed before forwarding, and an AWS `X-Amz-Target` action is
+//! classified like a Query action.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+#[tokio::test]
+async fn method_override_headers_never_reach_the_tool() {
+    std::env::set_var("CH_SECRET", "ch-secret");
+    let up = RawUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let iss = TestIssuer::new(dir.path(), "ch-iss", "keygate");
+    let cfg = format!(
+        "{}{}{}",
+        iss.toml(),
+        agent("a1", "o@x"),
+        static_tool("t", &up.url(), "CH_SECRET")
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    let auth = bearer(&iss.token("a1"));
+    let r = Client::http1()
+        .get(
+            &gw.url("/tools/t/x"),
+            &[
+                ("authorization", &auth),
+                ("x-http-method-override", "DELETE"),
+                ("x-http-method", "DELETE"),
+                ("x-method-override", "DELETE"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let raw = String::from_utf8_lossy(&up.requests()[0].raw).to_ascii_lowercase();
+    assert!(
+        !raw.contains("override") && !raw.contains("x-http-method"),
+        "{raw}"
+    );
+}
+
+#[tokio::test]
+async fn an_aws_action_in_x_amz_target_is_gated() {
+    std::env::set_var("CH_AWS_SECRET", "ch-aws-secret");
+    let up = RawUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let iss = TestIssuer::new(dir.path(), "ch-iss2", "keygate");
+    let cfg = format!(
+        "{}{}[[tools]]\nname = \"iam\"\nkind = \"aws\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = \"CH_AWS_SECRET\"\n",
+        iss.toml(),
+        agent("a1", "o@x"),
+        up.url()
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    let auth = bearer(&iss.token("a1"));
+    let c = Client::http1();
+    let send = |target: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/tools/iam/");
+        let auth = auth.clone();
+        async move {
+            c.send(
+                "POST",
+                &url,
+                &[
+                    ("authorization", &auth),
+                    ("x-amz-target", target),
+                    ("content-type", "application/x-amz-json-1.1"),
+                ],
+                "{}",
+            )
+            .await
+        }
+    };
+    let r = send("AWSIdentityManagementV20100508.CreateAccessKey").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "approval_required");
+    assert_eq!(up.count(), 0);
+    let r = send("AWSIdentityManagementV20100508.ListUsers").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.count(), 1);
+}
