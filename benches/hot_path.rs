@@ -175,5 +175,54 @@ fn audit_record(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, identify, secret_scan, mint, audit_record);
+fn classify_and_authorize(c: &mut Criterion) {
+    let f = fixture();
+    let snap = &f.snapshot;
+    let agent = snap.agents.by_id.values().next().unwrap().clone();
+    let tool = snap.tools.by_name.values().next().unwrap().clone();
+    let method = http::Method::POST;
+    let view = keygate::catalog::RequestView {
+        method: &method,
+        path: "/repos/acme/app/keys",
+        query: None,
+        content_type: Some("application/json"),
+        body: None,
+    };
+    c.bench_function("classify/github_catalog_deploy_key", |b| {
+        b.iter(|| {
+            keygate::catalog::classify(keygate::catalog::Kind::Github, black_box(&view)).unwrap()
+        })
+    });
+    let get = http::Method::GET;
+    let read_view = keygate::catalog::RequestView {
+        method: &get,
+        path: "/repos/acme/app/issues",
+        ..view
+    };
+    c.bench_function("classify/github_catalog_miss", |b| {
+        b.iter(|| keygate::catalog::classify(keygate::catalog::Kind::Github, black_box(&read_view)))
+    });
+    let read = snap.operations.read.clone();
+    let input = keygate::pipeline::authorize::Input {
+        agent: &agent,
+        tool: &tool,
+        operation: &read,
+        method: "GET",
+        path: "/repos/acme/app/issues",
+        now_unix: 1_800_000_000,
+        approved: false,
+    };
+    c.bench_function("authorize/cedar_default_policies_allow", |b| {
+        b.iter(|| snap.policies.authorize(black_box(&input)))
+    });
+}
+
+criterion_group!(
+    benches,
+    identify,
+    secret_scan,
+    mint,
+    audit_record,
+    classify_and_authorize
+);
 criterion_main!(benches);

@@ -157,6 +157,39 @@ impl Error {
         self
     }
 
+    /// The response in the dialect the agent's client library reads: AWS Query tools get
+    /// an AWS `ErrorResponse` (boto3 cannot parse a JSON error from a Query API), others
+    /// JSON. The code, message and approval id are the same in both.
+    pub fn to_response_in(&self, dialect: Dialect, request_id: &str) -> Response<ProxyBody> {
+        match dialect {
+            Dialect::Json => self.to_response(request_id),
+            Dialect::AwsXml => {
+                let mut message = self.message.clone();
+                if let Some(id) = &self.approval_id {
+                    message.push_str(&format!(" (approval_id: {id})"));
+                }
+                let fault = if self.kind.status().is_server_error() {
+                    "Receiver"
+                } else {
+                    "Sender"
+                };
+                let body = format!(
+                    "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>{fault}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+                    self.kind.code(),
+                    xml_escape(&message),
+                    xml_escape(request_id)
+                );
+                let mut resp = Response::new(full_body(body));
+                *resp.status_mut() = self.kind.status();
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+                resp.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                resp
+            }
+        }
+    }
+
     /// The response a client gets: status, `{"error": code, "message": …, "request_id": …}`
     /// and, for approvals, `"approval_id"`.
     pub fn to_response(&self, request_id: &str) -> Response<ProxyBody> {
@@ -186,6 +219,28 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// How refusals are written for a tool's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Json,
+    AwsXml,
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// A JSON response with a body built by keygate.
 pub fn json_response(status: StatusCode, body: String) -> Response<ProxyBody> {

@@ -37,6 +37,9 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Suspended agents, mirrored from the store: checked on every request.
     pub suspended: RwLock<HashSet<String>>,
+    /// Bumped by every suspend and resume through this process, so a periodic sync that
+    /// read the store before one of them does not undo it.
+    pub suspensions_epoch: AtomicU64,
     pub signer: Arc<Signer>,
     /// `/.well-known/jwks.json`, serialized once.
     pub jwks_document: Bytes,
@@ -72,6 +75,7 @@ impl Shared {
             audit,
             store,
             suspended: RwLock::new(suspended),
+            suspensions_epoch: AtomicU64::new(0),
             signer,
             jwks_document,
             admin_token: admin_token(&snapshot.admin)?,
@@ -87,8 +91,21 @@ impl Shared {
             .unwrap_or(true)
     }
 
+    /// Suspends (or resumes) an agent in this process at once; the store was written first.
+    pub fn set_suspended(&self, agent: &str, suspended: bool) {
+        if let Ok(mut s) = self.suspended.write() {
+            if suspended {
+                s.insert(agent.to_string());
+            } else {
+                s.remove(agent);
+            }
+            self.suspensions_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     /// Re-reads suspensions from the store (other replicas, direct store edits).
     pub async fn sync_suspensions(&self) -> Result<(), String> {
+        let epoch = self.suspensions_epoch.load(Ordering::SeqCst);
         let now: HashSet<String> = self
             .store
             .suspensions()
@@ -98,7 +115,11 @@ impl Shared {
             .map(|s| s.agent_id)
             .collect();
         if let Ok(mut s) = self.suspended.write() {
-            *s = now;
+            // A suspend or resume since the read is newer than what was read: keep it,
+            // the next sync picks the store up again.
+            if self.suspensions_epoch.load(Ordering::SeqCst) == epoch {
+                *s = now;
+            }
         }
         Ok(())
     }
@@ -222,8 +243,10 @@ fn spawn_suspension_sync(rt: &Arc<Runtime>) {
     });
 }
 
-/// Watches the config file and the policy folder (by modification time, every
-/// `interval`) and reloads on change. Ends when the runtime is dropped.
+/// Watches the config file and the policy folder (by modification time and size, every
+/// `interval`) and reloads on change, once the files have stayed the same for a whole
+/// interval: a file caught half-written (a policy file cut before its `forbid`) is never
+/// loaded. Ends when the runtime is dropped.
 pub fn spawn_file_watch(rt: &Arc<Runtime>, interval: Duration) {
     fn stamp(files: &[PathBuf]) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
         files

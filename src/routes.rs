@@ -119,7 +119,12 @@ fn find<'a>(node: &'a Node, segs: &[&str], method: &Method) -> Option<&'a Arc<Op
         return node
             .ends
             .iter()
-            .find(|(m, _)| m.as_ref() == Some(method))
+            // Case-insensitively, like the catalog: servers that upper-case methods (Django,
+            // Flask) take `post` for POST, so it must not slip past a POST route.
+            .find(|(m, _)| {
+                m.as_ref()
+                    .is_some_and(|m| m.as_str().eq_ignore_ascii_case(method.as_str()))
+            })
             .or_else(|| node.ends.iter().find(|(m, _)| m.is_none()))
             .map(|(_, op)| op);
     };

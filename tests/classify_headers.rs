@@ -74,7 +74,12 @@ async fn an_aws_action_in_x_amz_target_is_gated() {
     };
     let r = send("AWSIdentityManagementV20100508.CreateAccessKey").await;
     assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(r.json()["error"], "approval_required");
+    // AWS tools refuse in AWS's own error format, which SDKs parse.
+    let body = r.text();
+    assert!(body.starts_with("<ErrorResponse"), "{body}");
+    assert!(body.contains("<Code>approval_required</Code>"), "{body}");
+    assert!(body.contains("approval_id: apr_"), "{body}");
+    assert_eq!(r.headers["content-type"], "text/xml");
     assert_eq!(up.count(), 0);
     let r = send("AWSIdentityManagementV20100508.ListUsers").await;
     assert_eq!(r.status, 200, "{}", r.text());

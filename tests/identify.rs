@@ -717,7 +717,12 @@ async fn clock_skew_is_limited_to_five_minutes() {
     let iss = TestIssuer::new(dir.path(), ISS, AUD);
     let path = dir.path().join("keygate.toml");
     copy_default_policies(dir.path());
-    let text = |skew: &str| format!("[policies]\ndir = \"policies\"\n[identity]\nclock_skew = {skew:?}\n{}", iss.toml());
+    let text = |skew: &str| {
+        format!(
+            "[policies]\ndir = \"policies\"\n[identity]\nclock_skew = {skew:?}\n{}",
+            iss.toml()
+        )
+    };
     for ok in ["0s", "30s", "5m"] {
         if let Err(e) = keygate::config::parse(&path, &text(ok)) {
             panic!("clock_skew = {ok:?} refused: {e}");

@@ -42,6 +42,35 @@ pub fn request_digest(
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What the approver sees of the request beyond method and path: its query and body as
+/// they will be forwarded (after strip), shortened to 2 KiB.
+pub fn summary(query: Option<&str>, body: &[u8]) -> Option<String> {
+    const MAX: usize = 2048;
+    let mut s = String::new();
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        s.push('?');
+        s.push_str(q);
+    }
+    if !body.is_empty() {
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        match std::str::from_utf8(body) {
+            Ok(text) => s.push_str(text),
+            Err(_) => s.push_str(&format!("({} bytes of binary body)", body.len())),
+        }
+    }
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" …");
+    }
+    (!s.is_empty()).then_some(s)
+}
+
 fn unavailable(e: StoreError) -> Error {
     Error::new(
         ErrorKind::StoreUnavailable,
@@ -80,6 +109,7 @@ pub async fn approve(
     tool: &ToolRuntime,
     op: &Operation,
     digest: &str,
+    request: Option<String>,
     policies: &[String],
 ) -> Result<Approval, Error> {
     let Some(identity) = &ctx.identity else {
@@ -87,7 +117,7 @@ pub async fn approve(
     };
     let shared = &gw.shared;
     let settings = &gw.snapshot.approvals;
-    let new = NewApproval {
+    let mut new = NewApproval {
         agent_id: identity.agent.id.to_string(),
         agent_owner: identity.agent.owner.to_string(),
         tool: tool.tool.name.to_string(),
@@ -97,15 +127,37 @@ pub async fn approve(
         method: ctx.method.to_string(),
         path: ctx.path.clone(),
         policies: policies.to_vec(),
+        request,
         pending_expires_at: now_millis() + settings.pending_ttl.as_millis() as i64,
     };
+    // A denial stands for the request it was about (for `pending_ttl`): the agent is told,
+    // rather than asking the humans again.
+    let since = now_millis() - settings.pending_ttl.as_millis() as i64;
+    if let Some(d) = shared
+        .store
+        .denied_since(&new.agent_id, &new.operation, digest, since)
+        .await
+        .map_err(unavailable)?
+    {
+        ctx.approval_id = Some(d.id.clone());
+        return Err(Error::new(
+            ErrorKind::ApprovalDenied,
+            format!(
+                "approval {} for this request was denied; nothing was forwarded",
+                d.id
+            ),
+        )
+        .with_approval(d.id));
+    }
     let hold_until =
         (tool.tool.approval == ApprovalMode::Hold).then(|| Instant::now() + tool.tool.hold_timeout);
     // A few rounds at most: approved but used by a concurrent request → a new one is pending.
     for _ in 0..4 {
+        let now = now_millis();
+        new.pending_expires_at = now + settings.pending_ttl.as_millis() as i64;
         let (a, created) = shared
             .store
-            .open_approval(new.clone(), now_millis())
+            .open_approval(new.clone(), now)
             .await
             .map_err(unavailable)?;
         ctx.approval_id = Some(a.id.clone());

@@ -21,6 +21,7 @@ use cedar_policy::{
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The annotation that marks a `forbid` a human approval lifts.
 pub const APPROVAL: &str = "approval";
@@ -39,8 +40,12 @@ pub enum Verdict {
     },
     /// Denied; no policy ids means no permit matched (default deny).
     Deny { policies: Vec<String> },
-    /// Allowed once a human approves this exact request.
-    NeedsApproval { policies: Vec<String> },
+    /// Allowed once a human approves this exact request: `policies` are the `@approval`
+    /// forbids in the way, `allowed_by` the permits that allow it once approved.
+    NeedsApproval {
+        policies: Vec<String>,
+        allowed_by: Vec<String>,
+    },
 }
 
 /// What authorize needs to know of a request.
@@ -57,6 +62,10 @@ pub struct Input<'a> {
 /// Compiled policies and schema.
 pub struct PolicyEngine {
     schema: Schema,
+    /// Entities (the agent, the tool, and the actions from the schema) by agent, owner and
+    /// tool: they depend on nothing else, and building and validating them is most of the
+    /// cost of a decision. Dropped with the engine on reload.
+    entities: moka::sync::Cache<(Arc<str>, Arc<str>, Arc<str>), Arc<Entities>>,
     policies: PolicySet,
     preapprovals: PolicySet,
     approval_gates: HashSet<PolicyId>,
@@ -235,6 +244,7 @@ impl PolicyEngine {
         }
         let policy_count = policies.policies().count();
         Ok(PolicyEngine {
+            entities: moka::sync::Cache::new(10_000),
             schema,
             policies,
             preapprovals,
@@ -300,6 +310,7 @@ impl PolicyEngine {
                 }
                 Verdict::NeedsApproval {
                     policies: names(&ids),
+                    allowed_by: names(&allowed_by),
                 }
             }
             Some((_, denied_by)) => Verdict::Deny {
@@ -313,7 +324,8 @@ impl PolicyEngine {
         Context::from_pairs([
             (
                 "method".to_string(),
-                RestrictedExpression::new_string(input.method.to_string()),
+                // Upper-cased: `delete` must not slip past `context.method == "DELETE"`.
+                RestrictedExpression::new_string(input.method.to_ascii_uppercase()),
             ),
             (
                 "path".to_string(),
@@ -342,7 +354,7 @@ impl PolicyEngine {
         .ok()
     }
 
-    fn entities(&self, input: &Input) -> Option<(Entities, EntityUid, EntityUid, EntityUid)> {
+    fn entities(&self, input: &Input) -> Option<(Arc<Entities>, EntityUid, EntityUid, EntityUid)> {
         let uid = |ty: &str, id: &str| {
             Some(EntityUid::from_type_name_and_id(
                 EntityTypeName::from_str(ty).ok()?,
@@ -352,6 +364,14 @@ impl PolicyEngine {
         let principal = uid("Agent", &input.agent.id)?;
         let resource = uid("Tool", &input.tool.name)?;
         let action = uid("Action", &input.operation.name)?;
+        let key = (
+            input.agent.id.clone(),
+            input.agent.owner.clone(),
+            input.tool.name.clone(),
+        );
+        if let Some(e) = self.entities.get(&key) {
+            return Some((e, principal, resource, action));
+        }
         let agent = Entity::new_with_tags(
             principal.clone(),
             [
@@ -389,7 +409,8 @@ impl PolicyEngine {
             HashSet::new(),
         )
         .ok()?;
-        let entities = Entities::from_entities([agent, tool], Some(&self.schema)).ok()?;
+        let entities = Arc::new(Entities::from_entities([agent, tool], Some(&self.schema)).ok()?);
+        self.entities.insert(key, entities.clone());
         Some((entities, principal, resource, action))
     }
 }

@@ -85,7 +85,13 @@ pub async fn handle(
                     e.message
                 ),
             }
-            let resp = e.to_response(&ctx.request_id);
+            let dialect = match &ctx.tool {
+                Some(t) if t.tool.kind == crate::catalog::Kind::Aws => {
+                    crate::error::Dialect::AwsXml
+                }
+                _ => crate::error::Dialect::Json,
+            };
+            let resp = e.to_response_in(dialect, &ctx.request_id);
             ctx.error = Some(e);
             resp
         }
@@ -195,6 +201,7 @@ async fn run(
         now_unix: unix_now(),
         approved: false,
     };
+    let mut needs_approval: Option<Vec<String>> = None;
     match gw.snapshot.policies.authorize(&input) {
         authorize::Verdict::Allow { policies, .. } => ctx.policies = policies,
         authorize::Verdict::Deny { policies } => {
@@ -212,32 +219,24 @@ async fn run(
                 ),
             ));
         }
-        authorize::Verdict::NeedsApproval { policies } => {
+        authorize::Verdict::NeedsApproval {
+            policies,
+            allowed_by,
+        } => {
             ctx.policies = policies;
-            // approve: bound to the exact request, so the body is read now.
-            let bytes = match (read.take(), body) {
-                (Some(b), _) => b,
-                (None, strip::RequestBody::Unread(b)) => {
-                    strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b)
-                        .await?
+            // The approval is bound to the exact request, so the body is read now.
+            if read.is_none() {
+                if let strip::RequestBody::Unread(b) = body {
+                    read = Some(
+                        strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b)
+                            .await?,
+                    );
                 }
-                (None, strip::RequestBody::Read(b)) => b,
-            };
-            let digest = approve::request_digest(
-                &tool.tool.name,
-                parts.method.as_str(),
-                &tool_path,
-                parts.uri.query(),
-                &bytes,
-            );
-            read = Some(bytes);
-            body = strip::RequestBody::Read(bytes::Bytes::new());
-            let policies = ctx.policies.clone();
-            let used = approve::approve(gw, ctx, &tool, &op, &digest, &policies).await?;
-            ctx.approval = Some(used);
+                body = strip::RequestBody::Read(bytes::Bytes::new());
+            }
+            needs_approval = Some(allowed_by);
         }
     }
-    ctx.decision = Decision::Allow;
 
     let original_host = parts.headers.get(header::HOST).cloned();
     let body = match read {
@@ -245,9 +244,32 @@ async fn run(
         None => body,
     };
     // strip
-    let mut req = strip::strip(ctx, &tool, timeout, parts, body).await?;
+    let (mut req, forwarded_body) = strip::strip(ctx, &tool, timeout, parts, body).await?;
+    // The approval binds, and the approver sees, the request as it will be forwarded:
+    // after strip (no agent credential), before inject (no tool credential).
+    let approval_request = needs_approval.as_ref().map(|_| {
+        let body = forwarded_body.as_deref().unwrap_or_default();
+        let digest = approve::request_digest(
+            &tool.tool.name,
+            req.method().as_str(),
+            &tool_path,
+            ctx.forward_query.as_deref(),
+            body,
+        );
+        (digest, approve::summary(ctx.forward_query.as_deref(), body))
+    });
     // inject
     inject::inject(ctx, &tool, &mut req)?;
+    // approve: last before forwarding, so a request that strip or inject refuse never
+    // asks for, or spends, an approval.
+    if let (Some(allowed_by), Some((digest, summary))) = (needs_approval, approval_request) {
+        let gates = ctx.policies.clone();
+        let used = approve::approve(gw, ctx, &tool, &op, &digest, summary, &gates).await?;
+        ctx.approval = Some(used);
+        ctx.policies
+            .extend(allowed_by.into_iter().filter(|p| !gates.contains(p)));
+    }
+    ctx.decision = Decision::Allow;
     // forward
     let resp = forward::forward(ctx, &tool, req, original_host).await?;
     // inventory

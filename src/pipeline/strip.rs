@@ -53,15 +53,16 @@ fn secret_error(kind: secrets::SecretKind, place: &str) -> Error {
     )
 }
 
-/// Runs the strip phase; returns the request with a body ready to forward. The body may
-/// have been read already (classify and approve read it when they need it).
+/// Runs the strip phase; returns the request with a body ready to forward and, when the
+/// body was read whole, that body as it will be forwarded. The body may have been read
+/// already (classify and authorize read it when they need it).
 pub async fn strip<B>(
     ctx: &mut RequestCtx,
     tool: &ToolRuntime,
     body_read_timeout: Duration,
     mut parts: http::request::Parts,
     body: RequestBody<B>,
-) -> Result<Request<ProxyBody>, Error>
+) -> Result<(Request<ProxyBody>, Option<Bytes>), Error>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -141,9 +142,9 @@ where
         RequestBody::Read(bytes) => bytes,
         RequestBody::Unread(body) => {
             if body.is_end_stream() || declared_length(&parts.headers) == Some(0) {
-                return Ok(Request::from_parts(
-                    parts,
-                    crate::error::full_body(Bytes::new()),
+                return Ok((
+                    Request::from_parts(parts, crate::error::full_body(Bytes::new())),
+                    Some(Bytes::new()),
                 ));
             }
             if declared_length(&parts.headers).is_some_and(|n| n > t.max_body_bytes) {
@@ -152,7 +153,7 @@ where
             if !text {
                 // Binary bodies are streamed, within the limit, unscanned.
                 let counted = Counted::new(body, ctx.bytes_in.clone(), t.max_body_bytes);
-                return Ok(Request::from_parts(parts, counted.boxed()));
+                return Ok((Request::from_parts(parts, counted.boxed()), None));
             }
             if encoded {
                 return Err(unscannable());
@@ -168,9 +169,9 @@ where
         }
     };
     if !text || collected.is_empty() {
-        return Ok(Request::from_parts(
-            parts,
-            crate::error::full_body(collected),
+        return Ok((
+            Request::from_parts(parts, crate::error::full_body(collected.clone())),
+            Some(collected),
         ));
     }
     if encoded {
@@ -224,7 +225,10 @@ where
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    Ok(Request::from_parts(parts, crate::error::full_body(body)))
+    Ok((
+        Request::from_parts(parts, crate::error::full_body(body.clone())),
+        Some(body),
+    ))
 }
 
 fn unscannable() -> Error {

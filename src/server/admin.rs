@@ -316,9 +316,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             {
                 Ok(()) => {
                     // Effective on the agent's next request, in this process at once.
-                    if let Ok(mut s) = rt.shared.suspended.write() {
-                        s.insert(id.clone());
-                    }
+                    rt.shared.set_suspended(&id, true);
                     tracing::info!(agent = %id, by = %by, "agent suspended");
                     json(
                         StatusCode::OK,
@@ -332,9 +330,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             let id = id.to_string();
             match store.resume(&id).await {
                 Ok(was) => {
-                    if let Ok(mut s) = rt.shared.suspended.write() {
-                        s.remove(&id);
-                    }
+                    rt.shared.set_suspended(&id, false);
                     tracing::info!(agent = %id, "agent resumed");
                     json(
                         StatusCode::OK,

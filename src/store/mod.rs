@@ -83,6 +83,9 @@ pub struct NewApproval {
     pub path: String,
     /// Deciding policy ids, for the approver to see.
     pub policies: Vec<String>,
+    /// What the approver decides on: the request's query and body as they will be
+    /// forwarded (after strip, so without the agent's credentials), shortened.
+    pub request: Option<String>,
     /// When an undecided request expires.
     pub pending_expires_at: Millis,
 }
@@ -101,6 +104,8 @@ pub struct Approval {
     pub method: String,
     pub path: String,
     pub policies: Vec<String>,
+    /// The request's query and body as forwarded, shortened (see [`NewApproval::request`]).
+    pub request: Option<String>,
     pub created_at: Millis,
     pub pending_expires_at: Millis,
     pub decided_at: Option<Millis>,
@@ -243,6 +248,15 @@ pub trait Store: Send + Sync + 'static {
     /// `approval_expires_at` as expired; returns how many. For a periodic sweep, so that
     /// listings show the true status.
     async fn expire(&self, now: Millis) -> Result<u64, StoreError>;
+    /// The newest approval for this agent, operation and digest that a human denied after
+    /// `since`: a denial stands for the request it was about.
+    async fn denied_since(
+        &self,
+        agent_id: &str,
+        operation: &str,
+        digest: &str,
+        since: Millis,
+    ) -> Result<Option<Approval>, StoreError>;
 
     async fn record_identity(&self, new: NewIdentity) -> Result<InventoryEntry, StoreError>;
 

@@ -37,6 +37,7 @@ const SCHEMA_V1: &[&str] = &[
         method              TEXT NOT NULL,
         path                TEXT NOT NULL,
         policies            TEXT NOT NULL DEFAULT '[]',
+        request             TEXT,
         created_at          INTEGER NOT NULL,
         pending_expires_at  INTEGER NOT NULL,
         decided_at          INTEGER,
@@ -79,7 +80,7 @@ const SCHEMA_V1: &[&str] = &[
 ];
 
 const APPROVAL_COLUMNS: &str = "id, status, agent_id, agent_owner, tool, operation, \
-    identity_kind, digest, method, path, policies, created_at, pending_expires_at, \
+    identity_kind, digest, method, path, policies, request, created_at, pending_expires_at, \
     decided_at, approver, ticket, identity_owner, note, approval_expires_at, review_by, used_at";
 
 const INVENTORY_COLUMNS: &str = "id, kind, tool, operation, identifier, agent_id, approver, \
@@ -310,8 +311,8 @@ impl Store for SqliteStore {
         .map_err(db_err(OP))?;
         let inserted = sqlx::query(
             "INSERT INTO approvals (id, status, agent_id, agent_owner, tool, operation, \
-             identity_kind, digest, method, path, policies, created_at, pending_expires_at) \
-             VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             identity_kind, digest, method, path, policies, request, created_at, pending_expires_at) \
+             VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT DO NOTHING",
         )
         .bind(new_id("apr_"))
@@ -324,6 +325,7 @@ impl Store for SqliteStore {
         .bind(&new.method)
         .bind(&new.path)
         .bind(&policies)
+        .bind(&new.request)
         .bind(now)
         .bind(new.pending_expires_at)
         .execute(&mut *tx)
@@ -442,6 +444,30 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err("expire approvals"))?;
         Ok(done.rows_affected())
+    }
+
+    async fn denied_since(
+        &self,
+        agent_id: &str,
+        operation: &str,
+        digest: &str,
+        since: Millis,
+    ) -> Result<Option<Approval>, StoreError> {
+        const OP: &str = "find denial";
+        let row = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+             WHERE agent_id = ? AND operation = ? AND digest = ? \
+             AND status = 'denied' AND decided_at > ? \
+             ORDER BY decided_at DESC LIMIT 1"
+        ))
+        .bind(agent_id)
+        .bind(operation)
+        .bind(digest)
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err(OP))?;
+        row.as_ref().map(approval_from_row).transpose()
     }
 
     async fn record_identity(&self, new: NewIdentity) -> Result<InventoryEntry, StoreError> {
@@ -589,6 +615,7 @@ fn approval_from_row(row: &SqliteRow) -> Result<Approval, StoreError> {
         method: row.try_get("method").map_err(read)?,
         path: row.try_get("path").map_err(read)?,
         policies,
+        request: row.try_get("request").map_err(read)?,
         created_at: row.try_get("created_at").map_err(read)?,
         pending_expires_at: row.try_get("pending_expires_at").map_err(read)?,
         decided_at: row.try_get("decided_at").map_err(read)?,
@@ -672,6 +699,7 @@ mod tests {
             method: "POST".to_owned(),
             path: "/".to_owned(),
             policies: vec!["gate-identity-creation".to_owned(), "p2".to_owned()],
+            request: Some("Action=CreateAccessKey&UserName=bob".to_owned()),
             pending_expires_at: T0 + 10 * MINUTE,
         }
     }
@@ -1229,5 +1257,45 @@ mod tests {
         assert!(
             matches!(&err, StoreError::Unavailable(m) if m == "list inventory: the store is closed")
         );
+    }
+
+    #[tokio::test]
+    async fn a_denial_is_found_for_its_request_only() {
+        let (_dir, store) = fresh().await;
+        let (a, _) = store
+            .open_approval(new_approval("agent-1", "d1"), T0)
+            .await
+            .unwrap();
+        assert_eq!(
+            a.request.as_deref(),
+            Some("Action=CreateAccessKey&UserName=bob")
+        );
+        assert!(store
+            .denied_since("agent-1", "iam:CreateAccessKey", "d1", 0)
+            .await
+            .unwrap()
+            .is_none());
+        store.deny(&a.id, "bob", None, T0 + 1).await.unwrap();
+        let d = store
+            .denied_since("agent-1", "iam:CreateAccessKey", "d1", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.id, a.id);
+        assert!(store
+            .denied_since("agent-1", "iam:CreateAccessKey", "d2", 0)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .denied_since("agent-2", "iam:CreateAccessKey", "d1", 0)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .denied_since("agent-1", "iam:CreateAccessKey", "d1", T0 + 1)
+            .await
+            .unwrap()
+            .is_none());
     }
 }

@@ -389,7 +389,10 @@ impl TestGateway {
             text.push_str("[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n");
         }
         if !config.contains("[audit]") {
-            text.push_str(&format!("[audit]\npath = {:?}\n", audit_path.display().to_string()));
+            text.push_str(&format!(
+                "[audit]\npath = {:?}\n",
+                audit_path.display().to_string()
+            ));
         }
         if !config.contains("[admin]") {
             text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n");
@@ -435,14 +438,22 @@ impl TestGateway {
     }
 
     /// Calls the admin API with the admin token; returns (status, JSON body).
-    pub async fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let token = self.runtime.shared.admin_token.clone();
         let auth = bearer(&token);
         let r = Client::http1()
             .send(
                 method,
                 &format!("http://{}{}", self.admin_addr, path),
-                &[("authorization", &auth), ("content-type", "application/json")],
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )
             .await;
@@ -642,5 +653,17 @@ impl Client {
             body,
             version,
         })
+    }
+}
+
+// ---------------------------------------------------------------- restart
+
+impl TestGateway {
+    /// Stops keygate gracefully and starts it again in the same directory with the same
+    /// `keygate.toml`: same store, admin token, keys and audit log; new listener ports.
+    pub async fn restart(mut self) -> TestGateway {
+        self.stop().await;
+        let text = std::fs::read_to_string(self.dir.path().join("keygate.toml")).unwrap();
+        TestGateway::start_in(self.dir, &text).await
     }
 }
