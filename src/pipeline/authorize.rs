@@ -59,13 +59,16 @@ pub struct Input<'a> {
     pub approved: bool,
 }
 
+/// (agent id, agent owner, tool name).
+type EntitiesKey = (Arc<str>, Arc<str>, Arc<str>);
+
 /// Compiled policies and schema.
 pub struct PolicyEngine {
     schema: Schema,
     /// Entities (the agent, the tool, and the actions from the schema) by agent, owner and
     /// tool: they depend on nothing else, and building and validating them is most of the
     /// cost of a decision. Dropped with the engine on reload.
-    entities: moka::sync::Cache<(Arc<str>, Arc<str>, Arc<str>), Arc<Entities>>,
+    entities: moka::sync::Cache<EntitiesKey, Arc<Entities>>,
     policies: PolicySet,
     preapprovals: PolicySet,
     approval_gates: HashSet<PolicyId>,
