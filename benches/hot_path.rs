@@ -155,6 +155,7 @@ fn audit_record(c: &mut Criterion) {
                 policies: vec!["agents-may-call-tools".into()],
                 approval_id: None,
                 inventory_id: None,
+                mcp: None,
                 method: "GET".into(),
                 path: "/tools/github/repos/acme/app/issues".into(),
                 decision: "allow",
@@ -211,6 +212,7 @@ fn classify_and_authorize(c: &mut Criterion) {
         path: "/repos/acme/app/issues",
         now_unix: 1_800_000_000,
         approved: false,
+        mcp: None,
     };
     c.bench_function("authorize/cedar_default_policies_allow", |b| {
         b.iter(|| snap.policies.authorize(black_box(&input)))

@@ -131,6 +131,8 @@ pub struct Error {
     pub detail: Option<String>,
     /// The pending approval a human decides (with `approval_required`, `approval_denied`).
     pub approval_id: Option<String>,
+    /// For MCP: the JSON-RPC error code, when not keygate's refusal code.
+    pub jsonrpc_code: Option<i64>,
 }
 
 impl Error {
@@ -140,6 +142,7 @@ impl Error {
             message: message.into(),
             detail: None,
             approval_id: None,
+            jsonrpc_code: None,
         }
     }
 
@@ -150,6 +153,11 @@ impl Error {
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Unauthenticated, message)
+    }
+
+    pub fn with_jsonrpc(mut self, code: i64) -> Self {
+        self.jsonrpc_code = Some(code);
+        self
     }
 
     pub fn with_approval(mut self, id: impl Into<String>) -> Self {

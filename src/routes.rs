@@ -17,6 +17,9 @@ pub const IDENTITY_CREATION: &str = "identity_creation";
 #[derive(Debug)]
 pub struct Operation {
     pub name: Arc<str>,
+    /// The Cedar action that decides it: the name itself, except for MCP tools no
+    /// policy names, which share a fallback action (`mcp:other_tool`).
+    pub action: Arc<str>,
     pub tags: Vec<Arc<str>>,
     /// For identity creation: the kind of identity created ("access_key", "deploy_key", …).
     pub identity_kind: Option<Arc<str>>,
@@ -27,8 +30,10 @@ pub struct Operation {
 
 impl Operation {
     pub fn new(name: &str, tags: &[&str], identity_kind: Option<&str>) -> Operation {
+        let name: Arc<str> = name.into();
         Operation {
-            name: name.into(),
+            action: name.clone(),
+            name,
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),
             identity_kind: identity_kind.map(Arc::from),
             catalog: None,

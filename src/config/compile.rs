@@ -81,6 +81,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Operations {
     pub by_name: BTreeMap<Arc<str>, Arc<Operation>>,
+    /// MCP tool names configured as identity-creating (`mcp_identity_tools`).
+    pub mcp_identity_tools: std::collections::BTreeSet<String>,
     pub read: Arc<Operation>,
     pub write: Arc<Operation>,
 }
@@ -106,6 +108,14 @@ pub struct ApprovalSettings {
     pub review_after: Duration,
     pub webhook_url: Option<http::Uri>,
     pub decide_at: Option<String>,
+}
+
+/// How a tool is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    /// MCP over Streamable HTTP.
+    Mcp,
 }
 
 /// What a request that needs approval gets.
@@ -208,6 +218,9 @@ pub struct Agents {
 pub struct Tool {
     pub name: Arc<str>,
     pub kind: Kind,
+    pub protocol: Protocol,
+    /// MCP tools (by name) that create identities, beyond the name patterns.
+    pub mcp_identity_tools: Vec<String>,
     /// The tool's own operations by method and path template (relative to the tool).
     pub routes: RouteTable,
     pub approval: ApprovalMode,
@@ -449,6 +462,7 @@ fn builtin_operations() -> Operations {
     }
     Operations {
         by_name,
+        mcp_identity_tools: Default::default(),
         read,
         write,
     }
@@ -786,6 +800,32 @@ fn compile_tools(
             Kind::Generic
         });
         let routes = compile_routes(c, &key, e.routes, operations);
+        let protocol = match e.protocol.as_str() {
+            "http" => Protocol::Http,
+            "mcp" => Protocol::Mcp,
+            other => {
+                c.error(
+                    format!("{key}.protocol"),
+                    format!("{other:?} is not \"http\" or \"mcp\""),
+                );
+                Protocol::Http
+            }
+        };
+        if protocol != Protocol::Mcp && !e.mcp_identity_tools.is_empty() {
+            c.error(
+                format!("{key}.mcp_identity_tools"),
+                "applies to protocol = \"mcp\" tools only",
+            );
+        }
+        for n in &e.mcp_identity_tools {
+            if n.is_empty() || n.contains('"') {
+                c.error(
+                    format!("{key}.mcp_identity_tools"),
+                    format!("{n:?} is not an MCP tool name"),
+                );
+            }
+            operations.mcp_identity_tools.insert(n.clone());
+        }
         let approval = match e.approval.as_str() {
             "respond" => ApprovalMode::Respond,
             "hold" => ApprovalMode::Hold,
@@ -803,6 +843,8 @@ fn compile_tools(
         let tool = Arc::new(Tool {
             name: e.name.as_str().into(),
             kind,
+            protocol,
+            mcp_identity_tools: e.mcp_identity_tools,
             routes,
             approval,
             hold_timeout: e.hold_timeout,

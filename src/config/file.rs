@@ -308,6 +308,14 @@ pub struct ToolEntry {
     pub approval: String,
     #[serde(default = "default_hold_timeout", with = "humantime_serde")]
     pub hold_timeout: Duration,
+    /// "http" (default) or "mcp": an MCP server over the Streamable HTTP transport, whose
+    /// JSON-RPC messages keygate classifies and authorizes one by one.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// MCP tools that create identities, beyond those whose names say so
+    /// (create_…key…, …token…, …credential…, …service_account…).
+    #[serde(default)]
+    pub mcp_identity_tools: Vec<String>,
     /// Base URL requests are forwarded to; `/tools/<name>/rest` goes to `<upstream>/rest`.
     pub upstream: String,
     /// Host header values that select this tool (the whole path is forwarded).
@@ -338,6 +346,9 @@ pub struct ToolEntry {
     pub credential: CredentialEntry,
 }
 
+fn default_protocol() -> String {
+    "http".into()
+}
 fn default_kind() -> String {
     "generic".into()
 }

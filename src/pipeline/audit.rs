@@ -57,6 +57,7 @@ impl OnFinish for Pending {
             policies: ctx.policies,
             approval_id: ctx.approval_id,
             inventory_id: ctx.inventory_id,
+            mcp: ctx.mcp,
             method: ctx.method.to_string(),
             // Whatever phase refused the request, a secret in its path never reaches the log.
             path: match crate::secrets::redact(ctx.path.as_bytes()) {

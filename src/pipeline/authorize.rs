@@ -28,7 +28,28 @@ pub const APPROVAL: &str = "approval";
 /// The annotation that marks a `permit` as a standing approval.
 pub const PREAPPROVED: &str = "preapproved";
 /// Action groups that always exist, so default policies can name them.
-const BASE_GROUPS: [&str; 4] = ["read", "write", "identity_creation", "privilege_escalation"];
+const BASE_GROUPS: [&str; 5] = [
+    "read",
+    "write",
+    "identity_creation",
+    "privilege_escalation",
+    "mcp_tool",
+];
+/// The action of MCP tools no policy names.
+pub const MCP_OTHER_TOOL: &str = "mcp:other_tool";
+/// The action of identity-creating MCP tools no policy names.
+pub const MCP_OTHER_IDENTITY_TOOL: &str = "mcp:other_identity_tool";
+
+/// An MCP message, as policies see it.
+#[derive(Debug, Clone, Default)]
+pub struct McpCall {
+    /// "tools/call", "resources/read", "prompts/get", …
+    pub method: String,
+    /// The tool, prompt or resource URI named, if any.
+    pub name: Option<String>,
+    /// Top-level arguments, values as strings.
+    pub arguments: Vec<(String, String)>,
+}
 
 /// The outcome of authorize, with the ids of the policies that decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +78,7 @@ pub struct Input<'a> {
     pub path: &'a str,
     pub now_unix: i64,
     pub approved: bool,
+    pub mcp: Option<&'a McpCall>,
 }
 
 /// (agent id, agent owner, tool name).
@@ -73,6 +95,8 @@ pub struct PolicyEngine {
     preapprovals: PolicySet,
     approval_gates: HashSet<PolicyId>,
     authorizer: Authorizer,
+    /// MCP tool names that have their own action (named by a policy or configured).
+    mcp_tools: HashSet<String>,
     pub schema_text: String,
     pub policy_count: usize,
 }
@@ -89,8 +113,8 @@ fn quote(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// The complete schema: the base file plus one action per operation.
-pub fn schema_text(base: &str, operations: &Operations) -> String {
+/// The complete schema: the base file plus one action per operation and per MCP tool.
+pub fn schema_text(base: &str, operations: &Operations, mcp_tools: &HashSet<String>) -> String {
     let mut groups: BTreeSet<&str> = BASE_GROUPS.into_iter().collect();
     for op in operations.by_name.values() {
         for t in &op.tags {
@@ -119,7 +143,108 @@ pub fn schema_text(base: &str, operations: &Operations) -> String {
             " appliesTo { principal: [Agent], resource: [Tool], context: RequestContext };\n",
         );
     }
+    let mut mcp: Vec<(String, bool)> = mcp_tools
+        .iter()
+        .map(|n| {
+            (
+                format!("mcp:{n}"),
+                mcp_creates_identity(n, &operations.mcp_identity_tools),
+            )
+        })
+        .collect();
+    mcp.push((MCP_OTHER_TOOL.to_string(), false));
+    mcp.push((MCP_OTHER_IDENTITY_TOOL.to_string(), true));
+    mcp.sort();
+    for (action, identity) in mcp {
+        let groups = if identity {
+            "[\"mcp_tool\", \"identity_creation\", \"write\"]"
+        } else {
+            "[\"mcp_tool\"]"
+        };
+        s.push_str(&format!(
+            "action {} in {groups} appliesTo {{ principal: [Agent], resource: [Tool], context: RequestContext }};\n",
+            quote(&action)
+        ));
+    }
     s
+}
+
+/// Whether an MCP tool creates identities: configured so, or named so
+/// (a verb such as create/generate/issue/mint/rotate with a noun such as
+/// key/token/credential/secret/password/certificate/service_account).
+pub fn mcp_creates_identity(name: &str, configured: &std::collections::BTreeSet<String>) -> bool {
+    if configured.contains(name) {
+        return true;
+    }
+    // Split snake_case, kebab-case, dotted and camelCase names into lowercase words.
+    let mut words: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
+            words.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        cur.push(c.to_ascii_lowercase());
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    const VERBS: [&str; 9] = [
+        "create", "generate", "new", "add", "issue", "mint", "rotate", "register", "make",
+    ];
+    const NOUNS: [&str; 17] = [
+        "key",
+        "keys",
+        "apikey",
+        "token",
+        "tokens",
+        "credential",
+        "credentials",
+        "secret",
+        "secrets",
+        "password",
+        "passwords",
+        "certificate",
+        "cert",
+        "serviceaccount",
+        "sa",
+        "pat",
+        "identity",
+    ];
+    let verb = words.iter().any(|w| VERBS.contains(&w.as_str()));
+    let noun = words.iter().any(|w| NOUNS.contains(&w.as_str()))
+        || words
+            .windows(2)
+            .any(|w| w[0] == "service" && w[1] == "account");
+    verb && noun
+}
+
+/// The MCP tool names policies mention as `Action::"mcp:<name>"`.
+fn mcp_names_in(src: &str, out: &mut HashSet<String>) {
+    let marker = "Action::\"mcp:";
+    let mut rest = src;
+    while let Some(i) = rest.find(marker) {
+        rest = &rest[i + marker.len()..];
+        if let Some(end) = rest.find('"') {
+            let name = &rest[..end];
+            let action = format!("mcp:{name}");
+            if !name.is_empty()
+                && !name.contains('\\')
+                && action != MCP_OTHER_TOOL
+                && action != MCP_OTHER_IDENTITY_TOOL
+            {
+                out.insert(name.to_string());
+            }
+        }
+    }
 }
 
 impl PolicyEngine {
@@ -164,7 +289,18 @@ impl PolicyEngine {
             }
         };
         let schema_file = schemas[0].clone();
-        let text = schema_text(&base, operations);
+        let cedar_files: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+            .collect();
+        let mut mcp_tools: HashSet<String> =
+            operations.mcp_identity_tools.iter().cloned().collect();
+        for f in &cedar_files {
+            if let Ok(src) = std::fs::read_to_string(f) {
+                mcp_names_in(&src, &mut mcp_tools);
+            }
+        }
+        let text = schema_text(&base, operations, &mcp_tools);
         let schema = match Schema::from_cedarschema_str(&text) {
             Ok((s, _warnings)) => s,
             Err(e) => return Err(vec![(schema_file, format!("invalid schema: {e}"))]),
@@ -247,6 +383,7 @@ impl PolicyEngine {
         }
         let policy_count = policies.policies().count();
         Ok(PolicyEngine {
+            mcp_tools,
             entities: moka::sync::Cache::new(10_000),
             schema,
             policies,
@@ -260,11 +397,12 @@ impl PolicyEngine {
 
     /// Decides a request.
     pub fn authorize(&self, input: &Input) -> Verdict {
-        let Some((entities, principal, resource, action)) = self.entities(input) else {
+        let Some((entities, [principal, resource, action, arguments])) = self.entities(input)
+        else {
             return Verdict::Deny { policies: vec![] };
         };
         let eval = |set: &PolicySet, approved: bool| {
-            let context = self.context(input, approved)?;
+            let context = self.context(input, approved, &arguments)?;
             let request = Request::new(
                 principal.clone(),
                 action.clone(),
@@ -323,7 +461,7 @@ impl PolicyEngine {
         }
     }
 
-    fn context(&self, input: &Input, approved: bool) -> Option<Context> {
+    fn context(&self, input: &Input, approved: bool, arguments: &EntityUid) -> Option<Context> {
         Context::from_pairs([
             (
                 "method".to_string(),
@@ -353,11 +491,40 @@ impl PolicyEngine {
                         .to_string(),
                 ),
             ),
+            (
+                "mcp_method".to_string(),
+                RestrictedExpression::new_string(
+                    input.mcp.map(|m| m.method.clone()).unwrap_or_default(),
+                ),
+            ),
+            (
+                "mcp_tool".to_string(),
+                RestrictedExpression::new_string(
+                    input.mcp.and_then(|m| m.name.clone()).unwrap_or_default(),
+                ),
+            ),
+            (
+                "mcp_arguments".to_string(),
+                RestrictedExpression::new_entity_uid(arguments.clone()),
+            ),
         ])
         .ok()
     }
 
-    fn entities(&self, input: &Input) -> Option<(Arc<Entities>, EntityUid, EntityUid, EntityUid)> {
+    /// The action an MCP tool's call is decided by: its own, if a policy names it.
+    pub fn mcp_action(&self, tool: &str, creates_identity: bool) -> String {
+        if self.mcp_tools.contains(tool) {
+            format!("mcp:{tool}")
+        } else if creates_identity {
+            MCP_OTHER_IDENTITY_TOOL.to_string()
+        } else {
+            MCP_OTHER_TOOL.to_string()
+        }
+    }
+
+    /// The entities of a request (agent, tool, the MCP arguments) and the uids of
+    /// principal, resource, action and arguments.
+    fn entities(&self, input: &Input) -> Option<(Arc<Entities>, [EntityUid; 4])> {
         let uid = |ty: &str, id: &str| {
             Some(EntityUid::from_type_name_and_id(
                 EntityTypeName::from_str(ty).ok()?,
@@ -366,14 +533,29 @@ impl PolicyEngine {
         };
         let principal = uid("Agent", &input.agent.id)?;
         let resource = uid("Tool", &input.tool.name)?;
-        let action = uid("Action", &input.operation.name)?;
+        let action = uid("Action", &input.operation.action)?;
+        let call_args = input.mcp.map(|m| &m.arguments).filter(|a| !a.is_empty());
+        // Requests without MCP arguments share one empty arguments entity, so their
+        // entities depend on agent and tool only and are cached.
+        let arguments = uid(
+            "McpArguments",
+            if call_args.is_some() { "call" } else { "none" },
+        )?;
+        let uids = [
+            principal.clone(),
+            resource.clone(),
+            action,
+            arguments.clone(),
+        ];
         let key = (
             input.agent.id.clone(),
             input.agent.owner.clone(),
             input.tool.name.clone(),
         );
-        if let Some(e) = self.entities.get(&key) {
-            return Some((e, principal, resource, action));
+        if call_args.is_none() {
+            if let Some(e) = self.entities.get(&key) {
+                return Some((e, uids));
+            }
         }
         let agent = Entity::new_with_tags(
             principal.clone(),
@@ -412,8 +594,68 @@ impl PolicyEngine {
             HashSet::new(),
         )
         .ok()?;
-        let entities = Arc::new(Entities::from_entities([agent, tool], Some(&self.schema)).ok()?);
-        self.entities.insert(key, entities.clone());
-        Some((entities, principal, resource, action))
+        let args = Entity::new_with_tags(
+            arguments,
+            [],
+            [],
+            call_args
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
+        )
+        .ok()?;
+        let entities =
+            Arc::new(Entities::from_entities([agent, tool, args], Some(&self.schema)).ok()?);
+        if call_args.is_none() {
+            self.entities.insert(key, entities.clone());
+        }
+        Some((entities, uids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mcp_identity_tool_names() {
+        let none = Default::default();
+        for yes in [
+            "create_api_token",
+            "createApiKey",
+            "generate-ssh-key",
+            "issue_credentials",
+            "create_service_account",
+            "rotateSecret",
+            "mint_token",
+        ] {
+            assert!(mcp_creates_identity(yes, &none), "{yes}");
+        }
+        for no in [
+            "echo",
+            "get-sum",
+            "list_tokens",
+            "delete_key",
+            "keyword_search",
+            "create_issue",
+        ] {
+            assert!(!mcp_creates_identity(no, &none), "{no}");
+        }
+        let configured = ["echo".to_string()].into_iter().collect();
+        assert!(mcp_creates_identity("echo", &configured));
+    }
+
+    #[test]
+    fn mcp_names_are_found_in_policies() {
+        let mut out = HashSet::new();
+        mcp_names_in(
+            r#"permit(principal, action == Action::"mcp:echo", resource);
+               permit(principal, action in [Action::"mcp:get-sum", Action::"read"], resource);
+               forbid(principal, action == Action::"mcp:other_tool", resource);"#,
+            &mut out,
+        );
+        let mut v: Vec<_> = out.into_iter().collect();
+        v.sort();
+        assert_eq!(v, vec!["echo", "get-sum"]);
     }
 }

@@ -94,7 +94,8 @@ pub struct RequestFacts<'a> {
 
 /// Whether the operation may depend on the body, which must then be read first.
 pub fn needs_body(tool: &ToolRuntime, f: &RequestFacts) -> bool {
-    crate::catalog::needs_body(tool.tool.kind, f.method, f.forward_path, f.content_type)
+    (tool.tool.protocol == crate::config::Protocol::Mcp && *f.method == http::Method::POST)
+        || crate::catalog::needs_body(tool.tool.kind, f.method, f.forward_path, f.content_type)
 }
 
 /// The operation of a request to a tool.

@@ -69,6 +69,8 @@ pub struct RequestCtx {
     /// The identity recorded in the inventory (inventory).
     pub inventory_id: Option<String>,
     pub inventory_error: Option<String>,
+    /// The MCP messages of the request (classify, for MCP tools).
+    pub mcp: Option<super::mcp::McpAudit>,
     pub decision: Decision,
     pub error: Option<Error>,
     /// Request body bytes received from the agent.
@@ -102,6 +104,7 @@ impl RequestCtx {
             approval: None,
             inventory_id: None,
             inventory_error: None,
+            mcp: None,
             decision: Decision::Deny,
             error: None,
             bytes_in: Arc::new(AtomicU64::new(0)),

@@ -29,6 +29,7 @@ pub mod forward;
 pub mod identify;
 pub mod inject;
 pub mod inventory;
+pub mod mcp;
 pub mod strip;
 
 use crate::error::{Error, ErrorKind, ProxyBody};
@@ -85,13 +86,14 @@ pub async fn handle(
                     e.message
                 ),
             }
-            let dialect = match &ctx.tool {
-                Some(t) if t.tool.kind == crate::catalog::Kind::Aws => {
-                    crate::error::Dialect::AwsXml
+            // The refusal speaks the dialect the agent's client reads.
+            let resp = match (&ctx.mcp, &ctx.tool) {
+                (Some(m), _) => mcp::error_response(&e, m, &ctx.request_id),
+                (None, Some(t)) if t.tool.kind == crate::catalog::Kind::Aws => {
+                    e.to_response_in(crate::error::Dialect::AwsXml, &ctx.request_id)
                 }
-                _ => crate::error::Dialect::Json,
+                _ => e.to_response(&ctx.request_id),
             };
-            let resp = e.to_response_in(dialect, &ctx.request_id);
             ctx.error = Some(e);
             resp
         }
@@ -100,7 +102,7 @@ pub async fn handle(
 }
 
 async fn run(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     ctx: &mut RequestCtx,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
@@ -188,54 +190,87 @@ async fn run(
         body = strip::RequestBody::Read(bytes::Bytes::new());
     }
     facts.body = read.as_deref();
-    let op = classify::operation(gw, &tool, &facts);
-    ctx.operation = Some(op.clone());
-
-    // authorize
-    let input = authorize::Input {
-        agent: &agent,
-        tool: &tool.tool,
-        operation: &op,
-        method: parts.method.as_str(),
-        path: &tool_path,
-        now_unix: unix_now(),
-        approved: false,
-    };
+    let mcp_post =
+        tool.tool.protocol == crate::config::Protocol::Mcp && parts.method == http::Method::POST;
+    // For MCP, an identity-creating tool call is bound to the tool and its arguments: a
+    // retry repeats them with a new JSON-RPC id.
+    let mut mcp_digest: Option<String> = None;
     let mut needs_approval: Option<Vec<String>> = None;
-    match gw.snapshot.policies.authorize(&input) {
-        authorize::Verdict::Allow { policies, .. } => ctx.policies = policies,
-        authorize::Verdict::Deny { policies } => {
-            let why = if policies.is_empty() {
-                "no policy allows it".to_string()
-            } else {
-                format!("policy {} forbids it", policies.join(", "))
-            };
-            ctx.policies = policies;
-            return Err(Error::new(
-                ErrorKind::Forbidden,
-                format!(
-                    "agent {:?} may not run {:?} on tool {:?}: {why}",
-                    &*agent.id, &*op.name, &*tool.tool.name
-                ),
-            ));
-        }
-        authorize::Verdict::NeedsApproval {
-            policies,
-            allowed_by,
-        } => {
-            ctx.policies = policies;
-            // The approval is bound to the exact request, so the body is read now.
-            if read.is_none() {
-                if let strip::RequestBody::Unread(b) = body {
-                    read = Some(
-                        strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b)
-                            .await?,
-                    );
-                }
-                body = strip::RequestBody::Read(bytes::Bytes::new());
+    let now = unix_now();
+    let op = if mcp_post {
+        // Refusals from here on are JSON-RPC errors.
+        ctx.mcp = Some(mcp::McpAudit::default());
+        let post = mcp::parse(read.as_deref().unwrap_or_default())?;
+        let session = parts
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        ctx.mcp = Some(mcp::McpAudit::of(&post, session));
+        let mut chosen = gw.snapshot.operations.read.clone();
+        for m in post.messages.iter().filter(|m| m.method.is_some()) {
+            let call = mcp::call_of(m);
+            let op = mcp::operation(gw, &tool.tool, &call);
+            if call.method == "tools/call" || chosen.name == gw.snapshot.operations.read.name {
+                chosen = op.clone();
             }
-            needs_approval = Some(allowed_by);
+            let input = authorize::Input {
+                agent: &agent,
+                tool: &tool.tool,
+                operation: &op,
+                method: parts.method.as_str(),
+                path: &tool_path,
+                now_unix: now,
+                approved: false,
+                mcp: Some(&call),
+            };
+            let verdict = gw.snapshot.policies.authorize(&input);
+            if let Some(allowed_by) = apply_verdict(ctx, verdict, &agent, &op, &tool)? {
+                if post.batch {
+                    ctx.operation = Some(op);
+                    return Err(Error::new(
+                        ErrorKind::BadRequest,
+                        "a call that needs a human's approval cannot be batched; send it on its own",
+                    ));
+                }
+                mcp_digest = Some(approve::request_digest(
+                    &tool.tool.name,
+                    &call.method,
+                    call.name.as_deref().unwrap_or(""),
+                    None,
+                    &mcp::canonical_arguments(m),
+                ));
+                needs_approval = Some(allowed_by);
+            }
         }
+        ctx.operation = Some(chosen.clone());
+        chosen
+    } else {
+        let op = classify::operation(gw, &tool, &facts);
+        ctx.operation = Some(op.clone());
+        // authorize
+        let input = authorize::Input {
+            agent: &agent,
+            tool: &tool.tool,
+            operation: &op,
+            method: parts.method.as_str(),
+            path: &tool_path,
+            now_unix: now,
+            approved: false,
+            mcp: None,
+        };
+        let verdict = gw.snapshot.policies.authorize(&input);
+        needs_approval = apply_verdict(ctx, verdict, &agent, &op, &tool)?;
+        op
+    };
+    if needs_approval.is_some() && read.is_none() {
+        // The approval is bound to the exact request, so the body is read now.
+        if let strip::RequestBody::Unread(b) = body {
+            read = Some(
+                strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b).await?,
+            );
+        }
+        body = strip::RequestBody::Read(bytes::Bytes::new());
     }
 
     let original_host = parts.headers.get(header::HOST).cloned();
@@ -249,13 +284,15 @@ async fn run(
     // after strip (no agent credential), before inject (no tool credential).
     let approval_request = needs_approval.as_ref().map(|_| {
         let body = forwarded_body.as_deref().unwrap_or_default();
-        let digest = approve::request_digest(
-            &tool.tool.name,
-            req.method().as_str(),
-            &tool_path,
-            ctx.forward_query.as_deref(),
-            body,
-        );
+        let digest = mcp_digest.clone().unwrap_or_else(|| {
+            approve::request_digest(
+                &tool.tool.name,
+                req.method().as_str(),
+                &tool_path,
+                ctx.forward_query.as_deref(),
+                body,
+            )
+        });
         (digest, approve::summary(ctx.forward_query.as_deref(), body))
     });
     // inject
@@ -272,6 +309,14 @@ async fn run(
     ctx.decision = Decision::Allow;
     // forward
     let resp = forward::forward(ctx, &tool, req, original_host).await?;
+    // MCP: the agent sees only the tools it may call.
+    let tools_list = ctx.mcp.as_ref().and_then(|m| m.tools_list.clone());
+    let resp = match tools_list {
+        Some(id) if resp.status().is_success() => {
+            mcp::filter_tools_list(gw.clone(), tool.tool.clone(), agent.clone(), id, resp)
+        }
+        _ => resp,
+    };
     // inventory
     if op.is_identity_creation() && resp.status().is_success() {
         return inventory::record(gw, ctx, &op, resp).await;
@@ -279,7 +324,51 @@ async fn run(
     Ok(resp)
 }
 
-fn unix_now() -> i64 {
+/// Records the verdict on the context; refuses a denied request; returns the permits that
+/// allow it once approved when it needs approval.
+fn apply_verdict(
+    ctx: &mut RequestCtx,
+    verdict: authorize::Verdict,
+    agent: &crate::config::Agent,
+    op: &Arc<crate::routes::Operation>,
+    tool: &crate::gateway::ToolRuntime,
+) -> Result<Option<Vec<String>>, Error> {
+    match verdict {
+        authorize::Verdict::Allow { policies, .. } => {
+            for p in policies {
+                if !ctx.policies.contains(&p) {
+                    ctx.policies.push(p);
+                }
+            }
+            Ok(None)
+        }
+        authorize::Verdict::Deny { policies } => {
+            let why = if policies.is_empty() {
+                "no policy allows it".to_string()
+            } else {
+                format!("policy {} forbids it", policies.join(", "))
+            };
+            ctx.policies = policies;
+            ctx.operation = Some(op.clone());
+            Err(Error::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "agent {:?} may not run {:?} on tool {:?}: {why}",
+                    &*agent.id, &*op.name, &*tool.tool.name
+                ),
+            ))
+        }
+        authorize::Verdict::NeedsApproval {
+            policies,
+            allowed_by,
+        } => {
+            ctx.policies = policies;
+            Ok(Some(allowed_by))
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

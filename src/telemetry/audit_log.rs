@@ -33,6 +33,10 @@ pub struct AuditRecord {
     pub approval_id: Option<String>,
     /// The inventory record of an identity this request created.
     pub inventory_id: Option<String>,
+    /// MCP: session id and, per JSON-RPC message, method, id, tool and a digest of the
+    /// arguments (never their values).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::pipeline::mcp::McpAudit>,
     pub method: String,
     pub path: String,
     /// "allow", "deny", "error" or "local".

@@ -1,0 +1,292 @@
+//! keygate's MCP handling against a scripted MCP server: per-call policy on tools/call,
+//! JSON-RPC refusals, tools/list filtering (JSON and SSE answers), the approval gate for
+//! identity-creating tools bound to the call's arguments, secrets in arguments, and the
+//! audit record of each JSON-RPC call. The real-peer tests (official SDK, reference
+//! server) are in tests/mcp.rs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const TOOLS: &str =
+    r#"{"tools":[{"name":"echo"},{"name":"delete_repo"},{"name":"create_api_token"}]}"#;
+
+/// An MCP server that answers tools/list (as JSON, or as SSE when asked by the agent's
+/// `x-answer: sse` header) and echoes tools/call.
+async fn server() -> RawUpstream {
+    RawUpstream::with_responder(Arc::new(|r: &Received| {
+        let msg: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let result = match msg.get("method").and_then(|m| m.as_str()) {
+            Some("tools/list") => serde_json::from_str::<Value>(TOOLS).unwrap(),
+            Some("tools/call") => json!({"content": [{"type": "text", "text": format!("called {}", msg["params"]["name"])}]}),
+            _ => json!({}),
+        };
+        let answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+        if r.head.to_ascii_lowercase().contains("x-answer: sse") {
+            let body = format!("event: message\ndata: {answer}\n\n");
+            (200, vec![("content-type".into(), "text/event-stream".into())], body.into_bytes())
+        } else {
+            (200, vec![("content-type".into(), "application/json".into()), ("mcp-session-id".into(), "s-1".into())], answer.into_bytes())
+        }
+    }))
+    .await
+}
+
+struct Env {
+    gw: TestGateway,
+    iss: TestIssuer,
+    up: RawUpstream,
+}
+
+async fn start(policy: Option<&str>) -> Env {
+    std::env::set_var("MCPG_SECRET", "mcp-tool-secret");
+    let up = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let iss = TestIssuer::new(dir.path(), "mcpg-iss", "keygate");
+    let mut cfg = format!(
+        "{}{}[[tools]]\nname = \"srv\"\nprotocol = \"mcp\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = \"MCPG_SECRET\"\n",
+        iss.toml(),
+        agent("a1", "o@x"),
+        up.url()
+    );
+    if let Some(p) = policy {
+        let dirp = copy_default_policies(dir.path());
+        std::fs::write(dirp.join("default.cedar"), p).unwrap();
+        cfg.push_str("[policies]\ndir = \"policies\"\n");
+    }
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    Env { gw, iss, up }
+}
+
+impl Env {
+    async fn rpc(&self, body: Value, extra: &[(&str, &str)]) -> Response {
+        let auth = bearer(&self.iss.token("a1"));
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-session-id", "s-1"),
+        ];
+        headers.extend_from_slice(extra);
+        Client::http1()
+            .send(
+                "POST",
+                &self.gw.url("/tools/srv/mcp"),
+                &headers,
+                body.to_string(),
+            )
+            .await
+    }
+}
+
+fn call(id: i64, name: &str, args: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": args}})
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const ONLY_ECHO: &str = r#"
+@id("protocol") permit (principal, action == Action::"read", resource);
+@id("echo") permit (principal, action == Action::"mcp:echo", resource);
+@id("identity-creation-needs-approval") @approval("human")
+forbid (principal, action in Action::"identity_creation", resource) unless { context.approved };
+"#;
+
+#[tokio::test]
+async fn tools_list_shows_only_what_the_agent_may_call_json_and_sse() {
+    let e = start(Some(ONLY_ECHO)).await;
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let r = e.rpc(list.clone(), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(names(&r.json()), vec!["echo"]);
+    assert_eq!(r.headers["mcp-session-id"], "s-1");
+    let r = e.rpc(list, &[("x-answer", "sse")]).await;
+    assert_eq!(r.status, 200);
+    let data = r
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("data: ").map(str::to_string))
+        .unwrap();
+    assert_eq!(names(&serde_json::from_str(&data).unwrap()), vec!["echo"]);
+    // With the default policies every tool is callable (one with approval): all are listed.
+    let e = start(None).await;
+    let r = e
+        .rpc(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        names(&r.json()),
+        vec!["echo", "delete_repo", "create_api_token"]
+    );
+}
+
+#[tokio::test]
+async fn a_forbidden_call_is_a_json_rpc_error_and_reaches_nothing() {
+    let e = start(Some(ONLY_ECHO)).await;
+    let r = e.rpc(call(7, "echo", json!({"message": "hi"})), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["result"]["content"][0]["text"], "called \"echo\"");
+    let upstream = e.up.requests();
+    assert_eq!(
+        upstream[0].header("authorization").as_deref(),
+        Some("Bearer mcp-tool-secret")
+    );
+    assert!(upstream[0].header("mcp-session-id").is_some());
+
+    let r = e
+        .rpc(call(8, "delete_repo", json!({"repo": "acme/app"})), &[])
+        .await;
+    assert_eq!(
+        r.status, 200,
+        "MCP clients read JSON-RPC errors, not HTTP errors"
+    );
+    let b = r.json();
+    assert_eq!(b["jsonrpc"], "2.0");
+    assert_eq!(b["id"], 8);
+    assert_eq!(b["error"]["code"], -32001);
+    assert_eq!(b["error"]["data"]["error"], "forbidden");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mcp:delete_repo"),
+        "{b}"
+    );
+    assert_eq!(e.up.count(), 1);
+
+    let audit = e.gw.audit().await;
+    let rec = audit
+        .iter()
+        .find(|r| r["status"] == 200 && r["operation"] == "mcp:delete_repo")
+        .unwrap();
+    assert_eq!(rec["decision"], "deny");
+    assert_eq!(rec["mcp"]["session_id"], "s-1");
+    assert_eq!(rec["mcp"]["calls"][0]["method"], "tools/call");
+    assert_eq!(rec["mcp"]["calls"][0]["name"], "delete_repo");
+    assert!(rec["mcp"]["calls"][0]["arguments_digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert!(
+        !serde_json::to_string(&audit).unwrap().contains("acme/app"),
+        "argument values are never logged"
+    );
+}
+
+#[tokio::test]
+async fn arguments_are_in_the_policy_context() {
+    let policy = r#"
+@id("protocol") permit (principal, action == Action::"read", resource);
+@id("echo-safe") permit (principal, action == Action::"mcp:echo", resource)
+  when { context.mcp_arguments.hasTag("message") && context.mcp_arguments.getTag("message") like "safe*" };
+"#;
+    let e = start(Some(policy)).await;
+    assert!(e
+        .rpc(call(1, "echo", json!({"message": "safe words"})), &[])
+        .await
+        .json()["result"]
+        .is_object());
+    assert_eq!(
+        e.rpc(call(2, "echo", json!({"message": "rm -rf /"})), &[])
+            .await
+            .json()["error"]["data"]["error"],
+        "forbidden"
+    );
+}
+
+#[tokio::test]
+async fn an_identity_creating_tool_waits_for_approval_bound_to_its_arguments() {
+    let e = start(None).await;
+    let r = e
+        .rpc(call(1, "create_api_token", json!({"scope": "repo"})), &[])
+        .await;
+    let b = r.json();
+    assert_eq!(b["id"], 1);
+    assert_eq!(b["error"]["data"]["error"], "approval_required", "{b}");
+    let id = b["error"]["data"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(e.up.count(), 0);
+    // A retry is a new JSON-RPC id, the same call: the same approval.
+    let b = e
+        .rpc(call(2, "create_api_token", json!({"scope": "repo"})), &[])
+        .await
+        .json();
+    assert_eq!(b["error"]["data"]["approval_id"], id.as_str());
+    // Other arguments are another request.
+    let b = e
+        .rpc(call(3, "create_api_token", json!({"scope": "admin"})), &[])
+        .await
+        .json();
+    assert_ne!(b["error"]["data"]["approval_id"], id.as_str());
+
+    let (s, a) =
+        e.gw.admin(
+            "POST",
+            &format!("/approvals/{id}/approve"),
+            Some(json!({"approver": "h", "owner": "o"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    let b = e
+        .rpc(call(4, "create_api_token", json!({"scope": "repo"})), &[])
+        .await
+        .json();
+    assert_eq!(b["id"], 4);
+    assert!(b["result"].is_object(), "{b}");
+    assert_eq!(e.up.count(), 1);
+    let b = e
+        .rpc(call(5, "create_api_token", json!({"scope": "repo"})), &[])
+        .await
+        .json();
+    assert_eq!(b["error"]["data"]["error"], "approval_required");
+    assert_eq!(e.up.count(), 1);
+}
+
+#[tokio::test]
+async fn secrets_in_arguments_and_bad_messages_are_json_rpc_errors() {
+    let e = start(None).await;
+    let b = e
+        .rpc(
+            call(9, "echo", json!({"message": "AKIAIOSFODNN7EXAMPLE"})),
+            &[],
+        )
+        .await
+        .json();
+    assert_eq!(b["id"], 9);
+    assert_eq!(b["error"]["data"]["error"], "secret_in_request", "{b}");
+    let auth = bearer(&e.iss.token("a1"));
+    let r = Client::http1()
+        .send(
+            "POST",
+            &e.gw.url("/tools/srv/mcp"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            "{not json",
+        )
+        .await;
+    assert_eq!(r.json()["error"]["code"], -32700, "{}", r.text());
+    // Batches: each request is decided; one refusal refuses the batch, per id.
+    let batch = json!([
+        call(1, "echo", json!({})),
+        call(2, "create_api_token", json!({}))
+    ]);
+    let b = e.rpc(batch, &[]).await.json();
+    assert!(b.is_array() && b.as_array().unwrap().len() == 2, "{b}");
+    assert_eq!(e.up.count(), 0);
+}
