@@ -108,6 +108,11 @@ pub fn operation(gw: &Gateway, tool: &ToolRuntime, f: &RequestFacts) -> Arc<Oper
         body: f.body,
     };
     let ops = &gw.snapshot.operations;
+    // An MCP tool's GET (the server's stream) and DELETE (ending a session) are transport
+    // plumbing: its POSTs carry the calls, decided one by one.
+    if tool.tool.protocol == crate::config::Protocol::Mcp {
+        return ops.read.clone();
+    }
     if let Some(op) =
         crate::catalog::classify(tool.tool.kind, &view).and_then(|c| ops.of_catalog(c))
     {
