@@ -49,6 +49,8 @@ pub struct Shared {
     pub http: HttpClient,
     /// Wakes requests held for approval when a decision is made through the admin API.
     pub decisions: tokio::sync::Notify,
+    /// Prometheus metrics of this runtime (the admin API's `/metrics`).
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl Shared {
@@ -81,6 +83,7 @@ impl Shared {
             admin_token: admin_token(&snapshot.admin)?,
             http: build_client(None, Duration::from_secs(5))?,
             decisions: tokio::sync::Notify::new(),
+            metrics: Arc::new(crate::telemetry::metrics::Metrics::new()),
         }))
     }
 
@@ -298,7 +301,7 @@ impl Gateway {
                 crate::dev::ensure_dev_issuer(issuer, key)?;
             }
         }
-        let identifier = Identifier::new(&snapshot.identity)?;
+        let identifier = Identifier::new(&snapshot.identity)?.with_metrics(shared.metrics.clone());
         for (name, e) in identifier.load_keys().await {
             tracing::error!(issuer = %name, "cannot load the issuer's keys (its tokens are refused until they load): {e}");
         }

@@ -80,6 +80,24 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The audit log's hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check that audit log files are intact: nothing edited, deleted, inserted, reordered.
+    ///
+    /// Exits 0 with a summary when the chain is intact, 1 with the first problem (its kind,
+    /// file, line and seq).
+    Verify {
+        /// Rotated files oldest first, then the current file: `audit.jsonl.* audit.jsonl`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -217,6 +235,18 @@ fn main() -> ExitCode {
         Command::Approvals { admin, command } => client(admin, |c| approvals(c, command)),
         Command::Inventory { admin, command } => client(admin, |c| inventory(c, command)),
         Command::Agents { admin, command } => client(admin, |c| agents(c, command)),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => match keygate::telemetry::audit_chain::verify_files(&files) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(finding) => {
+                eprintln!("keygate: audit chain broken: {finding}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Reload { admin } => client(admin, |c| async move {
             c.call(http::Method::POST, "/reload", None).await?;
             println!("reloaded");

@@ -151,8 +151,22 @@ pub struct TlsSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {
     Stdout,
-    File(PathBuf),
+    File(AuditFile),
 }
+
+/// An audit log file and when it is rotated (renamed aside, the chain continuing in a new
+/// file); no rotation when both are `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFile {
+    pub path: PathBuf,
+    /// Rotate before the file would grow past this many bytes (at least 1024).
+    pub rotate_bytes: Option<u64>,
+    /// Rotate once the file's first record is this old (at least 1s).
+    pub rotate_every: Option<Duration>,
+}
+
+/// Smallest `audit.rotate_bytes` accepted.
+pub const MIN_AUDIT_ROTATE_BYTES: u64 = 1024;
 
 #[derive(Debug, Clone)]
 pub struct IdentitySettings {
@@ -367,6 +381,43 @@ impl Checker<'_> {
     }
 }
 
+fn compile_audit(c: &mut Checker, a: file::AuditSection) -> AuditTarget {
+    let rotates = a.rotate_bytes.is_some() || a.rotate_every.is_some();
+    if let Some(n) = a.rotate_bytes {
+        if n < MIN_AUDIT_ROTATE_BYTES {
+            c.error(
+                "audit.rotate_bytes",
+                format!("must be at least {MIN_AUDIT_ROTATE_BYTES}"),
+            );
+        }
+    }
+    if let Some(d) = a.rotate_every {
+        if d < Duration::from_secs(1) {
+            c.error("audit.rotate_every", "must be at least 1s");
+        }
+    }
+    match a.path.as_str() {
+        "" => {
+            c.error("audit.path", "must name a file or \"stdout\"");
+            AuditTarget::Stdout
+        }
+        "stdout" | "-" => {
+            if rotates {
+                c.error(
+                    "audit.rotate_bytes",
+                    "rotate_bytes and rotate_every apply to a file, not to stdout",
+                );
+            }
+            AuditTarget::Stdout
+        }
+        p => AuditTarget::File(AuditFile {
+            path: c.path(Path::new(p)),
+            rotate_bytes: a.rotate_bytes,
+            rotate_every: a.rotate_every,
+        }),
+    }
+}
+
 fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     let base = path
         .parent()
@@ -379,14 +430,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     };
 
     let server = compile_server(&mut c, f.server);
-    let audit = match f.audit.path.as_str() {
-        "" => {
-            c.error("audit.path", "must name a file or \"stdout\"");
-            AuditTarget::Stdout
-        }
-        "stdout" | "-" => AuditTarget::Stdout,
-        p => AuditTarget::File(c.path(Path::new(p))),
-    };
+    let audit = compile_audit(&mut c, f.audit);
     let identity = compile_identity(&mut c, f.identity);
     let signing = compile_signing(&mut c, f.signing, &server.data_dir);
     let agents = compile_agents(&mut c, f.agents);

@@ -184,12 +184,20 @@ pub enum ClientAuth {
 pub struct AuditSection {
     /// File the audit log is appended to, or "stdout".
     pub path: String,
+    /// Rotate the file before it would grow past this many bytes (file targets only).
+    pub rotate_bytes: Option<u64>,
+    /// Rotate the file once its first record is this old, such as "24h" (file targets
+    /// only).
+    #[serde(with = "humantime_serde")]
+    pub rotate_every: Option<Duration>,
 }
 
 impl Default for AuditSection {
     fn default() -> Self {
         AuditSection {
             path: "../data/audit.jsonl".into(),
+            rotate_bytes: None,
+            rotate_every: None,
         }
     }
 }

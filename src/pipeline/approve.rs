@@ -163,6 +163,7 @@ pub async fn approve(
         ctx.approval_id = Some(a.id.clone());
         if created {
             tracing::info!(approval_id = %a.id, operation = %op.name, "approval requested");
+            shared.metrics.approval_requested();
             notify(gw, &a);
         }
         match a.status {

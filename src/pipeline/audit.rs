@@ -3,10 +3,14 @@
 
 use super::body::OnFinish;
 use super::context::RequestCtx;
+use crate::error::ErrorKind;
 use crate::telemetry::audit_log::{AuditLog, AuditRecord};
+use crate::telemetry::metrics::Metrics;
+use std::sync::Arc;
 
 struct Pending {
     log: AuditLog,
+    metrics: Arc<Metrics>,
     ctx: RequestCtx,
     status: u16,
     span: tracing::Span,
@@ -16,11 +20,28 @@ impl OnFinish for Pending {
     fn finish(self: Box<Self>, bytes_out: u64, completed: bool) {
         let Pending {
             log,
+            metrics,
             ctx,
             status,
             span,
         } = *self;
         let duration = ctx.started.elapsed();
+        let tool = ctx.tool.as_ref().map_or("", |t| &*t.tool.name);
+        metrics.request(tool, ctx.decision, status, duration);
+        // inject sets the provider, then the credential's id only once it is issued; a
+        // provider that cannot issue one fails the request with credential_unavailable.
+        if let Some(provider) = ctx.credential_provider {
+            if ctx.credential_id.is_some() {
+                metrics.credential(provider, true);
+            } else if ctx
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::CredentialUnavailable)
+            {
+                metrics.credential(provider, false);
+            }
+        }
+        metrics.audit_record();
         span.record("bytes_out", bytes_out);
         let _enter = span.enter();
         tracing::debug!(
@@ -85,6 +106,7 @@ impl OnFinish for Pending {
 /// Wraps the response body so the request's audit record is written exactly once.
 pub fn attach(
     log: &AuditLog,
+    metrics: &Arc<Metrics>,
     ctx: RequestCtx,
     resp: http::Response<crate::error::ProxyBody>,
     span: tracing::Span,
@@ -95,6 +117,7 @@ pub fn attach(
     let (parts, body) = resp.into_parts();
     let pending = Box::new(Pending {
         log: log.clone(),
+        metrics: metrics.clone(),
         ctx,
         status,
         span,

@@ -98,7 +98,7 @@ pub async fn handle(
             resp
         }
     };
-    audit::attach(&gw.shared.audit, ctx, resp, span)
+    audit::attach(&gw.shared.audit, &gw.shared.metrics, ctx, resp, span)
 }
 
 async fn run(

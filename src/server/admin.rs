@@ -1,10 +1,14 @@
-//! The admin API: its own listener (loopback by default), every call but `/healthz`
-//! authenticated with the admin token. Approvers decide here (directly or through
-//! `keygate approvals …`), auditors read the inventory, operators suspend agents and
-//! reload.
+//! The admin API: its own listener (loopback by default), every call but `/healthz`,
+//! `/readyz` and `/metrics` authenticated with the admin token. Approvers decide here
+//! (directly or through `keygate approvals …`), auditors read the inventory, operators
+//! suspend agents and reload.
+//!
+//! `/metrics` (Prometheus text format) is open like the probes: scrapers rarely carry a
+//! token, and it holds no secret and no id beyond tool names, decisions, status codes and
+//! provider kinds (see [`crate::telemetry::metrics`]).
 //!
 //! ```text
-//! GET  /healthz
+//! GET  /healthz                                  GET /readyz            GET /metrics
 //! GET  /approvals[?status=pending&limit=N]      POST /approvals/{id}/approve | /deny
 //! GET  /approvals/{id}
 //! GET  /inventory
@@ -178,11 +182,85 @@ fn duration_ms(s: Option<&str>, default: Duration, field: &str) -> Result<i64, R
     Ok(d.as_millis() as i64)
 }
 
+/// How long `/readyz` waits for the store and for the audit writer.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pending approvals beyond this many are not counted by `keygate_approvals_pending`.
+const PENDING_SCAN_LIMIT: u32 = 10_000;
+
+/// `/readyz`: 200 when the store answers a cheap query and the audit writer flushes what
+/// is queued, each within [`READY_TIMEOUT`]; 503 with the reason otherwise.
+async fn readyz(rt: &Runtime) -> Response<AdminBody> {
+    let not_ready = |reason: &str, message: &str| {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "not_ready", "reason": reason, "message": message}),
+        )
+    };
+    let store = rt.shared.store.approvals(Some(ApprovalStatus::Pending), 1);
+    match tokio::time::timeout(READY_TIMEOUT, store).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!("readiness: the store did not answer: {e}");
+            return not_ready("store_unavailable", "the store cannot be reached");
+        }
+        Err(_) => {
+            return not_ready(
+                "store_unavailable",
+                "the store did not answer within 2 seconds",
+            )
+        }
+    }
+    // The writer acknowledges a flush once everything queued before it is written; a
+    // writer that died acknowledges nothing.
+    if !rt.shared.audit.is_alive()
+        || tokio::time::timeout(READY_TIMEOUT, rt.shared.audit.close())
+            .await
+            .is_err()
+    {
+        return not_ready(
+            "audit_writer_stalled",
+            "the audit writer did not flush within 2 seconds",
+        );
+    }
+    json(StatusCode::OK, serde_json::json!({"status": "ready"}))
+}
+
+/// `/metrics`: the Prometheus exposition; the pending-approvals gauge is read from the
+/// store now (approvals past their pending expiry are not counted).
+async fn metrics(rt: &Runtime) -> Response<AdminBody> {
+    let now = now_millis();
+    let pending = match rt
+        .shared
+        .store
+        .approvals(Some(ApprovalStatus::Pending), PENDING_SCAN_LIMIT)
+        .await
+    {
+        Ok(list) => Some(list.iter().filter(|a| a.pending_expires_at > now).count() as u64),
+        Err(e) => {
+            tracing::warn!("metrics: cannot count pending approvals: {e}");
+            None
+        }
+    };
+    let text = rt.shared.metrics.render(pending);
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(crate::telemetry::metrics::CONTENT_TYPE),
+    );
+    r
+}
+
 async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if req.method() == Method::GET && segs == ["healthz"] {
-        return json(StatusCode::OK, serde_json::json!({"status": "ok"}));
+    if req.method() == Method::GET {
+        match segs.as_slice() {
+            ["healthz"] => return json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+            ["readyz"] => return readyz(rt).await,
+            ["metrics"] => return metrics(rt).await,
+            _ => {}
+        }
     }
     if !authorized(rt, &req) {
         return error(
@@ -264,6 +342,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             match store.approve(&id, decision, now).await {
                 Ok(a) => {
                     tracing::info!(approval_id = %a.id, approver = a.approver.as_deref().unwrap_or(""), "approval granted");
+                    rt.shared.metrics.approval_decided(true);
                     rt.shared.decisions.notify_waiters();
                     json(StatusCode::OK, serde_json::json!(a))
                 }
@@ -289,6 +368,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             {
                 Ok(a) => {
                     tracing::info!(approval_id = %a.id, "approval denied");
+                    rt.shared.metrics.approval_decided(false);
                     rt.shared.decisions.notify_waiters();
                     json(StatusCode::OK, serde_json::json!(a))
                 }

@@ -1,7 +1,9 @@
 //! Telemetry: the process log (tracing) and the audit log. OpenTelemetry export and
 //! metrics come with the telemetry issue.
 
+pub mod audit_chain;
 pub mod audit_log;
+pub mod metrics;
 
 /// Sets up the process log on stderr: `KEYGATE_LOG` filters (default `info`),
 /// `KEYGATE_LOG_FORMAT=json` switches to JSON lines.

@@ -70,6 +70,8 @@ pub struct Identifier {
     pub issuers: Vec<Arc<Issuer>>,
     cache: Cache<Arc<str>, Arc<Verified>>,
     skew: u64,
+    /// Where cache hits and misses are counted, when the gateway set it.
+    metrics: Option<Arc<crate::telemetry::metrics::Metrics>>,
 }
 
 fn unix_now() -> u64 {
@@ -93,7 +95,14 @@ impl Identifier {
                 .expire_after(UntilExpiry)
                 .build(),
             skew: settings.clock_skew.as_secs(),
+            metrics: None,
         })
+    }
+
+    /// Counts verified-token cache hits and misses in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Forgets every verified token (after a key set changed, a removed key must not keep
@@ -176,8 +185,14 @@ impl Identifier {
         if let Some(v) = self.cache.get(token) {
             // The cache evicts at expiry; this check closes the gap between the two.
             if v.exp.saturating_add(self.skew) > unix_now() {
+                if let Some(m) = &self.metrics {
+                    m.token_cache(true);
+                }
                 return Ok(v);
             }
+        }
+        if let Some(m) = &self.metrics {
+            m.token_cache(false);
         }
         let v = Arc::new(self.verify_cold(agents, token)?);
         self.cache.insert(token.into(), v.clone());
