@@ -221,7 +221,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => runtime(|| run(config)),
-        Command::Echo { listen } => runtime(|| async move { keygate::echo::run(&listen).await }),
+        Command::Echo { listen } => runtime(|| async move {
+            keygate::telemetry::init_logging();
+            keygate::echo::run(&listen).await
+        }),
         Command::Schema { config } => match keygate::config::load(&config) {
             Ok(s) => {
                 print!("{}", s.policies.schema_text);
@@ -410,7 +413,6 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    keygate::telemetry::init_logging();
     let threads = std::env::var("KEYGATE_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse().ok());
@@ -437,6 +439,7 @@ where
 
 async fn run(config: PathBuf) -> Result<(), String> {
     let snapshot = keygate::config::load(&config).map_err(|e| e.to_string())?;
+    let tracer_provider = keygate::telemetry::init(Some(&snapshot.telemetry))?;
     let rt = keygate::gateway::Runtime::start(snapshot).await?;
     let running = keygate::server::serve(rt.clone()).await?;
     keygate::gateway::spawn_file_watch(&rt, Duration::from_secs(2));
@@ -462,6 +465,10 @@ async fn run(config: PathBuf) -> Result<(), String> {
         let _ = shutdown.send(true);
     });
     running.wait().await;
+    if let Some(p) = tracer_provider {
+        // Spans still queued go out before exit (bounded wait).
+        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    }
     Ok(())
 }
 

@@ -75,6 +75,16 @@ pub struct Snapshot {
     pub admin: AdminSettings,
     pub approvals: ApprovalSettings,
     pub store_path: PathBuf,
+    pub telemetry: TelemetrySettings,
+}
+
+/// OpenTelemetry export, as configured (environment variables fill what is unset).
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: Option<String>,
+    pub service_name: Option<String>,
+    pub queue_size: usize,
 }
 
 /// All operations by name.
@@ -453,6 +463,31 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     }
     let approvals = compile_approvals(&mut c, f.approvals);
     let store_path = c.path(&f.store.path);
+    let telemetry = TelemetrySettings {
+        otlp_endpoint: f.telemetry.otlp_endpoint,
+        otlp_protocol: f.telemetry.otlp_protocol,
+        service_name: f.telemetry.service_name,
+        queue_size: f.telemetry.queue_size,
+    };
+    if let Some(p) = &telemetry.otlp_protocol {
+        if p != "grpc" && p != "http/protobuf" {
+            c.error(
+                "telemetry.otlp_protocol",
+                format!("{p:?} is not \"grpc\" or \"http/protobuf\""),
+            );
+        }
+    }
+    if let Some(e) = &telemetry.otlp_endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            c.error(
+                "telemetry.otlp_endpoint",
+                format!("{e:?} is not an http(s) URL"),
+            );
+        }
+    }
+    if telemetry.queue_size < 16 {
+        c.error("telemetry.queue_size", "must be at least 16");
+    }
 
     // Policies are validated against a schema that declares every operation, so they
     // are compiled last, and only when the rest is sound.
@@ -487,6 +522,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         admin,
         approvals,
         store_path,
+        telemetry,
     })
 }
 

@@ -20,6 +20,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub signing: SigningSection,
     #[serde(default)]
+    pub telemetry: TelemetrySection,
+    #[serde(default)]
     pub policies: PoliciesSection,
     #[serde(default)]
     pub admin: AdminSection,
@@ -31,6 +33,31 @@ pub struct ConfigFile {
     pub agents: Vec<AgentEntry>,
     #[serde(default)]
     pub tools: Vec<ToolEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// OTLP endpoint of a collector or tracing backend, such as http://127.0.0.1:4317
+    /// (gRPC) or http://127.0.0.1:4318 (HTTP); OTEL_EXPORTER_OTLP_ENDPOINT otherwise.
+    pub otlp_endpoint: Option<String>,
+    /// "grpc" or "http/protobuf"; OTEL_EXPORTER_OTLP_PROTOCOL otherwise (default grpc).
+    pub otlp_protocol: Option<String>,
+    /// `service.name` of keygate's spans; OTEL_SERVICE_NAME otherwise ("keygate").
+    pub service_name: Option<String>,
+    /// Finished spans waiting for export; beyond this they are dropped (and counted).
+    pub queue_size: usize,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            service_name: None,
+            queue_size: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -42,7 +42,12 @@ impl OnFinish for Pending {
             }
         }
         metrics.audit_record();
-        span.record("bytes_out", bytes_out);
+        // Whatever phase refused the request, a secret in its path never reaches the log.
+        let path = match crate::secrets::redact(ctx.path.as_bytes()) {
+            Some((r, _)) => String::from_utf8_lossy(&r).into_owned(),
+            None => ctx.path.clone(),
+        };
+        record_span(&span, &ctx, &path, status, bytes_out);
         let _enter = span.enter();
         tracing::debug!(
             duration_ms = duration.as_secs_f64() * 1e3,
@@ -80,11 +85,7 @@ impl OnFinish for Pending {
             inventory_id: ctx.inventory_id,
             mcp: ctx.mcp,
             method: ctx.method.to_string(),
-            // Whatever phase refused the request, a secret in its path never reaches the log.
-            path: match crate::secrets::redact(ctx.path.as_bytes()) {
-                Some((r, _)) => String::from_utf8_lossy(&r).into_owned(),
-                None => ctx.path,
-            },
+            path,
             decision: ctx.decision.as_str(),
             error: ctx.error.as_ref().map(|e| e.kind.code()),
             error_detail: ctx
@@ -100,6 +101,63 @@ impl OnFinish for Pending {
             credential_id: ctx.credential_id,
             stripped: ctx.stripped,
         });
+    }
+}
+
+/// The span's attributes, from the context the audit record is made of. Never a secret:
+/// ids and names only, the path redacted, the credential's id and never its value.
+fn record_span(span: &tracing::Span, ctx: &RequestCtx, path: &str, status: u16, bytes_out: u64) {
+    span.record("url.path", path);
+    span.record("http.response.status_code", status);
+    span.record("http.response.body.size", bytes_out);
+    span.record("keygate.decision", ctx.decision.as_str());
+    if let Some(e) = &ctx.error {
+        span.record("error.type", e.kind.code());
+    }
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(i) = &ctx.identity {
+        span.record("keygate.agent.id", &*i.agent.id);
+        span.record("keygate.agent.owner", &*i.agent.owner);
+    }
+    if let Some(t) = &ctx.tool {
+        span.record("keygate.tool", &*t.tool.name);
+    }
+    if let Some(op) = &ctx.operation {
+        span.record("keygate.operation", &*op.name);
+        let tags: Vec<&str> = op.tags.iter().map(|t| &**t).collect();
+        span.record("keygate.tags", tags.join(",").as_str());
+    }
+    if !ctx.policies.is_empty() {
+        span.record("keygate.policies", ctx.policies.join(",").as_str());
+    }
+    if let Some(a) = &ctx.approval_id {
+        span.record("keygate.approval_id", a.as_str());
+    }
+    if let Some(p) = ctx.credential_provider {
+        span.record("keygate.credential.provider", p);
+    }
+    if let Some(c) = &ctx.credential_id {
+        span.record("keygate.credential.id", &**c);
+    }
+    if let Some(m) = &ctx.mcp {
+        if let Some(s) = &m.session_id {
+            span.record("mcp.session.id", s.as_str());
+        }
+        if let Some(call) = m
+            .calls
+            .iter()
+            .find(|c| c.method == "tools/call")
+            .or(m.calls.first())
+        {
+            span.record("mcp.method.name", call.method.as_str());
+            if call.method == "tools/call" {
+                if let Some(n) = &call.name {
+                    span.record("gen_ai.tool.name", n.as_str());
+                }
+            }
+        }
     }
 }
 

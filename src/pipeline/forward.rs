@@ -174,7 +174,32 @@ pub async fn forward(
         headers.insert(HeaderName::from_static("x-request-id"), v);
     }
 
-    let sent = tokio::time::timeout(t.request_timeout, tool.client.request(req)).await;
+    // The upstream call is a client span, and the tool's parent: keygate sends its own
+    // traceparent (the agent's, when tracing is off, passes through unchanged).
+    let upstream_span = tracing::info_span!(
+        "keygate.upstream",
+        otel.kind = "client",
+        server.address = %t.upstream.authority,
+        http.request.method = %req.method(),
+    );
+    {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = upstream_span.context();
+        if cx.span().span_context().is_valid() {
+            let headers = req.headers_mut();
+            headers.remove("traceparent");
+            headers.remove("tracestate");
+            opentelemetry::global::get_text_map_propagator(|p| {
+                p.inject_context(&cx, &mut crate::telemetry::otel::HeaderInjector(headers))
+            });
+        }
+    }
+    let sent = tokio::time::timeout(
+        t.request_timeout,
+        tracing::Instrument::instrument(tool.client.request(req), upstream_span),
+    )
+    .await;
     let resp = match sent {
         Err(_) => {
             return Err(Error::new(

@@ -25,7 +25,12 @@ pub fn inject<B>(
             ))
         }
     };
-    let issued = tool.provider.issue(&agent).map_err(|e| {
+    let issued = tracing::info_span!(
+        "keygate.credential",
+        keygate.credential.provider = tool.provider.name()
+    )
+    .in_scope(|| tool.provider.issue(&agent))
+    .map_err(|e| {
         Error::new(
             ErrorKind::CredentialUnavailable,
             format!(

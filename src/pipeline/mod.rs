@@ -49,15 +49,49 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let request_id = gw.next_request_id();
     let mut ctx = RequestCtx::new(request_id, conn, req.method().clone(), req.uri().path());
+    // One span per request, named and attributed per the OpenTelemetry semantic
+    // conventions plus keygate.*; attributes are recorded when the request ends (audit),
+    // from the same context as the audit record, so the two never disagree.
     let span = tracing::info_span!(
-        "request",
+        "keygate.request",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         request_id = %ctx.request_id,
-        method = %ctx.method,
-        agent = tracing::field::Empty,
-        tool = tracing::field::Empty,
-        status = tracing::field::Empty,
-        bytes_out = tracing::field::Empty,
+        http.request.method = %ctx.method,
+        url.path = tracing::field::Empty,
+        server.address = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        http.response.body.size = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        keygate.agent.id = tracing::field::Empty,
+        keygate.agent.owner = tracing::field::Empty,
+        keygate.tool = tracing::field::Empty,
+        keygate.operation = tracing::field::Empty,
+        keygate.tags = tracing::field::Empty,
+        keygate.decision = tracing::field::Empty,
+        keygate.policies = tracing::field::Empty,
+        keygate.approval_id = tracing::field::Empty,
+        keygate.credential.provider = tracing::field::Empty,
+        keygate.credential.id = tracing::field::Empty,
+        mcp.method.name = tracing::field::Empty,
+        gen_ai.tool.name = tracing::field::Empty,
+        mcp.session.id = tracing::field::Empty,
     );
+    // W3C trace context: the agent's span is keygate's parent.
+    if req.headers().contains_key("traceparent") {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&crate::telemetry::otel::HeaderExtractor(req.headers()))
+        });
+        let _ = span.set_parent(parent);
+    }
+    if let Some(h) = req.uri().host().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    }) {
+        span.record("server.address", h);
+    }
     let result = run(&gw, &mut ctx, req).instrument(span.clone()).await;
     let resp = match result {
         Ok(resp) => resp,
@@ -138,7 +172,7 @@ async fn run(
     let identity = gw
         .identifier
         .identify(&gw.snapshot.agents, &ctx.conn, req.headers())?;
-    tracing::Span::current().record("agent", &*identity.agent.id);
+    tracing::Span::current().record("keygate.agent.id", &*identity.agent.id);
     let agent = identity.agent.clone();
     ctx.identity = Some(identity);
     if gw.shared.is_suspended(&agent.id) {
@@ -158,7 +192,7 @@ async fn run(
             "no tool matches this request; call a tool as /tools/<name>/… or through its host",
         ));
     };
-    tracing::Span::current().record("tool", &*tool.tool.name);
+    tracing::Span::current().record("keygate.tool", &*tool.tool.name);
     ctx.tool = Some(tool.clone());
     let timeout = gw.snapshot.server.body_read_timeout;
     let (parts, body) = req.into_parts();
@@ -224,7 +258,8 @@ async fn run(
                 approved: false,
                 mcp: Some(&call),
             };
-            let verdict = gw.snapshot.policies.authorize(&input);
+            let verdict = tracing::info_span!("keygate.authorize")
+                .in_scope(|| gw.snapshot.policies.authorize(&input));
             if let Some(allowed_by) = apply_verdict(ctx, verdict, &agent, &op, &tool)? {
                 if post.batch {
                     ctx.operation = Some(op);
@@ -259,7 +294,8 @@ async fn run(
             approved: false,
             mcp: None,
         };
-        let verdict = gw.snapshot.policies.authorize(&input);
+        let verdict = tracing::info_span!("keygate.authorize")
+            .in_scope(|| gw.snapshot.policies.authorize(&input));
         needs_approval = apply_verdict(ctx, verdict, &agent, &op, &tool)?;
         op
     };
@@ -301,7 +337,9 @@ async fn run(
     // asks for, or spends, an approval.
     if let (Some(allowed_by), Some((digest, summary))) = (needs_approval, approval_request) {
         let gates = ctx.policies.clone();
-        let used = approve::approve(gw, ctx, &tool, &op, &digest, summary, &gates).await?;
+        let used = approve::approve(gw, ctx, &tool, &op, &digest, summary, &gates)
+            .instrument(tracing::info_span!("keygate.approval"))
+            .await?;
         ctx.approval = Some(used);
         ctx.policies
             .extend(allowed_by.into_iter().filter(|p| !gates.contains(p)));

@@ -367,7 +367,12 @@ impl Metrics {
             ),
         ] {
             family(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", c.load(Relaxed));
+            let mut v = c.load(Relaxed);
+            if name == "keygate_spans_dropped_total" {
+                // The span exporter is process-wide.
+                v += crate::telemetry::otel::dropped_spans();
+            }
+            let _ = writeln!(out, "{name} {v}");
         }
         out
     }

@@ -200,6 +200,8 @@ impl Identifier {
     }
 
     fn verify_cold(&self, agents: &Agents, token: &str) -> Result<Verified, Error> {
+        // A signature is checked only here, on a token's first use: worth a span.
+        let _span = tracing::info_span!("keygate.identify").entered();
         let bad = |why: &str| {
             Error::unauthenticated("the agent token is not valid").with_detail(why.to_string())
         };
