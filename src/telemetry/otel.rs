@@ -18,6 +18,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// How long a batch waits for more spans before it is exported.
+const LINGER: Duration = Duration::from_millis(200);
 
 /// Spans dropped since start: queue full, or not accepted by the collector.
 pub fn dropped_spans() -> u64 {
@@ -149,8 +151,12 @@ impl BoundedProcessor {
                         Msg::Span(s) => batch.push(*s),
                         Msg::Flush(ack) => flushes.push(ack),
                     }
-                    if batch.len() < 512 {
-                        next = rx.try_recv().ok();
+                    if batch.len() < 512 && flushes.is_empty() {
+                        // Linger briefly for a fuller batch: fewer, larger exports.
+                        next = match rx.try_recv() {
+                            Ok(m) => Some(m),
+                            Err(_) => tokio::time::timeout(LINGER, rx.recv()).await.ok().flatten(),
+                        };
                     }
                 }
                 if !batch.is_empty() {
