@@ -146,6 +146,7 @@ impl BoundedProcessor {
             while let Some(first) = rx.recv().await {
                 let mut flushes = Vec::new();
                 let mut next = Some(first);
+                let deadline = tokio::time::Instant::now() + LINGER;
                 while let Some(m) = next.take() {
                     match m {
                         Msg::Span(s) => batch.push(*s),
@@ -155,7 +156,7 @@ impl BoundedProcessor {
                         // Linger briefly for a fuller batch: fewer, larger exports.
                         next = match rx.try_recv() {
                             Ok(m) => Some(m),
-                            Err(_) => tokio::time::timeout(LINGER, rx.recv()).await.ok().flatten(),
+                            Err(_) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
                         };
                     }
                 }
