@@ -108,8 +108,12 @@ impl OnFinish for Pending {
 /// ids and names only, the path redacted, the credential's id and never its value.
 fn record_span(span: &tracing::Span, ctx: &RequestCtx, path: &str, status: u16, bytes_out: u64) {
     span.record("url.path", path);
-    span.record("http.response.status_code", status);
-    span.record("http.response.body.size", bytes_out);
+    // i64: tracing-opentelemetry exports unsigned integers as strings.
+    span.record("http.response.status_code", i64::from(status));
+    span.record(
+        "http.response.body.size",
+        i64::try_from(bytes_out).unwrap_or(i64::MAX),
+    );
     span.record("keygate.decision", ctx.decision.as_str());
     if let Some(e) = &ctx.error {
         span.record("error.type", e.kind.code());

@@ -60,6 +60,7 @@ pub async fn handle(
         http.request.method = %ctx.method,
         url.path = tracing::field::Empty,
         server.address = tracing::field::Empty,
+        server.port = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
         http.response.body.size = tracing::field::Empty,
         error.type = tracing::field::Empty,
@@ -85,12 +86,17 @@ pub async fn handle(
         });
         let _ = span.set_parent(parent);
     }
-    if let Some(h) = req.uri().host().or_else(|| {
+    // server.address is the host the agent addressed; its port is server.port.
+    let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
         req.headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-    }) {
-        span.record("server.address", h);
+    });
+    if let Some(a) = authority.and_then(|a| a.parse::<http::uri::Authority>().ok()) {
+        span.record("server.address", a.host());
+        if let Some(port) = a.port_u16() {
+            span.record("server.port", i64::from(port));
+        }
     }
     let result = run(&gw, &mut ctx, req).instrument(span.clone()).await;
     let resp = match result {

@@ -29,6 +29,10 @@ pub fn init(
     // keygate's own spans only, whatever the log filter says.
     let spans = tracing_opentelemetry::layer()
         .with_tracer(otel::tracer(&provider))
+        // Only the attributes keygate sets: no thread, source location or busy/idle times.
+        .with_threads(false)
+        .with_location(false)
+        .with_tracked_inactivity(false)
         .with_filter(
             tracing_subscriber::filter::Targets::new().with_target("keygate", tracing::Level::INFO),
         );

@@ -156,7 +156,10 @@ impl BoundedProcessor {
                         // Linger briefly for a fuller batch: fewer, larger exports.
                         next = match rx.try_recv() {
                             Ok(m) => Some(m),
-                            Err(_) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
+                            Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                                .await
+                                .ok()
+                                .flatten(),
                         };
                     }
                 }
