@@ -44,10 +44,6 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// The method is not served on this path.
     MethodNotAllowed,
-    /// A path keygate itself serves but that does not exist.
-    NotFound,
-    /// keygate is shutting down.
-    ShuttingDown,
     /// A path that different servers could read differently (encoded slash or dot, NUL,
     /// backslash).
     AmbiguousPath,
@@ -80,8 +76,6 @@ impl ErrorKind {
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::AmbiguousPath => "ambiguous_path",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::ApprovalRequired => "approval_required",
@@ -96,7 +90,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::UnknownAgent => StatusCode::FORBIDDEN,
-            ErrorKind::UnknownTool | ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::UnknownTool => StatusCode::NOT_FOUND,
             ErrorKind::SecretInRequest
             | ErrorKind::BadRequest
             | ErrorKind::AmbiguousFraming
@@ -113,9 +107,7 @@ impl ErrorKind {
             }
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::ShuttingDown | ErrorKind::StoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
