@@ -120,6 +120,7 @@ fn mint(c: &mut Criterion) {
             "t".into(),
             Some("read".into()),
             std::time::Duration::from_secs(300),
+            std::time::Duration::ZERO,
             keygate::config::Injection::Bearer,
         ));
         c.bench_function(&format!("inject/mint_jwt_{alg:?}"), |b| {
@@ -219,12 +220,102 @@ fn classify_and_authorize(c: &mut Criterion) {
     });
 }
 
+fn at_scale(c: &mut Criterion) {
+    use keygate::routes::{Operation, RouteTable};
+    // 1,000 route templates.
+    let mut table = RouteTable::default();
+    for i in 0..1000 {
+        let op = Arc::new(Operation::new(&format!("op{i}"), &["read"], None));
+        table
+            .insert(
+                Some(http::Method::GET),
+                &format!("/svc{}/{{id}}/items{}/{{item}}", i % 50, i),
+                op,
+            )
+            .unwrap();
+    }
+    let post = http::Method::POST;
+    let get = http::Method::GET;
+    let view = keygate::catalog::RequestView {
+        method: &post,
+        path: "/repos/acme/app/keys",
+        query: None,
+        content_type: Some("application/json"),
+        body: None,
+    };
+    c.bench_function("classify/1000_routes_plus_catalog", |b| {
+        b.iter(|| {
+            let cat = keygate::catalog::classify(keygate::catalog::Kind::Github, black_box(&view));
+            let route = table.lookup(&get, black_box("/svc7/42/items957/abc"));
+            assert!(cat.is_some() && route.is_some());
+        })
+    });
+
+    // 100 Cedar policies.
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/policies/keygate.cedarschema"),
+        pol.join("keygate.cedarschema"),
+    )
+    .unwrap();
+    let mut text = String::new();
+    for i in 0..99 {
+        text.push_str(&format!(
+            "@id(\"p{i}\") permit (principal == Agent::\"agent-{i}\", action in Action::\"read\", resource) when {{ context.path like \"/repos/*\" }};\n"
+        ));
+    }
+    text.push_str("@id(\"bench\") permit (principal == Agent::\"agent-1\", action, resource);\n");
+    std::fs::write(pol.join("bench.cedar"), text).unwrap();
+    let cfgtext = format!(
+        "[policies]\ndir = {:?}\n[[agents]]\nid = \"agent-1\"\nowner = \"o\"\n[[tools]]\nname = \"t\"\nupstream = \"http://127.0.0.1:1\"\n[tools.credential]\nprovider = \"jwt\"\n",
+        pol.display().to_string()
+    );
+    let snap = keygate::config::parse(&dir.path().join("k.toml"), &cfgtext).unwrap();
+    assert_eq!(snap.policies.policy_count, 100);
+    let agent = snap.agents.by_id.values().next().unwrap().clone();
+    let tool = snap.tools.by_name.values().next().unwrap().clone();
+    let read = snap.operations.read.clone();
+    let input = keygate::pipeline::authorize::Input {
+        agent: &agent,
+        tool: &tool,
+        operation: &read,
+        method: "GET",
+        path: "/repos/acme/app/issues",
+        now_unix: 1_800_000_000,
+        approved: false,
+        mcp: None,
+    };
+    c.bench_function("authorize/cedar_100_policies", |b| {
+        b.iter(|| snap.policies.authorize(black_box(&input)))
+    });
+
+    // A minted credential reused within its window.
+    let signer = Arc::new(
+        Signer::load_or_generate(&dir.path().join("k.pem"), SigningAlgorithm::EdDsa, true).unwrap(),
+    );
+    let p = Provider::Jwt(keygate::credentials::MintedJwt::new(
+        signer,
+        "keygate".into(),
+        "t".into(),
+        Some("read".into()),
+        std::time::Duration::from_secs(300),
+        std::time::Duration::from_secs(150),
+        keygate::config::Injection::Bearer,
+    ));
+    c.bench_function("inject/jwt_reused_within_window", |b| {
+        b.iter(|| p.issue(black_box(&agent)).unwrap())
+    });
+}
+
 criterion_group!(
     benches,
     identify,
     secret_scan,
     mint,
     audit_record,
-    classify_and_authorize
+    classify_and_authorize,
+    at_scale
 );
 criterion_main!(benches);

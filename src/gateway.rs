@@ -327,12 +327,14 @@ impl Gateway {
                     scope,
                     audience,
                     ttl,
+                    reuse,
                 } => Provider::Jwt(MintedJwt::new(
                     signer.clone(),
                     snapshot.signing.issuer.clone(),
                     audience.clone(),
                     scope.clone(),
                     *ttl,
+                    *reuse,
                     tool.credential.inject.clone(),
                 )),
             };

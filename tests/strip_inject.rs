@@ -604,7 +604,7 @@ async fn jwt_provider_mints_verifiable_scoped_tokens() {
         "{}{}{}{}",
         iss.toml(),
         agent("agent-7", "alice@example.com"),
-        tool("jt", &up.url(), "", "provider = \"jwt\"\nscope = \"repo:read issues:write\""),
+        tool("jt", &up.url(), "", "provider = \"jwt\"\nscope = \"repo:read issues:write\"\nunique_per_call = true"),
         tool(
             "jt-aud",
             &up_aud.url(),
@@ -1363,4 +1363,58 @@ async fn a_secret_used_as_a_header_name_is_refused_in_both_modes() {
         .await;
     assert_eq!(ok.status, 200);
     assert!(!audit_text(&gw).await.contains(GH_TOKEN));
+}
+
+#[tokio::test]
+async fn minted_tokens_are_reused_within_the_window_per_agent() {
+    let up = RawUpstream::start().await;
+    let (dir, iss) = issuer();
+    let cfg = format!(
+        "{}{}{}{}",
+        iss.toml(),
+        agent("agent-r", "r@example.com"),
+        agent("agent-s", "s@example.com"),
+        tool(
+            "rw",
+            &up.url(),
+            "",
+            "provider = \"jwt\"\nttl = \"2s\"\nreuse_window = \"1s\""
+        ),
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    let c = Client::http1();
+    let call = |agent: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/tools/rw/x");
+        let auth = bearer(&iss.token(agent));
+        async move { assert_eq!(c.get(&url, &[("authorization", &auth)]).await.status, 200) }
+    };
+    call("agent-r").await;
+    call("agent-r").await;
+    call("agent-s").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    call("agent-r").await;
+    let tokens: Vec<String> = up.requests().iter().map(bearer_token).collect();
+    assert_eq!(
+        tokens[0], tokens[1],
+        "a token within its reuse window is reused"
+    );
+    assert_ne!(
+        tokens[0], tokens[2],
+        "another agent never gets this agent's token"
+    );
+    assert_ne!(
+        tokens[0], tokens[3],
+        "after the window a new token is minted"
+    );
+    let records = audit_n(&gw, 4).await;
+    let ids: Vec<&str> = records
+        .iter()
+        .map(|r| r["credential_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids[0], ids[1],
+        "the audit names the credential actually sent"
+    );
+    assert_ne!(ids[0], ids[3]);
 }

@@ -288,6 +288,8 @@ pub enum ProviderSpec {
         scope: Option<String>,
         audience: String,
         ttl: Duration,
+        /// How long a minted token is reused for the same agent; zero: a new one per call.
+        reuse: Duration,
     },
 }
 
@@ -1113,6 +1115,8 @@ fn compile_credential(
                 ("scope", e.scope.is_some()),
                 ("audience", e.audience.is_some()),
                 ("ttl", e.ttl.is_some()),
+                ("unique_per_call", e.unique_per_call),
+                ("reuse_window", e.reuse_window.is_some()),
             ] {
                 if set {
                     c.error(format!("{key}.{name}"), "applies to the jwt provider only");
@@ -1140,10 +1144,30 @@ fn compile_credential(
                     );
                 }
             }
+            let reuse = if e.unique_per_call {
+                if e.reuse_window.is_some() {
+                    c.error(
+                        format!("{key}.reuse_window"),
+                        "does not apply with unique_per_call = true",
+                    );
+                }
+                Duration::ZERO
+            } else {
+                let w = e.reuse_window.unwrap_or(ttl / 2);
+                // A reused token must still have a useful life left when it is sent.
+                if w >= ttl || w > ttl.mul_f64(0.9) {
+                    c.error(
+                        format!("{key}.reuse_window"),
+                        "must be shorter than 90% of the ttl",
+                    );
+                }
+                w
+            };
             ProviderSpec::Jwt {
                 scope: e.scope,
                 audience: e.audience.unwrap_or_else(|| tool_name.to_string()),
                 ttl,
+                reuse,
             }
         }
         other => {
@@ -1155,6 +1179,7 @@ fn compile_credential(
                 scope: None,
                 audience: String::new(),
                 ttl: MAX_MINTED_TTL,
+                reuse: Duration::ZERO,
             }
         }
     };

@@ -450,6 +450,14 @@ pub struct CredentialEntry {
     /// jwt: lifetime, at most 5 minutes.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
+    /// jwt: mint a new token for every call (for tools that need single-use tokens).
+    /// Otherwise a token minted for the same agent is reused while most of its lifetime
+    /// is left (`reuse_window`).
+    #[serde(default)]
+    pub unique_per_call: bool,
+    /// jwt: how long a minted token is reused; half the ttl by default.
+    #[serde(default, with = "humantime_serde")]
+    pub reuse_window: Option<Duration>,
     /// How the credential is sent: "bearer", "basic", "header" or "query".
     #[serde(default = "default_inject")]
     pub inject: String,

@@ -4,6 +4,11 @@
 //! agent's accountable human), `iat`, `nbf`, `exp` (at most five minutes later) and a
 //! unique `jti`, which is also the credential id in the audit log. Tools verify it with the
 //! keys keygate serves at `/.well-known/jwks.json`.
+//!
+//! Reuse: a token minted for an agent is reused for that agent's calls to the tool while
+//! most of its lifetime is left (`reuse_window`, half the ttl by default), so the hot path
+//! signs once per agent per window rather than once per call; the audit names the id of
+//! the token actually sent. Tools that need single-use tokens set `unique_per_call`.
 
 use super::{place, Issued, Signer, Unavailable};
 use crate::config::{Agent, Injection};
@@ -11,7 +16,9 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-#[derive(Debug)]
+/// Tokens by (agent id, owner).
+type ReuseCache = moka::sync::Cache<(Arc<str>, Arc<str>), Issued>;
+
 pub struct MintedJwt {
     signer: Arc<Signer>,
     issuer: String,
@@ -19,6 +26,18 @@ pub struct MintedJwt {
     scope: Option<String>,
     ttl: Duration,
     injection: Injection,
+    /// Tokens minted within the reuse window, by agent id and owner.
+    reuse: Option<ReuseCache>,
+}
+
+impl std::fmt::Debug for MintedJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedJwt")
+            .field("audience", &self.audience)
+            .field("ttl", &self.ttl)
+            .field("reuse", &self.reuse.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Serialize)]
@@ -42,6 +61,7 @@ impl MintedJwt {
         audience: String,
         scope: Option<String>,
         ttl: Duration,
+        reuse: Duration,
         injection: Injection,
     ) -> Self {
         MintedJwt {
@@ -51,10 +71,29 @@ impl MintedJwt {
             scope,
             ttl,
             injection,
+            reuse: (!reuse.is_zero()).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(reuse)
+                    .build()
+            }),
         }
     }
 
     pub fn issue(&self, agent: &Agent) -> Result<Issued, Unavailable> {
+        let Some(cache) = &self.reuse else {
+            return self.mint(agent);
+        };
+        let key = (agent.id.clone(), agent.owner.clone());
+        if let Some(issued) = cache.get(&key) {
+            return Ok(issued);
+        }
+        let issued = self.mint(agent)?;
+        cache.insert(key, issued.clone());
+        Ok(issued)
+    }
+
+    fn mint(&self, agent: &Agent) -> Result<Issued, Unavailable> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Unavailable("system clock is before 1970".into()))?

@@ -17,6 +17,7 @@ pub use signer::Signer;
 pub use static_secret::StaticSecret;
 
 /// A credential ready to be placed on a request.
+#[derive(Clone)]
 pub struct Issued {
     /// Recorded in the audit log; never the secret.
     pub id: Arc<str>,
@@ -24,6 +25,7 @@ pub struct Issued {
 }
 
 /// Where an issued credential goes on the outgoing request.
+#[derive(Clone)]
 pub enum Placement {
     /// A header (marked sensitive, so HTTP/2 never indexes it).
     Header(HeaderName, HeaderValue),
