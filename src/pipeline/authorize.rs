@@ -84,6 +84,48 @@ pub struct Input<'a> {
 /// (agent id, agent owner, tool name).
 type EntitiesKey = (Arc<str>, Arc<str>, Arc<str>);
 
+/// The policies that can apply to one agent and one tool.
+struct Slice {
+    policies: PolicySet,
+    preapprovals: PolicySet,
+}
+
+/// Whether a policy's principal or resource scope can match this entity. keygate's agents
+/// and tools have no parents, so `in E` matches only E itself.
+fn scope_can_match(c: ScopeConstraint, uid: &EntityUid) -> bool {
+    match c {
+        ScopeConstraint::Any | ScopeConstraint::Is => true,
+        ScopeConstraint::Eq(e) | ScopeConstraint::In(e) => &e == uid,
+    }
+}
+
+enum ScopeConstraint {
+    Any,
+    Is,
+    Eq(EntityUid),
+    In(EntityUid),
+}
+
+fn principal_scope(p: &cedar_policy::Policy) -> ScopeConstraint {
+    use cedar_policy::PrincipalConstraint as C;
+    match p.principal_constraint() {
+        C::Any => ScopeConstraint::Any,
+        C::Is(_) => ScopeConstraint::Is,
+        C::Eq(e) => ScopeConstraint::Eq(e),
+        C::In(e) | C::IsIn(_, e) => ScopeConstraint::In(e),
+    }
+}
+
+fn resource_scope(p: &cedar_policy::Policy) -> ScopeConstraint {
+    use cedar_policy::ResourceConstraint as C;
+    match p.resource_constraint() {
+        C::Any => ScopeConstraint::Any,
+        C::Is(_) => ScopeConstraint::Is,
+        C::Eq(e) => ScopeConstraint::Eq(e),
+        C::In(e) | C::IsIn(_, e) => ScopeConstraint::In(e),
+    }
+}
+
 /// Compiled policies and schema.
 pub struct PolicyEngine {
     schema: Schema,
@@ -91,6 +133,10 @@ pub struct PolicyEngine {
     /// tool: they depend on nothing else, and building and validating them is most of the
     /// cost of a decision. Dropped with the engine on reload.
     entities: moka::sync::Cache<EntitiesKey, Arc<Entities>>,
+    /// Policies sliced per (agent, tool): Cedar evaluates every policy it is given, and
+    /// most policies name one agent or one tool. Exact: a dropped policy's scope cannot
+    /// match that agent and tool.
+    slices: moka::sync::Cache<(Arc<str>, Arc<str>), Arc<Slice>>,
     policies: PolicySet,
     preapprovals: PolicySet,
     approval_gates: HashSet<PolicyId>,
@@ -385,6 +431,7 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             mcp_tools,
             entities: moka::sync::Cache::new(10_000),
+            slices: moka::sync::Cache::new(10_000),
             schema,
             policies,
             preapprovals,
@@ -401,6 +448,7 @@ impl PolicyEngine {
         else {
             return Verdict::Deny { policies: vec![] };
         };
+        let slice = self.slice(input, &principal, &resource);
         let eval = |set: &PolicySet, approved: bool| {
             let context = self.context(input, approved, &arguments)?;
             let request = Request::new(
@@ -419,7 +467,7 @@ impl PolicyEngine {
             Some((resp.decision(), ids))
         };
         let names = |ids: &[PolicyId]| ids.iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        let Some((decision, ids)) = eval(&self.policies, input.approved) else {
+        let Some((decision, ids)) = eval(&slice.policies, input.approved) else {
             return Verdict::Deny { policies: vec![] };
         };
         if decision == Decision::Allow {
@@ -435,9 +483,9 @@ impl PolicyEngine {
             };
         }
         // Only approval gates deny: would the request be allowed once approved?
-        match eval(&self.policies, true) {
+        match eval(&slice.policies, true) {
             Some((Decision::Allow, allowed_by)) => {
-                if let Some((Decision::Allow, pre)) = eval(&self.preapprovals, false) {
+                if let Some((Decision::Allow, pre)) = eval(&slice.preapprovals, false) {
                     let mut p = names(&allowed_by);
                     for n in names(&pre) {
                         if !p.contains(&n) {
@@ -509,6 +557,31 @@ impl PolicyEngine {
             ),
         ])
         .ok()
+    }
+
+    fn slice(&self, input: &Input, principal: &EntityUid, resource: &EntityUid) -> Arc<Slice> {
+        let key = (input.agent.id.clone(), input.tool.name.clone());
+        if let Some(s) = self.slices.get(&key) {
+            return s;
+        }
+        let keep = |p: &&cedar_policy::Policy| {
+            scope_can_match(principal_scope(p), principal)
+                && scope_can_match(resource_scope(p), resource)
+        };
+        let mut policies = PolicySet::new();
+        for p in self.policies.policies().filter(keep) {
+            let _ = policies.add(p.clone());
+        }
+        let mut preapprovals = PolicySet::new();
+        for p in self.preapprovals.policies().filter(keep) {
+            let _ = preapprovals.add(p.clone());
+        }
+        let slice = Arc::new(Slice {
+            policies,
+            preapprovals,
+        });
+        self.slices.insert(key, slice.clone());
+        slice
     }
 
     /// The action an MCP tool's call is decided by: its own, if a policy names it.
