@@ -1,0 +1,424 @@
+#!/usr/bin/env bash
+# Load benchmark of keygate against nginx and a direct connection (issue #8).
+#
+#   bash benches/load.sh                       # 15 s per run, 3 interleaved repetitions
+#   DURATION=5s REPS=1 bash benches/load.sh    # quick run
+#
+# Everything runs on 127.0.0.1 in a temp dir (removed on exit). The proxy under test runs
+# on core 0; the upstream nginx, wrk (-t1 -c32, HTTP/1.1 keep-alive) and the OTLP sink on
+# core 1. Cases, each with /small ("ok") and /big (a 64 KiB static file):
+#   direct      wrk -> upstream nginx
+#   nginx       nginx reverse proxy (1 worker, upstream keepalive, X-Forwarded-For, one
+#               header set, access log to a file)
+#   kg-pass     keygate: agent JWT (Ed25519, dev issuer), default policies, static
+#               credential injected, audit log to a file
+#   kg-full     keygate: agent JWT, Cedar with 100 permits (+ the 2 default forbids),
+#               strip + secret scan of a header and a query param, minted JWT injected
+#               (reused within the default window), audit log, OTLP traces to a local sink
+#   kg-unique   kg-full with `unique_per_call = true`: a JWT minted for every call
+# Reported: medians over REPS of req/s, p50, p99, the proxy's CPU µs per request
+# (utime+stime from /proc/<pid>/stat) and its peak RSS (VmHWM); then p99 at a fixed rate
+# of half kg-full's peak on /small (wrk with a per-request delay).
+# Needs root for apt-get when wrk or nginx is missing; needs python3 and cargo.
+set -euo pipefail
+
+DURATION=${DURATION:-15s}
+REPS=${REPS:-3}
+CONNS=${CONNS:-32}
+CASES=(direct nginx kg-pass kg-full kg-unique)
+PATHS=(small big)
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+# --- 1. tools -------------------------------------------------------------------------
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+    echo "== installing wrk and nginx" >&2
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y wrk nginx
+fi
+for t in taskset python3 curl cargo; do
+    command -v "$t" >/dev/null || { echo "load.sh: $t is required" >&2; exit 1; }
+done
+echo "== cargo build --release" >&2
+cargo build --release --quiet
+KG="$ROOT/target/release/keygate"
+NGINX=$(command -v nginx)
+TCK=$(getconf CLK_TCK)
+
+# --- 2. temp dir, cleanup -----------------------------------------------------------------
+T=$(mktemp -d /tmp/keygate-load.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # port
+    for _ in $(seq 1 100); do
+        if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+        sleep 0.1
+    done
+    echo "load.sh: nothing listens on port $1" >&2; return 1
+}
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+nginx_worker() { # master pid -> worker pid
+    for _ in $(seq 1 50); do
+        local w
+        w=$(cat "/proc/$1/task/$1/children" 2>/dev/null | awk '{print $1}')
+        [ -n "$w" ] && { echo "$w"; return; }
+        sleep 0.1
+    done
+    echo "load.sh: no nginx worker under $1" >&2; exit 1
+}
+
+# --- 4. upstream nginx on core 1 -----------------------------------------------------------
+nginx_common() { # dir
+    cat <<EOF
+worker_processes 1;
+user root;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+UP_PORT=$(free_port)
+mkdir -p "$T/up/www"
+head -c 65536 /dev/urandom > "$T/up/www/big"
+{ nginx_common "$T/up"; cat <<EOF
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path $T/up/tmp; proxy_temp_path $T/up/tmp; fastcgi_temp_path $T/up/tmp;
+    uwsgi_temp_path $T/up/tmp; scgi_temp_path $T/up/tmp;
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        root $T/up/www;
+        location = /small { default_type text/plain; return 200 "ok"; }
+        location = /big { default_type application/octet-stream; }
+    }
+}
+EOF
+} > "$T/up/nginx.conf"
+mkdir -p "$T/up/tmp"
+taskset -c 1 "$NGINX" -e "$T/up/error.log" -p "$T/up" -c "$T/up/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+wait_port "$UP_PORT"
+
+# --- nginx reverse proxy on core 0 ---------------------------------------------------------
+NG_PORT=$(free_port)
+mkdir -p "$T/ng/tmp"
+{ nginx_common "$T/ng"; cat <<EOF
+http {
+    access_log $T/ng/access.log;
+    keepalive_requests 1000000;
+    client_body_temp_path $T/ng/tmp; proxy_temp_path $T/ng/tmp; fastcgi_temp_path $T/ng/tmp;
+    uwsgi_temp_path $T/ng/tmp; scgi_temp_path $T/ng/tmp;
+    upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NG_PORT;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header Authorization "Bearer bench-upstream-secret";
+        }
+    }
+}
+EOF
+} > "$T/ng/nginx.conf"
+taskset -c 0 "$NGINX" -e "$T/ng/error.log" -p "$T/ng" -c "$T/ng/nginx.conf" -g 'daemon off;' &
+NG_MASTER=$!
+PIDS+=($NG_MASTER)
+wait_port "$NG_PORT"
+NG_WORKER=$(nginx_worker "$NG_MASTER")
+
+# --- OTLP sink on core 1 -------------------------------------------------------------------
+OTLP_PORT=$(free_port)
+cat > "$T/otlp_sink.py" <<'EOF'
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200 if self.path == "/v1/traces" else 404)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def do_GET(self):
+        self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+EOF
+taskset -c 1 python3 "$T/otlp_sink.py" "$OTLP_PORT" &
+PIDS+=($!)
+wait_port "$OTLP_PORT"
+
+# --- 3. keygate instances on core 0 --------------------------------------------------------
+export BENCH_UP_TOKEN=bench-upstream-secret
+kg_config() { # dir port admin_port credential_toml extra_tool_toml
+    cat <<EOF
+[server]
+listen = "127.0.0.1:$2"
+data_dir = "data"
+
+[audit]
+path = "audit.jsonl"
+
+[[identity.issuers]]
+name = "dev"
+issuer = "keygate-dev"
+audiences = ["keygate"]
+jwks_file = "data/dev-issuer.jwks.json"
+dev_signing_key = "data/dev-issuer.pem"
+
+[signing]
+issuer = "keygate"
+algorithm = "EdDSA"
+
+[policies]
+dir = "policies"
+
+[store]
+path = "data/keygate.db"
+
+[admin]
+listen = "127.0.0.1:$3"
+token_file = "data/admin.token"
+
+[[agents]]
+id = "bench-agent"
+owner = "bench@example.com"
+attributes = { team = "bench" }
+
+[[tools]]
+name = "up"
+upstream = "http://127.0.0.1:$UP_PORT"
+$5
+
+[tools.credential]
+$4
+EOF
+}
+gen_policies() { # dir: 100 permits with distinct @id, plus the default forbids
+    {
+        for i in $(seq -w 1 99); do
+            printf '@id("permit-agent-%s")\npermit (principal == Agent::"agent-%s", action in Action::"read", resource == Tool::"up")\nwhen { context.method == "GET" };\n\n' "$i" "$i"
+        done
+        printf '@id("permit-bench-agent")\npermit (principal == Agent::"bench-agent", action in Action::"read", resource == Tool::"up")\nwhen { principal.owner == "bench@example.com" && principal.hasTag("team") };\n\n'
+        cat <<'EOF'
+@id("identity-creation-needs-approval")
+@approval("a human approves every identity an agent creates")
+forbid (principal, action in Action::"identity_creation", resource)
+unless { context.approved };
+
+@id("privilege-escalation-needs-approval")
+@approval("a human approves every privilege escalation")
+forbid (principal, action in Action::"privilege_escalation", resource)
+unless { context.approved };
+EOF
+    } > "$1/bench.cedar"
+}
+
+declare -A PORT PID HDRS QUERY
+PORT[direct]=$UP_PORT
+PORT[nginx]=$NG_PORT
+PID[nginx]=$NG_WORKER
+QUERY[direct]=""; QUERY[nginx]=""
+FULL_TOOL='strip_headers = ["x-agent-session"]
+strip_query = ["session"]'
+for c in kg-pass kg-full kg-unique; do
+    d="$T/$c"
+    mkdir -p "$d/data" "$d/policies"
+    PORT[$c]=$(free_port)
+    admin=$(free_port)
+    case $c in
+    kg-pass)
+        cp "$ROOT"/policies/*.cedar "$ROOT"/policies/*.cedarschema "$d/policies/"
+        kg_config "$d" "${PORT[$c]}" "$admin" 'provider = "static"
+from_env = "BENCH_UP_TOKEN"' "" > "$d/keygate.toml"
+        ;;
+    kg-full | kg-unique)
+        cp "$ROOT"/policies/*.cedarschema "$d/policies/"
+        gen_policies "$d/policies"
+        cred='provider = "jwt"
+scope = "up:read"
+ttl = "5m"'
+        [ "$c" = kg-unique ] && cred="$cred
+unique_per_call = true"
+        kg_config "$d" "${PORT[$c]}" "$admin" "$cred" "$FULL_TOOL" > "$d/keygate.toml"
+        ;;
+    esac
+    echo "== $c: $("$KG" check --config "$d/keygate.toml")" >&2
+    npol=$(cat "$d"/policies/*.cedar | grep -c '^@id(')
+    echo "   policies with @id: $npol" >&2
+    (
+        cd "$d"
+        export KEYGATE_WORKER_THREADS=1 KEYGATE_LOG=warn
+        if [ "$c" != kg-pass ]; then
+            export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
+            export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+        fi
+        exec taskset -c 0 "$KG" run --config "$d/keygate.toml"
+    ) > "$d/keygate.log" 2>&1 &
+    PID[$c]=$!
+    PIDS+=(${PID[$c]})
+    wait_port "${PORT[$c]}"
+    tok=$("$KG" dev-token --config "$d/keygate.toml" --agent bench-agent --ttl 2h)
+    HDRS[$c]="Authorization: Bearer $tok"
+    QUERY[$c]=""
+    if [ "$c" != kg-pass ]; then
+        QUERY[$c]="?q=quarterly-report-draft&session=agent-session-42"
+    fi
+    echo "   threads of keygate ($c): $(ls "/proc/${PID[$c]}/task" | wc -l) ($(cat /proc/"${PID[$c]}"/task/*/comm | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}'))" >&2
+done
+
+url() { # case path
+    case $1 in
+    direct | nginx) echo "http://127.0.0.1:${PORT[$1]}/$2" ;;
+    *) echo "http://127.0.0.1:${PORT[$1]}/tools/up/$2${QUERY[$1]}" ;;
+    esac
+}
+wrk_args() { # case -> extra header args, one per line
+    case $1 in
+    kg-*) printf '%s\n' -H "${HDRS[$1]}" ;;
+    esac
+    case $1 in
+    kg-full | kg-unique) printf '%s\n' -H "X-Agent-Session: s-0042" -H "X-Request-Note: weekly-report-for-the-platform-team" ;;
+    esac
+}
+
+# Sanity: every case answers 200 with the right size before anything is measured.
+for c in "${CASES[@]}"; do
+    for p in "${PATHS[@]}"; do
+        mapfile -t extra < <(wrk_args "$c")
+        out=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "${extra[@]}" "$(url "$c" "$p")")
+        want=2; [ "$p" = big ] && want=65536
+        if [ "$out" != "200 $want" ]; then
+            echo "load.sh: $c /$p answered '$out', expected '200 $want'" >&2
+            curl -s "${extra[@]}" "$(url "$c" "$p")" | head -c 400 >&2; echo >&2
+            exit 1
+        fi
+    done
+done
+echo "== all cases answer 200" >&2
+
+# --- 5. runs -------------------------------------------------------------------------------
+RES="$T/results.tsv"
+: > "$RES"
+run_wrk() { # case path duration [lua] -> prints wrk output
+    local c=$1 p=$2 d=$3 lua=${4:-}
+    local -a extra
+    mapfile -t extra < <(wrk_args "$c")
+    local -a s=()
+    [ -n "$lua" ] && s=(-s "$lua")
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"$d" --latency "${s[@]}" "${extra[@]}" "$(url "$c" "$p")"
+}
+measure() { # case path rep label [lua]
+    local c=$1 p=$2 rep=$3 label=$4 lua=${5:-}
+    local pid=${PID[$c]:-} t0=0 t1=0 out
+    [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+    out=$(run_wrk "$c" "$p" "$DURATION" "$lua")
+    [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+    local f="$T/wrk-$label-$c-$p-$rep.txt"
+    echo "$out" > "$f"
+    python3 - "$label" "$c" "$p" "$rep" "$((t1 - t0))" "$TCK" "${pid:+1}" "$f" >> "$RES" <<'EOF'
+import re, sys
+label, c, p, rep, ticks, tck, has, f = sys.argv[1:9]
+out = open(f).read()
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+reqs = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+err = re.search(r"Socket errors: (.*)", out)
+cpu = int(ticks) / int(tck) * 1e6 / reqs if has else float("nan")
+print("\t".join(map(str, [label, c, p, rep, reqs, rps, p50, p99, cpu, bad.group(1) if bad else 0, (err.group(1) if err else "").replace("\t", " ")])))
+EOF
+    echo "   $label $c /$p rep $rep: $(tail -n1 "$RES" | cut -f5-10)" >&2
+}
+
+echo "== load before: $(cat /proc/loadavg)" >&2
+echo "== warm-up" >&2
+for c in "${CASES[@]}"; do for p in "${PATHS[@]}"; do run_wrk "$c" "$p" 1s > /dev/null; done; done
+for rep in $(seq 1 "$REPS"); do
+    for c in "${CASES[@]}"; do
+        for p in "${PATHS[@]}"; do
+            measure "$c" "$p" "$rep" peak
+        done
+    done
+done
+
+# Fixed rate: half of kg-full's median peak on /small, for every case. wrk has no rate
+# option; each connection waits `delay` ms between responses and the next request.
+HALF=$(awk -F'\t' '$1=="peak" && $2=="kg-full" && $3=="small" {print $6}' "$RES" | sort -g |
+    awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 2}')
+DELAY_MS=$(python3 -c "print(max(1, round($CONNS * 1000 / $HALF)))")
+printf 'function delay() return %s end\n' "$DELAY_MS" > "$T/delay.lua"
+echo "== fixed rate: target ~$HALF req/s ($CONNS connections, ${DELAY_MS} ms between requests)" >&2
+for rep in $(seq 1 "$REPS"); do
+    for c in "${CASES[@]}"; do
+        measure "$c" small "$rep" half "$T/delay.lua"
+    done
+done
+echo "== load after: $(cat /proc/loadavg)" >&2
+
+RSS="$T/rss.tsv"
+: > "$RSS"
+for c in "${CASES[@]}"; do
+    [ -n "${PID[$c]:-}" ] && printf '%s\t%s\n' "$c" "$(hwm_kib "${PID[$c]}")" >> "$RSS"
+done
+
+NG_SPILLS=$(grep -c 'buffered to a temporary file' "$T/ng/error.log" || true)
+echo "== nginx proxy: $NG_SPILLS upstream responses buffered to a temporary file (default proxy_buffers)" >&2
+
+# --- 6. report -----------------------------------------------------------------------------
+python3 - "$RES" "$RSS" "$DURATION" "$REPS" "$CONNS" "$DELAY_MS" <<'EOF'
+import sys, statistics as st, math
+res, rss_f, dur, reps, conns, delay = sys.argv[1:7]
+rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
+rss = dict(l.split() for l in open(rss_f) if l.strip())
+cases = ["direct", "nginx", "kg-pass", "kg-full", "kg-unique"]
+def med(label, c, p, i):
+    v = [float(r[i]) for r in rows if r[0] == label and r[1] == c and r[2] == p]
+    v = [x for x in v if not math.isnan(x)]
+    return st.median(v) if v else float("nan")
+def bad(label, c, p):
+    return sum(int(r[9]) for r in rows if r[0] == label and r[1] == c and r[2] == p)
+def f(x, d=0):
+    return "n/a" if math.isnan(x) else f"{x:,.{d}f}"
+print(f"\n### Results (wrk -t1 -c{conns}, {dur} per run, median of {reps})\n")
+print("| case | path | req/s | p50 ms | p99 ms | proxy CPU µs/req | proxy peak RSS MiB | non-2xx |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for c in cases:
+    for p in ["small", "big"]:
+        r = f"{int(rss[c]) / 1024:.1f}" if c in rss else "n/a"
+        print(f"| {c} | /{p} | {f(med('peak', c, p, 5))} | {f(med('peak', c, p, 6), 2)} | {f(med('peak', c, p, 7), 2)} | {f(med('peak', c, p, 8), 1)} | {r} | {bad('peak', c, p)} |")
+print(f"\n### Ratios\n")
+print("| case | path | CPU/req vs nginx | CPU/req − nginx (µs) | req/s vs direct | req/s vs nginx |")
+print("|---|---|---:|---:|---:|---:|")
+for c in ["kg-pass", "kg-full", "kg-unique"]:
+    for p in ["small", "big"]:
+        cpu, ncpu = med('peak', c, p, 8), med('peak', 'nginx', p, 8)
+        rps, drps, nrps = med('peak', c, p, 5), med('peak', 'direct', p, 5), med('peak', 'nginx', p, 5)
+        print(f"| {c} | /{p} | {cpu / ncpu:.2f} | {cpu - ncpu:+.1f} | {rps / drps:.2f} | {rps / nrps:.2f} |")
+print(f"\n### Fixed rate on /small (half of kg-full's peak; {conns} connections, {delay} ms between requests)\n")
+print("| case | achieved req/s | p50 ms | p99 ms | p99 added vs direct (ms) | proxy CPU µs/req |")
+print("|---|---:|---:|---:|---:|---:|")
+d99 = med('half', 'direct', 'small', 7)
+for c in cases:
+    p99 = med('half', c, 'small', 7)
+    print(f"| {c} | {f(med('half', c, 'small', 5))} | {f(med('half', c, 'small', 6), 2)} | {f(p99, 2)} | {'—' if c == 'direct' else f'{p99 - d99:+.2f}'} | {f(med('half', c, 'small', 8), 1)} |")
+EOF
