@@ -1418,3 +1418,53 @@ async fn minted_tokens_are_reused_within_the_window_per_agent() {
     );
     assert_ne!(ids[0], ids[3]);
 }
+
+#[tokio::test]
+async fn a_secret_in_a_path_refused_before_strip_never_reaches_the_audit_log() {
+    std::env::set_var("KG_SI_PATHLEAK", "pathleak-secret");
+    let up = RawUpstream::start().await;
+    let (dir, iss) = issuer();
+    let cfg = format!(
+        "{}{}{}",
+        iss.toml(),
+        agent("a1", "o@x"),
+        tool(
+            "t",
+            &up.url(),
+            "",
+            "provider = \"static\"\nfrom_env = \"KG_SI_PATHLEAK\"\n"
+        ),
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    // A JWT whose dots are percent-encoded: refused as an ambiguous path (encoded dot)
+    // before strip runs; a plain AWS key id refused by strip.
+    let jwt = iss.token("someone");
+    let encoded = jwt.replace('.', "%2E");
+    let auth = bearer(&iss.token("a1"));
+    let c = Client::http1();
+    let r = c
+        .get(
+            &gw.url(&format!("/tools/t/x/{encoded}")),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = c
+        .get(
+            &gw.url(&format!("/tools/t/{AWS_KEY}")),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_error(&r, 400, "secret_in_request", "secret in the path");
+    let text = audit_text(&gw).await;
+    let signature = jwt.rsplit('.').next().unwrap();
+    assert!(
+        !text.contains(signature),
+        "the JWT reached the audit log: {text}"
+    );
+    assert!(
+        !text.contains(AWS_KEY),
+        "the AWS key reached the audit log: {text}"
+    );
+    assert_eq!(up.count(), 0);
+}

@@ -43,10 +43,7 @@ impl OnFinish for Pending {
         }
         metrics.audit_record();
         // Whatever phase refused the request, a secret in its path never reaches the log.
-        let path = match crate::secrets::redact(ctx.path.as_bytes()) {
-            Some((r, _)) => String::from_utf8_lossy(&r).into_owned(),
-            None => ctx.path.clone(),
-        };
+        let path = recorded_path(&ctx.path);
         record_span(&span, &ctx, &path, status, bytes_out);
         let _enter = span.enter();
         tracing::debug!(
@@ -102,6 +99,19 @@ impl OnFinish for Pending {
             stripped: ctx.stripped,
         });
     }
+}
+
+/// The path as the audit log and the span record it: known secret formats redacted, and
+/// the whole path replaced when a secret shows only once percent-decoded. One place for
+/// every phase that can refuse a request.
+fn recorded_path(path: &str) -> String {
+    if let Some((r, _)) = crate::secrets::redact(path.as_bytes()) {
+        return String::from_utf8_lossy(&r).into_owned();
+    }
+    if crate::secrets::find_first(&super::strip::percent_decode(path.as_bytes())).is_some() {
+        return crate::secrets::REDACTED.to_string();
+    }
+    path.to_string()
 }
 
 /// The span's attributes, from the context the audit record is made of. Never a secret:

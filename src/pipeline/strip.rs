@@ -84,12 +84,7 @@ where
     // The path: percent-decoded, so an encoded secret is found too.
     let decoded_path = percent_decode(ctx.forward_path.as_bytes());
     if let Some(f) = secrets::find_first(&decoded_path) {
-        ctx.path = String::from_utf8_lossy(
-            &secrets::redact(ctx.path.as_bytes())
-                .map(|r| r.0)
-                .unwrap_or_else(|| b"[REDACTED]".to_vec()),
-        )
-        .into_owned();
+        // The audit record redacts the path (audit::recorded_path).
         return Err(secret_error(f.kind, "path"));
     }
 

@@ -15,7 +15,7 @@ use http::HeaderMap;
 use jwks::Issuer;
 use moka::sync::Cache;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How the agent proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +75,7 @@ pub struct Identifier {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    u64::try_from(crate::pipeline::unix_now()).unwrap_or(0)
 }
 
 impl Identifier {
