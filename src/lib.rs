@@ -2,6 +2,10 @@
 //! the agent is identified, the secrets it sends are stripped, a scoped short-lived
 //! credential is injected, and the call is audited. See `pipeline` for the phases.
 
+/// The hasher of keygate's in-memory caches (tokens, policy decisions, entities): keyed
+/// with random state like std's, and several times cheaper than SipHash on a token.
+pub type FastHash = ahash::RandomState;
+
 pub mod admin_client;
 pub mod catalog;
 pub mod config;

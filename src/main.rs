@@ -180,6 +180,11 @@ enum AgentsCommand {
     Suspended,
 }
 
+/// mimalloc: per-thread free lists, less time in malloc/free than glibc's allocator on
+/// the request path (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -416,9 +421,14 @@ where
     let threads = std::env::var("KEYGATE_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse().ok());
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime, so every task runs on the thread that accepts
+    // (no work-stealing or cross-thread wake-ups): the cheapest form for one core.
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = threads {
+    if let Some(n) = threads.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
     let rt = match builder.build() {

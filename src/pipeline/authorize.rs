@@ -88,6 +88,69 @@ type EntitiesKey = (Arc<str>, Arc<str>, Arc<str>);
 struct Slice {
     policies: PolicySet,
     preapprovals: PolicySet,
+    /// What of the request context these policies read: decides whether, and by what, a
+    /// decision may be cached.
+    refs: ContextRefs,
+}
+
+/// The `context` attributes a set of policies reads. Found by scanning the policy text for
+/// the word `context`, so it over-approximates (a string literal mentioning `context`
+/// counts): a policy is never wrongly treated as independent of the context.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct ContextRefs {
+    method: bool,
+    identity_kind: bool,
+    mcp_method: bool,
+    mcp_tool: bool,
+    /// `path`, `time`, `mcp_arguments`, or the context used any other way: a decision
+    /// depends on the very request and is not cached.
+    per_request: bool,
+}
+
+impl ContextRefs {
+    fn scan(text: &str, into: &mut ContextRefs) {
+        let b = text.as_bytes();
+        let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let mut from = 0;
+        while let Some(i) = text[from..].find("context").map(|i| i + from) {
+            from = i + "context".len();
+            let before = i.checked_sub(1).map(|j| b[j]);
+            if before.is_some_and(|c| word(c) || c == b':') || b.get(from).is_some_and(|&c| word(c))
+            {
+                continue; // part of another word, or a namespaced name
+            }
+            let rest = text[from..].trim_start();
+            let attr = rest.strip_prefix('.').map(|r| {
+                let r = r.trim_start();
+                let end = r.bytes().position(|c| !word(c)).unwrap_or(r.len());
+                &r[..end]
+            });
+            match attr {
+                Some("method") => into.method = true,
+                Some("identity_kind") => into.identity_kind = true,
+                Some("mcp_method") => into.mcp_method = true,
+                Some("mcp_tool") => into.mcp_tool = true,
+                Some("approved") => {} // always part of the key
+                _ => into.per_request = true,
+            }
+        }
+    }
+}
+
+/// What a cached decision was made from: the agent (its id and owner; its attributes
+/// come with its id within one policy engine), the tool, the operation's action, the
+/// approval state, and the context attributes the applicable policies read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    agent: Arc<str>,
+    owner: Arc<str>,
+    tool: Arc<str>,
+    action: Arc<str>,
+    approved: bool,
+    method: Option<Box<str>>,
+    identity_kind: Option<Arc<str>>,
+    mcp_method: Option<Box<str>>,
+    mcp_tool: Option<Box<str>>,
 }
 
 /// Whether a policy's principal or resource scope can match this entity. keygate's agents
@@ -132,11 +195,15 @@ pub struct PolicyEngine {
     /// Entities (the agent, the tool, and the actions from the schema) by agent, owner and
     /// tool: they depend on nothing else, and building and validating them is most of the
     /// cost of a decision. Dropped with the engine on reload.
-    entities: moka::sync::Cache<EntitiesKey, Arc<Entities>>,
+    entities: moka::sync::Cache<EntitiesKey, Arc<Entities>, crate::FastHash>,
     /// Policies sliced per (agent, tool): Cedar evaluates every policy it is given, and
     /// most policies name one agent or one tool. Exact: a dropped policy's scope cannot
     /// match that agent and tool.
-    slices: moka::sync::Cache<(Arc<str>, Arc<str>), Arc<Slice>>,
+    slices: moka::sync::Cache<(Arc<str>, Arc<str>), Arc<Slice>, crate::FastHash>,
+    /// Decisions by [`DecisionKey`], for slices whose policies read nothing of the request
+    /// beyond the key (no path, no time, no MCP arguments). Dropped with the engine on
+    /// reload, so a policy change is never answered from it.
+    decisions: moka::sync::Cache<DecisionKey, Verdict, crate::FastHash>,
     policies: PolicySet,
     preapprovals: PolicySet,
     approval_gates: HashSet<PolicyId>,
@@ -430,8 +497,15 @@ impl PolicyEngine {
         let policy_count = policies.policies().count();
         Ok(PolicyEngine {
             mcp_tools,
-            entities: moka::sync::Cache::new(10_000),
-            slices: moka::sync::Cache::new(10_000),
+            entities: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .build_with_hasher(crate::FastHash::default()),
+            slices: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .build_with_hasher(crate::FastHash::default()),
+            decisions: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .build_with_hasher(crate::FastHash::default()),
             schema,
             policies,
             preapprovals,
@@ -442,13 +516,27 @@ impl PolicyEngine {
         })
     }
 
-    /// Decides a request.
+    /// Decides a request: from the decision cache when the applicable policies read
+    /// nothing of the request beyond agent, tool, operation and the cached context
+    /// attributes; otherwise by evaluating them.
     pub fn authorize(&self, input: &Input) -> Verdict {
+        let slice = self.slice(input);
+        let Some(key) = decision_key(input, slice.refs) else {
+            return self.evaluate(input, &slice);
+        };
+        if let Some(v) = self.decisions.get(&key) {
+            return v;
+        }
+        let v = self.evaluate(input, &slice);
+        self.decisions.insert(key, v.clone());
+        v
+    }
+
+    fn evaluate(&self, input: &Input, slice: &Slice) -> Verdict {
         let Some((entities, [principal, resource, action, arguments])) = self.entities(input)
         else {
             return Verdict::Deny { policies: vec![] };
         };
-        let slice = self.slice(input, &principal, &resource);
         let eval = |set: &PolicySet, approved: bool| {
             let context = self.context(input, approved, &arguments)?;
             let request = Request::new(
@@ -559,11 +647,27 @@ impl PolicyEngine {
         .ok()
     }
 
-    fn slice(&self, input: &Input, principal: &EntityUid, resource: &EntityUid) -> Arc<Slice> {
+    fn slice(&self, input: &Input) -> Arc<Slice> {
         let key = (input.agent.id.clone(), input.tool.name.clone());
         if let Some(s) = self.slices.get(&key) {
             return s;
         }
+        let uid = |ty: &str, id: &str| {
+            EntityTypeName::from_str(ty)
+                .ok()
+                .map(|t| EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+        };
+        let (Some(principal), Some(resource)) =
+            (uid("Agent", &input.agent.id), uid("Tool", &input.tool.name))
+        else {
+            // Not reached (the type names are constants); an empty slice denies.
+            return Arc::new(Slice {
+                policies: PolicySet::new(),
+                preapprovals: PolicySet::new(),
+                refs: ContextRefs::default(),
+            });
+        };
+        let (principal, resource) = (&principal, &resource);
         let keep = |p: &&cedar_policy::Policy| {
             scope_can_match(principal_scope(p), principal)
                 && scope_can_match(resource_scope(p), resource)
@@ -576,9 +680,14 @@ impl PolicyEngine {
         for p in self.preapprovals.policies().filter(keep) {
             let _ = preapprovals.add(p.clone());
         }
+        let mut refs = ContextRefs::default();
+        for p in policies.policies().chain(preapprovals.policies()) {
+            ContextRefs::scan(&p.to_string(), &mut refs);
+        }
         let slice = Arc::new(Slice {
             policies,
             preapprovals,
+            refs,
         });
         self.slices.insert(key, slice.clone());
         slice
@@ -686,6 +795,35 @@ impl PolicyEngine {
     }
 }
 
+/// The cache key of a decision, or `None` when the policies read the very request.
+fn decision_key(input: &Input, refs: ContextRefs) -> Option<DecisionKey> {
+    if refs.per_request || input.mcp.is_some_and(|m| !m.arguments.is_empty()) {
+        return None;
+    }
+    Some(DecisionKey {
+        agent: input.agent.id.clone(),
+        owner: input.agent.owner.clone(),
+        tool: input.tool.name.clone(),
+        action: input.operation.action.clone(),
+        approved: input.approved,
+        method: refs
+            .method
+            .then(|| input.method.to_ascii_uppercase().into_boxed_str()),
+        identity_kind: refs
+            .identity_kind
+            .then(|| input.operation.identity_kind.clone())
+            .flatten(),
+        mcp_method: refs
+            .mcp_method
+            .then(|| input.mcp.map(|m| m.method.as_str().into()))
+            .flatten(),
+        mcp_tool: refs
+            .mcp_tool
+            .then(|| input.mcp.and_then(|m| m.name.as_deref().map(Box::from)))
+            .flatten(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,5 +868,47 @@ mod tests {
         let mut v: Vec<_> = out.into_iter().collect();
         v.sort();
         assert_eq!(v, vec!["echo", "get-sum"]);
+    }
+
+    fn refs(text: &str) -> ContextRefs {
+        let mut r = ContextRefs::default();
+        ContextRefs::scan(text, &mut r);
+        r
+    }
+
+    #[test]
+    fn context_references_decide_what_a_cached_decision_is_keyed_by() {
+        assert_eq!(
+            refs(r#"permit (principal, action, resource) when { principal.owner == "x" };"#),
+            ContextRefs::default()
+        );
+        assert_eq!(
+            refs(r#"forbid (principal, action, resource) unless { context.approved };"#),
+            ContextRefs::default()
+        );
+        let r = refs(
+            r#"forbid (principal, action, resource) when { context.method == "DELETE" && context . mcp_tool == "x" };"#,
+        );
+        assert!(
+            r.method && r.mcp_tool && !r.mcp_method && !r.per_request,
+            "{r:?}"
+        );
+        for per_request in [
+            r#"permit (principal, action, resource) when { context.path like "/status*" };"#,
+            r#"permit (principal, action, resource) when { context.time < 1800000000 };"#,
+            r#"permit (principal, action, resource) when { context.mcp_arguments.hasTag("x") };"#,
+            r#"permit (principal, action, resource) when { context["path"] == "/" };"#,
+            r#"permit (principal, action, resource) when { context has path };"#,
+            r#"permit (principal, action, resource) when { principal.owner == "context" };"#,
+        ] {
+            assert!(refs(per_request).per_request, "{per_request}");
+        }
+        // Other words that contain it are not the context.
+        assert_eq!(
+            refs(
+                r#"permit (principal, action, resource) when { principal.owner == "mycontexts" };"#
+            ),
+            ContextRefs::default()
+        );
     }
 }

@@ -47,6 +47,8 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<ProxyBody> {
+    // Backpressure: wait here (before any work) while the audit writer is far behind.
+    gw.shared.audit.admit().await;
     let request_id = gw.next_request_id();
     let mut ctx = RequestCtx::new(request_id, conn, req.method().clone(), req.uri().path());
     // One span per request, named and attributed per the OpenTelemetry semantic

@@ -242,7 +242,11 @@ async fn metrics(rt: &Runtime) -> Response<AdminBody> {
             None
         }
     };
-    let text = rt.shared.metrics.render(pending);
+    let audit = crate::telemetry::metrics::AuditQueueStats {
+        waits: rt.shared.audit.backpressure_waits(),
+        depth: rt.shared.audit.queue_depth(),
+    };
+    let text = rt.shared.metrics.render(pending, audit);
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -1,5 +1,9 @@
 //! The audit log writer: one JSON line per request, appended to a file or stdout by a
-//! background task, in batches, so the request path never waits on the disk.
+//! dedicated thread, in batches, so the request path never touches nor waits on the disk.
+//! The thread wakes a few hundred times a second at most under load (it lingers between
+//! batches instead of being woken per record). When it falls [`QUEUE_CAPACITY`] records
+//! behind, new requests wait for it ([`AuditLog::admit`]) and
+//! `keygate_audit_backpressure_waits_total` counts them.
 //!
 //! Lossless: records are queued, never dropped; [`AuditLog::close`] writes out every queued
 //! record and flushes before it returns (graceful shutdown calls it last).
@@ -16,11 +20,12 @@
 use super::audit_chain::{Chain, Tail};
 use crate::config::{AuditFile, AuditTarget};
 use serde::Serialize;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::oneshot;
 
 /// One audit record: every field an auditor needs about one tool call, and never a secret.
 #[derive(Debug, Serialize)]
@@ -69,72 +74,188 @@ pub struct AuditRecord {
     pub stripped: Vec<std::borrow::Cow<'static, str>>,
 }
 
-enum Msg {
-    Record(Box<AuditRecord>),
-    Close(oneshot::Sender<()>),
+/// Records queued at most before new requests wait for the writer (see [`AuditLog::admit`]).
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// How long the writer gathers records after a write before it writes again: bounds its
+/// wake-ups (and so its context switches on a busy core) to a few hundred per second.
+const LINGER: Duration = Duration::from_millis(5);
+
+/// What the request path and the writer thread share.
+struct Shared {
+    state: Mutex<Queue>,
+    /// The writer waits here when it has nothing to write.
+    wake: Condvar,
+    /// Records queued and not yet written, read without the lock by [`AuditLog::admit`].
+    depth: AtomicUsize,
+    /// Notified after every write, for requests waiting in [`AuditLog::admit`].
+    drained: tokio::sync::Notify,
+    /// Requests that had to wait because the queue was full.
+    waits: AtomicU64,
+    /// Set when the writer thread has ended.
+    stopped: AtomicBool,
 }
 
-/// Handle to the audit writer task.
+#[derive(Default)]
+struct Queue {
+    records: Vec<Box<AuditRecord>>,
+    flushes: Vec<oneshot::Sender<()>>,
+    /// The writer is waiting on `wake` (only then does a new record notify it).
+    idle: bool,
+    /// Every handle is gone: the writer writes what is queued and ends.
+    closed: bool,
+}
+
+/// Handle to the audit writer: a dedicated thread that chains, serializes and appends
+/// records in batches, so the request path never touches the disk nor waits on it.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<Msg>,
+    shared: Arc<Shared>,
+    _handles: Arc<Handles>,
+}
+
+/// Dropped with the last [`AuditLog`] handle: tells the writer to finish and end.
+struct Handles(Arc<Shared>);
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        lock(&self.0.state).closed = true;
+        self.0.wake.notify_one();
+    }
 }
 
 impl AuditLog {
     /// Opens the target (appending; a file's chain continues from its last record) and
-    /// starts the writer task.
+    /// starts the writer thread.
     pub async fn open(target: &AuditTarget) -> Result<AuditLog, String> {
         let sink = match target {
             AuditTarget::Stdout => Sink {
-                out: Box::new(tokio::io::stdout()),
+                out: Box::new(std::io::stdout()),
                 chain: Chain::new(),
                 file: None,
             },
-            AuditTarget::File(f) => Sink::open_file(f).await?,
+            AuditTarget::File(f) => Sink::open_file(f)?,
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(sink, rx));
-        Ok(AuditLog { tx })
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            depth: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
+            waits: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        });
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("keygate-audit".into())
+            .spawn(move || {
+                let done = StopGuard(writer.clone());
+                write_loop(sink, &writer);
+                drop(done);
+            })
+            .map_err(|e| format!("cannot start the audit writer thread: {e}"))?;
+        Ok(AuditLog {
+            _handles: Arc::new(Handles(shared.clone())),
+            shared,
+        })
     }
 
-    /// Queues a record; it is written shortly, in order.
+    /// Queues a record; it is written shortly, in order. Never drops one: when the writer
+    /// falls behind the queue grows past its capacity by at most the requests in flight,
+    /// and new requests wait in [`AuditLog::admit`].
     pub fn record(&self, r: AuditRecord) {
-        if self.tx.send(Msg::Record(Box::new(r))).is_err() {
-            tracing::error!("audit writer has stopped; a record could not be queued");
+        let wake = {
+            let mut q = lock(&self.shared.state);
+            q.records.push(Box::new(r));
+            std::mem::take(&mut q.idle)
+        };
+        self.shared.depth.fetch_add(1, Ordering::Relaxed);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        if self.shared.stopped.load(Ordering::Relaxed) {
+            tracing::error!("audit writer has stopped; a record could not be written");
         }
     }
 
-    /// Whether the writer task is still running (records can still be written).
-    pub fn is_alive(&self) -> bool {
-        !self.tx.is_closed()
+    /// Waits while the writer is [`QUEUE_CAPACITY`] records behind: backpressure on new
+    /// requests instead of a lost record or unbounded memory. Returns at once otherwise.
+    pub async fn admit(&self) {
+        if self.shared.depth.load(Ordering::Relaxed) < QUEUE_CAPACITY {
+            return;
+        }
+        self.shared.waits.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let drained = self.shared.drained.notified();
+            if self.shared.depth.load(Ordering::Relaxed) < QUEUE_CAPACITY
+                || self.shared.stopped.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            drained.await;
+        }
     }
 
-    /// Writes out everything queued so far and flushes.
+    /// Requests that waited for the audit writer so far.
+    pub fn backpressure_waits(&self) -> u64 {
+        self.shared.waits.load(Ordering::Relaxed)
+    }
+
+    /// Records queued and not yet written.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.depth.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer is still running (records can still be written).
+    pub fn is_alive(&self) -> bool {
+        !self.shared.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Writes out everything queued so far and flushes (the writer keeps running).
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Close(tx)).is_ok() {
+        {
+            let mut q = lock(&self.shared.state);
+            q.flushes.push(tx);
+            q.idle = false;
+        }
+        self.shared.wake.notify_one();
+        if self.is_alive() {
             let _ = rx.await;
         }
     }
 }
 
-async fn open_append(p: &Path) -> Result<tokio::fs::File, String> {
+/// Marks the writer stopped when its thread ends, however it ends, and releases waiters.
+struct StopGuard(Arc<Shared>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Relaxed);
+        self.0.drained.notify_waiters();
+        lock(&self.0.state).flushes.clear();
+    }
+}
+
+fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    // A panic elsewhere while holding the lock leaves a queue that is still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn open_append(p: &Path) -> Result<std::fs::File, String> {
     if let Some(dir) = p.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
+        std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    tokio::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(p)
-        .await
         .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))
 }
 
-type Out = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+type Out = Box<dyn std::io::Write + Send>;
 
-/// Where the writer task writes, and the chain it extends.
+/// Where the writer thread writes, and the chain it extends.
 struct Sink {
     out: Out,
     chain: Chain,
@@ -180,14 +301,14 @@ struct ChainRestart<'a> {
 }
 
 impl Sink {
-    async fn open_file(cfg: &AuditFile) -> Result<Sink, String> {
+    fn open_file(cfg: &AuditFile) -> Result<Sink, String> {
         let path = &cfg.path;
         let tail = super::audit_chain::read_tail(path).unwrap_or_else(|e| Tail::Broken {
             reason: format!("it cannot be read back ({e})"),
             missing_newline: false,
         });
-        let mut file = open_append(path).await?;
-        let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let mut file = open_append(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let (started, first_seq) = match size {
             0 => (SystemTime::now(), 0),
             _ => first_record(path).unwrap_or((SystemTime::now(), 0)),
@@ -228,8 +349,7 @@ impl Sink {
                 let obj = serde_json::to_vec(&marker).map_err(|e| e.to_string())?;
                 chain.append(&obj, &mut buf)?;
                 file.write_all(&buf)
-                    .await
-                    .and(file.flush().await)
+                    .and(file.flush())
                     .map_err(|e| format!("cannot write audit log {}: {e}", path.display()))?;
                 rotation.size += u64::try_from(buf.len()).unwrap_or(0);
                 chain
@@ -243,12 +363,12 @@ impl Sink {
     }
 
     /// Adds a chained line (record `seq`) to the batch, rotating the file first when due.
-    async fn place(&mut self, buf: &mut Vec<u8>, line: &[u8], seq: u64) {
+    fn place(&mut self, buf: &mut Vec<u8>, line: &[u8], seq: u64) {
         let now = SystemTime::now();
         if self.file.as_ref().is_some_and(|r| r.due(line.len(), now)) {
-            self.write(buf).await;
+            self.write(buf);
             buf.clear();
-            self.rotate(now).await;
+            self.rotate(now);
         }
         if let Some(r) = self.file.as_mut() {
             if r.size == 0 {
@@ -263,25 +383,25 @@ impl Sink {
     }
 
     /// Writes `buf` out and flushes.
-    async fn write(&mut self, buf: &[u8]) {
+    fn write(&mut self, buf: &[u8]) {
         if !buf.is_empty() {
-            if let Err(e) = self.out.write_all(buf).await {
+            if let Err(e) = self.out.write_all(buf) {
                 tracing::error!("audit log write failed: {e}");
             }
         }
-        if let Err(e) = self.out.flush().await {
+        if let Err(e) = self.out.flush() {
             tracing::error!("audit log flush failed: {e}");
         }
     }
 
     /// Renames the current file aside and continues in a new one at the configured path.
-    async fn rotate(&mut self, now: SystemTime) {
+    fn rotate(&mut self, now: SystemTime) {
         let Some(r) = self.file.as_mut() else {
             return;
         };
         let path = r.cfg.path.clone();
         let target = rotated_name(&path, now, r.first_seq);
-        if let Err(e) = tokio::fs::rename(&path, &target).await {
+        if let Err(e) = std::fs::rename(&path, &target) {
             tracing::error!(
                 "audit log rotation failed: cannot rename {} to {}: {e}; records stay in {0}, \
                  rotation is off until restart",
@@ -291,7 +411,7 @@ impl Sink {
             r.disabled = true;
             return;
         }
-        match open_append(&path).await {
+        match open_append(&path) {
             Ok(f) => {
                 self.out = Box::new(f);
                 r.size = 0;
@@ -351,40 +471,64 @@ fn first_record(path: &Path) -> Option<(SystemTime, u64)> {
     Some((time, first.seq.unwrap_or(0)))
 }
 
-async fn write_loop(mut sink: Sink, mut rx: mpsc::UnboundedReceiver<Msg>) {
+/// The writer thread: takes everything queued, chains and writes it in one `write`, then
+/// lingers so the next batch gathers; waits on the condvar only when nothing is queued.
+/// Runs for the life of the process (the handle is kept in the gateway's shared state).
+fn write_loop(mut sink: Sink, shared: &Shared) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut object = Vec::with_capacity(4096);
     let mut line = Vec::with_capacity(4096);
-    let mut closers = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        // Take what is queued, up to a batch, chain it, then write it in one go.
-        let mut n = 0;
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Record(r) => {
-                    object.clear();
-                    line.clear();
-                    let seq = sink.chain.next_seq;
-                    let chained = serde_json::to_writer(&mut object, &r)
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| sink.chain.append(&object, &mut line));
-                    match chained {
-                        Ok(_) => sink.place(&mut buf, &line, seq).await,
-                        Err(e) => tracing::error!("audit record not written: {e}"),
-                    }
+    let mut batch: Vec<Box<AuditRecord>> = Vec::with_capacity(1024);
+    let mut flushes = Vec::new();
+    loop {
+        {
+            let mut q = lock(&shared.state);
+            while q.records.is_empty() && q.flushes.is_empty() {
+                if q.closed {
+                    return;
                 }
-                Msg::Close(ack) => closers.push(ack),
+                q.idle = true;
+                q = shared
+                    .wake
+                    .wait(q)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            n += 1;
-            if n < 1024 {
-                next = rx.try_recv().ok();
+            q.idle = false;
+            std::mem::swap(&mut batch, &mut q.records);
+            std::mem::swap(&mut flushes, &mut q.flushes);
+        }
+        let n = batch.len();
+        for r in batch.drain(..) {
+            object.clear();
+            line.clear();
+            let seq = sink.chain.next_seq;
+            let chained = serde_json::to_writer(&mut object, &r)
+                .map_err(|e| e.to_string())
+                .and_then(|()| sink.chain.append(&object, &mut line));
+            match chained {
+                Ok(_) => sink.place(&mut buf, &line, seq),
+                Err(e) => tracing::error!("audit record not written: {e}"),
             }
         }
-        sink.write(&buf).await;
+        sink.write(&buf);
         buf.clear();
-        for ack in closers.drain(..) {
+        if buf.capacity() > 4 * 1024 * 1024 {
+            buf.shrink_to(64 * 1024);
+        }
+        shared.depth.fetch_sub(n, Ordering::Relaxed);
+        shared.drained.notify_waiters();
+        for ack in flushes.drain(..) {
             let _ = ack.send(());
+        }
+        // Gather the next batch; a flush request cuts the wait short.
+        let q = lock(&shared.state);
+        if q.flushes.is_empty() && !q.closed {
+            drop(
+                shared
+                    .wake
+                    .wait_timeout(q, LINGER)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
         }
     }
 }
@@ -520,6 +664,66 @@ mod tests {
         all.push(p.clone());
         assert_eq!(verify_files(&all).unwrap().records, 21);
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_new_requests_wait_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let log = AuditLog::open(&target(&p, None)).await.unwrap();
+        assert_eq!(log.backpressure_waits(), 0);
+        tokio::time::timeout(Duration::from_millis(100), log.admit())
+            .await
+            .expect("an empty queue admits at once");
+        // As if the writer were QUEUE_CAPACITY records behind.
+        log.shared
+            .depth
+            .fetch_add(QUEUE_CAPACITY, Ordering::Relaxed);
+        let waiting = tokio::spawn({
+            let log = log.clone();
+            async move { log.admit().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "admitted while the writer was behind"
+        );
+        assert_eq!(log.backpressure_waits(), 1);
+        // The writer catches up: the next write releases the waiting request.
+        log.shared
+            .depth
+            .fetch_sub(QUEUE_CAPACITY, Ordering::Relaxed);
+        log.record(record(1));
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("released after the writer caught up")
+            .unwrap();
+        log.close().await;
+        assert_eq!(log.queue_depth(), 0);
+        assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_writer_ends_when_every_handle_is_gone_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let log = AuditLog::open(&target(&p, None)).await.unwrap();
+        let shared = log.shared.clone();
+        for i in 0..500 {
+            log.record(record(i));
+        }
+        drop(log);
+        for _ in 0..100 {
+            if shared.stopped.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            shared.stopped.load(Ordering::Relaxed),
+            "writer still running"
+        );
+        assert_eq!(verify_files(&[&p]).unwrap().records, 500);
     }
 
     #[test]

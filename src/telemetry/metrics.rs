@@ -192,7 +192,7 @@ impl Metrics {
 
     /// The exposition, text format 0.0.4. `approvals_pending` is read from the store by
     /// the caller; `None` (the store did not answer) leaves that gauge without a sample.
-    pub fn render(&self, approvals_pending: Option<u64>) -> String {
+    pub fn render(&self, approvals_pending: Option<u64>, audit: AuditQueueStats) -> String {
         let mut out = String::with_capacity(4096);
         family(
             &mut out,
@@ -374,8 +374,35 @@ impl Metrics {
             }
             let _ = writeln!(out, "{name} {v}");
         }
+        family(
+            &mut out,
+            "keygate_audit_backpressure_waits_total",
+            "counter",
+            "Requests that waited before being served because the audit writer was behind.",
+        );
+        let _ = writeln!(
+            out,
+            "keygate_audit_backpressure_waits_total {}",
+            audit.waits
+        );
+        family(
+            &mut out,
+            "keygate_audit_queue_depth",
+            "gauge",
+            "Audit records queued and not yet written.",
+        );
+        let _ = writeln!(out, "keygate_audit_queue_depth {}", audit.depth);
         out
     }
+}
+
+/// The audit writer's queue, as the metrics endpoint shows it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AuditQueueStats {
+    /// Requests that waited for the writer ([`crate::telemetry::audit_log::AuditLog::admit`]).
+    pub waits: u64,
+    /// Records queued and not yet written.
+    pub depth: usize,
 }
 
 /// The `# HELP` and `# TYPE` lines of a metric family.
@@ -412,7 +439,7 @@ mod tests {
         for ms in [0.1, 0.5, 0.6, 1000.0, 20_000.0] {
             m.request("t", Decision::Allow, 200, Duration::from_secs_f64(ms / 1e3));
         }
-        let text = m.render(Some(0));
+        let text = m.render(Some(0), AuditQueueStats::default());
         // 0.1 ms and exactly 0.5 ms fall in le=0.0005; 0.6 ms in le=0.001; 1 s in le=1;
         // 20 s only in +Inf.
         for (le, n) in [
@@ -436,7 +463,7 @@ mod tests {
     fn label_values_are_escaped() {
         let m = Metrics::new();
         m.request("a\"b\\c\nd", Decision::Deny, 403, Duration::ZERO);
-        let text = m.render(None);
+        let text = m.render(None, AuditQueueStats::default());
         assert!(text.contains(r#"tool="a\"b\\c\nd",decision="deny",status="403"} 1"#));
         assert!(!text.contains("\nkeygate_approvals_pending "));
     }
