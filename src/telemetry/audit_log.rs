@@ -98,7 +98,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Queue {
-    records: Vec<Box<AuditRecord>>,
+    records: Vec<AuditRecord>,
     flushes: Vec<oneshot::Sender<()>>,
     /// The writer is waiting on `wake` (only then does a new record notify it).
     idle: bool,
@@ -165,7 +165,7 @@ impl AuditLog {
     pub fn record(&self, r: AuditRecord) {
         let wake = {
             let mut q = lock(&self.shared.state);
-            q.records.push(Box::new(r));
+            q.records.push(r);
             std::mem::take(&mut q.idle)
         };
         self.shared.depth.fetch_add(1, Ordering::Relaxed);
@@ -478,7 +478,7 @@ fn write_loop(mut sink: Sink, shared: &Shared) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut object = Vec::with_capacity(4096);
     let mut line = Vec::with_capacity(4096);
-    let mut batch: Vec<Box<AuditRecord>> = Vec::with_capacity(1024);
+    let mut batch: Vec<AuditRecord> = Vec::with_capacity(1024);
     let mut flushes = Vec::new();
     loop {
         {
