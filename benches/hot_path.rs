@@ -66,11 +66,7 @@ fn identify(c: &mut Criterion) {
         .unwrap();
     let ident = keygate::pipeline::identify::Identifier::new(&f.snapshot.identity).unwrap();
     assert!(rt.block_on(ident.load_keys()).is_empty());
-    let conn = ConnInfo {
-        remote_addr: "127.0.0.1:1".parse().unwrap(),
-        tls: false,
-        spiffe_id: None,
-    };
+    let conn = ConnInfo::new("127.0.0.1:1".parse().unwrap(), false, None);
     let mut headers = http::HeaderMap::new();
     headers.insert(
         http::header::AUTHORIZATION,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Tokens by (agent id, owner).
-type ReuseCache = moka::sync::Cache<(Arc<str>, Arc<str>), Issued>;
+type ReuseCache = moka::sync::Cache<(Arc<str>, Arc<str>), Issued, crate::FastHash>;
 
 pub struct MintedJwt {
     signer: Arc<Signer>,
@@ -75,7 +75,7 @@ impl MintedJwt {
                 moka::sync::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(reuse)
-                    .build()
+                    .build_with_hasher(crate::FastHash::default())
             }),
         }
     }

@@ -68,7 +68,7 @@ impl OnFinish for Pending {
             identity,
             issuer,
             spiffe_id: ctx.conn.spiffe_id.clone(),
-            client: ctx.conn.remote_addr.to_string(),
+            client: ctx.conn.client.clone(),
             tool: ctx.tool.as_ref().map(|t| t.tool.name.clone()),
             operation: ctx.operation.as_ref().map(|o| o.name.clone()),
             tags: ctx

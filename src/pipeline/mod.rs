@@ -81,7 +81,7 @@ pub async fn handle(
         mcp.session.id = tracing::field::Empty,
     );
     // W3C trace context: the agent's span is keygate's parent.
-    if req.headers().contains_key("traceparent") {
+    if !span.is_disabled() && req.headers().contains_key("traceparent") {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
             p.extract(&crate::telemetry::otel::HeaderExtractor(req.headers()))
@@ -94,7 +94,10 @@ pub async fn handle(
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
     });
-    if let Some(a) = authority.and_then(|a| a.parse::<http::uri::Authority>().ok()) {
+    if let Some(a) = authority
+        .filter(|_| !span.is_disabled())
+        .and_then(|a| a.parse::<http::uri::Authority>().ok())
+    {
         span.record("server.address", a.host());
         if let Some(port) = a.port_u16() {
             span.record("server.port", i64::from(port));

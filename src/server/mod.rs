@@ -23,6 +23,33 @@ pub struct ConnInfo {
     pub tls: bool,
     /// SPIFFE ID of the verified client certificate, if one was presented.
     pub spiffe_id: Option<String>,
+    /// `remote_addr` as text, as the audit log records it (formatted once per connection).
+    pub client: Arc<str>,
+    /// The agent's IP as an `X-Forwarded-For` value.
+    pub forwarded_for: Option<http::HeaderValue>,
+    /// The start of the `Forwarded` value: `for=<ip>;proto=<http|https>`.
+    pub forwarded: String,
+}
+
+impl ConnInfo {
+    /// What every request on a connection from `remote_addr` shares.
+    pub fn new(remote_addr: SocketAddr, tls: bool, spiffe_id: Option<String>) -> ConnInfo {
+        let ip = remote_addr.ip();
+        let proto = if tls { "https" } else { "http" };
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        ConnInfo {
+            remote_addr,
+            tls,
+            spiffe_id,
+            client: remote_addr.to_string().into(),
+            forwarded_for: http::HeaderValue::from_str(&ip.to_string()).ok(),
+            forwarded: format!("for={node};proto={proto}"),
+        }
+    }
 }
 
 /// A running listener.
@@ -138,11 +165,7 @@ async fn accept_loop(
                     if !first_bytes_within(&stream, header_timeout).await {
                         return;
                     }
-                    let conn = Arc::new(ConnInfo {
-                        remote_addr,
-                        tls: false,
-                        spiffe_id: None,
-                    });
+                    let conn = Arc::new(ConnInfo::new(remote_addr, false, None));
                     let _ = watcher
                         .watch(
                             builder
@@ -174,11 +197,7 @@ async fn accept_loop(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .and_then(|c| crate::pipeline::identify::spiffe_id_of(c));
-                    let conn = Arc::new(ConnInfo {
-                        remote_addr,
-                        tls: true,
-                        spiffe_id,
-                    });
+                    let conn = Arc::new(ConnInfo::new(remote_addr, true, spiffe_id));
                     // As for cleartext: a client that finishes the handshake and then
                     // sends nothing is let go after header_read_timeout.
                     let stream = FirstReadDeadline::new(stream, header_timeout);

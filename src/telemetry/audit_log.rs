@@ -39,7 +39,7 @@ pub struct AuditRecord {
     pub identity: Option<&'static str>,
     pub issuer: Option<std::sync::Arc<str>>,
     pub spiffe_id: Option<String>,
-    pub client: String,
+    pub client: std::sync::Arc<str>,
     pub tool: Option<std::sync::Arc<str>>,
     /// The operation (Cedar action) and its tags.
     pub operation: Option<std::sync::Arc<str>>,

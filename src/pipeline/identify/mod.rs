@@ -68,7 +68,7 @@ impl moka::Expiry<Arc<str>, Arc<Verified>> for UntilExpiry {
 /// The identify phase's state: issuers with their keys, and the verified-token cache.
 pub struct Identifier {
     pub issuers: Vec<Arc<Issuer>>,
-    cache: Cache<Arc<str>, Arc<Verified>>,
+    cache: Cache<Arc<str>, Arc<Verified>, crate::FastHash>,
     skew: u64,
     /// Where cache hits and misses are counted, when the gateway set it.
     metrics: Option<Arc<crate::telemetry::metrics::Metrics>>,
@@ -90,7 +90,7 @@ impl Identifier {
             cache: Cache::builder()
                 .max_capacity(settings.token_cache_capacity)
                 .expire_after(UntilExpiry)
-                .build(),
+                .build_with_hasher(crate::FastHash::default()),
             skew: settings.clock_skew.as_secs(),
             metrics: None,
         })
