@@ -449,7 +449,7 @@ where
 
 async fn run(config: PathBuf) -> Result<(), String> {
     let snapshot = keygate::config::load(&config).map_err(|e| e.to_string())?;
-    let tracer_provider = keygate::telemetry::init(Some(&snapshot.telemetry))?;
+    let exporting = keygate::telemetry::init(Some(&snapshot.telemetry))?;
     let rt = keygate::gateway::Runtime::start(snapshot).await?;
     let running = keygate::server::serve(rt.clone()).await?;
     keygate::gateway::spawn_file_watch(&rt, Duration::from_secs(2));
@@ -475,9 +475,9 @@ async fn run(config: PathBuf) -> Result<(), String> {
         let _ = shutdown.send(true);
     });
     running.wait().await;
-    if let Some(p) = tracer_provider {
+    if exporting {
         // Spans still queued go out before exit (bounded wait).
-        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        keygate::telemetry::otel::flush().await;
     }
     Ok(())
 }

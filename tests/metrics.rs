@@ -691,6 +691,8 @@ async fn probes_and_metrics_need_no_token_and_gateways_count_apart() {
         "keygate_credential_failures_total",
         "keygate_token_cache_requests_total",
         "keygate_audit_records_total",
+        "keygate_audit_backpressure_waits_total",
+        "keygate_audit_queue_depth",
         "keygate_spans_dropped_total",
     ]
     .into_iter()
@@ -701,6 +703,8 @@ async fn probes_and_metrics_need_no_token_and_gateways_count_apart() {
         ("keygate_request_duration_seconds", "histogram"),
         ("keygate_approvals_pending", "gauge"),
         ("keygate_build_info", "gauge"),
+        ("keygate_audit_backpressure_waits_total", "counter"),
+        ("keygate_audit_queue_depth", "gauge"),
     ] {
         assert_eq!(m.family(name).kind.as_deref(), Some(kind), "{name}");
     }

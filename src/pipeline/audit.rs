@@ -6,6 +6,7 @@ use super::context::RequestCtx;
 use crate::error::ErrorKind;
 use crate::telemetry::audit_log::{AuditLog, AuditRecord};
 use crate::telemetry::metrics::Metrics;
+use opentelemetry::KeyValue;
 use std::sync::Arc;
 
 struct Pending {
@@ -13,7 +14,6 @@ struct Pending {
     metrics: Arc<Metrics>,
     ctx: RequestCtx,
     status: u16,
-    span: tracing::Span,
 }
 
 impl OnFinish for Pending {
@@ -21,9 +21,8 @@ impl OnFinish for Pending {
         let Pending {
             log,
             metrics,
-            ctx,
+            mut ctx,
             status,
-            span,
         } = *self;
         let duration = ctx.started.elapsed();
         let tool = ctx.tool.as_ref().map_or("", |t| &*t.tool.name);
@@ -44,9 +43,12 @@ impl OnFinish for Pending {
         metrics.audit_record();
         // Whatever phase refused the request, a secret in its path never reaches the log.
         let path = recorded_path(&ctx.path);
-        record_span(&span, &ctx, &path, status, bytes_out);
-        let _enter = span.enter();
+        if let Some(trace) = ctx.trace.take() {
+            let attributes = span_attributes(&ctx, trace.server.as_ref(), &path, status, bytes_out);
+            trace.finish(ctx.start_time, attributes, status >= 500);
+        }
         tracing::debug!(
+            request_id = %ctx.request_id,
             duration_ms = duration.as_secs_f64() * 1e3,
             completed,
             "request finished"
@@ -114,50 +116,67 @@ fn recorded_path(path: &str) -> String {
     path.to_string()
 }
 
-/// The span's attributes, from the context the audit record is made of. Never a secret:
-/// ids and names only, the path redacted, the credential's id and never its value.
-fn record_span(span: &tracing::Span, ctx: &RequestCtx, path: &str, status: u16, bytes_out: u64) {
-    span.record("url.path", path);
-    // i64: tracing-opentelemetry exports unsigned integers as strings.
-    span.record("http.response.status_code", i64::from(status));
-    span.record(
+/// The request span's attributes (OpenTelemetry semantic conventions plus `keygate.*`),
+/// from the context the audit record is made of. Never a secret: ids and names only, the
+/// path redacted, the credential's id and never its value.
+fn span_attributes(
+    ctx: &RequestCtx,
+    server: Option<&(String, Option<u16>)>,
+    path: &str,
+    status: u16,
+    bytes_out: u64,
+) -> Vec<KeyValue> {
+    let s = |v: &str| opentelemetry::Value::from(v.to_string());
+    let mut a = Vec::with_capacity(24);
+    a.push(KeyValue::new("request_id", s(&ctx.request_id)));
+    a.push(KeyValue::new("http.request.method", ctx.method.to_string()));
+    a.push(KeyValue::new("url.path", s(path)));
+    if let Some((host, port)) = server {
+        a.push(KeyValue::new("server.address", host.clone()));
+        if let Some(p) = port {
+            a.push(KeyValue::new("server.port", i64::from(*p)));
+        }
+    }
+    // i64: OTLP has no unsigned integers.
+    a.push(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    a.push(KeyValue::new(
         "http.response.body.size",
         i64::try_from(bytes_out).unwrap_or(i64::MAX),
-    );
-    span.record("keygate.decision", ctx.decision.as_str());
+    ));
+    a.push(KeyValue::new("keygate.decision", ctx.decision.as_str()));
     if let Some(e) = &ctx.error {
-        span.record("error.type", e.kind.code());
-    }
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
+        a.push(KeyValue::new("error.type", e.kind.code()));
     }
     if let Some(i) = &ctx.identity {
-        span.record("keygate.agent.id", &*i.agent.id);
-        span.record("keygate.agent.owner", &*i.agent.owner);
+        a.push(KeyValue::new("keygate.agent.id", s(&i.agent.id)));
+        a.push(KeyValue::new("keygate.agent.owner", s(&i.agent.owner)));
     }
     if let Some(t) = &ctx.tool {
-        span.record("keygate.tool", &*t.tool.name);
+        a.push(KeyValue::new("keygate.tool", s(&t.tool.name)));
     }
     if let Some(op) = &ctx.operation {
-        span.record("keygate.operation", &*op.name);
+        a.push(KeyValue::new("keygate.operation", s(&op.name)));
         let tags: Vec<&str> = op.tags.iter().map(|t| &**t).collect();
-        span.record("keygate.tags", tags.join(",").as_str());
+        a.push(KeyValue::new("keygate.tags", tags.join(",")));
     }
     if !ctx.policies.is_empty() {
-        span.record("keygate.policies", ctx.policies.join(",").as_str());
+        a.push(KeyValue::new("keygate.policies", ctx.policies.join(",")));
     }
-    if let Some(a) = &ctx.approval_id {
-        span.record("keygate.approval_id", a.as_str());
+    if let Some(id) = &ctx.approval_id {
+        a.push(KeyValue::new("keygate.approval_id", id.clone()));
     }
     if let Some(p) = ctx.credential_provider {
-        span.record("keygate.credential.provider", p);
+        a.push(KeyValue::new("keygate.credential.provider", p));
     }
     if let Some(c) = &ctx.credential_id {
-        span.record("keygate.credential.id", &**c);
+        a.push(KeyValue::new("keygate.credential.id", s(c)));
     }
     if let Some(m) = &ctx.mcp {
-        if let Some(s) = &m.session_id {
-            span.record("mcp.session.id", s.as_str());
+        if let Some(id) = &m.session_id {
+            a.push(KeyValue::new("mcp.session.id", id.clone()));
         }
         if let Some(call) = m
             .calls
@@ -165,14 +184,15 @@ fn record_span(span: &tracing::Span, ctx: &RequestCtx, path: &str, status: u16, 
             .find(|c| c.method == "tools/call")
             .or(m.calls.first())
         {
-            span.record("mcp.method.name", call.method.as_str());
+            a.push(KeyValue::new("mcp.method.name", call.method.clone()));
             if call.method == "tools/call" {
                 if let Some(n) = &call.name {
-                    span.record("gen_ai.tool.name", n.as_str());
+                    a.push(KeyValue::new("gen_ai.tool.name", n.clone()));
                 }
             }
         }
     }
+    a
 }
 
 /// Wraps the response body so the request's audit record is written exactly once.
@@ -181,18 +201,15 @@ pub fn attach(
     metrics: &Arc<Metrics>,
     ctx: RequestCtx,
     resp: http::Response<crate::error::ProxyBody>,
-    span: tracing::Span,
 ) -> http::Response<crate::error::ProxyBody> {
     use http_body_util::BodyExt;
     let status = resp.status().as_u16();
-    span.record("status", status);
     let (parts, body) = resp.into_parts();
     let pending = Box::new(Pending {
         log: log.clone(),
         metrics: metrics.clone(),
         ctx,
         status,
-        span,
     });
     let body = super::body::Finishing::new(body, pending).boxed();
     http::Response::from_parts(parts, body)

@@ -75,6 +75,8 @@ pub struct RequestCtx {
     pub error: Option<Error>,
     /// Request body bytes received from the agent.
     pub bytes_in: Arc<AtomicU64>,
+    /// The request's spans, when they are exported and the trace is sampled.
+    pub trace: Option<crate::telemetry::spans::RequestTrace>,
 }
 
 impl RequestCtx {
@@ -108,6 +110,7 @@ impl RequestCtx {
             decision: Decision::Deny,
             error: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
+            trace: None,
         }
     }
 }

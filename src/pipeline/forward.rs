@@ -10,6 +10,7 @@
 use super::context::RequestCtx;
 use crate::error::{BoxError, Error, ErrorKind, ProxyBody};
 use crate::gateway::ToolRuntime;
+use crate::telemetry::spans::RequestTrace;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -18,6 +19,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry::KeyValue;
 use std::path::Path;
 use std::time::Duration;
 
@@ -112,7 +114,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Sends the request to the tool; the response body streams back as it arrives.
 pub async fn forward(
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     tool: &ToolRuntime,
     mut req: Request<ProxyBody>,
     original_host: Option<HeaderValue>,
@@ -159,7 +161,10 @@ pub async fn forward(
         HeaderValue::from_static(proto),
     );
     let forwarded = match original_host.as_ref().and_then(|h| h.to_str().ok()) {
-        Some(h) if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => {
+        Some(h)
+            if h.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+        {
             HeaderValue::from_str(&format!("{};host=\"{h}\"", ctx.conn.forwarded))
         }
         _ => HeaderValue::from_str(&ctx.conn.forwarded),
@@ -175,31 +180,36 @@ pub async fn forward(
     }
 
     // The upstream call is a client span, and the tool's parent: keygate sends its own
-    // traceparent (the agent's, when tracing is off, passes through unchanged).
-    let upstream_span = tracing::info_span!(
-        "keygate.upstream",
-        otel.kind = "client",
-        server.address = %t.upstream.authority,
-        http.request.method = %req.method(),
-    );
-    if !upstream_span.is_disabled() {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let cx = upstream_span.context();
-        if cx.span().span_context().is_valid() {
-            let headers = req.headers_mut();
-            headers.remove("traceparent");
-            headers.remove("tracestate");
-            opentelemetry::global::get_text_map_propagator(|p| {
-                p.inject_context(&cx, &mut crate::telemetry::otel::HeaderInjector(headers))
-            });
+    // traceparent (the agent's, when spans are not exported, passes through unchanged).
+    let method = req.method().clone();
+    let phase = ctx.trace.as_ref().map(|trace| {
+        let phase = RequestTrace::begin_client("keygate.upstream");
+        let headers = req.headers_mut();
+        headers.remove("traceparent");
+        headers.remove("tracestate");
+        if let Some(v) = trace.traceparent(phase.span_id()) {
+            headers.insert(HeaderName::from_static("traceparent"), v);
         }
+        if let Some(v) = trace.tracestate() {
+            headers.insert(HeaderName::from_static("tracestate"), v);
+        }
+        phase
+    });
+    let sent = tokio::time::timeout(t.request_timeout, tool.client.request(req)).await;
+    if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
+        let mut attrs = vec![
+            KeyValue::new("server.address", t.upstream.authority.to_string()),
+            KeyValue::new("http.request.method", method.to_string()),
+        ];
+        if let Ok(Ok(r)) = &sent {
+            attrs.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(r.status().as_u16()),
+            ));
+        }
+        let failed = !matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error());
+        trace.end_phase(phase, attrs, failed);
     }
-    let sent = tokio::time::timeout(
-        t.request_timeout,
-        tracing::Instrument::instrument(tool.client.request(req), upstream_span),
-    )
-    .await;
     let resp = match sent {
         Err(_) => {
             return Err(Error::new(

@@ -8,7 +8,9 @@ use super::context::RequestCtx;
 use crate::credentials::Placement;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::ToolRuntime;
+use crate::telemetry::spans::RequestTrace;
 use http::Request;
+use opentelemetry::KeyValue;
 
 pub fn inject<B>(
     ctx: &mut RequestCtx,
@@ -25,12 +27,19 @@ pub fn inject<B>(
             ))
         }
     };
-    let issued = tracing::info_span!(
-        "keygate.credential",
-        keygate.credential.provider = tool.provider.name()
-    )
-    .in_scope(|| tool.provider.issue(&agent))
-    .map_err(|e| {
+    let phase = ctx
+        .trace
+        .as_ref()
+        .map(|_| RequestTrace::begin("keygate.credential"));
+    let issued = tool.provider.issue(&agent);
+    if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
+        let attrs = vec![KeyValue::new(
+            "keygate.credential.provider",
+            tool.provider.name(),
+        )];
+        trace.end_phase(phase, attrs, issued.is_err());
+    }
+    let issued = issued.map_err(|e| {
         Error::new(
             ErrorKind::CredentialUnavailable,
             format!(

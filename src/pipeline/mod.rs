@@ -35,11 +35,11 @@ pub mod strip;
 use crate::error::{Error, ErrorKind, ProxyBody};
 use crate::gateway::Gateway;
 use crate::server::ConnInfo;
+use crate::telemetry::spans::RequestTrace;
 use classify::Route;
 pub use context::{Decision, RequestCtx};
 use http::{header, Request, Response, StatusCode};
 use std::sync::Arc;
-use tracing::Instrument;
 
 /// Serves one request from an agent.
 pub async fn handle(
@@ -51,59 +51,21 @@ pub async fn handle(
     gw.shared.audit.admit().await;
     let request_id = gw.next_request_id();
     let mut ctx = RequestCtx::new(request_id, conn, req.method().clone(), req.uri().path());
-    // One span per request, named and attributed per the OpenTelemetry semantic
-    // conventions plus keygate.*; attributes are recorded when the request ends (audit),
-    // from the same context as the audit record, so the two never disagree.
-    let span = tracing::info_span!(
-        "keygate.request",
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        request_id = %ctx.request_id,
-        http.request.method = %ctx.method,
-        url.path = tracing::field::Empty,
-        server.address = tracing::field::Empty,
-        server.port = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        http.response.body.size = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        keygate.agent.id = tracing::field::Empty,
-        keygate.agent.owner = tracing::field::Empty,
-        keygate.tool = tracing::field::Empty,
-        keygate.operation = tracing::field::Empty,
-        keygate.tags = tracing::field::Empty,
-        keygate.decision = tracing::field::Empty,
-        keygate.policies = tracing::field::Empty,
-        keygate.approval_id = tracing::field::Empty,
-        keygate.credential.provider = tracing::field::Empty,
-        keygate.credential.id = tracing::field::Empty,
-        mcp.method.name = tracing::field::Empty,
-        gen_ai.tool.name = tracing::field::Empty,
-        mcp.session.id = tracing::field::Empty,
-    );
-    // W3C trace context: the agent's span is keygate's parent.
-    if !span.is_disabled() && req.headers().contains_key("traceparent") {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&crate::telemetry::otel::HeaderExtractor(req.headers()))
+    // The request's spans (when exported): attributes are set when the request ends
+    // (audit), from the same context as the audit record, so the two never disagree.
+    ctx.trace = crate::telemetry::spans::RequestTrace::start(req.headers());
+    if let Some(trace) = ctx.trace.as_mut() {
+        // server.address is the host the agent addressed; its port is server.port.
+        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
         });
-        let _ = span.set_parent(parent);
-    }
-    // server.address is the host the agent addressed; its port is server.port.
-    let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    if let Some(a) = authority
-        .filter(|_| !span.is_disabled())
-        .and_then(|a| a.parse::<http::uri::Authority>().ok())
-    {
-        span.record("server.address", a.host());
-        if let Some(port) = a.port_u16() {
-            span.record("server.port", i64::from(port));
+        if let Some(a) = authority.and_then(|a| a.parse::<http::uri::Authority>().ok()) {
+            trace.server = Some((a.host().to_string(), a.port_u16()));
         }
     }
-    let result = run(&gw, &mut ctx, req).instrument(span.clone()).await;
+    let result = run(&gw, &mut ctx, req).await;
     let resp = match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -116,15 +78,16 @@ pub async fn handle(
             } else {
                 Decision::Deny
             };
-            let _enter = span.enter();
             match e.kind.status().as_u16() {
                 500.. => tracing::warn!(
+                    request_id = %ctx.request_id,
                     code = e.kind.code(),
                     detail = e.detail.as_deref().unwrap_or(""),
                     "{}",
                     e.message
                 ),
                 _ => tracing::info!(
+                    request_id = %ctx.request_id,
                     code = e.kind.code(),
                     detail = e.detail.as_deref().unwrap_or(""),
                     "{}",
@@ -143,7 +106,7 @@ pub async fn handle(
             resp
         }
     };
-    audit::attach(&gw.shared.audit, &gw.shared.metrics, ctx, resp, span)
+    audit::attach(&gw.shared.audit, &gw.shared.metrics, ctx, resp)
 }
 
 async fn run(
@@ -180,10 +143,20 @@ async fn run(
     };
 
     // identify: before anything about tools is revealed.
+    let phase = ctx
+        .trace
+        .as_ref()
+        .map(|_| RequestTrace::begin("keygate.identify"));
     let identity = gw
         .identifier
-        .identify(&gw.snapshot.agents, &ctx.conn, req.headers())?;
-    tracing::Span::current().record("keygate.agent.id", &*identity.agent.id);
+        .identify(&gw.snapshot.agents, &ctx.conn, req.headers());
+    if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
+        // A span only when a signature was checked: a cached token costs nothing worth one.
+        if identity.as_ref().map_or(true, |i| i.verified_now) {
+            trace.end_phase(phase, Vec::new(), identity.is_err());
+        }
+    }
+    let identity = identity?;
     let agent = identity.agent.clone();
     ctx.identity = Some(identity);
     if gw.shared.is_suspended(&agent.id) {
@@ -203,7 +176,6 @@ async fn run(
             "no tool matches this request; call a tool as /tools/<name>/… or through its host",
         ));
     };
-    tracing::Span::current().record("keygate.tool", &*tool.tool.name);
     ctx.tool = Some(tool.clone());
     let timeout = gw.snapshot.server.body_read_timeout;
     let (parts, body) = req.into_parts();
@@ -269,8 +241,9 @@ async fn run(
                 approved: false,
                 mcp: Some(&call),
             };
-            let verdict = tracing::info_span!("keygate.authorize")
-                .in_scope(|| gw.snapshot.policies.authorize(&input));
+            let verdict = in_phase(&mut ctx.trace, "keygate.authorize", || {
+                gw.snapshot.policies.authorize(&input)
+            });
             if let Some(allowed_by) = apply_verdict(ctx, verdict, &agent, &op, &tool)? {
                 if post.batch {
                     ctx.operation = Some(op);
@@ -305,8 +278,9 @@ async fn run(
             approved: false,
             mcp: None,
         };
-        let verdict = tracing::info_span!("keygate.authorize")
-            .in_scope(|| gw.snapshot.policies.authorize(&input));
+        let verdict = in_phase(&mut ctx.trace, "keygate.authorize", || {
+            gw.snapshot.policies.authorize(&input)
+        });
         needs_approval = apply_verdict(ctx, verdict, &agent, &op, &tool)?;
         op
     };
@@ -348,9 +322,15 @@ async fn run(
     // asks for, or spends, an approval.
     if let (Some(allowed_by), Some((digest, summary))) = (needs_approval, approval_request) {
         let gates = ctx.policies.clone();
-        let used = approve::approve(gw, ctx, &tool, &op, &digest, summary, &gates)
-            .instrument(tracing::info_span!("keygate.approval"))
-            .await?;
+        let phase = ctx
+            .trace
+            .as_ref()
+            .map(|_| RequestTrace::begin("keygate.approval"));
+        let used = approve::approve(gw, ctx, &tool, &op, &digest, summary, &gates).await;
+        if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
+            trace.end_phase(phase, Vec::new(), used.is_err());
+        }
+        let used = used?;
         ctx.approval = Some(used);
         ctx.policies
             .extend(allowed_by.into_iter().filter(|p| !gates.contains(p)));
@@ -371,6 +351,17 @@ async fn run(
         return inventory::record(gw, ctx, &op, resp).await;
     }
     Ok(resp)
+}
+
+/// Runs a synchronous phase, as a child span of the request's when it is traced.
+fn in_phase<T>(trace: &mut Option<RequestTrace>, name: &'static str, f: impl FnOnce() -> T) -> T {
+    let Some(trace) = trace.as_mut() else {
+        return f();
+    };
+    let phase = RequestTrace::begin(name);
+    let out = f();
+    trace.end_phase(phase, Vec::new(), false);
+    out
 }
 
 /// Records the verdict on the context; refuses a denied request; returns the permits that

@@ -9,11 +9,10 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`,
 //! `http/protobuf`) and `OTEL_SERVICE_NAME`; the config file wins where both are set.
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -84,9 +83,37 @@ pub fn settings(t: &crate::config::TelemetrySettings) -> Result<Option<OtlpSetti
     }))
 }
 
-/// Builds the tracer provider with the bounded exporting processor. Must run inside the
-/// tokio runtime (the export task is spawned on it).
-pub fn provider(s: &OtlpSettings) -> Result<SdkTracerProvider, String> {
+/// The queue spans go into once export is started; `None` until then (export off).
+static QUEUE: OnceLock<mpsc::Sender<Msg>> = OnceLock::new();
+
+/// Whether spans are exported (OTLP configured and started). When not, the request path
+/// does no span work at all.
+pub fn enabled() -> bool {
+    QUEUE.get().is_some()
+}
+
+/// Queues a finished span without waiting; a full queue drops it (counted).
+pub fn submit(span: SpanData) {
+    if let Some(q) = QUEUE.get() {
+        if q.try_send(Msg::Span(Box::new(span))).is_err() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Exports what is queued (bounded wait): for shutdown.
+pub async fn flush() {
+    let Some(q) = QUEUE.get() else { return };
+    let (ack, done) = oneshot::channel();
+    if q.try_send(Msg::Flush(ack)).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+    }
+}
+
+/// Builds the OTLP exporter and starts the export task (on the current tokio runtime).
+/// Spans are built by keygate itself from each request's context when it ends (see
+/// [`super::spans`]); nothing goes through a tracing layer.
+pub fn start(s: &OtlpSettings) -> Result<(), String> {
     use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let timeout = Duration::from_secs(5);
     let resource = Resource::builder()
@@ -114,16 +141,12 @@ pub fn provider(s: &OtlpSettings) -> Result<SdkTracerProvider, String> {
     }
     .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
     exporter.set_resource(&resource);
-    let processor = BoundedProcessor::start(exporter, s.queue_size);
-    Ok(SdkTracerProvider::builder()
-        .with_resource(resource)
-        .with_span_processor(processor)
-        .build())
-}
-
-/// The tracer keygate's spans go to.
-pub fn tracer(p: &SdkTracerProvider) -> opentelemetry_sdk::trace::Tracer {
-    p.tracer("keygate")
+    let (tx, rx) = mpsc::channel::<Msg>(s.queue_size.max(16));
+    QUEUE
+        .set(tx)
+        .map_err(|_| "span export is already started".to_string())?;
+    tokio::spawn(export_loop(exporter, rx));
+    Ok(())
 }
 
 enum Msg {
@@ -131,140 +154,54 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-/// Queues finished spans without ever waiting, and exports them in batches from a task.
-#[derive(Debug)]
-struct BoundedProcessor {
-    tx: mpsc::Sender<Msg>,
-}
-
-impl BoundedProcessor {
-    fn start<E: SpanExporter + 'static>(exporter: E, queue: usize) -> BoundedProcessor {
-        let (tx, mut rx) = mpsc::channel::<Msg>(queue.max(16));
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(512);
-            let mut warned_at: Option<std::time::Instant> = None;
-            while let Some(first) = rx.recv().await {
-                let mut flushes = Vec::new();
-                let mut next = Some(first);
-                let deadline = tokio::time::Instant::now() + LINGER;
-                while let Some(m) = next.take() {
-                    match m {
-                        Msg::Span(s) => batch.push(*s),
-                        Msg::Flush(ack) => flushes.push(ack),
-                    }
-                    if batch.len() < 512 && flushes.is_empty() {
-                        // Linger briefly for a fuller batch: fewer, larger exports.
-                        next = match rx.try_recv() {
-                            Ok(m) => Some(m),
-                            Err(_) => tokio::time::timeout_at(deadline, rx.recv())
-                                .await
-                                .ok()
-                                .flatten(),
-                        };
-                    }
-                }
-                if !batch.is_empty() {
-                    let n = batch.len() as u64;
-                    let sent = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        exporter.export(std::mem::take(&mut batch)),
-                    )
-                    .await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        DROPPED.fetch_add(n, Ordering::Relaxed);
-                        // One warning a minute at most: a down collector must not flood the log.
-                        if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                            warned_at = Some(std::time::Instant::now());
-                            match sent {
-                                Ok(Err(e)) => {
-                                    tracing::warn!("the OTLP collector did not take {n} spans: {e}")
-                                }
-                                _ => tracing::warn!(
-                                    "the OTLP collector did not answer; {n} spans dropped"
-                                ),
-                            }
+/// Exports queued spans in batches: waits for a first span, lingers briefly for a fuller
+/// batch, exports it (bounded in time); a batch the collector does not take is dropped
+/// and counted.
+async fn export_loop<E: SpanExporter + 'static>(exporter: E, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch = Vec::with_capacity(512);
+    let mut warned_at: Option<std::time::Instant> = None;
+    while let Some(first) = rx.recv().await {
+        let mut flushes = Vec::new();
+        let mut next = Some(first);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Span(s) => batch.push(*s),
+                Msg::Flush(ack) => flushes.push(ack),
+            }
+            if batch.len() < 512 && flushes.is_empty() {
+                next = match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
+            }
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            let sent = tokio::time::timeout(
+                Duration::from_secs(10),
+                exporter.export(std::mem::take(&mut batch)),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                DROPPED.fetch_add(n, Ordering::Relaxed);
+                // One warning a minute at most: a down collector must not flood the log.
+                if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    warned_at = Some(std::time::Instant::now());
+                    match sent {
+                        Ok(Err(e)) => {
+                            tracing::warn!("the OTLP collector did not take {n} spans: {e}")
                         }
+                        _ => tracing::warn!("the OTLP collector did not answer; {n} spans dropped"),
                     }
-                }
-                for ack in flushes {
-                    let _ = ack.send(());
                 }
             }
-        });
-        BoundedProcessor { tx }
-    }
-}
-
-impl SpanProcessor for BoundedProcessor {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if self.tx.try_send(Msg::Span(Box::new(span))).is_err() {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .try_send(Msg::Flush(ack))
-            .map_err(|_| OTelSdkError::InternalFailure("span queue full".into()))?;
-        // Called from shutdown paths outside request handling; bounded wait.
-        let waited = std::thread::scope(|s| {
-            s.spawn(|| {
-                let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                let mut done = done;
-                loop {
-                    match done.try_recv() {
-                        Ok(()) => return true,
-                        Err(oneshot::error::TryRecvError::Closed) => return false,
-                        Err(oneshot::error::TryRecvError::Empty) => {
-                            if std::time::Instant::now() > deadline {
-                                return false;
-                            }
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                    }
-                }
-            })
-            .join()
-            .unwrap_or(false)
-        });
-        if waited {
-            Ok(())
-        } else {
-            Err(OTelSdkError::Timeout(Duration::from_secs(5)))
+        for ack in flushes {
+            let _ = ack.send(());
         }
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        self.force_flush()
-    }
-}
-
-/// Writes a trace context into outgoing HTTP headers.
-pub struct HeaderInjector<'a>(pub &'a mut http::HeaderMap);
-
-impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(v)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, v);
-        }
-    }
-}
-
-/// Reads a trace context from incoming HTTP headers.
-pub struct HeaderExtractor<'a>(pub &'a http::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
     }
 }

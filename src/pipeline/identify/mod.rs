@@ -42,6 +42,8 @@ pub struct Identity {
     pub method: Method,
     /// Name of the issuer that vouched for the token, if a token was used.
     pub issuer: Option<Arc<str>>,
+    /// The token's signature was checked for this request (it was not in the cache).
+    pub verified_now: bool,
 }
 
 /// A token whose signature and claims were checked.
@@ -156,9 +158,10 @@ impl Identifier {
                 agent,
                 method: Method::Mtls,
                 issuer: None,
+                verified_now: false,
             }),
             (Some(token), cert) => {
-                let v = self.verify(agents, token)?;
+                let (v, verified_now) = self.verify(agents, token)?;
                 match cert {
                     Some(a) if a.id != v.agent.id => Err(Error::unauthenticated(
                         "the token and the client certificate identify different agents",
@@ -167,25 +170,28 @@ impl Identifier {
                         agent: v.agent.clone(),
                         method: Method::JwtAndMtls,
                         issuer: Some(v.issuer.clone()),
+                        verified_now,
                     }),
                     None => Ok(Identity {
                         agent: v.agent.clone(),
                         method: Method::Jwt,
                         issuer: Some(v.issuer.clone()),
+                        verified_now,
                     }),
                 }
             }
         }
     }
 
-    fn verify(&self, agents: &Agents, token: &str) -> Result<Arc<Verified>, Error> {
+    /// The verified token, and whether it was verified now (not found in the cache).
+    fn verify(&self, agents: &Agents, token: &str) -> Result<(Arc<Verified>, bool), Error> {
         if let Some(v) = self.cache.get(token) {
             // The cache evicts at expiry; this check closes the gap between the two.
             if v.exp.saturating_add(self.skew) > unix_now() {
                 if let Some(m) = &self.metrics {
                     m.token_cache(true);
                 }
-                return Ok(v);
+                return Ok((v, false));
             }
         }
         if let Some(m) = &self.metrics {
@@ -193,12 +199,11 @@ impl Identifier {
         }
         let v = Arc::new(self.verify_cold(agents, token)?);
         self.cache.insert(token.into(), v.clone());
-        Ok(v)
+        Ok((v, true))
     }
 
     fn verify_cold(&self, agents: &Agents, token: &str) -> Result<Verified, Error> {
         // A signature is checked only here, on a token's first use: worth a span.
-        let _span = tracing::info_span!("keygate.identify").entered();
         let bad = |why: &str| {
             Error::unauthenticated("the agent token is not valid").with_detail(why.to_string())
         };

@@ -1,0 +1,288 @@
+//! A request's spans, built by keygate itself: one `keygate.request` server span, child
+//! spans for the phases that take time (`keygate.identify` when a token is verified cold,
+//! `keygate.authorize`, `keygate.credential`, `keygate.approval`, `keygate.upstream`),
+//! all written out once, when the request ends, from the same context as its audit record.
+//!
+//! Why not a tracing layer: a span that lives through the request costs a registry slot,
+//! an enter and exit on every poll, and a dynamic record per attribute; keygate already
+//! has every attribute in its request context. Here a request that is traced costs a few
+//! clock reads during the request and one `SpanData` per span at the end, and one that
+//! is not (export off, or the agent's trace not sampled) costs nothing.
+//!
+//! Trace context (W3C): the agent's `traceparent` makes keygate's request span its child
+//! (and an unsampled parent turns recording off); the tool receives keygate's own
+//! `traceparent`, naming the upstream span as parent.
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// One request's trace: its ids, its parent, and the phase spans finished so far.
+pub struct RequestTrace {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: SpanId,
+    parent_remote: bool,
+    flags: TraceFlags,
+    state: TraceState,
+    phases: Vec<SpanData>,
+    /// The host and port the agent addressed (`server.address`, `server.port`).
+    pub server: Option<(String, Option<u16>)>,
+}
+
+/// A phase in progress: ended by [`RequestTrace::end_phase`].
+pub struct Phase {
+    name: &'static str,
+    kind: SpanKind,
+    span_id: SpanId,
+    start: SystemTime,
+}
+
+impl Phase {
+    /// The phase's span id (for the `traceparent` the tool receives).
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    static SCOPE: OnceLock<InstrumentationScope> = OnceLock::new();
+    SCOPE
+        .get_or_init(|| {
+            InstrumentationScope::builder("keygate")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build()
+        })
+        .clone()
+}
+
+fn random_u128() -> u128 {
+    uuid::Uuid::new_v4().as_u128()
+}
+
+fn new_span_id() -> SpanId {
+    loop {
+        let id = u64::try_from(random_u128() >> 64).unwrap_or(1);
+        if id != 0 {
+            return SpanId::from(id);
+        }
+    }
+}
+
+/// Parses a W3C `traceparent` (version 00, or a later one read as 00): trace id, parent
+/// span id, flags. `None` when malformed or all-zero ids (then keygate starts a trace).
+fn parse_traceparent(v: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
+    let mut parts = v.trim().split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let span = parts.next()?;
+    let flags = parts.next()?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|c| c.is_ascii_hexdigit());
+    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    if trace.bytes().any(|c| c.is_ascii_uppercase()) || span.bytes().any(|c| c.is_ascii_uppercase())
+    {
+        return None;
+    }
+    let trace = TraceId::from_hex(trace).ok()?;
+    let span = SpanId::from_hex(span).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    if trace == TraceId::INVALID || span == SpanId::INVALID {
+        return None;
+    }
+    Some((trace, span, TraceFlags::new(flags & 1)))
+}
+
+impl RequestTrace {
+    /// The trace of a request with these headers, or `None` when spans are not exported or
+    /// the agent's trace is not sampled.
+    pub fn start(headers: &http::HeaderMap) -> Option<RequestTrace> {
+        if !super::otel::enabled() {
+            return None;
+        }
+        let parent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
+        let state = match parent {
+            Some(_) => headers
+                .get("tracestate")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<TraceState>().ok())
+                .unwrap_or_default(),
+            None => TraceState::default(),
+        };
+        let (trace_id, parent, parent_remote) = match parent {
+            // An unsampled parent: the agent's trace is not recorded, nor is keygate's part.
+            Some((_, _, flags)) if !flags.is_sampled() => return None,
+            Some((t, s, _)) => (t, s, true),
+            None => (TraceId::from(random_u128()), SpanId::INVALID, false),
+        };
+        Some(RequestTrace {
+            trace_id,
+            span_id: new_span_id(),
+            parent,
+            parent_remote,
+            flags: TraceFlags::SAMPLED,
+            state,
+            phases: Vec::new(),
+            server: None,
+        })
+    }
+
+    /// Starts a phase span (internal), a child of the request span.
+    pub fn begin(name: &'static str) -> Phase {
+        Self::begin_kind(name, SpanKind::Internal)
+    }
+
+    /// Starts a client phase span (a call keygate makes), a child of the request span.
+    pub fn begin_client(name: &'static str) -> Phase {
+        Self::begin_kind(name, SpanKind::Client)
+    }
+
+    fn begin_kind(name: &'static str, kind: SpanKind) -> Phase {
+        Phase {
+            name,
+            kind,
+            span_id: new_span_id(),
+            start: SystemTime::now(),
+        }
+    }
+
+    /// Ends a phase span now.
+    pub fn end_phase(&mut self, phase: Phase, attributes: Vec<KeyValue>, failed: bool) {
+        let data = self.span_data(
+            phase.span_id,
+            self.span_id,
+            false,
+            phase.kind,
+            phase.name,
+            phase.start,
+            SystemTime::now(),
+            attributes,
+            failed,
+        );
+        self.phases.push(data);
+    }
+
+    /// The `traceparent` the tool receives: this trace, `span` as the parent.
+    pub fn traceparent(&self, span: SpanId) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(&format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id,
+            span,
+            self.flags.to_u8()
+        ))
+        .ok()
+    }
+
+    /// The `tracestate` the agent sent, passed on with the trace.
+    pub fn tracestate(&self) -> Option<http::HeaderValue> {
+        let s = self.state.header();
+        (!s.is_empty())
+            .then(|| http::HeaderValue::from_str(&s).ok())
+            .flatten()
+    }
+
+    /// Ends the request span and submits it with its phase spans.
+    pub fn finish(mut self, start: SystemTime, attributes: Vec<KeyValue>, failed: bool) {
+        let request = self.span_data(
+            self.span_id,
+            self.parent,
+            self.parent_remote,
+            SpanKind::Server,
+            "keygate.request",
+            start,
+            SystemTime::now(),
+            attributes,
+            failed,
+        );
+        for p in self.phases.drain(..) {
+            super::otel::submit(p);
+        }
+        super::otel::submit(request);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn span_data(
+        &self,
+        span_id: SpanId,
+        parent: SpanId,
+        parent_remote: bool,
+        kind: SpanKind,
+        name: &'static str,
+        start: SystemTime,
+        end: SystemTime,
+        attributes: Vec<KeyValue>,
+        failed: bool,
+    ) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                self.trace_id,
+                span_id,
+                self.flags,
+                false,
+                self.state.clone(),
+            ),
+            parent_span_id: parent,
+            parent_span_is_remote: parent_remote,
+            span_kind: kind,
+            name: Cow::Borrowed(name),
+            start_time: start,
+            end_time: end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: if failed {
+                Status::error("")
+            } else {
+                Status::Unset
+            },
+            instrumentation_scope: scope(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_parsing() {
+        let (t, s, f) =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(t.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(s.to_string(), "00f067aa0ba902b7");
+        assert!(f.is_sampled());
+        let (_, _, f) =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        assert!(!f.is_sampled());
+        // A later version may carry more fields.
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
+                .is_some()
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-xyz-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad:?}");
+        }
+    }
+}
