@@ -365,7 +365,37 @@ impl Gateway {
     /// A request id, unique within this process and, by its random prefix, across replicas.
     pub fn next_request_id(&self) -> Arc<str> {
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:010}", self.id_prefix).into()
+        request_id(&self.id_prefix, n)
+    }
+}
+
+/// `<prefix>-<n, 10 digits at least>`, without the formatting machinery (per request).
+fn request_id(prefix: &str, n: u64) -> Arc<str> {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    while v > 0 || i > digits.len() - 10 {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    let mut id = String::with_capacity(prefix.len() + 1 + digits.len() - i);
+    id.push_str(prefix);
+    id.push('-');
+    id.extend(digits[i..].iter().map(|&d| char::from(d)));
+    id.into()
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    #[test]
+    fn request_ids_are_prefix_dash_ten_digits_at_least() {
+        for n in [0, 7, 1_234_567_890, 12_345_678_901, u64::MAX] {
+            assert_eq!(
+                &*super::request_id("48a327f0", n),
+                format!("48a327f0-{n:010}")
+            );
+        }
     }
 }
 

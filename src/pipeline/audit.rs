@@ -63,7 +63,7 @@ impl OnFinish for Pending {
             None => (None, None, None, None),
         };
         log.record(AuditRecord {
-            time: humantime::format_rfc3339_millis(ctx.start_time).to_string(),
+            time: rfc3339_millis(ctx.start_time),
             request_id: ctx.request_id,
             agent_id,
             agent_owner,
@@ -101,6 +101,52 @@ impl OnFinish for Pending {
             stripped: ctx.stripped,
         });
     }
+}
+
+/// `2026-11-25T02:46:32.859Z` (RFC 3339, UTC, milliseconds), as `humantime` writes it,
+/// without the formatting machinery: it runs once per request.
+fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, v: u64, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, u64::try_from(year.clamp(0, 9999)).unwrap_or(0), 4);
+    put(5, u64::try_from(month).unwrap_or(0), 2);
+    put(8, u64::try_from(day).unwrap_or(0), 2);
+    put(11, rem / 3600, 2);
+    put(14, rem / 60 % 60, 2);
+    put(17, rem % 60, 2);
+    put(20, u64::from(d.subsec_millis()), 3);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[at] = c;
+    }
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// The path as the audit log and the span record it: known secret formats redacted, and
@@ -213,4 +259,36 @@ pub fn attach(
     });
     let body = super::body::Finishing::new(body, pending).boxed();
     http::Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn audit_times_match_humantime() {
+        for secs in [
+            0u64,
+            951_782_400,   // 2000-02-29
+            1_709_164_800, // 2024-02-29
+            1_795_000_000,
+            1_800_000_123,
+            4_102_444_799, // 2099-12-31T23:59:59
+            253_402_300_799,
+        ] {
+            for ms in [0u32, 7, 859, 999] {
+                let t = UNIX_EPOCH + Duration::new(secs, ms * 1_000_000 + 123);
+                assert_eq!(
+                    super::rfc3339_millis(t),
+                    humantime::format_rfc3339_millis(t).to_string(),
+                    "{secs}.{ms}"
+                );
+            }
+        }
+        let now = SystemTime::now();
+        assert_eq!(
+            super::rfc3339_millis(now),
+            humantime::format_rfc3339_millis(now).to_string()
+        );
+    }
 }

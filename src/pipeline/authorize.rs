@@ -18,10 +18,10 @@ use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// The annotation that marks a `forbid` a human approval lifts.
 pub const APPROVAL: &str = "approval";
@@ -91,7 +91,16 @@ struct Slice {
     /// What of the request context these policies read: decides whether, and by what, a
     /// decision may be cached.
     refs: ContextRefs,
+    /// Decisions made from these policies, by [`DecisionKey`] (at most
+    /// [`DECISIONS_PER_SLICE`]; emptied when full).
+    decisions: RwLock<HashMap<DecisionKey, Verdict, crate::FastHash>>,
 }
+
+/// Bounds each slice's decision cache (operations × methods × approval states of one
+/// agent on one tool; more only with MCP tool names).
+const DECISIONS_PER_SLICE: usize = 4096;
+/// Bounds the slice cache (agent and tool pairs seen); emptied when full.
+const MAX_SLICES: usize = 10_000;
 
 /// The `context` attributes a set of policies reads. Found by scanning the policy text for
 /// the word `context`, so it over-approximates (a string literal mentioning `context`
@@ -199,11 +208,10 @@ pub struct PolicyEngine {
     /// Policies sliced per (agent, tool): Cedar evaluates every policy it is given, and
     /// most policies name one agent or one tool. Exact: a dropped policy's scope cannot
     /// match that agent and tool.
-    slices: moka::sync::Cache<(Arc<str>, Arc<str>), Arc<Slice>, crate::FastHash>,
-    /// Decisions by [`DecisionKey`], for slices whose policies read nothing of the request
-    /// beyond the key (no path, no time, no MCP arguments). Dropped with the engine on
-    /// reload, so a policy change is never answered from it.
-    decisions: moka::sync::Cache<DecisionKey, Verdict, crate::FastHash>,
+    /// Each slice also caches its decisions, for slices whose policies read nothing of the
+    /// request beyond the [`DecisionKey`] (no path, no time, no MCP arguments). Dropped with
+    /// the engine on reload, so a policy change is never answered from a cache.
+    slices: RwLock<HashMap<(Arc<str>, Arc<str>), Arc<Slice>, crate::FastHash>>,
     policies: PolicySet,
     preapprovals: PolicySet,
     approval_gates: HashSet<PolicyId>,
@@ -500,12 +508,7 @@ impl PolicyEngine {
             entities: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .build_with_hasher(crate::FastHash::default()),
-            slices: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .build_with_hasher(crate::FastHash::default()),
-            decisions: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .build_with_hasher(crate::FastHash::default()),
+            slices: RwLock::default(),
             schema,
             policies,
             preapprovals,
@@ -524,11 +527,15 @@ impl PolicyEngine {
         let Some(key) = decision_key(input, slice.refs) else {
             return self.evaluate(input, &slice);
         };
-        if let Some(v) = self.decisions.get(&key) {
-            return v;
+        if let Some(v) = read(&slice.decisions).get(&key) {
+            return v.clone();
         }
         let v = self.evaluate(input, &slice);
-        self.decisions.insert(key, v.clone());
+        let mut decisions = write(&slice.decisions);
+        if decisions.len() >= DECISIONS_PER_SLICE {
+            decisions.clear();
+        }
+        decisions.insert(key, v.clone());
         v
     }
 
@@ -648,10 +655,11 @@ impl PolicyEngine {
     }
 
     fn slice(&self, input: &Input) -> Arc<Slice> {
-        let key = (input.agent.id.clone(), input.tool.name.clone());
-        if let Some(s) = self.slices.get(&key) {
-            return s;
+        if let Some(s) = read(&self.slices).get(&(input.agent.id.clone(), input.tool.name.clone()))
+        {
+            return s.clone();
         }
+        let key = (input.agent.id.clone(), input.tool.name.clone());
         let uid = |ty: &str, id: &str| {
             EntityTypeName::from_str(ty)
                 .ok()
@@ -665,6 +673,7 @@ impl PolicyEngine {
                 policies: PolicySet::new(),
                 preapprovals: PolicySet::new(),
                 refs: ContextRefs::default(),
+                decisions: RwLock::default(),
             });
         };
         let (principal, resource) = (&principal, &resource);
@@ -688,8 +697,13 @@ impl PolicyEngine {
             policies,
             preapprovals,
             refs,
+            decisions: RwLock::default(),
         });
-        self.slices.insert(key, slice.clone());
+        let mut slices = write(&self.slices);
+        if slices.len() >= MAX_SLICES {
+            slices.clear();
+        }
+        slices.insert(key, slice.clone());
         slice
     }
 
@@ -793,6 +807,15 @@ impl PolicyEngine {
         }
         Some((entities, uids))
     }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // A panic while holding the lock leaves a cache that is still consistent.
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The cache key of a decision, or `None` when the policies read the very request.

@@ -91,23 +91,24 @@ const AGENT_FORWARDING: [HeaderName; 5] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually there are none: one pass over the headers instead of a lookup per name.
+    // Usually there are none, or only `Connection`: one pass over the headers finds them,
+    // and only the headers present are removed.
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
-    }
-    for n in &HOP_BY_HOP {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k) || named.contains(k))
+        .cloned()
+        .collect();
+    for n in present {
         headers.remove(n);
     }
 }

@@ -70,7 +70,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Default)]
 struct ToolSeries {
     /// Requests by status code, then by decision ([`DECISIONS`] order).
-    by_status: RwLock<HashMap<u16, [AtomicU64; 5]>>,
+    by_status: RwLock<HashMap<u16, [AtomicU64; 5], crate::FastHash>>,
     /// Request durations: one count per bucket (not cumulative), the last one `+Inf`.
     buckets: [AtomicU64; 15],
     sum_nanos: AtomicU64,
@@ -86,8 +86,8 @@ struct ProviderSeries {
 /// The registry. Cheap to update from any thread; [`Metrics::render`] reads it.
 #[derive(Default)]
 pub struct Metrics {
-    tools: RwLock<HashMap<Arc<str>, ToolSeries>>,
-    providers: RwLock<HashMap<&'static str, ProviderSeries>>,
+    tools: RwLock<HashMap<Arc<str>, ToolSeries, crate::FastHash>>,
+    providers: RwLock<HashMap<&'static str, ProviderSeries, crate::FastHash>>,
     approvals_requested: AtomicU64,
     approvals_approved: AtomicU64,
     approvals_denied: AtomicU64,
