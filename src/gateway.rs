@@ -386,19 +386,6 @@ fn request_id(prefix: &str, n: u64) -> Arc<str> {
     id.into()
 }
 
-#[cfg(test)]
-mod request_id_tests {
-    #[test]
-    fn request_ids_are_prefix_dash_ten_digits_at_least() {
-        for n in [0, 7, 1_234_567_890, 12_345_678_901, u64::MAX] {
-            assert_eq!(
-                &*super::request_id("48a327f0", n),
-                format!("48a327f0-{n:010}")
-            );
-        }
-    }
-}
-
 fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = aws_lc_rs::rand::fill(&mut b);
@@ -456,5 +443,18 @@ fn spawn_refreshers(gw: &Arc<Gateway>) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    #[test]
+    fn request_ids_are_prefix_dash_ten_digits_at_least() {
+        for n in [0, 7, 1_234_567_890, 12_345_678_901, u64::MAX] {
+            assert_eq!(
+                &*super::request_id("48a327f0", n),
+                format!("48a327f0-{n:010}")
+            );
+        }
     }
 }

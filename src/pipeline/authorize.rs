@@ -81,6 +81,9 @@ pub struct Input<'a> {
     pub mcp: Option<&'a McpCall>,
 }
 
+/// Policy slices by (agent id, tool name).
+type Slices = HashMap<(Arc<str>, Arc<str>), Arc<Slice>, crate::FastHash>;
+
 /// (agent id, agent owner, tool name).
 type EntitiesKey = (Arc<str>, Arc<str>, Arc<str>);
 
@@ -211,7 +214,7 @@ pub struct PolicyEngine {
     /// Each slice also caches its decisions, for slices whose policies read nothing of the
     /// request beyond the [`DecisionKey`] (no path, no time, no MCP arguments). Dropped with
     /// the engine on reload, so a policy change is never answered from a cache.
-    slices: RwLock<HashMap<(Arc<str>, Arc<str>), Arc<Slice>, crate::FastHash>>,
+    slices: RwLock<Slices>,
     policies: PolicySet,
     preapprovals: PolicySet,
     approval_gates: HashSet<PolicyId>,
