@@ -270,6 +270,19 @@ pub struct Upstream {
     pub authority: Authority,
     /// Path prefix of the base URL, without a trailing slash ("" for the root).
     pub base_path: String,
+    /// The `Host` header keygate sends: the host, and the port unless it is the scheme's
+    /// default (as HTTP clients write it).
+    pub host_header: http::HeaderValue,
+}
+
+/// `Host` for an upstream: the host, with the port only when it is not the default.
+fn host_header(scheme: &Scheme, authority: &Authority) -> http::HeaderValue {
+    let default = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    let text = match authority.port_u16() {
+        Some(p) if p != default => format!("{}:{p}", authority.host()),
+        _ => authority.host().to_string(),
+    };
+    http::HeaderValue::from_str(&text).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
 }
 
 #[derive(Debug, Clone)]
@@ -1051,6 +1064,7 @@ fn compile_upstream(c: &mut Checker, key: &str, url: &str) -> Upstream {
         scheme: Scheme::HTTP,
         authority: Authority::from_static("invalid"),
         base_path: String::new(),
+        host_header: http::HeaderValue::from_static("invalid"),
     };
     let Ok(uri) = url.parse::<http::Uri>() else {
         c.error(format!("{key}.upstream"), format!("{url:?} is not a URL"));
@@ -1080,6 +1094,7 @@ fn compile_upstream(c: &mut Checker, key: &str, url: &str) -> Upstream {
         c.error(format!("{key}.upstream"), "must not have a query");
     }
     Upstream {
+        host_header: host_header(&scheme, &authority),
         scheme,
         authority,
         base_path: uri.path().trim_end_matches('/').to_string(),
@@ -1294,5 +1309,24 @@ mod tests {
         ] {
             assert!(!is_spiffe_id(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_header_omits_only_the_default_port() {
+        let h = |scheme: Scheme, a: &'static str| {
+            super::host_header(&scheme, &Authority::from_static(a))
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(h(Scheme::HTTP, "127.0.0.1:9100"), "127.0.0.1:9100");
+        assert_eq!(h(Scheme::HTTP, "tool.internal:80"), "tool.internal");
+        assert_eq!(h(Scheme::HTTPS, "api.github.com:443"), "api.github.com");
+        assert_eq!(h(Scheme::HTTPS, "api.github.com"), "api.github.com");
+        assert_eq!(
+            h(Scheme::HTTPS, "api.github.com:8443"),
+            "api.github.com:8443"
+        );
+        assert_eq!(h(Scheme::HTTP, "[::1]:8080"), "[::1]:8080");
     }
 }

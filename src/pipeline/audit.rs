@@ -156,7 +156,9 @@ fn recorded_path(path: &str) -> String {
     if let Some((r, _)) = crate::secrets::redact(path.as_bytes()) {
         return String::from_utf8_lossy(&r).into_owned();
     }
-    if crate::secrets::find_first(&super::strip::percent_decode(path.as_bytes())).is_some() {
+    if path.contains('%')
+        && crate::secrets::find_first(&super::strip::percent_decode(path.as_bytes())).is_some()
+    {
         return crate::secrets::REDACTED.to_string();
     }
     path.to_string()

@@ -145,7 +145,14 @@ pub async fn forward(
 
     let headers = req.headers_mut();
     remove_hop_by_hop(headers);
-    headers.remove(header::HOST);
+    // The tool's own host. Over cleartext (always HTTP/1.1) keygate sets it from a
+    // precomputed value; over TLS the client sets it for HTTP/1.1 and leaves it out for
+    // HTTP/2 (where `:authority` carries it).
+    if t.upstream.scheme == http::uri::Scheme::HTTP {
+        headers.insert(header::HOST, t.upstream.host_header.clone());
+    } else {
+        headers.remove(header::HOST);
+    }
     // Forwarding headers the agent sent are dropped, not trusted: one pass over the
     // (few) headers instead of a lookup per name.
     if headers.keys().any(|k| AGENT_FORWARDING.contains(k)) {
