@@ -288,9 +288,15 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let iss = TestIssuer::new(dir.path(), "trace-iss", "keygate");
     let grpc = phoenix.grpc_endpoint();
+    let minted_up = RawUpstream::start().await;
+    let minted_tool = format!(
+        "[[tools]]\nname = \"minted\"\nupstream = {:?}\n[tools.credential]\nprovider = \"jwt\"\n\
+         scope = \"read\"\nunique_per_call = true\n",
+        minted_up.url()
+    );
     let kg = Keygate::spawn(
         &dir,
-        &config(&iss, &up, ""),
+        &config(&iss, &up, &minted_tool),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -335,6 +341,15 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
         .get(&kg.url("/tools/static/orgs"), &[("authorization", &auth)])
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // A tool whose credential is minted for every call.
+    let (minted, _, tp) = new_trace();
+    let r = c
+        .get(
+            &kg.url("/tools/minted/repos"),
+            &[("authorization", &auth), ("traceparent", &tp)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
 
     let received = up.requests();
     assert_eq!(
@@ -347,17 +362,28 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
         .unwrap()
         .contains(STATIC_SECRET));
 
-    let traces = [&allowed, &unauth, &in_query, &in_path];
+    let traces = [&allowed, &unauth, &in_query, &in_path, &minted];
     let spans = phoenix
         .wait_for_spans(DEFAULT_PROJECT, SPANS_TIMEOUT, |s| {
             traces.iter().all(|t| has_request_span(s, t))
-                && in_trace(s, &allowed)
-                    .iter()
-                    .any(|s| s["name"] == "keygate.upstream")
+                && [&allowed, &minted].iter().all(|t| {
+                    in_trace(s, t)
+                        .iter()
+                        .any(|s| s["name"] == "keygate.upstream")
+                })
                 && s.iter()
                     .filter(|s| is_request_span(s) && s["parent_id"].is_null())
                     .count()
                     >= 1
+                && s.iter()
+                    .filter(|s| is_request_span(s) && s["parent_id"].is_null())
+                    .all(|r| {
+                        children(s, r["span_id"].as_str().unwrap_or(""))
+                            .contains(&"keygate.upstream")
+                    })
+                && in_trace(s, &minted)
+                    .iter()
+                    .any(|s| s["name"] == "keygate.credential")
         })
         .await;
     eprintln!("{} spans read back from Phoenix", spans.len());
@@ -390,21 +416,18 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
         None,
         "an allowed request has no error.type"
     );
-    // The phases, as children of the request span (the token is new: identify is cold).
+    // The phases that took time, as children of the request span: the token is new
+    // (identify is cold), the decision is the first (authorize evaluated the policies).
+    // A static credential is not minted: no credential span.
     let req_id = req["span_id"].as_str().unwrap();
-    let kids = children(&spans, req_id);
-    for phase in [
-        "keygate.identify",
-        "keygate.authorize",
-        "keygate.credential",
-        "keygate.upstream",
-    ] {
-        assert!(
-            kids.contains(&phase),
-            "no {phase} child span of the request span; children: {kids:?}\n{}",
-            pretty(&spans)
-        );
-    }
+    let mut kids = children(&spans, req_id);
+    kids.sort();
+    assert_eq!(
+        kids,
+        ["keygate.authorize", "keygate.identify", "keygate.upstream"],
+        "child spans of the first request's span\n{}",
+        pretty(&spans)
+    );
     // One tree: every other span of the trace descends from the request span.
     let ids: Vec<&str> = in_trace(&spans, &allowed)
         .iter()
@@ -471,6 +494,27 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
     );
     assert_eq!(roots[0]["trace_id"], tool_trace);
     assert_attr(roots[0], "url.path", "/tools/static/orgs");
+    // The same agent again on the same tool: token and decision come from the caches, so
+    // the upstream call is the only phase worth a span.
+    let kids = children(&spans, roots[0]["span_id"].as_str().unwrap());
+    assert_eq!(kids, ["keygate.upstream"], "{}", pretty(&spans));
+
+    // A minted credential is a phase of its own.
+    let req = request_span(&spans, &minted);
+    assert_attr(req, "keygate.credential.provider", "jwt");
+    let mut kids = children(&spans, req["span_id"].as_str().unwrap());
+    kids.sort();
+    assert_eq!(
+        kids,
+        [
+            "keygate.authorize",
+            "keygate.credential",
+            "keygate.upstream"
+        ],
+        "{}",
+        pretty(&spans)
+    );
+    assert_eq!(minted_up.count(), 1);
 
     // No secret in anything Phoenix has.
     let all = serde_json::to_string(&spans).unwrap();

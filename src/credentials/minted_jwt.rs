@@ -85,7 +85,8 @@ impl MintedJwt {
             return self.mint(agent);
         };
         let key = (agent.id.clone(), agent.owner.clone());
-        if let Some(issued) = cache.get(&key) {
+        if let Some(mut issued) = cache.get(&key) {
+            issued.minted = false;
             return Ok(issued);
         }
         let issued = self.mint(agent)?;
@@ -114,6 +115,7 @@ impl MintedJwt {
         Ok(Issued {
             id: jti.into(),
             placement: place(&self.injection, &token)?,
+            minted: true,
         })
     }
 }

@@ -22,6 +22,9 @@ pub struct Issued {
     /// Recorded in the audit log; never the secret.
     pub id: Arc<str>,
     pub placement: Placement,
+    /// Made for this request (a JWT minted now), not reused nor static: the work a
+    /// `keygate.credential` span is worth.
+    pub minted: bool,
 }
 
 /// Where an issued credential goes on the outgoing request.

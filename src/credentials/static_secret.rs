@@ -110,6 +110,7 @@ impl StaticSecret {
                         encoded: encoded.clone(),
                     },
                 },
+                minted: false,
             }),
             Err(e) => Err(Unavailable(e.clone())),
         }

@@ -526,12 +526,18 @@ impl PolicyEngine {
     /// nothing of the request beyond agent, tool, operation and the cached context
     /// attributes; otherwise by evaluating them.
     pub fn authorize(&self, input: &Input) -> Verdict {
+        self.decide(input).0
+    }
+
+    /// As [`PolicyEngine::authorize`], and whether the policies were evaluated for this
+    /// request (`false`: the decision came from the cache).
+    pub fn decide(&self, input: &Input) -> (Verdict, bool) {
         let slice = self.slice(input);
         let Some(key) = decision_key(input, slice.refs) else {
-            return self.evaluate(input, &slice);
+            return (self.evaluate(input, &slice), true);
         };
         if let Some(v) = read(&slice.decisions).get(&key) {
-            return v.clone();
+            return (v.clone(), false);
         }
         let v = self.evaluate(input, &slice);
         let mut decisions = write(&slice.decisions);
@@ -539,7 +545,7 @@ impl PolicyEngine {
             decisions.clear();
         }
         decisions.insert(key, v.clone());
-        v
+        (v, true)
     }
 
     fn evaluate(&self, input: &Input, slice: &Slice) -> Verdict {

@@ -32,7 +32,9 @@ pub fn inject<B>(
         .as_ref()
         .map(|_| RequestTrace::begin("keygate.credential"));
     let issued = tool.provider.issue(&agent);
-    if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
+    // A span for a credential minted now (or a failure), not for a static or reused one.
+    let worth_a_span = issued.as_ref().map_or(true, |i| i.minted);
+    if let (Some(trace), Some(phase), true) = (ctx.trace.as_mut(), phase, worth_a_span) {
         let attrs = vec![KeyValue::new(
             "keygate.credential.provider",
             tool.provider.name(),

@@ -241,9 +241,7 @@ async fn run(
                 approved: false,
                 mcp: Some(&call),
             };
-            let verdict = in_phase(&mut ctx.trace, "keygate.authorize", || {
-                gw.snapshot.policies.authorize(&input)
-            });
+            let verdict = authorize(gw, &mut ctx.trace, &input);
             if let Some(allowed_by) = apply_verdict(ctx, verdict, &agent, &op, &tool)? {
                 if post.batch {
                     ctx.operation = Some(op);
@@ -278,9 +276,7 @@ async fn run(
             approved: false,
             mcp: None,
         };
-        let verdict = in_phase(&mut ctx.trace, "keygate.authorize", || {
-            gw.snapshot.policies.authorize(&input)
-        });
+        let verdict = authorize(gw, &mut ctx.trace, &input);
         needs_approval = apply_verdict(ctx, verdict, &agent, &op, &tool)?;
         op
     };
@@ -353,15 +349,22 @@ async fn run(
     Ok(resp)
 }
 
-/// Runs a synchronous phase, as a child span of the request's when it is traced.
-fn in_phase<T>(trace: &mut Option<RequestTrace>, name: &'static str, f: impl FnOnce() -> T) -> T {
+/// Decides with the policies; a `keygate.authorize` span when the request is traced and
+/// the policies were evaluated (a decision from the cache takes no time worth a span).
+fn authorize(
+    gw: &Gateway,
+    trace: &mut Option<RequestTrace>,
+    input: &authorize::Input,
+) -> authorize::Verdict {
     let Some(trace) = trace.as_mut() else {
-        return f();
+        return gw.snapshot.policies.authorize(input);
     };
-    let phase = RequestTrace::begin(name);
-    let out = f();
-    trace.end_phase(phase, Vec::new(), false);
-    out
+    let phase = RequestTrace::begin("keygate.authorize");
+    let (verdict, evaluated) = gw.snapshot.policies.decide(input);
+    if evaluated {
+        trace.end_phase(phase, Vec::new(), false);
+    }
+    verdict
 }
 
 /// Records the verdict on the context; refuses a denied request; returns the permits that

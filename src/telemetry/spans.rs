@@ -1,7 +1,9 @@
 //! A request's spans, built by keygate itself: one `keygate.request` server span, child
 //! spans for the phases that take time (`keygate.identify` when a token is verified cold,
-//! `keygate.authorize`, `keygate.credential`, `keygate.approval`, `keygate.upstream`),
-//! all written out once, when the request ends, from the same context as its audit record.
+//! `keygate.authorize` when the policies are evaluated rather than answered from the
+//! decision cache, `keygate.credential` when a credential is minted for the call,
+//! `keygate.approval`, `keygate.upstream`), all written out once, when the request ends,
+//! from the same context as its audit record.
 //!
 //! Why not a tracing layer: a span that lives through the request costs a registry slot,
 //! an enter and exit on every poll, and a dynamic record per attribute; keygate already
