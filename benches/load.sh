@@ -20,8 +20,18 @@
 # (utime+stime from /proc/<pid>/stat) and its peak RSS (VmHWM); then p99 at a fixed rate
 # of half kg-full's peak on /small (wrk with a per-request delay).
 # Needs root for apt-get when wrk or nginx is missing; needs python3 and cargo.
+#
+#   MODE=callgrind bash benches/load.sh        # instructions per request instead
+#
+# runs the keygate cases under `valgrind --tool=callgrind` (installed from Debian when
+# missing): after a warm-up, the counters are zeroed, wrk sends CG_DURATION (default 20s)
+# of /small with 8 connections, and the instructions the whole process executed (every
+# thread: runtime, audit writer, span exporter) are divided by the requests served. A
+# count, not a time: repeatable on a noisy machine.
 set -euo pipefail
 
+MODE=${MODE:-load}
+CG_DURATION=${CG_DURATION:-20s}
 DURATION=${DURATION:-15s}
 REPS=${REPS:-3}
 CONNS=${CONNS:-32}
@@ -36,6 +46,10 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     echo "== installing wrk and nginx" >&2
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y wrk nginx
+fi
+if [ "$MODE" = callgrind ] && ! command -v valgrind >/dev/null; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind
 fi
 for t in taskset python3 curl cargo; do
     command -v "$t" >/dev/null || { echo "load.sh: $t is required" >&2; exit 1; }
@@ -59,13 +73,14 @@ trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 600); do
         if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
         sleep 0.1
     done
     echo "load.sh: nothing listens on port $1" >&2; return 1
 }
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12}'; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 nginx_worker() { # master pid -> worker pid
     for _ in $(seq 1 50); do
@@ -268,6 +283,10 @@ unique_per_call = true"
             export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
             export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
         fi
+        if [ "$MODE" = callgrind ]; then
+            exec taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out" \
+                "$KG" run --config "$d/keygate.toml"
+        fi
         exec taskset -c 0 "$KG" run --config "$d/keygate.toml"
     ) > "$d/keygate.log" 2>&1 &
     PID[$c]=$!
@@ -312,6 +331,30 @@ for c in "${CASES[@]}"; do
 done
 echo "== all cases answer 200" >&2
 
+# --- 5a. callgrind: instructions per request --------------------------------------------------
+if [ "$MODE" = callgrind ]; then
+    echo "== callgrind: instructions per request on /small (wrk -c8, $CG_DURATION after a warm-up)" >&2
+    printf '\n| case | requests | instructions | instructions per request |\n|---|---:|---:|---:|\n' > "$T/cg.md"
+    for c in kg-pass kg-full kg-unique; do
+        mapfile -t extra < <(wrk_args "$c")
+        taskset -c 1 wrk -t1 -c8 -d5s "${extra[@]}" "$(url "$c" small)" > /dev/null
+        callgrind_control -z "${PID[$c]}" > /dev/null 2>&1
+        n=$(taskset -c 1 wrk -t1 -c8 -d"$CG_DURATION" "${extra[@]}" "$(url "$c" small)" |
+            awk '/requests in/ {print $1}')
+        callgrind_control -d "${PID[$c]}" > /dev/null 2>&1
+        sleep 1
+        f=$(ls -t "$T/$c"/callgrind.out.* | head -1)
+        total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+        echo "   $c: $n requests, $total instructions" >&2
+        printf '| %s | %s | %s | %s |\n' "$c" "$n" "$total" "$((total / n))" >> "$T/cg.md"
+        # The annotated profile, for reading where the instructions go.
+        callgrind_annotate --inclusive=yes "$f" > "$ROOT/target/callgrind-$c.txt" 2>/dev/null || true
+    done
+    cat "$T/cg.md"
+    echo "(profiles: target/callgrind-<case>.txt)" >&2
+    exit 0
+fi
+
 # --- 5. runs -------------------------------------------------------------------------------
 RES="$T/results.tsv"
 : > "$RES"
@@ -325,15 +368,15 @@ run_wrk() { # case path duration [lua] -> prints wrk output
 }
 measure() { # case path rep label [lua]
     local c=$1 p=$2 rep=$3 label=$4 lua=${5:-}
-    local pid=${PID[$c]:-} t0=0 t1=0 out
-    [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+    local pid=${PID[$c]:-} t0=0 t1=0 u0=0 u1=0 out
+    [ -n "$pid" ] && { t0=$(cpu_ticks "$pid"); u0=$(user_ticks "$pid"); }
     out=$(run_wrk "$c" "$p" "$DURATION" "$lua")
-    [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+    [ -n "$pid" ] && { t1=$(cpu_ticks "$pid"); u1=$(user_ticks "$pid"); }
     local f="$T/wrk-$label-$c-$p-$rep.txt"
     echo "$out" > "$f"
-    python3 - "$label" "$c" "$p" "$rep" "$((t1 - t0))" "$TCK" "${pid:+1}" "$f" >> "$RES" <<'EOF'
+    python3 - "$label" "$c" "$p" "$rep" "$((t1 - t0))" "$TCK" "${pid:+1}" "$f" "$((u1 - u0))" >> "$RES" <<'EOF'
 import re, sys
-label, c, p, rep, ticks, tck, has, f = sys.argv[1:9]
+label, c, p, rep, ticks, tck, has, f, uticks = sys.argv[1:10]
 out = open(f).read()
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v)
@@ -345,7 +388,9 @@ p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 err = re.search(r"Socket errors: (.*)", out)
 cpu = int(ticks) / int(tck) * 1e6 / reqs if has else float("nan")
-print("\t".join(map(str, [label, c, p, rep, reqs, rps, p50, p99, cpu, bad.group(1) if bad else 0, (err.group(1) if err else "").replace("\t", " ")])))
+user = int(uticks) / int(tck) * 1e6 / reqs if has else float("nan")
+# Columns 11 and 12: the proxy's user and system CPU µs per request.
+print("\t".join(map(str, [label, c, p, rep, reqs, rps, p50, p99, cpu, bad.group(1) if bad else 0, (err.group(1) if err else "").replace("\t", " ") or "-", user, cpu - user])))
 EOF
     echo "   $label $c /$p rep $rep: $(tail -n1 "$RES" | cut -f5-10)" >&2
 }
@@ -400,12 +445,12 @@ def bad(label, c, p):
 def f(x, d=0):
     return "n/a" if math.isnan(x) else f"{x:,.{d}f}"
 print(f"\n### Results (wrk -t1 -c{conns}, {dur} per run, median of {reps})\n")
-print("| case | path | req/s | p50 ms | p99 ms | proxy CPU µs/req | proxy peak RSS MiB | non-2xx |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+print("| case | path | req/s | p50 ms | p99 ms | proxy CPU µs/req | of which user | of which system | proxy peak RSS MiB | non-2xx |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in cases:
     for p in ["small", "big"]:
         r = f"{int(rss[c]) / 1024:.1f}" if c in rss else "n/a"
-        print(f"| {c} | /{p} | {f(med('peak', c, p, 5))} | {f(med('peak', c, p, 6), 2)} | {f(med('peak', c, p, 7), 2)} | {f(med('peak', c, p, 8), 1)} | {r} | {bad('peak', c, p)} |")
+        print(f"| {c} | /{p} | {f(med('peak', c, p, 5))} | {f(med('peak', c, p, 6), 2)} | {f(med('peak', c, p, 7), 2)} | {f(med('peak', c, p, 8), 1)} | {f(med('peak', c, p, 11), 1)} | {f(med('peak', c, p, 12), 1)} | {r} | {bad('peak', c, p)} |")
 print(f"\n### Ratios\n")
 print("| case | path | CPU/req vs nginx | CPU/req − nginx (µs) | req/s vs direct | req/s vs nginx |")
 print("|---|---|---:|---:|---:|---:|")
