@@ -134,10 +134,12 @@ fn audit_record(c: &mut Criterion) {
     let op: Arc<str> = "github:list_issues".into();
     let read: Arc<str> = "read".into();
     let mut buf = Vec::with_capacity(1024);
-    c.bench_function("audit/build_and_serialize", |b| {
+    let mut line = Vec::with_capacity(1024);
+    let mut chain = keygate::telemetry::audit_chain::Chain::new();
+    c.bench_function("audit/build_serialize_and_chain", |b| {
         b.iter(|| {
             let r = keygate::telemetry::audit_log::AuditRecord {
-                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                time: keygate::pipeline::audit::rfc3339_millis(SystemTime::now()),
                 request_id: id.clone(),
                 agent_id: Some(agent.clone()),
                 agent_owner: Some(owner.clone()),
@@ -169,6 +171,9 @@ fn audit_record(c: &mut Criterion) {
             };
             buf.clear();
             serde_json::to_writer(&mut buf, black_box(&r)).unwrap();
+            // The writer thread's part: chain the record (seq, prev, SHA-256) into its line.
+            line.clear();
+            chain.append(&buf, &mut line).unwrap();
         })
     });
 }
@@ -211,7 +216,10 @@ fn classify_and_authorize(c: &mut Criterion) {
         approved: false,
         mcp: None,
     };
-    c.bench_function("authorize/cedar_default_policies_allow", |b| {
+    c.bench_function("authorize/cedar_default_policies_evaluated", |b| {
+        b.iter(|| snap.policies.evaluate_uncached(black_box(&input)))
+    });
+    c.bench_function("authorize/cedar_default_policies_cached_decision", |b| {
         b.iter(|| snap.policies.authorize(black_box(&input)))
     });
 }
@@ -283,7 +291,10 @@ fn at_scale(c: &mut Criterion) {
         approved: false,
         mcp: None,
     };
-    c.bench_function("authorize/cedar_100_policies", |b| {
+    c.bench_function("authorize/cedar_100_policies_evaluated", |b| {
+        b.iter(|| snap.policies.evaluate_uncached(black_box(&input)))
+    });
+    c.bench_function("authorize/cedar_100_policies_cached_decision", |b| {
         b.iter(|| snap.policies.authorize(black_box(&input)))
     });
 

@@ -180,11 +180,6 @@ enum AgentsCommand {
     Suspended,
 }
 
-/// mimalloc: per-thread free lists, less time in malloc/free than glibc's allocator on
-/// the request path (measured in BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -105,7 +105,7 @@ impl OnFinish for Pending {
 
 /// `2026-11-25T02:46:32.859Z` (RFC 3339, UTC, milliseconds), as `humantime` writes it,
 /// without the formatting machinery: it runs once per request.
-fn rfc3339_millis(t: std::time::SystemTime) -> String {
+pub fn rfc3339_millis(t: std::time::SystemTime) -> String {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(0);

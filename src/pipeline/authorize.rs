@@ -548,6 +548,12 @@ impl PolicyEngine {
         (v, true)
     }
 
+    /// Evaluates the policies for `input`, bypassing the decision cache: what a decision
+    /// costs the first time (benchmarks, diagnostics).
+    pub fn evaluate_uncached(&self, input: &Input) -> Verdict {
+        self.evaluate(input, &self.slice(input))
+    }
+
     fn evaluate(&self, input: &Input, slice: &Slice) -> Verdict {
         let Some((entities, [principal, resource, action, arguments])) = self.entities(input)
         else {

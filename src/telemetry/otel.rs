@@ -19,6 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// How long a batch waits for more spans before it is exported.
 const LINGER: Duration = Duration::from_millis(200);
+/// Spans per export at most: encoding a batch runs on keygate's runtime, so a batch is
+/// kept small enough to encode in well under a millisecond.
+const BATCH: usize = 128;
 
 /// Spans dropped since start: queue full, or not accepted by the collector.
 pub fn dropped_spans() -> u64 {
@@ -158,7 +161,7 @@ enum Msg {
 /// batch, exports it (bounded in time); a batch the collector does not take is dropped
 /// and counted.
 async fn export_loop<E: SpanExporter + 'static>(exporter: E, mut rx: mpsc::Receiver<Msg>) {
-    let mut batch = Vec::with_capacity(512);
+    let mut batch = Vec::with_capacity(BATCH);
     let mut warned_at: Option<std::time::Instant> = None;
     while let Some(first) = rx.recv().await {
         let mut flushes = Vec::new();
@@ -169,7 +172,7 @@ async fn export_loop<E: SpanExporter + 'static>(exporter: E, mut rx: mpsc::Recei
                 Msg::Span(s) => batch.push(*s),
                 Msg::Flush(ack) => flushes.push(ack),
             }
-            if batch.len() < 512 && flushes.is_empty() {
+            if batch.len() < BATCH && flushes.is_empty() {
                 next = match rx.try_recv() {
                     Ok(m) => Some(m),
                     Err(_) => tokio::time::timeout_at(deadline, rx.recv())
