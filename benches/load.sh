@@ -244,7 +244,7 @@ EOF
     } > "$1/bench.cedar"
 }
 
-declare -A PORT PID HDRS QUERY
+declare -A PORT PID HDRS QUERY ADMIN
 PORT[direct]=$UP_PORT
 PORT[nginx]=$NG_PORT
 PID[nginx]=$NG_WORKER
@@ -256,6 +256,7 @@ for c in kg-pass kg-full kg-unique; do
     mkdir -p "$d/data" "$d/policies"
     PORT[$c]=$(free_port)
     admin=$(free_port)
+    ADMIN[$c]=$admin
     case $c in
     kg-pass)
         cp "$ROOT"/policies/*.cedar "$ROOT"/policies/*.cedarschema "$d/policies/"
@@ -426,6 +427,10 @@ for c in "${CASES[@]}"; do
     [ -n "${PID[$c]:-}" ] && printf '%s\t%s\n' "$c" "$(hwm_kib "${PID[$c]}")" >> "$RSS"
 done
 
+for c in kg-full kg-unique; do
+    dropped=$(curl -s "http://127.0.0.1:${ADMIN[$c]}/metrics" | awk '/^keygate_spans_dropped_total/ {print $2}')
+    echo "== $c: spans dropped by the exporter over the whole run: ${dropped:-unknown}" >&2
+done
 NG_SPILLS=$(grep -c 'buffered to a temporary file' "$T/ng/error.log" || true)
 echo "== nginx proxy: $NG_SPILLS upstream responses buffered to a temporary file (default proxy_buffers)" >&2
 
