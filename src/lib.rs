@@ -14,6 +14,7 @@ pub mod dev;
 pub mod echo;
 pub mod error;
 pub mod gateway;
+pub(crate) mod locks;
 pub mod pipeline;
 pub mod routes;
 pub mod secrets;

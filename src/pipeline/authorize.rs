@@ -13,6 +13,7 @@
 //! (an explicit, reviewable pre-approval). Every verdict names the policies behind it.
 
 use crate::config::{Agent, Operations, Tool};
+use crate::locks::{read, write};
 use crate::routes::Operation;
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
@@ -822,15 +823,6 @@ impl PolicyEngine {
         }
         Some((entities, uids))
     }
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // A panic while holding the lock leaves a cache that is still consistent.
-    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The cache key of a decision, or `None` when the policies read the very request.

@@ -19,6 +19,7 @@
 
 use super::audit_chain::{Chain, Tail};
 use crate::config::{AuditFile, AuditTarget};
+use crate::locks::lock;
 use serde::Serialize;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -234,11 +235,6 @@ impl Drop for StopGuard {
         self.0.drained.notify_waiters();
         lock(&self.0.state).flushes.clear();
     }
-}
-
-fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
-    // A panic elsewhere while holding the lock leaves a queue that is still consistent.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn open_append(p: &Path) -> Result<std::fs::File, String> {

@@ -14,11 +14,12 @@
 //! a request takes two read locks, one hash lookup of the tool name, one of the status, and
 //! a few relaxed atomic additions.
 
+use crate::locks::{read, write};
 use crate::pipeline::Decision;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Upper bounds of the request-duration buckets, in seconds (a `+Inf` bucket follows).
@@ -95,15 +96,6 @@ pub struct Metrics {
     token_cache_misses: AtomicU64,
     spans_dropped: AtomicU64,
     audit_records: AtomicU64,
-}
-
-/// Locks that no code path panics under; a poisoned one is used as is.
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ToolSeries {

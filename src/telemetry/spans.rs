@@ -76,32 +76,31 @@ fn new_span_id() -> SpanId {
     }
 }
 
-/// Parses a W3C `traceparent` (version 00, or a later one read as 00): trace id, parent
-/// span id, flags. `None` when malformed or all-zero ids (then keygate starts a trace).
-fn parse_traceparent(v: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
-    let mut parts = v.trim().split('-');
-    let version = parts.next()?;
-    let trace = parts.next()?;
-    let span = parts.next()?;
-    let flags = parts.next()?;
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|c| c.is_ascii_hexdigit());
-    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+/// The agent's trace context (W3C `traceparent` and `tracestate`), read by the SDK's
+/// propagator; `None` when there is none or it is malformed (keygate starts a trace).
+fn parent_of(headers: &http::HeaderMap) -> Option<SpanContext> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    if !headers.contains_key("traceparent") {
         return None;
     }
-    if version == "00" && parts.next().is_some() {
-        return None;
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .extract(&HeaderExtractor(headers));
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// Reads a trace context from incoming HTTP headers.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
     }
-    if trace.bytes().any(|c| c.is_ascii_uppercase()) || span.bytes().any(|c| c.is_ascii_uppercase())
-    {
-        return None;
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
     }
-    let trace = TraceId::from_hex(trace).ok()?;
-    let span = SpanId::from_hex(span).ok()?;
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    if trace == TraceId::INVALID || span == SpanId::INVALID {
-        return None;
-    }
-    Some((trace, span, TraceFlags::new(flags & 1)))
 }
 
 impl RequestTrace {
@@ -111,23 +110,16 @@ impl RequestTrace {
         if !super::otel::enabled() {
             return None;
         }
-        let parent = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent);
-        let state = match parent {
-            Some(_) => headers
-                .get("tracestate")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<TraceState>().ok())
-                .unwrap_or_default(),
-            None => TraceState::default(),
-        };
-        let (trace_id, parent, parent_remote) = match parent {
+        let (trace_id, parent, parent_remote, state) = match parent_of(headers) {
             // An unsampled parent: the agent's trace is not recorded, nor is keygate's part.
-            Some((_, _, flags)) if !flags.is_sampled() => return None,
-            Some((t, s, _)) => (t, s, true),
-            None => (TraceId::from(random_u128()), SpanId::INVALID, false),
+            Some(p) if !p.is_sampled() => return None,
+            Some(p) => (p.trace_id(), p.span_id(), true, p.trace_state().clone()),
+            None => (
+                TraceId::from(random_u128()),
+                SpanId::INVALID,
+                false,
+                TraceState::default(),
+            ),
         };
         Some(RequestTrace {
             trace_id,
@@ -259,32 +251,35 @@ impl RequestTrace {
 mod tests {
     use super::*;
 
+    fn headers(tp: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert("traceparent", tp.parse().unwrap());
+        h
+    }
+
     #[test]
-    fn traceparent_parsing() {
-        let (t, s, f) =
-            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(t.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(s.to_string(), "00f067aa0ba902b7");
-        assert!(f.is_sampled());
-        let (_, _, f) =
-            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
-        assert!(!f.is_sampled());
-        // A later version may carry more fields.
-        assert!(
-            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
-                .is_some()
-        );
+    fn the_agents_trace_context_is_read_or_refused() {
+        let p = parent_of(&headers(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ))
+        .unwrap();
+        assert_eq!(p.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(p.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(p.is_sampled() && p.is_remote());
+        let p = parent_of(&headers(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        ))
+        .unwrap();
+        assert!(!p.is_sampled());
+        assert!(parent_of(&http::HeaderMap::new()).is_none());
         for bad in [
-            "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-xyz-00f067aa0ba902b7-01",
         ] {
-            assert!(parse_traceparent(bad).is_none(), "{bad:?}");
+            assert!(parent_of(&headers(bad)).is_none(), "{bad:?}");
         }
     }
 }
