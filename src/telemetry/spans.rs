@@ -110,6 +110,11 @@ impl RequestTrace {
         if !super::otel::enabled() {
             return None;
         }
+        Self::from_headers(headers)
+    }
+
+    /// The trace of a request with these headers, whether or not spans are exported.
+    fn from_headers(headers: &http::HeaderMap) -> Option<RequestTrace> {
         let (trace_id, parent, parent_remote, state) = match parent_of(headers) {
             // An unsampled parent: the agent's trace is not recorded, nor is keygate's part.
             Some(p) if !p.is_sampled() => return None,
@@ -272,6 +277,22 @@ mod tests {
         .unwrap();
         assert!(!p.is_sampled());
         assert!(parent_of(&http::HeaderMap::new()).is_none());
+        // A sampled parent: keygate's request span is its child, in its trace.
+        let t = RequestTrace::from_headers(&headers(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ))
+        .unwrap();
+        assert_eq!(t.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.parent.to_string(), "00f067aa0ba902b7");
+        assert!(t.parent_remote && t.span_id != t.parent);
+        // Not sampled: nothing is recorded.
+        assert!(RequestTrace::from_headers(&headers(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ))
+        .is_none());
+        // No parent: a new trace of keygate's own.
+        let t = RequestTrace::from_headers(&http::HeaderMap::new()).unwrap();
+        assert!(t.parent == SpanId::INVALID && t.trace_id != TraceId::INVALID);
         for bad in [
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
