@@ -165,6 +165,7 @@ fn audit_record(c: &mut Criterion) {
                 bytes_in: 0,
                 bytes_out: 512,
                 completed: true,
+                client_gone: false,
                 credential_provider: Some("jwt"),
                 credential_id: Some(cred.clone()),
                 stripped: vec!["header:authorization".into()],

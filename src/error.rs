@@ -57,6 +57,8 @@ pub enum ErrorKind {
     AgentSuspended,
     /// The approval store cannot be reached: requests that need it fail closed.
     StoreUnavailable,
+    /// keygate itself failed (a bug): the request is refused, never forwarded unchecked.
+    Internal,
 }
 
 impl ErrorKind {
@@ -82,6 +84,7 @@ impl ErrorKind {
             ErrorKind::ApprovalDenied => "approval_denied",
             ErrorKind::AgentSuspended => "agent_suspended",
             ErrorKind::StoreUnavailable => "approvals_unavailable",
+            ErrorKind::Internal => "internal_error",
         }
     }
 
@@ -108,6 +111,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -297,6 +297,7 @@ fn record(i: u64) -> AuditRecord {
         bytes_in: 0,
         bytes_out: 2,
         completed: true,
+        client_gone: false,
         credential_provider: Some("static"),
         credential_id: None,
         stripped: vec!["header:cookie".into()],

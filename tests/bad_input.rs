@@ -315,6 +315,28 @@ async fn differing_content_lengths_are_refused_by_hyper() {
     env.assert_serving().await;
 }
 
+#[tokio::test]
+async fn an_http11_request_without_host_is_400() {
+    let env = start("", "").await;
+    let req = format!(
+        "GET /tools/t/nohost HTTP/1.1\r\nAuthorization: Bearer {}\r\n\r\n",
+        env.token
+    );
+    let r = raw(env.gw.addr, req.as_bytes(), WAIT, false).await;
+    assert_eq!(r.status(), 400, "{}", r.text);
+    assert!(r.body().contains("\"bad_request\""), "{}", r.text);
+    assert!(r.body().contains("Host header"), "{}", r.text);
+    // HTTP/1.0 has no Host requirement.
+    let req = format!(
+        "GET /tools/t/old HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+        env.token
+    );
+    let r = raw(env.gw.addr, req.as_bytes(), WAIT, true).await;
+    assert!(r.text.starts_with("HTTP/1.0 200 "), "{}", r.text);
+    assert_eq!(env.up.count(), 1);
+    env.assert_serving().await;
+}
+
 // ------------------------------------------------------------------ 2. header limits
 
 /// A 100 KiB header with the default max_header_bytes (65536): hyper answers a bare 431

@@ -324,6 +324,20 @@ async fn http2_prior_knowledge_end_to_end() {
         Some(format!("Bearer {SECRET}").as_str())
     );
     assert_eq!(reqs[0].header("host"), Some(up.addr.to_string()));
+    // The host the agent addressed, as for HTTP/1.1 (from `:authority`).
+    assert_eq!(
+        reqs[0].header("x-forwarded-host"),
+        Some(env.gw.addr.to_string()),
+        "{}",
+        reqs[0].head
+    );
+    assert!(
+        reqs[0]
+            .header("forwarded")
+            .is_some_and(|f| f.contains(&format!("host=\"{}\"", env.gw.addr))),
+        "{}",
+        reqs[0].head
+    );
     assert!(
         reqs[1].head.starts_with("POST /h2/post HTTP/1.1\r\n"),
         "{}",

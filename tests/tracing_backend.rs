@@ -341,6 +341,17 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
         .get(&kg.url("/tools/static/orgs"), &[("authorization", &auth)])
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // An unsampled agent trace does not switch keygate's spans off: a trace of keygate's
+    // own records the call.
+    let (unsampled, _, tp) = new_trace();
+    let tp = format!("{}-00", tp.trim_end_matches("-01"));
+    let r = c
+        .get(
+            &kg.url("/tools/static/unsampled"),
+            &[("authorization", &auth), ("traceparent", &tp)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     // A tool whose credential is minted for every call.
     let (minted, _, tp) = new_trace();
     let r = c
@@ -354,7 +365,7 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
     let received = up.requests();
     assert_eq!(
         received.len(),
-        2,
+        3,
         "only the allowed requests reach the tool"
     );
     assert!(received[0]
@@ -384,8 +395,22 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
                 && in_trace(s, &minted)
                     .iter()
                     .any(|s| s["name"] == "keygate.credential")
+                && s.iter().any(|s| {
+                    is_request_span(s)
+                        && attr(s, "url.path").as_deref() == Some("/tools/static/unsampled")
+                })
         })
         .await;
+    let own = spans
+        .iter()
+        .find(|s| {
+            is_request_span(s) && attr(s, "url.path").as_deref() == Some("/tools/static/unsampled")
+        })
+        .unwrap();
+    assert!(
+        own["parent_id"].is_null() && in_trace(&spans, &unsampled).is_empty(),
+        "the unsampled call's span is a root of keygate's own trace: {own}"
+    );
     eprintln!("{} spans read back from Phoenix", spans.len());
 
     // The allowed request.
@@ -484,7 +509,11 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
     // Without a traceparent: a root span, and the tool got its trace.
     let roots: Vec<&Value> = spans
         .iter()
-        .filter(|s| is_request_span(s) && s["parent_id"].is_null())
+        .filter(|s| {
+            is_request_span(s)
+                && s["parent_id"].is_null()
+                && attr(s, "url.path").as_deref() != Some("/tools/static/unsampled")
+        })
         .collect();
     assert_eq!(roots.len(), 1, "root request spans:\n{}", pretty(&spans));
     let (tool_trace, _) = parse_traceparent(

@@ -96,6 +96,7 @@ impl OnFinish for Pending {
             bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
             bytes_out,
             completed,
+            client_gone: ctx.client_gone.load(std::sync::atomic::Ordering::Relaxed),
             credential_provider: ctx.credential_provider,
             credential_id: ctx.credential_id,
             stripped: ctx.stripped,

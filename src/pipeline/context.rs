@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::gateway::ToolRuntime;
 use crate::server::ConnInfo;
 use std::borrow::Cow;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -75,6 +75,8 @@ pub struct RequestCtx {
     pub error: Option<Error>,
     /// Request body bytes received from the agent.
     pub bytes_in: Arc<AtomicU64>,
+    /// Set when the agent's connection went away before keygate had the tool's answer.
+    pub client_gone: Arc<AtomicBool>,
     /// The request's spans, when they are exported and the trace is sampled.
     pub trace: Option<crate::telemetry::spans::RequestTrace>,
 }
@@ -110,6 +112,7 @@ impl RequestCtx {
             decision: Decision::Deny,
             error: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
+            client_gone: Arc::default(),
             trace: None,
         }
     }

@@ -42,15 +42,64 @@ use http::{header, Request, Response, StatusCode};
 use std::sync::Arc;
 
 /// Serves one request from an agent.
+///
+/// The request runs on a task of its own, to its end, whatever the agent's connection
+/// does: once a request may have been forwarded, the tool runs it, so its audit record
+/// (and its inventory record, where one is due) must be written even when no one is left
+/// to read the answer. When the agent goes away first (hyper drops this future), the
+/// task goes on and the audit record says `client_gone`.
 pub async fn handle(
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<ProxyBody> {
+    let gone = ClientGone::default();
+    let task = tokio::spawn(handle_to_end(gw, conn, req, gone.flag.clone()));
+    let resp = match task.await {
+        Ok(resp) => resp,
+        // A panic in the pipeline: the agent gets an error, never a forwarded answer.
+        Err(e) => {
+            tracing::error!("request task failed: {e}");
+            Error::new(ErrorKind::Internal, "keygate failed to serve this request").to_response("")
+        }
+    };
+    gone.disarm();
+    resp
+}
+
+/// Sets its flag when dropped before [`ClientGone::disarm`]: the agent's connection went
+/// away before keygate had its answer.
+#[derive(Default)]
+struct ClientGone {
+    flag: Arc<std::sync::atomic::AtomicBool>,
+    answered: bool,
+}
+
+impl ClientGone {
+    fn disarm(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for ClientGone {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+async fn handle_to_end(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    req: Request<hyper::body::Incoming>,
+    client_gone: Arc<std::sync::atomic::AtomicBool>,
+) -> Response<ProxyBody> {
     // Backpressure: wait here (before any work) while the audit writer is far behind.
     gw.shared.audit.admit().await;
     let request_id = gw.next_request_id();
     let mut ctx = RequestCtx::new(request_id, conn, req.method().clone(), req.uri().path());
+    ctx.client_gone = client_gone;
     // The request's spans (when exported): attributes are set when the request ends
     // (audit), from the same context as the audit record, so the two never disagree.
     ctx.trace = crate::telemetry::spans::RequestTrace::start(req.headers());
@@ -290,7 +339,13 @@ async fn run(
         body = strip::RequestBody::Read(bytes::Bytes::new());
     }
 
-    let original_host = parts.headers.get(header::HOST).cloned();
+    // The host the agent addressed: `Host`, or over HTTP/2 the `:authority`.
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    });
     let body = match read {
         Some(b) => strip::RequestBody::Read(b),
         None => body,
@@ -426,8 +481,17 @@ pub(crate) fn unix_now() -> i64 {
 /// chunked and closes the connection after the response; identical duplicate lengths are
 /// folded into one; differing ones are refused with a bare 400). keygate forwards its own
 /// framing either way (strip re-frames read bodies; hop-by-hop headers are removed).
+///
+/// An HTTP/1.1 request without `Host` is refused (RFC 9112 §3.2: a server must answer it
+/// 400): keygate picks tools by host, and would otherwise guess.
 fn check_framing<B>(req: &Request<B>) -> Result<(), Error> {
     let h = req.headers();
+    if req.version() == http::Version::HTTP_11 && !h.contains_key(header::HOST) {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "an HTTP/1.1 request must name its host in a Host header",
+        ));
+    }
     let lengths = h.get_all(header::CONTENT_LENGTH).iter().count();
     if lengths > 1 {
         return Err(Error::new(

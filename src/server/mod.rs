@@ -92,6 +92,8 @@ pub async fn serve(rt: Arc<Runtime>) -> Result<Running, String> {
     builder
         .http1()
         .timer(TokioTimer::new())
+        // An agent that half-closes its connection after sending still gets its answer.
+        .half_close(true)
         .header_read_timeout(s.header_read_timeout)
         .max_buf_size(s.max_header_bytes.max(8192))
         .max_headers(s.max_headers);

@@ -69,6 +69,10 @@ pub struct AuditRecord {
     pub bytes_out: u64,
     /// False when the response body was cut short (client gone, upstream failed).
     pub completed: bool,
+    /// The agent's connection went away before keygate had the tool's answer (the call
+    /// ran to its end all the same).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub client_gone: bool,
     pub credential_provider: Option<&'static str>,
     pub credential_id: Option<std::sync::Arc<str>>,
     /// Names of what strip removed or redacted.
@@ -564,6 +568,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 2,
             completed: true,
+            client_gone: false,
             credential_provider: None,
             credential_id: None,
             stripped: vec![],

@@ -11,9 +11,11 @@
 //! clock reads during the request and one `SpanData` per span at the end, and one that
 //! is not (export off, or the agent's trace not sampled) costs nothing.
 //!
-//! Trace context (W3C): the agent's `traceparent` makes keygate's request span its child
-//! (and an unsampled parent turns recording off); the tool receives keygate's own
-//! `traceparent`, naming the upstream span as parent.
+//! Trace context (W3C): the agent's sampled `traceparent` makes keygate's request span its
+//! child; the tool receives keygate's own `traceparent`, naming the upstream span as
+//! parent. An agent cannot switch keygate's spans off: an unsampled `traceparent` starts a
+//! trace of keygate's own, linked to the agent's span (an auditor finds every call in the
+//! tracing backend whatever the agent sent).
 
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -32,6 +34,8 @@ pub struct RequestTrace {
     parent_remote: bool,
     flags: TraceFlags,
     state: TraceState,
+    /// The agent's unsampled span, linked from the request span.
+    link: Option<SpanContext>,
     phases: Vec<SpanData>,
     /// The host and port the agent addressed (`server.address`, `server.port`).
     pub server: Option<(String, Option<u16>)>,
@@ -104,8 +108,7 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 }
 
 impl RequestTrace {
-    /// The trace of a request with these headers, or `None` when spans are not exported or
-    /// the agent's trace is not sampled.
+    /// The trace of a request with these headers, or `None` when spans are not exported.
     pub fn start(headers: &http::HeaderMap) -> Option<RequestTrace> {
         if !super::otel::enabled() {
             return None;
@@ -115,16 +118,20 @@ impl RequestTrace {
 
     /// The trace of a request with these headers, whether or not spans are exported.
     fn from_headers(headers: &http::HeaderMap) -> Option<RequestTrace> {
+        let mut link = None;
         let (trace_id, parent, parent_remote, state) = match parent_of(headers) {
-            // An unsampled parent: the agent's trace is not recorded, nor is keygate's part.
-            Some(p) if !p.is_sampled() => return None,
-            Some(p) => (p.trace_id(), p.span_id(), true, p.trace_state().clone()),
-            None => (
-                TraceId::from(random_u128()),
-                SpanId::INVALID,
-                false,
-                TraceState::default(),
-            ),
+            Some(p) if p.is_sampled() => (p.trace_id(), p.span_id(), true, p.trace_state().clone()),
+            // An unsampled parent does not decide for keygate, whose spans are its audit
+            // in the tracing backend: a trace of keygate's own, linked to the agent's.
+            other => {
+                link = other;
+                (
+                    TraceId::from(random_u128()),
+                    SpanId::INVALID,
+                    false,
+                    TraceState::default(),
+                )
+            }
         };
         Some(RequestTrace {
             trace_id,
@@ -133,6 +140,7 @@ impl RequestTrace {
             parent_remote,
             flags: TraceFlags::SAMPLED,
             state,
+            link,
             phases: Vec::new(),
             server: None,
         })
@@ -194,7 +202,7 @@ impl RequestTrace {
 
     /// Ends the request span and submits it with its phase spans.
     pub fn finish(mut self, start: SystemTime, attributes: Vec<KeyValue>, failed: bool) {
-        let request = self.span_data(
+        let mut request = self.span_data(
             self.span_id,
             self.parent,
             self.parent_remote,
@@ -205,6 +213,12 @@ impl RequestTrace {
             attributes,
             failed,
         );
+        if let Some(agent) = self.link.take() {
+            request
+                .links
+                .links
+                .push(opentelemetry::trace::Link::with_context(agent));
+        }
         for p in self.phases.drain(..) {
             super::otel::submit(p);
         }
@@ -285,11 +299,20 @@ mod tests {
         assert_eq!(t.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.parent.to_string(), "00f067aa0ba902b7");
         assert!(t.parent_remote && t.span_id != t.parent);
-        // Not sampled: nothing is recorded.
-        assert!(RequestTrace::from_headers(&headers(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        // Not sampled: keygate's spans are recorded all the same, in a trace of their own
+        // linked to the agent's span.
+        let t = RequestTrace::from_headers(&headers(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
         ))
-        .is_none());
+        .unwrap();
+        assert_ne!(t.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(t.parent == SpanId::INVALID && t.flags.is_sampled());
+        let link = t.link.as_ref().unwrap();
+        assert_eq!(
+            link.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(link.span_id().to_string(), "00f067aa0ba902b7");
         // No parent: a new trace of keygate's own.
         let t = RequestTrace::from_headers(&http::HeaderMap::new()).unwrap();
         assert!(t.parent == SpanId::INVALID && t.trace_id != TraceId::INVALID);
