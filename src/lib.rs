@@ -13,6 +13,8 @@ pub mod credentials;
 pub mod dev;
 pub mod echo;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod locks;
 pub mod pipeline;

@@ -1,0 +1,163 @@
+//! Entry points for the fuzz targets in `fuzz/` and for the test that replays their
+//! corpora (`tests/fuzz_corpus.rs`): one function per pure parser, each taking arbitrary
+//! bytes, calling the parser exactly as the pipeline does, and checking what must hold
+//! whatever the input. A violated property panics, which the fuzzer reports as a crash.
+//!
+//! The targets are thin shims over these functions, so a corpus entry that once crashed
+//! the fuzzer is replayed by the ordinary test command forever after.
+
+use crate::catalog::{self, Kind, RequestView};
+use crate::pipeline::{classify, mcp};
+use crate::secrets;
+use crate::telemetry::audit_chain;
+
+/// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and of the corpus
+/// folders under `fuzz/corpus/`).
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("canonical_path", canonical_path),
+    ("catalog_classify", catalog_classify),
+    ("mcp_message", mcp_message),
+    ("secret_scan", secret_scan),
+    ("audit_line", audit_line),
+];
+
+/// The path canonicalizer: its output is canonical (a fixed point), rooted, and has no
+/// empty, `.` or `..` segment; what it refuses it refuses for a reason a server could
+/// read differently.
+pub fn canonical_path(data: &[u8]) {
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(canon) = classify::canonicalize(path) else {
+        return;
+    };
+    assert!(canon.starts_with('/'), "not rooted: {canon:?}");
+    let inner = canon.strip_suffix('/').unwrap_or(&canon);
+    for seg in inner.split('/').skip(1) {
+        assert!(
+            !seg.is_empty() && seg != "." && seg != "..",
+            "{path:?} -> {canon:?}"
+        );
+    }
+    match classify::canonicalize(&canon) {
+        Ok(again) => assert_eq!(again, canon, "not a fixed point: {path:?}"),
+        Err(e) => panic!("the canonical form {canon:?} of {path:?} is refused: {e:?}"),
+    }
+}
+
+/// The catalog: classifying never panics, gives the same answer twice, and a body keygate
+/// does not read never changes the answer.
+pub fn catalog_classify(data: &[u8]) {
+    fn text(b: &[u8]) -> Option<&str> {
+        std::str::from_utf8(b).ok()
+    }
+    let [k, m, rest @ ..] = data else {
+        return;
+    };
+    let kind = Kind::ALL[usize::from(*k) % Kind::ALL.len()];
+    const METHODS: [http::Method; 6] = [
+        http::Method::GET,
+        http::Method::POST,
+        http::Method::PUT,
+        http::Method::PATCH,
+        http::Method::DELETE,
+        http::Method::HEAD,
+    ];
+    let method = &METHODS[usize::from(*m) % METHODS.len()];
+    // path \n query \n content type \n body
+    let mut parts = rest.splitn(4, |&b| b == b'\n');
+    let Some(path) = parts.next().and_then(text).filter(|p| p.starts_with('/')) else {
+        return;
+    };
+    let query = parts.next().and_then(text).filter(|q| !q.is_empty());
+    let content_type = parts.next().and_then(text).filter(|c| !c.is_empty());
+    let body = parts.next().unwrap_or_default();
+    let classify_with = |body: Option<&[u8]>| {
+        let v = RequestView {
+            method,
+            path,
+            query,
+            content_type,
+            body,
+        };
+        catalog::classify(kind, &v).map(|op| op.name)
+    };
+    let with_body = classify_with(Some(body));
+    assert_eq!(with_body, classify_with(Some(body)), "not deterministic");
+    // keygate reads a body only when `needs_body` says the catalog may need it: for any
+    // other request the body must not change what the catalog says it is, or a call
+    // forwarded unread could be an identity creation classified as something else.
+    if !catalog::needs_body(kind, method, path, content_type) {
+        assert_eq!(
+            with_body,
+            classify_with(None),
+            "{kind:?} {method} {path}: the body decides, but is not read"
+        );
+    }
+}
+
+/// MCP message parsing: never panics, and what it accepts it reads the same way twice.
+pub fn mcp_message(data: &[u8]) {
+    let Ok(post) = mcp::parse(data) else {
+        return;
+    };
+    let again = mcp::parse(data).map(|p| p.messages.len());
+    assert_eq!(again.ok(), Some(post.messages.len()));
+    for m in &post.messages {
+        let call = mcp::call_of(m);
+        if let Some(method) = &m.method {
+            assert_eq!(&call.method, method);
+        }
+    }
+}
+
+/// The secret scanner: finding one and finding all agree, redaction happens exactly when
+/// something is found, and a redacted text keeps no secret the scanner knows.
+pub fn secret_scan(data: &[u8]) {
+    let first = secrets::find_first(data);
+    let all = secrets::find_all(data);
+    assert_eq!(first.is_some(), !all.is_empty(), "find_first and find_all");
+    match secrets::redact(data) {
+        Some((redacted, kinds)) => {
+            assert!(
+                first.is_some() && !kinds.is_empty(),
+                "redacted nothing found"
+            );
+            assert!(
+                secrets::find_first(&redacted).is_none(),
+                "a secret is left after redaction: {:?}",
+                String::from_utf8_lossy(&redacted)
+            );
+        }
+        None => assert!(first.is_none(), "found but not redacted"),
+    }
+}
+
+/// The audit chain's line parser: never panics; a line it says is intact hashes to its
+/// hash, and appending a record to a chain yields a line the parser reads back intact.
+pub fn audit_line(data: &[u8]) {
+    if let Ok(link) = audit_chain::parse_line(data) {
+        assert_eq!(link.hash_ok, link.computed == link.hash);
+    }
+    // As the writer chains a record (a compact JSON object without the chain's own
+    // members): an intact line out, which the parser reads back intact.
+    if let Ok(mut record) =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(data)
+    {
+        for k in ["seq", "prev", "hash"] {
+            record.remove(k);
+        }
+        let Ok(object) = serde_json::to_vec(&record) else {
+            return;
+        };
+        let mut chain = audit_chain::Chain::new();
+        let mut out = Vec::new();
+        if chain.append(&object, &mut out).is_ok() {
+            let line = out.strip_suffix(b"\n").unwrap_or(&out);
+            match audit_chain::parse_line(line) {
+                Ok(link) => assert!(link.hash_ok && link.seq == 1, "{link:?}"),
+                Err(e) => panic!("a chained line does not parse: {e}"),
+            }
+        }
+    }
+}
