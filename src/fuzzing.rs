@@ -11,9 +11,12 @@ use crate::pipeline::{classify, mcp};
 use crate::secrets;
 use crate::telemetry::audit_chain;
 
+/// A fuzz target: arbitrary bytes in, a panic when a property does not hold.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and of the corpus
 /// folders under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("canonical_path", canonical_path),
     ("catalog_classify", catalog_classify),
     ("mcp_message", mcp_message),
