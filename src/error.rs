@@ -59,6 +59,13 @@ pub enum ErrorKind {
     StoreUnavailable,
     /// keygate itself failed (a bug): the request is refused, never forwarded unchecked.
     Internal,
+    /// A JSON message that parsers could read two ways: a duplicate member, members that
+    /// differ only in case, or a non-ASCII look-alike of an ASCII member name.
+    AmbiguousJson,
+    /// A JSON-RPC batch with more messages than keygate decides in one request.
+    BatchTooLarge,
+    /// A JSON-RPC method keygate does not know how to authorize (MCP).
+    UnknownMcpMethod,
 }
 
 impl ErrorKind {
@@ -85,6 +92,9 @@ impl ErrorKind {
             ErrorKind::AgentSuspended => "agent_suspended",
             ErrorKind::StoreUnavailable => "approvals_unavailable",
             ErrorKind::Internal => "internal_error",
+            ErrorKind::AmbiguousJson => "ambiguous_json",
+            ErrorKind::BatchTooLarge => "batch_too_large",
+            ErrorKind::UnknownMcpMethod => "unknown_mcp_method",
         }
     }
 
@@ -97,7 +107,10 @@ impl ErrorKind {
             ErrorKind::SecretInRequest
             | ErrorKind::BadRequest
             | ErrorKind::AmbiguousFraming
-            | ErrorKind::AmbiguousPath => StatusCode::BAD_REQUEST,
+            | ErrorKind::AmbiguousPath
+            | ErrorKind::AmbiguousJson
+            | ErrorKind::UnknownMcpMethod => StatusCode::BAD_REQUEST,
+            ErrorKind::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Forbidden
             | ErrorKind::ApprovalRequired
             | ErrorKind::ApprovalDenied

@@ -38,19 +38,132 @@ pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC: not a valid request object.
 pub const INVALID_REQUEST: i64 = -32600;
 
+/// JSON-RPC: the method does not exist (here: keygate does not know it).
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC: invalid method parameters.
+pub const INVALID_PARAMS: i64 = -32602;
+
+/// The most messages keygate decides in one JSON-RPC batch; a larger batch is refused
+/// whole (`batch_too_large`), before any of it is authorized or forwarded.
+pub const MAX_BATCH: usize = 64;
+
+/// How deep JSON may nest in an MCP message (serde_json's own limit): the strict parser
+/// recurses, so its depth is bounded.
+const MAX_DEPTH: usize = 128;
+
+/// A JSON value as the strict parser read it, with nothing lost or chosen:
+///
+/// - a number keeps its literal text (`18446744073709551617` stays itself, where an `f64`
+///   would round it onto `18446744073709551616`);
+/// - an object's members are unique, even ignoring case, and sorted by name (bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    /// The number's literal text, as sent (valid JSON number syntax).
+    Number(Box<str>),
+    String(String),
+    Array(Vec<Json>),
+    /// Sorted by name, no two names equal or equal ignoring case.
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// The member `key` of an object (exact name).
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Object(m) => m
+                .binary_search_by(|(k, _)| k.as_str().cmp(key))
+                .ok()
+                .map(|i| &m[i].1),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The canonical encoding: compact, members in name order, numbers as their literal
+    /// text, strings escaped as serde_json escapes them (`"`, `\` and control characters
+    /// only). Two values have the same encoding only if they are the same JSON value
+    /// written with other whitespace, escapes or member order: the encoding is a JSON
+    /// text that decodes back to the value, so it cannot collide.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_canonical(&mut out);
+        out
+    }
+
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        match self {
+            Json::Null => out.extend_from_slice(b"null"),
+            Json::Bool(true) => out.extend_from_slice(b"true"),
+            Json::Bool(false) => out.extend_from_slice(b"false"),
+            Json::Number(n) => out.extend_from_slice(n.as_bytes()),
+            Json::String(s) => write_string(s, out),
+            Json::Array(items) => {
+                out.push(b'[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    v.write_canonical(out);
+                }
+                out.push(b']');
+            }
+            Json::Object(members) => {
+                out.push(b'{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_string(k, out);
+                    out.push(b':');
+                    v.write_canonical(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// What a JSON-RPC message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `method` and `id`: answered.
+    Request,
+    /// `method` without `id`: not answered.
+    Notification,
+    /// `id` and `result` or `error`, no `method`: the client's answer to a server's
+    /// request (sampling, roots, elicitation).
+    Response,
+}
+
 /// One JSON-RPC message of a POST.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// Present on requests (and responses); absent on notifications.
+    pub kind: Kind,
+    /// Present on requests and responses (a string or an integer; `null` only on an
+    /// error response); absent on notifications.
     pub id: Option<Value>,
     /// Present on requests and notifications; absent on responses.
     pub method: Option<String>,
-    pub params: Option<Value>,
+    /// An object when present.
+    pub params: Option<Json>,
 }
 
 impl Message {
     pub fn is_request(&self) -> bool {
-        self.id.is_some() && self.method.is_some()
+        self.kind == Kind::Request
     }
 }
 
@@ -72,85 +185,428 @@ impl Post {
     }
 }
 
-/// Parses the body of a POST to an MCP tool.
+fn not_json(_: jiter::JiterError) -> Error {
+    Error::new(ErrorKind::BadRequest, "the MCP message is not JSON").with_jsonrpc(PARSE_ERROR)
+}
+
+fn invalid(message: &str) -> Error {
+    Error::new(ErrorKind::BadRequest, message).with_jsonrpc(INVALID_REQUEST)
+}
+
+fn ambiguous(message: &str) -> Error {
+    Error::new(ErrorKind::AmbiguousJson, message).with_jsonrpc(INVALID_REQUEST)
+}
+
+/// Parses the body of a POST to an MCP tool, as strictly as the strictest server would
+/// and more: a body that two JSON-RPC servers could read differently is refused, never
+/// read one way by keygate and another by the tool.
+///
+/// - The whole body is one JSON text (a message or a batch of 1 to [`MAX_BATCH`]
+///   messages), read by a real tokenizer (`jiter`) with nothing after it.
+/// - In every object of it, at any depth (envelope, `params`, `arguments`, `result`):
+///   no member name twice, no two names that are equal ignoring case (Go's
+///   `encoding/json` matches names case-insensitively, CVE-2026-27896, so
+///   `{"name":"echo","Name":"create_api_token"}` could call either tool), and no name
+///   with a non-ASCII letter whose case mapping is ASCII (`paramſ`, Kelvin `K`, `ı`,
+///   `İ`: Go folds them onto `params`, `k`, `i`).
+/// - Each message is a JSON-RPC 2.0 request, notification or response with only the
+///   members JSON-RPC defines; its `id` a string or an integer; its `params` an object.
+///
+/// A pure function of the bytes, so fuzz targets can call it.
 pub fn parse(body: &[u8]) -> Result<Post, Error> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| {
-        Error::new(ErrorKind::BadRequest, "the MCP message is not JSON").with_jsonrpc(PARSE_ERROR)
-    })?;
-    let (items, batch) = match v {
-        Value::Array(a) if !a.is_empty() => (a, true),
-        Value::Object(_) => (vec![v], false),
+    let mut j = jiter::Jiter::new(body);
+    let post = match j.peek().map_err(not_json)? {
+        jiter::Peek::Array => {
+            let mut messages = Vec::new();
+            let mut next = j.known_array().map_err(not_json)?;
+            while let Some(peek) = next {
+                if messages.len() == MAX_BATCH {
+                    return Err(Error::new(
+                        ErrorKind::BatchTooLarge,
+                        format!(
+                            "a JSON-RPC batch may hold at most {MAX_BATCH} messages; send fewer at once"
+                        ),
+                    )
+                    .with_jsonrpc(INVALID_REQUEST));
+                }
+                messages.push(message(value(&mut j, peek, 1)?)?);
+                next = j.array_step().map_err(not_json)?;
+            }
+            if messages.is_empty() {
+                return Err(invalid("the JSON-RPC batch is empty"));
+            }
+            Post {
+                messages,
+                batch: true,
+            }
+        }
+        jiter::Peek::Object => {
+            let v = value(&mut j, jiter::Peek::Object, 0)?;
+            Post {
+                messages: vec![message(v)?],
+                batch: false,
+            }
+        }
         _ => {
-            return Err(Error::new(
-                ErrorKind::BadRequest,
+            // Still JSON? Then it is the wrong shape, not a parse error.
+            let peek = j.peek().map_err(not_json)?;
+            value(&mut j, peek, 0)?;
+            j.finish().map_err(not_json)?;
+            return Err(invalid(
                 "the MCP message is not a JSON-RPC message or batch",
-            )
-            .with_jsonrpc(INVALID_REQUEST))
+            ));
         }
     };
-    let mut messages = Vec::with_capacity(items.len());
-    for item in items {
-        let Value::Object(mut m) = item else {
-            return Err(Error::new(
-                ErrorKind::BadRequest,
-                "a batch member is not a JSON-RPC message",
-            )
-            .with_jsonrpc(INVALID_REQUEST));
-        };
-        let method = match m.remove("method") {
-            Some(Value::String(s)) => Some(s),
-            None => None,
-            Some(_) => {
-                return Err(
-                    Error::new(ErrorKind::BadRequest, "a JSON-RPC method must be a string")
-                        .with_jsonrpc(INVALID_REQUEST),
-                )
-            }
-        };
-        messages.push(Message {
-            id: m.remove("id").filter(|v| !v.is_null()),
-            method,
-            params: m.remove("params"),
-        });
-    }
-    Ok(Post { messages, batch })
+    j.finish().map_err(not_json)?;
+    Ok(post)
 }
 
-/// What policies see of a message.
-pub fn call_of(m: &Message) -> McpCall {
-    let method = m.method.clone().unwrap_or_default();
-    let params = m.params.as_ref();
-    let str_param = |k: &str| {
-        params
-            .and_then(|p| p.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
+/// One JSON value, strictly (see [`parse`]).
+fn value(j: &mut jiter::Jiter, peek: jiter::Peek, depth: usize) -> Result<Json, Error> {
+    use jiter::Peek;
+    if depth > MAX_DEPTH {
+        return Err(invalid("the MCP message nests too deeply"));
+    }
+    Ok(match peek {
+        Peek::Null => {
+            j.known_null().map_err(not_json)?;
+            Json::Null
+        }
+        Peek::True | Peek::False => Json::Bool(j.known_bool(peek).map_err(not_json)?),
+        Peek::String => Json::String(j.known_str().map_err(not_json)?.to_owned()),
+        Peek::Array => {
+            let mut items = Vec::new();
+            let mut next = j.known_array().map_err(not_json)?;
+            while let Some(p) = next {
+                items.push(value(j, p, depth + 1)?);
+                next = j.array_step().map_err(not_json)?;
+            }
+            Json::Array(items)
+        }
+        Peek::Object => {
+            let mut members: Vec<(String, Json)> = Vec::new();
+            let mut key = j.known_object().map_err(not_json)?.map(str::to_owned);
+            while let Some(k) = key {
+                if !k.is_ascii() && k.chars().any(folds_to_ascii) {
+                    return Err(ambiguous(
+                        "a JSON member name has a non-ASCII letter that servers may read as an ASCII one; use the plain ASCII name",
+                    ));
+                }
+                let p = j.peek().map_err(not_json)?;
+                let v = value(j, p, depth + 1)?;
+                members.push((k, v));
+                key = j.next_key().map_err(not_json)?.map(str::to_owned);
+            }
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            if has_case_duplicates(&members) {
+                return Err(ambiguous(
+                    "a JSON object has two members of the same name, or of names that differ only in case; servers may read either, so send each member once",
+                ));
+            }
+            Json::Object(members)
+        }
+        p if p.is_num() => {
+            let bytes = j.known_number_bytes(p).map_err(not_json)?;
+            // A JSON number is ASCII.
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| invalid("the MCP message is not JSON"))?;
+            Json::Number(text.into())
+        }
+        _ => {
+            return Err(
+                Error::new(ErrorKind::BadRequest, "the MCP message is not JSON")
+                    .with_jsonrpc(PARSE_ERROR),
+            )
+        }
+    })
+}
+
+/// A non-ASCII character whose lower- or upper-case form holds an ASCII letter: `ſ`
+/// (upper `S`), Kelvin `K` (lower `k`), `ı` (upper `I`), `İ` (lower `i̇`), and the
+/// ligatures `ß`, `ﬁ`… (full upper case `SS`, `FI`). Case-insensitive matchers (Go's
+/// `encoding/json` among them) can take a name with one for an ASCII name.
+fn folds_to_ascii(c: char) -> bool {
+    !c.is_ascii()
+        && (c.to_lowercase().any(|l| l.is_ascii()) || c.to_uppercase().any(|u| u.is_ascii()))
+}
+
+/// A name's case-folded form (Unicode lower then upper case, as Go folds it).
+fn fold(name: &str) -> String {
+    if name.is_ascii() {
+        return name.to_ascii_lowercase();
+    }
+    name.chars()
+        .flat_map(char::to_lowercase)
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+/// Whether two members of an object (sorted by name) have equal names, or names equal
+/// ignoring case. Small objects compare pairwise without allocating; larger ones sort
+/// their folded names.
+fn has_case_duplicates(members: &[(String, Json)]) -> bool {
+    if members.len() <= 16 {
+        for (i, (a, _)) in members.iter().enumerate() {
+            for (b, _) in &members[i + 1..] {
+                let same = if a.is_ascii() && b.is_ascii() {
+                    a.eq_ignore_ascii_case(b)
+                } else {
+                    fold(a) == fold(b)
+                };
+                if same {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+    let mut folded: Vec<String> = members.iter().map(|(k, _)| fold(k)).collect();
+    folded.sort_unstable();
+    folded.windows(2).any(|w| w[0] == w[1])
+}
+
+/// The JSON-RPC id of a message: a string or an integer (kept exact).
+fn id_of(v: Json) -> Result<Value, Error> {
+    let bad = || invalid("a JSON-RPC id must be a string or an integer");
+    match v {
+        Json::String(s) => Ok(Value::String(s)),
+        Json::Number(n) => {
+            let digits = n.strip_prefix('-').unwrap_or(&n);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            if let Ok(i) = n.parse::<i64>() {
+                Ok(Value::from(i))
+            } else if let Ok(u) = n.parse::<u64>() {
+                Ok(Value::from(u))
+            } else {
+                Err(bad())
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// One JSON-RPC 2.0 message: a request, a notification or a response, with only the
+/// members JSON-RPC defines (a server could read any other, such as `Method`, as one).
+fn message(v: Json) -> Result<Message, Error> {
+    let Json::Object(members) = v else {
+        return Err(invalid("a batch member is not a JSON-RPC message"));
     };
-    let (name, arguments) = match method.as_str() {
-        "tools/call" | "prompts/get" => (
-            str_param("name"),
-            arguments_of(params.and_then(|p| p.get("arguments"))),
+    let mut jsonrpc = false;
+    let mut id: Option<Json> = None;
+    let mut method: Option<String> = None;
+    let mut params: Option<Json> = None;
+    let (mut result, mut error) = (false, false);
+    for (k, v) in members {
+        match k.as_str() {
+            "jsonrpc" => jsonrpc = v.as_str() == Some("2.0"),
+            "id" => id = Some(v),
+            "method" => match v {
+                Json::String(s) => method = Some(s),
+                _ => return Err(invalid("a JSON-RPC method must be a string")),
+            },
+            "params" => match v {
+                Json::Object(_) => params = Some(v),
+                _ => return Err(invalid("MCP params must be a JSON object")),
+            },
+            "result" => result = true,
+            "error" => error = true,
+            other => {
+                let known = ["jsonrpc", "id", "method", "params", "result", "error"];
+                return Err(if known.iter().any(|n| n.eq_ignore_ascii_case(other)) {
+                    ambiguous("a JSON-RPC member name is written in the wrong case; servers may read it as the member, so use the exact name")
+                } else {
+                    invalid("a JSON-RPC message has a member JSON-RPC does not define")
+                });
+            }
+        }
+    }
+    if !jsonrpc {
+        return Err(invalid("a JSON-RPC message must say \"jsonrpc\": \"2.0\""));
+    }
+    match method {
+        Some(method) => {
+            if result || error {
+                return Err(invalid(
+                    "a JSON-RPC message is a request or a response, not both",
+                ));
+            }
+            let (kind, id) = match id {
+                None => (Kind::Notification, None),
+                Some(Json::Null) => {
+                    return Err(invalid("a JSON-RPC request id must not be null"));
+                }
+                Some(v) => (Kind::Request, Some(id_of(v)?)),
+            };
+            Ok(Message {
+                kind,
+                id,
+                method: Some(method),
+                params,
+            })
+        }
+        None => {
+            if result == error || params.is_some() {
+                return Err(invalid(
+                    "a JSON-RPC message without a method must be a response: an id and either a result or an error",
+                ));
+            }
+            let id = match id {
+                Some(Json::Null) if error => None,
+                Some(Json::Null) | None => {
+                    return Err(invalid("a JSON-RPC response must carry the id it answers"))
+                }
+                Some(v) => Some(id_of(v)?),
+            };
+            Ok(Message {
+                kind: Kind::Response,
+                id,
+                method: None,
+                params: None,
+            })
+        }
+    }
+}
+
+/// How keygate decides each MCP method it knows (client to server, 2025-11-25 spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// `tools/call`: the tool's own action, arguments in the context.
+    ToolCall,
+    /// `prompts/get`: a read naming the prompt, its arguments in the context.
+    Prompt,
+    /// `resources/read`, `resources/subscribe`, `resources/unsubscribe`: a read naming
+    /// the URI.
+    Resource,
+    /// The rest of the protocol: a read.
+    Protocol,
+}
+
+fn known(method: &str) -> Option<Known> {
+    Some(match method {
+        "tools/call" => Known::ToolCall,
+        "prompts/get" => Known::Prompt,
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Known::Resource,
+        "initialize"
+        | "ping"
+        | "tools/list"
+        | "resources/list"
+        | "resources/templates/list"
+        | "prompts/list"
+        | "completion/complete"
+        | "logging/setLevel"
+        | "tasks/get"
+        | "tasks/result"
+        | "tasks/list"
+        | "tasks/cancel"
+        | "notifications/initialized"
+        | "notifications/cancelled"
+        | "notifications/progress"
+        | "notifications/roots/list_changed"
+        | "notifications/tasks/status" => Known::Protocol,
+        _ => return None,
+    })
+}
+
+/// The member `name` of params, refusing a case variant of it in its place (`Name`
+/// without `name`: a case-insensitive server would read it as `name`).
+fn member<'a>(params: Option<&'a Json>, name: &str) -> Result<Option<&'a Json>, Error> {
+    let Some(Json::Object(members)) = params else {
+        return Ok(None);
+    };
+    for (k, v) in members {
+        if k == name {
+            return Ok(Some(v));
+        }
+        if k.eq_ignore_ascii_case(name) {
+            return Err(ambiguous("an MCP parameter name is written in the wrong case; servers may read it as the parameter, so use the exact name"));
+        }
+    }
+    Ok(None)
+}
+
+fn required_str<'a>(params: Option<&'a Json>, name: &str, method: &str) -> Result<&'a str, Error> {
+    member(params, name)?.and_then(Json::as_str).ok_or_else(|| {
+        Error::new(
+            ErrorKind::BadRequest,
+            format!("an MCP {method} request needs a string params.{name}"),
+        )
+        .with_jsonrpc(INVALID_PARAMS)
+    })
+}
+
+/// The `arguments` of a call: an object, or absent (`null` reads as absent).
+fn arguments_member(params: Option<&Json>) -> Result<Option<&Json>, Error> {
+    match member(params, "arguments")? {
+        None | Some(Json::Null) => Ok(None),
+        Some(a @ Json::Object(_)) => Ok(Some(a)),
+        Some(_) => Err(
+            Error::new(ErrorKind::BadRequest, "MCP arguments must be a JSON object")
+                .with_jsonrpc(INVALID_PARAMS),
         ),
-        "resources/read" | "resources/subscribe" => (str_param("uri"), Vec::new()),
-        _ => (None, Vec::new()),
+    }
+}
+
+/// What policies see of a message; refuses what keygate cannot decide.
+///
+/// Every message gets a call, so every message gets a decision: a response from the
+/// client (no method) is protocol (`read`, `mcp_method` empty); a known method is
+/// decided as its kind; a method keygate does not know is refused
+/// (`unknown_mcp_method`), never authorized as a read, since it may do anything;
+/// a `tools/call` without a string `name` is refused, never decided without its tool.
+pub fn call_of(m: &Message) -> Result<McpCall, Error> {
+    let Some(method) = m.method.as_deref() else {
+        return Ok(McpCall::default());
     };
-    McpCall {
-        method,
+    let Some(kind) = known(method) else {
+        let shown: String = method.chars().take(64).collect();
+        return Err(Error::new(
+            ErrorKind::UnknownMcpMethod,
+            format!("keygate does not know the MCP method {shown:?} and refuses it"),
+        )
+        .with_jsonrpc(METHOD_NOT_FOUND));
+    };
+    let params = m.params.as_ref();
+    let (name, arguments) = match kind {
+        Known::ToolCall | Known::Prompt => (
+            Some(required_str(params, "name", method)?.to_string()),
+            arguments_of(arguments_member(params)?),
+        ),
+        Known::Resource => (
+            Some(required_str(params, "uri", method)?.to_string()),
+            Vec::new(),
+        ),
+        Known::Protocol => (None, Vec::new()),
+    };
+    Ok(McpCall {
+        method: method.to_string(),
         name,
         arguments,
-    }
+    })
 }
 
-/// Top-level arguments as (key, string value): strings as they are, other values as
-/// compact JSON.
-fn arguments_of(v: Option<&Value>) -> Vec<(String, String)> {
+/// The tool, prompt or URI a message names, for the audit record (no refusal here:
+/// [`call_of`] decides).
+fn named(m: &Message) -> Option<String> {
+    let key = match known(m.method.as_deref()?)? {
+        Known::ToolCall | Known::Prompt => "name",
+        Known::Resource => "uri",
+        Known::Protocol => return None,
+    };
+    m.params.as_ref()?.get(key)?.as_str().map(str::to_string)
+}
+
+/// Top-level arguments as (key, string value), in name order: strings as they are, other
+/// values in their canonical encoding (numbers exactly as sent).
+fn arguments_of(v: Option<&Json>) -> Vec<(String, String)> {
     match v {
-        Some(Value::Object(m)) => m
+        Some(Json::Object(m)) => m
             .iter()
             .map(|(k, v)| {
                 let s = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    Json::String(s) => s.clone(),
+                    other => String::from_utf8_lossy(&other.canonical()).into_owned(),
                 };
                 (k.clone(), s)
             })
@@ -159,16 +615,16 @@ fn arguments_of(v: Option<&Value>) -> Vec<(String, String)> {
     }
 }
 
-/// The canonical form of a call's arguments (keys sorted, compact), for digests.
+/// The canonical form of a call's arguments, for the approval digest: see
+/// [`Json::canonical`] (`null` when it has none). Two calls have the same form only
+/// when their arguments are the same JSON value, so an approval of one is never spent
+/// on another: not with numbers beyond 64 bits, not with members reordered (the same
+/// value), and never with duplicate members (refused by [`parse`]).
 pub fn canonical_arguments(m: &Message) -> Vec<u8> {
-    let args = m
-        .params
-        .as_ref()
-        .and_then(|p| p.get("arguments"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    // serde_json's maps are sorted (BTreeMap), so this is canonical.
-    serde_json::to_vec(&args).unwrap_or_default()
+    match arguments_member(m.params.as_ref()) {
+        Ok(Some(a)) => a.canonical(),
+        _ => b"null".to_vec(),
+    }
 }
 
 /// A short digest of a call's arguments for the audit log (never their values).
@@ -181,6 +637,21 @@ pub fn arguments_digest(m: &Message) -> Option<String> {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
+    ))
+}
+
+/// MCP's Streamable HTTP transport uses POST (messages), GET (the server's stream) and
+/// DELETE (ending a session), spelled so. Any other method to an MCP tool is refused:
+/// a server that takes `post` or `PUT` for a POST would run messages keygate never
+/// parsed or decided.
+pub fn check_http_method(method: &http::Method) -> Result<(), Error> {
+    use http::Method;
+    if *method == Method::POST || *method == Method::GET || *method == Method::DELETE {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::MethodNotAllowed,
+        "an MCP tool takes POST, GET and DELETE only",
     ))
 }
 
@@ -243,11 +714,10 @@ impl McpAudit {
             .messages
             .iter()
             .filter_map(|m| {
-                let call = call_of(m);
                 m.method.as_ref().map(|method| CallAudit {
                     method: method.clone(),
                     id: m.id.clone(),
-                    name: call.name,
+                    name: named(m),
                     arguments_digest: arguments_digest(m),
                 })
             })
@@ -558,7 +1028,7 @@ mod tests {
         let p = parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi","n":2}}}"#).unwrap();
         assert!(!p.batch);
         assert_eq!(p.request_ids(), vec![serde_json::json!(7)]);
-        let c = call_of(&p.messages[0]);
+        let c = call_of(&p.messages[0]).unwrap();
         assert_eq!(c.method, "tools/call");
         assert_eq!(c.name.as_deref(), Some("echo"));
         assert_eq!(
@@ -569,12 +1039,261 @@ mod tests {
             .unwrap()
             .starts_with("sha256:"));
 
-        let p = parse(br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","method":"tools/list"}]"#).unwrap();
+        let p = parse(br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","method":"tools/list"},{"jsonrpc":"2.0","id":"s1","result":{}}]"#).unwrap();
         assert!(p.batch);
         assert_eq!(p.request_ids(), vec![serde_json::json!("a")]);
-        assert!(parse(b"not json").is_err());
-        assert!(parse(b"[]").is_err());
-        assert!(parse(b"[1]").is_err());
+        let kinds: Vec<Kind> = p.messages.iter().map(|m| m.kind).collect();
+        assert_eq!(kinds, [Kind::Notification, Kind::Request, Kind::Response]);
+        // A response from the client is a call too (protocol, no method): it is decided.
+        assert_eq!(call_of(&p.messages[2]).unwrap().method, "");
+        // Ids stay exact.
+        let p = parse(br#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#).unwrap();
+        assert_eq!(p.request_ids(), vec![serde_json::json!(u64::MAX)]);
+    }
+
+    /// (body, refused with this keygate code, or None when it parses).
+    const PARSE_CASES: &[(&str, Option<&str>)] = &[
+        // CVE-2026-27896: names that differ only in case; Go's encoding/json reads either.
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"create_api_token"}}"#, Some("ambiguous_json")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","Method":"tools/list","params":{"name":"echo"}}"#, Some("ambiguous_json")),
+        (r#"{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"echo"}}"#, Some("ambiguous_json")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"create_api_token"}}"#, Some("ambiguous_json")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","na\u006de":"create_api_token"}}"#, Some("ambiguous_json")),
+        (r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#, Some("ambiguous_json")),
+        // Non-ASCII look-alikes: ſ (U+017F) folds onto s, Kelvin K onto k, ı and İ onto i.
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"param\u{17f}\":{}}", Some("ambiguous_json")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"ping","param\u017f":{}}"#, Some("ambiguous_json")),
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"\u{212a}ey\":1}}}", Some("ambiguous_json")),
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"\u{131}d\":1}}}", Some("ambiguous_json")),
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"\u{130}d\":1}}}", Some("ambiguous_json")),
+        // In arguments, at any depth.
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"repo":"a","repo":"b"}}}"#, Some("ambiguous_json")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"repo":"a","REPO":"b"}}}"#, Some("ambiguous_json")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":[{"a":1,"A":2}]}}}"#, Some("ambiguous_json")),
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"\u{3c3}\":1,\"\u{3c2}\":2}}}", Some("ambiguous_json")),
+        // Non-ASCII names that fold to no ASCII letter are fine, and distinct.
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"\u{e9}t\u{e9}\":1,\"ete\":2}}}", None),
+        // Not JSON-RPC 2.0.
+        ("not json", Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"ping"} {}"#, Some("bad_request")),
+        ("[]", Some("bad_request")),
+        ("[1]", Some("bad_request")),
+        ("1", Some("bad_request")),
+        (r#"{"id":1,"method":"ping"}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":7}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1e3,"method":"ping"}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"ping","extra":1}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#, Some("bad_request")),
+        // An object without a method must be a response.
+        (r#"{"jsonrpc":"2.0"}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","result":{}}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"result":{},"params":{}}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":null,"error":{"code":-1,"message":"x"}}"#, None),
+        (r#"{"jsonrpc":"2.0","id":"s1","result":{"roots":[]}}"#, None),
+        // Numbers: JSON's grammar, no more.
+        (r#"{"jsonrpc":"2.0","id":01,"method":"ping"}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","arguments":{"n":NaN}}}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","arguments":{"n":1.}}}"#, Some("bad_request")),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","arguments":{"s":"\ud800"}}}"#, Some("bad_request")),
+    ];
+
+    #[test]
+    fn ambiguous_or_invalid_messages_are_refused() {
+        for (body, want) in PARSE_CASES {
+            let got = parse(body.as_bytes()).err().map(|e| e.kind.code());
+            assert_eq!(got, *want, "{body}");
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"e","arguments":{{"d":{deep}}}}}}}"#
+        );
+        assert_eq!(
+            parse(body.as_bytes()).unwrap_err().kind.code(),
+            "bad_request"
+        );
+    }
+
+    #[test]
+    fn batches_are_limited() {
+        let batch = |n: usize| {
+            let one = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#;
+            format!("[{}]", vec![one; n].join(","))
+        };
+        assert_eq!(
+            parse(batch(MAX_BATCH).as_bytes()).unwrap().messages.len(),
+            MAX_BATCH
+        );
+        let e = parse(batch(MAX_BATCH + 1).as_bytes()).unwrap_err();
+        assert_eq!(e.kind.code(), "batch_too_large");
+        assert_eq!(e.kind.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.jsonrpc_code, Some(INVALID_REQUEST));
+    }
+
+    /// (method and params, refused with this code, or decided with this name).
+    const CALL_CASES: &[(&str, Result<Option<&str>, &str>)] = &[
+        (
+            r#""method":"tools/call","params":{"name":"echo"}"#,
+            Ok(Some("echo")),
+        ),
+        (
+            r#""method":"tools/call","params":{"name":"echo","arguments":null}"#,
+            Ok(Some("echo")),
+        ),
+        (r#""method":"tools/call","params":{}"#, Err("bad_request")),
+        (r#""method":"tools/call""#, Err("bad_request")),
+        (
+            r#""method":"tools/call","params":{"name":7}"#,
+            Err("bad_request"),
+        ),
+        (
+            r#""method":"tools/call","params":{"name":null}"#,
+            Err("bad_request"),
+        ),
+        (
+            r#""method":"tools/call","params":{"Name":"create_api_token"}"#,
+            Err("ambiguous_json"),
+        ),
+        (
+            r#""method":"tools/call","params":{"name":"echo","Arguments":{"a":1}}"#,
+            Err("ambiguous_json"),
+        ),
+        (
+            r#""method":"tools/call","params":{"name":"echo","arguments":[1]}"#,
+            Err("bad_request"),
+        ),
+        (
+            r#""method":"prompts/get","params":{"name":"p"}"#,
+            Ok(Some("p")),
+        ),
+        (r#""method":"prompts/get","params":{}"#, Err("bad_request")),
+        (
+            r#""method":"resources/read","params":{"uri":"file:///a"}"#,
+            Ok(Some("file:///a")),
+        ),
+        (
+            r#""method":"resources/read","params":{"URI":"file:///a"}"#,
+            Err("ambiguous_json"),
+        ),
+        (
+            r#""method":"resources/read","params":{}"#,
+            Err("bad_request"),
+        ),
+        (
+            r#""method":"initialize","params":{"protocolVersion":"2025-06-18"}"#,
+            Ok(None),
+        ),
+        (r#""method":"tools/list""#, Ok(None)),
+        (r#""method":"ping""#, Ok(None)),
+        // Unknown methods (including case variants of known ones) are refused, not reads.
+        (r#""method":"tools/delete""#, Err("unknown_mcp_method")),
+        (
+            r#""method":"Tools/call","params":{"name":"echo"}"#,
+            Err("unknown_mcp_method"),
+        ),
+        (
+            r#""method":"tools/call ","params":{"name":"echo"}"#,
+            Err("unknown_mcp_method"),
+        ),
+        (r#""method":"""#, Err("unknown_mcp_method")),
+    ];
+
+    #[test]
+    fn every_message_gets_a_call_or_a_refusal() {
+        for (rest, want) in CALL_CASES {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,{rest}}}"#);
+            let post = parse(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
+            let got = call_of(&post.messages[0]).map(|c| c.name);
+            match (got, want) {
+                (Ok(name), Ok(w)) => assert_eq!(name.as_deref(), *w, "{body}"),
+                (Err(e), Err(code)) => assert_eq!(e.kind.code(), *code, "{body}"),
+                (got, _) => panic!("{body}: {got:?}"),
+            }
+        }
+    }
+
+    fn digest(body: &str) -> Vec<u8> {
+        canonical_arguments(&parse(body.as_bytes()).unwrap().messages[0])
+    }
+
+    #[test]
+    fn the_canonical_arguments_cannot_collide() {
+        let call = |args: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{args}}}}}"#
+            )
+        };
+        // Integers beyond 64 bits stay distinct (an f64 makes them one number).
+        assert_ne!(
+            digest(&call(r#"{"n":18446744073709551616}"#)),
+            digest(&call(r#"{"n":18446744073709551617}"#))
+        );
+        assert_eq!(
+            digest(&call(r#"{"n":18446744073709551617}"#)),
+            br#"{"n":18446744073709551617}"#
+        );
+        assert_ne!(
+            digest(&call(r#"{"n":0.1}"#)),
+            digest(&call(r#"{"n":0.10000000000000001}"#))
+        );
+        // The same value written differently is the same call.
+        for (a, b) in [
+            (
+                r#"{"a":1,"b":[true,null]}"#,
+                r#"{ "b" : [ true , null ] , "a" : 1 }"#,
+            ),
+            (r#"{"s":"é\n\"x\""}"#, r#"{"s":"\u00e9\u000a\u0022x\""}"#),
+            (r#"{"k":{"y":1,"x":2}}"#, r#"{"k":{"x":2,"y":1}}"#),
+        ] {
+            assert_eq!(digest(&call(a)), digest(&call(b)), "{a} {b}");
+        }
+        // Other values, other digests.
+        for (a, b) in [
+            (r#"{"a":"1"}"#, r#"{"a":1}"#),
+            (r#"{"a":[1,2]}"#, r#"{"a":[2,1]}"#),
+            (r#"{"a":{}}"#, r#"{"a":[]}"#),
+            (r#"{"a":"x","b":"y"}"#, r#"{"a":"x\",\"b\":\"y"}"#),
+        ] {
+            assert_ne!(digest(&call(a)), digest(&call(b)), "{a} {b}");
+        }
+        // No arguments and `null` arguments are the same call; {} is another.
+        let none = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#;
+        assert_eq!(digest(none), b"null");
+        assert_eq!(digest(&call("null")), b"null");
+        assert_eq!(digest(&call("{}")), b"{}");
+        // Policies see exact numbers too.
+        let p = parse(call(r#"{"n":18446744073709551617,"o":{"b":1,"a":2}}"#).as_bytes()).unwrap();
+        assert_eq!(
+            call_of(&p.messages[0]).unwrap().arguments,
+            vec![
+                ("n".into(), "18446744073709551617".into()),
+                ("o".into(), r#"{"a":2,"b":1}"#.into())
+            ]
+        );
+    }
+
+    #[test]
+    fn mcp_takes_post_get_and_delete_only() {
+        for (m, ok) in [
+            ("POST", true),
+            ("GET", true),
+            ("DELETE", true),
+            ("post", false),
+            ("Post", false),
+            ("PUT", false),
+            ("PATCH", false),
+            ("HEAD", false),
+            ("OPTIONS", false),
+        ] {
+            let method = http::Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(check_http_method(&method).is_ok(), ok, "{m}");
+        }
     }
 
     #[test]

@@ -226,6 +226,11 @@ async fn run(
         ));
     };
     ctx.tool = Some(tool.clone());
+    if tool.tool.protocol == crate::config::Protocol::Mcp {
+        // MCP: POST, GET and DELETE only (as spelled); GET and DELETE are decided below as
+        // the protocol (`read`), each POSTed message on its own.
+        mcp::check_http_method(req.method())?;
+    }
     let timeout = gw.snapshot.server.body_read_timeout;
     let (parts, body) = req.into_parts();
     let content_type = parts
@@ -274,8 +279,11 @@ async fn run(
             .map(str::to_string);
         ctx.mcp = Some(mcp::McpAudit::of(&post, session));
         let mut chosen = gw.snapshot.operations.read.clone();
-        for m in post.messages.iter().filter(|m| m.method.is_some()) {
-            let call = mcp::call_of(m);
+        // Every message gets a decision, responses and notifications included: an agent
+        // with no permit on the tool reaches nothing of it. A message keygate cannot
+        // decide (unknown method, tools/call without a name) refuses the POST.
+        for m in &post.messages {
+            let call = mcp::call_of(m)?;
             let op = mcp::operation(gw, &tool.tool, &call);
             if call.method == "tools/call" || chosen.name == gw.snapshot.operations.read.name {
                 chosen = op.clone();
