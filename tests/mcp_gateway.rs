@@ -82,6 +82,27 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Sends `body` as it is (bytes a JSON library would not write: duplicate members,
+    /// integers beyond 64 bits) with the HTTP method `method`.
+    async fn raw(&self, method: &str, body: &str) -> Response {
+        let auth = bearer(&self.iss.token("a1"));
+        Client::http1()
+            .send(
+                method,
+                &self.gw.url("/tools/srv/mcp"),
+                &[
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                    ("accept", "application/json, text/event-stream"),
+                    ("mcp-session-id", "s-1"),
+                ],
+                body.to_string(),
+            )
+            .await
+    }
+}
+
 fn call(id: i64, name: &str, args: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": args}})
 }
@@ -289,4 +310,265 @@ async fn secrets_in_arguments_and_bad_messages_are_json_rpc_errors() {
     let b = e.rpc(batch, &[]).await.json();
     assert!(b.is_array() && b.as_array().unwrap().len() == 2, "{b}");
     assert_eq!(e.up.count(), 0);
+}
+
+/// CVE-2026-27896: a Go server (`encoding/json`) matches member names case-insensitively
+/// (and folds `ſ` onto `s`), so a message keygate read as a call of `echo` could run
+/// `create_api_token`. keygate refuses every message that could be read two ways, at any
+/// depth, and nothing of it reaches the server.
+#[tokio::test]
+async fn messages_a_server_could_read_two_ways_are_refused() {
+    let e = start(None).await;
+    for body in [
+        // The advisory's example: `Name` beside `name`.
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"create_api_token"}}"#,
+        // A case variant of the method beside it.
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"create_api_token"}}"#,
+        // `name` twice (JSON parsers keep the first or the last).
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"create_api_token"}}"#,
+        // `paramſ` (U+017F, which Go folds onto `s`) in place of `params`, raw and escaped.
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\"},\"param\u{17f}\":{\"name\":\"create_api_token\"}}",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"param\u017f":{"name":"create_api_token"}}"#,
+        // In the arguments, which the server reads too.
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi","message":"rm -rf /"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi","Message":"rm -rf /"}}}"#,
+        // In a batch.
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","NAME":"create_api_token"}}]"#,
+    ] {
+        let r = e.raw("POST", body).await;
+        let b = r.json();
+        assert_eq!(r.status, 400, "{body}: {b}");
+        assert_eq!(b["jsonrpc"], "2.0", "{b}");
+        assert_eq!(b["error"]["code"], -32600, "{body}: {b}");
+        assert_eq!(b["error"]["data"]["error"], "ambiguous_json", "{body}: {b}");
+        assert_eq!(e.up.count(), 0, "{body} reached the server");
+    }
+    // A case variant alone, where the server would read it as the member.
+    for body in [
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"Name":"create_api_token"}}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","Arguments":{"message":"x"}}}"#,
+    ] {
+        let b = e.raw("POST", body).await.json();
+        assert_eq!(b["id"], 5, "{b}");
+        assert_eq!(b["error"]["data"]["error"], "ambiguous_json", "{body}: {b}");
+    }
+    assert_eq!(e.up.count(), 0);
+    // The plain call goes through.
+    let b = e.raw("POST", r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#).await.json();
+    assert_eq!(b["result"]["content"][0]["text"], "called \"echo\"", "{b}");
+    assert_eq!(e.up.count(), 1);
+}
+
+/// Every message an agent POSTs gets a Cedar decision, a response to the server or a
+/// notification as much as a call, and so does the GET stream and the DELETE: an agent
+/// with no permit on the MCP tool reaches nothing of it.
+#[tokio::test]
+async fn an_agent_with_no_permit_on_the_tool_reaches_nothing_of_it() {
+    let e = start(Some(
+        r#"@id("elsewhere") permit (principal, action, resource == Tool::"elsewhere");"#,
+    ))
+    .await;
+    for (method, body) in [
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","id":"srv-1","result":{"roots":[]}}"#,
+        ),
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","id":"srv-2","error":{"code":-1,"message":"no"}}"#,
+        ),
+        (
+            "POST",
+            r#"[{"jsonrpc":"2.0","id":"srv-3","result":{}},{"jsonrpc":"2.0","id":"srv-4","result":{}}]"#,
+        ),
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        ),
+        ("POST", r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+        ("GET", ""),
+        ("DELETE", ""),
+    ] {
+        let r = e.raw(method, body).await;
+        // A refused request is answered in JSON-RPC (HTTP 200, its id); the rest is 403.
+        let status = if body.contains("ping") { 200 } else { 403 };
+        assert_eq!(r.status, status, "{method} {body}: {}", r.text());
+        let b = r.json();
+        let code = if b["error"].is_object() {
+            b["error"]["data"]["error"].clone()
+        } else {
+            b["error"].clone()
+        };
+        assert_eq!(code, "forbidden", "{method} {body}: {b}");
+        assert_eq!(e.up.count(), 0, "{method} {body} reached the server");
+    }
+    let audit = e.gw.audit().await;
+    assert_eq!(audit.len(), 7, "{audit:#?}");
+    assert!(audit.iter().all(|r| r["decision"] == "deny"), "{audit:#?}");
+}
+
+/// What keygate cannot decide it refuses: a tools/call without a string name, a method
+/// it does not know, an HTTP method MCP does not use (even `post`), never a read.
+#[tokio::test]
+async fn what_keygate_cannot_decide_is_refused_not_read() {
+    // The default policies allow every tool: a refusal here is not a denial.
+    let e = start(None).await;
+    let call =
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+    for (method, body, status, code, rpc) in [
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"arguments":{}}}"#,
+            200,
+            "bad_request",
+            Some(-32602),
+        ),
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":["create_api_token"]}}"#,
+            200,
+            "bad_request",
+            Some(-32602),
+        ),
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call"}"#,
+            200,
+            "bad_request",
+            Some(-32602),
+        ),
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","id":3,"method":"Tools/Call","params":{"name":"create_api_token"}}"#,
+            200,
+            "unknown_mcp_method",
+            Some(-32601),
+        ),
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/execute","params":{"name":"create_api_token"}}"#,
+            200,
+            "unknown_mcp_method",
+            Some(-32601),
+        ),
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/call","params":{"name":"create_api_token"}}"#,
+            400,
+            "unknown_mcp_method",
+            Some(-32601),
+        ),
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","id":3}"#,
+            400,
+            "bad_request",
+            Some(-32600),
+        ),
+        ("post", call, 405, "method_not_allowed", None),
+        ("PUT", call, 405, "method_not_allowed", None),
+        ("PATCH", call, 405, "method_not_allowed", None),
+    ] {
+        let r = e.raw(method, body).await;
+        assert_eq!(r.status, status, "{method} {body}: {}", r.text());
+        let b = r.json();
+        match rpc {
+            Some(rpc) => {
+                assert_eq!(b["error"]["code"], rpc, "{method} {body}: {b}");
+                assert_eq!(b["error"]["data"]["error"], code, "{method} {body}: {b}");
+            }
+            None => assert_eq!(b["error"], code, "{method} {body}: {b}"),
+        }
+        assert_eq!(e.up.count(), 0, "{method} {body} reached the server");
+    }
+}
+
+/// The approval of an identity-creating call is bound to its exact arguments: integers
+/// beyond 64 bits that an f64 would make equal are two calls; the same members in
+/// another order are one.
+#[tokio::test]
+async fn an_approval_binds_the_exact_arguments() {
+    let e = start(None).await;
+    let body = |id: u32, args: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"create_api_token","arguments":{args}}}}}"#
+        )
+    };
+    let approval = |b: &Value| {
+        b["error"]["data"]["approval_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let low = e
+        .raw(
+            "POST",
+            &body(1, r#"{"n":18446744073709551616,"scope":"repo"}"#),
+        )
+        .await
+        .json();
+    assert_eq!(low["error"]["data"]["error"], "approval_required", "{low}");
+    let high = e
+        .raw(
+            "POST",
+            &body(2, r#"{"n":18446744073709551617,"scope":"repo"}"#),
+        )
+        .await
+        .json();
+    assert_ne!(approval(&low), approval(&high), "two calls, one approval");
+    let reordered = e
+        .raw(
+            "POST",
+            &body(3, r#"{"scope":"repo","n":18446744073709551616}"#),
+        )
+        .await
+        .json();
+    assert_eq!(approval(&low), approval(&reordered));
+
+    let (s, a) =
+        e.gw.admin(
+            "POST",
+            &format!("/approvals/{}/approve", approval(&low)),
+            Some(json!({"approver": "h", "owner": "o"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    let b = e
+        .raw(
+            "POST",
+            &body(4, r#"{"n":18446744073709551617,"scope":"repo"}"#),
+        )
+        .await
+        .json();
+    assert_eq!(b["error"]["data"]["error"], "approval_required", "{b}");
+    assert_eq!(e.up.count(), 0);
+    let b = e
+        .raw(
+            "POST",
+            &body(5, r#"{"n":18446744073709551616,"scope":"repo"}"#),
+        )
+        .await
+        .json();
+    assert!(b["result"].is_object(), "{b}");
+    assert_eq!(e.up.count(), 1);
+    assert!(String::from_utf8_lossy(&e.up.requests()[0].body).contains("18446744073709551616"));
+}
+
+/// A batch holds 64 messages at most; a larger one is refused whole, with a stable code.
+#[tokio::test]
+async fn batches_have_a_size_limit() {
+    let e = start(None).await;
+    let batch = |n: usize| {
+        let one = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+        format!("[{}]", vec![one; n].join(","))
+    };
+    let r = e.raw("POST", &batch(65)).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["error"]["code"], -32600, "{b}");
+    assert_eq!(b["error"]["data"]["error"], "batch_too_large", "{b}");
+    assert_eq!(e.up.count(), 0);
+    let r = e.raw("POST", &batch(64)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(e.up.count(), 1);
 }
