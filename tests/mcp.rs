@@ -448,3 +448,97 @@ async fn an_identity_creating_mcp_tool_waits_for_approval_then_goes_through_once
     let second_id = again["error"]["data"]["approval_id"].as_str().unwrap();
     assert_ne!(second_id, id, "{again}");
 }
+
+/// What keygate authorizes is what the server runs, against the official SDK's server:
+/// a message a server could read two ways (CVE-2026-27896: `Name` beside `name`, a
+/// `Method` variant, `name` twice, `paramſ`) never reaches it, and an agent with no
+/// permit on the tool reaches nothing of it (a response-only POST, a notification, the
+/// GET stream), while a plain session still works.
+#[tokio::test]
+async fn through_keygate_only_what_was_decided_reaches_the_server() {
+    let server = Peer::test_server().await;
+    const ECHO_ONLY: &str = r#"
+@id("mcp-protocol") permit (principal, action in Action::"read", resource);
+@id("echo") permit (principal, action == Action::"mcp:echo", resource);
+"#;
+    let (gw, token) = gateway(
+        &server.url(),
+        "KG_MCP_SECRET_STRICT",
+        "kg-static-mcp-strict",
+        Some(&[("main.cedar", ECHO_ONLY)]),
+    )
+    .await;
+    let auth = bearer(&token);
+    let post = |gw: &TestGateway, auth: &str, method: &str, body: &str| {
+        let (url, auth, method, body) = (
+            endpoint(gw),
+            auth.to_string(),
+            method.to_string(),
+            body.to_string(),
+        );
+        async move {
+            Client::http1()
+                .send(
+                    &method,
+                    &url,
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("content-type", "application/json"),
+                        ("accept", "application/json, text/event-stream"),
+                    ],
+                    body,
+                )
+                .await
+        }
+    };
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"create_api_token"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"create_api_token","arguments":{"name":"x"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"create_api_token"}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"message\":\"x\"}},\"param\u{17f}\":{\"name\":\"create_api_token\",\"arguments\":{\"name\":\"x\"}}}",
+    ] {
+        let r = post(&gw, &auth, "POST", body).await;
+        assert_eq!(
+            r.json()["error"]["data"]["error"],
+            "ambiguous_json",
+            "{body}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(server.requests(), Vec::<Value>::new(), "reached the server");
+
+    // An agent with no permit on this tool: nothing it sends is forwarded.
+    let (gw2, token2) = gateway(
+        &server.url(),
+        "KG_MCP_SECRET_STRICT2",
+        "kg-static-mcp-strict2",
+        Some(&[(
+            "main.cedar",
+            r#"@id("elsewhere") permit (principal, action, resource == Tool::"elsewhere");"#,
+        )]),
+    )
+    .await;
+    let auth2 = bearer(&token2);
+    for (method, body) in [
+        ("POST", r#"{"jsonrpc":"2.0","id":0,"result":{"roots":[]}}"#),
+        (
+            "POST",
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        ),
+        ("GET", ""),
+    ] {
+        let r = post(&gw2, &auth2, method, body).await;
+        assert_eq!(r.status, 403, "{method} {body}: {}", r.text());
+    }
+    assert_eq!(server.requests(), Vec::<Value>::new(), "reached the server");
+
+    // The plain session goes through.
+    let report = run_client(
+        &endpoint(&gw),
+        &[("authorization", &auth)],
+        json!([initialize(), call("echo", json!({"message": "plain"}))]),
+    )
+    .await;
+    assert_eq!(step(&report, 1)["text"], "plain", "{report:#}");
+    assert!(!server.requests().is_empty());
+}
