@@ -5,14 +5,21 @@
 //! `Mcp-Session-Id`, `MCP-Protocol-Version` and `Last-Event-ID` headers pass through), and
 //! keygate understands what it carries:
 //!
-//! - every JSON-RPC request in a POST is classified and authorized on its own: a
-//!   `tools/call` is the operation `mcp:<tool>`, decided by the Cedar action of that name
-//!   (or `mcp:other_tool` when no policy names the tool), with the tool's arguments in the
-//!   context; `resources/read` and `prompts/get` are reads with the URI or prompt name in
-//!   the context; the rest of the protocol (initialize, lists, notifications) is a read;
+//! - a POST is parsed strictly ([`parse`]): a message that two JSON parsers could read
+//!   differently (duplicate member names, names equal ignoring case, non-ASCII
+//!   look-alikes such as `paramſ`; CVE-2026-27896) is refused, so what keygate authorizes
+//!   is what the server runs; a batch holds at most [`MAX_BATCH`] messages;
+//! - every JSON-RPC message in a POST is classified and authorized on its own, responses
+//!   and notifications included: a `tools/call` is the operation `mcp:<tool>`, decided by
+//!   the Cedar action of that name (or `mcp:other_tool` when no policy names the tool),
+//!   with the tool's arguments in the context; `resources/read` and `prompts/get` are
+//!   reads with the URI or prompt name in the context; the rest of the protocol
+//!   (initialize, lists, notifications, the client's responses) is a read; a method
+//!   keygate does not know, or a `tools/call` without a string `name`, is refused;
+//! - only POST, GET and DELETE reach an MCP tool (GET and DELETE decided as a read);
 //! - tools that create identities (by name, or listed in `mcp_identity_tools`) go through
-//!   the approval gate, bound to the tool and its arguments (not the JSON-RPC id, which a
-//!   retry changes);
+//!   the approval gate, bound to the tool and the canonical form of its arguments (exact
+//!   numbers, sorted members; not the JSON-RPC id, which a retry changes);
 //! - a refusal is a JSON-RPC error with the request's id, which MCP clients show the
 //!   agent, with keygate's error code and approval id in `error.data`;
 //! - a `tools/list` answer is filtered to the tools the agent's policies let it call, in
