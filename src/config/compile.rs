@@ -1382,7 +1382,8 @@ mod tests {
     #[test]
     fn agents_are_bound_to_the_issuers_that_may_assert_them() {
         // (issuers, issuer extra, agent extra, the errors expected: key and message part)
-        let cases: [(&[&str], &str, &str, &[(&str, &str)]); 9] = [
+        type Case<'a> = (&'a [&'a str], &'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let cases: [Case; 9] = [
             (&["a"], "", "", &[]),
             (&["a"], "", "issuers = [\"a\"]\n", &[]),
             (&[], "", "spiffe_id = \"spiffe://x/y\"\n", &[]),
