@@ -152,6 +152,7 @@ fn audit_record(c: &mut Criterion) {
                 tags: vec![read.clone()],
                 identity_kind: None,
                 policies: vec!["agents-may-call-tools".into()],
+                policy_errors: vec![],
                 approval_id: None,
                 inventory_id: None,
                 mcp: None,

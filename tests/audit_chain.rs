@@ -284,6 +284,7 @@ fn record(i: u64) -> AuditRecord {
         tags: vec!["read".into()],
         identity_kind: None,
         policies: vec!["p".into()],
+        policy_errors: vec![],
         approval_id: None,
         inventory_id: None,
         mcp: None,

@@ -42,6 +42,27 @@ fn agent_with_spiffe(id: &str, owner: &str, spiffe_id: &str) -> String {
     format!("[[agents]]\nid = {id:?}\nowner = {owner:?}\nspiffe_id = {spiffe_id:?}\n")
 }
 
+/// An `[[agents]]` block bound to the named issuers.
+fn agent_bound_to(id: &str, owner: &str, issuers: &[&str]) -> String {
+    format!("[[agents]]\nid = {id:?}\nowner = {owner:?}\nissuers = {issuers:?}\n")
+}
+
+/// The value of `keygate_token_cache_requests_total{result="<result>"}`.
+async fn token_cache_count(gw: &TestGateway, result: &str) -> u64 {
+    let r = Client::http1()
+        .get(&format!("http://{}/metrics", gw.admin_addr), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let series = format!("keygate_token_cache_requests_total{{result=\"{result}\"}} ");
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series} in\n{}", r.text()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn https_url(gw: &TestGateway, path: &str) -> String {
     format!("https://{}{}", gw.addr, path)
 }
@@ -505,7 +526,7 @@ async fn one_issuers_key_cannot_vouch_for_another_issuer() {
         "{}{}{}{}",
         ours.toml(),
         other.toml(),
-        agent("a1", OWNER),
+        agent_bound_to("a1", OWNER, &[ISS, "other-iss"]),
         tool(&up)
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
@@ -546,6 +567,267 @@ async fn one_issuers_key_cannot_vouch_for_another_issuer() {
     let records = audit_at_least(&gw, 5).await;
     assert_eq!(records[0]["issuer"], "other-iss");
     assert_eq!(records[1]["issuer"], ISS);
+}
+
+#[tokio::test]
+async fn an_agent_is_asserted_only_by_the_issuers_it_is_bound_to() {
+    let up = RawUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestIssuer::new(dir.path(), ISS, AUD);
+    let b = TestIssuer::new(dir.path(), "other-iss", AUD);
+    // B also takes agents from claims: that must not let it claim A's agents.
+    let cfg = format!(
+        "{}{}agents_from_claims = true\n{}{}{}{}",
+        a.toml(),
+        b.toml(),
+        agent_bound_to("only-a", OWNER, &[ISS]),
+        agent_bound_to("only-b", OWNER, &["other-iss"]),
+        agent_bound_to("both", OWNER, &[ISS, "other-iss"]),
+        tool(&up)
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    let c = Client::http1();
+    let url = gw.url(PATH);
+    let with_owner = |iss: &TestIssuer, sub: &str| {
+        iss.sign(with(
+            claims(iss, sub),
+            json!({"owner": "mallory@example.com"}),
+        ))
+    };
+    // (what, token, status)
+    let cases = [
+        ("A asserts its agent", a.token("only-a"), 200),
+        ("B asserts its agent", b.token("only-b"), 200),
+        ("A asserts a shared agent", a.token("both"), 200),
+        ("B asserts a shared agent", b.token("both"), 200),
+        ("B asserts A's agent", b.token("only-a"), 401),
+        (
+            "B asserts A's agent, with an owner",
+            with_owner(&b, "only-a"),
+            401,
+        ),
+        ("A asserts B's agent", a.token("only-b"), 401),
+        (
+            "B vouches for an agent from claims",
+            with_owner(&b, "ghost"),
+            200,
+        ),
+    ];
+    let invalid = c
+        .get(&url, &[("authorization", &bearer("not.a.token"))])
+        .await;
+    assert_refused(&invalid, 401, "unauthenticated", "a malformed token");
+    let mut forwarded = 0;
+    for (what, token, status) in &cases {
+        let r = c.get(&url, &[("authorization", &bearer(token))]).await;
+        if *status == 200 {
+            assert_eq!(r.status, 200, "{what}: {}", r.text());
+            forwarded += 1;
+        } else {
+            assert_refused(&r, 401, "unauthenticated", what);
+            // Worded like any invalid token: nothing about which agents exist.
+            assert_eq!(r.json()["message"], invalid.json()["message"], "{what}");
+        }
+        assert_eq!(up.count(), forwarded, "{what}");
+    }
+    let records = audit_at_least(&gw, cases.len() + 1).await;
+    let refused: Vec<&Value> = records.iter().filter(|r| r["status"] == 401).collect();
+    assert_eq!(refused.len(), 4);
+    assert!(
+        refused[1]["error_detail"]
+            .as_str()
+            .unwrap()
+            .contains("may not assert agent"),
+        "{}",
+        refused[1]
+    );
+    let ghost = records.iter().find(|r| r["agent_id"] == "ghost").unwrap();
+    assert_eq!(ghost["issuer"], "other-iss");
+}
+
+#[tokio::test]
+async fn tokens_living_longer_than_the_issuers_limit_are_refused() {
+    let env = start_env(
+        "[identity]\nclock_skew = \"0s\"\n",
+        "max_token_lifetime = \"1h\"\n",
+        "",
+    )
+    .await;
+    let c = Client::http1();
+    let url = env.gw.url(PATH);
+    let t = now();
+    let base = claims(&env.iss, "a1");
+    let token = |changes: Value| env.iss.sign(with(base.clone(), changes));
+    // (what, claims changed, accepted)
+    let cases = [
+        (
+            "lifetime of exactly the limit",
+            json!({"iat": t, "exp": t + 3600}),
+            true,
+        ),
+        (
+            "no iat, expiring within the limit",
+            json!({"iat": null, "exp": t + 1800}),
+            true,
+        ),
+        (
+            "fractional dates within the limit",
+            json!({"iat": t as f64 + 0.5, "exp": t + 3000}),
+            true,
+        ),
+        (
+            "lifetime beyond the limit",
+            json!({"iat": t, "exp": t + 3700}),
+            false,
+        ),
+        (
+            "issued long ago, expiring soon",
+            json!({"iat": t - 7200, "exp": t + 600}),
+            false,
+        ),
+        (
+            "no iat, expiring beyond the limit",
+            json!({"iat": null, "exp": t + 7200}),
+            false,
+        ),
+        (
+            "iat in the future, expiring far away",
+            json!({"iat": t + 86400, "exp": t + 87000}),
+            false,
+        ),
+        (
+            "iat not a date",
+            json!({"iat": "yesterday", "exp": t + 600}),
+            false,
+        ),
+    ];
+    let mut forwarded = 0;
+    for (what, changes, ok) in cases {
+        let r = c
+            .get(&url, &[("authorization", &bearer(&token(changes)))])
+            .await;
+        if ok {
+            assert_eq!(r.status, 200, "{what}: {}", r.text());
+            forwarded += 1;
+        } else {
+            assert_refused(&r, 401, "unauthenticated", what);
+        }
+        assert_eq!(env.up.count(), forwarded, "{what}");
+    }
+
+    // The default limit is 24 hours.
+    let env = start_env("", "", "").await;
+    let day = env.iss.sign(with(
+        claims(&env.iss, "a1"),
+        json!({"iat": now(), "exp": now() + 24 * 3600}),
+    ));
+    let r = c
+        .get(&env.gw.url(PATH), &[("authorization", &bearer(&day))])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let longer = env.iss.sign(with(
+        claims(&env.iss, "a1"),
+        json!({"iat": now(), "exp": now() + 25 * 3600}),
+    ));
+    let r = c
+        .get(&env.gw.url(PATH), &[("authorization", &bearer(&longer))])
+        .await;
+    assert_refused(
+        &r,
+        401,
+        "unauthenticated",
+        "25 hours under the default limit",
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_one_bad_token_costs_one_verification() {
+    let env = start_env("", "", "").await;
+    let c = Client::http1();
+    let url = env.gw.url(PATH);
+    // Signed with another key under our key's id: the signature check fails.
+    let other = TestIssuer::new(env.scratch.path(), "forger", AUD);
+    let forged = sign_ed(
+        &key_path(env.scratch.path(), "forger"),
+        ed_header(Some(env.iss.signer.kid())),
+        &claims(&env.iss, "a1"),
+    );
+    drop(other);
+    let expired = env.iss.sign(with(
+        claims(&env.iss, "a1"),
+        json!({"iat": now() - 7200, "exp": now() - 3600}),
+    ));
+    for (what, token) in [("forged", &forged), ("expired", &expired)] {
+        for i in 0..20 {
+            for header in ["authorization", "proxy-authorization"] {
+                let r = c.get(&url, &[(header, &bearer(token))]).await;
+                assert_refused(&r, 401, "unauthenticated", &format!("{what} {i} {header}"));
+            }
+        }
+    }
+    assert_eq!(env.up.count(), 0);
+    // Two distinct bad tokens, 80 requests: two checks.
+    assert_eq!(token_cache_count(&env.gw, "miss").await, 2);
+    assert_eq!(token_cache_count(&env.gw, "refused").await, 78);
+    // A remembered refusal is the same refusal.
+    let records = audit_at_least(&env.gw, 80).await;
+    assert!(records.iter().all(|r| r["error"] == "unauthenticated"));
+    assert_eq!(records[0]["error_detail"], records[2]["error_detail"]);
+
+    // An unknown key id is not remembered: a JWKS refresh may bring the key.
+    let stranger = TestIssuer::new(env.scratch.path(), ISS, AUD);
+    let unknown_kid = stranger.token("a1");
+    for _ in 0..3 {
+        let r = c
+            .get(&url, &[("authorization", &bearer(&unknown_kid))])
+            .await;
+        assert_refused(&r, 401, "unauthenticated", "unknown kid");
+    }
+    assert_eq!(token_cache_count(&env.gw, "miss").await, 5);
+    assert_eq!(token_cache_count(&env.gw, "refused").await, 78);
+}
+
+#[tokio::test]
+async fn a_remembered_refusal_ends_when_the_token_can_become_valid() {
+    let env = start_env(
+        "[identity]\nclock_skew = \"0s\"\n",
+        "jwks_refresh = \"1s\"\n",
+        "",
+    )
+    .await;
+    let c = Client::http1();
+    let url = env.gw.url(PATH);
+
+    // Not valid before `nbf`: remembered at most until then.
+    let nbf = now() + 2;
+    let early = env
+        .iss
+        .sign(with(claims(&env.iss, "a1"), json!({"nbf": nbf})));
+    let r = c.get(&url, &[("authorization", &bearer(&early))]).await;
+    assert_refused(&r, 401, "unauthenticated", "before nbf");
+    let r = poll_until(&c, &url, &early, 200, 6).await;
+    assert_eq!(r.status, 200, "at nbf: {}", r.text());
+    assert!(now() >= nbf, "accepted before nbf");
+
+    // Signed by a key the issuer publishes later under the same key id: refused, then
+    // valid as soon as the new key set is loaded.
+    let next = TestIssuer::new(env.scratch.path(), "next", AUD);
+    let kid = env.iss.signer.kid().to_string();
+    let token = sign_ed(
+        &key_path(env.scratch.path(), "next"),
+        ed_header(Some(&kid)),
+        &with(claims(&env.iss, "a1"), json!({"jti": "next-key"})),
+    );
+    for _ in 0..3 {
+        let r = c.get(&url, &[("authorization", &bearer(&token))]).await;
+        assert_refused(&r, 401, "unauthenticated", "before the key is published");
+    }
+    let mut jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string(&next.jwks_path).unwrap()).unwrap();
+    jwks["keys"][0]["kid"] = json!(kid);
+    replace_file(&env.iss.jwks_path, &jwks.to_string());
+    let r = poll_until(&c, &url, &token, 200, 6).await;
+    assert_eq!(r.status, 200, "after the key was published: {}", r.text());
 }
 
 // ---------------------------------------------------------------- 3. unknown agents
@@ -879,18 +1161,32 @@ async fn cached_token_stops_working_when_it_expires() {
 
 #[tokio::test]
 async fn token_with_a_far_future_expiry_can_be_used_repeatedly() {
-    let env = start_env("", "", "").await;
+    // Within a (long) lifetime limit, a far expiry is cached without overflow.
+    let env = start_env("", "max_token_lifetime = \"100years\"\n", "").await;
     let c = Client::http1();
     let url = env.gw.url(PATH);
-    let token = env
-        .iss
-        .sign(with(claims(&env.iss, "a1"), json!({"exp": u64::MAX})));
+    let token = env.iss.sign(with(
+        claims(&env.iss, "a1"),
+        json!({"exp": now() + 99 * 365 * 86400}),
+    ));
     for i in 0..3 {
         let r = c
             .try_get(&url, &[("authorization", &bearer(&token))])
             .await
             .unwrap_or_else(|e| panic!("use {i}: {e}"));
         assert_eq!(r.status, 200, "use {i}: {}", r.text());
+    }
+    assert_eq!(env.up.count(), 3);
+    // The largest expiry there is: beyond any limit, refused (and nothing overflows).
+    let forever = env
+        .iss
+        .sign(with(claims(&env.iss, "a1"), json!({"exp": u64::MAX})));
+    for i in 0..2 {
+        let r = c
+            .try_get(&url, &[("authorization", &bearer(&forever))])
+            .await
+            .unwrap_or_else(|e| panic!("use {i}: {e}"));
+        assert_refused(&r, 401, "unauthenticated", "exp = u64::MAX");
     }
     assert_eq!(env.up.count(), 3);
 }

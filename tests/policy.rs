@@ -459,6 +459,136 @@ permit (principal, action in Action::"read", resource == Tool::"docs");
     assert_eq!(up.count(), 4);
 }
 
+// ------------------------------------------------------------------ policy errors
+
+/// Policy conditions whose evaluation fails for every request and that strict validation
+/// lets through (it refuses unguarded tag and attribute reads): an overflow that depends on
+/// the request, and one that does not (so its slice's decisions would be cached).
+const FAILING_CONDITIONS: [(&str, &str); 2] = [
+    (
+        "overflow on the request's time",
+        "context.time * 9223372036854775807 > 0",
+    ),
+    ("constant overflow", "9223372036854775807 + 1 > 0"),
+];
+
+#[tokio::test]
+async fn a_forbid_that_fails_to_evaluate_denies_and_is_named() {
+    for (what, condition) in FAILING_CONDITIONS {
+        let up = id_upstream().await;
+        let dir = tempfile::tempdir().unwrap();
+        let iss = TestIssuer::new(dir.path(), "pol-iss", "keygate");
+        let forbid = format!(
+            "@id(\"failing-forbid\")\nforbid (principal, action in Action::\"write\", resource)\nwhen {{ {condition} }};\n"
+        );
+        write_policies(
+            dir.path(),
+            &[(MAIN, PERMIT_READ_WRITE), ("f.cedar", &forbid)],
+        );
+        let rest = format!("{}{}", agent("plain", "o@x"), tool("t", &up.url(), ""));
+        let gw = start(dir, &iss, &rest).await;
+        let token = iss.token("plain");
+
+        // Twice: the second answer must not come from a cache that forgot the failure.
+        for i in 0..2 {
+            let r = post(&gw, &token, "/tools/t/items").await;
+            assert_refused(&r, 403, "forbidden", &format!("{what} {i}"));
+            let msg = r.json()["message"].as_str().unwrap().to_string();
+            assert!(msg.contains("failing-forbid"), "{what} {i}: {msg}");
+            let rec = audit_of(&gw, &rid(&r)).await;
+            assert_eq!(rec["decision"], "deny", "{what} {i}");
+            assert_eq!(strings(&rec["policies"]), ["failing-forbid"], "{what} {i}");
+            assert_eq!(
+                strings(&rec["policy_errors"]),
+                ["failing-forbid"],
+                "{what} {i}"
+            );
+        }
+        // The forbid does not apply to reads: nothing fails, nothing is named.
+        let r = get(&gw, &token, "/tools/t/items").await;
+        assert_eq!(r.status, 200, "{what}: {}", r.text());
+        let rec = audit_of(&gw, &rid(&r)).await;
+        assert_eq!(strings(&rec["policies"]), ["read-only"], "{what}");
+        assert!(rec.get("policy_errors").is_none(), "{what}: {rec}");
+        assert_eq!(
+            up.count(),
+            1,
+            "{what}: a denied request reached the upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_permit_that_fails_to_evaluate_does_not_permit() {
+    for (what, condition) in FAILING_CONDITIONS {
+        let up = id_upstream().await;
+        let dir = tempfile::tempdir().unwrap();
+        let iss = TestIssuer::new(dir.path(), "pol-iss", "keygate");
+        let permit = format!(
+            "@id(\"failing-permit\")\npermit (principal, action, resource)\nwhen {{ {condition} }};\n"
+        );
+        write_policies(dir.path(), &[(MAIN, PERMIT_READ), ("p.cedar", &permit)]);
+        let rest = format!("{}{}", agent("plain", "o@x"), tool("t", &up.url(), ""));
+        let gw = start(dir, &iss, &rest).await;
+        let token = iss.token("plain");
+
+        // Only the failing permit could allow a write: default deny, and it is named.
+        for i in 0..2 {
+            let r = post(&gw, &token, "/tools/t/items").await;
+            assert_refused(&r, 403, "forbidden", &format!("{what} {i}"));
+            let rec = audit_of(&gw, &rid(&r)).await;
+            assert_eq!(
+                strings(&rec["policies"]),
+                Vec::<String>::new(),
+                "{what} {i}"
+            );
+            assert_eq!(
+                strings(&rec["policy_errors"]),
+                ["failing-permit"],
+                "{what} {i}"
+            );
+        }
+        // Another permit still allows a read; the failure is on the record.
+        let r = get(&gw, &token, "/tools/t/items").await;
+        assert_eq!(r.status, 200, "{what}: {}", r.text());
+        let rec = audit_of(&gw, &rid(&r)).await;
+        assert_eq!(strings(&rec["policies"]), ["read-only"], "{what}");
+        assert_eq!(strings(&rec["policy_errors"]), ["failing-permit"], "{what}");
+        assert_eq!(up.count(), 1, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn an_approval_gate_that_fails_once_approved_denies_without_asking() {
+    let up = id_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let iss = TestIssuer::new(dir.path(), "pol-iss", "keygate");
+    // Unapproved, the gate matches; approved, its condition fails to evaluate: an
+    // approval would not let the request through, so none is asked for.
+    let policies = r#"
+@id("agents-may-call-tools")
+permit (principal is Agent, action, resource is Tool);
+
+@id("failing-gate")
+@approval("a human approves every write")
+forbid (principal, action in Action::"write", resource)
+unless { context.approved && context.time * 9223372036854775807 < 0 };
+"#;
+    write_policies(dir.path(), &[(MAIN, policies)]);
+    let rest = format!("{}{}", agent("plain", "o@x"), tool("t", &up.url(), ""));
+    let gw = start(dir, &iss, &rest).await;
+    let r = post(&gw, &iss.token("plain"), "/tools/t/items").await;
+    assert_refused(&r, 403, "forbidden", "a write behind a failing gate");
+    let rec = audit_of(&gw, &rid(&r)).await;
+    assert_eq!(strings(&rec["policies"]), ["failing-gate"]);
+    assert_eq!(strings(&rec["policy_errors"]), ["failing-gate"]);
+    assert!(rec["approval_id"].is_null(), "{rec}");
+    // Reads are not gated.
+    let r = get(&gw, &iss.token("plain"), "/tools/t/items").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.count(), 1);
+}
+
 // ------------------------------------------------------------------ 4. @preapproved
 
 #[tokio::test]

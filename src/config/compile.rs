@@ -205,6 +205,8 @@ pub struct IssuerSettings {
     pub agents_from_claims: bool,
     pub owner_claim: String,
     pub dev_signing_key: Option<PathBuf>,
+    /// Tokens whose `exp` is further than this from their `iat` (or from now) are refused.
+    pub max_token_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +230,9 @@ pub struct Agent {
     pub id: Arc<str>,
     pub owner: Arc<str>,
     pub spiffe_id: Option<String>,
+    /// Names of the issuers whose tokens may assert this agent (an agent taken from a
+    /// token's claims: the issuer that vouched for it).
+    pub issuers: Vec<Arc<str>>,
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -458,7 +463,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     let audit = compile_audit(&mut c, f.audit);
     let identity = compile_identity(&mut c, f.identity);
     let signing = compile_signing(&mut c, f.signing, &server.data_dir);
-    let agents = compile_agents(&mut c, f.agents);
+    let agents = compile_agents(&mut c, f.agents, &identity);
     let mut operations = builtin_operations();
     let tools = compile_tools(&mut c, f.tools, &mut operations);
     let policies_dir = c.path(&f.policies.dir);
@@ -656,6 +661,7 @@ fn compile_identity(c: &mut Checker, s: file::IdentitySection) -> IdentitySettin
     }
     let mut names = std::collections::HashSet::new();
     let mut issuers = Vec::new();
+    let mut from_claims = Vec::new();
     for (i, e) in s.issuers.into_iter().enumerate() {
         let key = format!("identity.issuers[{i}]");
         if e.name.is_empty() {
@@ -712,6 +718,12 @@ fn compile_identity(c: &mut Checker, s: file::IdentitySection) -> IdentitySettin
                 JwksSource::File(PathBuf::new())
             }
         };
+        if e.max_token_lifetime < Duration::from_secs(1) {
+            c.error(format!("{key}.max_token_lifetime"), "must be at least 1s");
+        }
+        if e.agents_from_claims {
+            from_claims.push(e.name.clone());
+        }
         if e.dev_signing_key.is_some() && e.jwks_file.is_none() {
             c.error(
                 format!("{key}.dev_signing_key"),
@@ -728,7 +740,19 @@ fn compile_identity(c: &mut Checker, s: file::IdentitySection) -> IdentitySettin
             agents_from_claims: e.agents_from_claims,
             owner_claim: e.owner_claim,
             dev_signing_key: e.dev_signing_key.map(|p| c.path(&p)),
+            max_token_lifetime: e.max_token_lifetime,
         });
+    }
+    // An agent taken from claims is known by its id alone (policies, approvals,
+    // suspensions): two issuers minting ids in one namespace could assert each other's.
+    if from_claims.len() > 1 {
+        c.error(
+            "identity.issuers",
+            format!(
+                "agents_from_claims is set on several issuers ({}): an agent id vouched for by one could be claimed through another; keep it on one and declare the other issuers' agents in [[agents]]",
+                from_claims.join(", ")
+            ),
+        );
     }
     IdentitySettings {
         clock_skew: s.clock_skew,
@@ -770,10 +794,15 @@ fn compile_signing(c: &mut Checker, s: file::SigningSection, data_dir: &Path) ->
     }
 }
 
-fn compile_agents(c: &mut Checker, entries: Vec<file::AgentEntry>) -> Agents {
+fn compile_agents(
+    c: &mut Checker,
+    entries: Vec<file::AgentEntry>,
+    identity: &IdentitySettings,
+) -> Agents {
     let mut agents = Agents::default();
     for (i, e) in entries.into_iter().enumerate() {
         let key = format!("agents[{i}]");
+        let issuers = agent_issuers(c, &key, &e, identity);
         if e.id.is_empty() {
             c.error(format!("{key}.id"), "must not be empty");
         }
@@ -795,6 +824,7 @@ fn compile_agents(c: &mut Checker, entries: Vec<file::AgentEntry>) -> Agents {
             id: e.id.as_str().into(),
             owner: e.owner.as_str().into(),
             spiffe_id: e.spiffe_id.clone(),
+            issuers,
             attributes: e.attributes,
         });
         if agents
@@ -814,6 +844,62 @@ fn compile_agents(c: &mut Checker, entries: Vec<file::AgentEntry>) -> Agents {
         }
     }
     agents
+}
+
+/// The issuers whose tokens may assert an agent. Fails closed: an entry without
+/// `issuers` is bound to the only configured issuer, and refused when there are several
+/// (binding it to all of them would let any issuer assert it, which is what `issuers`
+/// prevents).
+fn agent_issuers(
+    c: &mut Checker,
+    key: &str,
+    e: &file::AgentEntry,
+    identity: &IdentitySettings,
+) -> Vec<Arc<str>> {
+    let configured: Vec<&str> = identity.issuers.iter().map(|i| i.name.as_str()).collect();
+    let Some(names) = &e.issuers else {
+        return match configured.as_slice() {
+            [] => Vec::new(),
+            [one] => vec![Arc::from(*one)],
+            several => {
+                c.error(
+                    format!("{key}.issuers"),
+                    format!(
+                        "agent {:?} must name the issuers whose tokens may assert it, such as issuers = [{:?}]: several issuers are configured ({})",
+                        e.id,
+                        several[0],
+                        several.join(", ")
+                    ),
+                );
+                Vec::new()
+            }
+        };
+    };
+    for n in names {
+        if !configured.contains(&n.as_str()) {
+            c.error(
+                format!("{key}.issuers"),
+                format!(
+                    "{n:?} is not the name of a configured issuer ({})",
+                    if configured.is_empty() {
+                        "none is configured".to_string()
+                    } else {
+                        configured.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+    if names.is_empty() && e.spiffe_id.is_none() {
+        c.error(
+            format!("{key}.issuers"),
+            format!(
+                "agent {:?} names no issuer and has no spiffe_id: nothing could identify it",
+                e.id
+            ),
+        );
+    }
+    names.iter().map(|n| Arc::from(n.as_str())).collect()
 }
 
 /// `spiffe://<trust domain>/<path>`, as the SPIFFE ID standard spells it.
@@ -1279,6 +1365,82 @@ mod tests {
         assert!(keys.contains(&"tools.b.credential.ttl"), "{keys:?}");
         assert!(keys.contains(&"tools.b.credential.query"), "{keys:?}");
         assert!(errs.iter().all(|e| e.file == Path::new("k.toml")));
+    }
+
+    /// `[[identity.issuers]]` blocks (dev issuers: their JWKS file need not exist yet).
+    fn issuers_toml(names: &[&str], extra: &str) -> String {
+        names
+            .iter()
+            .map(|n| {
+                format!(
+                    "[[identity.issuers]]\nname = {n:?}\nissuer = {n:?}\naudiences = [\"k\"]\njwks_file = \"{n}.json\"\ndev_signing_key = \"{n}.pem\"\n{extra}"
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn agents_are_bound_to_the_issuers_that_may_assert_them() {
+        // (issuers, issuer extra, agent extra, the errors expected: key and message part)
+        type Case<'a> = (&'a [&'a str], &'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let cases: [Case; 9] = [
+            (&["a"], "", "", &[]),
+            (&["a"], "", "issuers = [\"a\"]\n", &[]),
+            (&[], "", "spiffe_id = \"spiffe://x/y\"\n", &[]),
+            (&["a", "b"], "", "issuers = [\"b\"]\n", &[]),
+            (
+                &["a", "b"],
+                "",
+                "",
+                &[("agents[0].issuers", "agent \"ag\" must name the issuers")],
+            ),
+            (
+                &["a"],
+                "",
+                "issuers = [\"https://a\"]\n",
+                &[("agents[0].issuers", "\"https://a\" is not the name of")],
+            ),
+            (
+                &["a"],
+                "",
+                "issuers = []\n",
+                &[("agents[0].issuers", "nothing could identify it")],
+            ),
+            (
+                &["a"],
+                "max_token_lifetime = \"0s\"\n",
+                "",
+                &[("identity.issuers[0].max_token_lifetime", "at least 1s")],
+            ),
+            (
+                &["a", "b"],
+                "agents_from_claims = true\n",
+                "issuers = [\"a\"]\n",
+                &[("identity.issuers", "agents_from_claims is set on several")],
+            ),
+        ];
+        for (names, issuer_extra, agent_extra, expected) in cases {
+            let text = format!(
+                "{}[[agents]]\nid = \"ag\"\nowner = \"o\"\n{agent_extra}",
+                issuers_toml(names, issuer_extra)
+            );
+            let errs = parse(Path::new("/nonexistent/k.toml"), &text)
+                .err()
+                .map(|e| e.0)
+                .unwrap_or_default();
+            // Only the policy folder (absent here) may fail beyond the expected errors.
+            let config_errs: Vec<&ConfigError> =
+                errs.iter().filter(|e| !e.key.is_empty()).collect();
+            assert_eq!(config_errs.len(), expected.len(), "{text}\n{errs:?}");
+            for (key, part) in expected {
+                assert!(
+                    config_errs
+                        .iter()
+                        .any(|e| e.key == *key && e.message.contains(part)),
+                    "{key}: {part}\n{text}\n{errs:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -277,6 +277,10 @@ pub struct IssuerEntry {
     pub agents_from_claims: bool,
     #[serde(default = "default_owner_claim")]
     pub owner_claim: String,
+    /// Longest lifetime of a token this issuer may sign: a token whose `exp` is further
+    /// than this from its `iat`, or from now, is refused. 24 hours by default.
+    #[serde(default = "default_max_token_lifetime", with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
     /// Development only: keygate creates this issuer's Ed25519 key pair here on first
     /// start, writes its public key to `jwks_file`, and `keygate dev-token` signs with it.
     pub dev_signing_key: Option<PathBuf>,
@@ -290,6 +294,9 @@ fn default_agent_claim() -> String {
 }
 fn default_owner_claim() -> String {
     "owner".into()
+}
+fn default_max_token_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,6 +329,10 @@ pub struct AgentEntry {
     pub owner: String,
     /// SPIFFE ID (URI SAN of its client certificate) that identifies this agent over mTLS.
     pub spiffe_id: Option<String>,
+    /// The issuers (their `name`) whose tokens may assert this agent; `[]` for none (an
+    /// agent identified by its certificate only). May be left out when exactly one issuer
+    /// is configured: the agent is then bound to it.
+    pub issuers: Option<Vec<String>>,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
 }

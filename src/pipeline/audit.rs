@@ -80,6 +80,7 @@ impl OnFinish for Pending {
                 .unwrap_or_default(),
             identity_kind: ctx.operation.as_ref().and_then(|o| o.identity_kind.clone()),
             policies: ctx.policies,
+            policy_errors: ctx.policy_errors,
             approval_id: ctx.approval_id,
             inventory_id: ctx.inventory_id,
             mcp: ctx.mcp,
@@ -213,6 +214,12 @@ fn span_attributes(
     }
     if !ctx.policies.is_empty() {
         a.push(KeyValue::new("keygate.policies", ctx.policies.join(",")));
+    }
+    if !ctx.policy_errors.is_empty() {
+        a.push(KeyValue::new(
+            "keygate.policy_errors",
+            ctx.policy_errors.join(","),
+        ));
     }
     if let Some(id) = &ctx.approval_id {
         a.push(KeyValue::new("keygate.approval_id", id.clone()));

@@ -11,13 +11,20 @@
 //! [`Verdict::NeedsApproval`]: a human approval of that exact request lifts them once. A
 //! `permit` annotated `@preapproved` that matches a request lifts them without a human
 //! (an explicit, reviewable pre-approval). Every verdict names the policies behind it.
+//!
+//! A policy whose evaluation fails (an overflow, a tag the agent does not have) fails
+//! closed: Cedar skips it, which for a `forbid` would let the request through, so here a
+//! failed `forbid` counts as matching (the verdict is `Deny`, naming it), and a failed
+//! `permit` permits nothing. Every failed policy is named in the verdict's
+//! `policy_errors`, for the audit record and the span.
 
 use crate::config::{Agent, Operations, Tool};
 use crate::locks::{read, write};
 use crate::routes::Operation;
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    AuthorizationError, Authorizer, Context, Decision, Effect, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -52,22 +59,49 @@ pub struct McpCall {
     pub arguments: Vec<(String, String)>,
 }
 
-/// The outcome of authorize, with the ids of the policies that decided it.
+/// The outcome of authorize, with the ids of the policies that decided it, and of those
+/// whose evaluation failed (`policy_errors`: a failed forbid also decides a `Deny`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow {
         policies: Vec<String>,
         /// Allowed by an `@preapproved` permit in place of a human approval.
         preapproved: bool,
+        /// Permits whose evaluation failed (they permitted nothing).
+        policy_errors: Vec<String>,
     },
     /// Denied; no policy ids means no permit matched (default deny).
-    Deny { policies: Vec<String> },
+    Deny {
+        policies: Vec<String>,
+        policy_errors: Vec<String>,
+    },
     /// Allowed once a human approves this exact request: `policies` are the `@approval`
     /// forbids in the way, `allowed_by` the permits that allow it once approved.
     NeedsApproval {
         policies: Vec<String>,
         allowed_by: Vec<String>,
+        policy_errors: Vec<String>,
     },
+}
+
+impl Verdict {
+    /// The policies whose evaluation failed.
+    pub fn policy_errors(&self) -> &[String] {
+        match self {
+            Verdict::Allow { policy_errors, .. }
+            | Verdict::Deny { policy_errors, .. }
+            | Verdict::NeedsApproval { policy_errors, .. } => policy_errors,
+        }
+    }
+}
+
+/// One evaluation of a policy set: Cedar's decision, the policies behind it, and the
+/// policies whose evaluation failed, split by effect.
+struct Evaluation {
+    decision: Decision,
+    reasons: Vec<PolicyId>,
+    failed_forbids: Vec<PolicyId>,
+    failed_permits: Vec<PolicyId>,
 }
 
 /// What authorize needs to know of a request.
@@ -597,6 +631,11 @@ impl PolicyEngine {
             return (v.clone(), false);
         }
         let v = self.evaluate(input, &slice);
+        // A verdict reached through a failed policy is not cached: rare, and evaluating it
+        // again keeps its warning and its `policy_errors` tied to each request.
+        if !v.policy_errors().is_empty() {
+            return (v, true);
+        }
         let mut decisions = write(&slice.decisions);
         if decisions.len() >= DECISIONS_PER_SLICE {
             decisions.clear();
@@ -612,9 +651,13 @@ impl PolicyEngine {
     }
 
     fn evaluate(&self, input: &Input, slice: &Slice) -> Verdict {
+        let deny = |policies: Vec<String>, policy_errors: Vec<String>| Verdict::Deny {
+            policies,
+            policy_errors,
+        };
         let Some((entities, [principal, resource, action, arguments])) = self.entities(input)
         else {
-            return Verdict::Deny { policies: vec![] };
+            return deny(vec![], vec![]);
         };
         let eval = |set: &PolicySet, approved: bool| {
             let context = self.context(input, approved, &arguments)?;
@@ -627,52 +670,99 @@ impl PolicyEngine {
             )
             .ok()?;
             let resp = self.authorizer.is_authorized(&request, set, &entities);
+            let mut failed_forbids = Vec::new();
+            let mut failed_permits = Vec::new();
             for e in resp.diagnostics().errors() {
-                tracing::warn!("policy evaluation error (the policy does not apply): {e}");
+                let AuthorizationError::PolicyEvaluationError(failed) = e;
+                let id = failed.policy_id().clone();
+                tracing::warn!(policy = %id, "policy evaluation error: {e}");
+                // A policy not found in the set is taken for a forbid: fail closed.
+                match set.policy(&id).map(|p| p.effect()) {
+                    Some(Effect::Permit) => failed_permits.push(id),
+                    _ => failed_forbids.push(id),
+                }
             }
-            let ids: Vec<PolicyId> = resp.diagnostics().reason().cloned().collect();
-            Some((resp.decision(), ids))
+            Some(Evaluation {
+                decision: resp.decision(),
+                reasons: resp.diagnostics().reason().cloned().collect(),
+                failed_forbids,
+                failed_permits,
+            })
         };
         let names = |ids: &[PolicyId]| ids.iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        let Some((decision, ids)) = eval(&slice.policies, input.approved) else {
-            return Verdict::Deny { policies: vec![] };
-        };
-        if decision == Decision::Allow {
-            return Verdict::Allow {
-                policies: names(&ids),
-                preapproved: false,
-            };
-        }
-        let only_gates = !ids.is_empty() && ids.iter().all(|id| self.approval_gates.contains(id));
-        if !only_gates || input.approved {
-            return Verdict::Deny {
-                policies: names(&ids),
-            };
-        }
-        // Only approval gates deny: would the request be allowed once approved?
-        match eval(&slice.policies, true) {
-            Some((Decision::Allow, allowed_by)) => {
-                if let Some((Decision::Allow, pre)) = eval(&slice.preapprovals, false) {
-                    let mut p = names(&allowed_by);
-                    for n in names(&pre) {
-                        if !p.contains(&n) {
-                            p.push(n);
-                        }
-                    }
-                    return Verdict::Allow {
-                        policies: p,
-                        preapproved: true,
-                    };
-                }
-                Verdict::NeedsApproval {
-                    policies: names(&ids),
-                    allowed_by: names(&allowed_by),
+        let mut errors: Vec<String> = Vec::new();
+        let mut note = |e: &Evaluation| {
+            for id in e.failed_forbids.iter().chain(&e.failed_permits) {
+                let id = id.to_string();
+                if !errors.contains(&id) {
+                    errors.push(id);
                 }
             }
-            Some((_, denied_by)) => Verdict::Deny {
-                policies: names(&denied_by),
-            },
-            None => Verdict::Deny { policies: vec![] },
+        };
+        // A failed forbid counts as matching: the request is denied by it (and by any
+        // forbid that did match; the permits of an `Allow` are no reason to deny).
+        let failed_forbid_denies = |e: &Evaluation| {
+            if e.failed_forbids.is_empty() {
+                return None;
+            }
+            let mut p = names(&e.failed_forbids);
+            if e.decision == Decision::Deny {
+                p.extend(names(&e.reasons));
+            }
+            Some(p)
+        };
+        let Some(first) = eval(&slice.policies, input.approved) else {
+            return deny(vec![], vec![]);
+        };
+        note(&first);
+        if let Some(p) = failed_forbid_denies(&first) {
+            return deny(p, errors);
+        }
+        if first.decision == Decision::Allow {
+            return Verdict::Allow {
+                policies: names(&first.reasons),
+                preapproved: false,
+                policy_errors: errors,
+            };
+        }
+        let ids = &first.reasons;
+        let only_gates = !ids.is_empty() && ids.iter().all(|id| self.approval_gates.contains(id));
+        if !only_gates || input.approved {
+            return deny(names(ids), errors);
+        }
+        // Only approval gates deny: would the request be allowed once approved?
+        let Some(approved) = eval(&slice.policies, true) else {
+            return deny(vec![], errors);
+        };
+        note(&approved);
+        if let Some(p) = failed_forbid_denies(&approved) {
+            return deny(p, errors);
+        }
+        if approved.decision != Decision::Allow {
+            return deny(names(&approved.reasons), errors);
+        }
+        let allowed_by = names(&approved.reasons);
+        if let Some(pre) = eval(&slice.preapprovals, false) {
+            // Preapprovals are permits: a failed one preapproves nothing.
+            note(&pre);
+            if pre.decision == Decision::Allow {
+                let mut p = allowed_by;
+                for n in names(&pre.reasons) {
+                    if !p.contains(&n) {
+                        p.push(n);
+                    }
+                }
+                return Verdict::Allow {
+                    policies: p,
+                    preapproved: true,
+                    policy_errors: errors,
+                };
+            }
+        }
+        Verdict::NeedsApproval {
+            policies: names(ids),
+            allowed_by,
+            policy_errors: errors,
         }
     }
 

@@ -62,6 +62,8 @@ pub struct RequestCtx {
     pub operation: Option<Arc<crate::routes::Operation>>,
     /// The policies that decided (authorize).
     pub policies: Vec<String>,
+    /// The policies whose evaluation failed (authorize).
+    pub policy_errors: Vec<String>,
     /// The approval involved, pending or used (approve).
     pub approval_id: Option<String>,
     /// The approval this request consumed.
@@ -104,6 +106,7 @@ impl RequestCtx {
             credential_id: None,
             operation: None,
             policies: Vec::new(),
+            policy_errors: Vec::new(),
             approval_id: None,
             approval: None,
             inventory_id: None,

@@ -425,7 +425,16 @@ fn authorize(
     let phase = RequestTrace::begin("keygate.authorize");
     let (verdict, evaluated) = gw.snapshot.policies.decide(input);
     if evaluated {
-        trace.end_phase(phase, Vec::new(), false);
+        let errors = verdict.policy_errors();
+        let attributes = if errors.is_empty() {
+            Vec::new()
+        } else {
+            vec![opentelemetry::KeyValue::new(
+                "keygate.policy_errors",
+                errors.join(","),
+            )]
+        };
+        trace.end_phase(phase, attributes, !errors.is_empty());
     }
     verdict
 }
@@ -439,6 +448,11 @@ fn apply_verdict(
     op: &Arc<crate::routes::Operation>,
     tool: &crate::gateway::ToolRuntime,
 ) -> Result<Option<Vec<String>>, Error> {
+    for e in verdict.policy_errors() {
+        if !ctx.policy_errors.contains(e) {
+            ctx.policy_errors.push(e.clone());
+        }
+    }
     match verdict {
         authorize::Verdict::Allow { policies, .. } => {
             for p in policies {
@@ -448,9 +462,17 @@ fn apply_verdict(
             }
             Ok(None)
         }
-        authorize::Verdict::Deny { policies } => {
+        authorize::Verdict::Deny {
+            policies,
+            policy_errors,
+        } => {
             let why = if policies.is_empty() {
                 "no policy allows it".to_string()
+            } else if policies.iter().any(|p| policy_errors.contains(p)) {
+                format!(
+                    "policy {} forbids it (a forbid that fails to evaluate forbids)",
+                    policies.join(", ")
+                )
             } else {
                 format!("policy {} forbids it", policies.join(", "))
             };
@@ -467,6 +489,7 @@ fn apply_verdict(
         authorize::Verdict::NeedsApproval {
             policies,
             allowed_by,
+            ..
         } => {
             ctx.policies = policies;
             Ok(Some(allowed_by))

@@ -49,6 +49,10 @@ pub struct AuditRecord {
     pub identity_kind: Option<std::sync::Arc<str>>,
     /// Ids of the policies that decided.
     pub policies: Vec<String>,
+    /// Ids of the policies whose evaluation failed (a failed forbid denies, and is in
+    /// `policies` too; a failed permit permits nothing). Absent when none did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_errors: Vec<String>,
     pub approval_id: Option<String>,
     /// The inventory record of an identity this request created.
     pub inventory_id: Option<String>,
@@ -555,6 +559,7 @@ mod tests {
             tags: vec![],
             identity_kind: None,
             policies: vec![],
+            policy_errors: vec![],
             approval_id: None,
             inventory_id: None,
             mcp: None,

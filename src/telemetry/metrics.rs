@@ -94,6 +94,7 @@ pub struct Metrics {
     approvals_denied: AtomicU64,
     token_cache_hits: AtomicU64,
     token_cache_misses: AtomicU64,
+    token_refused_again: AtomicU64,
     spans_dropped: AtomicU64,
     audit_records: AtomicU64,
 }
@@ -170,6 +171,11 @@ impl Metrics {
             &self.token_cache_misses
         };
         c.fetch_add(1, Relaxed);
+    }
+
+    /// A token that failed verification moments ago was refused again without a check.
+    pub fn token_refused_again(&self) {
+        self.token_refused_again.fetch_add(1, Relaxed);
     }
 
     /// Spans the (coming) OTLP exporter had to drop.
@@ -334,11 +340,12 @@ impl Metrics {
             &mut out,
             "keygate_token_cache_requests_total",
             "counter",
-            "Agent tokens looked up in the verified-token cache: hit, or miss (verified cold).",
+            "Agent tokens looked up in the verified-token cache: hit, miss (verified cold), or refused (failed verification moments ago; refused without a check).",
         );
         for (r, c) in [
             ("hit", &self.token_cache_hits),
             ("miss", &self.token_cache_misses),
+            ("refused", &self.token_refused_again),
         ] {
             let _ = writeln!(
                 out,

@@ -3,8 +3,13 @@
 //! maps to an agent, or both (then they must agree).
 //!
 //! A verified token is cached until it expires, so the hot path checks a token's signature
-//! once, not on every call. No valid identity: `unauthenticated`; a valid identity that
-//! names no known agent: `unknown_agent`.
+//! once, not on every call. A token that failed is remembered briefly too (by its SHA-256
+//! digest), so a flood of one bad token costs one verification. No valid identity:
+//! `unauthenticated`; a valid identity that names no known agent: `unknown_agent`.
+//!
+//! A token is accepted only from an issuer the agent is bound to (`issuers` on its
+//! `[[agents]]` entry; an agent taken from claims is bound to the issuer that vouched for
+//! it), and only if its lifetime fits the issuer's `max_token_lifetime`.
 
 pub mod jwks;
 
@@ -14,8 +19,17 @@ use crate::server::ConnInfo;
 use http::HeaderMap;
 use jwks::Issuer;
 use moka::sync::Cache;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a token that failed verification is refused without being verified again.
+/// Short, so that a refusal that stops being right (a clock catching up, a fixed issuer
+/// setup) does not linger; long enough that a flood of one token costs one verification.
+pub const REFUSED_TTL: Duration = Duration::from_secs(30);
+/// How many failed tokens are remembered (digests, 32 bytes each, plus the error).
+const REFUSED_CAPACITY: u64 = 10_000;
 
 /// How the agent proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +68,45 @@ struct Verified {
     exp: u64,
 }
 
+/// A token that failed verification, remembered for a short while.
+#[derive(Debug)]
+struct Refused {
+    error: Error,
+    /// The key-set generation it failed under: a refusal from before a key change is not
+    /// trusted (the new keys might accept the token).
+    epoch: u64,
+    ttl: Duration,
+}
+
+/// Why verification failed, and how long that answer holds for this exact token.
+struct Failure {
+    error: Error,
+    /// `None`: the token may become valid at any moment, do not remember the failure.
+    remember_for: Option<Duration>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            error,
+            remember_for: Some(REFUSED_TTL),
+        }
+    }
+}
+
+struct RefusedTtl;
+
+impl moka::Expiry<[u8; 32], Arc<Refused>> for RefusedTtl {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Refused>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
 struct UntilExpiry;
 
 impl moka::Expiry<Arc<str>, Arc<Verified>> for UntilExpiry {
@@ -71,6 +124,12 @@ impl moka::Expiry<Arc<str>, Arc<Verified>> for UntilExpiry {
 pub struct Identifier {
     pub issuers: Vec<Arc<Issuer>>,
     cache: Cache<Arc<str>, Arc<Verified>, crate::FastHash>,
+    /// Tokens that failed verification, by SHA-256 digest (a digest bounds the memory an
+    /// entry takes whatever the token's size, and cannot be steered into colliding with
+    /// another token's), for at most [`REFUSED_TTL`].
+    refused: Cache<[u8; 32], Arc<Refused>, crate::FastHash>,
+    /// Bumped whenever a key set changes (see [`Refused::epoch`]).
+    epoch: AtomicU64,
     skew: u64,
     /// Where cache hits and misses are counted, when the gateway set it.
     metrics: Option<Arc<crate::telemetry::metrics::Metrics>>,
@@ -93,6 +152,11 @@ impl Identifier {
                 .max_capacity(settings.token_cache_capacity)
                 .expire_after(UntilExpiry)
                 .build_with_hasher(crate::FastHash::default()),
+            refused: Cache::builder()
+                .max_capacity(REFUSED_CAPACITY)
+                .expire_after(RefusedTtl)
+                .build_with_hasher(crate::FastHash::default()),
+            epoch: AtomicU64::new(0),
             skew: settings.clock_skew.as_secs(),
             metrics: None,
         })
@@ -105,9 +169,12 @@ impl Identifier {
     }
 
     /// Forgets every verified token (after a key set changed, a removed key must not keep
-    /// vouching for tokens it signed).
+    /// vouching for tokens it signed), and every remembered failure (a new key may accept
+    /// a token the old ones refused).
     pub fn invalidate_tokens(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
+        self.refused.invalidate_all();
     }
 
     /// Loads every issuer's keys once; returns the failures by issuer name.
@@ -194,15 +261,44 @@ impl Identifier {
                 return Ok((v, false));
             }
         }
+        // Read before the keys are: a failure is remembered under the generation of the
+        // keys it was checked against, or an older one (never a newer).
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(r) = self.refused.get(&digest) {
+            if r.epoch == epoch {
+                if let Some(m) = &self.metrics {
+                    m.token_refused_again();
+                }
+                return Err(r.error.clone());
+            }
+        }
         if let Some(m) = &self.metrics {
             m.token_cache(false);
         }
-        let v = Arc::new(self.verify_cold(agents, token)?);
-        self.cache.insert(token.into(), v.clone());
-        Ok((v, true))
+        match self.verify_cold(agents, token) {
+            Ok(v) => {
+                let v = Arc::new(v);
+                self.cache.insert(token.into(), v.clone());
+                Ok((v, true))
+            }
+            Err(f) => {
+                if let Some(ttl) = f.remember_for.filter(|t| !t.is_zero()) {
+                    self.refused.insert(
+                        digest,
+                        Arc::new(Refused {
+                            error: f.error.clone(),
+                            epoch,
+                            ttl,
+                        }),
+                    );
+                }
+                Err(f.error)
+            }
+        }
     }
 
-    fn verify_cold(&self, agents: &Agents, token: &str) -> Result<Verified, Error> {
+    fn verify_cold(&self, agents: &Agents, token: &str) -> Result<Verified, Failure> {
         // A signature is checked only here, on a token's first use: worth a span.
         let bad = |why: &str| {
             Error::unauthenticated("the agent token is not valid").with_detail(why.to_string())
@@ -210,6 +306,7 @@ impl Identifier {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| bad(&format!("malformed token: {e}")))?;
         let mut last_err = None;
+        let mut immature = false;
         let mut tried = false;
         for issuer in &self.issuers {
             let keys = issuer.keys.load();
@@ -224,22 +321,57 @@ impl Identifier {
                 &key.key,
                 &key.validation,
             ) {
-                Ok(data) => return self.agent_for(agents, issuer, data.claims),
-                Err(e) => last_err = Some(e),
+                Ok(data) => return Ok(self.agent_for(agents, issuer, data.claims)?),
+                Err(e) => {
+                    immature |=
+                        matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ImmatureSignature);
+                    last_err = Some(e);
+                }
             }
         }
         if !tried {
             for issuer in &self.issuers {
                 issuer.request_refresh();
             }
-            return Err(bad("no issuer has the token's signing key (unknown kid)"));
+            // Not remembered: the refresh just asked for may bring the key, and then the
+            // token is valid. Refusing it costs no signature check anyway.
+            return Err(Failure {
+                error: bad("no issuer has the token's signing key (unknown kid)"),
+                remember_for: None,
+            });
         }
-        Err(bad(&format!(
+        let error = bad(&format!(
             "verification failed: {}",
             last_err.map(|e| e.to_string()).unwrap_or_default()
-        )))
+        ));
+        // A token refused only as not yet valid becomes valid at `nbf`: remembered no
+        // longer than until then.
+        let remember_for = if immature {
+            self.until_valid(token)
+        } else {
+            Some(REFUSED_TTL)
+        };
+        Err(Failure {
+            error,
+            remember_for,
+        })
     }
 
+    /// How long a not-yet-valid token stays so: until its `nbf` less the clock skew, at
+    /// most [`REFUSED_TTL`]. (Its signature was checked: jsonwebtoken checks `nbf` after
+    /// the signature, so this `nbf` is the issuer's.)
+    fn until_valid(&self, token: &str) -> Option<Duration> {
+        let data = jsonwebtoken::dangerous::insecure_decode::<
+            serde_json::Map<String, serde_json::Value>,
+        >(token)
+        .ok()?;
+        let nbf = data.claims.get("nbf").and_then(numeric_date)?;
+        let secs = nbf.saturating_sub(self.skew).saturating_sub(unix_now());
+        Some(Duration::from_secs(secs).min(REFUSED_TTL))
+    }
+
+    /// The agent a verified token asserts, if its issuer may assert it and its lifetime
+    /// fits the issuer's limit.
     fn agent_for(
         &self,
         agents: &Agents,
@@ -247,12 +379,43 @@ impl Identifier {
         claims: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Verified, Error> {
         let s = &issuer.settings;
-        let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
+        let refuse =
+            |why: String| Error::unauthenticated("the agent token is not valid").with_detail(why);
+        let exp = claims.get("exp").and_then(numeric_date).unwrap_or(0);
+        // The lifetime is exp − iat, and the remaining lifetime exp − now must fit too: a
+        // token without `iat`, or with an `iat` in the future, cannot stretch its validity
+        // past the limit. (The remaining lifetime gets the clock skew: a fresh token from
+        // an issuer whose clock runs ahead is not refused for it.)
+        let max = s.max_token_lifetime.as_secs();
+        let now = unix_now();
+        let iat = match claims.get("iat") {
+            None => None,
+            Some(v) => match numeric_date(v) {
+                Some(iat) => Some(iat),
+                None => return Err(refuse(format!("malformed iat claim {v}"))),
+            },
+        };
+        if iat.is_some_and(|iat| exp.saturating_sub(iat) > max)
+            || exp.saturating_sub(now) > max.saturating_add(self.skew)
+        {
+            return Err(refuse(format!(
+                "token lifetime exceeds max_token_lifetime of issuer {:?} ({}s)",
+                s.name, max
+            )));
+        }
         let Some(id) = claims.get(&s.agent_claim).and_then(|v| v.as_str()) else {
             return Err(Error::unauthenticated("the agent token names no agent")
                 .with_detail(format!("claim {:?} missing", s.agent_claim)));
         };
         let agent = match agents.by_id.get(id) {
+            // Only the issuers an agent is bound to may assert it; the refusal reads like
+            // any invalid token, so it tells nothing of which agents exist.
+            Some(a) if !a.issuers.iter().any(|n| **n == *s.name) => {
+                return Err(refuse(format!(
+                    "issuer {:?} may not assert agent {id:?}",
+                    s.name
+                )))
+            }
             Some(a) => a.clone(),
             None if s.agents_from_claims => {
                 let owner = claims
@@ -269,6 +432,7 @@ impl Identifier {
                     id: id.into(),
                     owner: owner.into(),
                     spiffe_id: None,
+                    issuers: vec![s.name.as_str().into()],
                     attributes: Default::default(),
                 })
             }
@@ -285,6 +449,15 @@ impl Identifier {
             exp,
         })
     }
+}
+
+/// A JWT NumericDate (RFC 7519: seconds, possibly fractional) as whole seconds.
+fn numeric_date(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f as u64)
+    })
 }
 
 /// The token of a `Bearer` credential in this header, if any.
