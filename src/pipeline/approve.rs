@@ -350,3 +350,123 @@ fn notify(gw: &Gateway, a: &Approval) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Kind;
+
+    fn headers(list: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in list {
+            h.append(*n, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn digest_with(kind: Kind, list: &[(&'static str, &'static str)]) -> String {
+        let h = headers(list);
+        request_digest("t", "POST", "/u", Some("a=1"), &effect_headers(kind, &h), b"{}")
+    }
+
+    #[test]
+    fn effect_headers_change_the_digest_and_others_do_not() {
+        let base = digest_with(Kind::Generic, &[("content-type", "application/json")]);
+        let same: &[&[(&str, &str)]] = &[
+            &[("content-type", "application/json"), ("user-agent", "x")],
+            &[("x-request-id", "1"), ("content-type", "application/json")],
+        ];
+        for list in same {
+            assert_eq!(digest_with(Kind::Generic, list), base, "{list:?}");
+        }
+        let different: &[&[(&str, &str)]] = &[
+            &[("content-type", "application/json"), ("sudo", "root")],
+            &[
+                ("content-type", "application/json"),
+                ("impersonate-user", "admin"),
+            ],
+            &[
+                ("content-type", "application/json"),
+                ("impersonate-extra-scopes", "x"),
+            ],
+            &[
+                ("content-type", "application/json"),
+                ("x-vault-namespace", "ns1"),
+            ],
+            &[("content-type", "application/merge-patch+json")],
+            &[],
+        ];
+        let mut seen = std::collections::BTreeSet::from([base]);
+        for list in different {
+            assert!(seen.insert(digest_with(Kind::Generic, list)), "{list:?}");
+        }
+        // Header order does not matter, values of one name keep theirs.
+        let a = digest_with(Kind::Generic, &[("sudo", "a"), ("impersonate-user", "b")]);
+        let b = digest_with(Kind::Generic, &[("impersonate-user", "b"), ("sudo", "a")]);
+        assert_eq!(a, b);
+        let g1 = digest_with(
+            Kind::Generic,
+            &[("impersonate-group", "x"), ("impersonate-group", "y")],
+        );
+        let g2 = digest_with(
+            Kind::Generic,
+            &[("impersonate-group", "y"), ("impersonate-group", "x")],
+        );
+        assert_ne!(g1, g2);
+        // A kind's own headers count on that kind only.
+        let v = &[("x-github-api-version", "2022-11-28")][..];
+        assert_ne!(digest_with(Kind::Github, v), digest_with(Kind::Github, &[]));
+        assert_eq!(digest_with(Kind::Generic, v), digest_with(Kind::Generic, &[]));
+    }
+
+    #[test]
+    fn parts_cannot_run_into_each_other() {
+        let d = |name: &str, value: &[u8], body: &[u8]| {
+            request_digest("t", "POST", "/", None, &[(name, value)], body)
+        };
+        assert_ne!(d("sudo", b"ab", b"c"), d("sudo", b"a", b"bc"));
+        assert_ne!(d("sudo", b"x", b""), d("sud", b"ox", b""));
+        assert_ne!(
+            request_digest("t", "POST", "/", None, &[], b""),
+            request_digest("t", "POST", "/", Some(""), &[("", b"")], b"")
+        );
+    }
+
+    #[test]
+    fn the_summary_is_the_whole_request() {
+        let h = headers(&[
+            ("content-type", "application/json"),
+            ("sudo", "root"),
+            ("user-agent", "not shown"),
+        ]);
+        let padding = "x".repeat(8192);
+        let body = format!(r#"{{"pad":"{padding}","admin":true,"password":"Hunter2!x"}}"#);
+        let s = summary(
+            Kind::Gitlab,
+            "POST",
+            "/api/v4/users",
+            Some("a=1&password=q"),
+            &effect_headers(Kind::Gitlab, &h),
+            body.as_bytes(),
+        );
+        assert!(
+            s.starts_with(
+                "POST /api/v4/users?a=1&password=[REDACTED]\ncontent-type: application/json\nsudo: root\n\n{\"pad\""
+            ),
+            "{s}"
+        );
+        assert!(s.contains(&padding) && s.contains(r#""admin":true"#), "{s}");
+        assert!(!s.contains("Hunter2") && !s.contains("not shown"), "{s}");
+        assert!(s.ends_with(r#""admin":true,"password":"[REDACTED]"}"#), "{s}");
+        // Not one JSON value, and it names a secret field: not shown at all.
+        let broken = summary(Kind::Gitlab, "POST", "/u", None, &[], b"{\"password\":\"Hunter2\"");
+        assert_eq!(
+            broken,
+            "POST /u\n\n(21 bytes not shown: the body names a secret field keygate cannot locate in it)"
+        );
+        let bin = summary(Kind::Generic, "PUT", "/b", None, &[], b"ok\xff\xfe");
+        assert_eq!(bin, "PUT /b\n\nok\\xff\\xfe");
+        let known = summary(Kind::Generic, "GET", "/k", Some("t=AKIAIOSFODNN7EXAMPLE"), &[], b"");
+        assert_eq!(known, "GET /k?t=[REDACTED]\n");
+    }
+}
