@@ -321,12 +321,10 @@ fn scan(hay: &[u8], mut f: impl FnMut(Finding) -> bool) {
         let boundary = start == 0 || !is_word(hay[start - 1]);
         let found = boundary
             .then(|| {
-                std::iter::once(&i)
-                    .chain(&shorter[i])
-                    .find_map(|&j| {
-                        let (prefix, kind) = PREFIXES[j];
-                        secret_end(hay, start, prefix.len(), kind).map(|end| (kind, end))
-                    })
+                std::iter::once(&i).chain(&shorter[i]).find_map(|&j| {
+                    let (prefix, kind) = PREFIXES[j];
+                    secret_end(hay, start, prefix.len(), kind).map(|end| (kind, end))
+                })
             })
             .flatten();
         match found {
@@ -415,12 +413,21 @@ mod tests {
                 "a eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl b",
                 SecretKind::Jwt,
             ),
-            ("PRIVATE-TOKEN: glpat-xYz12AbC34dEf56GhI78", SecretKind::GitlabToken),
-            ("glpat-Abcdefghij0123456789klmnop.01.0w1r2s3t4", SecretKind::GitlabToken),
+            (
+                "PRIVATE-TOKEN: glpat-xYz12AbC34dEf56GhI78",
+                SecretKind::GitlabToken,
+            ),
+            (
+                "glpat-Abcdefghij0123456789klmnop.01.0w1r2s3t4",
+                SecretKind::GitlabToken,
+            ),
             ("gldt-AbCdEfGhIjKlMnOpQrSt", SecretKind::GitlabToken),
             ("glrt-t1_AbCdEfGhIjKlMnOpQrSt", SecretKind::GitlabToken),
             ("glcbt-64_AbCdEfGhIjKlMnOpQrSt", SecretKind::GitlabToken),
-            ("token=GR1348941AbCdEfGhIjKlMnOpQrSt", SecretKind::GitlabToken),
+            (
+                "token=GR1348941AbCdEfGhIjKlMnOpQrSt",
+                SecretKind::GitlabToken,
+            ),
             (
                 "X-Vault-Token: hvs.CAESIJ4pYvbL8Jk2x0WqVh5qZ1nT3Gh",
                 SecretKind::VaultToken,
@@ -433,15 +440,24 @@ mod tests {
                 "key=AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
                 SecretKind::GoogleApiKey,
             ),
-            ("xoxp-1234567890-1234567890-abcdefabcdef", SecretKind::SlackToken),
-            ("xapp-1-A0123456789-0123456789-abcdef", SecretKind::SlackToken),
+            (
+                "xoxp-1234567890-1234567890-abcdefabcdef",
+                SecretKind::SlackToken,
+            ),
+            (
+                "xapp-1-A0123456789-0123456789-abcdef",
+                SecretKind::SlackToken,
+            ),
             (
                 "https://hooks.slack.com/services/T0ABCDEF1/B0ABCDEF2/AbCdEfGhIjKlMnOpQrStUvWx",
                 SecretKind::SlackWebhook,
             ),
             ("rk_live_4eC39HqLyjWDarjtT1zdp7dc", SecretKind::StripeKey),
             ("sk_test_4eC39HqLyjWDarjtT1zdp7dc", SecretKind::StripeKey),
-            ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", SecretKind::StripeKey),
+            (
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                SecretKind::StripeKey,
+            ),
             (
                 "//registry.npmjs.org/:_authToken=npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
                 SecretKind::NpmToken,
@@ -464,17 +480,26 @@ mod tests {
             ),
             // Too short for an Anthropic key, long enough for an OpenAI `sk-` one.
             ("sk-ant-AbCdEfGhIjKlMnOp", SecretKind::OpenAiKey),
-            ("hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567", SecretKind::HuggingFaceToken),
+            (
+                "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567",
+                SecretKind::HuggingFaceToken,
+            ),
             (
                 "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",
                 SecretKind::SendgridKey,
             ),
-            ("SK0123456789abcdef0123456789abcdef", SecretKind::TwilioApiKey),
+            (
+                "SK0123456789abcdef0123456789abcdef",
+                SecretKind::TwilioApiKey,
+            ),
             (
                 "dop_v1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
                 SecretKind::DigitalOceanToken,
             ),
-            ("shpat_0123456789abcdef0123456789abcdef", SecretKind::ShopifyToken),
+            (
+                "shpat_0123456789abcdef0123456789abcdef",
+                SecretKind::ShopifyToken,
+            ),
         ];
         for (text, kind) in cases {
             assert_eq!(kind_of(text), Some(kind), "{text}");

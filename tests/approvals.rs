@@ -1523,7 +1523,10 @@ async fn an_approval_does_not_cover_a_header_that_changes_who_acts_or_where() {
     let mut others = BTreeSet::new();
     for extra in [
         vec![("x-vault-namespace", "team-a"), ("sudo", "root")],
-        vec![("x-vault-namespace", "team-a"), ("impersonate-user", "admin")],
+        vec![
+            ("x-vault-namespace", "team-a"),
+            ("impersonate-user", "admin"),
+        ],
         vec![
             ("x-vault-namespace", "team-a"),
             ("impersonate-group", "system:masters"),
@@ -1564,8 +1567,8 @@ async fn an_approval_does_not_cover_a_header_that_changes_who_acts_or_where() {
 async fn the_approver_sees_the_whole_request_however_padded() {
     let e = start("APR_PAD_SECRET", "", "").await;
     let padding = "p".repeat(6000);
-    let body = json!({"pad": padding, "title": "ci", "key": KEY_MATERIAL, "read_only": false})
-        .to_string();
+    let body =
+        json!({"pad": padding, "title": "ci", "key": KEY_MATERIAL, "read_only": false}).to_string();
     let id = approval_id(&e.post("a1", &format!("{KEYS}?note=n1"), body).await);
     let field = r#""read_only":false"#;
 
@@ -1579,7 +1582,10 @@ async fn the_approver_sees_the_whole_request_however_padded() {
     assert!(seen.contains(&padding) && seen.contains(field), "{seen}");
     let pending = e.approvals("pending").await;
     assert!(
-        pending[0]["request"].as_str().unwrap_or_default().contains(field),
+        pending[0]["request"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(field),
         "{pending:?}"
     );
 
@@ -1587,13 +1593,19 @@ async fn the_approver_sees_the_whole_request_however_padded() {
     let shown = cli(&e.gw, &["approvals", "show", &id]).await;
     let shown: Value = serde_json::from_str(succeeded(&shown)).unwrap();
     assert!(
-        shown["request"].as_str().unwrap_or_default().contains(field),
+        shown["request"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(field),
         "{shown}"
     );
     let listed = cli(&e.gw, &["approvals", "list", "--json"]).await;
     let listed: Value = serde_json::from_str(succeeded(&listed)).unwrap();
     assert!(
-        listed[0]["request"].as_str().unwrap_or_default().contains(field),
+        listed[0]["request"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(field),
         "{listed}"
     );
 }
@@ -1693,7 +1705,10 @@ async fn secrets_in_identity_creation_bodies_never_reach_the_approval_store() {
         let (_, a) = gw.admin("GET", &format!("/approvals/{id}"), None).await;
         places.push((format!("admin API {id}"), a.to_string().into_bytes()));
         let out = cli(&gw, &["approvals", "show", id]).await;
-        places.push((format!("CLI show {id}"), succeeded(&out).as_bytes().to_vec()));
+        places.push((
+            format!("CLI show {id}"),
+            succeeded(&out).as_bytes().to_vec(),
+        ));
     }
     let out = cli(&gw, &["approvals", "list", "--json"]).await;
     places.push(("CLI list".into(), succeeded(&out).as_bytes().to_vec()));

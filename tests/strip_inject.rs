@@ -1556,14 +1556,16 @@ async fn kind_specific_agent_credentials_are_stripped() {
     assert_eq!(r.status, 200, "{}", r.text());
     let generic = &up.requests()[cases.len()];
     assert_eq!(generic.target(), "/v1?key=generic-key-1");
-    assert_eq!(generic.header("private-token").as_deref(), Some("generic-pt-1"));
+    assert_eq!(
+        generic.header("private-token").as_deref(),
+        Some("generic-pt-1")
+    );
 
     gw.stop().await;
     let records = audit_n(&gw, cases.len() + 1).await;
     let text = audit_text(&gw).await;
-    for ((path, _, absent, named, _), (rid, got)) in cases
-        .iter()
-        .zip(rids.iter().zip(up.requests().iter()))
+    for ((path, _, absent, named, _), (rid, got)) in
+        cases.iter().zip(rids.iter().zip(up.requests().iter()))
     {
         assert_absent(&got.raw, absent, "upstream bytes");
         assert_absent(text.as_bytes(), absent, "audit log");
@@ -1625,7 +1627,10 @@ async fn more_token_formats_are_refused_and_look_alikes_pass() {
             .send(
                 "POST",
                 &gw.url("/tools/fm/notes"),
-                &[("authorization", &auth), ("content-type", "application/json")],
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
                 body,
             )
             .await;
@@ -1633,7 +1638,10 @@ async fn more_token_formats_are_refused_and_look_alikes_pass() {
         assert!(r.text().contains(kind), "{token}: {}", r.text());
         assert!(!r.text().contains(token), "{}", r.text());
         let r = c
-            .get(&gw.url("/tools/fm/n"), &[("authorization", &auth), ("x-note", token)])
+            .get(
+                &gw.url("/tools/fm/n"),
+                &[("authorization", &auth), ("x-note", token)],
+            )
             .await;
         assert_error(&r, 400, "secret_in_request", token);
     }

@@ -26,10 +26,7 @@ use std::time::{Duration, Instant};
 /// by name, the values of one name in the order sent. These are the headers that change
 /// who the call acts as, where it acts or how its body is read (`Impersonate-*`, `Sudo`,
 /// `X-Vault-Namespace`, `Content-Type`, and the kind's own: catalog::is_effect_header).
-pub fn effect_headers<'a>(
-    kind: crate::catalog::Kind,
-    headers: &'a http::HeaderMap,
-) -> Vec<(&'a str, &'a [u8])> {
+pub fn effect_headers(kind: crate::catalog::Kind, headers: &http::HeaderMap) -> Vec<(&str, &[u8])> {
     let mut out: Vec<(&str, &[u8])> = headers
         .iter()
         .filter(|(n, _)| crate::catalog::is_effect_header(kind, n.as_str()))
@@ -366,7 +363,14 @@ mod tests {
 
     fn digest_with(kind: Kind, list: &[(&'static str, &'static str)]) -> String {
         let h = headers(list);
-        request_digest("t", "POST", "/u", Some("a=1"), &effect_headers(kind, &h), b"{}")
+        request_digest(
+            "t",
+            "POST",
+            "/u",
+            Some("a=1"),
+            &effect_headers(kind, &h),
+            b"{}",
+        )
     }
 
     #[test]
@@ -416,7 +420,10 @@ mod tests {
         // A kind's own headers count on that kind only.
         let v = &[("x-github-api-version", "2022-11-28")][..];
         assert_ne!(digest_with(Kind::Github, v), digest_with(Kind::Github, &[]));
-        assert_eq!(digest_with(Kind::Generic, v), digest_with(Kind::Generic, &[]));
+        assert_eq!(
+            digest_with(Kind::Generic, v),
+            digest_with(Kind::Generic, &[])
+        );
     }
 
     #[test]
@@ -457,16 +464,33 @@ mod tests {
         );
         assert!(s.contains(&padding) && s.contains(r#""admin":true"#), "{s}");
         assert!(!s.contains("Hunter2") && !s.contains("not shown"), "{s}");
-        assert!(s.ends_with(r#""admin":true,"password":"[REDACTED]"}"#), "{s}");
+        assert!(
+            s.ends_with(r#""admin":true,"password":"[REDACTED]"}"#),
+            "{s}"
+        );
         // Not one JSON value, and it names a secret field: not shown at all.
-        let broken = summary(Kind::Gitlab, "POST", "/u", None, &[], b"{\"password\":\"Hunter2\"");
+        let broken = summary(
+            Kind::Gitlab,
+            "POST",
+            "/u",
+            None,
+            &[],
+            b"{\"password\":\"Hunter2\"",
+        );
         assert_eq!(
             broken,
             "POST /u\n\n(21 bytes not shown: the body names a secret field keygate cannot locate in it)"
         );
         let bin = summary(Kind::Generic, "PUT", "/b", None, &[], b"ok\xff\xfe");
         assert_eq!(bin, "PUT /b\n\nok\\xff\\xfe");
-        let known = summary(Kind::Generic, "GET", "/k", Some("t=AKIAIOSFODNN7EXAMPLE"), &[], b"");
+        let known = summary(
+            Kind::Generic,
+            "GET",
+            "/k",
+            Some("t=AKIAIOSFODNN7EXAMPLE"),
+            &[],
+            b"",
+        );
         assert_eq!(known, "GET /k?t=[REDACTED]\n");
     }
 }
