@@ -1,5 +1,6 @@
 //! Detection of known secret formats in text: one Aho-Corasick pass over the prefixes the
-//! formats start with, then a cheap check of what follows each hit. Used on request
+//! formats start with, then a cheap check of what follows each hit (see [`PREFIXES`] and
+//! `secret_end` for every format known). Used on request
 //! headers, query values, paths and text bodies (strip), and for redaction.
 //!
 //! Every format is anchored at a token boundary (the byte before it is not a letter or
@@ -13,9 +14,21 @@ use std::sync::OnceLock;
 pub enum SecretKind {
     AwsAccessKeyId,
     GithubToken,
+    GitlabToken,
     SlackToken,
+    SlackWebhook,
     OpenAiKey,
+    AnthropicKey,
     StripeKey,
+    VaultToken,
+    GoogleApiKey,
+    NpmToken,
+    PypiToken,
+    HuggingFaceToken,
+    SendgridKey,
+    TwilioApiKey,
+    DigitalOceanToken,
+    ShopifyToken,
     PrivateKey,
     Jwt,
 }
@@ -25,9 +38,21 @@ impl SecretKind {
         match self {
             SecretKind::AwsAccessKeyId => "aws_access_key_id",
             SecretKind::GithubToken => "github_token",
+            SecretKind::GitlabToken => "gitlab_token",
             SecretKind::SlackToken => "slack_token",
+            SecretKind::SlackWebhook => "slack_webhook",
             SecretKind::OpenAiKey => "openai_key",
+            SecretKind::AnthropicKey => "anthropic_key",
             SecretKind::StripeKey => "stripe_key",
+            SecretKind::VaultToken => "vault_token",
+            SecretKind::GoogleApiKey => "google_api_key",
+            SecretKind::NpmToken => "npm_token",
+            SecretKind::PypiToken => "pypi_token",
+            SecretKind::HuggingFaceToken => "huggingface_token",
+            SecretKind::SendgridKey => "sendgrid_key",
+            SecretKind::TwilioApiKey => "twilio_api_key",
+            SecretKind::DigitalOceanToken => "digitalocean_token",
+            SecretKind::ShopifyToken => "shopify_token",
             SecretKind::PrivateKey => "private_key",
             SecretKind::Jwt => "jwt",
         }
@@ -42,6 +67,7 @@ pub struct Finding {
     pub end: usize,
 }
 
+/// The prefixes the formats start with (case-sensitive), and the format each starts.
 const PREFIXES: &[(&str, SecretKind)] = &[
     ("AKIA", SecretKind::AwsAccessKeyId),
     ("ASIA", SecretKind::AwsAccessKeyId),
@@ -53,6 +79,21 @@ const PREFIXES: &[(&str, SecretKind)] = &[
     ("ghs_", SecretKind::GithubToken),
     ("ghr_", SecretKind::GithubToken),
     ("github_pat_", SecretKind::GithubToken),
+    // GitLab's token prefixes (docs: "Token prefixes"), and the legacy runner
+    // registration token's.
+    ("glpat-", SecretKind::GitlabToken),
+    ("gldt-", SecretKind::GitlabToken),
+    ("glrt-", SecretKind::GitlabToken),
+    ("glrtr-", SecretKind::GitlabToken),
+    ("glcbt-", SecretKind::GitlabToken),
+    ("glptt-", SecretKind::GitlabToken),
+    ("glft-", SecretKind::GitlabToken),
+    ("glimt-", SecretKind::GitlabToken),
+    ("glagent-", SecretKind::GitlabToken),
+    ("gloas-", SecretKind::GitlabToken),
+    ("glsoat-", SecretKind::GitlabToken),
+    ("glffct-", SecretKind::GitlabToken),
+    ("GR1348941", SecretKind::GitlabToken),
     ("xoxb-", SecretKind::SlackToken),
     ("xoxp-", SecretKind::SlackToken),
     ("xoxa-", SecretKind::SlackToken),
@@ -60,23 +101,69 @@ const PREFIXES: &[(&str, SecretKind)] = &[
     ("xoxs-", SecretKind::SlackToken),
     ("xoxe-", SecretKind::SlackToken),
     ("xapp-", SecretKind::SlackToken),
+    ("hooks.slack.com/services/", SecretKind::SlackWebhook),
+    ("hooks.slack.com/workflows/", SecretKind::SlackWebhook),
+    ("hooks.slack.com/triggers/", SecretKind::SlackWebhook),
+    // OpenAI (`sk-proj-`, `sk-svcacct-`, `sk-admin-`, legacy `sk-`).
     ("sk-", SecretKind::OpenAiKey),
+    ("sk-ant-", SecretKind::AnthropicKey),
     ("sk_live_", SecretKind::StripeKey),
     ("rk_live_", SecretKind::StripeKey),
     ("sk_test_", SecretKind::StripeKey),
+    ("rk_test_", SecretKind::StripeKey),
+    ("whsec_", SecretKind::StripeKey),
+    ("hvs.", SecretKind::VaultToken),
+    ("hvb.", SecretKind::VaultToken),
+    ("hvr.", SecretKind::VaultToken),
+    ("AIza", SecretKind::GoogleApiKey),
+    ("npm_", SecretKind::NpmToken),
+    // A PyPI API token is a macaroon whose location is pypi.org (or test.pypi.org).
+    ("pypi-AgEIcHlwaS5vcmc", SecretKind::PypiToken),
+    ("pypi-AgENdGVzdC5weXBpLm9yZw", SecretKind::PypiToken),
+    ("hf_", SecretKind::HuggingFaceToken),
+    ("SG.", SecretKind::SendgridKey),
+    ("SK", SecretKind::TwilioApiKey),
+    ("dop_v1_", SecretKind::DigitalOceanToken),
+    ("doo_v1_", SecretKind::DigitalOceanToken),
+    ("dor_v1_", SecretKind::DigitalOceanToken),
+    ("shpat_", SecretKind::ShopifyToken),
+    ("shpca_", SecretKind::ShopifyToken),
+    ("shppa_", SecretKind::ShopifyToken),
+    ("shpss_", SecretKind::ShopifyToken),
     ("-----BEGIN ", SecretKind::PrivateKey),
     ("eyJ", SecretKind::Jwt),
 ];
 
-fn automaton() -> Option<&'static AhoCorasick> {
-    static AC: OnceLock<Option<AhoCorasick>> = OnceLock::new();
-    AC.get_or_init(|| {
-        AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(PREFIXES.iter().map(|(p, _)| p))
-            .ok()
-    })
-    .as_ref()
+/// The automaton over [`PREFIXES`], and for each prefix the shorter prefixes it starts
+/// with (tried when the longest one at a place is not followed by its format: `sk-ant-`
+/// too short for an Anthropic key may still be an OpenAI `sk-` key).
+struct Scanner {
+    ac: AhoCorasick,
+    shorter: Vec<Vec<usize>>,
+}
+
+fn scanner() -> Option<&'static Scanner> {
+    static SCANNER: OnceLock<Option<Scanner>> = OnceLock::new();
+    SCANNER
+        .get_or_init(|| {
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(PREFIXES.iter().map(|(p, _)| p))
+                .ok()?;
+            let shorter = PREFIXES
+                .iter()
+                .map(|(p, _)| {
+                    PREFIXES
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (q, _))| q.len() < p.len() && p.starts_with(q))
+                        .map(|(i, _)| i)
+                        .collect()
+                })
+                .collect();
+            Some(Scanner { ac, shorter })
+        })
+        .as_ref()
 }
 
 fn is_word(b: u8) -> bool {
@@ -108,9 +195,59 @@ fn secret_end(hay: &[u8], start: usize, prefix_len: usize, kind: SecretKind) -> 
             let n = run(hay, body, |b| b.is_ascii_alphanumeric() || b == b'-');
             (n >= 10).then_some(body + n)?
         }
-        SecretKind::OpenAiKey => {
+        SecretKind::OpenAiKey | SecretKind::AnthropicKey => {
             let n = run(hay, body, b64url);
             (n >= 20).then_some(body + n)?
+        }
+        SecretKind::GitlabToken => {
+            let n = run(hay, body, |b| b64url(b) || b == b'.');
+            (n >= 20).then_some(body + n)?
+        }
+        SecretKind::SlackWebhook => {
+            let n = run(hay, body, |b| b64url(b) || b == b'/');
+            (n >= 20).then_some(body + n)?
+        }
+        SecretKind::VaultToken => {
+            let n = run(hay, body, b64url);
+            (n >= 24).then_some(body + n)?
+        }
+        SecretKind::GoogleApiKey => {
+            let n = run(hay, body, b64url);
+            (n == 35).then_some(body + n)?
+        }
+        SecretKind::NpmToken => {
+            let n = run(hay, body, |b| b.is_ascii_alphanumeric());
+            (n == 36).then_some(body + n)?
+        }
+        SecretKind::PypiToken => {
+            let n = run(hay, body, b64url);
+            (n >= 50).then_some(body + n)?
+        }
+        SecretKind::HuggingFaceToken => {
+            let n = run(hay, body, |b| b.is_ascii_alphanumeric());
+            (n >= 30).then_some(body + n)?
+        }
+        SecretKind::SendgridKey => {
+            // SG.<22 base64url>.<43 base64url>
+            let a = run(hay, body, b64url);
+            let dot = body + a;
+            if a != 22 || hay.get(dot) != Some(&b'.') {
+                return None;
+            }
+            let b = run(hay, dot + 1, b64url);
+            (b == 43).then_some(dot + 1 + b)?
+        }
+        SecretKind::TwilioApiKey => {
+            let n = run(hay, body, |b| b.is_ascii_hexdigit());
+            (n == 32).then_some(body + n)?
+        }
+        SecretKind::DigitalOceanToken => {
+            let n = run(hay, body, |b| b.is_ascii_hexdigit());
+            (n == 64).then_some(body + n)?
+        }
+        SecretKind::ShopifyToken => {
+            let n = run(hay, body, |b| b.is_ascii_hexdigit());
+            (n == 32).then_some(body + n)?
         }
         SecretKind::StripeKey => {
             let n = run(hay, body, |b| b.is_ascii_alphanumeric());
@@ -164,7 +301,7 @@ fn secret_end(hay: &[u8], start: usize, prefix_len: usize, kind: SecretKind) -> 
 
 /// Calls `f` for each secret in `hay`, left to right; stops when `f` returns false.
 fn scan(hay: &[u8], mut f: impl FnMut(Finding) -> bool) {
-    let Some(ac) = automaton() else {
+    let Some(Scanner { ac, shorter }) = scanner() else {
         // The patterns are constant, so this cannot happen; if it did, failing closed
         // means treating the whole text as a secret.
         f(Finding {
@@ -180,13 +317,18 @@ fn scan(hay: &[u8], mut f: impl FnMut(Finding) -> bool) {
             return;
         };
         let start = at + m.start();
-        let (prefix, kind) = PREFIXES[m.pattern().as_usize()];
+        let i = m.pattern().as_usize();
         let boundary = start == 0 || !is_word(hay[start - 1]);
-        match boundary
-            .then(|| secret_end(hay, start, prefix.len(), kind))
-            .flatten()
-        {
-            Some(end) => {
+        let found = boundary
+            .then(|| {
+                std::iter::once(&i).chain(&shorter[i]).find_map(|&j| {
+                    let (prefix, kind) = PREFIXES[j];
+                    secret_end(hay, start, prefix.len(), kind).map(|end| (kind, end))
+                })
+            })
+            .flatten();
+        match found {
+            Some((kind, end)) => {
                 if !f(Finding { kind, start, end }) {
                     return;
                 }
@@ -271,6 +413,93 @@ mod tests {
                 "a eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl b",
                 SecretKind::Jwt,
             ),
+            (
+                "PRIVATE-TOKEN: glpat-xYz12AbC34dEf56GhI78",
+                SecretKind::GitlabToken,
+            ),
+            (
+                "glpat-Abcdefghij0123456789klmnop.01.0w1r2s3t4",
+                SecretKind::GitlabToken,
+            ),
+            ("gldt-AbCdEfGhIjKlMnOpQrSt", SecretKind::GitlabToken),
+            ("glrt-t1_AbCdEfGhIjKlMnOpQrSt", SecretKind::GitlabToken),
+            ("glcbt-64_AbCdEfGhIjKlMnOpQrSt", SecretKind::GitlabToken),
+            (
+                "token=GR1348941AbCdEfGhIjKlMnOpQrSt",
+                SecretKind::GitlabToken,
+            ),
+            (
+                "X-Vault-Token: hvs.CAESIJ4pYvbL8Jk2x0WqVh5qZ1nT3Gh",
+                SecretKind::VaultToken,
+            ),
+            (
+                "hvb.AAAAAQJgTqk6fmFh4nZ4PqWrS5tUvWxYz0123456789",
+                SecretKind::VaultToken,
+            ),
+            (
+                "key=AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+                SecretKind::GoogleApiKey,
+            ),
+            (
+                "xoxp-1234567890-1234567890-abcdefabcdef",
+                SecretKind::SlackToken,
+            ),
+            (
+                "xapp-1-A0123456789-0123456789-abcdef",
+                SecretKind::SlackToken,
+            ),
+            (
+                "https://hooks.slack.com/services/T0ABCDEF1/B0ABCDEF2/AbCdEfGhIjKlMnOpQrStUvWx",
+                SecretKind::SlackWebhook,
+            ),
+            ("rk_live_4eC39HqLyjWDarjtT1zdp7dc", SecretKind::StripeKey),
+            ("sk_test_4eC39HqLyjWDarjtT1zdp7dc", SecretKind::StripeKey),
+            (
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                SecretKind::StripeKey,
+            ),
+            (
+                "//registry.npmjs.org/:_authToken=npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+                SecretKind::NpmToken,
+            ),
+            (
+                "pypi-AgEIcHlwaS5vcmcCJDAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMAACKlsz",
+                SecretKind::PypiToken,
+            ),
+            (
+                "github_pat_11ABCDEFG0_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123",
+                SecretKind::GithubToken,
+            ),
+            (
+                "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+                SecretKind::OpenAiKey,
+            ),
+            (
+                "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+                SecretKind::AnthropicKey,
+            ),
+            // Too short for an Anthropic key, long enough for an OpenAI `sk-` one.
+            ("sk-ant-AbCdEfGhIjKlMnOp", SecretKind::OpenAiKey),
+            (
+                "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567",
+                SecretKind::HuggingFaceToken,
+            ),
+            (
+                "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",
+                SecretKind::SendgridKey,
+            ),
+            (
+                "SK0123456789abcdef0123456789abcdef",
+                SecretKind::TwilioApiKey,
+            ),
+            (
+                "dop_v1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                SecretKind::DigitalOceanToken,
+            ),
+            (
+                "shpat_0123456789abcdef0123456789abcdef",
+                SecretKind::ShopifyToken,
+            ),
         ];
         for (text, kind) in cases {
             assert_eq!(kind_of(text), Some(kind), "{text}");
@@ -290,6 +519,23 @@ mod tests {
             "eyJhbGciOiJFUzI1NiJ9 only a header",
             "xoxb-123",
             "plain text with no secret at all",
+            "skip_this_step and skip-that",
+            "npm_config_cache=/tmp/npm",
+            "npm_package_name",
+            "keyboard key=value monkey",
+            "hf_hub_download(repo_id)",
+            "hvs.short",
+            "AIzaShort",
+            "glpat-short",
+            "gloassary glpatch glrt",
+            "SKU-1234 SKIPPED",
+            "SG.abc.def",
+            "pypi-AgEIcHlwaS5vcmc short",
+            "https://hooks.slack.com/services/",
+            "risk-assessment whsec short",
+            "dop_v1_notahexvalue",
+            "shpat_xyz",
+            "https://example.com/hooks.slack.comx",
         ] {
             assert_eq!(kind_of(text), None, "{text}");
         }

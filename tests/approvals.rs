@@ -1489,3 +1489,251 @@ async fn a_request_strip_refuses_never_opens_or_spends_an_approval() {
     );
     assert_eq!(e.up.count(), 0);
 }
+
+// ---------------------------------------------------------------- what an approval covers
+
+/// `agent` sends the deploy-key creation titled `title` with extra `headers`.
+async fn create_with(e: &Env, agent: &str, title: &str, headers: &[(&str, &str)]) -> Response {
+    let auth = bearer(&e.token(agent));
+    let mut all = vec![
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    all.extend_from_slice(headers);
+    e.client
+        .send("POST", &e.gw.url(KEYS), &all, key_body(title))
+        .await
+}
+
+#[tokio::test]
+async fn an_approval_does_not_cover_a_header_that_changes_who_acts_or_where() {
+    let e = start("APR_EFFECT_SECRET", "", "").await;
+    let ns1 = [("x-vault-namespace", "team-a")];
+    let id = approval_id(&create_with(&e, "a1", "ci", &ns1).await);
+    // The approver sees the header the approval covers.
+    let seen = e.approval(&id).await["request"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(seen.contains("\nx-vault-namespace: team-a\n"), "{seen}");
+    e.approve_ok(&id).await;
+
+    // Resent with a header that makes the tool act as someone else, or elsewhere: not
+    // forwarded on this approval; each asks for its own.
+    let mut others = BTreeSet::new();
+    for extra in [
+        vec![("x-vault-namespace", "team-a"), ("sudo", "root")],
+        vec![
+            ("x-vault-namespace", "team-a"),
+            ("impersonate-user", "admin"),
+        ],
+        vec![
+            ("x-vault-namespace", "team-a"),
+            ("impersonate-group", "system:masters"),
+        ],
+        vec![
+            ("x-vault-namespace", "team-a"),
+            ("impersonate-extra-scopes", "all"),
+        ],
+        vec![("x-vault-namespace", "team-b")],
+        vec![],
+    ] {
+        let r = create_with(&e, "a1", "ci", &extra).await;
+        let other = approval_id(&r);
+        assert_ne!(other, id, "{extra:?} was forwarded on the approval");
+        assert!(others.insert(other.clone()), "{extra:?}");
+        let shown = e.approval(&other).await["request"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for (name, value) in &extra {
+            assert!(shown.contains(&format!("\n{name}: {value}\n")), "{shown}");
+        }
+    }
+    assert_eq!(e.up.count(), 0, "a changed request reached the tool");
+    assert_eq!(e.approval(&id).await["status"], "approved");
+
+    // The request as approved goes through, with the header as approved.
+    let r = create_with(&e, "a1", "ci", &ns1).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(e.up.count(), 1);
+    assert_eq!(
+        e.up.requests()[0].header("x-vault-namespace").as_deref(),
+        Some("team-a")
+    );
+}
+
+#[tokio::test]
+async fn the_approver_sees_the_whole_request_however_padded() {
+    let e = start("APR_PAD_SECRET", "", "").await;
+    let padding = "p".repeat(6000);
+    let body =
+        json!({"pad": padding, "title": "ci", "key": KEY_MATERIAL, "read_only": false}).to_string();
+    let id = approval_id(&e.post("a1", &format!("{KEYS}?note=n1"), body).await);
+    let field = r#""read_only":false"#;
+
+    // The admin API.
+    let a = e.approval(&id).await;
+    let seen = a["request"].as_str().unwrap_or_default();
+    assert!(
+        seen.starts_with("POST /repos/acme/app/keys?note=n1\ncontent-type: application/json\n"),
+        "{seen}"
+    );
+    assert!(seen.contains(&padding) && seen.contains(field), "{seen}");
+    let pending = e.approvals("pending").await;
+    assert!(
+        pending[0]["request"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(field),
+        "{pending:?}"
+    );
+
+    // The CLI.
+    let shown = cli(&e.gw, &["approvals", "show", &id]).await;
+    let shown: Value = serde_json::from_str(succeeded(&shown)).unwrap();
+    assert!(
+        shown["request"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(field),
+        "{shown}"
+    );
+    let listed = cli(&e.gw, &["approvals", "list", "--json"]).await;
+    let listed: Value = serde_json::from_str(succeeded(&listed)).unwrap();
+    assert!(
+        listed[0]["request"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(field),
+        "{listed}"
+    );
+}
+
+/// A password, unique per case, that must appear nowhere keygate keeps or shows.
+const PASSWORDS: [&str; 6] = [
+    "Pw-gitlab-7f3a91c2",
+    "Pw-aws-51be08d4",
+    "Pw-okta-c09d2e77",
+    "Pw-graph-3a6b1f90",
+    "Pw-k8s-secret-e45a",
+    "Pw-k8s-string-9b2d",
+];
+
+#[tokio::test]
+async fn secrets_in_identity_creation_bodies_never_reach_the_approval_store() {
+    std::env::set_var("APR_AT_REST_SECRET", "apr-at-rest-tool-credential");
+    let up = github().await;
+    let dir = tempfile::tempdir().unwrap();
+    let iss = TestIssuer::new(dir.path(), "apr-rest-issuer", "keygate");
+    let mut cfg = format!("{}{}", iss.toml(), agent("a1", "alice@example.com"));
+    for kind in ["gitlab", "aws", "okta", "msgraph", "kubernetes"] {
+        cfg.push_str(&format!(
+            "[[tools]]\nname = {kind:?}\nkind = {kind:?}\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = \"APR_AT_REST_SECRET\"\n",
+            up.url()
+        ));
+    }
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    let auth = bearer(&iss.token("a1"));
+    let c = Client::http1();
+    let [gl, aws, okta, graph, k8s_data, k8s_string] = PASSWORDS;
+    let data = base64_of(k8s_data);
+    let cases: Vec<(&str, &str, String)> = vec![
+        (
+            "/tools/gitlab/api/v4/users",
+            "application/json",
+            json!({"username": "bob", "email": "b@x", "password": gl, "reset_password": false})
+                .to_string(),
+        ),
+        (
+            "/tools/aws/",
+            "application/x-www-form-urlencoded",
+            format!("Action=CreateLoginProfile&UserName=bob&Password={aws}&PasswordResetRequired=true"),
+        ),
+        (
+            "/tools/okta/api/v1/users",
+            "application/json",
+            json!({"profile": {"login": "b@x"}, "credentials": {"password": {"value": okta}}})
+                .to_string(),
+        ),
+        (
+            "/tools/msgraph/v1.0/users",
+            "application/json",
+            json!({"displayName": "Bob", "passwordProfile": {"password": graph, "forceChangePasswordNextSignIn": true}})
+                .to_string(),
+        ),
+        (
+            "/tools/kubernetes/api/v1/namespaces/d/secrets",
+            "application/json",
+            json!({"kind": "Secret", "type": "kubernetes.io/service-account-token",
+                   "metadata": {"name": "s"}, "data": {"token": data}, "stringData": {"p": k8s_string}})
+                .to_string(),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (path, ct, body) in &cases {
+        let r = c
+            .send(
+                "POST",
+                &gw.url(path),
+                &[("authorization", &auth), ("content-type", ct)],
+                body.clone(),
+            )
+            .await;
+        let id = if path.starts_with("/tools/aws/") {
+            // AWS tools refuse in AWS's XML error format.
+            assert_eq!(r.status, 403, "{}", r.text());
+            let text = r.text();
+            let at = text.find("apr_").unwrap_or_else(|| panic!("{text}"));
+            text[at..at + 24].to_string()
+        } else {
+            approval_id(&r)
+        };
+        let (s, a) = gw.admin("GET", &format!("/approvals/{id}"), None).await;
+        assert_eq!(s, 200, "{a}");
+        let shown = a["request"].as_str().unwrap_or_default();
+        assert!(shown.contains("[REDACTED]"), "{path}: {shown}");
+        ids.push(id);
+    }
+    assert_eq!(up.count(), 0);
+
+    // Everything that shows or keeps an approval.
+    let mut places: Vec<(String, Vec<u8>)> = Vec::new();
+    let (_, list) = gw.admin("GET", "/approvals", None).await;
+    places.push(("admin API list".into(), list.to_string().into_bytes()));
+    for id in &ids {
+        let (_, a) = gw.admin("GET", &format!("/approvals/{id}"), None).await;
+        places.push((format!("admin API {id}"), a.to_string().into_bytes()));
+        let out = cli(&gw, &["approvals", "show", id]).await;
+        places.push((
+            format!("CLI show {id}"),
+            succeeded(&out).as_bytes().to_vec(),
+        ));
+    }
+    let out = cli(&gw, &["approvals", "list", "--json"]).await;
+    places.push(("CLI list".into(), succeeded(&out).as_bytes().to_vec()));
+    for entry in std::fs::read_dir(gw.dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            places.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    assert!(
+        places.iter().any(|(p, _)| p.contains("keygate.db")),
+        "{:?}",
+        places.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
+    for (place, bytes) in &places {
+        for secret in PASSWORDS.iter().copied().chain([data.as_str()]) {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} in {place}"
+            );
+        }
+    }
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

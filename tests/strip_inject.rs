@@ -1468,3 +1468,193 @@ async fn a_secret_in_a_path_refused_before_strip_never_reaches_the_audit_log() {
     );
     assert_eq!(up.count(), 0);
 }
+
+// ---------------------------------------------------------------- kind-specific credentials
+
+/// The ways a catalogued kind's API takes a credential never reach the tool on a tool of
+/// that kind, and the audit names (never shows) what was removed. A generic tool keeps
+/// them (they may be the tool's ordinary parameters there).
+#[tokio::test]
+async fn kind_specific_agent_credentials_are_stripped() {
+    std::env::set_var("KG_SI_KIND_SECRET", "kind-tool-secret-1");
+    let up = RawUpstream::start().await;
+    let (dir, iss) = issuer();
+    let mut cfg = format!("{}{}", iss.toml(), agent("agent-k", "kim@example.com"));
+    for kind in ["gitlab", "vault", "gcp", "aws", "generic"] {
+        cfg.push_str(&tool(
+            kind,
+            &up.url(),
+            &format!("kind = {kind:?}"),
+            "provider = \"static\"\nfrom_env = \"KG_SI_KIND_SECRET\"",
+        ));
+    }
+    let mut gw = TestGateway::start_in(dir, &cfg).await;
+    let auth = bearer(&iss.token("agent-k"));
+    let c = Client::http1();
+    // (tool path and query, headers, what must not arrive, what the audit names, what arrives)
+    type KindCase = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        Vec<&'static str>,
+        Vec<&'static str>,
+        &'static str,
+    );
+    let cases: Vec<KindCase> = vec![
+        (
+            "/tools/gitlab/api/v4/projects?private_token=gl-query-value-1&JOB_TOKEN=gl-query-value-2&page=2",
+            vec![
+                ("private-token", "gl-header-value-1"),
+                ("job-token", "gl-header-value-2"),
+            ],
+            vec!["gl-query-value-1", "gl-query-value-2", "gl-header-value-1", "gl-header-value-2"],
+            vec!["header:private-token", "header:job-token", "query:private_token", "query:JOB_TOKEN"],
+            "/api/v4/projects?page=2",
+        ),
+        (
+            "/tools/vault/v1/secret/data/x",
+            vec![("x-vault-token", "vault-header-value-1")],
+            vec!["vault-header-value-1"],
+            vec!["header:x-vault-token"],
+            "/v1/secret/data/x",
+        ),
+        (
+            "/tools/gcp/v1/projects/p?key=gcp-query-value-1&alt=json",
+            vec![("x-goog-api-key", "gcp-header-value-1")],
+            vec!["gcp-query-value-1", "gcp-header-value-1"],
+            vec!["header:x-goog-api-key", "query:key"],
+            "/v1/projects/p?alt=json",
+        ),
+        (
+            "/tools/aws/?Action=ListUsers&X-Amz-Security-Token=aws-query-value-1&X-Amz-Signature=aws-query-value-2",
+            vec![("x-amz-security-token", "aws-header-value-1")],
+            vec!["aws-query-value-1", "aws-query-value-2", "aws-header-value-1"],
+            vec!["header:x-amz-security-token", "query:X-Amz-Security-Token", "query:X-Amz-Signature"],
+            "/?Action=ListUsers",
+        ),
+    ];
+    let mut rids = Vec::new();
+    for (i, (path, headers, _, _, target)) in cases.iter().enumerate() {
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend(headers.iter().copied());
+        let r = c.get(&gw.url(path), &all).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let got = &up.requests()[i];
+        assert_eq!(got.target(), *target, "{path}");
+        assert_eq!(
+            got.header("authorization").as_deref(),
+            Some("Bearer kind-tool-secret-1")
+        );
+        rids.push(got.header("x-request-id").unwrap());
+    }
+    // A generic tool forwards what is only a credential elsewhere.
+    let r = c
+        .get(
+            &gw.url("/tools/generic/v1?key=generic-key-1"),
+            &[("authorization", &auth), ("private-token", "generic-pt-1")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let generic = &up.requests()[cases.len()];
+    assert_eq!(generic.target(), "/v1?key=generic-key-1");
+    assert_eq!(
+        generic.header("private-token").as_deref(),
+        Some("generic-pt-1")
+    );
+
+    gw.stop().await;
+    let records = audit_n(&gw, cases.len() + 1).await;
+    let text = audit_text(&gw).await;
+    for ((path, _, absent, named, _), (rid, got)) in
+        cases.iter().zip(rids.iter().zip(up.requests().iter()))
+    {
+        assert_absent(&got.raw, absent, "upstream bytes");
+        assert_absent(text.as_bytes(), absent, "audit log");
+        let s = stripped(record(&records, rid));
+        for n in named {
+            assert!(s.iter().any(|x| x == n), "{path}: {n} missing from {s:?}");
+        }
+    }
+}
+
+/// Tokens of the formats added to the scanner are refused in a body, a header and a query,
+/// with the format named; ordinary words that share a prefix pass.
+#[tokio::test]
+async fn more_token_formats_are_refused_and_look_alikes_pass() {
+    std::env::set_var("KG_SI_FORMATS_SECRET", "formats-tool-secret");
+    let up = RawUpstream::start().await;
+    let (dir, iss) = issuer();
+    let cfg = format!(
+        "{}{}{}",
+        iss.toml(),
+        agent("agent-f", "fay@example.com"),
+        tool(
+            "fm",
+            &up.url(),
+            "",
+            "provider = \"static\"\nfrom_env = \"KG_SI_FORMATS_SECRET\""
+        ),
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    let auth = bearer(&iss.token("agent-f"));
+    let c = Client::http1();
+    let tokens = [
+        ("glpat-xYz12AbC34dEf56GhI78", "gitlab_token"),
+        ("hvs.CAESIJ4pYvbL8Jk2x0WqVh5qZ1nT3Gh", "vault_token"),
+        ("AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY", "google_api_key"),
+        (
+            "https://hooks.slack.com/services/T0ABCDEF1/B0ABCDEF2/AbCdEfGhIjKlMnOpQrStUvWx",
+            "slack_webhook",
+        ),
+        ("rk_test_4eC39HqLyjWDarjtT1zdp7dc", "stripe_key"),
+        ("npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "npm_token"),
+        (
+            "pypi-AgEIcHlwaS5vcmcCJDAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMAACKlsz",
+            "pypi_token",
+        ),
+        (
+            "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+            "anthropic_key",
+        ),
+        ("hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567", "huggingface_token"),
+        (
+            "dop_v1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "digitalocean_token",
+        ),
+    ];
+    for (token, kind) in tokens {
+        let body = serde_json::json!({"note": format!("use {token} please")}).to_string();
+        let r = c
+            .send(
+                "POST",
+                &gw.url("/tools/fm/notes"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body,
+            )
+            .await;
+        assert_error(&r, 400, "secret_in_request", token);
+        assert!(r.text().contains(kind), "{token}: {}", r.text());
+        assert!(!r.text().contains(token), "{}", r.text());
+        let r = c
+            .get(
+                &gw.url("/tools/fm/n"),
+                &[("authorization", &auth), ("x-note", token)],
+            )
+            .await;
+        assert_error(&r, 400, "secret_in_request", token);
+    }
+    assert_eq!(up.count(), 0, "a token reached the tool");
+    let plain = "skip_ the npm_config_cache, a keyboard, hf_hub, SKU-12, glpat and hvs.x";
+    let r = c
+        .send(
+            "POST",
+            &gw.url("/tools/fm/notes"),
+            &[("authorization", &auth), ("content-type", "text/plain")],
+            plain,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests()[0].body, plain.as_bytes());
+}

@@ -35,6 +35,12 @@
 //! protocol) are headers: the gateway should refuse the former on catalogued tools and treat
 //! the latter as the action. GraphQL endpoints (GitHub, GitLab) are not catalogued: a tool
 //! that wants them gated adds `POST /graphql` as a route.
+//!
+//! Headers are the gateway's to handle, with the lists [`is_effect_header`] (headers that
+//! change who acts, where, or how the body is read: an approval covers them),
+//! [`credential_headers`] and [`credential_query`] (the agent's own credentials, stripped)
+//! give per kind; [`redact_body`] and [`redact_query`] hide secret fields (passwords, a
+//! Secret's data …) from what an approver is shown and the store keeps.
 
 mod aws;
 mod body;
@@ -46,10 +52,15 @@ mod kubernetes;
 mod matcher;
 mod msgraph;
 mod okta;
+mod sensitive;
 mod stripe;
 mod vault;
 
 use matcher::Segments;
+pub use sensitive::{
+    credential_headers, credential_query, is_effect_header, is_secret_field, redact_body,
+    redact_query, RedactedBody,
+};
 
 /// A tool's `kind` selects its part of the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -2,7 +2,10 @@
 //! approval of that exact request, once.
 //!
 //! The request is bound to its approval by a digest over tool, method, canonical path,
-//! query and body, so an approval for one call cannot be spent on another. For each
+//! query, the headers that change what the call does (`Impersonate-*`, `Sudo`,
+//! `X-Vault-Namespace`, `Content-Type`, the kind's own) and body, so an approval for one
+//! call cannot be spent on another. The approver is shown all of that, whole, with secret
+//! fields redacted. For each
 //! (agent, operation, digest) there is one active approval however often the agent
 //! retries: pending, it answers `approval_required` with its id (or, for tools with
 //! `approval = "hold"`, holds the request open until a human decides or the hold times
@@ -19,56 +22,126 @@ use crate::store::{now_millis, Approval, ApprovalStatus, NewApproval, StoreError
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
-/// The digest an approval is bound to.
+/// The request headers an approval covers, `(lowercase name, value)`, in canonical order:
+/// by name, the values of one name in the order sent. These are the headers that change
+/// who the call acts as, where it acts or how its body is read (`Impersonate-*`, `Sudo`,
+/// `X-Vault-Namespace`, `Content-Type`, and the kind's own: catalog::is_effect_header).
+pub fn effect_headers(kind: crate::catalog::Kind, headers: &http::HeaderMap) -> Vec<(&str, &[u8])> {
+    let mut out: Vec<(&str, &[u8])> = headers
+        .iter()
+        .filter(|(n, _)| crate::catalog::is_effect_header(kind, n.as_str()))
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    // Stable: repeated values keep the order they were sent in (which a tool may read).
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
+}
+
+/// The digest an approval is bound to: tool, method, canonical path, query, the headers
+/// that change what the call does ([`effect_headers`], in canonical order) and body.
+///
+/// Every part is length-prefixed (and the headers counted), so no two different requests
+/// can be written as the same byte stream: an extra `Sudo: root`, another
+/// `X-Vault-Namespace` or an `Impersonate-User` makes another digest, and so needs another
+/// approval.
 pub fn request_digest(
     tool: &str,
     method: &str,
     path: &str,
     query: Option<&str>,
+    headers: &[(&str, &[u8])],
     body: &[u8],
 ) -> String {
     let mut h = Sha256::new();
-    for part in [
+    let mut part = |p: &[u8]| {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    };
+    for p in [
         tool.as_bytes(),
         method.as_bytes(),
         path.as_bytes(),
         query.unwrap_or("").as_bytes(),
+        body,
     ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
+        part(p);
     }
-    h.update((body.len() as u64).to_be_bytes());
-    h.update(body);
+    part(&(headers.len() as u64).to_be_bytes());
+    for (name, value) in headers {
+        part(name.as_bytes());
+        part(value);
+    }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What the approver sees of the request beyond method and path: its query and body as
-/// they will be forwarded (after strip), shortened to 2 KiB.
-pub fn summary(query: Option<&str>, body: &[u8]) -> Option<String> {
-    const MAX: usize = 2048;
-    let mut s = String::new();
+/// What the approver sees: the whole request as it will be forwarded (after strip, so
+/// without the agent's credentials; before inject, so without keygate's): the request
+/// line with its query, the headers the approval covers, and the body, none of it
+/// shortened (the body is bounded by the tool's body limit), so no padding can push a
+/// field out of the approver's sight.
+///
+/// Secret fields (passwords, a Kubernetes Secret's data …, catalog::redact_body) show as
+/// `[REDACTED]`, and any known secret format left is redacted too: the store never keeps a
+/// secret. A body that names a secret field but cannot be read field by field is not shown
+/// (its size is). Bytes that are not UTF-8 show as `\xNN`.
+pub fn summary(
+    kind: crate::catalog::Kind,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> String {
+    use crate::catalog::RedactedBody;
+    let mut s = String::with_capacity(path.len() + body.len() + 256);
+    s.push_str(method);
+    s.push(' ');
+    s.push_str(path);
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         s.push('?');
-        s.push_str(q);
+        match crate::catalog::redact_query(kind, q) {
+            Some(r) => s.push_str(&r),
+            None => s.push_str(q),
+        }
+    }
+    s.push('\n');
+    let mut content_type = None;
+    for (name, value) in headers {
+        if *name == "content-type" {
+            content_type = std::str::from_utf8(value).ok();
+        }
+        s.push_str(name);
+        s.push_str(": ");
+        push_escaped(&mut s, value);
+        s.push('\n');
     }
     if !body.is_empty() {
-        if !s.is_empty() {
-            s.push('\n');
-        }
-        match std::str::from_utf8(body) {
-            Ok(text) => s.push_str(text),
-            Err(_) => s.push_str(&format!("({} bytes of binary body)", body.len())),
+        s.push('\n');
+        match crate::catalog::redact_body(kind, content_type, body) {
+            RedactedBody::Unchanged => push_escaped(&mut s, body),
+            RedactedBody::Redacted(b) => push_escaped(&mut s, &b),
+            RedactedBody::Withheld => s.push_str(&format!(
+                "({} bytes not shown: the body names a secret field keygate cannot locate in it)",
+                body.len()
+            )),
         }
     }
-    if s.len() > MAX {
-        let mut cut = MAX;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str(" …");
+    // Defence in depth: a known secret format (the tool may be in `on_secret = "redact"`
+    // mode with a format it missed in some encoding) is never stored.
+    match crate::secrets::redact(s.as_bytes()) {
+        Some((r, _)) => String::from_utf8_lossy(&r).into_owned(),
+        None => s,
     }
-    (!s.is_empty()).then_some(s)
+}
+
+/// Appends `bytes` as text: UTF-8 as is, any other byte as `\xNN`.
+fn push_escaped(s: &mut String, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
 }
 
 fn unavailable(e: StoreError) -> Error {
@@ -273,4 +346,151 @@ fn notify(gw: &Gateway, a: &Approval) {
             Err(_) => tracing::warn!(approval_id = %id, "approval webhook timed out"),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Kind;
+
+    fn headers(list: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in list {
+            h.append(*n, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn digest_with(kind: Kind, list: &[(&'static str, &'static str)]) -> String {
+        let h = headers(list);
+        request_digest(
+            "t",
+            "POST",
+            "/u",
+            Some("a=1"),
+            &effect_headers(kind, &h),
+            b"{}",
+        )
+    }
+
+    #[test]
+    fn effect_headers_change_the_digest_and_others_do_not() {
+        let base = digest_with(Kind::Generic, &[("content-type", "application/json")]);
+        let same: &[&[(&str, &str)]] = &[
+            &[("content-type", "application/json"), ("user-agent", "x")],
+            &[("x-request-id", "1"), ("content-type", "application/json")],
+        ];
+        for list in same {
+            assert_eq!(digest_with(Kind::Generic, list), base, "{list:?}");
+        }
+        let different: &[&[(&str, &str)]] = &[
+            &[("content-type", "application/json"), ("sudo", "root")],
+            &[
+                ("content-type", "application/json"),
+                ("impersonate-user", "admin"),
+            ],
+            &[
+                ("content-type", "application/json"),
+                ("impersonate-extra-scopes", "x"),
+            ],
+            &[
+                ("content-type", "application/json"),
+                ("x-vault-namespace", "ns1"),
+            ],
+            &[("content-type", "application/merge-patch+json")],
+            &[],
+        ];
+        let mut seen = std::collections::BTreeSet::from([base]);
+        for list in different {
+            assert!(seen.insert(digest_with(Kind::Generic, list)), "{list:?}");
+        }
+        // Header order does not matter, values of one name keep theirs.
+        let a = digest_with(Kind::Generic, &[("sudo", "a"), ("impersonate-user", "b")]);
+        let b = digest_with(Kind::Generic, &[("impersonate-user", "b"), ("sudo", "a")]);
+        assert_eq!(a, b);
+        let g1 = digest_with(
+            Kind::Generic,
+            &[("impersonate-group", "x"), ("impersonate-group", "y")],
+        );
+        let g2 = digest_with(
+            Kind::Generic,
+            &[("impersonate-group", "y"), ("impersonate-group", "x")],
+        );
+        assert_ne!(g1, g2);
+        // A kind's own headers count on that kind only.
+        let v = &[("x-github-api-version", "2022-11-28")][..];
+        assert_ne!(digest_with(Kind::Github, v), digest_with(Kind::Github, &[]));
+        assert_eq!(
+            digest_with(Kind::Generic, v),
+            digest_with(Kind::Generic, &[])
+        );
+    }
+
+    #[test]
+    fn parts_cannot_run_into_each_other() {
+        let d = |name: &str, value: &[u8], body: &[u8]| {
+            request_digest("t", "POST", "/", None, &[(name, value)], body)
+        };
+        assert_ne!(d("sudo", b"ab", b"c"), d("sudo", b"a", b"bc"));
+        assert_ne!(d("sudo", b"x", b""), d("sud", b"ox", b""));
+        assert_ne!(
+            request_digest("t", "POST", "/", None, &[], b""),
+            request_digest("t", "POST", "/", Some(""), &[("", b"")], b"")
+        );
+    }
+
+    #[test]
+    fn the_summary_is_the_whole_request() {
+        let h = headers(&[
+            ("content-type", "application/json"),
+            ("sudo", "root"),
+            ("user-agent", "not shown"),
+        ]);
+        let padding = "x".repeat(8192);
+        let body = format!(r#"{{"pad":"{padding}","admin":true,"password":"Hunter2!x"}}"#);
+        let s = summary(
+            Kind::Gitlab,
+            "POST",
+            "/api/v4/users",
+            Some("a=1&password=q"),
+            &effect_headers(Kind::Gitlab, &h),
+            body.as_bytes(),
+        );
+        assert!(
+            s.starts_with(
+                "POST /api/v4/users?a=1&password=[REDACTED]\ncontent-type: application/json\nsudo: root\n\n{\"pad\""
+            ),
+            "{s}"
+        );
+        assert!(s.contains(&padding) && s.contains(r#""admin":true"#), "{s}");
+        assert!(!s.contains("Hunter2") && !s.contains("not shown"), "{s}");
+        assert!(
+            s.ends_with(r#""admin":true,"password":"[REDACTED]"}"#),
+            "{s}"
+        );
+        // Not one JSON value, and it names a secret field: not shown at all.
+        let broken = summary(
+            Kind::Gitlab,
+            "POST",
+            "/u",
+            None,
+            &[],
+            b"{\"password\":\"Hunter2\"",
+        );
+        assert_eq!(
+            broken,
+            "POST /u\n\n(21 bytes not shown: the body names a secret field keygate cannot locate in it)"
+        );
+        let bin = summary(Kind::Generic, "PUT", "/b", None, &[], b"ok\xff\xfe");
+        assert_eq!(bin, "PUT /b\n\nok\\xff\\xfe");
+        let known = summary(
+            Kind::Generic,
+            "GET",
+            "/k",
+            Some("t=AKIAIOSFODNN7EXAMPLE"),
+            &[],
+            b"",
+        );
+        assert_eq!(known, "GET /k?t=[REDACTED]\n");
+    }
 }

@@ -312,6 +312,7 @@ async fn run(
                     &call.method,
                     call.name.as_deref().unwrap_or(""),
                     None,
+                    &approve::effect_headers(tool.tool.kind, &parts.headers),
                     &mcp::canonical_arguments(m),
                 ));
                 needs_approval = Some(allowed_by);
@@ -364,16 +365,20 @@ async fn run(
     // after strip (no agent credential), before inject (no tool credential).
     let approval_request = needs_approval.as_ref().map(|_| {
         let body = forwarded_body.as_deref().unwrap_or_default();
+        let headers = approve::effect_headers(tool.tool.kind, req.headers());
+        let (method, query) = (req.method().as_str(), ctx.forward_query.as_deref());
         let digest = mcp_digest.clone().unwrap_or_else(|| {
-            approve::request_digest(
-                &tool.tool.name,
-                req.method().as_str(),
-                &tool_path,
-                ctx.forward_query.as_deref(),
-                body,
-            )
+            approve::request_digest(&tool.tool.name, method, &tool_path, query, &headers, body)
         });
-        (digest, approve::summary(ctx.forward_query.as_deref(), body))
+        let shown = approve::summary(
+            tool.tool.kind,
+            method,
+            &ctx.forward_path,
+            query,
+            &headers,
+            body,
+        );
+        (digest, Some(shown))
     });
     // inject
     inject::inject(ctx, &tool, &mut req)?;

@@ -2,7 +2,11 @@
 //! format is left in what will be forwarded.
 //!
 //! Always removed: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key`, and the
-//! query parameters `access_token`, `api_key`, `apikey` and `client_secret`; plus every
+//! query parameters `access_token`, `api_key`, `apikey` and `client_secret`; on a tool of
+//! a catalogued kind, the ways that kind's API takes a credential (GitLab `PRIVATE-TOKEN`,
+//! `JOB-TOKEN`, `private_token=`, `job_token=`; Vault `X-Vault-Token`; GCP
+//! `X-Goog-Api-Key`, `key=`; AWS `X-Amz-Security-Token` and a presigned URL's `X-Amz-*`
+//! parameters: catalog::credential_headers, catalog::credential_query); plus every
 //! header and query parameter the tool names. Then the path, the remaining headers, the
 //! query values and a text body (read up to the tool's body limit) are scanned for known
 //! secret formats: a hit is refused with `secret_in_request`, or redacted where the tool
@@ -98,6 +102,7 @@ where
             ALWAYS_STRIPPED_HEADERS.contains(k)
                 || METHOD_OVERRIDE_HEADERS.contains(k)
                 || t.strip_headers.contains(k)
+                || crate::catalog::credential_headers(t.kind).contains(&k.as_str())
         })
         .cloned()
         .collect();
@@ -333,6 +338,7 @@ fn strip_query(
             .iter()
             .any(|s| s.eq_ignore_ascii_case(k))
             || t.strip_query.iter().any(|s| s.eq_ignore_ascii_case(k))
+            || crate::catalog::credential_query(t.kind).iter().any(|s| s.eq_ignore_ascii_case(k))
             // The agent's own value for the parameter keygate injects.
             || matches!(&t.credential.inject, crate::config::Injection::Query(n) if n.eq_ignore_ascii_case(k))
     };

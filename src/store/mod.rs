@@ -83,8 +83,9 @@ pub struct NewApproval {
     pub path: String,
     /// Deciding policy ids, for the approver to see.
     pub policies: Vec<String>,
-    /// What the approver decides on: the request's query and body as they will be
-    /// forwarded (after strip, so without the agent's credentials), shortened.
+    /// What the approver decides on: the whole request as it will be forwarded (request
+    /// line, the headers the approval covers, body; after strip, so without the agent's
+    /// credentials), never shortened, secret fields redacted (pipeline::approve::summary).
     pub request: Option<String>,
     /// When an undecided request expires.
     pub pending_expires_at: Millis,
@@ -104,7 +105,7 @@ pub struct Approval {
     pub method: String,
     pub path: String,
     pub policies: Vec<String>,
-    /// The request's query and body as forwarded, shortened (see [`NewApproval::request`]).
+    /// The whole request as forwarded, secret fields redacted (see [`NewApproval::request`]).
     pub request: Option<String>,
     pub created_at: Millis,
     pub pending_expires_at: Millis,
