@@ -57,6 +57,10 @@ pub enum ErrorKind {
     AgentSuspended,
     /// The approval store cannot be reached: requests that need it fail closed.
     StoreUnavailable,
+    /// The audit log cannot be written (`audit.fail_closed`): no request is served unaudited.
+    AuditUnavailable,
+    /// The agent already has `approvals.max_pending_per_agent` approvals pending.
+    TooManyPendingApprovals,
 }
 
 impl ErrorKind {
@@ -82,6 +86,8 @@ impl ErrorKind {
             ErrorKind::ApprovalDenied => "approval_denied",
             ErrorKind::AgentSuspended => "agent_suspended",
             ErrorKind::StoreUnavailable => "approvals_unavailable",
+            ErrorKind::AuditUnavailable => "audit_unavailable",
+            ErrorKind::TooManyPendingApprovals => "too_many_pending_approvals",
         }
     }
 
@@ -108,6 +114,8 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::TooManyPendingApprovals => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
