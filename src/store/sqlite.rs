@@ -765,6 +765,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_pending_cap_refuses_new_approvals_and_stores_nothing() {
+        let (_dir, store) = fresh().await;
+        for d in ["d1", "d2", "d3"] {
+            let (_, created) = store
+                .open_approval(new_approval("agent-1", d), T0, 3)
+                .await
+                .unwrap();
+            assert!(created);
+        }
+        // (agent, new digest, at, expect created / refused)
+        let cases = [
+            ("agent-1", "d4", T0, Err(3)),
+            ("agent-1", "d1", T0, Ok(false)), // the existing approval is still returned
+            ("agent-2", "d4", T0, Ok(true)),  // other agents are not affected
+            // Once the pending ones expire they no longer count.
+            ("agent-1", "d5", T0 + 11 * MINUTE, Ok(true)),
+        ];
+        for (agent, digest, at, want) in cases {
+            let mut new = new_approval(agent, digest);
+            new.pending_expires_at = at + 10 * MINUTE;
+            let got = match store.open_approval(new, at, 3).await {
+                Ok((_, created)) => Ok(created),
+                Err(StoreError::TooManyPending(n)) => Err(n),
+                Err(e) => panic!("{agent} {digest}: {e}"),
+            };
+            assert_eq!(got, want, "{agent} {digest}");
+        }
+        let all = store.approvals(None, 100).await.unwrap();
+        assert!(all.iter().all(|a| a.digest != "d4" || a.agent_id == "agent-2"));
+    }
+
+    #[tokio::test]
+    async fn approvals_are_counted_by_status() {
+        let (_dir, store) = fresh().await;
+        assert_eq!(
+            store.approval_counts(T0).await.unwrap(),
+            ApprovalCounts::default()
+        );
+        for d in ["d1", "d2", "d3"] {
+            store
+                .open_approval(new_approval("agent-1", d), T0, 1000)
+                .await
+                .unwrap();
+        }
+        let (a, _) = store
+            .open_approval(new_approval("agent-2", "d1"), T0, 1000)
+            .await
+            .unwrap();
+        store
+            .deny(&a.id, "bob@example.com", None, T0 + 1)
+            .await
+            .unwrap();
+        let counts = store.approval_counts(T0 + 2).await.unwrap();
+        assert_eq!(counts.pending, 3);
+        assert_eq!(
+            counts.by_status,
+            [("denied".to_string(), 1), ("pending".to_string(), 3)]
+        );
+        // Past their pending expiry they are not counted as pending.
+        assert_eq!(
+            store.approval_counts(T0 + 11 * MINUTE).await.unwrap().pending,
+            0
+        );
+    }
+
+    #[tokio::test]
     async fn open_approval_is_idempotent_per_key() {
         let (_dir, store) = fresh().await;
         let (a, created) = store

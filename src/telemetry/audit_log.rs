@@ -159,6 +159,11 @@ impl AuditLog {
             },
             AuditTarget::File(f) => Sink::open_file(f)?,
         };
+        AuditLog::start(sink)
+    }
+
+    /// Starts the writer thread on `sink`.
+    fn start(sink: Sink) -> Result<AuditLog, String> {
         let shared = Arc::new(Shared {
             state: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -803,6 +808,91 @@ mod tests {
             "writer still running"
         );
         assert_eq!(verify_files(&[&p]).unwrap().records, 500);
+    }
+
+    /// A file whose disk holds `room` more bytes: a write past it is cut short there, and
+    /// the next one fails with "no space left".
+    struct SmallDisk {
+        file: std::fs::File,
+        room: Arc<std::sync::atomic::AtomicI64>,
+    }
+
+    impl std::io::Write for SmallDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = self.room.load(Ordering::SeqCst);
+            if room <= 0 {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = buf.len().min(usize::try_from(room).unwrap());
+            let n = self.file.write(&buf[..n])?;
+            self.room.fetch_sub(n as i64, Ordering::SeqCst);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_reported_and_the_chain_survives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let room = Arc::new(std::sync::atomic::AtomicI64::new(1000));
+        let sink = Sink {
+            out: Box::new(SmallDisk {
+                file: open_append(&p).unwrap(),
+                room: room.clone(),
+            }),
+            chain: Chain::new(),
+            file: None,
+            pending: Vec::new(),
+        };
+        let log = AuditLog::start(sink).unwrap();
+        assert!(log.is_writing());
+        // The disk fills in the middle of the second record.
+        for i in 0..2 {
+            log.record(record(i));
+        }
+        until("the failure is seen", || !log.is_writing()).await;
+        assert!(log.write_failures() >= 1);
+        let partial = std::fs::read(&p).unwrap();
+        assert_eq!(partial.len(), 1000);
+        // Records keep coming while the disk is full: kept, in order, not chained yet.
+        for i in 2..5 {
+            log.record(record(i));
+        }
+        // A flush request is answered after one more (failed) attempt.
+        tokio::time::timeout(Duration::from_secs(5), log.close())
+            .await
+            .expect("close answered while the disk is full");
+        assert!(!log.is_writing());
+        assert_eq!(log.queue_depth(), 3);
+        // Space is freed: the next retry writes everything, and the chain is whole.
+        room.store(i64::MAX, Ordering::SeqCst);
+        until("writes succeed again", || log.is_writing()).await;
+        log.close().await;
+        assert_eq!(log.queue_depth(), 0);
+        let s = verify_files(&[&p]).unwrap();
+        assert_eq!((s.records, s.first_seq, s.last_seq), (5, Some(1), Some(5)));
+        let text = std::fs::read_to_string(&p).unwrap();
+        let paths: Vec<&str> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| v["path"].as_str().unwrap().to_string())
+            .map(|s| &*s.leak())
+            .collect();
+        assert_eq!(
+            paths,
+            ["/tools/t/0", "/tools/t/1", "/tools/t/2", "/tools/t/3", "/tools/t/4"]
+        );
     }
 
     #[test]
