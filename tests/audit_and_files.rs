@@ -22,11 +22,15 @@ async fn admin_get(gw: &TestGateway, path: &str) -> Response {
 
 /// The value of one `/metrics` sample.
 async fn metric(gw: &TestGateway, series: &str) -> Option<f64> {
-    admin_get(gw, "/metrics").await.text().lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|v| v.strip_prefix(' '))
-            .map(|v| v.parse().unwrap())
-    })
+    admin_get(gw, "/metrics")
+        .await
+        .text()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.strip_prefix(' '))
+                .map(|v| v.parse().unwrap())
+        })
 }
 
 #[tokio::test]
@@ -65,12 +69,22 @@ async fn an_audit_log_that_cannot_be_written_stops_service() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert_eq!(ready.status, 503, "{}", ready.text());
-        assert_eq!(ready.json()["reason"], "audit_unavailable", "{}", ready.text());
+        assert_eq!(
+            ready.json()["reason"],
+            "audit_unavailable",
+            "{}",
+            ready.text()
+        );
         assert!(metric(&gw, "keygate_audit_write_failures_total").await >= Some(1.0));
         assert_eq!(metric(&gw, "keygate_audit_writing").await, Some(0.0));
 
         let r = get().await;
-        assert_eq!(r.status, second_status, "fail_closed = {fail_closed}: {}", r.text());
+        assert_eq!(
+            r.status,
+            second_status,
+            "fail_closed = {fail_closed}: {}",
+            r.text()
+        );
         if fail_closed {
             assert_eq!(r.json()["error"], "audit_unavailable", "{}", r.text());
             assert_eq!(up.count(), 1, "a request was forwarded unaudited");
@@ -136,7 +150,8 @@ async fn every_file_and_directory_keygate_creates_is_owner_only() {
         assert!(rel.iter().any(|r| r == want), "{want} not created: {rel:?}");
     }
     assert!(
-        rel.iter().any(|r| r.starts_with("data/deep/") && r.ends_with(".pem")),
+        rel.iter()
+            .any(|r| r.starts_with("data/deep/") && r.ends_with(".pem")),
         "no signing key in the data directory: {rel:?}"
     );
     let wrong: Vec<String> = created
@@ -144,7 +159,8 @@ async fn every_file_and_directory_keygate_creates_is_owner_only() {
         .filter_map(|p| {
             let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             let want = if p.is_dir() { 0o700 } else { 0o600 };
-            (mode != want).then(|| format!("{} is {mode:o}", p.strip_prefix(root).unwrap().display()))
+            (mode != want)
+                .then(|| format!("{} is {mode:o}", p.strip_prefix(root).unwrap().display()))
         })
         .collect();
     assert!(wrong.is_empty(), "not owner-only: {wrong:?}");

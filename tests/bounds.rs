@@ -65,8 +65,7 @@ impl Env {
                     ("authorization", &auth),
                     ("content-type", "application/json"),
                 ],
-                json!({"title": title, "key": "ssh-ed25519 AAAA", "read_only": true})
-                    .to_string(),
+                json!({"title": title, "key": "ssh-ed25519 AAAA", "read_only": true}).to_string(),
             )
             .await
     }
@@ -123,9 +122,8 @@ async fn pending_approvals_per_agent_are_capped() {
     assert_eq!(e.pending().await.len(), 21);
     assert_eq!(e.up.count(), 0);
     // Once an approver decides one, the agent may ask again.
-    let (s, b) = e
-        .gw
-        .admin(
+    let (s, b) =
+        e.gw.admin(
             "POST",
             &format!("/approvals/{}/deny", ids[0]),
             Some(json!({"approver": "bob@example.com"})),
@@ -135,7 +133,9 @@ async fn pending_approvals_per_agent_are_capped() {
     approval_required(&e.create("a1", "k20").await);
     let audit = e.gw.audit().await;
     assert!(
-        audit.iter().any(|r| r["error"] == "too_many_pending_approvals"),
+        audit
+            .iter()
+            .any(|r| r["error"] == "too_many_pending_approvals"),
         "the refusal is audited"
     );
 }
@@ -160,7 +160,11 @@ async fn webhook_notifications_are_rate_limited_and_drops_counted() {
     assert_eq!(e.metric(dropped).await, Some(4.0));
     let deadline = Instant::now() + WAIT;
     while hook.count() < 3 {
-        assert!(Instant::now() < deadline, "the webhook got {}", hook.count());
+        assert!(
+            Instant::now() < deadline,
+            "the webhook got {}",
+            hook.count()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(hook.count(), 3);
@@ -198,9 +202,8 @@ async fn a_held_request_waits_on_the_decision_not_on_the_store() {
         e.metric("keygate_approval_hold_rechecks_total").await,
         Some(0.0)
     );
-    let (s, b) = e
-        .gw
-        .admin(
+    let (s, b) =
+        e.gw.admin(
             "POST",
             &format!("/approvals/{id}/approve"),
             Some(json!({"approver": "bob@example.com", "owner": "carol@example.com"})),

@@ -15,8 +15,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection};
 
 use super::{
-    new_id, Approval, ApprovalCounts, ApprovalStatus, Approve, InventoryEntry, Millis,
-    NewApproval, NewIdentity, Store, StoreError, Suspension,
+    new_id, Approval, ApprovalCounts, ApprovalStatus, Approve, InventoryEntry, Millis, NewApproval,
+    NewIdentity, Store, StoreError, Suspension,
 };
 
 /// The schema version this build writes and understands.
@@ -385,7 +385,9 @@ impl Store for SqliteStore {
             let n: i64 = row.try_get(1).map_err(db_err(OP))?;
             let live: i64 = row.try_get(2).map_err(db_err(OP))?;
             counts.pending += u64::try_from(live).unwrap_or(0);
-            counts.by_status.push((status, u64::try_from(n).unwrap_or(0)));
+            counts
+                .by_status
+                .push((status, u64::try_from(n).unwrap_or(0)));
         }
         Ok(counts)
     }
@@ -793,7 +795,9 @@ mod tests {
             assert_eq!(got, want, "{agent} {digest}");
         }
         let all = store.approvals(None, 100).await.unwrap();
-        assert!(all.iter().all(|a| a.digest != "d4" || a.agent_id == "agent-2"));
+        assert!(all
+            .iter()
+            .all(|a| a.digest != "d4" || a.agent_id == "agent-2"));
     }
 
     #[tokio::test]
@@ -825,7 +829,11 @@ mod tests {
         );
         // Past their pending expiry they are not counted as pending.
         assert_eq!(
-            store.approval_counts(T0 + 11 * MINUTE).await.unwrap().pending,
+            store
+                .approval_counts(T0 + 11 * MINUTE)
+                .await
+                .unwrap()
+                .pending,
             0
         );
     }
@@ -875,9 +883,11 @@ mod tests {
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(
-                    async move { store.open_approval(new_approval("agent-1", "d1"), T0, 1000).await },
-                )
+                tokio::spawn(async move {
+                    store
+                        .open_approval(new_approval("agent-1", "d1"), T0, 1000)
+                        .await
+                })
             })
             .collect();
         let mut ids = Vec::new();

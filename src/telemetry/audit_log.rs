@@ -891,7 +891,13 @@ mod tests {
             .collect();
         assert_eq!(
             paths,
-            ["/tools/t/0", "/tools/t/1", "/tools/t/2", "/tools/t/3", "/tools/t/4"]
+            [
+                "/tools/t/0",
+                "/tools/t/1",
+                "/tools/t/2",
+                "/tools/t/3",
+                "/tools/t/4"
+            ]
         );
     }
 

@@ -330,7 +330,11 @@ impl Metrics {
         );
         if let Some(a) = approvals {
             for (status, n) in &a.by_status {
-                let _ = writeln!(out, "keygate_approvals{{status=\"{}\"}} {n}", escape(status));
+                let _ = writeln!(
+                    out,
+                    "keygate_approvals{{status=\"{}\"}} {n}",
+                    escape(status)
+                );
             }
         }
         family(
@@ -350,7 +354,10 @@ impl Metrics {
             "counter",
             "Approval webhook notifications: sent, or dropped by approvals.webhook_max_per_minute.",
         );
-        for (r, c) in [("sent", &self.webhook_sent), ("dropped", &self.webhook_dropped)] {
+        for (r, c) in [
+            ("sent", &self.webhook_sent),
+            ("dropped", &self.webhook_dropped),
+        ] {
             let _ = writeln!(
                 out,
                 "keygate_webhook_notifications_total{{result=\"{r}\"}} {}",
@@ -478,7 +485,6 @@ impl Metrics {
         out
     }
 }
-
 
 /// The audit writer's queue, as the metrics endpoint shows it.
 #[derive(Debug, Default, Clone, Copy)]
