@@ -16,10 +16,10 @@ pub fn ensure_dev_issuer(issuer: &IssuerSettings, key: &Path) -> Result<Signer, 
         let doc = crate::credentials::signer::jwks_document([&signer]);
         if std::fs::read_to_string(jwks).ok().as_deref() != Some(doc.as_str()) {
             if let Some(dir) = jwks.parent() {
-                std::fs::create_dir_all(dir)
+                crate::private_fs::create_dir_all(dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
-            std::fs::write(jwks, doc)
+            crate::private_fs::write(jwks, doc.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", jwks.display()))?;
         }
     }

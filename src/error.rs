@@ -66,6 +66,10 @@ pub enum ErrorKind {
     BatchTooLarge,
     /// A JSON-RPC method keygate does not know how to authorize (MCP).
     UnknownMcpMethod,
+    /// The audit log cannot be written (`audit.fail_closed`): no request is served unaudited.
+    AuditUnavailable,
+    /// The agent already has `approvals.max_pending_per_agent` approvals pending.
+    TooManyPendingApprovals,
 }
 
 impl ErrorKind {
@@ -95,6 +99,8 @@ impl ErrorKind {
             ErrorKind::AmbiguousJson => "ambiguous_json",
             ErrorKind::BatchTooLarge => "batch_too_large",
             ErrorKind::UnknownMcpMethod => "unknown_mcp_method",
+            ErrorKind::AuditUnavailable => "audit_unavailable",
+            ErrorKind::TooManyPendingApprovals => "too_many_pending_approvals",
         }
     }
 
@@ -125,6 +131,8 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::TooManyPendingApprovals => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

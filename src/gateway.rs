@@ -51,6 +51,8 @@ pub struct Shared {
     pub decisions: tokio::sync::Notify,
     /// Prometheus metrics of this runtime (the admin API's `/metrics`).
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// Rate limit of the approval webhook's notifications.
+    pub webhooks: crate::pipeline::approve::WebhookLimiter,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ impl Shared {
             http: build_client(None, Duration::from_secs(5))?,
             decisions: tokio::sync::Notify::new(),
             metrics: Arc::new(crate::telemetry::metrics::Metrics::new()),
+            webhooks: Default::default(),
         }))
     }
 
@@ -160,18 +163,14 @@ pub fn read_or_create_token(path: &Path) -> Result<String, String> {
     aws_lc_rs::rand::fill(&mut b).map_err(|_| "cannot generate the admin token".to_string())?;
     let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        crate::private_fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
     use std::io::Write;
-    opts.open(path)
+    crate::private_fs::file_options()
+        .write(true)
+        .create_new(true)
+        .open(path)
         .and_then(|mut f| f.write_all(token.as_bytes()))
         .map_err(|e| format!("cannot write the admin token {}: {e}", path.display()))?;
     Ok(token)

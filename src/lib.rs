@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod locks;
 pub mod pipeline;
+pub mod private_fs;
 pub mod routes;
 pub mod secrets;
 pub mod server;

@@ -694,6 +694,12 @@ async fn probes_and_metrics_need_no_token_and_gateways_count_apart() {
         "keygate_audit_backpressure_waits_total",
         "keygate_audit_queue_depth",
         "keygate_spans_dropped_total",
+        "keygate_approvals",
+        "keygate_approval_hold_rechecks_total",
+        "keygate_webhook_notifications_total",
+        "keygate_audit_write_failures_total",
+        "keygate_audit_writing",
+        "keygate_audit_unavailable_refusals_total",
     ]
     .into_iter()
     .collect();

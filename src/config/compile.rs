@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub policies_dir: PathBuf,
     pub admin: AdminSettings,
     pub approvals: ApprovalSettings,
+    /// `audit.fail_closed`: refuse requests while the audit log cannot be written.
+    pub audit_fail_closed: bool,
     pub store_path: PathBuf,
     pub telemetry: TelemetrySettings,
 }
@@ -118,6 +120,10 @@ pub struct ApprovalSettings {
     pub review_after: Duration,
     pub webhook_url: Option<http::Uri>,
     pub decide_at: Option<String>,
+    /// Pending approvals one agent may have at once (at least 1).
+    pub max_pending_per_agent: u32,
+    /// Webhook notifications sent at most per minute (at least 1).
+    pub webhook_max_per_minute: std::num::NonZeroU32,
 }
 
 /// How a tool is spoken to.
@@ -460,6 +466,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     };
 
     let server = compile_server(&mut c, f.server);
+    let audit_fail_closed = f.audit.fail_closed;
     let audit = compile_audit(&mut c, f.audit);
     let identity = compile_identity(&mut c, f.identity);
     let signing = compile_signing(&mut c, f.signing, &server.data_dir);
@@ -541,6 +548,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         policies_dir,
         admin,
         approvals,
+        audit_fail_closed,
         store_path,
         telemetry,
     })
@@ -578,6 +586,14 @@ fn compile_approvals(c: &mut Checker, a: file::ApprovalsSection) -> ApprovalSett
             c.error(key, "must be longer than zero");
         }
     }
+    if a.max_pending_per_agent == 0 {
+        c.error("approvals.max_pending_per_agent", "must be at least 1");
+    }
+    let webhook_max_per_minute = std::num::NonZeroU32::new(a.webhook_max_per_minute)
+        .unwrap_or_else(|| {
+            c.error("approvals.webhook_max_per_minute", "must be at least 1");
+            std::num::NonZeroU32::MIN
+        });
     let webhook_url = a.webhook_url.and_then(|u| match u.parse::<http::Uri>() {
         Ok(uri) if uri.scheme().is_some() && uri.host().is_some() => Some(uri),
         _ => {
@@ -594,6 +610,8 @@ fn compile_approvals(c: &mut Checker, a: file::ApprovalsSection) -> ApprovalSett
         review_after: a.review_after,
         webhook_url,
         decide_at: a.decide_at,
+        max_pending_per_agent: a.max_pending_per_agent,
+        webhook_max_per_minute,
     }
 }
 

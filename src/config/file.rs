@@ -112,6 +112,12 @@ pub struct ApprovalsSection {
     pub webhook_url: Option<String>,
     /// Where approvers decide, quoted to agents and in notifications.
     pub decide_at: Option<String>,
+    /// Pending approvals one agent may have at once; past it a new request that needs an
+    /// approval is refused (429 `too_many_pending_approvals`) and nothing is stored.
+    pub max_pending_per_agent: u32,
+    /// Webhook notifications sent at most per minute (bursts up to this many); past it
+    /// they are dropped and counted (`keygate_webhook_notifications_dropped_total`).
+    pub webhook_max_per_minute: u32,
 }
 
 impl Default for ApprovalsSection {
@@ -122,6 +128,8 @@ impl Default for ApprovalsSection {
             review_after: Duration::from_secs(90 * 24 * 3600),
             webhook_url: None,
             decide_at: None,
+            max_pending_per_agent: 20,
+            webhook_max_per_minute: 30,
         }
     }
 }
@@ -217,6 +225,9 @@ pub struct AuditSection {
     /// only).
     #[serde(with = "humantime_serde")]
     pub rotate_every: Option<Duration>,
+    /// Refuse new requests (503 `audit_unavailable`) while the audit log cannot be
+    /// written, rather than serve them unaudited.
+    pub fail_closed: bool,
 }
 
 impl Default for AuditSection {
@@ -225,6 +236,7 @@ impl Default for AuditSection {
             path: "../data/audit.jsonl".into(),
             rotate_bytes: None,
             rotate_every: None,
+            fail_closed: true,
         }
     }
 }

@@ -161,7 +161,7 @@ fn generate_pkcs8(algorithm: SigningAlgorithm) -> Result<Vec<u8>, String> {
 fn write_private_pem(path: &Path, der: &[u8]) -> Result<(), String> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        crate::private_fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -171,14 +171,9 @@ fn write_private_pem(path: &Path, der: &[u8]) -> Result<(), String> {
         pem.push('\n');
     }
     pem.push_str("-----END PRIVATE KEY-----\n");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
+    let mut f = crate::private_fs::file_options()
+        .write(true)
+        .create_new(true)
         .open(path)
         .map_err(|e| format!("cannot create signing key {}: {e}", path.display()))?;
     f.write_all(pem.as_bytes())

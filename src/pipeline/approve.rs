@@ -152,6 +152,21 @@ fn unavailable(e: StoreError) -> Error {
     .with_detail(e.to_string())
 }
 
+/// The agent's pending approvals reached `approvals.max_pending_per_agent`: refused before
+/// anything is stored, so an agent cannot fill the store or flood the approvers.
+fn too_many(e: StoreError) -> Error {
+    match e {
+        StoreError::TooManyPending(max) => Error::new(
+            ErrorKind::TooManyPendingApprovals,
+            format!(
+                "this agent already has {max} approvals pending; nothing was stored or \
+                 forwarded; retry once an approver has decided some of them"
+            ),
+        ),
+        e => unavailable(e),
+    }
+}
+
 fn where_to_decide(gw: &Gateway, id: &str) -> String {
     match &gw.snapshot.approvals.decide_at {
         Some(url) => format!("an approver decides at {url}"),
@@ -230,9 +245,9 @@ pub async fn approve(
         new.pending_expires_at = now + settings.pending_ttl.as_millis() as i64;
         let (a, created) = shared
             .store
-            .open_approval(new.clone(), now)
+            .open_approval(new.clone(), now, settings.max_pending_per_agent)
             .await
-            .map_err(unavailable)?;
+            .map_err(too_many)?;
         ctx.approval_id = Some(a.id.clone());
         if created {
             tracing::info!(approval_id = %a.id, operation = %op.name, "approval requested");
@@ -275,13 +290,31 @@ pub async fn approve(
     ))
 }
 
+/// How often a held request re-reads its approval without being woken: for decisions
+/// made by another process on the same store (another replica, a CLI on another host).
+pub const HOLD_RECHECK: Duration = Duration::from_secs(5);
+
 /// Waits until the approval is decided or `until` passes; returns its status then.
+///
+/// A decision through this process's admin API (or `keygate approvals …`, which calls it)
+/// signals `shared.decisions` and wakes every held request at once; each reads its own
+/// approval once. Without a signal the store is read every [`HOLD_RECHECK`]: held requests
+/// do not poll the store.
 async fn wait_for_decision(
     shared: &Shared,
     id: &str,
     until: Instant,
 ) -> Result<ApprovalStatus, Error> {
+    let mut first = true;
     loop {
+        // Registered before the store is read, so a decision made between the read and
+        // the wait still wakes this request.
+        let decided = shared.decisions.notified();
+        tokio::pin!(decided);
+        decided.as_mut().enable();
+        if !std::mem::take(&mut first) {
+            shared.metrics.hold_recheck();
+        }
         let a = shared.store.approval(id).await.map_err(unavailable)?;
         let status = a.map(|a| a.status).unwrap_or(ApprovalStatus::Expired);
         if status != ApprovalStatus::Pending {
@@ -291,10 +324,34 @@ async fn wait_for_decision(
         if now >= until {
             return Ok(ApprovalStatus::Pending);
         }
-        // Decisions through this process's admin API wake us at once; others (another
-        // replica, the store directly) are seen within half a second.
-        let wait = (until - now).min(Duration::from_millis(500));
-        let _ = tokio::time::timeout(wait, shared.decisions.notified()).await;
+        let _ = tokio::time::timeout((until - now).min(HOLD_RECHECK), decided).await;
+    }
+}
+
+/// Bounds the approval webhook's notifications (`approvals.webhook_max_per_minute`, bursts
+/// up to that many): an agent cycling through distinct requests cannot flood the
+/// approvers' channel. Past the limit a notification is dropped (the approval is still
+/// pending and listed) and `keygate_webhook_notifications_total{result="dropped"}` counts
+/// it. Process-wide; follows the configured rate across reloads.
+#[derive(Default)]
+pub struct WebhookLimiter {
+    limiter: std::sync::Mutex<Option<(std::num::NonZeroU32, governor::DefaultDirectRateLimiter)>>,
+}
+
+impl WebhookLimiter {
+    /// Whether one more notification may be sent now at `per_minute`.
+    pub fn allow(&self, per_minute: std::num::NonZeroU32) -> bool {
+        let mut l = crate::locks::lock(&self.limiter);
+        match &*l {
+            Some((rate, limiter)) if *rate == per_minute => limiter.check().is_ok(),
+            _ => {
+                let limiter =
+                    governor::RateLimiter::direct(governor::Quota::per_minute(per_minute));
+                let ok = limiter.check().is_ok();
+                *l = Some((per_minute, limiter));
+                ok
+            }
+        }
     }
 }
 
@@ -303,6 +360,15 @@ fn notify(gw: &Gateway, a: &Approval) {
     let Some(url) = gw.snapshot.approvals.webhook_url.clone() else {
         return;
     };
+    let sent = gw
+        .shared
+        .webhooks
+        .allow(gw.snapshot.approvals.webhook_max_per_minute);
+    gw.shared.metrics.webhook_notification(sent);
+    if !sent {
+        tracing::warn!(approval_id = %a.id, "approval webhook rate limit reached; notification dropped (the approval is pending and listed)");
+        return;
+    }
     let text = format!(
         "keygate: agent `{}` (owner {}) asks to run `{}` on tool `{}`{} — {} {}. Approval `{}`; {}.",
         a.agent_id,

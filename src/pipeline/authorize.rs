@@ -129,14 +129,58 @@ struct Slice {
     /// What of the request context these policies read: decides whether, and by what, a
     /// decision may be cached.
     refs: ContextRefs,
-    /// Decisions made from these policies, by [`DecisionKey`] (at most
-    /// [`DECISIONS_PER_SLICE`]; emptied when full).
-    decisions: RwLock<HashMap<DecisionKey, Verdict, crate::FastHash>>,
 }
 
-/// Bounds each slice's decision cache (operations × methods × approval states of one
-/// agent on one tool; more only with MCP tool names).
-const DECISIONS_PER_SLICE: usize = 4096;
+/// Bounds the decision cache, in bytes (keys and verdicts, as [`decision_weight`] counts
+/// them): however many agents, tools, methods or MCP tool names are seen, the cache holds
+/// at most this much; the least useful entries are evicted (TinyLFU), not all at once.
+const DECISION_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A decision cache holding at most `bytes` (as [`decision_weight`] counts them).
+fn decision_cache(bytes: u64) -> moka::sync::Cache<DecisionKey, Verdict, crate::FastHash> {
+    moka::sync::Cache::builder()
+        .max_capacity(bytes)
+        .weigher(decision_weight)
+        .build_with_hasher(crate::FastHash::default())
+}
+
+/// What a cached decision weighs: its key and verdict, with the text they hold.
+fn decision_weight(k: &DecisionKey, v: &Verdict) -> u32 {
+    let opt = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
+    let key = std::mem::size_of::<DecisionKey>()
+        + k.agent.len()
+        + k.owner.len()
+        + k.tool.len()
+        + k.action.len()
+        + opt(&k.method)
+        + k.identity_kind.as_ref().map_or(0, |s| s.len())
+        + opt(&k.mcp_method)
+        + opt(&k.mcp_tool);
+    let ids = |ids: &[String]| -> usize {
+        ids.iter()
+            .map(|p| std::mem::size_of::<String>() + p.len())
+            .sum()
+    };
+    let verdict = std::mem::size_of::<Verdict>()
+        + match v {
+            Verdict::Allow {
+                policies,
+                policy_errors,
+                ..
+            }
+            | Verdict::Deny {
+                policies,
+                policy_errors,
+            } => ids(policies) + ids(policy_errors),
+            Verdict::NeedsApproval {
+                policies,
+                allowed_by,
+                policy_errors,
+            } => ids(policies) + ids(allowed_by) + ids(policy_errors),
+        };
+    // moka's own bookkeeping per entry, roughly.
+    u32::try_from(key + verdict + 64).unwrap_or(u32::MAX)
+}
 /// Bounds the slice cache (agent and tool pairs seen); emptied when full.
 const MAX_SLICES: usize = 10_000;
 
@@ -246,10 +290,12 @@ pub struct PolicyEngine {
     /// Policies sliced per (agent, tool): Cedar evaluates every policy it is given, and
     /// most policies name one agent or one tool. Exact: a dropped policy's scope cannot
     /// match that agent and tool.
-    /// Each slice also caches its decisions, for slices whose policies read nothing of the
-    /// request beyond the [`DecisionKey`] (no path, no time, no MCP arguments). Dropped with
-    /// the engine on reload, so a policy change is never answered from a cache.
     slices: RwLock<Slices>,
+    /// Decisions, for slices whose policies read nothing of the request beyond the
+    /// [`DecisionKey`] (no path, no time, no MCP arguments); bounded by
+    /// [`DECISION_CACHE_BYTES`]. Dropped with the engine on reload, so a policy change is
+    /// never answered from a cache.
+    decisions: moka::sync::Cache<DecisionKey, Verdict, crate::FastHash>,
     policies: PolicySet,
     preapprovals: PolicySet,
     approval_gates: HashSet<PolicyId>,
@@ -603,6 +649,7 @@ impl PolicyEngine {
                 .max_capacity(10_000)
                 .build_with_hasher(crate::FastHash::default()),
             slices: RwLock::default(),
+            decisions: decision_cache(DECISION_CACHE_BYTES),
             schema,
             policies,
             preapprovals,
@@ -627,8 +674,8 @@ impl PolicyEngine {
         let Some(key) = decision_key(input, slice.refs) else {
             return (self.evaluate(input, &slice), true);
         };
-        if let Some(v) = read(&slice.decisions).get(&key) {
-            return (v.clone(), false);
+        if let Some(v) = self.decisions.get(&key) {
+            return (v, false);
         }
         let v = self.evaluate(input, &slice);
         // A verdict reached through a failed policy is not cached: rare, and evaluating it
@@ -636,11 +683,7 @@ impl PolicyEngine {
         if !v.policy_errors().is_empty() {
             return (v, true);
         }
-        let mut decisions = write(&slice.decisions);
-        if decisions.len() >= DECISIONS_PER_SLICE {
-            decisions.clear();
-        }
-        decisions.insert(key, v.clone());
+        self.decisions.insert(key, v.clone());
         (v, true)
     }
 
@@ -835,7 +878,6 @@ impl PolicyEngine {
                 policies: PolicySet::new(),
                 preapprovals: PolicySet::new(),
                 refs: ContextRefs::default(),
-                decisions: RwLock::default(),
             });
         };
         let (principal, resource) = (&principal, &resource);
@@ -859,7 +901,6 @@ impl PolicyEngine {
             policies,
             preapprovals,
             refs,
-            decisions: RwLock::default(),
         });
         let mut slices = write(&self.slices);
         if slices.len() >= MAX_SLICES {
@@ -1053,6 +1094,58 @@ mod tests {
         ("make_pr", false),
         ("", false),
     ];
+
+    #[test]
+    fn the_decision_cache_is_bounded_by_bytes() {
+        let cache = decision_cache(DECISION_CACHE_BYTES);
+        // 64 decisions of 1 MiB keys (an MCP tool name per decision): 4 times the bound.
+        for i in 0..64 {
+            let key = DecisionKey {
+                agent: "a".into(),
+                owner: "o".into(),
+                tool: "t".into(),
+                action: "mcp:call".into(),
+                approved: false,
+                method: None,
+                identity_kind: None,
+                mcp_method: Some("tools/call".into()),
+                mcp_tool: Some(format!("{i}{}", "x".repeat(1 << 20)).into()),
+            };
+            cache.insert(
+                key,
+                Verdict::Deny {
+                    policies: vec!["p".into()],
+                    policy_errors: Vec::new(),
+                },
+            );
+        }
+        cache.run_pending_tasks();
+        assert!(
+            cache.weighted_size() <= DECISION_CACHE_BYTES,
+            "{} bytes cached",
+            cache.weighted_size()
+        );
+        assert!(cache.entry_count() < 17, "{}", cache.entry_count());
+        let small = decision_weight(
+            &DecisionKey {
+                agent: "a".into(),
+                owner: "o".into(),
+                tool: "t".into(),
+                action: "read".into(),
+                approved: false,
+                method: None,
+                identity_kind: None,
+                mcp_method: None,
+                mcp_tool: None,
+            },
+            &Verdict::Allow {
+                policies: vec!["p".into()],
+                preapproved: false,
+                policy_errors: Vec::new(),
+            },
+        );
+        assert!(small < 512, "{small}");
+    }
 
     #[test]
     fn mcp_identity_tool_names() {

@@ -53,6 +53,17 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<ProxyBody> {
+    // Fail closed: while the audit log cannot be written, no request is served unaudited
+    // (`audit.fail_closed`). One atomic load; checked before the backpressure wait, which
+    // a failing writer would never end.
+    if gw.snapshot.audit_fail_closed && !gw.shared.audit.is_writing() {
+        gw.shared.metrics.audit_refusal();
+        let e = Error::new(
+            ErrorKind::AuditUnavailable,
+            "keygate cannot write its audit log right now; nothing was forwarded",
+        );
+        return e.to_response(&gw.next_request_id());
+    }
     let gone = ClientGone::default();
     let task = tokio::spawn(handle_to_end(gw, conn, req, gone.flag.clone()));
     let resp = match task.await {

@@ -87,6 +87,11 @@ fn store_error(e: StoreError) -> Response<AdminBody> {
     match e {
         StoreError::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such approval"),
         StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
+        StoreError::TooManyPending(max) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending_approvals",
+            format!("the agent already has {max} approvals pending"),
+        ),
         StoreError::Unavailable(m) => {
             tracing::error!("store unavailable: {m}");
             error(
@@ -185,11 +190,9 @@ fn duration_ms(s: Option<&str>, default: Duration, field: &str) -> Result<i64, R
 /// How long `/readyz` waits for the store and for the audit writer.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Pending approvals beyond this many are not counted by `keygate_approvals_pending`.
-const PENDING_SCAN_LIMIT: u32 = 10_000;
-
 /// `/readyz`: 200 when the store answers a cheap query and the audit writer flushes what
-/// is queued, each within [`READY_TIMEOUT`]; 503 with the reason otherwise.
+/// is queued, each within [`READY_TIMEOUT`]; 503 with the reason otherwise (and at once,
+/// `audit_unavailable`, while the audit log cannot be written).
 async fn readyz(rt: &Runtime) -> Response<AdminBody> {
     let not_ready = |reason: &str, message: &str| {
         json(
@@ -197,6 +200,12 @@ async fn readyz(rt: &Runtime) -> Response<AdminBody> {
             serde_json::json!({"status": "not_ready", "reason": reason, "message": message}),
         )
     };
+    if !rt.shared.audit.is_writing() {
+        return not_ready(
+            "audit_unavailable",
+            "the audit log cannot be written (see keygate_audit_write_failures_total and the log)",
+        );
+    }
     let store = rt.shared.store.approvals(Some(ApprovalStatus::Pending), 1);
     match tokio::time::timeout(READY_TIMEOUT, store).await {
         Ok(Ok(_)) => {}
@@ -226,27 +235,24 @@ async fn readyz(rt: &Runtime) -> Response<AdminBody> {
     json(StatusCode::OK, serde_json::json!({"status": "ready"}))
 }
 
-/// `/metrics`: the Prometheus exposition; the pending-approvals gauge is read from the
-/// store now (approvals past their pending expiry are not counted).
+/// `/metrics`: the Prometheus exposition; the approval gauges are counted by the store now
+/// (one `GROUP BY` query, never the rows; approvals past their pending expiry are not
+/// counted as pending).
 async fn metrics(rt: &Runtime) -> Response<AdminBody> {
-    let now = now_millis();
-    let pending = match rt
-        .shared
-        .store
-        .approvals(Some(ApprovalStatus::Pending), PENDING_SCAN_LIMIT)
-        .await
-    {
-        Ok(list) => Some(list.iter().filter(|a| a.pending_expires_at > now).count() as u64),
+    let counts = match rt.shared.store.approval_counts(now_millis()).await {
+        Ok(c) => Some(c),
         Err(e) => {
-            tracing::warn!("metrics: cannot count pending approvals: {e}");
+            tracing::warn!("metrics: cannot count approvals: {e}");
             None
         }
     };
     let audit = crate::telemetry::metrics::AuditQueueStats {
         waits: rt.shared.audit.backpressure_waits(),
         depth: rt.shared.audit.queue_depth(),
+        write_failures: rt.shared.audit.write_failures(),
+        writing: rt.shared.audit.is_writing(),
     };
-    let text = rt.shared.metrics.render(pending, audit);
+    let text = rt.shared.metrics.render(counts.as_ref(), audit);
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

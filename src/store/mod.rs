@@ -180,8 +180,20 @@ pub struct Suspension {
     pub at: Millis,
 }
 
+/// Approvals counted by status (a `GROUP BY`, never the rows), for `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApprovalCounts {
+    /// Pending and not past their pending expiry.
+    pub pending: u64,
+    /// Every status present in the store, with its count (pending as stored), by status.
+    pub by_status: Vec<(String, u64)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A new pending approval would exceed the agent's cap; nothing was stored.
+    #[error("the agent already has {0} pending approvals")]
+    TooManyPending(u32),
     /// The store could not be reached or failed; the message never contains request data.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
@@ -200,12 +212,19 @@ pub trait Store: Send + Sync + 'static {
     /// one active approval per (agent, operation, digest). Returns (approval, created_now).
     /// Pending approvals past `pending_expires_at` and approved ones past
     /// `approval_expires_at` are expired first (status Expired), so they are never returned
-    /// as active.
+    /// as active. A new approval is not created when the agent already has `max_pending`
+    /// unexpired pending approvals ([`StoreError::TooManyPending`], nothing stored); an
+    /// existing active one is still returned.
     async fn open_approval(
         &self,
         new: NewApproval,
         now: Millis,
+        max_pending: u32,
     ) -> Result<(Approval, bool), StoreError>;
+
+    /// Approvals counted by status, with the unexpired pending ones: one `GROUP BY`
+    /// query, whatever the number of rows.
+    async fn approval_counts(&self, now: Millis) -> Result<ApprovalCounts, StoreError>;
 
     async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError>;
 

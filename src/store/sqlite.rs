@@ -15,8 +15,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection};
 
 use super::{
-    new_id, Approval, ApprovalStatus, Approve, InventoryEntry, Millis, NewApproval, NewIdentity,
-    Store, StoreError, Suspension,
+    new_id, Approval, ApprovalCounts, ApprovalStatus, Approve, InventoryEntry, Millis, NewApproval,
+    NewIdentity, Store, StoreError, Suspension,
 };
 
 /// The schema version this build writes and understands.
@@ -97,15 +97,24 @@ impl SqliteStore {
     /// missing. Fails if the file was written by a newer keygate (a newer schema version).
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                tokio::fs::create_dir_all(parent).await.map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "cannot create the store's directory {}: {e}",
-                        parent.display()
-                    ))
-                })?;
-            }
+            crate::private_fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot create the store's directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
         }
+        // The file is created owner-only here, before SQLite opens it: SQLite creates the
+        // `-wal` and `-shm` files with the database file's mode, so they are 0600 too.
+        crate::private_fs::file_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot create the store {}: {e}", path.display()))
+            })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -286,6 +295,7 @@ impl Store for SqliteStore {
         &self,
         new: NewApproval,
         now: Millis,
+        max_pending: u32,
     ) -> Result<(Approval, bool), StoreError> {
         const OP: &str = "open approval";
         let policies = serde_json::to_string(&new.policies)
@@ -309,10 +319,15 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err(OP))?;
+        // Inserted only while the agent has fewer than `max_pending` live pending
+        // approvals; in the same IMMEDIATE transaction, so concurrent requests cannot all
+        // pass the count. (An existing active approval conflicts and is returned below.)
         let inserted = sqlx::query(
             "INSERT INTO approvals (id, status, agent_id, agent_owner, tool, operation, \
              identity_kind, digest, method, path, policies, request, created_at, pending_expires_at) \
-             VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             SELECT ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE (SELECT COUNT(*) FROM approvals WHERE agent_id = ? AND status = 'pending' \
+                    AND pending_expires_at > ?) < ? \
              ON CONFLICT DO NOTHING",
         )
         .bind(new_id("apr_"))
@@ -328,6 +343,9 @@ impl Store for SqliteStore {
         .bind(&new.request)
         .bind(now)
         .bind(new.pending_expires_at)
+        .bind(&new.agent_id)
+        .bind(now)
+        .bind(i64::from(max_pending))
         .execute(&mut *tx)
         .await
         .map_err(db_err(OP))?;
@@ -343,10 +361,35 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_err(OP))?
-        .ok_or_else(|| StoreError::Unavailable("open approval: no active approval".to_owned()))?;
+        // Not inserted and none active: the cap refused it (the transaction rolls back).
+        .ok_or(StoreError::TooManyPending(max_pending))?;
         let approval = approval_from_row(&row)?;
         tx.commit().await.map_err(db_err(OP))?;
         Ok((approval, created))
+    }
+
+    async fn approval_counts(&self, now: Millis) -> Result<ApprovalCounts, StoreError> {
+        const OP: &str = "count approvals";
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*), \
+             SUM(CASE WHEN status = 'pending' AND pending_expires_at > ? THEN 1 ELSE 0 END) \
+             FROM approvals GROUP BY status ORDER BY status",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err(OP))?;
+        let mut counts = ApprovalCounts::default();
+        for row in rows {
+            let status: String = row.try_get(0).map_err(db_err(OP))?;
+            let n: i64 = row.try_get(1).map_err(db_err(OP))?;
+            let live: i64 = row.try_get(2).map_err(db_err(OP))?;
+            counts.pending += u64::try_from(live).unwrap_or(0);
+            counts
+                .by_status
+                .push((status, u64::try_from(n).unwrap_or(0)));
+        }
+        Ok(counts)
     }
 
     async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
@@ -724,10 +767,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_pending_cap_refuses_new_approvals_and_stores_nothing() {
+        let (_dir, store) = fresh().await;
+        for d in ["d1", "d2", "d3"] {
+            let (_, created) = store
+                .open_approval(new_approval("agent-1", d), T0, 3)
+                .await
+                .unwrap();
+            assert!(created);
+        }
+        // (agent, new digest, at, expect created / refused)
+        let cases = [
+            ("agent-1", "d4", T0, Err(3)),
+            ("agent-1", "d1", T0, Ok(false)), // the existing approval is still returned
+            ("agent-2", "d4", T0, Ok(true)),  // other agents are not affected
+            // Once the pending ones expire they no longer count.
+            ("agent-1", "d5", T0 + 11 * MINUTE, Ok(true)),
+        ];
+        for (agent, digest, at, want) in cases {
+            let mut new = new_approval(agent, digest);
+            new.pending_expires_at = at + 10 * MINUTE;
+            let got = match store.open_approval(new, at, 3).await {
+                Ok((_, created)) => Ok(created),
+                Err(StoreError::TooManyPending(n)) => Err(n),
+                Err(e) => panic!("{agent} {digest}: {e}"),
+            };
+            assert_eq!(got, want, "{agent} {digest}");
+        }
+        let all = store.approvals(None, 100).await.unwrap();
+        assert!(all
+            .iter()
+            .all(|a| a.digest != "d4" || a.agent_id == "agent-2"));
+    }
+
+    #[tokio::test]
+    async fn approvals_are_counted_by_status() {
+        let (_dir, store) = fresh().await;
+        assert_eq!(
+            store.approval_counts(T0).await.unwrap(),
+            ApprovalCounts::default()
+        );
+        for d in ["d1", "d2", "d3"] {
+            store
+                .open_approval(new_approval("agent-1", d), T0, 1000)
+                .await
+                .unwrap();
+        }
+        let (a, _) = store
+            .open_approval(new_approval("agent-2", "d1"), T0, 1000)
+            .await
+            .unwrap();
+        store
+            .deny(&a.id, "bob@example.com", None, T0 + 1)
+            .await
+            .unwrap();
+        let counts = store.approval_counts(T0 + 2).await.unwrap();
+        assert_eq!(counts.pending, 3);
+        assert_eq!(
+            counts.by_status,
+            [("denied".to_string(), 1), ("pending".to_string(), 3)]
+        );
+        // Past their pending expiry they are not counted as pending.
+        assert_eq!(
+            store
+                .approval_counts(T0 + 11 * MINUTE)
+                .await
+                .unwrap()
+                .pending,
+            0
+        );
+    }
+
+    #[tokio::test]
     async fn open_approval_is_idempotent_per_key() {
         let (_dir, store) = fresh().await;
         let (a, created) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         assert!(created);
@@ -739,20 +854,20 @@ mod tests {
         assert_eq!(a.decided_at, None);
 
         let (b, created) = store
-            .open_approval(new_approval("agent-1", "d1"), T0 + 1000)
+            .open_approval(new_approval("agent-1", "d1"), T0 + 1000, 1000)
             .await
             .unwrap();
         assert!(!created);
         assert_eq!(b, a);
 
         let (c, created) = store
-            .open_approval(new_approval("agent-1", "d2"), T0)
+            .open_approval(new_approval("agent-1", "d2"), T0, 1000)
             .await
             .unwrap();
         assert!(created);
         assert_ne!(c.id, a.id);
         let (d, created) = store
-            .open_approval(new_approval("agent-2", "d1"), T0)
+            .open_approval(new_approval("agent-2", "d1"), T0, 1000)
             .await
             .unwrap();
         assert!(created);
@@ -768,9 +883,11 @@ mod tests {
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(
-                    async move { store.open_approval(new_approval("agent-1", "d1"), T0).await },
-                )
+                tokio::spawn(async move {
+                    store
+                        .open_approval(new_approval("agent-1", "d1"), T0, 1000)
+                        .await
+                })
             })
             .collect();
         let mut ids = Vec::new();
@@ -790,7 +907,7 @@ mod tests {
     async fn approve_then_consume_once() {
         let (_dir, store) = fresh().await;
         let (a, _) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         let approved = store
@@ -811,7 +928,7 @@ mod tests {
 
         // While approved and unused, it is the active approval.
         let (same, created) = store
-            .open_approval(new_approval("agent-1", "d1"), T0 + 2 * MINUTE)
+            .open_approval(new_approval("agent-1", "d1"), T0 + 2 * MINUTE, 1000)
             .await
             .unwrap();
         assert!(!created);
@@ -831,7 +948,7 @@ mod tests {
         );
 
         let (next, created) = store
-            .open_approval(new_approval("agent-1", "d1"), T0 + 3 * MINUTE)
+            .open_approval(new_approval("agent-1", "d1"), T0 + 3 * MINUTE, 1000)
             .await
             .unwrap();
         assert!(created);
@@ -853,7 +970,7 @@ mod tests {
     async fn concurrent_consume_succeeds_once() {
         let (_dir, store) = fresh().await;
         let (a, _) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         store
@@ -881,7 +998,7 @@ mod tests {
     async fn consume_requires_approved_and_matching_digest() {
         let (_dir, store) = fresh().await;
         let (pending, _) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         assert_eq!(store.consume(&pending.id, "d1", T0).await.unwrap(), None);
@@ -899,7 +1016,7 @@ mod tests {
             .is_some());
 
         let (denied, _) = store
-            .open_approval(new_approval("agent-1", "d2"), T0)
+            .open_approval(new_approval("agent-1", "d2"), T0, 1000)
             .await
             .unwrap();
         store
@@ -914,7 +1031,7 @@ mod tests {
     async fn deny_then_approve_conflicts() {
         let (_dir, store) = fresh().await;
         let (a, _) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         let denied = store
@@ -948,7 +1065,7 @@ mod tests {
 
         // A denied request may be asked again: it is no longer active.
         let (again, created) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         assert!(created);
@@ -971,12 +1088,12 @@ mod tests {
         let (_dir, store) = fresh().await;
         // Pending past its expiry: open_approval expires it and opens a new one.
         let (a, _) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         let late = a.pending_expires_at;
         let (b, created) = store
-            .open_approval(new_approval("agent-1", "d1"), late)
+            .open_approval(new_approval("agent-1", "d1"), late, 1000)
             .await
             .unwrap();
         assert!(created);
@@ -996,7 +1113,7 @@ mod tests {
 
         // Pending past its expiry cannot be approved; it is marked expired.
         let (c, _) = store
-            .open_approval(new_approval("agent-1", "d2"), T0)
+            .open_approval(new_approval("agent-1", "d2"), T0, 1000)
             .await
             .unwrap();
         let err = store
@@ -1011,7 +1128,7 @@ mod tests {
 
         // Approved past its expiry cannot be consumed, and is not active.
         let (d, _) = store
-            .open_approval(new_approval("agent-1", "d3"), T0)
+            .open_approval(new_approval("agent-1", "d3"), T0, 1000)
             .await
             .unwrap();
         store
@@ -1020,7 +1137,7 @@ mod tests {
             .unwrap();
         assert_eq!(store.consume(&d.id, "d3", T0 + MINUTE).await.unwrap(), None);
         let (e, created) = store
-            .open_approval(new_approval("agent-1", "d3"), T0 + MINUTE)
+            .open_approval(new_approval("agent-1", "d3"), T0 + MINUTE, 1000)
             .await
             .unwrap();
         assert!(created);
@@ -1032,7 +1149,7 @@ mod tests {
 
         // The sweep expires what is stale everywhere.
         let (f, _) = store
-            .open_approval(new_approval("agent-9", "d9"), T0)
+            .open_approval(new_approval("agent-9", "d9"), T0, 1000)
             .await
             .unwrap();
         assert_eq!(store.expire(T0 + 5 * MINUTE).await.unwrap(), 0);
@@ -1049,11 +1166,11 @@ mod tests {
         let path = dir.path().join("keygate.db");
         let store = SqliteStore::open(&path).await.unwrap();
         let (pending, _) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         let (approved, _) = store
-            .open_approval(new_approval("agent-1", "d2"), T0)
+            .open_approval(new_approval("agent-1", "d2"), T0, 1000)
             .await
             .unwrap();
         let approved = store
@@ -1088,7 +1205,7 @@ mod tests {
         assert_eq!(store.suspensions().await.unwrap().len(), 1);
         // Still the active one after the restart.
         let (again, created) = store
-            .open_approval(new_approval("agent-1", "d2"), T0)
+            .open_approval(new_approval("agent-1", "d2"), T0, 1000)
             .await
             .unwrap();
         assert!(!created);
@@ -1121,7 +1238,7 @@ mod tests {
         for (i, digest) in ["d1", "d2", "d3"].iter().enumerate() {
             let at = T0 + i64::try_from(i).unwrap() * MINUTE;
             store
-                .open_approval(new_approval("agent-1", digest), at)
+                .open_approval(new_approval("agent-1", digest), at, 1000)
                 .await
                 .unwrap();
         }
@@ -1139,7 +1256,7 @@ mod tests {
     async fn inventory_round_trips_newest_first() {
         let (_dir, store) = fresh().await;
         let (a, _) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         let first = store
@@ -1242,7 +1359,7 @@ mod tests {
             .await
             .unwrap();
         let (a, created) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         assert!(created);
@@ -1263,7 +1380,7 @@ mod tests {
     async fn a_denial_is_found_for_its_request_only() {
         let (_dir, store) = fresh().await;
         let (a, _) = store
-            .open_approval(new_approval("agent-1", "d1"), T0)
+            .open_approval(new_approval("agent-1", "d1"), T0, 1000)
             .await
             .unwrap();
         assert_eq!(

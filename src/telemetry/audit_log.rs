@@ -8,6 +8,20 @@
 //! Lossless: records are queued, never dropped; [`AuditLog::close`] writes out every queued
 //! record and flushes before it returns (graceful shutdown calls it last).
 //!
+//! Write failures (disk full, file gone read-only, I/O error): the bytes that could not be
+//! written are kept, already chained, and the writer retries them every [`RETRY`] (and at
+//! once when a flush is asked for) until the write succeeds; it chains no new record until
+//! they are written, so new records wait in the queue (and past [`QUEUE_CAPACITY`], new
+//! requests wait in [`AuditLog::admit`]). Nothing is dropped from the chain and nothing is
+//! written out of order: once the disk has room again the file holds every record, the
+//! chain intact, as if the write had never failed. While a write is failing,
+//! [`AuditLog::is_writing`] is false (the pipeline refuses new requests with
+//! `audit_unavailable` when `audit.fail_closed` is on, `/readyz` is not ready) and
+//! `keygate_audit_write_failures_total` counts each failed attempt; it turns true again
+//! with the first write that succeeds. A process that ends while the write still fails
+//! loses the unwritten records (it says how many): a restart then finds the file's last
+//! line cut short, or intact, and continues or restarts the chain as described below.
+//!
 //! Tamper-evident: the writer task (never the request path) chains every record to the one
 //! before with `seq`, `prev` and `hash` (see [`super::audit_chain`]). On start it continues
 //! the chain from the last line of the existing file. When that line is not an intact
@@ -90,6 +104,9 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 /// wake-ups (and so its context switches on a busy core) to a few hundred per second.
 const LINGER: Duration = Duration::from_millis(5);
 
+/// How often the writer retries a write that failed.
+pub const RETRY: Duration = Duration::from_millis(250);
+
 /// What the request path and the writer thread share.
 struct Shared {
     state: Mutex<Queue>,
@@ -103,6 +120,10 @@ struct Shared {
     waits: AtomicU64,
     /// Set when the writer thread has ended.
     stopped: AtomicBool,
+    /// Set while the last write failed (until a write succeeds again).
+    failing: AtomicBool,
+    /// Write attempts that failed.
+    write_failures: AtomicU64,
 }
 
 #[derive(Default)]
@@ -142,9 +163,15 @@ impl AuditLog {
                 out: Box::new(std::io::stdout()),
                 chain: Chain::new(),
                 file: None,
+                pending: Vec::new(),
             },
             AuditTarget::File(f) => Sink::open_file(f)?,
         };
+        AuditLog::start(sink)
+    }
+
+    /// Starts the writer thread on `sink`.
+    fn start(sink: Sink) -> Result<AuditLog, String> {
         let shared = Arc::new(Shared {
             state: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -152,6 +179,8 @@ impl AuditLog {
             drained: tokio::sync::Notify::new(),
             waits: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            write_failures: AtomicU64::new(0),
         });
         let writer = shared.clone();
         std::thread::Builder::new()
@@ -219,7 +248,19 @@ impl AuditLog {
         !self.shared.stopped.load(Ordering::Relaxed)
     }
 
-    /// Writes out everything queued so far and flushes (the writer keeps running).
+    /// Whether records are being written: the writer runs and its last write succeeded.
+    /// Two relaxed atomic loads: cheap enough for the start of every request.
+    pub fn is_writing(&self) -> bool {
+        !self.shared.failing.load(Ordering::Relaxed) && self.is_alive()
+    }
+
+    /// Write attempts that failed so far (each retry counts).
+    pub fn write_failures(&self) -> u64 {
+        self.shared.write_failures.load(Ordering::Relaxed)
+    }
+
+    /// Writes out everything queued so far and flushes (the writer keeps running). While
+    /// writes fail, returns after the writer tried once more (see [`AuditLog::is_writing`]).
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         {
@@ -245,12 +286,14 @@ impl Drop for StopGuard {
     }
 }
 
+/// Opens the audit file for appending; a new file is created owner-only (0600), in
+/// directories created owner-only (0700).
 fn open_append(p: &Path) -> Result<std::fs::File, String> {
     if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir)
+        crate::private_fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    std::fs::OpenOptions::new()
+    crate::private_fs::file_options()
         .create(true)
         .append(true)
         .open(p)
@@ -265,6 +308,9 @@ struct Sink {
     chain: Chain,
     /// File targets: the current file and its rotation.
     file: Option<Rotation>,
+    /// Chained lines not written yet: the batch being gathered, or what a failed write
+    /// left (written first, in order, when the writer retries).
+    pending: Vec<u8>,
 }
 
 struct Rotation {
@@ -363,15 +409,15 @@ impl Sink {
             out: Box::new(file),
             chain,
             file: Some(rotation),
+            pending: Vec::new(),
         })
     }
 
-    /// Adds a chained line (record `seq`) to the batch, rotating the file first when due.
-    fn place(&mut self, buf: &mut Vec<u8>, line: &[u8], seq: u64) {
+    /// Adds a chained line (record `seq`) to the pending bytes, rotating the file first
+    /// when due (and when everything before it could be written to the current file).
+    fn place(&mut self, line: &[u8], seq: u64) {
         let now = SystemTime::now();
-        if self.file.as_ref().is_some_and(|r| r.due(line.len(), now)) {
-            self.write(buf);
-            buf.clear();
+        if self.file.as_ref().is_some_and(|r| r.due(line.len(), now)) && self.write().is_ok() {
             self.rotate(now);
         }
         if let Some(r) = self.file.as_mut() {
@@ -383,19 +429,29 @@ impl Sink {
                 .size
                 .saturating_add(u64::try_from(line.len()).unwrap_or(0));
         }
-        buf.extend_from_slice(line);
+        self.pending.extend_from_slice(line);
     }
 
-    /// Writes `buf` out and flushes.
-    fn write(&mut self, buf: &[u8]) {
-        if !buf.is_empty() {
-            if let Err(e) = self.out.write_all(buf) {
-                tracing::error!("audit log write failed: {e}");
+    /// Writes the pending bytes out and flushes. On failure, what was not written stays
+    /// pending (a line cut short by the failure is completed by the next attempt).
+    fn write(&mut self) -> std::io::Result<()> {
+        let mut done = 0;
+        let result = loop {
+            match self.pending.get(done..) {
+                None | Some([]) => break self.out.flush(),
+                Some(rest) => match self.out.write(rest) {
+                    Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                },
             }
+        };
+        self.pending.drain(..done.min(self.pending.len()));
+        if self.pending.capacity() > 4 * 1024 * 1024 && self.pending.len() < 64 * 1024 {
+            self.pending.shrink_to(64 * 1024);
         }
-        if let Err(e) = self.out.flush() {
-            tracing::error!("audit log flush failed: {e}");
-        }
+        result
     }
 
     /// Renames the current file aside and continues in a new one at the configured path.
@@ -477,17 +533,17 @@ fn first_record(path: &Path) -> Option<(SystemTime, u64)> {
 
 /// The writer thread: takes everything queued, chains and writes it in one `write`, then
 /// lingers so the next batch gathers; waits on the condvar only when nothing is queued.
+/// While a write fails it takes no new record and retries every [`RETRY`].
 /// Runs for the life of the process (the handle is kept in the gateway's shared state).
 fn write_loop(mut sink: Sink, shared: &Shared) {
-    let mut buf = Vec::with_capacity(64 * 1024);
     let mut object = Vec::with_capacity(4096);
     let mut line = Vec::with_capacity(4096);
     let mut batch: Vec<AuditRecord> = Vec::with_capacity(1024);
     let mut flushes = Vec::new();
     loop {
-        {
+        let closing = {
             let mut q = lock(&shared.state);
-            while q.records.is_empty() && q.flushes.is_empty() {
+            while q.records.is_empty() && q.flushes.is_empty() && sink.pending.is_empty() {
                 if q.closed {
                     return;
                 }
@@ -498,9 +554,13 @@ fn write_loop(mut sink: Sink, shared: &Shared) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             q.idle = false;
-            std::mem::swap(&mut batch, &mut q.records);
+            // Records are chained only after everything chained before them is written.
+            if sink.pending.is_empty() {
+                std::mem::swap(&mut batch, &mut q.records);
+            }
             std::mem::swap(&mut flushes, &mut q.flushes);
-        }
+            q.closed
+        };
         let n = batch.len();
         for r in batch.drain(..) {
             object.clear();
@@ -510,27 +570,55 @@ fn write_loop(mut sink: Sink, shared: &Shared) {
                 .map_err(|e| e.to_string())
                 .and_then(|()| sink.chain.append(&object, &mut line));
             match chained {
-                Ok(_) => sink.place(&mut buf, &line, seq),
+                Ok(_) => sink.place(&line, seq),
                 Err(e) => tracing::error!("audit record not written: {e}"),
             }
         }
-        sink.write(&buf);
-        buf.clear();
-        if buf.capacity() > 4 * 1024 * 1024 {
-            buf.shrink_to(64 * 1024);
+        let written = sink.write();
+        match &written {
+            Ok(()) => {
+                if shared.failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("audit log writes succeed again; requests are served");
+                }
+            }
+            Err(e) => {
+                shared.write_failures.fetch_add(1, Ordering::Relaxed);
+                if !shared.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        "AUDIT LOG WRITE FAILED: {e}; {} bytes of chained records are kept and \
+                         retried every {}ms; new requests are refused with audit_unavailable \
+                         when audit.fail_closed is on",
+                        sink.pending.len(),
+                        RETRY.as_millis()
+                    );
+                }
+            }
         }
-        shared.depth.fetch_sub(n, Ordering::Relaxed);
-        shared.drained.notify_waiters();
+        if n > 0 {
+            shared.depth.fetch_sub(n, Ordering::Relaxed);
+            shared.drained.notify_waiters();
+        }
         for ack in flushes.drain(..) {
             let _ = ack.send(());
         }
-        // Gather the next batch; a flush request cuts the wait short.
+        if written.is_err() && closing {
+            let queued = lock(&shared.state).records.len();
+            tracing::error!(
+                "the audit writer ends while the audit log cannot be written: {} bytes of \
+                 chained records and {queued} queued records are lost",
+                sink.pending.len()
+            );
+            return;
+        }
+        // Gather the next batch (or wait before retrying); a flush request cuts the wait
+        // short.
+        let wait = if written.is_err() { RETRY } else { LINGER };
         let q = lock(&shared.state);
         if q.flushes.is_empty() && !q.closed {
             drop(
                 shared
                     .wake
-                    .wait_timeout(q, LINGER)
+                    .wait_timeout(q, wait)
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             );
         }
@@ -730,6 +818,97 @@ mod tests {
             "writer still running"
         );
         assert_eq!(verify_files(&[&p]).unwrap().records, 500);
+    }
+
+    /// A file whose disk holds `room` more bytes: a write past it is cut short there, and
+    /// the next one fails with "no space left".
+    struct SmallDisk {
+        file: std::fs::File,
+        room: Arc<std::sync::atomic::AtomicI64>,
+    }
+
+    impl std::io::Write for SmallDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = self.room.load(Ordering::SeqCst);
+            if room <= 0 {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = buf.len().min(usize::try_from(room).unwrap());
+            let n = self.file.write(&buf[..n])?;
+            self.room.fetch_sub(n as i64, Ordering::SeqCst);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_reported_and_the_chain_survives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let room = Arc::new(std::sync::atomic::AtomicI64::new(1000));
+        let sink = Sink {
+            out: Box::new(SmallDisk {
+                file: open_append(&p).unwrap(),
+                room: room.clone(),
+            }),
+            chain: Chain::new(),
+            file: None,
+            pending: Vec::new(),
+        };
+        let log = AuditLog::start(sink).unwrap();
+        assert!(log.is_writing());
+        // The disk fills in the middle of the second record.
+        for i in 0..2 {
+            log.record(record(i));
+        }
+        until("the failure is seen", || !log.is_writing()).await;
+        assert!(log.write_failures() >= 1);
+        let partial = std::fs::read(&p).unwrap();
+        assert_eq!(partial.len(), 1000);
+        // Records keep coming while the disk is full: kept, in order, not chained yet.
+        for i in 2..5 {
+            log.record(record(i));
+        }
+        // A flush request is answered after one more (failed) attempt.
+        tokio::time::timeout(Duration::from_secs(5), log.close())
+            .await
+            .expect("close answered while the disk is full");
+        assert!(!log.is_writing());
+        assert_eq!(log.queue_depth(), 3);
+        // Space is freed: the next retry writes everything, and the chain is whole.
+        room.store(i64::MAX, Ordering::SeqCst);
+        until("writes succeed again", || log.is_writing()).await;
+        log.close().await;
+        assert_eq!(log.queue_depth(), 0);
+        let s = verify_files(&[&p]).unwrap();
+        assert_eq!((s.records, s.first_seq, s.last_seq), (5, Some(1), Some(5)));
+        let text = std::fs::read_to_string(&p).unwrap();
+        let paths: Vec<&str> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| v["path"].as_str().unwrap().to_string())
+            .map(|s| &*s.leak())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/tools/t/0",
+                "/tools/t/1",
+                "/tools/t/2",
+                "/tools/t/3",
+                "/tools/t/4"
+            ]
+        );
     }
 
     #[test]

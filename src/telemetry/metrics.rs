@@ -16,6 +16,7 @@
 
 use crate::locks::{read, write};
 use crate::pipeline::Decision;
+pub use crate::store::ApprovalCounts;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -97,6 +98,10 @@ pub struct Metrics {
     token_refused_again: AtomicU64,
     spans_dropped: AtomicU64,
     audit_records: AtomicU64,
+    audit_refusals: AtomicU64,
+    webhook_sent: AtomicU64,
+    webhook_dropped: AtomicU64,
+    hold_rechecks: AtomicU64,
 }
 
 impl ToolSeries {
@@ -188,9 +193,30 @@ impl Metrics {
         self.audit_records.fetch_add(1, Relaxed);
     }
 
-    /// The exposition, text format 0.0.4. `approvals_pending` is read from the store by
-    /// the caller; `None` (the store did not answer) leaves that gauge without a sample.
-    pub fn render(&self, approvals_pending: Option<u64>, audit: AuditQueueStats) -> String {
+    /// A held request read its approval again (woken by a decision, or the slow re-check).
+    pub fn hold_recheck(&self) {
+        self.hold_rechecks.fetch_add(1, Relaxed);
+    }
+
+    /// A request was refused because the audit log could not be written.
+    pub fn audit_refusal(&self) {
+        self.audit_refusals.fetch_add(1, Relaxed);
+    }
+
+    /// An approval webhook notification was sent (`true`) or dropped by the rate limit.
+    pub fn webhook_notification(&self, sent: bool) {
+        let c = if sent {
+            &self.webhook_sent
+        } else {
+            &self.webhook_dropped
+        };
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// The exposition, text format 0.0.4. `approvals` (counts by status) is read from the
+    /// store by the caller; `None` (the store did not answer) leaves those gauges without
+    /// a sample.
+    pub fn render(&self, approvals: Option<&ApprovalCounts>, audit: AuditQueueStats) -> String {
         let mut out = String::with_capacity(4096);
         family(
             &mut out,
@@ -299,8 +325,50 @@ impl Metrics {
             "gauge",
             "Approvals waiting for a human's decision, read from the store at scrape time.",
         );
-        if let Some(n) = approvals_pending {
-            let _ = writeln!(out, "keygate_approvals_pending {n}");
+        if let Some(a) = approvals {
+            let _ = writeln!(out, "keygate_approvals_pending {}", a.pending);
+        }
+        family(
+            &mut out,
+            "keygate_approvals",
+            "gauge",
+            "Approvals in the store by status, counted at scrape time (pending: not expired).",
+        );
+        if let Some(a) = approvals {
+            for (status, n) in &a.by_status {
+                let _ = writeln!(
+                    out,
+                    "keygate_approvals{{status=\"{}\"}} {n}",
+                    escape(status)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "keygate_approval_hold_rechecks_total",
+            "counter",
+            "Store reads by held requests after their first: one per decision signal or slow re-check.",
+        );
+        let _ = writeln!(
+            out,
+            "keygate_approval_hold_rechecks_total {}",
+            self.hold_rechecks.load(Relaxed)
+        );
+        family(
+            &mut out,
+            "keygate_webhook_notifications_total",
+            "counter",
+            "Approval webhook notifications: sent, or dropped by approvals.webhook_max_per_minute.",
+        );
+        for (r, c) in [
+            ("sent", &self.webhook_sent),
+            ("dropped", &self.webhook_dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "keygate_webhook_notifications_total{{result=\"{r}\"}} {}",
+                c.load(Relaxed)
+            );
         }
 
         let providers = read(&self.providers);
@@ -391,6 +459,36 @@ impl Metrics {
             "Audit records queued and not yet written.",
         );
         let _ = writeln!(out, "keygate_audit_queue_depth {}", audit.depth);
+        family(
+            &mut out,
+            "keygate_audit_write_failures_total",
+            "counter",
+            "Writes to the audit log that failed (each retry counts).",
+        );
+        let _ = writeln!(
+            out,
+            "keygate_audit_write_failures_total {}",
+            audit.write_failures
+        );
+        family(
+            &mut out,
+            "keygate_audit_writing",
+            "gauge",
+            "1 while the audit log is being written; 0 while writes fail (requests are refused \
+             when audit.fail_closed is on).",
+        );
+        let _ = writeln!(out, "keygate_audit_writing {}", u8::from(audit.writing));
+        family(
+            &mut out,
+            "keygate_audit_unavailable_refusals_total",
+            "counter",
+            "Requests refused with audit_unavailable because the audit log could not be written.",
+        );
+        let _ = writeln!(
+            out,
+            "keygate_audit_unavailable_refusals_total {}",
+            self.audit_refusals.load(Relaxed)
+        );
         out
     }
 }
@@ -402,6 +500,10 @@ pub struct AuditQueueStats {
     pub waits: u64,
     /// Records queued and not yet written.
     pub depth: usize,
+    /// Failed write attempts.
+    pub write_failures: u64,
+    /// Whether the last write succeeded.
+    pub writing: bool,
 }
 
 /// The `# HELP` and `# TYPE` lines of a metric family.
@@ -438,7 +540,7 @@ mod tests {
         for ms in [0.1, 0.5, 0.6, 1000.0, 20_000.0] {
             m.request("t", Decision::Allow, 200, Duration::from_secs_f64(ms / 1e3));
         }
-        let text = m.render(Some(0), AuditQueueStats::default());
+        let text = m.render(Some(&ApprovalCounts::default()), AuditQueueStats::default());
         // 0.1 ms and exactly 0.5 ms fall in le=0.0005; 0.6 ms in le=0.001; 1 s in le=1;
         // 20 s only in +Inf.
         for (le, n) in [
