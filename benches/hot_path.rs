@@ -319,6 +319,72 @@ fn at_scale(c: &mut Criterion) {
     });
 }
 
+/// respond: compiling the search for an injected credential, and the response filter on
+/// a 64 KiB body in 16 KiB frames, without the credential (the common case) and with it
+/// once, split across two frames; `respond/body_64KiB_unfiltered` is the same body
+/// collected without the filter, for comparison.
+fn respond_filter(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use keygate::pipeline::respond::{redacting, Injected};
+    let token = "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCIsImtpZCI6ImJlbmNoIn0.eyJpc3MiOiJrZXlnYXRlIiwic3ViIjoiYWdlbnQtMSIsImF1ZCI6InQiLCJzY29wZSI6InJlYWQiLCJleHAiOjE4MDAwMDAwMDAsImp0aSI6IjJiMGYzYzVlIn0.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2lnbmF0dXJlLXNpZ25hdHVyZQ";
+    c.bench_function("respond/compile_search_jwt", |b| {
+        b.iter(|| Injected::new([black_box(token.as_bytes())]).unwrap())
+    });
+    let mut clean = String::with_capacity(65536);
+    while clean.len() < 65536 - 64 {
+        clean.push_str("{\"id\":12345,\"name\":\"deploy the service\",\"state\":\"open\"},");
+    }
+    let frames = |body: &str| -> Vec<Bytes> {
+        body.as_bytes()
+            .chunks(16384)
+            .map(|c| Bytes::copy_from_slice(c))
+            .collect()
+    };
+    let clean_frames = frames(&clean);
+    // The token once, across the first frame boundary.
+    let mut with = clean.clone();
+    with.replace_range(16384 - 40..16384 - 40 + token.len(), token);
+    let with_frames = frames(&with);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let body_of = |frames: &[Bytes]| {
+        let stream = futures_util::stream::iter(
+            frames
+                .iter()
+                .cloned()
+                .map(|f| Ok::<_, keygate::error::BoxError>(http_body::Frame::data(f))),
+        );
+        http_body_util::StreamBody::new(stream).boxed()
+    };
+    c.bench_function("respond/body_64KiB_unfiltered", |b| {
+        b.iter(|| rt.block_on(body_of(&clean_frames).collect()).unwrap())
+    });
+    let inj = || Injected::new([token.as_bytes()]).unwrap();
+    c.bench_function("respond/body_64KiB_filtered_clean", |b| {
+        b.iter_batched(
+            inj,
+            |i| rt.block_on(redacting(i, body_of(&clean_frames)).collect()).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("respond/body_64KiB_filtered_one_token", |b| {
+        b.iter_batched(
+            inj,
+            |i| {
+                let out = rt
+                    .block_on(redacting(i, body_of(&with_frames)).collect())
+                    .unwrap()
+                    .to_bytes();
+                assert!(!out.windows(token.len()).any(|w| w == token.as_bytes()));
+                out
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
 criterion_group!(
     benches,
     identify,
@@ -326,6 +392,7 @@ criterion_group!(
     mint,
     audit_record,
     classify_and_authorize,
-    at_scale
+    at_scale,
+    respond_filter
 );
 criterion_main!(benches);

@@ -3,12 +3,22 @@
 //! The provider's credential replaces any header of the same name (strip already removed
 //! the agent's). A provider that cannot issue one fails the request with
 //! `credential_unavailable`: nothing is forwarded without keygate's credential.
+//!
+//! The agent's hop-by-hop headers, and every header its `Connection` names, are removed
+//! here, before the credential is set: a `Connection: authorization` from the agent would
+//! otherwise make the forwarder remove keygate's own credential.
+//!
+//! The values set are handed to respond (on the request context, as
+//! [`super::respond::Injected`]), which removes them from the response; and the tool is
+//! asked for an uncompressed answer (`Accept-Encoding: identity`), which respond can scan.
 
 use super::context::RequestCtx;
+use super::respond::Injected;
 use crate::credentials::Placement;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::ToolRuntime;
 use crate::telemetry::spans::RequestTrace;
+use http::header::{self, HeaderName, HeaderValue};
 use http::Request;
 use opentelemetry::KeyValue;
 
@@ -27,6 +37,9 @@ pub fn inject<B>(
             ))
         }
     };
+    // Before anything keygate sets: what the agent's `Connection` names goes now, never
+    // keygate's credential later.
+    super::forward::remove_hop_by_hop(req.headers_mut());
     let phase = ctx
         .trace
         .as_ref()
@@ -54,9 +67,15 @@ pub fn inject<B>(
     ctx.credential_id = Some(issued.id);
     match issued.placement {
         Placement::Header(name, value) => {
+            ctx.injected = injected_header(&name, &value);
             req.headers_mut().insert(name, value);
         }
         Placement::Query { name, encoded } => {
+            let decoded = form_urlencoded::parse(encoded.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            ctx.injected = Injected::new([encoded.as_bytes(), decoded.as_bytes()]);
             let q = ctx.forward_query.get_or_insert_with(String::new);
             if !q.is_empty() {
                 q.push('&');
@@ -66,5 +85,33 @@ pub fn inject<B>(
             q.push_str(&encoded);
         }
     }
+    if ctx.injected.is_some() {
+        // respond cannot scan a compressed body for the credential, and refuses one.
+        req.headers_mut().insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
     Ok(())
+}
+
+/// The secret values of an injected header: the credential after the scheme of an
+/// `Authorization` value (`Bearer <token>`, `token <token>`; for `Basic` both the base64
+/// and the `user:password` it encodes), the whole value of any other header.
+fn injected_header(name: &HeaderName, value: &HeaderValue) -> Option<Injected> {
+    use base64::Engine;
+    let v = value.as_bytes();
+    if name != header::AUTHORIZATION {
+        return Injected::new([v]);
+    }
+    let Some(space) = v.iter().position(|b| *b == b' ') else {
+        return Injected::new([v]);
+    };
+    let (scheme, credential) = (&v[..space], v[space + 1..].trim_ascii());
+    if scheme.eq_ignore_ascii_case(b"basic") {
+        if let Ok(plain) = base64::engine::general_purpose::STANDARD.decode(credential) {
+            return Injected::new([credential, plain.as_slice()]);
+        }
+    }
+    Injected::new([credential])
 }
