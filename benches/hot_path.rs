@@ -338,7 +338,7 @@ fn respond_filter(c: &mut Criterion) {
     let frames = |body: &str| -> Vec<Bytes> {
         body.as_bytes()
             .chunks(16384)
-            .map(|c| Bytes::copy_from_slice(c))
+            .map(Bytes::copy_from_slice)
             .collect()
     };
     let clean_frames = frames(&clean);
@@ -350,10 +350,10 @@ fn respond_filter(c: &mut Criterion) {
         .build()
         .unwrap();
     let body_of = |frames: &[Bytes]| {
+        let frames: Vec<Bytes> = frames.to_vec();
         let stream = futures_util::stream::iter(
             frames
-                .iter()
-                .cloned()
+                .into_iter()
                 .map(|f| Ok::<_, keygate::error::BoxError>(http_body::Frame::data(f))),
         );
         http_body_util::StreamBody::new(stream).boxed()
@@ -365,7 +365,10 @@ fn respond_filter(c: &mut Criterion) {
     c.bench_function("respond/body_64KiB_filtered_clean", |b| {
         b.iter_batched(
             inj,
-            |i| rt.block_on(redacting(i, body_of(&clean_frames)).collect()).unwrap(),
+            |i| {
+                rt.block_on(redacting(i, body_of(&clean_frames)).collect())
+                    .unwrap()
+            },
             criterion::BatchSize::SmallInput,
         )
     });

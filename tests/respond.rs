@@ -148,7 +148,11 @@ async fn echo(s: &mut TcpStream, head: &str) -> usize {
         .find(|(n, _)| n == "authorization")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let credential = auth.split_once(' ').map(|(_, c)| c).unwrap_or("").to_string();
+    let credential = auth
+        .split_once(' ')
+        .map(|(_, c)| c)
+        .unwrap_or("")
+        .to_string();
     // What a basic-auth debug endpoint shows: the decoded `user:password`.
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(&credential)
@@ -312,7 +316,12 @@ async fn an_echoing_upstream_never_hands_the_agent_keygates_credential() {
             &[("authorization", &auth), ("x-note", "hello/world")],
         )
         .await;
-        assert_eq!(seen.status, 200, "{name}: {}", String::from_utf8_lossy(&seen.body));
+        assert_eq!(
+            seen.status,
+            200,
+            "{name}: {}",
+            String::from_utf8_lossy(&seen.body)
+        );
         // The tool got keygate's credential…
         let head = &up.heads()[i];
         assert!(head.contains(arrives.as_str()), "{name}: {head}");
@@ -338,7 +347,11 @@ async fn an_echoing_upstream_never_hands_the_agent_keygates_credential() {
     }
     // Specific places, for the bearer tool.
     let seen = get(&gw.url("/tools/bearer/x"), &[("authorization", &auth)]).await;
-    assert_eq!(seen.reason.as_deref(), None, "the echoing reason phrase is dropped");
+    assert_eq!(
+        seen.reason.as_deref(),
+        None,
+        "the echoing reason phrase is dropped"
+    );
     let m = marker(SECRET.len());
     assert_eq!(seen.header("x-echo-authorization"), format!("Bearer {m}"));
     assert_eq!(seen.header("set-cookie"), format!("echoed={m}; Path=/"));
@@ -375,7 +388,11 @@ async fn keygate_echo_upstream_does_not_leak_the_credential() {
         &tool("echo", &format!("http://{listen}"), "inject = \"bearer\""),
     )
     .await;
-    let seen = get(&gw.url("/tools/echo/anything"), &[("authorization", &bearer(&token))]).await;
+    let seen = get(
+        &gw.url("/tools/echo/anything"),
+        &[("authorization", &bearer(&token))],
+    )
+    .await;
     assert_eq!(seen.status, 200);
     let j: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
     assert_eq!(
@@ -405,10 +422,19 @@ async fn trace_is_refused_and_nothing_is_forwarded() {
         assert_eq!(r.json()["error"], "method_not_allowed", "{path}");
         assert!(!r.text().contains(SECRET));
     }
-    assert!(up.heads().is_empty(), "TRACE reached the tool: {:?}", up.heads());
+    assert!(
+        up.heads().is_empty(),
+        "TRACE reached the tool: {:?}",
+        up.heads()
+    );
     // Other methods still pass.
     let r = Client::http1()
-        .send("OPTIONS", &gw.url("/tools/t/x"), &[("authorization", &auth)], "")
+        .send(
+            "OPTIONS",
+            &gw.url("/tools/t/x"),
+            &[("authorization", &auth)],
+            "",
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(up.heads().len(), 1);
@@ -433,10 +459,25 @@ async fn connection_naming_the_injected_header_cannot_remove_it() {
     )
     .await;
     let cases = [
-        ("bearer", "authorization", "authorization", format!("Bearer {SECRET}")),
-        ("bearer", "close, Authorization, x-other", "authorization", format!("Bearer {SECRET}")),
+        (
+            "bearer",
+            "authorization",
+            "authorization",
+            format!("Bearer {SECRET}"),
+        ),
+        (
+            "bearer",
+            "close, Authorization, x-other",
+            "authorization",
+            format!("Bearer {SECRET}"),
+        ),
         ("apikey", "x-api-key", "x-api-key", SECRET.to_string()),
-        ("apikey", "keep-alive, X-API-KEY", "x-api-key", SECRET.to_string()),
+        (
+            "apikey",
+            "keep-alive, X-API-KEY",
+            "x-api-key",
+            SECRET.to_string(),
+        ),
     ];
     for (i, (name, connection, header, want)) in cases.iter().enumerate() {
         let req = format!(
@@ -493,7 +534,8 @@ async fn a_compressed_answer_is_refused() {
     assert_eq!(r.json()["error"], "upstream_unavailable");
     let head = &up.heads()[0];
     assert!(
-        head.to_ascii_lowercase().contains("accept-encoding: identity\r\n"),
+        head.to_ascii_lowercase()
+            .contains("accept-encoding: identity\r\n"),
         "{head}"
     );
     assert!(!head.contains("gzip, br"), "{head}");

@@ -96,7 +96,9 @@ impl Injected {
                     add(inner.replace('/', "\\/").into_bytes());
                 }
             }
-            add(form_urlencoded::byte_serialize(v).collect::<String>().into_bytes());
+            add(form_urlencoded::byte_serialize(v)
+                .collect::<String>()
+                .into_bytes());
             add(percent_encoding::percent_encode(v, STRICT)
                 .collect::<String>()
                 .into_bytes());
@@ -204,7 +206,10 @@ pub fn respond(
             .map(|e| e.trim().eq_ignore_ascii_case("identity"))
             .unwrap_or(false);
         if !identity && !body.is_end_stream() {
-            let detail = format!("content-encoding: {}", String::from_utf8_lossy(enc.as_bytes()));
+            let detail = format!(
+                "content-encoding: {}",
+                String::from_utf8_lossy(enc.as_bytes())
+            );
             return Err(Error::new(
                 ErrorKind::UpstreamUnavailable,
                 format!(
@@ -441,11 +446,7 @@ mod tests {
             .collect();
         assert_eq!(
             forms,
-            [
-                SECRET,
-                "s3cr3t\\/t0ken+value=",
-                "s3cr3t%2Ft0ken%2Bvalue%3D",
-            ]
+            [SECRET, "s3cr3t\\/t0ken+value=", "s3cr3t%2Ft0ken%2Bvalue%3D",]
         );
         assert!(Injected::new([&b""[..]]).is_none());
         assert!(format!("{inj:?}").contains("forms: 3"));
