@@ -540,3 +540,52 @@ async fn a_compressed_answer_is_refused() {
     );
     assert!(!head.contains("gzip, br"), "{head}");
 }
+
+/// A JWT keygate mints: redacted on the call it is minted for and on the calls that
+/// reuse it (the compiled search then comes from the cache), and on single-use tokens.
+#[tokio::test]
+async fn minted_jwts_never_come_back() {
+    let up = Echo::start(|_| None).await;
+    let jwt_tool = |name: &str, extra: &str| {
+        format!(
+            "[[tools]]\nname = {name:?}\nupstream = {:?}\n[tools.credential]\nprovider = \"jwt\"\nttl = \"60s\"\n{extra}\n",
+            up.url()
+        )
+    };
+    let (gw, token) = start(
+        &[],
+        &format!(
+            "{}{}",
+            jwt_tool("reused", ""),
+            jwt_tool("single", "unique_per_call = true")
+        ),
+    )
+    .await;
+    let auth = bearer(&token);
+    for (i, name) in ["reused", "reused", "reused", "single", "single"]
+        .iter()
+        .enumerate()
+    {
+        let seen = get(
+            &gw.url(&format!("/tools/{name}/x")),
+            &[("authorization", &auth)],
+        )
+        .await;
+        assert_eq!(seen.status, 200);
+        let head = &up.heads()[i];
+        let minted = head
+            .lines()
+            .find_map(|l| l.strip_prefix("authorization: Bearer "))
+            .unwrap()
+            .to_string();
+        assert_eq!(minted.split('.').count(), 3, "{head}");
+        let everything = seen.everything();
+        assert!(!contains(&everything, &minted), "{name} call {i}");
+        let signature = minted.rsplit('.').next().unwrap();
+        assert!(!contains(&everything, signature), "{name} call {i}");
+        assert_eq!(
+            seen.header("x-echo-authorization"),
+            format!("Bearer {}", marker(minted.len()))
+        );
+    }
+}

@@ -60,7 +60,7 @@ pub struct RequestCtx {
     pub credential_id: Option<Arc<str>>,
     /// The credential values inject set, for respond to remove from the response (taken
     /// by respond, dropped with the response; never printed).
-    pub injected: Option<super::respond::Injected>,
+    pub injected: Option<Arc<super::respond::Injected>>,
     /// What the request does (classify).
     pub operation: Option<Arc<crate::routes::Operation>>,
     /// The policies that decided (authorize).

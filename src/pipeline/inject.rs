@@ -21,6 +21,39 @@ use crate::telemetry::spans::RequestTrace;
 use http::header::{self, HeaderName, HeaderValue};
 use http::Request;
 use opentelemetry::KeyValue;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Compiled searches for credential values, by the exact value placed (header name and
+/// value, or query value): compiling one costs more than the rest of a request, and a
+/// static secret or a reused JWT is the same value call after call. An entry lives at most
+/// five minutes, the longest lifetime of a JWT keygate mints; a value minted for one call
+/// is compiled for that call and not kept.
+type SearchCache = moka::sync::Cache<Box<[u8]>, Arc<Injected>, crate::FastHash>;
+
+fn searches() -> &'static SearchCache {
+    static CACHE: OnceLock<SearchCache> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_secs(300))
+            .build_with_hasher(crate::FastHash::default())
+    })
+}
+
+/// The compiled search for a placed value (`key` spells it exactly): from the cache
+/// unless `minted` now.
+pub fn search_for(
+    key: &[&[u8]],
+    minted: bool,
+    compile: impl FnOnce() -> Option<Injected>,
+) -> Option<Arc<Injected>> {
+    if minted {
+        return compile().map(Arc::new);
+    }
+    let key: Box<[u8]> = key.concat().into_boxed_slice();
+    searches().optionally_get_with(key, || compile().map(Arc::new))
+}
 
 pub fn inject<B>(
     ctx: &mut RequestCtx,
@@ -65,17 +98,24 @@ pub fn inject<B>(
         .with_detail(e.0)
     })?;
     ctx.credential_id = Some(issued.id);
+    let minted = issued.minted;
     match issued.placement {
         Placement::Header(name, value) => {
-            ctx.injected = injected_header(&name, &value);
+            ctx.injected = search_for(
+                &[name.as_str().as_bytes(), b":", value.as_bytes()],
+                minted,
+                || injected_header(&name, &value),
+            );
             req.headers_mut().insert(name, value);
         }
         Placement::Query { name, encoded } => {
-            let decoded = form_urlencoded::parse(encoded.as_bytes())
-                .next()
-                .map(|(k, _)| k.into_owned())
-                .unwrap_or_default();
-            ctx.injected = Injected::new([encoded.as_bytes(), decoded.as_bytes()]);
+            ctx.injected = search_for(&[b"?", encoded.as_bytes()], minted, || {
+                let decoded = form_urlencoded::parse(encoded.as_bytes())
+                    .next()
+                    .map(|(k, _)| k.into_owned())
+                    .unwrap_or_default();
+                Injected::new([encoded.as_bytes(), decoded.as_bytes()])
+            });
             let q = ctx.forward_query.get_or_insert_with(String::new);
             if !q.is_empty() {
                 q.push('&');

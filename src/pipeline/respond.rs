@@ -37,13 +37,14 @@
 use super::context::RequestCtx;
 use crate::error::{BoxError, Error, ErrorKind, ProxyBody};
 use crate::gateway::ToolRuntime;
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// The marker that overwrites an occurrence of keygate's credential (then `*` up to the
@@ -106,8 +107,12 @@ impl Injected {
         if needles.is_empty() {
             return None;
         }
+        // The cheapest automaton to build: searching is led by the prefilter (a SIMD scan
+        // for the needles' starts) whatever the automaton, and a DFA costs several times
+        // more to build.
         let search = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(AhoCorasickKind::NoncontiguousNFA))
             .build(&needles)
             .ok()?;
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
@@ -230,8 +235,8 @@ pub fn respond(
 }
 
 /// `body` with every form of the injected credential overwritten as it streams (the
-/// length is unchanged); the secret is dropped when the body ends.
-pub fn redacting(injected: Injected, body: ProxyBody) -> ProxyBody {
+/// length is unchanged); the body lets go of the secret when it ends.
+pub fn redacting(injected: Arc<Injected>, body: ProxyBody) -> ProxyBody {
     Redacting {
         inner: body,
         injected: Some(injected),
@@ -277,8 +282,8 @@ fn redact_headers(injected: &Injected, headers: &mut HeaderMap) {
 /// an event stream is not delayed by a frame.
 struct Redacting {
     inner: ProxyBody,
-    /// `None` once the body ended: the secret is dropped then.
-    injected: Option<Injected>,
+    /// `None` once the body ended: the secret is let go then.
+    injected: Option<Arc<Injected>>,
     /// Bytes held back from the previous frames.
     held: Vec<u8>,
     /// Trailers to send after the held bytes.
@@ -301,9 +306,12 @@ impl Redacting {
             return data;
         };
         if self.held.is_empty() {
-            // The common case: nothing in the frame, nothing to wait for; sent as is.
-            if !inj.is_in(&data) && inj.pending_prefix(&data) == 0 {
-                return data;
+            if !inj.is_in(&data) {
+                // The common case: nothing in the frame; sent as is (no copy), but for an
+                // end that may start the credential, which waits for the next frame.
+                let keep = data.len() - inj.pending_prefix(&data);
+                self.held.extend_from_slice(&data[keep..]);
+                return data.slice(..keep);
             }
             self.held = data.to_vec();
         } else {
@@ -407,12 +415,12 @@ mod tests {
 
     const SECRET: &str = "s3cr3t/t0ken+value=";
 
-    fn injected() -> Injected {
-        Injected::new([SECRET.as_bytes()]).unwrap()
+    fn injected() -> Arc<Injected> {
+        Arc::new(Injected::new([SECRET.as_bytes()]).unwrap())
     }
 
     /// Streams `frames` through the filter; returns what came out, frame by frame.
-    fn run(inj: Injected, frames: Vec<Vec<u8>>) -> Vec<Bytes> {
+    fn run(inj: Arc<Injected>, frames: Vec<Vec<u8>>) -> Vec<Bytes> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -524,7 +532,7 @@ mod tests {
     #[test]
     fn overlapping_forms_take_the_longest() {
         // A value that is the start of another: the longer one wins even across frames.
-        let inj = || Injected::new([&b"abc"[..], &b"abcdefgh"[..]]).unwrap();
+        let inj = || Arc::new(Injected::new([&b"abc"[..], &b"abcdefgh"[..]]).unwrap());
         assert_eq!(
             joined(&run(inj(), vec![b"xxabc".to_vec(), b"defghyy".to_vec()])),
             b"xx********yy"
@@ -537,7 +545,39 @@ mod tests {
     }
 
     #[test]
-    fn headers_and_trailers_are_redacted() {
+    fn trailers_are_redacted_and_follow_the_held_bytes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-echo", SECRET.parse().unwrap());
+            let frames = vec![
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x s3cr"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let mut body = redacting(
+                injected(),
+                StreamBody::new(futures_util::stream::iter(frames)).boxed(),
+            );
+            let mut data = Vec::new();
+            let mut got = None;
+            while let Some(f) = body.frame().await {
+                match f.unwrap().into_data() {
+                    Ok(d) => {
+                        assert!(got.is_none(), "data after the trailers");
+                        data.extend_from_slice(&d);
+                    }
+                    Err(f) => got = f.into_trailers().ok(),
+                }
+            }
+            assert_eq!(data, b"x s3cr");
+            assert_eq!(got.unwrap()["x-echo"], "keygate-redacted***");
+        });
+    }
+
+    #[test]
+    fn headers_are_redacted() {
         let inj = injected();
         let mut h = HeaderMap::new();
         h.insert("location", format!("/x?t={SECRET}").parse().unwrap());
