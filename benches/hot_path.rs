@@ -321,6 +321,85 @@ fn at_scale(c: &mut Criterion) {
     });
 }
 
+/// respond: compiling the search for an injected credential (once per minted-for-the-call
+/// token; otherwise a cache lookup), and the response filter on
+/// a 64 KiB body in 16 KiB frames, without the credential (the common case) and with it
+/// once, split across two frames; `respond/body_64KiB_unfiltered` is the same body
+/// collected without the filter, for comparison.
+fn respond_filter(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use keygate::pipeline::respond::{redacting, Injected};
+    let token = "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCIsImtpZCI6ImJlbmNoIn0.eyJpc3MiOiJrZXlnYXRlIiwic3ViIjoiYWdlbnQtMSIsImF1ZCI6InQiLCJzY29wZSI6InJlYWQiLCJleHAiOjE4MDAwMDAwMDAsImp0aSI6IjJiMGYzYzVlIn0.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2lnbmF0dXJlLXNpZ25hdHVyZQ";
+    c.bench_function("respond/compile_search_jwt", |b| {
+        b.iter(|| Injected::new([black_box(token.as_bytes())]).unwrap())
+    });
+    let value = format!("Bearer {token}");
+    let key: [&[u8]; 3] = [b"authorization", b":", value.as_bytes()];
+    let compile = || Injected::new([token.as_bytes()]);
+    keygate::pipeline::inject::search_for(&key, false, compile).unwrap();
+    c.bench_function("respond/cached_search_jwt", |b| {
+        b.iter(|| keygate::pipeline::inject::search_for(black_box(&key), false, compile).unwrap())
+    });
+    let mut clean = String::with_capacity(65536);
+    while clean.len() < 65536 - 64 {
+        clean.push_str("{\"id\":12345,\"name\":\"deploy the service\",\"state\":\"open\"},");
+    }
+    let frames = |body: &str| -> Vec<Bytes> {
+        body.as_bytes()
+            .chunks(16384)
+            .map(Bytes::copy_from_slice)
+            .collect()
+    };
+    let clean_frames = frames(&clean);
+    // The token once, across the first frame boundary.
+    let mut with = clean.clone();
+    with.replace_range(16384 - 40..16384 - 40 + token.len(), token);
+    let with_frames = frames(&with);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let body_of = |frames: &[Bytes]| {
+        let frames: Vec<Bytes> = frames.to_vec();
+        let stream = futures_util::stream::iter(
+            frames
+                .into_iter()
+                .map(|f| Ok::<_, keygate::error::BoxError>(http_body::Frame::data(f))),
+        );
+        http_body_util::StreamBody::new(stream).boxed()
+    };
+    c.bench_function("respond/body_64KiB_unfiltered", |b| {
+        b.iter(|| rt.block_on(body_of(&clean_frames).collect()).unwrap())
+    });
+    let inj = || std::sync::Arc::new(Injected::new([token.as_bytes()]).unwrap());
+    c.bench_function("respond/body_64KiB_filtered_clean", |b| {
+        b.iter_batched(
+            inj,
+            |i| {
+                rt.block_on(redacting(i, body_of(&clean_frames)).collect())
+                    .unwrap()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let out = rt
+        .block_on(redacting(inj(), body_of(&with_frames)).collect())
+        .unwrap()
+        .to_bytes();
+    assert!(!out.windows(token.len()).any(|w| w == token.as_bytes()));
+    assert_eq!(out.len(), with.len());
+    c.bench_function("respond/body_64KiB_filtered_one_token", |b| {
+        b.iter_batched(
+            inj,
+            |i| {
+                rt.block_on(redacting(i, body_of(&with_frames)).collect())
+                    .unwrap()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
 criterion_group!(
     benches,
     identify,
@@ -328,6 +407,7 @@ criterion_group!(
     mint,
     audit_record,
     classify_and_authorize,
-    at_scale
+    at_scale,
+    respond_filter
 );
 criterion_main!(benches);

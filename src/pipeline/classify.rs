@@ -98,6 +98,18 @@ pub fn needs_body(tool: &ToolRuntime, f: &RequestFacts) -> bool {
         || crate::catalog::needs_body(tool.tool.kind, f.method, f.forward_path, f.content_type)
 }
 
+/// Refuses `TRACE` for every tool, before anything is forwarded: a server answers it with
+/// the request it received, which would hand the agent the credential keygate injects.
+pub fn check_method(method: &http::Method) -> Result<(), Error> {
+    if method == http::Method::TRACE {
+        return Err(Error::new(
+            ErrorKind::MethodNotAllowed,
+            "keygate does not forward TRACE, which would echo the credential it adds",
+        ));
+    }
+    Ok(())
+}
+
 /// The operation of a request to a tool.
 pub fn operation(gw: &Gateway, tool: &ToolRuntime, f: &RequestFacts) -> Arc<Operation> {
     let view = crate::catalog::RequestView {

@@ -58,6 +58,9 @@ pub struct RequestCtx {
     pub stripped: Vec<Cow<'static, str>>,
     pub credential_provider: Option<&'static str>,
     pub credential_id: Option<Arc<str>>,
+    /// The credential values inject set, for respond to remove from the response (taken
+    /// by respond, dropped with the response; never printed).
+    pub injected: Option<Arc<super::respond::Injected>>,
     /// What the request does (classify).
     pub operation: Option<Arc<crate::routes::Operation>>,
     /// The policies that decided (authorize).
@@ -104,6 +107,7 @@ impl RequestCtx {
             stripped: Vec::new(),
             credential_provider: None,
             credential_id: None,
+            injected: None,
             operation: None,
             policies: Vec::new(),
             policy_errors: Vec::new(),

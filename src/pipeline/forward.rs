@@ -3,7 +3,8 @@
 //!
 //! Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the headers it names,
 //! `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) are
-//! removed both ways. Forwarding headers the agent sent are dropped, not trusted, and
+//! removed both ways; the agent's are removed by inject, before keygate's credential is
+//! set, so a `Connection` naming that header cannot remove it. Forwarding headers the agent sent are dropped, not trusted, and
 //! keygate sets its own `Forwarded` and `X-Forwarded-*`. Upstream failures become
 //! `upstream_unavailable` (502) or `upstream_timeout` (504).
 

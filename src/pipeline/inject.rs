@@ -3,14 +3,57 @@
 //! The provider's credential replaces any header of the same name (strip already removed
 //! the agent's). A provider that cannot issue one fails the request with
 //! `credential_unavailable`: nothing is forwarded without keygate's credential.
+//!
+//! The agent's hop-by-hop headers, and every header its `Connection` names, are removed
+//! here, before the credential is set: a `Connection: authorization` from the agent would
+//! otherwise make the forwarder remove keygate's own credential.
+//!
+//! The values set are handed to respond (on the request context, as
+//! [`super::respond::Injected`]), which removes them from the response; and the tool is
+//! asked for an uncompressed answer (`Accept-Encoding: identity`), which respond can scan.
 
 use super::context::RequestCtx;
+use super::respond::Injected;
 use crate::credentials::Placement;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::ToolRuntime;
 use crate::telemetry::spans::RequestTrace;
+use http::header::{self, HeaderName, HeaderValue};
 use http::Request;
 use opentelemetry::KeyValue;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Compiled searches for credential values, by the exact value placed (header name and
+/// value, or query value): compiling one costs more than the rest of a request, and a
+/// static secret or a reused JWT is the same value call after call. An entry lives at most
+/// five minutes, the longest lifetime of a JWT keygate mints; a value minted for one call
+/// is compiled for that call and not kept.
+type SearchCache = moka::sync::Cache<Box<[u8]>, Arc<Injected>, crate::FastHash>;
+
+fn searches() -> &'static SearchCache {
+    static CACHE: OnceLock<SearchCache> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_secs(300))
+            .build_with_hasher(crate::FastHash::default())
+    })
+}
+
+/// The compiled search for a placed value (`key` spells it exactly): from the cache
+/// unless `minted` now.
+pub fn search_for(
+    key: &[&[u8]],
+    minted: bool,
+    compile: impl FnOnce() -> Option<Injected>,
+) -> Option<Arc<Injected>> {
+    if minted {
+        return compile().map(Arc::new);
+    }
+    let key: Box<[u8]> = key.concat().into_boxed_slice();
+    searches().optionally_get_with(key, || compile().map(Arc::new))
+}
 
 pub fn inject<B>(
     ctx: &mut RequestCtx,
@@ -27,6 +70,9 @@ pub fn inject<B>(
             ))
         }
     };
+    // Before anything keygate sets: what the agent's `Connection` names goes now, never
+    // keygate's credential later.
+    super::forward::remove_hop_by_hop(req.headers_mut());
     let phase = ctx
         .trace
         .as_ref()
@@ -52,11 +98,24 @@ pub fn inject<B>(
         .with_detail(e.0)
     })?;
     ctx.credential_id = Some(issued.id);
+    let minted = issued.minted;
     match issued.placement {
         Placement::Header(name, value) => {
+            ctx.injected = search_for(
+                &[name.as_str().as_bytes(), b":", value.as_bytes()],
+                minted,
+                || injected_header(&name, &value),
+            );
             req.headers_mut().insert(name, value);
         }
         Placement::Query { name, encoded } => {
+            ctx.injected = search_for(&[b"?", encoded.as_bytes()], minted, || {
+                let decoded = form_urlencoded::parse(encoded.as_bytes())
+                    .next()
+                    .map(|(k, _)| k.into_owned())
+                    .unwrap_or_default();
+                Injected::new([encoded.as_bytes(), decoded.as_bytes()])
+            });
             let q = ctx.forward_query.get_or_insert_with(String::new);
             if !q.is_empty() {
                 q.push('&');
@@ -66,5 +125,33 @@ pub fn inject<B>(
             q.push_str(&encoded);
         }
     }
+    if ctx.injected.is_some() {
+        // respond cannot scan a compressed body for the credential, and refuses one.
+        req.headers_mut().insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
     Ok(())
+}
+
+/// The secret values of an injected header: the credential after the scheme of an
+/// `Authorization` value (`Bearer <token>`, `token <token>`; for `Basic` both the base64
+/// and the `user:password` it encodes), the whole value of any other header.
+fn injected_header(name: &HeaderName, value: &HeaderValue) -> Option<Injected> {
+    use base64::Engine;
+    let v = value.as_bytes();
+    if name != header::AUTHORIZATION {
+        return Injected::new([v]);
+    }
+    let Some(space) = v.iter().position(|b| *b == b' ') else {
+        return Injected::new([v]);
+    };
+    let (scheme, credential) = (&v[..space], v[space + 1..].trim_ascii());
+    if scheme.eq_ignore_ascii_case(b"basic") {
+        if let Ok(plain) = base64::engine::general_purpose::STANDARD.decode(credential) {
+            return Injected::new([credential, plain.as_slice()]);
+        }
+    }
+    Injected::new([credential])
 }

@@ -8,6 +8,7 @@
 //! strip      remove the agent's credentials; refuse or redact known secret formats
 //! inject     the tool's provider issues this agent's credential
 //! forward    pooled client to the tool, streaming both ways
+//! respond    keygate's credential removed from the response, as it streams
 //! inventory  an identity created is recorded with its agent, approver, owner, ticket
 //! audit      exactly one record per request
 //! ```
@@ -30,6 +31,7 @@ pub mod identify;
 pub mod inject;
 pub mod inventory;
 pub mod mcp;
+pub mod respond;
 pub mod strip;
 
 use crate::error::{Error, ErrorKind, ProxyBody};
@@ -175,6 +177,7 @@ async fn run(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
     check_framing(&req)?;
+    classify::check_method(req.method())?;
     let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
         req.headers()
             .get(header::HOST)
@@ -413,6 +416,8 @@ async fn run(
     ctx.decision = Decision::Allow;
     // forward
     let resp = forward::forward(ctx, &tool, req, original_host).await?;
+    // respond: keygate's credential never comes back to the agent.
+    let resp = respond::respond(ctx, &tool, resp)?;
     // MCP: the agent sees only the tools it may call.
     let tools_list = ctx.mcp.as_ref().and_then(|m| m.tools_list.clone());
     let resp = match tools_list {
