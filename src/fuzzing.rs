@@ -28,7 +28,11 @@ pub const TARGETS: &[(&str, Target)] = &[
 /// empty, `.` or `..` segment; what it refuses it refuses for a reason a server could
 /// read differently.
 pub fn canonical_path(data: &[u8]) {
-    let Ok(path) = std::str::from_utf8(data) else {
+    // The pipeline canonicalizes origin-form paths, which hyper guarantees start with `/`.
+    let Some(path) = std::str::from_utf8(data)
+        .ok()
+        .filter(|p| p.starts_with('/'))
+    else {
         return;
     };
     let Ok(canon) = classify::canonicalize(path) else {
