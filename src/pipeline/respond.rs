@@ -62,7 +62,7 @@ const STRICT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 ///
 /// Holds secrets: no `Debug` that prints them, no `Clone`; dropped with the response.
 pub struct Injected {
-    search: AhoCorasick,
+    search: Search,
     /// Every form looked for (for the check of a value cut at the end of a frame).
     needles: Vec<Vec<u8>>,
     longest: usize,
@@ -107,14 +107,21 @@ impl Injected {
         if needles.is_empty() {
             return None;
         }
-        // The cheapest automaton to build: searching is led by the prefilter (a SIMD scan
-        // for the needles' starts) whatever the automaton, and a DFA costs several times
-        // more to build.
-        let search = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .kind(Some(AhoCorasickKind::NoncontiguousNFA))
-            .build(&needles)
-            .ok()?;
+        // One form (a JWT or token whose forms all spell the same): a substring finder,
+        // built in well under a microsecond, as a credential minted for one call needs.
+        // Several: the cheapest automaton to build; searching is led by the prefilter (a
+        // SIMD scan for the needles' starts) whatever the automaton, and a DFA costs
+        // several times more to build.
+        let search = match needles.as_slice() {
+            [one] => Search::One(memchr::memmem::Finder::new(one).into_owned()),
+            _ => Search::Many(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .kind(Some(AhoCorasickKind::NoncontiguousNFA))
+                    .build(&needles)
+                    .ok()?,
+            ),
+        };
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
         Some(Injected {
             search,
@@ -131,9 +138,9 @@ impl Injected {
     /// `hay` with every form of the credential overwritten, or `None` when it holds none.
     pub fn redact(&self, hay: &[u8]) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
-        for m in self.search.find_iter(hay) {
+        for (start, end) in self.search.matches(hay) {
             let o = out.get_or_insert_with(|| hay.to_vec());
-            overwrite(&mut o[m.start()..m.end()]);
+            overwrite(&mut o[start..end]);
         }
         out
     }
@@ -170,18 +177,44 @@ impl Injected {
         };
         let mut ready = hold_from;
         let mut found: Vec<(usize, usize)> = Vec::new();
-        for m in self.search.find_iter(&*buf) {
-            if m.end() > hold_from {
+        for (start, end) in self.search.matches(buf) {
+            if end > hold_from {
                 // A longer form may start here: wait with the whole match.
-                ready = ready.min(m.start());
+                ready = ready.min(start);
                 break;
             }
-            found.push((m.start(), m.end()));
+            found.push((start, end));
         }
         for (s, e) in found {
             overwrite(&mut buf[s..e]);
         }
         ready
+    }
+}
+
+/// The compiled search: one form, or several (leftmost-longest).
+enum Search {
+    One(memchr::memmem::Finder<'static>),
+    Many(AhoCorasick),
+}
+
+impl Search {
+    fn is_match(&self, hay: &[u8]) -> bool {
+        match self {
+            Search::One(f) => f.find(hay).is_some(),
+            Search::Many(ac) => ac.is_match(hay),
+        }
+    }
+
+    /// Non-overlapping matches, leftmost first, as (start, end).
+    fn matches(&self, hay: &[u8]) -> Vec<(usize, usize)> {
+        match self {
+            Search::One(f) => {
+                let n = f.needle().len();
+                f.find_iter(hay).map(|s| (s, s + n)).collect()
+            }
+            Search::Many(ac) => ac.find_iter(hay).map(|m| (m.start(), m.end())).collect(),
+        }
     }
 }
 
