@@ -113,7 +113,7 @@ impl Injected {
         // SIMD scan for the needles' starts) whatever the automaton, and a DFA costs
         // several times more to build.
         let search = match needles.as_slice() {
-            [one] => Search::One(memchr::memmem::Finder::new(one).into_owned()),
+            [one] => Search::One(Box::new(memchr::memmem::Finder::new(one).into_owned())),
             _ => Search::Many(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::LeftmostLongest)
@@ -194,7 +194,7 @@ impl Injected {
 
 /// The compiled search: one form, or several (leftmost-longest).
 enum Search {
-    One(memchr::memmem::Finder<'static>),
+    One(Box<memchr::memmem::Finder<'static>>),
     Many(AhoCorasick),
 }
 
