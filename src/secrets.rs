@@ -318,7 +318,10 @@ fn scan(hay: &[u8], mut f: impl FnMut(Finding) -> bool) {
         };
         let start = at + m.start();
         let i = m.pattern().as_usize();
-        let boundary = start == 0 || !is_word(hay[start - 1]);
+        // A token glued to a preceding word is part of something else; a PEM block,
+        // which starts with dashes, is a key wherever it starts (`x-----BEGIN …`).
+        let pem = PREFIXES[i].1 == SecretKind::PrivateKey;
+        let boundary = pem || start == 0 || !is_word(hay[start - 1]);
         let found = boundary
             .then(|| {
                 std::iter::once(&i).chain(&shorter[i]).find_map(|&j| {
@@ -409,6 +412,11 @@ mod tests {
                 SecretKind::PrivateKey,
             ),
             ("-----BEGIN PRIVATE KEY-----\nMC4C", SecretKind::PrivateKey),
+            // Glued to a word before it (found by fuzzing secret_scan).
+            (
+                "key=x-----BEGIN PRIVATE KEY-----\nMC4C",
+                SecretKind::PrivateKey,
+            ),
             (
                 "a eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl b",
                 SecretKind::Jwt,

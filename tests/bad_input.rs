@@ -316,6 +316,22 @@ async fn differing_content_lengths_are_refused_by_hyper() {
 }
 
 #[tokio::test]
+async fn two_content_types_are_refused() {
+    let env = start("", "").await;
+    let req = format!(
+        "POST /tools/t/ct HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Type: application/json\r\n\
+         Content-Length: 7\r\n\r\n{{\"a\":1}}",
+        env.token
+    );
+    let r = raw(env.gw.addr, req.as_bytes(), WAIT, false).await;
+    assert_eq!(r.status(), 400, "{}", r.text);
+    assert!(r.body().contains("\"ambiguous_framing\""), "{}", r.text);
+    assert_eq!(env.up.count(), 0);
+    env.assert_serving().await;
+}
+
+#[tokio::test]
 async fn an_http11_request_without_host_is_400() {
     let env = start("", "").await;
     let req = format!(

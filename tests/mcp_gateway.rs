@@ -42,12 +42,17 @@ struct Env {
 }
 
 async fn start(policy: Option<&str>) -> Env {
+    start_with(policy, "").await
+}
+
+/// Like [`start`], with `tool_extra` in the tool's table.
+async fn start_with(policy: Option<&str>, tool_extra: &str) -> Env {
     std::env::set_var("MCPG_SECRET", "mcp-tool-secret");
     let up = server().await;
     let dir = tempfile::tempdir().unwrap();
     let iss = TestIssuer::new(dir.path(), "mcpg-iss", "keygate");
     let mut cfg = format!(
-        "{}{}[[tools]]\nname = \"srv\"\nprotocol = \"mcp\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = \"MCPG_SECRET\"\n",
+        "{}{}[[tools]]\nname = \"srv\"\nprotocol = \"mcp\"\nupstream = {:?}\n{tool_extra}[tools.credential]\nprovider = \"static\"\nfrom_env = \"MCPG_SECRET\"\n",
         iss.toml(),
         agent("a1", "o@x"),
         up.url()
@@ -533,6 +538,39 @@ async fn an_approval_binds_the_exact_arguments() {
         )
         .await;
     assert_eq!(s, 200, "{a}");
+    // The approved call sent elsewhere on the server (another path or query, where a
+    // server may serve other tool sets) is another request.
+    let auth = bearer(&e.iss.token("a1"));
+    for elsewhere in ["/tools/srv/mcp/admin", "/tools/srv/mcp?toolsets=all"] {
+        let b = Client::http1()
+            .send(
+                "POST",
+                &e.gw.url(elsewhere),
+                &[
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                    ("accept", "application/json, text/event-stream"),
+                ],
+                body(6, r#"{"n":18446744073709551616,"scope":"repo"}"#),
+            )
+            .await
+            .json();
+        assert_eq!(
+            b["error"]["data"]["error"], "approval_required",
+            "{elsewhere}: {b}"
+        );
+        assert_ne!(approval(&b), approval(&low), "{elsewhere}");
+    }
+    // So is the approved call with other members in its params (`_meta`).
+    let b = e
+        .raw(
+            "POST",
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create_api_token","arguments":{"n":18446744073709551616,"scope":"repo"},"_meta":{"progressToken":"x"}}}"#,
+        )
+        .await
+        .json();
+    assert_eq!(b["error"]["data"]["error"], "approval_required", "{b}");
+    assert_eq!(e.up.count(), 0);
     let b = e
         .raw(
             "POST",
@@ -571,4 +609,25 @@ async fn batches_have_a_size_limit() {
     let r = e.raw("POST", &batch(64)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(e.up.count(), 1);
+}
+
+/// With `on_secret = "redact"`, a secret in an MCP body is refused, never redacted: a
+/// redaction after the decision could make the server read another call (a private key's
+/// markers in two messages would swallow everything between them).
+#[tokio::test]
+async fn a_secret_in_an_mcp_body_is_refused_even_where_the_tool_redacts() {
+    let e = start_with(None, "on_secret = \"redact\"\n").await;
+    let r = e
+        .raw(
+            "POST",
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"k":"-----BEGIN PRIVATE KEY-----"}}},{"jsonrpc":"2.0","id":2,"method":"ping","params":{"_meta":{"k":"-----END PRIVATE KEY-----"}}}]"#,
+        )
+        .await;
+    let b = r.json();
+    assert!(
+        b.to_string().contains("secret_in_request"),
+        "{}: {b}",
+        r.status
+    );
+    assert_eq!(e.up.count(), 0);
 }

@@ -73,6 +73,10 @@ pub fn inject<B>(
     // Before anything keygate sets: what the agent's `Connection` names goes now, never
     // keygate's credential later.
     super::forward::remove_hop_by_hop(req.headers_mut());
+    // A range of an answer that echoes keygate's credential could hold a piece of it,
+    // which the response search cannot recognise: the tool answers whole.
+    req.headers_mut().remove(header::RANGE);
+    req.headers_mut().remove(header::IF_RANGE);
     let phase = ctx
         .trace
         .as_ref()
@@ -150,7 +154,18 @@ fn injected_header(name: &HeaderName, value: &HeaderValue) -> Option<Injected> {
     let (scheme, credential) = (&v[..space], v[space + 1..].trim_ascii());
     if scheme.eq_ignore_ascii_case(b"basic") {
         if let Ok(plain) = base64::engine::general_purpose::STANDARD.decode(credential) {
-            return Injected::new([credential, plain.as_slice()]);
+            // The password alone too (an echo may show user and password apart).
+            let password = plain
+                .iter()
+                .position(|b| *b == b':')
+                .map_or(&[][..], |i| &plain[i + 1..]);
+            // Not one so short that ordinary text would be overwritten for it.
+            let password = if password.len() >= 8 {
+                password
+            } else {
+                &[][..]
+            };
+            return Injected::new([credential, plain.as_slice(), password]);
         }
     }
     Injected::new([credential])

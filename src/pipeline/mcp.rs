@@ -627,6 +627,15 @@ fn arguments_of(v: Option<&Json>) -> Vec<(String, String)> {
 /// when their arguments are the same JSON value, so an approval of one is never spent
 /// on another: not with numbers beyond 64 bits, not with members reordered (the same
 /// value), and never with duplicate members (refused by [`parse`]).
+/// The canonical form of a message's whole `params` (`null` when absent): what an
+/// approval of the message binds, so nothing in it (`_meta`, a task id, a level) can
+/// change after a human approved it.
+pub fn canonical_params(m: &Message) -> Vec<u8> {
+    m.params
+        .as_ref()
+        .map_or_else(|| b"null".to_vec(), Json::canonical)
+}
+
 pub fn canonical_arguments(m: &Message) -> Vec<u8> {
     match arguments_member(m.params.as_ref()) {
         Ok(Some(a)) => a.canonical(),

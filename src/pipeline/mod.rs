@@ -266,6 +266,9 @@ async fn run(
     };
     let mut body = strip::RequestBody::Unread(body);
     let mut read: Option<bytes::Bytes> = None;
+    // A body read to decide (the operation, MCP messages) is never rewritten after the
+    // decision: strip refuses a secret in it rather than redact it.
+    let body_decides = classify::needs_body(&tool, &facts) || mcp_post_of(&tool, &parts.method);
     if classify::needs_body(&tool, &facts) {
         if let strip::RequestBody::Unread(b) = body {
             read = Some(
@@ -321,13 +324,18 @@ async fn run(
                         "a call that needs a human's approval cannot be batched; send it on its own",
                     ));
                 }
+                // Bound to where it is sent (a server may serve other tool sets under
+                // another path or query), the method and the whole canonical `params`.
+                let mut what = call.method.clone().into_bytes();
+                what.push(0);
+                what.extend_from_slice(&mcp::canonical_params(m));
                 mcp_digest = Some(approve::request_digest(
                     &tool.tool.name,
-                    &call.method,
-                    call.name.as_deref().unwrap_or(""),
-                    None,
+                    parts.method.as_str(),
+                    &tool_path,
+                    parts.uri.query(),
                     &approve::effect_headers(tool.tool.kind, &parts.headers),
-                    &mcp::canonical_arguments(m),
+                    &what,
                 ));
                 needs_approval = Some(allowed_by);
             }
@@ -374,7 +382,8 @@ async fn run(
         None => body,
     };
     // strip
-    let (mut req, forwarded_body) = strip::strip(ctx, &tool, timeout, parts, body).await?;
+    let (mut req, forwarded_body) =
+        strip::strip(ctx, &tool, timeout, parts, body, body_decides).await?;
     // The approval binds, and the approver sees, the request as it will be forwarded:
     // after strip (no agent credential), before inject (no tool credential).
     let approval_request = needs_approval.as_ref().map(|_| {
@@ -431,6 +440,10 @@ async fn run(
         return inventory::record(gw, ctx, &op, resp).await;
     }
     Ok(resp)
+}
+
+fn mcp_post_of(tool: &crate::gateway::ToolRuntime, method: &http::Method) -> bool {
+    tool.tool.protocol == crate::config::Protocol::Mcp && method == http::Method::POST
 }
 
 /// Decides with the policies; a `keygate.authorize` span when the request is traced and
@@ -549,6 +562,14 @@ fn check_framing<B>(req: &Request<B>) -> Result<(), Error> {
         return Err(Error::new(
             ErrorKind::AmbiguousFraming,
             "the request has more than one Content-Length header",
+        ));
+    }
+    if h.get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {
+        // One reader takes the first, another the last: a body scanned and classified as
+        // one type could be parsed by the tool as another.
+        return Err(Error::new(
+            ErrorKind::AmbiguousFraming,
+            "the request has more than one Content-Type header",
         ));
     }
     if lengths == 1 && h.contains_key(header::TRANSFER_ENCODING) {

@@ -238,12 +238,15 @@ pub fn respond(
         return Ok(resp);
     };
     let (mut parts, body) = resp.into_parts();
-    if let Some(enc) = parts.headers.get(http::header::CONTENT_ENCODING) {
-        let identity = enc
-            .to_str()
-            .map(|e| e.trim().eq_ignore_ascii_case("identity"))
-            .unwrap_or(false);
-        if !identity && !body.is_end_stream() {
+    // Every value and every coding of them: one `identity` beside a `gzip` is compressed.
+    let mut encodings = parts.headers.get_all(http::header::CONTENT_ENCODING).iter();
+    if let Some(enc) = encodings.find(|enc| {
+        !enc.to_str().is_ok_and(|e| {
+            e.split(',')
+                .all(|c| c.trim().is_empty() || c.trim().eq_ignore_ascii_case("identity"))
+        })
+    }) {
+        if !body.is_end_stream() {
             let detail = format!(
                 "content-encoding: {}",
                 String::from_utf8_lossy(enc.as_bytes())

@@ -85,6 +85,7 @@ pub async fn strip<B>(
     body_read_timeout: Duration,
     mut parts: http::request::Parts,
     body: RequestBody<B>,
+    body_decides: bool,
 ) -> Result<(Request<ProxyBody>, Option<Bytes>), Error>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
@@ -213,7 +214,9 @@ where
     });
     let body = match found {
         None => collected,
-        Some(f) if !redact => return Err(secret_error(f.kind, "body")),
+        // A body that decided the operation or the MCP calls is refused, never rewritten:
+        // redaction could make the tool read another call than the one authorized.
+        Some(f) if !redact || body_decides => return Err(secret_error(f.kind, "body")),
         Some(_) => {
             // Kinds redacted from the decoded form, so the audit names them too.
             let mut form_kinds = Vec::new();
