@@ -3,19 +3,24 @@
 //! ```text
 //! identify   who is calling (verified JWT, mTLS SPIFFE ID); suspended agents stop here
 //! classify   which tool, which operation (catalog, routes); canonical path
-//! authorize  Cedar policies: allow, deny, or needs approval
-//! approve    a needed approval of this exact request, used once
+//! authorize  Cedar policies: allow, deny, or needs approval (every MCP message decided)
 //! strip      remove the agent's credentials; refuse or redact known secret formats
 //! inject     the tool's provider issues this agent's credential
+//! approve    a needed approval of this exact request (as it will be sent), used once
 //! forward    pooled client to the tool, streaming both ways
 //! respond    keygate's credential removed from the response, as it streams
 //! inventory  an identity created is recorded with its agent, approver, owner, ticket
-//! audit      exactly one record per request
+//! audit      exactly one record per request, even when the agent went away
 //! ```
+//!
+//! Approve runs after strip and inject on purpose: a request that strip or inject would
+//! refuse never asks a human or spends an approval, and the approval's digest is over
+//! what the tool will receive. Each request runs on a task of its own ([`handle`]), so a
+//! forwarded call finishes and is audited whatever the agent's connection does.
 //!
 //! Every phase reads and extends one [`RequestCtx`]; a phase that refuses returns an
 //! [`Error`], which [`Error::to_response`] maps to the wire. Nothing reaches a tool
-//! before identify, authorize, approve and strip have passed, and nothing reaches it
+//! before identify, authorize, strip and approve have passed, and nothing reaches it
 //! without the credential inject produced: every path to `forward` goes through all of
 //! them. A body is read (within the tool's limit) before anything is forwarded whenever
 //! a phase needs it.
