@@ -144,8 +144,9 @@ pub async fn forward(
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;
 
+    // The agent's hop-by-hop headers (and those its `Connection` names) were removed by
+    // inject, before keygate set its credential; nothing since adds one.
     let headers = req.headers_mut();
-    remove_hop_by_hop(headers);
     // The tool's own host. Over cleartext (always HTTP/1.1) keygate sets it from a
     // precomputed value; over TLS the client sets it for HTTP/1.1 and leaves it out for
     // HTTP/2 (where `:authority` carries it).

@@ -41,6 +41,18 @@ fn searches() -> &'static SearchCache {
     })
 }
 
+/// The compiled searches for `Authorization` values, keyed by the value alone (same
+/// bounds as [`searches`]).
+fn authorization_searches() -> &'static SearchCache {
+    static CACHE: OnceLock<SearchCache> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_secs(300))
+            .build_with_hasher(crate::FastHash::default())
+    })
+}
+
 /// The compiled search for a placed value (`key` spells it exactly): from the cache
 /// unless `minted` now.
 pub fn search_for(
@@ -104,6 +116,25 @@ pub fn inject<B>(
     ctx.credential_id = Some(issued.id);
     let minted = issued.minted;
     match issued.placement {
+        Placement::Header(name, value) if name == header::AUTHORIZATION => {
+            // The common case, looked up by the value itself (no key to build).
+            ctx.injected = if minted {
+                injected_header(&name, &value).map(Arc::new)
+            } else {
+                let cache = authorization_searches();
+                match cache.get(value.as_bytes()) {
+                    Some(hit) => Some(hit),
+                    None => {
+                        let compiled = injected_header(&name, &value).map(Arc::new);
+                        if let Some(c) = &compiled {
+                            cache.insert(value.as_bytes().into(), c.clone());
+                        }
+                        compiled
+                    }
+                }
+            };
+            req.headers_mut().insert(name, value);
+        }
         Placement::Header(name, value) => {
             ctx.injected = search_for(
                 &[name.as_str().as_bytes(), b":", value.as_bytes()],
