@@ -588,9 +588,17 @@ mod tests {
     fn redaction_leaves_nothing_the_scanner_finds() {
         // A run of key characters too long for a Google API key, cut by the marker of the
         // private key after it, is one (found by fuzzing secret_scan).
-        let text = b"x AIza4AI----------a-AIza4AI------------------BEGIN PRIVATE KEY-----\\nAn----- y";
+        let text =
+            b"x AIza4AI----------a-AIza4AI------------------BEGIN PRIVATE KEY-----\\nAn----- y";
         let (out, kinds) = redact(text).unwrap();
-        assert!(find_first(&out).is_none(), "{}", String::from_utf8_lossy(&out));
-        assert_eq!(kinds, vec![SecretKind::PrivateKey, SecretKind::GoogleApiKey]);
+        assert!(
+            find_first(&out).is_none(),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(
+            kinds,
+            vec![SecretKind::PrivateKey, SecretKind::GoogleApiKey]
+        );
     }
 }
