@@ -6,8 +6,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use keygate::config::SigningAlgorithm;
+use keygate::conn::ConnInfo;
 use keygate::credentials::{Provider, Signer};
-use keygate::server::ConnInfo;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -185,6 +185,7 @@ fn classify_and_authorize(c: &mut Criterion) {
     let snap = &f.snapshot;
     let agent = snap.agents.by_id.values().next().unwrap().clone();
     let tool = snap.tools.by_name.values().next().unwrap().clone();
+    let policies = keygate::policy::load(snap).unwrap();
     let method = http::Method::POST;
     let view = keygate::catalog::RequestView {
         method: &method,
@@ -208,7 +209,7 @@ fn classify_and_authorize(c: &mut Criterion) {
         b.iter(|| keygate::catalog::classify(keygate::catalog::Kind::Github, black_box(&read_view)))
     });
     let read = snap.operations.read.clone();
-    let input = keygate::pipeline::authorize::Input {
+    let input = keygate::policy::Input {
         agent: &agent,
         tool: &tool,
         operation: &read,
@@ -219,10 +220,10 @@ fn classify_and_authorize(c: &mut Criterion) {
         mcp: None,
     };
     c.bench_function("authorize/cedar_default_policies_evaluated", |b| {
-        b.iter(|| snap.policies.evaluate_uncached(black_box(&input)))
+        b.iter(|| policies.evaluate_uncached(black_box(&input)))
     });
     c.bench_function("authorize/cedar_default_policies_cached_decision", |b| {
-        b.iter(|| snap.policies.authorize(black_box(&input)))
+        b.iter(|| policies.authorize(black_box(&input)))
     });
 }
 
@@ -279,11 +280,12 @@ fn at_scale(c: &mut Criterion) {
         pol.display().to_string()
     );
     let snap = keygate::config::parse(&dir.path().join("k.toml"), &cfgtext).unwrap();
-    assert_eq!(snap.policies.policy_count, 100);
+    let policies = keygate::policy::load(&snap).unwrap();
+    assert_eq!(policies.policy_count, 100);
     let agent = snap.agents.by_id.values().next().unwrap().clone();
     let tool = snap.tools.by_name.values().next().unwrap().clone();
     let read = snap.operations.read.clone();
-    let input = keygate::pipeline::authorize::Input {
+    let input = keygate::policy::Input {
         agent: &agent,
         tool: &tool,
         operation: &read,
@@ -294,13 +296,13 @@ fn at_scale(c: &mut Criterion) {
         mcp: None,
     };
     c.bench_function("authorize/cedar_100_policies_evaluated", |b| {
-        b.iter(|| snap.policies.evaluate_uncached(black_box(&input)))
+        b.iter(|| policies.evaluate_uncached(black_box(&input)))
     });
     // The applicable policy reads context.path: its decisions are not cached, so
     // authorize evaluates every time (compare the default policies' cached decision).
     c.bench_function(
         "authorize/cedar_100_policies_path_condition_uncacheable",
-        |b| b.iter(|| snap.policies.authorize(black_box(&input))),
+        |b| b.iter(|| policies.authorize(black_box(&input))),
     );
 
     // A minted credential reused within its window.

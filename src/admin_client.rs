@@ -3,7 +3,7 @@
 //! configuration file the gateway runs on (or `--admin-url` / `KEYGATE_ADMIN_URL` and
 //! `KEYGATE_ADMIN_TOKEN`).
 
-use crate::pipeline::forward::{build_client, HttpClient};
+use crate::http_client::{build_client, HttpClient};
 use http::Method;
 use http_body_util::BodyExt;
 use std::path::Path;

@@ -9,27 +9,21 @@
 //!   gateway it started with, so a reload never disturbs requests in flight, and a reload
 //!   that fails keeps the running gateway.
 
-use crate::config::{ProviderSpec, SecretSource, Snapshot, Tool};
-use crate::credentials::{MintedJwt, Provider, Signer, StaticSecret};
-use crate::pipeline::forward::{build_client, HttpClient};
+use crate::config::{SecretSource, Snapshot};
+use crate::credentials::{Provider, Signer};
+use crate::http_client::{build_client, HttpClient};
 use crate::pipeline::identify::Identifier;
 use crate::store::Store;
 use crate::telemetry::audit_log::AuditLog;
+use crate::tools::ToolSet;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-
-/// A tool with its credential provider and its pooled upstream client.
-pub struct ToolRuntime {
-    pub tool: Arc<Tool>,
-    pub provider: Provider,
-    pub client: HttpClient,
-}
 
 /// Process-wide state that survives reloads.
 pub struct Shared {
@@ -282,8 +276,9 @@ pub struct Gateway {
     pub snapshot: Arc<Snapshot>,
     pub shared: Arc<Shared>,
     pub identifier: Identifier,
-    pub tools_by_name: HashMap<Arc<str>, Arc<ToolRuntime>>,
-    pub tools_by_host: HashMap<String, Arc<ToolRuntime>>,
+    /// The compiled policies of this snapshot.
+    pub policies: Arc<crate::policy::PolicyEngine>,
+    pub tools: ToolSet,
     id_prefix: String,
     id_counter: Arc<AtomicU64>,
 }
@@ -304,56 +299,14 @@ impl Gateway {
         for (name, e) in identifier.load_keys().await {
             tracing::error!(issuer = %name, "cannot load the issuer's keys (its tokens are refused until they load): {e}");
         }
-        let mut tools_by_name = HashMap::new();
-        let mut tools_by_host = HashMap::new();
-        for tool in snapshot.tools.by_name.values() {
-            let provider = match &tool.credential.provider {
-                ProviderSpec::Static {
-                    source,
-                    credential_id,
-                } => {
-                    let p = StaticSecret::new(
-                        source.clone(),
-                        tool.credential.inject.clone(),
-                        credential_id.clone(),
-                    );
-                    if let Err(e) = p.status() {
-                        tracing::error!(tool = %tool.name, "static credential unavailable (calls to this tool fail until it loads): {e}");
-                    }
-                    Provider::Static(p)
-                }
-                ProviderSpec::Jwt {
-                    scope,
-                    audience,
-                    ttl,
-                    reuse,
-                } => Provider::Jwt(MintedJwt::new(
-                    signer.clone(),
-                    snapshot.signing.issuer.clone(),
-                    audience.clone(),
-                    scope.clone(),
-                    *ttl,
-                    *reuse,
-                    tool.credential.inject.clone(),
-                )),
-            };
-            let client = build_client(tool.ca_file.as_deref(), tool.connect_timeout)?;
-            let rt = Arc::new(ToolRuntime {
-                tool: tool.clone(),
-                provider,
-                client,
-            });
-            for h in &tool.hosts {
-                tools_by_host.insert(h.clone(), rt.clone());
-            }
-            tools_by_name.insert(tool.name.clone(), rt);
-        }
+        let policies = crate::policy::load(&snapshot).map_err(|e| e.to_string())?;
+        let tools = ToolSet::build(&snapshot, &signer)?;
         let gw = Arc::new(Gateway {
             snapshot,
             shared,
             identifier,
-            tools_by_name,
-            tools_by_host,
+            policies,
+            tools,
             id_prefix: format!("{:08x}", rand_u32()),
             id_counter: Arc::new(AtomicU64::new(0)),
         });
@@ -417,7 +370,7 @@ fn spawn_refreshers(gw: &Arc<Gateway>) {
             }
         });
     }
-    let has_files = gw.tools_by_name.values().any(|t| {
+    let has_files = gw.tools.by_name.values().any(|t| {
         matches!(&t.provider, Provider::Static(s) if matches!(s.source(), SecretSource::File(_)))
     });
     if has_files {
@@ -426,7 +379,7 @@ fn spawn_refreshers(gw: &Arc<Gateway>) {
             loop {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 let Some(gw) = weak.upgrade() else { return };
-                for t in gw.tools_by_name.values() {
+                for t in gw.tools.by_name.values() {
                     if let Provider::Static(s) = &t.provider {
                         if matches!(s.source(), SecretSource::File(_)) && s.reload() {
                             match s.status() {

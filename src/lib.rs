@@ -9,6 +9,7 @@ pub type FastHash = ahash::RandomState;
 pub mod admin_client;
 pub mod catalog;
 pub mod config;
+pub mod conn;
 pub mod credentials;
 pub mod dev;
 pub mod echo;
@@ -16,13 +17,17 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod http_client;
 pub(crate) mod locks;
 pub mod pipeline;
+pub mod policy;
 pub mod private_fs;
 pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
+pub mod tools;
 
 pub use gateway::{Gateway, Runtime};

@@ -188,7 +188,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match keygate::config::load(&config) {
+        Command::Check { config } => match keygate::config::load(&config)
+            .and_then(|s| keygate::policy::load(&s).map(|_| s))
+        {
             Ok(s) => {
                 println!(
                     "{}: ok ({} tools, {} agents, {} issuers)",
@@ -230,16 +232,18 @@ fn main() -> ExitCode {
             keygate::telemetry::init_logging();
             keygate::echo::run(&listen).await
         }),
-        Command::Schema { config } => match keygate::config::load(&config) {
-            Ok(s) => {
-                print!("{}", s.policies.schema_text);
-                ExitCode::SUCCESS
+        Command::Schema { config } => {
+            match keygate::config::load(&config).and_then(|s| keygate::policy::load(&s)) {
+                Ok(p) => {
+                    print!("{}", p.schema_text);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Approvals { admin, command } => client(admin, |c| approvals(c, command)),
         Command::Inventory { admin, command } => client(admin, |c| inventory(c, command)),
         Command::Agents { admin, command } => client(admin, |c| agents(c, command)),

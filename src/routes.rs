@@ -142,6 +142,23 @@ fn find<'a>(node: &'a Node, segs: &[&str], method: &Method) -> Option<&'a Arc<Op
         .or_else(|| node.param.as_deref().and_then(|n| find(n, rest, method)))
 }
 
+/// All operations by name.
+#[derive(Debug)]
+pub struct Operations {
+    pub by_name: std::collections::BTreeMap<Arc<str>, Arc<Operation>>,
+    /// MCP tool names configured as identity-creating (`mcp_identity_tools`).
+    pub mcp_identity_tools: std::collections::BTreeSet<String>,
+    pub read: Arc<Operation>,
+    pub write: Arc<Operation>,
+}
+
+impl Operations {
+    /// The operation of a catalog entry.
+    pub fn of_catalog(&self, op: &'static crate::catalog::CatalogOp) -> Option<&Arc<Operation>> {
+        self.by_name.get(op.name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

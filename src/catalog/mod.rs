@@ -50,6 +50,7 @@ mod gitlab;
 mod identifier;
 mod kubernetes;
 mod matcher;
+mod mcp_names;
 mod msgraph;
 mod okta;
 mod sensitive;
@@ -57,6 +58,7 @@ mod stripe;
 mod vault;
 
 use matcher::Segments;
+pub use mcp_names::mcp_creates_identity;
 pub use sensitive::{
     credential_headers, credential_query, is_effect_header, is_secret_field, redact_body,
     redact_query, RedactedBody,

@@ -5,6 +5,7 @@
 
 use super::file::{self, ClientAuth, ConfigFile, OnSecret};
 use crate::catalog::Kind;
+pub use crate::routes::Operations;
 use crate::routes::{Operation, RouteTable, IDENTITY_CREATION};
 use http::header::HeaderName;
 use http::uri::{Authority, Scheme};
@@ -69,8 +70,6 @@ pub struct Snapshot {
     /// Every operation a request can be classified as, by name: the default `read` and
     /// `write`, the catalog's, and the tools' routes'. The policy schema declares them all.
     pub operations: Operations,
-    /// The compiled Cedar policies.
-    pub policies: Arc<crate::pipeline::authorize::PolicyEngine>,
     pub policies_dir: PathBuf,
     pub admin: AdminSettings,
     pub approvals: ApprovalSettings,
@@ -87,23 +86,6 @@ pub struct TelemetrySettings {
     pub otlp_protocol: Option<String>,
     pub service_name: Option<String>,
     pub queue_size: usize,
-}
-
-/// All operations by name.
-#[derive(Debug)]
-pub struct Operations {
-    pub by_name: BTreeMap<Arc<str>, Arc<Operation>>,
-    /// MCP tool names configured as identity-creating (`mcp_identity_tools`).
-    pub mcp_identity_tools: std::collections::BTreeSet<String>,
-    pub read: Arc<Operation>,
-    pub write: Arc<Operation>,
-}
-
-impl Operations {
-    /// The operation of a catalog entry.
-    pub fn of_catalog(&self, op: &'static crate::catalog::CatalogOp) -> Option<&Arc<Operation>> {
-        self.by_name.get(op.name)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -517,24 +499,10 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     }
 
     // Policies are validated against a schema that declares every operation, so they
-    // are compiled last, and only when the rest is sound.
+    // are compiled (policy::load) only when the rest is sound.
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
-    let policies = match crate::pipeline::authorize::PolicyEngine::load(&policies_dir, &operations)
-    {
-        Ok(p) => Arc::new(p),
-        Err(errors) => {
-            for (file, message) in errors {
-                c.errors.push(ConfigError {
-                    file,
-                    key: String::new(),
-                    message,
-                });
-            }
-            return Err(ConfigErrors(c.errors));
-        }
-    };
     Ok(Snapshot {
         source: path.to_path_buf(),
         server,
@@ -544,7 +512,6 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         agents,
         tools,
         operations,
-        policies,
         policies_dir,
         admin,
         approvals,

@@ -13,12 +13,13 @@
 //! up — twenty concurrent retries forward exactly one request. A store that cannot be
 //! reached fails the request closed (`approvals_unavailable`).
 
-use super::context::RequestCtx;
-use crate::config::ApprovalMode;
+use crate::config::{Agent, ApprovalMode, ApprovalSettings, Tool};
 use crate::error::{Error, ErrorKind};
-use crate::gateway::{Gateway, Shared, ToolRuntime};
+use crate::http_client::HttpClient;
 use crate::routes::Operation;
+use crate::store::Store;
 use crate::store::{now_millis, Approval, ApprovalStatus, NewApproval, StoreError};
+use crate::telemetry::metrics::Metrics;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
@@ -167,14 +168,14 @@ fn too_many(e: StoreError) -> Error {
     }
 }
 
-fn where_to_decide(gw: &Gateway, id: &str) -> String {
-    match &gw.snapshot.approvals.decide_at {
+fn where_to_decide(settings: &ApprovalSettings, id: &str) -> String {
+    match &settings.decide_at {
         Some(url) => format!("an approver decides at {url}"),
         None => format!("an approver decides with `keygate approvals approve {id}`"),
     }
 }
 
-fn required(gw: &Gateway, op: &Operation, tool: &str, a: &Approval) -> Error {
+fn required(settings: &ApprovalSettings, op: &Operation, tool: &str, a: &Approval) -> Error {
     let what = match &op.identity_kind {
         Some(k) => format!("creating a {k} through tool {tool:?}"),
         None => format!("operation {:?} on tool {tool:?}", &*op.name),
@@ -184,50 +185,67 @@ fn required(gw: &Gateway, op: &Operation, tool: &str, a: &Approval) -> Error {
         format!(
             "{what} needs a human's approval: approval {} is pending; {}; retry this exact request once it is approved",
             a.id,
-            where_to_decide(gw, &a.id)
+            where_to_decide(settings, &a.id)
         ),
     )
     .with_approval(a.id.clone())
 }
 
-/// Passes only with a consumed approval of this exact request; returns it.
-pub async fn approve(
-    gw: &Gateway,
-    ctx: &mut RequestCtx,
-    tool: &ToolRuntime,
-    op: &Operation,
-    digest: &str,
-    request: Option<String>,
-    policies: &[String],
-) -> Result<Approval, Error> {
-    let Some(identity) = &ctx.identity else {
-        return Err(Error::unauthenticated("no agent identity for this request"));
-    };
-    let shared = &gw.shared;
-    let settings = &gw.snapshot.approvals;
+/// What approve works with: the store, the settings, and the ways humans are told.
+pub struct Approvals<'a> {
+    pub settings: &'a ApprovalSettings,
+    pub store: &'a dyn Store,
+    /// Signalled by each decision made through this process (wakes held requests).
+    pub decisions: &'a tokio::sync::Notify,
+    pub webhooks: &'a WebhookLimiter,
+    /// The webhook's client.
+    pub http: &'a HttpClient,
+    pub metrics: &'a Metrics,
+}
+
+/// The request an approval is for, as the approver sees it and the digest binds it.
+pub struct Pending<'a> {
+    pub agent: &'a Agent,
+    pub tool: &'a Tool,
+    pub operation: &'a Operation,
+    pub method: &'a str,
+    /// The canonical path, as the audit records it.
+    pub path: &'a str,
+    pub digest: &'a str,
+    /// What the approver is shown.
+    pub summary: Option<String>,
+    /// The `@approval` forbids in the way.
+    pub policies: &'a [String],
+}
+
+/// Passes only with a consumed approval of this exact request; returns it. A refusal
+/// names the approval involved ([`Error::approval_id`]).
+pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approval, Error> {
+    let Approvals {
+        settings, store, ..
+    } = approvals;
+    let (op, tool, digest) = (p.operation, p.tool, p.digest);
     let mut new = NewApproval {
-        agent_id: identity.agent.id.to_string(),
-        agent_owner: identity.agent.owner.to_string(),
-        tool: tool.tool.name.to_string(),
+        agent_id: p.agent.id.to_string(),
+        agent_owner: p.agent.owner.to_string(),
+        tool: tool.name.to_string(),
         operation: op.name.to_string(),
         identity_kind: op.identity_kind.as_deref().map(str::to_string),
         digest: digest.to_string(),
-        method: ctx.method.to_string(),
-        path: ctx.path.clone(),
-        policies: policies.to_vec(),
-        request,
+        method: p.method.to_string(),
+        path: p.path.to_string(),
+        policies: p.policies.to_vec(),
+        request: p.summary,
         pending_expires_at: now_millis() + settings.pending_ttl.as_millis() as i64,
     };
     // A denial stands for the request it was about (for `pending_ttl`): the agent is told,
     // rather than asking the humans again.
     let since = now_millis() - settings.pending_ttl.as_millis() as i64;
-    if let Some(d) = shared
-        .store
+    if let Some(d) = store
         .denied_since(&new.agent_id, &new.operation, digest, since)
         .await
         .map_err(unavailable)?
     {
-        ctx.approval_id = Some(d.id.clone());
         return Err(Error::new(
             ErrorKind::ApprovalDenied,
             format!(
@@ -238,26 +256,23 @@ pub async fn approve(
         .with_approval(d.id));
     }
     let hold_until =
-        (tool.tool.approval == ApprovalMode::Hold).then(|| Instant::now() + tool.tool.hold_timeout);
+        (tool.approval == ApprovalMode::Hold).then(|| Instant::now() + tool.hold_timeout);
     // A few rounds at most: approved but used by a concurrent request → a new one is pending.
     for _ in 0..4 {
         let now = now_millis();
         new.pending_expires_at = now + settings.pending_ttl.as_millis() as i64;
-        let (a, created) = shared
-            .store
+        let (a, created) = store
             .open_approval(new.clone(), now, settings.max_pending_per_agent)
             .await
             .map_err(too_many)?;
-        ctx.approval_id = Some(a.id.clone());
         if created {
             tracing::info!(approval_id = %a.id, operation = %op.name, "approval requested");
-            shared.metrics.approval_requested();
-            notify(gw, &a);
+            approvals.metrics.approval_requested();
+            notify(approvals, &a);
         }
         match a.status {
             ApprovalStatus::Approved => {
-                if let Some(used) = shared
-                    .store
+                if let Some(used) = store
                     .consume(&a.id, digest, now_millis())
                     .await
                     .map_err(unavailable)?
@@ -267,9 +282,9 @@ pub async fn approve(
             }
             ApprovalStatus::Pending => {
                 let Some(until) = hold_until else {
-                    return Err(required(gw, op, &tool.tool.name, &a));
+                    return Err(required(settings, op, &tool.name, &a));
                 };
-                match wait_for_decision(shared, &a.id, until).await? {
+                match wait_for_decision(approvals, &a.id, until).await? {
                     ApprovalStatus::Approved => {}
                     ApprovalStatus::Denied => {
                         return Err(Error::new(
@@ -278,10 +293,10 @@ pub async fn approve(
                         )
                         .with_approval(a.id.clone()))
                     }
-                    _ => return Err(required(gw, op, &tool.tool.name, &a)),
+                    _ => return Err(required(settings, op, &tool.name, &a)),
                 }
             }
-            _ => return Err(required(gw, op, &tool.tool.name, &a)),
+            _ => return Err(required(settings, op, &tool.name, &a)),
         }
     }
     Err(Error::new(
@@ -297,11 +312,11 @@ pub const HOLD_RECHECK: Duration = Duration::from_secs(5);
 /// Waits until the approval is decided or `until` passes; returns its status then.
 ///
 /// A decision through this process's admin API (or `keygate approvals …`, which calls it)
-/// signals `shared.decisions` and wakes every held request at once; each reads its own
+/// signals `approvals.decisions` and wakes every held request at once; each reads its own
 /// approval once. Without a signal the store is read every [`HOLD_RECHECK`]: held requests
 /// do not poll the store.
 async fn wait_for_decision(
-    shared: &Shared,
+    approvals: &Approvals<'_>,
     id: &str,
     until: Instant,
 ) -> Result<ApprovalStatus, Error> {
@@ -309,13 +324,13 @@ async fn wait_for_decision(
     loop {
         // Registered before the store is read, so a decision made between the read and
         // the wait still wakes this request.
-        let decided = shared.decisions.notified();
+        let decided = approvals.decisions.notified();
         tokio::pin!(decided);
         decided.as_mut().enable();
         if !std::mem::take(&mut first) {
-            shared.metrics.hold_recheck();
+            approvals.metrics.hold_recheck();
         }
-        let a = shared.store.approval(id).await.map_err(unavailable)?;
+        let a = approvals.store.approval(id).await.map_err(unavailable)?;
         let status = a.map(|a| a.status).unwrap_or(ApprovalStatus::Expired);
         if status != ApprovalStatus::Pending {
             return Ok(status);
@@ -356,15 +371,14 @@ impl WebhookLimiter {
 }
 
 /// Tells the configured webhook (Slack-compatible JSON) of a new pending approval.
-fn notify(gw: &Gateway, a: &Approval) {
-    let Some(url) = gw.snapshot.approvals.webhook_url.clone() else {
+fn notify(approvals: &Approvals<'_>, a: &Approval) {
+    let Some(url) = approvals.settings.webhook_url.clone() else {
         return;
     };
-    let sent = gw
-        .shared
+    let sent = approvals
         .webhooks
-        .allow(gw.snapshot.approvals.webhook_max_per_minute);
-    gw.shared.metrics.webhook_notification(sent);
+        .allow(approvals.settings.webhook_max_per_minute);
+    approvals.metrics.webhook_notification(sent);
     if !sent {
         tracing::warn!(approval_id = %a.id, "approval webhook rate limit reached; notification dropped (the approval is pending and listed)");
         return;
@@ -379,7 +393,7 @@ fn notify(gw: &Gateway, a: &Approval) {
         a.method,
         a.path,
         a.id,
-        where_to_decide(gw, &a.id),
+        where_to_decide(approvals.settings, &a.id),
     );
     let body = serde_json::json!({
         "text": text,
@@ -391,7 +405,7 @@ fn notify(gw: &Gateway, a: &Approval) {
         "identity_kind": a.identity_kind,
     })
     .to_string();
-    let client = gw.shared.http.clone();
+    let client = approvals.http.clone();
     let id = a.id.clone();
     tokio::spawn(async move {
         let req = match http::Request::post(url)

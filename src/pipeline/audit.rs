@@ -29,8 +29,8 @@ impl OnFinish for Pending {
         metrics.request(tool, ctx.decision, status, duration);
         // inject sets the provider, then the credential's id only once it is issued; a
         // provider that cannot issue one fails the request with credential_unavailable.
-        if let Some(provider) = ctx.credential_provider {
-            if ctx.credential_id.is_some() {
+        if let Some(provider) = ctx.credential.provider {
+            if ctx.credential.id.is_some() {
                 metrics.credential(provider, true);
             } else if ctx
                 .error
@@ -43,8 +43,16 @@ impl OnFinish for Pending {
         metrics.audit_record();
         // Whatever phase refused the request, a secret in its path never reaches the log.
         let path = recorded_path(&ctx.path);
+        let policies = ctx.take_policies();
         if let Some(trace) = ctx.trace.take() {
-            let attributes = span_attributes(&ctx, trace.server.as_ref(), &path, status, bytes_out);
+            let attributes = span_attributes(
+                &ctx,
+                &policies,
+                trace.server.as_ref(),
+                &path,
+                status,
+                bytes_out,
+            );
             trace.finish(ctx.start_time, attributes, status >= 500);
         }
         tracing::debug!(
@@ -79,27 +87,30 @@ impl OnFinish for Pending {
                 .map(|o| o.tags.clone())
                 .unwrap_or_default(),
             identity_kind: ctx.operation.as_ref().and_then(|o| o.identity_kind.clone()),
-            policies: ctx.policies,
-            policy_errors: ctx.policy_errors,
+            policies,
+            policy_errors: ctx.authorization.policy_errors,
             approval_id: ctx.approval_id,
-            inventory_id: ctx.inventory_id,
-            mcp: ctx.mcp,
+            inventory_id: ctx
+                .inventory
+                .as_ref()
+                .and_then(|r| r.as_ref().ok().cloned()),
+            mcp: ctx.mcp.map(|m| m.record),
             method: ctx.method.to_string(),
             path,
             decision: ctx.decision.as_str(),
             error: ctx.error.as_ref().map(|e| e.kind.code()),
-            error_detail: ctx
-                .error
-                .and_then(|e| e.detail)
-                .or(ctx.inventory_error.map(|e| format!("inventory: {e}"))),
+            error_detail: ctx.error.and_then(|e| e.detail).or(match ctx.inventory {
+                Some(Err(e)) => Some(format!("inventory: {e}")),
+                _ => None,
+            }),
             status,
             duration_ms: (duration.as_secs_f64() * 1e6).round() / 1e3,
             bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
             bytes_out,
             completed,
             client_gone: ctx.client_gone.load(std::sync::atomic::Ordering::Relaxed),
-            credential_provider: ctx.credential_provider,
-            credential_id: ctx.credential_id,
+            credential_provider: ctx.credential.provider,
+            credential_id: ctx.credential.id,
             stripped: ctx.stripped,
         });
     }
@@ -171,6 +182,7 @@ fn recorded_path(path: &str) -> String {
 /// path redacted, the credential's id and never its value.
 fn span_attributes(
     ctx: &RequestCtx,
+    policies: &[String],
     server: Option<&(String, Option<u16>)>,
     path: &str,
     status: u16,
@@ -212,25 +224,25 @@ fn span_attributes(
         let tags: Vec<&str> = op.tags.iter().map(|t| &**t).collect();
         a.push(KeyValue::new("keygate.tags", tags.join(",")));
     }
-    if !ctx.policies.is_empty() {
-        a.push(KeyValue::new("keygate.policies", ctx.policies.join(",")));
+    if !policies.is_empty() {
+        a.push(KeyValue::new("keygate.policies", policies.join(",")));
     }
-    if !ctx.policy_errors.is_empty() {
+    if !ctx.authorization.policy_errors.is_empty() {
         a.push(KeyValue::new(
             "keygate.policy_errors",
-            ctx.policy_errors.join(","),
+            ctx.authorization.policy_errors.join(","),
         ));
     }
     if let Some(id) = &ctx.approval_id {
         a.push(KeyValue::new("keygate.approval_id", id.clone()));
     }
-    if let Some(p) = ctx.credential_provider {
+    if let Some(p) = ctx.credential.provider {
         a.push(KeyValue::new("keygate.credential.provider", p));
     }
-    if let Some(c) = &ctx.credential_id {
+    if let Some(c) = &ctx.credential.id {
         a.push(KeyValue::new("keygate.credential.id", s(c)));
     }
-    if let Some(m) = &ctx.mcp {
+    if let Some(m) = ctx.mcp.as_ref().map(|m| &m.record) {
         if let Some(id) = &m.session_id {
             a.push(KeyValue::new("mcp.session.id", id.clone()));
         }

@@ -13,9 +13,10 @@
 //! Operation: the identity-creation catalog of the tool's kind first (it cannot be
 //! shadowed), then the tool's own routes, then `read` (GET, HEAD, OPTIONS) or `write`.
 
+use crate::config::{Operations, Tool};
 use crate::error::{Error, ErrorKind};
-use crate::gateway::{Gateway, ToolRuntime};
 use crate::routes::Operation;
+use crate::tools::{ToolRuntime, ToolSet};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -40,13 +41,13 @@ pub const TOOLS_PREFIX: &str = "/tools/";
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Selects the route for a request's host and canonical path.
-pub fn route(gw: &Gateway, host: Option<&str>, path: &str) -> Route {
+pub fn route(tools: &ToolSet, host: Option<&str>, path: &str) -> Route {
     if let Some(host) = host {
         let host = strip_port(host);
         let tool = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            gw.tools_by_host.get(host.to_ascii_lowercase().as_str())
+            tools.by_host.get(host.to_ascii_lowercase().as_str())
         } else {
-            gw.tools_by_host.get(host)
+            tools.by_host.get(host)
         };
         if let Some(t) = tool {
             return Route::Tool {
@@ -64,7 +65,7 @@ pub fn route(gw: &Gateway, host: Option<&str>, path: &str) -> Route {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        if let Some(t) = gw.tools_by_name.get(name) {
+        if let Some(t) = tools.by_name.get(name) {
             if t.tool.path_prefix {
                 let rest = if rest.is_empty() { "/" } else { rest };
                 return Route::Tool {
@@ -76,6 +77,27 @@ pub fn route(gw: &Gateway, host: Option<&str>, path: &str) -> Route {
         }
     }
     Route::Unknown
+}
+
+/// The tool a request is for; none is `unknown_tool` (after identify, so an unknown
+/// agent learns nothing of which tools exist).
+pub fn tool(routed: Option<Arc<ToolRuntime>>) -> Result<Arc<ToolRuntime>, Error> {
+    routed.ok_or_else(|| {
+        Error::new(
+            ErrorKind::UnknownTool,
+            "no tool matches this request; call a tool as /tools/<name>/… or through its host",
+        )
+    })
+}
+
+/// Whether the request POSTs MCP messages (each decided on its own). An MCP tool takes
+/// POST, GET and DELETE only (as spelled); GET and DELETE are the protocol (`read`).
+pub fn is_mcp_post(tool: &Tool, method: &http::Method) -> Result<bool, Error> {
+    if tool.protocol != crate::config::Protocol::Mcp {
+        return Ok(false);
+    }
+    super::mcp::check_http_method(method)?;
+    Ok(method == http::Method::POST)
 }
 
 /// What the operation depends on.
@@ -93,9 +115,9 @@ pub struct RequestFacts<'a> {
 }
 
 /// Whether the operation may depend on the body, which must then be read first.
-pub fn needs_body(tool: &ToolRuntime, f: &RequestFacts) -> bool {
-    (tool.tool.protocol == crate::config::Protocol::Mcp && *f.method == http::Method::POST)
-        || crate::catalog::needs_body(tool.tool.kind, f.method, f.forward_path, f.content_type)
+pub fn needs_body(tool: &Tool, f: &RequestFacts) -> bool {
+    (tool.protocol == crate::config::Protocol::Mcp && *f.method == http::Method::POST)
+        || crate::catalog::needs_body(tool.kind, f.method, f.forward_path, f.content_type)
 }
 
 /// Refuses `TRACE` for every tool, before anything is forwarded: a server answers it with
@@ -111,7 +133,7 @@ pub fn check_method(method: &http::Method) -> Result<(), Error> {
 }
 
 /// The operation of a request to a tool.
-pub fn operation(gw: &Gateway, tool: &ToolRuntime, f: &RequestFacts) -> Arc<Operation> {
+pub fn operation(ops: &Operations, tool: &Tool, f: &RequestFacts) -> Arc<Operation> {
     let view = crate::catalog::RequestView {
         method: f.method,
         path: f.forward_path,
@@ -119,20 +141,17 @@ pub fn operation(gw: &Gateway, tool: &ToolRuntime, f: &RequestFacts) -> Arc<Oper
         content_type: f.content_type,
         body: f.body,
     };
-    let ops = &gw.snapshot.operations;
     // An MCP tool's GET (the server's stream) and DELETE (ending a session) are transport
     // plumbing: its POSTs carry the calls, decided one by one.
-    if tool.tool.protocol == crate::config::Protocol::Mcp {
+    if tool.protocol == crate::config::Protocol::Mcp {
         return ops.read.clone();
     }
-    if let Some(op) =
-        crate::catalog::classify(tool.tool.kind, &view).and_then(|c| ops.of_catalog(c))
-    {
+    if let Some(op) = crate::catalog::classify(tool.kind, &view).and_then(|c| ops.of_catalog(c)) {
         return op.clone();
     }
     // AWS JSON protocol: `X-Amz-Target: <Service>.<Action>`. Classified as if the action
     // were a Query action, so a dangerous action cannot hide in a header.
-    if tool.tool.kind == crate::catalog::Kind::Aws {
+    if tool.kind == crate::catalog::Kind::Aws {
         if let Some(action) = f.amz_target.and_then(|t| t.rsplit('.').next()) {
             let query = format!(
                 "Action={}",
@@ -144,13 +163,13 @@ pub fn operation(gw: &Gateway, tool: &ToolRuntime, f: &RequestFacts) -> Arc<Oper
                 ..view
             };
             if let Some(op) =
-                crate::catalog::classify(tool.tool.kind, &view).and_then(|c| ops.of_catalog(c))
+                crate::catalog::classify(tool.kind, &view).and_then(|c| ops.of_catalog(c))
             {
                 return op.clone();
             }
         }
     }
-    if let Some(op) = tool.tool.routes.lookup(f.method, f.tool_path) {
+    if let Some(op) = tool.routes.lookup(f.method, f.tool_path) {
         return op.clone();
     }
     use http::Method;
@@ -262,6 +281,53 @@ fn join(base: &str, rest: &str) -> String {
         s.push('/');
     }
     s
+}
+
+/// Refuses framing that a server and a tool might read differently (request smuggling):
+/// Content-Length together with Transfer-Encoding, or Content-Length given twice.
+///
+/// Defence in depth: over HTTP/1.1 hyper already resolves these before the request gets
+/// here (RFC 9112 §6.3: with Transfer-Encoding it drops Content-Length, reads the body as
+/// chunked and closes the connection after the response; identical duplicate lengths are
+/// folded into one; differing ones are refused with a bare 400). keygate forwards its own
+/// framing either way (strip re-frames read bodies; hop-by-hop headers are removed).
+///
+/// An HTTP/1.1 request without `Host` is refused (RFC 9112 §3.2: a server must answer it
+/// 400): keygate picks tools by host, and would otherwise guess.
+pub fn check_framing<B>(req: &http::Request<B>) -> Result<(), Error> {
+    let h = req.headers();
+    if req.version() == http::Version::HTTP_11 && !h.contains_key(http::header::HOST) {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "an HTTP/1.1 request must name its host in a Host header",
+        ));
+    }
+    let lengths = h.get_all(http::header::CONTENT_LENGTH).iter().count();
+    if lengths > 1 {
+        return Err(Error::new(
+            ErrorKind::AmbiguousFraming,
+            "the request has more than one Content-Length header",
+        ));
+    }
+    if h.get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        // One reader takes the first, another the last: a body scanned and classified as
+        // one type could be parsed by the tool as another.
+        return Err(Error::new(
+            ErrorKind::AmbiguousFraming,
+            "the request has more than one Content-Type header",
+        ));
+    }
+    if lengths == 1 && h.contains_key(http::header::TRANSFER_ENCODING) {
+        return Err(Error::new(
+            ErrorKind::AmbiguousFraming,
+            "the request has both Content-Length and Transfer-Encoding",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,42 +1,20 @@
-//! The per-request context: the only state shared between the phases of one request.
-//! Each phase reads what earlier phases put here and adds its own findings; `audit` turns
-//! it into the one audit record of the request.
+//! The per-request context: what the phases of one request found, for its audit record.
+//! Only the driver ([`super::run`]) writes it, each field from the output of one phase
+//! (named on the field); `audit` turns it into the request's one audit record.
 
+use super::authorize::Authorization;
 use super::identify::Identity;
+use super::inject::Credential;
+use super::mcp::McpAudit;
+use crate::conn::ConnInfo;
 use crate::error::Error;
-use crate::gateway::ToolRuntime;
-use crate::server::ConnInfo;
+use crate::tools::ToolRuntime;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-/// What keygate decided for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Forwarded to the tool.
-    Allow,
-    /// Refused by keygate before anything reached the tool.
-    Deny,
-    /// Allowed, but the tool could not be reached or a credential could not be issued.
-    Error,
-    /// Served by keygate itself (its JWKS).
-    Local,
-    /// Held back until a human approves it.
-    NeedsApproval,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allow => "allow",
-            Decision::Deny => "deny",
-            Decision::Error => "error",
-            Decision::Local => "local",
-            Decision::NeedsApproval => "needs_approval",
-        }
-    }
-}
+pub use crate::telemetry::record::Decision;
 
 pub struct RequestCtx {
     pub request_id: Arc<str>,
@@ -44,41 +22,36 @@ pub struct RequestCtx {
     pub start_time: SystemTime,
     pub conn: Arc<ConnInfo>,
     pub method: http::Method,
-    /// The request path as recorded in the audit log (never the query, which may carry
-    /// secrets; a path that carries a secret is recorded redacted).
+    /// The request path as recorded in the audit log: canonical (what keygate acted on)
+    /// when it could be made so (never the query, which may carry secrets; a path that
+    /// carries a secret is recorded redacted).
     pub path: String,
+    /// identify.
     pub identity: Option<Identity>,
+    /// classify: the tool.
     pub tool: Option<Arc<ToolRuntime>>,
-    /// Path to forward to, relative to the tool's upstream host (base path included).
-    pub forward_path: String,
-    /// Query to forward, after strip (and inject) changed it.
-    pub forward_query: Option<String>,
-    /// What strip removed or redacted, by name only ("header:cookie", "query:api_key",
-    /// "body:aws_access_key_id").
-    pub stripped: Vec<Cow<'static, str>>,
-    pub credential_provider: Option<&'static str>,
-    pub credential_id: Option<Arc<str>>,
-    /// The credential values inject set, for respond to remove from the response (taken
-    /// by respond, dropped with the response; never printed).
-    pub injected: Option<Arc<super::respond::Injected>>,
-    /// What the request does (classify).
+    /// classify (the MCP phase for an MCP POST): what the request does.
     pub operation: Option<Arc<crate::routes::Operation>>,
-    /// The policies that decided (authorize).
-    pub policies: Vec<String>,
-    /// The policies whose evaluation failed (authorize).
-    pub policy_errors: Vec<String>,
-    /// The approval involved, pending or used (approve).
+    /// The MCP phase: the messages of the request.
+    pub mcp: Option<McpAudit>,
+    /// authorize (the MCP phase for an MCP POST): the policies that decided.
+    pub authorization: Authorization,
+    /// strip: what it removed or redacted, by name only ("header:cookie", "query:api_key",
+    /// "body:aws_access_key_id:redacted").
+    pub stripped: Vec<Cow<'static, str>>,
+    /// inject: the provider, the credential's id and the values respond removes.
+    pub credential: Credential,
+    /// approve: the approval involved, pending, denied or used.
     pub approval_id: Option<String>,
-    /// The approval this request consumed.
+    /// approve: the approval this request consumed.
     pub approval: Option<crate::store::Approval>,
-    /// The identity recorded in the inventory (inventory).
-    pub inventory_id: Option<String>,
-    pub inventory_error: Option<String>,
-    /// The MCP messages of the request (classify, for MCP tools).
-    pub mcp: Option<super::mcp::McpAudit>,
+    /// inventory: the entry recorded for an identity created, or why none was.
+    pub inventory: Option<Result<String, String>>,
+    /// The driver, when the request ends.
     pub decision: Decision,
+    /// The driver, when the request ends: the refusal or failure.
     pub error: Option<Error>,
-    /// Request body bytes received from the agent.
+    /// Request body bytes received from the agent (counted as the body is read).
     pub bytes_in: Arc<AtomicU64>,
     /// Set when the agent's connection went away before keygate had the tool's answer.
     pub client_gone: Arc<AtomicBool>,
@@ -91,7 +64,9 @@ impl RequestCtx {
         request_id: Arc<str>,
         conn: Arc<ConnInfo>,
         method: http::Method,
-        path: &str,
+        path: String,
+        client_gone: Arc<AtomicBool>,
+        trace: Option<crate::telemetry::spans::RequestTrace>,
     ) -> Self {
         RequestCtx {
             request_id,
@@ -99,28 +74,47 @@ impl RequestCtx {
             start_time: SystemTime::now(),
             conn,
             method,
-            path: path.to_string(),
+            path,
             identity: None,
             tool: None,
-            forward_path: String::new(),
-            forward_query: None,
-            stripped: Vec::new(),
-            credential_provider: None,
-            credential_id: None,
-            injected: None,
             operation: None,
-            policies: Vec::new(),
-            policy_errors: Vec::new(),
+            mcp: None,
+            authorization: Authorization::default(),
+            stripped: Vec::new(),
+            credential: Credential::default(),
             approval_id: None,
             approval: None,
-            inventory_id: None,
-            inventory_error: None,
-            mcp: None,
+            inventory: None,
             decision: Decision::Deny,
             error: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
-            client_gone: Arc::default(),
-            trace: None,
+            client_gone,
+            trace,
+        }
+    }
+
+    /// The policies behind the request: those that decided, and for a request that
+    /// consumed an approval, the permits that allowed it once approved.
+    pub fn policies(&self) -> Vec<String> {
+        let mut p = self.authorization.policies.clone();
+        self.add_allowed_by(&mut p);
+        p
+    }
+
+    /// [`RequestCtx::policies`], taken (the audit record, once per request).
+    pub fn take_policies(&mut self) -> Vec<String> {
+        let mut p = std::mem::take(&mut self.authorization.policies);
+        self.add_allowed_by(&mut p);
+        p
+    }
+
+    fn add_allowed_by(&self, p: &mut Vec<String>) {
+        if self.approval.is_some() {
+            for a in self.authorization.allowed_by.iter().flatten() {
+                if !p.contains(a) {
+                    p.push(a.clone());
+                }
+            }
         }
     }
 }

@@ -8,79 +8,15 @@
 //! keygate sets its own `Forwarded` and `X-Forwarded-*`. Upstream failures become
 //! `upstream_unavailable` (502) or `upstream_timeout` (504).
 
-use super::context::RequestCtx;
+use crate::conn::ConnInfo;
 use crate::error::{BoxError, Error, ErrorKind, ProxyBody};
-use crate::gateway::ToolRuntime;
+use crate::http_client::remove_hop_by_hop;
 use crate::telemetry::spans::RequestTrace;
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use crate::tools::ToolRuntime;
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry::KeyValue;
-use std::path::Path;
-use std::time::Duration;
-
-/// A pooled HTTP/1.1 and HTTP/2 client for http and https upstreams.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
-
-/// Builds a pooled client: system roots, or the CA bundle at `ca_file`; HTTP/2 where the
-/// upstream offers it through ALPN.
-pub fn build_client(
-    ca_file: Option<&Path>,
-    connect_timeout: Duration,
-) -> Result<HttpClient, String> {
-    let tls = crate::server::tls::client_config(ca_file)?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(https))
-}
-
-/// GETs a small text document (a JWKS), refusing anything but a 200 within `limit` bytes.
-pub async fn fetch_text(client: &HttpClient, url: Uri, limit: usize) -> Result<String, String> {
-    let req = Request::get(url.clone())
-        .header(header::ACCEPT, "application/json")
-        .body(crate::error::full_body(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .map_err(|_| format!("{url}: timed out"))?
-        .map_err(|e| format!("{url}: {e}"))?;
-    if resp.status() != http::StatusCode::OK {
-        return Err(format!("{url}: status {}", resp.status()));
-    }
-    let body = http_body_util::Limited::new(resp.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?
-        .to_bytes();
-    String::from_utf8(body.to_vec()).map_err(|_| format!("{url}: not UTF-8"))
-}
-
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 const AGENT_FORWARDING: [HeaderName; 5] = [
     header::FORWARDED,
@@ -90,43 +26,29 @@ const AGENT_FORWARDING: [HeaderName; 5] = [
     HeaderName::from_static("x-real-ip"),
 ];
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually there are none, or only `Connection`: one pass over the headers finds them,
-    // and only the headers present are removed.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| HOP_BY_HOP.contains(k) || named.contains(k))
-        .cloned()
-        .collect();
-    for n in present {
-        headers.remove(n);
-    }
+/// The request line and the peer a request is forwarded with.
+pub struct Outbound<'a> {
+    /// The path on the tool's upstream (its base path included).
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The host the agent addressed (`Host`, or HTTP/2's `:authority`).
+    pub original_host: Option<HeaderValue>,
+    pub conn: &'a ConnInfo,
+    pub request_id: &'a str,
 }
 
 /// Sends the request to the tool; the response body streams back as it arrives.
 pub async fn forward(
-    ctx: &mut RequestCtx,
     tool: &ToolRuntime,
     mut req: Request<ProxyBody>,
-    original_host: Option<HeaderValue>,
+    out: Outbound<'_>,
+    trace: Option<&mut RequestTrace>,
 ) -> Result<Response<ProxyBody>, Error> {
     let t = &tool.tool;
-    let mut pq = String::with_capacity(
-        ctx.forward_path.len() + 1 + ctx.forward_query.as_ref().map_or(0, String::len),
-    );
-    pq.push_str(&ctx.forward_path);
-    if let Some(q) = &ctx.forward_query {
+    let original_host = out.original_host;
+    let mut pq = String::with_capacity(out.path.len() + 1 + out.query.map_or(0, str::len));
+    pq.push_str(out.path);
+    if let Some(q) = out.query {
         pq.push('?');
         pq.push_str(q);
     }
@@ -162,8 +84,8 @@ pub async fn forward(
             headers.remove(n);
         }
     }
-    let proto = if ctx.conn.tls { "https" } else { "http" };
-    if let Some(v) = &ctx.conn.forwarded_for {
+    let proto = if out.conn.tls { "https" } else { "http" };
+    if let Some(v) = &out.conn.forwarded_for {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v.clone());
     }
     headers.insert(
@@ -175,9 +97,9 @@ pub async fn forward(
             if h.bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
         {
-            HeaderValue::from_str(&format!("{};host=\"{h}\"", ctx.conn.forwarded))
+            HeaderValue::from_str(&format!("{};host=\"{h}\"", out.conn.forwarded))
         }
-        _ => HeaderValue::from_str(&ctx.conn.forwarded),
+        _ => HeaderValue::from_str(&out.conn.forwarded),
     };
     if let Some(h) = original_host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), h);
@@ -185,14 +107,14 @@ pub async fn forward(
     if let Ok(v) = forwarded {
         headers.insert(header::FORWARDED, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+    if let Ok(v) = HeaderValue::from_str(out.request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), v);
     }
 
     // The upstream call is a client span, and the tool's parent: keygate sends its own
     // traceparent (the agent's, when spans are not exported, passes through unchanged).
     let method = req.method().clone();
-    let phase = ctx.trace.as_ref().map(|trace| {
+    let phase = trace.as_ref().map(|trace| {
         let phase = RequestTrace::begin_client("keygate.upstream");
         let headers = req.headers_mut();
         headers.remove("traceparent");
@@ -206,7 +128,7 @@ pub async fn forward(
         phase
     });
     let sent = tokio::time::timeout(t.request_timeout, tool.client.request(req)).await;
-    if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
+    if let (Some(trace), Some(phase)) = (trace, phase) {
         let mut attrs = vec![
             KeyValue::new("server.address", t.upstream.authority.to_string()),
             KeyValue::new("http.request.method", method.to_string()),

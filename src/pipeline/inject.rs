@@ -12,12 +12,12 @@
 //! [`super::respond::Injected`]), which removes them from the response; and the tool is
 //! asked for an uncompressed answer (`Accept-Encoding: identity`), which respond can scan.
 
-use super::context::RequestCtx;
 use super::respond::Injected;
+use crate::config::Agent;
 use crate::credentials::Placement;
 use crate::error::{Error, ErrorKind};
-use crate::gateway::ToolRuntime;
 use crate::telemetry::spans::RequestTrace;
+use crate::tools::ToolRuntime;
 use http::header::{self, HeaderName, HeaderValue};
 use http::Request;
 use opentelemetry::KeyValue;
@@ -67,36 +67,55 @@ pub fn search_for(
     searches().optionally_get_with(key, || compile().map(Arc::new))
 }
 
+/// What inject put on the request: the provider and the credential's id (for the audit
+/// record), and the values respond removes from the response.
+#[derive(Debug, Clone, Default)]
+pub struct Credential {
+    pub provider: Option<&'static str>,
+    pub id: Option<Arc<str>>,
+    pub injected: Option<Arc<Injected>>,
+}
+
+/// Sets the credential the tool's provider issues for `agent` on the request (a header,
+/// or a parameter appended to `query`, the query it is forwarded with). The record is
+/// returned whether or not a credential could be issued.
 pub fn inject<B>(
-    ctx: &mut RequestCtx,
     tool: &ToolRuntime,
+    agent: &Agent,
     req: &mut Request<B>,
-) -> Result<(), Error> {
-    ctx.credential_provider = Some(tool.provider.name());
-    let agent = match &ctx.identity {
-        Some(i) => i.agent.clone(),
-        None => {
-            return Err(Error::new(
-                ErrorKind::Unauthenticated,
-                "no agent identity for this request",
-            ))
-        }
+    query: &mut Option<String>,
+    trace: Option<&mut RequestTrace>,
+) -> (Credential, Result<(), Error>) {
+    let mut credential = Credential {
+        provider: Some(tool.provider.name()),
+        ..Credential::default()
     };
+    let result = set_credential(tool, agent, req, query, trace, &mut credential);
+    (credential, result)
+}
+
+fn set_credential<B>(
+    tool: &ToolRuntime,
+    agent: &Agent,
+    req: &mut Request<B>,
+    query: &mut Option<String>,
+    trace: Option<&mut RequestTrace>,
+    credential: &mut Credential,
+) -> Result<(), Error> {
     // Before anything keygate sets: what the agent's `Connection` names goes now, never
     // keygate's credential later.
-    super::forward::remove_hop_by_hop(req.headers_mut());
+    crate::http_client::remove_hop_by_hop(req.headers_mut());
     // A range of an answer that echoes keygate's credential could hold a piece of it,
     // which the response search cannot recognise: the tool answers whole.
     req.headers_mut().remove(header::RANGE);
     req.headers_mut().remove(header::IF_RANGE);
-    let phase = ctx
-        .trace
+    let phase = trace
         .as_ref()
         .map(|_| RequestTrace::begin("keygate.credential"));
-    let issued = tool.provider.issue(&agent);
+    let issued = tool.provider.issue(agent);
     // A span for a credential minted now (or a failure), not for a static or reused one.
     let worth_a_span = issued.as_ref().map_or(true, |i| i.minted);
-    if let (Some(trace), Some(phase), true) = (ctx.trace.as_mut(), phase, worth_a_span) {
+    if let (Some(trace), Some(phase), true) = (trace, phase, worth_a_span) {
         let attrs = vec![KeyValue::new(
             "keygate.credential.provider",
             tool.provider.name(),
@@ -113,12 +132,12 @@ pub fn inject<B>(
         )
         .with_detail(e.0)
     })?;
-    ctx.credential_id = Some(issued.id);
+    credential.id = Some(issued.id);
     let minted = issued.minted;
     match issued.placement {
         Placement::Header(name, value) if name == header::AUTHORIZATION => {
             // The common case, looked up by the value itself (no key to build).
-            ctx.injected = if minted {
+            credential.injected = if minted {
                 injected_header(&name, &value).map(Arc::new)
             } else {
                 let cache = authorization_searches();
@@ -136,7 +155,7 @@ pub fn inject<B>(
             req.headers_mut().insert(name, value);
         }
         Placement::Header(name, value) => {
-            ctx.injected = search_for(
+            credential.injected = search_for(
                 &[name.as_str().as_bytes(), b":", value.as_bytes()],
                 minted,
                 || injected_header(&name, &value),
@@ -144,14 +163,14 @@ pub fn inject<B>(
             req.headers_mut().insert(name, value);
         }
         Placement::Query { name, encoded } => {
-            ctx.injected = search_for(&[b"?", encoded.as_bytes()], minted, || {
+            credential.injected = search_for(&[b"?", encoded.as_bytes()], minted, || {
                 let decoded = form_urlencoded::parse(encoded.as_bytes())
                     .next()
                     .map(|(k, _)| k.into_owned())
                     .unwrap_or_default();
                 Injected::new([encoded.as_bytes(), decoded.as_bytes()])
             });
-            let q = ctx.forward_query.get_or_insert_with(String::new);
+            let q = query.get_or_insert_with(String::new);
             if !q.is_empty() {
                 q.push('&');
             }
@@ -160,7 +179,7 @@ pub fn inject<B>(
             q.push_str(&encoded);
         }
     }
-    if ctx.injected.is_some() {
+    if credential.injected.is_some() {
         // respond cannot scan a compressed body for the credential, and refuses one.
         req.headers_mut().insert(
             header::ACCEPT_ENCODING,

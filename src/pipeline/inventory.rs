@@ -5,23 +5,44 @@
 //! The response is read whole for this (identity-creation responses are small) and then
 //! sent on to the agent unchanged.
 
-use super::context::RequestCtx;
+use crate::config::Agent;
 use crate::error::{full_body, Error, ErrorKind, ProxyBody};
-use crate::gateway::Gateway;
 use crate::routes::Operation;
-use crate::store::{now_millis, NewIdentity};
+use crate::store::{now_millis, Approval, NewIdentity, Store};
 use http::Response;
 use http_body_util::BodyExt;
+use std::time::Duration;
 
 /// Largest identity-creation response keygate reads to find the identifier.
 const MAX_RESPONSE: usize = 16 << 20;
 
+/// The identity-creation call an inventory entry is recorded for.
+pub struct Created<'a> {
+    pub agent: &'a Agent,
+    pub tool: &'a str,
+    pub operation: &'a Operation,
+    /// The path the call was sent to (where the catalog finds an identifier).
+    pub forward_path: &'a str,
+    /// The approval the call consumed; `None` when a policy pre-approved it.
+    pub approval: Option<&'a Approval>,
+    /// The policies that allowed it (the approver of a pre-approved call).
+    pub policies: &'a [String],
+    pub request_id: &'a str,
+    /// `approvals.review_after`: when an entry is due for review, unless the approver said.
+    pub review_after: Duration,
+}
+
+/// What was recorded: the inventory entry's id, or why none could be written (the
+/// identity exists at the tool whatever happens here, so the agent gets its response).
+pub type Recorded = Result<String, String>;
+
+/// Reads the tool's answer to an identity-creation call, records the identity, and hands
+/// the answer on unchanged.
 pub async fn record(
-    gw: &Gateway,
-    ctx: &mut RequestCtx,
-    op: &Operation,
+    store: &dyn Store,
+    c: Created<'_>,
     resp: Response<ProxyBody>,
-) -> Result<Response<ProxyBody>, Error> {
+) -> Result<(Response<ProxyBody>, Recorded), Error> {
     let (parts, mut body) = resp.into_parts();
     let unreadable = |detail: String| {
         Error::new(
@@ -41,28 +62,26 @@ pub async fn record(
         }
     }
     let bytes = buf.freeze();
+    let op = c.operation;
     let identifier = op
         .catalog
-        .and_then(|c| crate::catalog::identifier(c, &ctx.forward_path, &bytes));
-    let Some(identity) = &ctx.identity else {
-        return Ok(Response::from_parts(parts, full_body(bytes)));
-    };
+        .and_then(|cat| crate::catalog::identifier(cat, c.forward_path, &bytes));
     let now = now_millis();
-    let review_after = gw.snapshot.approvals.review_after.as_millis() as i64;
-    let (approver, owner, ticket, approval_id, review_by) = match &ctx.approval {
+    let review_after = c.review_after.as_millis() as i64;
+    let (approver, owner, ticket, approval_id, review_by) = match c.approval {
         Some(a) => (
             a.approver.clone(),
             a.identity_owner
                 .clone()
-                .unwrap_or_else(|| identity.agent.owner.to_string()),
+                .unwrap_or_else(|| c.agent.owner.to_string()),
             a.ticket.clone(),
             Some(a.id.clone()),
             a.review_by.unwrap_or(now + review_after),
         ),
         // Pre-approved by policy: the policy is the approver, the agent's owner the owner.
         None => (
-            Some(format!("policy:{}", ctx.policies.join(","))),
-            identity.agent.owner.to_string(),
+            Some(format!("policy:{}", c.policies.join(","))),
+            c.agent.owner.to_string(),
             None,
             None,
             now + review_after,
@@ -74,30 +93,24 @@ pub async fn record(
             .as_deref()
             .unwrap_or("identity")
             .to_string(),
-        tool: ctx
-            .tool
-            .as_ref()
-            .map(|t| t.tool.name.to_string())
-            .unwrap_or_default(),
+        tool: c.tool.to_string(),
         operation: op.name.to_string(),
         identifier,
-        agent_id: identity.agent.id.to_string(),
+        agent_id: c.agent.id.to_string(),
         approver,
         owner,
         ticket,
         approval_id,
-        request_id: ctx.request_id.to_string(),
+        request_id: c.request_id.to_string(),
         created_at: now,
         review_by: Some(review_by),
     };
-    match gw.shared.store.record_identity(new).await {
-        Ok(entry) => ctx.inventory_id = Some(entry.id),
-        // The identity exists at the tool whatever happens here: the agent gets its
-        // response, and the failure is loud in the log and the audit record.
+    let recorded = match store.record_identity(new).await {
+        Ok(entry) => Ok(entry.id),
         Err(e) => {
-            tracing::error!(request_id = %ctx.request_id, "identity created but not recorded in the inventory: {e}");
-            ctx.inventory_error = Some(e.to_string());
+            tracing::error!(request_id = %c.request_id, "identity created but not recorded in the inventory: {e}");
+            Err(e.to_string())
         }
-    }
-    Ok(Response::from_parts(parts, full_body(bytes)))
+    };
+    Ok((Response::from_parts(parts, full_body(bytes)), recorded))
 }

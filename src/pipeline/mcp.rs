@@ -25,13 +25,15 @@
 //! - a `tools/list` answer is filtered to the tools the agent's policies let it call, in
 //!   a JSON answer and in an SSE stream alike.
 
-use super::authorize::McpCall;
+use super::authorize::Authorization;
+use crate::config::{Agent, Snapshot, Tool};
 use crate::error::{BoxError, Error, ErrorKind, ProxyBody};
-use crate::gateway::Gateway;
-use crate::routes::Operation;
+use crate::policy::{Input, McpCall, PolicyEngine, Verdict};
+use crate::routes::{Operation, Operations};
+pub use crate::telemetry::record::{McpCallRecord, McpRecord};
+use crate::telemetry::spans::RequestTrace;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::pin::Pin;
@@ -672,14 +674,17 @@ pub fn check_http_method(method: &http::Method) -> Result<(), Error> {
 }
 
 /// The operation of an MCP message.
-pub fn operation(gw: &Gateway, tool: &crate::config::Tool, call: &McpCall) -> Arc<Operation> {
+pub fn operation(
+    policies: &PolicyEngine,
+    ops: &Operations,
+    tool: &Tool,
+    call: &McpCall,
+) -> Arc<Operation> {
     match (call.method.as_str(), &call.name) {
         ("tools/call", Some(name)) => {
-            let identity = super::authorize::mcp_creates_identity(
-                name,
-                &gw.snapshot.operations.mcp_identity_tools,
-            ) || tool.mcp_identity_tools.iter().any(|n| n == name);
-            let action = gw.snapshot.policies.mcp_action(name, identity);
+            let identity = crate::catalog::mcp_creates_identity(name, &ops.mcp_identity_tools)
+                || tool.mcp_identity_tools.iter().any(|n| n == name);
+            let action = policies.mcp_action(name, identity);
             let tags: &[&str] = if identity {
                 &["mcp_tool", "identity_creation", "write"]
             } else {
@@ -693,34 +698,18 @@ pub fn operation(gw: &Gateway, tool: &crate::config::Tool, call: &McpCall) -> Ar
             op.action = action.into();
             Arc::new(op)
         }
-        _ => gw.snapshot.operations.read.clone(),
+        _ => ops.read.clone(),
     }
 }
 
-/// One JSON-RPC call as the audit log records it.
-#[derive(Debug, Clone, Serialize)]
-pub struct CallAudit {
-    pub method: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<Value>,
-    /// Tool, prompt or resource named.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub arguments_digest: Option<String>,
-}
-
-/// The MCP part of a request's audit record.
-#[derive(Debug, Clone, Serialize, Default)]
+/// What keygate keeps of a POST's MCP messages while it serves them: the audit record's
+/// part, and what a refusal or the `tools/list` filter needs.
+#[derive(Debug, Clone, Default)]
 pub struct McpAudit {
-    pub session_id: Option<String>,
-    pub calls: Vec<CallAudit>,
-    #[serde(skip)]
+    pub record: McpRecord,
     pub request_ids: Vec<Value>,
-    #[serde(skip)]
     pub batch: bool,
     /// The id of a lone `tools/list` request, whose answer is filtered.
-    #[serde(skip)]
     pub tools_list: Option<Value>,
 }
 
@@ -730,7 +719,7 @@ impl McpAudit {
             .messages
             .iter()
             .filter_map(|m| {
-                m.method.as_ref().map(|method| CallAudit {
+                m.method.as_ref().map(|method| McpCallRecord {
                     method: method.clone(),
                     id: m.id.clone(),
                     name: named(m),
@@ -743,13 +732,135 @@ impl McpAudit {
             _ => None,
         };
         McpAudit {
-            session_id,
-            calls,
+            record: McpRecord { session_id, calls },
             request_ids: post.request_ids(),
             batch: post.batch,
             tools_list,
         }
     }
+}
+
+/// The request facts an MCP POST's approval is bound to, beside its messages.
+pub struct PostFacts<'a> {
+    pub method: &'a http::Method,
+    /// The canonical path relative to the tool.
+    pub tool_path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+}
+
+/// What the policies decided for a POST's messages.
+#[derive(Debug, Default)]
+pub struct McpDecision {
+    /// The operation recorded: the `tools/call`'s, else the first message's (`read`).
+    pub operation: Option<Arc<Operation>>,
+    pub authorization: Authorization,
+    /// For a call that needs approval: the digest its approval is bound to.
+    pub digest: Option<String>,
+}
+
+/// Reads a POST's messages; the record is what the audit keeps of them (and tells the
+/// refusal to speak JSON-RPC even when the body does not parse).
+pub fn read(body: &[u8], headers: &http::HeaderMap) -> (McpAudit, Result<Post, Error>) {
+    match parse(body) {
+        Ok(post) => {
+            let session = headers
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (McpAudit::of(&post, session), Ok(post))
+        }
+        Err(e) => (McpAudit::default(), Err(e)),
+    }
+}
+
+/// The MCP phase: every message of a POST gets a Cedar decision, responses and
+/// notifications included (an agent with no permit on the tool reaches nothing of it). A
+/// message keygate cannot decide (unknown method, `tools/call` without a name) refuses the
+/// POST; so does a denied message, and a batch holding a call that needs approval. A call
+/// that needs approval is bound to where it is sent (a server may serve other tool sets
+/// under another path or query), the method and the whole canonical `params`: a retry
+/// repeats them with a new JSON-RPC id.
+#[allow(clippy::too_many_arguments)]
+pub fn authorize(
+    policies: &PolicyEngine,
+    ops: &Operations,
+    tool: &Tool,
+    agent: &Agent,
+    post: &Post,
+    facts: &PostFacts<'_>,
+    now_unix: i64,
+    mut trace: Option<&mut RequestTrace>,
+) -> (McpDecision, Result<(), Error>) {
+    let mut d = McpDecision::default();
+    let mut chosen = ops.read.clone();
+    for m in &post.messages {
+        let call = match call_of(m) {
+            Ok(c) => c,
+            Err(e) => return (d, Err(e)),
+        };
+        let op = operation(policies, ops, tool, &call);
+        if call.method == "tools/call" || chosen.name == ops.read.name {
+            chosen = op.clone();
+        }
+        let input = Input {
+            agent,
+            tool,
+            operation: &op,
+            method: facts.method.as_str(),
+            path: facts.tool_path,
+            now_unix,
+            approved: false,
+            mcp: Some(&call),
+        };
+        let (a, result) = super::authorize::authorize(policies, trace.as_deref_mut(), &input);
+        for e in a.policy_errors {
+            if !d.authorization.policy_errors.contains(&e) {
+                d.authorization.policy_errors.push(e);
+            }
+        }
+        if let Err(e) = result {
+            d.authorization.policies = a.policies;
+            d.operation = Some(op);
+            return (d, Err(e));
+        }
+        match a.allowed_by {
+            None => {
+                for p in a.policies {
+                    if !d.authorization.policies.contains(&p) {
+                        d.authorization.policies.push(p);
+                    }
+                }
+            }
+            Some(allowed_by) => {
+                d.authorization.policies = a.policies;
+                if post.batch {
+                    d.operation = Some(op);
+                    return (
+                        d,
+                        Err(Error::new(
+                            ErrorKind::BadRequest,
+                            "a call that needs a human's approval cannot be batched; send it on its own",
+                        )),
+                    );
+                }
+                let mut what = call.method.clone().into_bytes();
+                what.push(0);
+                what.extend_from_slice(&canonical_params(m));
+                d.digest = Some(super::approve::request_digest(
+                    &tool.name,
+                    facts.method.as_str(),
+                    facts.tool_path,
+                    facts.query,
+                    &super::approve::effect_headers(tool.kind, facts.headers),
+                    &what,
+                ));
+                d.authorization.allowed_by = Some(allowed_by);
+            }
+        }
+    }
+    d.operation = Some(chosen);
+    (d, Ok(()))
 }
 
 /// A refusal as JSON-RPC: one error per request of the POST (an array for a batch), HTTP
@@ -783,9 +894,10 @@ pub fn error_response(e: &Error, mcp: &McpAudit, request_id: &str) -> http::Resp
 
 /// Whether the agent may see a tool in `tools/list`: allowed, or allowed with approval.
 fn visible(
-    gw: &Gateway,
-    tool: &crate::config::Tool,
-    agent: &crate::config::Agent,
+    policies: &PolicyEngine,
+    ops: &Operations,
+    tool: &Tool,
+    agent: &Agent,
     name: &str,
 ) -> bool {
     let call = McpCall {
@@ -793,8 +905,8 @@ fn visible(
         name: Some(name.to_string()),
         arguments: Vec::new(),
     };
-    let op = operation(gw, tool, &call);
-    let input = super::authorize::Input {
+    let op = operation(policies, ops, tool, &call);
+    let input = Input {
         agent,
         tool,
         operation: &op,
@@ -804,10 +916,7 @@ fn visible(
         approved: false,
         mcp: Some(&call),
     };
-    !matches!(
-        gw.snapshot.policies.authorize(&input),
-        super::authorize::Verdict::Deny { .. }
-    )
+    !matches!(policies.authorize(&input), Verdict::Deny { .. })
 }
 
 /// A JSON-RPC message with `result.tools` filtered to the visible tools; `None` when it is
@@ -829,9 +938,10 @@ fn filter_message(msg: &mut Value, id: &Value, keep: &dyn Fn(&str) -> bool) -> b
 
 /// Filters the answer to a `tools/list` request, JSON or SSE, to the tools the agent may call.
 pub fn filter_tools_list(
-    gw: Arc<Gateway>,
-    tool: Arc<crate::config::Tool>,
-    agent: Arc<crate::config::Agent>,
+    policies: Arc<PolicyEngine>,
+    snapshot: Arc<Snapshot>,
+    tool: Arc<Tool>,
+    agent: Arc<Agent>,
     id: Value,
     resp: http::Response<ProxyBody>,
 ) -> http::Response<ProxyBody> {
@@ -843,7 +953,7 @@ pub fn filter_tools_list(
         .unwrap_or("")
         .to_ascii_lowercase();
     let keep: Box<dyn Fn(&str) -> bool + Send + Sync> =
-        Box::new(move |name: &str| visible(&gw, &tool, &agent, name));
+        Box::new(move |name: &str| visible(&policies, &snapshot.operations, &tool, &agent, name));
     let (mut parts, body) = resp.into_parts();
     // The length changes: the new body says its own.
     parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -39,9 +39,9 @@ pub mod mcp;
 pub mod respond;
 pub mod strip;
 
+use crate::conn::ConnInfo;
 use crate::error::{Error, ErrorKind, ProxyBody};
 use crate::gateway::Gateway;
-use crate::server::ConnInfo;
 use crate::telemetry::spans::RequestTrace;
 use classify::Route;
 pub use context::{Decision, RequestCtx};
@@ -115,26 +115,42 @@ async fn handle_to_end(
 ) -> Response<ProxyBody> {
     // Backpressure: wait here (before any work) while the audit writer is far behind.
     gw.shared.audit.admit().await;
-    let request_id = gw.next_request_id();
-    let mut ctx = RequestCtx::new(request_id, conn, req.method().clone(), req.uri().path());
-    ctx.client_gone = client_gone;
     // The request's spans (when exported): attributes are set when the request ends
     // (audit), from the same context as the audit record, so the two never disagree.
-    ctx.trace = crate::telemetry::spans::RequestTrace::start(req.headers());
-    if let Some(trace) = ctx.trace.as_mut() {
+    let mut trace = RequestTrace::start(req.headers());
+    if let Some(trace) = trace.as_mut() {
         // server.address is the host the agent addressed; its port is server.port.
-        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        if let Some(a) = authority.and_then(|a| a.parse::<http::uri::Authority>().ok()) {
+        let a = addressed_host(&req).and_then(|a| a.parse::<http::uri::Authority>().ok());
+        if let Some(a) = a {
             trace.server = Some((a.host().to_string(), a.port_u16()));
         }
     }
-    let result = run(&gw, &mut ctx, req).await;
+    // The audit records the path keygate acts on; one it refuses to canonicalize is
+    // recorded as sent (and refused by classify).
+    let canonical = classify::canonicalize(req.uri().path()).map(std::borrow::Cow::into_owned);
+    let path = match &canonical {
+        Ok(p) => p.clone(),
+        Err(_) => req.uri().path().to_string(),
+    };
+    let mut ctx = RequestCtx::new(
+        gw.next_request_id(),
+        conn,
+        req.method().clone(),
+        path,
+        client_gone,
+        trace,
+    );
+    let result = run(&gw, &mut ctx, req, canonical).await;
     let resp = match result {
-        Ok(resp) => resp,
+        Ok(resp) => {
+            // Only keygate's own key set is answered without a tool.
+            ctx.decision = if ctx.tool.is_some() {
+                Decision::Allow
+            } else {
+                Decision::Local
+            };
+            resp
+        }
         Err(e) => {
             // A refusal (4xx) is keygate's decision; a failure after it allowed the call
             // (credential, upstream) is an error.
@@ -176,184 +192,112 @@ async fn handle_to_end(
     audit::attach(&gw.shared.audit, &gw.shared.metrics, ctx, resp)
 }
 
+/// The phases of one request, in order. Each phase is a function of what it needs; what
+/// it finds is written here, once, to the request's context for the audit record.
 async fn run(
     gw: &Arc<Gateway>,
     ctx: &mut RequestCtx,
     req: Request<hyper::body::Incoming>,
+    canonical: Result<String, Error>,
 ) -> Result<Response<ProxyBody>, Error> {
-    check_framing(&req)?;
+    // classify, first the request itself: framing, method, path, and where it goes.
+    classify::check_framing(&req)?;
     classify::check_method(req.method())?;
-    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    let canonical = classify::canonicalize(req.uri().path())?;
-    if let std::borrow::Cow::Owned(c) = &canonical {
-        // The audit records what keygate acted on.
-        ctx.path = c.clone();
-    }
-    let route = classify::route(gw, host, &canonical);
-    let (tool, tool_path) = match route {
-        Route::Jwks => {
-            ctx.decision = Decision::Local;
-            return serve_jwks(gw, req.method());
-        }
-        Route::Tool {
-            tool,
-            forward_path,
-            tool_path,
-        } => {
-            ctx.forward_path = forward_path;
-            (Some(tool), tool_path)
-        }
-        Route::Unknown => (None, String::new()),
-    };
+    let path = canonical?;
+    let (tool, forward_path, tool_path) =
+        match classify::route(&gw.tools, addressed_host(&req), &path) {
+            Route::Jwks => return serve_jwks(&gw.shared.jwks_document, req.method()),
+            Route::Tool {
+                tool,
+                forward_path,
+                tool_path,
+            } => (Some(tool), forward_path, tool_path),
+            Route::Unknown => (None, String::new(), String::new()),
+        };
 
     // identify: before anything about tools is revealed.
-    let phase = ctx
-        .trace
-        .as_ref()
-        .map(|_| RequestTrace::begin("keygate.identify"));
-    let identity = gw
-        .identifier
-        .identify(&gw.snapshot.agents, &ctx.conn, req.headers());
-    if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
-        // A span only when a signature was checked: a cached token costs nothing worth one.
-        if identity.as_ref().map_or(true, |i| i.verified_now) {
-            trace.end_phase(phase, Vec::new(), identity.is_err());
-        }
-    }
-    let identity = identity?;
+    let identity = identify::identify(
+        &gw.identifier,
+        &gw.snapshot.agents,
+        &ctx.conn,
+        req.headers(),
+        |agent| gw.shared.is_suspended(agent),
+        ctx.trace.as_mut(),
+    )?;
     let agent = identity.agent.clone();
     ctx.identity = Some(identity);
-    if gw.shared.is_suspended(&agent.id) {
-        return Err(Error::new(
-            ErrorKind::AgentSuspended,
-            format!(
-                "agent {:?} is suspended; its owner can ask an administrator to resume it",
-                &*agent.id
-            ),
-        ));
-    }
 
-    // classify: the tool, then the operation (reading the body first if it decides).
-    let Some(tool) = tool else {
-        return Err(Error::new(
-            ErrorKind::UnknownTool,
-            "no tool matches this request; call a tool as /tools/<name>/… or through its host",
-        ));
-    };
+    // classify: the tool, then (reading the body first when it decides) the operation.
+    let tool = classify::tool(tool)?;
     ctx.tool = Some(tool.clone());
-    if tool.tool.protocol == crate::config::Protocol::Mcp {
-        // MCP: POST, GET and DELETE only (as spelled); GET and DELETE are decided below as
-        // the protocol (`read`), each POSTed message on its own.
-        mcp::check_http_method(req.method())?;
-    }
-    let timeout = gw.snapshot.server.body_read_timeout;
+    let t = &tool.tool;
+    let mcp_post = classify::is_mcp_post(t, req.method())?;
     let (parts, body) = req.into_parts();
+    let read = strip::BodyRead {
+        timeout: gw.snapshot.server.body_read_timeout,
+        bytes_in: &ctx.bytes_in,
+    };
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .and_then(|v| v.to_str().ok());
     let mut facts = classify::RequestFacts {
         method: &parts.method,
         tool_path: &tool_path,
-        forward_path: &ctx.forward_path,
+        forward_path: &forward_path,
         query: parts.uri.query(),
-        content_type: content_type.as_deref(),
+        content_type,
         body: None,
         amz_target: parts
             .headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok()),
     };
-    let mut body = strip::RequestBody::Unread(body);
-    let mut read: Option<bytes::Bytes> = None;
     // A body read to decide (the operation, MCP messages) is never rewritten after the
     // decision: strip refuses a secret in it rather than redact it.
-    let body_decides = classify::needs_body(&tool, &facts) || mcp_post_of(&tool, &parts.method);
-    if classify::needs_body(&tool, &facts) {
-        if let strip::RequestBody::Unread(b) = body {
-            read = Some(
-                strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b).await?,
-            );
-        }
-        body = strip::RequestBody::Read(bytes::Bytes::new());
+    let body_decides = classify::needs_body(t, &facts);
+    let mut body = strip::RequestBody::Unread(body);
+    if body_decides {
+        body = strip::RequestBody::Read(body.read(&read, t.max_body_bytes, &parts.headers).await?);
     }
-    facts.body = read.as_deref();
-    let mcp_post =
-        tool.tool.protocol == crate::config::Protocol::Mcp && parts.method == http::Method::POST;
-    // For MCP, an identity-creating tool call is bound to the tool and its arguments: a
-    // retry repeats them with a new JSON-RPC id.
-    let mut mcp_digest: Option<String> = None;
-    let mut needs_approval: Option<Vec<String>> = None;
+    facts.body = body.bytes();
     let now = unix_now();
-    let op = if mcp_post {
-        // Refusals from here on are JSON-RPC errors.
-        ctx.mcp = Some(mcp::McpAudit::default());
-        let post = mcp::parse(read.as_deref().unwrap_or_default())?;
-        let session = parts
-            .headers
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        ctx.mcp = Some(mcp::McpAudit::of(&post, session));
-        let mut chosen = gw.snapshot.operations.read.clone();
-        // Every message gets a decision, responses and notifications included: an agent
-        // with no permit on the tool reaches nothing of it. A message keygate cannot
-        // decide (unknown method, tools/call without a name) refuses the POST.
-        for m in &post.messages {
-            let call = mcp::call_of(m)?;
-            let op = mcp::operation(gw, &tool.tool, &call);
-            if call.method == "tools/call" || chosen.name == gw.snapshot.operations.read.name {
-                chosen = op.clone();
-            }
-            let input = authorize::Input {
-                agent: &agent,
-                tool: &tool.tool,
-                operation: &op,
-                method: parts.method.as_str(),
-                path: &tool_path,
-                now_unix: now,
-                approved: false,
-                mcp: Some(&call),
-            };
-            let verdict = authorize(gw, &mut ctx.trace, &input);
-            if let Some(allowed_by) = apply_verdict(ctx, verdict, &agent, &op, &tool)? {
-                if post.batch {
-                    ctx.operation = Some(op);
-                    return Err(Error::new(
-                        ErrorKind::BadRequest,
-                        "a call that needs a human's approval cannot be batched; send it on its own",
-                    ));
-                }
-                // Bound to where it is sent (a server may serve other tool sets under
-                // another path or query), the method and the whole canonical `params`.
-                let mut what = call.method.clone().into_bytes();
-                what.push(0);
-                what.extend_from_slice(&mcp::canonical_params(m));
-                mcp_digest = Some(approve::request_digest(
-                    &tool.tool.name,
-                    parts.method.as_str(),
-                    &tool_path,
-                    parts.uri.query(),
-                    &approve::effect_headers(tool.tool.kind, &parts.headers),
-                    &what,
-                ));
-                needs_approval = Some(allowed_by);
-            }
-        }
-        ctx.operation = Some(chosen.clone());
-        chosen
+
+    // authorize: the policies decide the operation (an MCP POST: each of its messages).
+    let (op, mcp_digest) = if mcp_post {
+        let (record, post) = mcp::read(facts.body.unwrap_or_default(), &parts.headers);
+        ctx.mcp = Some(record);
+        let facts = mcp::PostFacts {
+            method: &parts.method,
+            tool_path: &tool_path,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+        };
+        let (decided, result) = mcp::authorize(
+            &gw.policies,
+            &gw.snapshot.operations,
+            t,
+            &agent,
+            &post?,
+            &facts,
+            now,
+            ctx.trace.as_mut(),
+        );
+        ctx.operation = decided.operation.clone();
+        ctx.authorization = decided.authorization;
+        result?;
+        (
+            decided
+                .operation
+                .unwrap_or_else(|| gw.snapshot.operations.read.clone()),
+            decided.digest,
+        )
     } else {
-        let op = classify::operation(gw, &tool, &facts);
+        let op = classify::operation(&gw.snapshot.operations, t, &facts);
         ctx.operation = Some(op.clone());
-        // authorize
-        let input = authorize::Input {
+        let input = crate::policy::Input {
             agent: &agent,
-            tool: &tool.tool,
+            tool: t,
             operation: &op,
             method: parts.method.as_str(),
             path: &tool_path,
@@ -361,18 +305,16 @@ async fn run(
             approved: false,
             mcp: None,
         };
-        let verdict = authorize(gw, &mut ctx.trace, &input);
-        needs_approval = apply_verdict(ctx, verdict, &agent, &op, &tool)?;
-        op
+        let (authorization, result) =
+            authorize::authorize(&gw.policies, ctx.trace.as_mut(), &input);
+        ctx.authorization = authorization;
+        result?;
+        (op, None)
     };
-    if needs_approval.is_some() && read.is_none() {
+    let needs_approval = ctx.authorization.allowed_by.is_some();
+    if needs_approval && body.bytes().is_none() {
         // The approval is bound to the exact request, so the body is read now.
-        if let strip::RequestBody::Unread(b) = body {
-            read = Some(
-                strip::read_all(ctx, tool.tool.max_body_bytes, timeout, &parts.headers, b).await?,
-            );
-        }
-        body = strip::RequestBody::Read(bytes::Bytes::new());
+        body = strip::RequestBody::Read(body.read(&read, t.max_body_bytes, &parts.headers).await?);
     }
 
     // The host the agent addressed: `Host`, or over HTTP/2 the `:authority`.
@@ -382,158 +324,135 @@ async fn run(
             .authority()
             .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
     });
-    let body = match read {
-        Some(b) => strip::RequestBody::Read(b),
-        None => body,
-    };
     // strip
-    let (mut req, forwarded_body) =
-        strip::strip(ctx, &tool, timeout, parts, body, body_decides).await?;
+    let stripped = strip::strip(
+        t,
+        &forward_path,
+        parts,
+        body,
+        body_decides,
+        &read,
+        &mut ctx.stripped,
+    )
+    .await?;
+    let (mut req, mut query) = (stripped.request, stripped.query);
     // The approval binds, and the approver sees, the request as it will be forwarded:
     // after strip (no agent credential), before inject (no tool credential).
-    let approval_request = needs_approval.as_ref().map(|_| {
-        let body = forwarded_body.as_deref().unwrap_or_default();
-        let headers = approve::effect_headers(tool.tool.kind, req.headers());
-        let (method, query) = (req.method().as_str(), ctx.forward_query.as_deref());
+    let pending = needs_approval.then(|| {
+        let body = stripped.body.as_deref().unwrap_or_default();
+        let headers = approve::effect_headers(t.kind, req.headers());
+        let (method, query) = (req.method().as_str(), query.as_deref());
         let digest = mcp_digest.clone().unwrap_or_else(|| {
-            approve::request_digest(&tool.tool.name, method, &tool_path, query, &headers, body)
+            approve::request_digest(&t.name, method, &tool_path, query, &headers, body)
         });
-        let shown = approve::summary(
-            tool.tool.kind,
-            method,
-            &ctx.forward_path,
-            query,
-            &headers,
-            body,
-        );
-        (digest, Some(shown))
+        let summary = approve::summary(t.kind, method, &forward_path, query, &headers, body);
+        (digest, summary)
     });
+
     // inject
-    inject::inject(ctx, &tool, &mut req)?;
+    let (credential, result) =
+        inject::inject(&tool, &agent, &mut req, &mut query, ctx.trace.as_mut());
+    let injected = credential.injected.clone();
+    ctx.credential = credential;
+    result?;
+
     // approve: last before forwarding, so a request that strip or inject refuse never
     // asks for, or spends, an approval.
-    if let (Some(allowed_by), Some((digest, summary))) = (needs_approval, approval_request) {
-        let gates = ctx.policies.clone();
+    if let Some((digest, summary)) = pending {
+        let approvals = approve::Approvals {
+            settings: &gw.snapshot.approvals,
+            store: &*gw.shared.store,
+            decisions: &gw.shared.decisions,
+            webhooks: &gw.shared.webhooks,
+            http: &gw.shared.http,
+            metrics: &gw.shared.metrics,
+        };
         let phase = ctx
             .trace
             .as_ref()
             .map(|_| RequestTrace::begin("keygate.approval"));
-        let used = approve::approve(gw, ctx, &tool, &op, &digest, summary, &gates).await;
+        let used = approve::approve(
+            &approvals,
+            approve::Pending {
+                agent: &agent,
+                tool: t,
+                operation: &op,
+                method: ctx.method.as_str(),
+                path: &ctx.path,
+                digest: &digest,
+                summary: Some(summary),
+                policies: &ctx.authorization.policies,
+            },
+        )
+        .await;
         if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
             trace.end_phase(phase, Vec::new(), used.is_err());
         }
-        let used = used?;
-        ctx.approval = Some(used);
-        ctx.policies
-            .extend(allowed_by.into_iter().filter(|p| !gates.contains(p)));
-    }
-    ctx.decision = Decision::Allow;
-    // forward
-    let resp = forward::forward(ctx, &tool, req, original_host).await?;
-    // respond: keygate's credential never comes back to the agent.
-    let resp = respond::respond(ctx, &tool, resp)?;
-    // MCP: the agent sees only the tools it may call.
-    let tools_list = ctx.mcp.as_ref().and_then(|m| m.tools_list.clone());
-    let resp = match tools_list {
-        Some(id) if resp.status().is_success() => {
-            mcp::filter_tools_list(gw.clone(), tool.tool.clone(), agent.clone(), id, resp)
+        match used {
+            Ok(a) => {
+                ctx.approval_id = Some(a.id.clone());
+                ctx.approval = Some(a);
+            }
+            Err(e) => {
+                ctx.approval_id = e.approval_id.clone();
+                return Err(e);
+            }
         }
+    }
+
+    // forward
+    let out = forward::Outbound {
+        path: &forward_path,
+        query: query.as_deref(),
+        original_host,
+        conn: &ctx.conn,
+        request_id: &ctx.request_id,
+    };
+    let resp = forward::forward(&tool, req, out, ctx.trace.as_mut()).await?;
+
+    // respond: keygate's credential never comes back to the agent; an MCP agent sees
+    // only the tools it may call.
+    let resp = respond::respond(injected, &t.name, resp)?;
+    let resp = match ctx.mcp.as_ref().and_then(|m| m.tools_list.clone()) {
+        Some(id) if resp.status().is_success() => mcp::filter_tools_list(
+            gw.policies.clone(),
+            gw.snapshot.clone(),
+            t.clone(),
+            agent.clone(),
+            id,
+            resp,
+        ),
         _ => resp,
     };
+
     // inventory
     if op.is_identity_creation() && resp.status().is_success() {
-        return inventory::record(gw, ctx, &op, resp).await;
+        let policies = ctx.policies();
+        let created = inventory::Created {
+            agent: &agent,
+            tool: &t.name,
+            operation: &op,
+            forward_path: &forward_path,
+            approval: ctx.approval.as_ref(),
+            policies: &policies,
+            request_id: &ctx.request_id,
+            review_after: gw.snapshot.approvals.review_after,
+        };
+        let (resp, recorded) = inventory::record(&*gw.shared.store, created, resp).await?;
+        ctx.inventory = Some(recorded);
+        return Ok(resp);
     }
     Ok(resp)
+    // audit: when the response has been sent ([`audit::attach`], in `handle_to_end`).
 }
 
-fn mcp_post_of(tool: &crate::gateway::ToolRuntime, method: &http::Method) -> bool {
-    tool.tool.protocol == crate::config::Protocol::Mcp && method == http::Method::POST
-}
-
-/// Decides with the policies; a `keygate.authorize` span when the request is traced and
-/// the policies were evaluated (a decision from the cache takes no time worth a span).
-fn authorize(
-    gw: &Gateway,
-    trace: &mut Option<RequestTrace>,
-    input: &authorize::Input,
-) -> authorize::Verdict {
-    let Some(trace) = trace.as_mut() else {
-        return gw.snapshot.policies.authorize(input);
-    };
-    let phase = RequestTrace::begin("keygate.authorize");
-    let (verdict, evaluated) = gw.snapshot.policies.decide(input);
-    if evaluated {
-        let errors = verdict.policy_errors();
-        let attributes = if errors.is_empty() {
-            Vec::new()
-        } else {
-            vec![opentelemetry::KeyValue::new(
-                "keygate.policy_errors",
-                errors.join(","),
-            )]
-        };
-        trace.end_phase(phase, attributes, !errors.is_empty());
-    }
-    verdict
-}
-
-/// Records the verdict on the context; refuses a denied request; returns the permits that
-/// allow it once approved when it needs approval.
-fn apply_verdict(
-    ctx: &mut RequestCtx,
-    verdict: authorize::Verdict,
-    agent: &crate::config::Agent,
-    op: &Arc<crate::routes::Operation>,
-    tool: &crate::gateway::ToolRuntime,
-) -> Result<Option<Vec<String>>, Error> {
-    for e in verdict.policy_errors() {
-        if !ctx.policy_errors.contains(e) {
-            ctx.policy_errors.push(e.clone());
-        }
-    }
-    match verdict {
-        authorize::Verdict::Allow { policies, .. } => {
-            for p in policies {
-                if !ctx.policies.contains(&p) {
-                    ctx.policies.push(p);
-                }
-            }
-            Ok(None)
-        }
-        authorize::Verdict::Deny {
-            policies,
-            policy_errors,
-        } => {
-            let why = if policies.is_empty() {
-                "no policy allows it".to_string()
-            } else if policies.iter().any(|p| policy_errors.contains(p)) {
-                format!(
-                    "policy {} forbids it (a forbid that fails to evaluate forbids)",
-                    policies.join(", ")
-                )
-            } else {
-                format!("policy {} forbids it", policies.join(", "))
-            };
-            ctx.policies = policies;
-            ctx.operation = Some(op.clone());
-            Err(Error::new(
-                ErrorKind::Forbidden,
-                format!(
-                    "agent {:?} may not run {:?} on tool {:?}: {why}",
-                    &*agent.id, &*op.name, &*tool.tool.name
-                ),
-            ))
-        }
-        authorize::Verdict::NeedsApproval {
-            policies,
-            allowed_by,
-            ..
-        } => {
-            ctx.policies = policies;
-            Ok(Some(allowed_by))
-        }
-    }
+/// The host the agent addressed: the request target's authority, else `Host`.
+fn addressed_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -543,50 +462,10 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Refuses framing that a server and a tool might read differently (request smuggling):
-/// Content-Length together with Transfer-Encoding, or Content-Length given twice.
-///
-/// Defence in depth: over HTTP/1.1 hyper already resolves these before the request gets
-/// here (RFC 9112 §6.3: with Transfer-Encoding it drops Content-Length, reads the body as
-/// chunked and closes the connection after the response; identical duplicate lengths are
-/// folded into one; differing ones are refused with a bare 400). keygate forwards its own
-/// framing either way (strip re-frames read bodies; hop-by-hop headers are removed).
-///
-/// An HTTP/1.1 request without `Host` is refused (RFC 9112 §3.2: a server must answer it
-/// 400): keygate picks tools by host, and would otherwise guess.
-fn check_framing<B>(req: &Request<B>) -> Result<(), Error> {
-    let h = req.headers();
-    if req.version() == http::Version::HTTP_11 && !h.contains_key(header::HOST) {
-        return Err(Error::new(
-            ErrorKind::BadRequest,
-            "an HTTP/1.1 request must name its host in a Host header",
-        ));
-    }
-    let lengths = h.get_all(header::CONTENT_LENGTH).iter().count();
-    if lengths > 1 {
-        return Err(Error::new(
-            ErrorKind::AmbiguousFraming,
-            "the request has more than one Content-Length header",
-        ));
-    }
-    if h.get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {
-        // One reader takes the first, another the last: a body scanned and classified as
-        // one type could be parsed by the tool as another.
-        return Err(Error::new(
-            ErrorKind::AmbiguousFraming,
-            "the request has more than one Content-Type header",
-        ));
-    }
-    if lengths == 1 && h.contains_key(header::TRANSFER_ENCODING) {
-        return Err(Error::new(
-            ErrorKind::AmbiguousFraming,
-            "the request has both Content-Length and Transfer-Encoding",
-        ));
-    }
-    Ok(())
-}
-
-fn serve_jwks(gw: &Gateway, method: &http::Method) -> Result<Response<ProxyBody>, Error> {
+fn serve_jwks(
+    document: &bytes::Bytes,
+    method: &http::Method,
+) -> Result<Response<ProxyBody>, Error> {
     if method != http::Method::GET && method != http::Method::HEAD {
         return Err(Error::new(
             ErrorKind::MethodNotAllowed,
@@ -594,7 +473,7 @@ fn serve_jwks(gw: &Gateway, method: &http::Method) -> Result<Response<ProxyBody>
         ));
     }
     let mut resp = crate::error::json_response(StatusCode::OK, String::new());
-    *resp.body_mut() = crate::error::full_body(gw.shared.jwks_document.clone());
+    *resp.body_mut() = crate::error::full_body(document.clone());
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         http::HeaderValue::from_static("public, max-age=300"),

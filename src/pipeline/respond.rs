@@ -34,9 +34,7 @@
 //! phase takes them from there and the body drops them when the response is done. No
 //! `Debug` prints them.
 
-use super::context::RequestCtx;
 use crate::error::{BoxError, Error, ErrorKind, ProxyBody};
-use crate::gateway::ToolRuntime;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
@@ -229,12 +227,12 @@ fn overwrite(b: &mut [u8]) {
 /// reason phrase, the headers, the body and the trailers. Refuses (fails closed) a
 /// compressed non-empty body when a credential was injected.
 pub fn respond(
-    ctx: &mut RequestCtx,
-    tool: &ToolRuntime,
+    injected: Option<Arc<Injected>>,
+    tool: &str,
     resp: Response<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Error> {
     // Nothing injected, nothing to look for: the response passes untouched.
-    let Some(injected) = ctx.injected.take() else {
+    let Some(injected) = injected else {
         return Ok(resp);
     };
     let (mut parts, body) = resp.into_parts();
@@ -255,7 +253,7 @@ pub fn respond(
                 ErrorKind::UpstreamUnavailable,
                 format!(
                     "tool {:?} answered with a compressed body, which keygate cannot check for its credential",
-                    &*tool.tool.name
+                    tool
                 ),
             )
             .with_detail(detail));

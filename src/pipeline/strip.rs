@@ -15,17 +15,17 @@
 //! removed are recorded.
 
 use super::body::Counted;
-use super::context::RequestCtx;
 use crate::config::file::OnSecret;
+use crate::config::Tool;
 use crate::error::{BoxError, Error, ErrorKind, ProxyBody};
-use crate::gateway::ToolRuntime;
 use crate::secrets;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::Request;
 use http_body_util::{BodyExt, Limited};
 use std::borrow::Cow;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Headers that carry the agent's own credentials, removed from every request.
@@ -76,23 +76,44 @@ fn secret_error(kind: secrets::SecretKind, place: &str) -> Error {
     )
 }
 
-/// Runs the strip phase; returns the request with a body ready to forward and, when the
-/// body was read whole, that body as it will be forwarded. The body may have been read
-/// already (classify and authorize read it when they need it).
+/// How a request body is read: within the tool's limit and this time, counted into
+/// `bytes_in` (the audit record's `bytes_in`).
+pub struct BodyRead<'a> {
+    pub timeout: Duration,
+    pub bytes_in: &'a Arc<AtomicU64>,
+}
+
+/// The request as strip leaves it: ready to forward, with its body (when it was read
+/// whole, as it will be forwarded) and the query it is forwarded with.
+pub struct Stripped {
+    pub request: Request<ProxyBody>,
+    pub body: Option<Bytes>,
+    pub query: Option<String>,
+}
+
+/// Runs the strip phase on a request to `tool` forwarded to `forward_path`. The names of
+/// what it removes or redacts ("header:cookie", "query:api_key",
+/// "body:aws_access_key_id:redacted") go to `removed`, kept for the audit record even when
+/// strip then refuses the request. The body may have been read already (classify and authorize
+/// read it when they need it); a body that decided the operation (`body_decides`) is
+/// refused if it holds a secret, never rewritten.
+#[allow(clippy::too_many_arguments)]
 pub async fn strip<B>(
-    ctx: &mut RequestCtx,
-    tool: &ToolRuntime,
-    body_read_timeout: Duration,
+    tool: &Tool,
+    forward_path: &str,
     mut parts: http::request::Parts,
     body: RequestBody<B>,
     body_decides: bool,
-) -> Result<(Request<ProxyBody>, Option<Bytes>), Error>
+    read: &BodyRead<'_>,
+    removed: &mut Vec<Cow<'static, str>>,
+) -> Result<Stripped, Error>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let t = &tool.tool;
+    let t = tool;
     let redact = t.on_secret == OnSecret::Redact;
+    let mut query: Option<String> = None;
 
     // Credentials the agent sent.
     // One pass over the headers present (a few) instead of a lookup per stripped name.
@@ -109,11 +130,11 @@ where
         .collect();
     for name in strip_now {
         parts.headers.remove(&name);
-        ctx.stripped.push(stripped_label(&name));
+        removed.push(stripped_label(&name));
     }
 
     // The path: percent-decoded, so an encoded secret is found too.
-    let decoded_path = percent_decode(ctx.forward_path.as_bytes());
+    let decoded_path = percent_decode(forward_path.as_bytes());
     if let Some(f) = secrets::find_first(&decoded_path) {
         // The audit record redacts the path (audit::recorded_path).
         return Err(secret_error(f.kind, "path"));
@@ -121,7 +142,7 @@ where
 
     // The query.
     if let Some(q) = parts.uri.query() {
-        ctx.forward_query = strip_query(ctx, t, q, redact)?;
+        query = strip_query(removed, t, q, redact)?;
     }
 
     // Remaining headers. A secret used as a header name is refused in either mode:
@@ -154,8 +175,7 @@ where
         for v in values {
             parts.headers.append(name.clone(), v);
         }
-        ctx.stripped
-            .push(Cow::Owned(format!("header:{name}:redacted")));
+        removed.push(Cow::Owned(format!("header:{name}:redacted")));
     }
 
     // The body.
@@ -168,37 +188,36 @@ where
         RequestBody::Read(bytes) => bytes,
         RequestBody::Unread(body) => {
             if body.is_end_stream() || declared_length(&parts.headers) == Some(0) {
-                return Ok((
-                    Request::from_parts(parts, crate::error::full_body(Bytes::new())),
-                    Some(Bytes::new()),
-                ));
+                return Ok(Stripped {
+                    request: Request::from_parts(parts, crate::error::full_body(Bytes::new())),
+                    body: Some(Bytes::new()),
+                    query,
+                });
             }
             if declared_length(&parts.headers).is_some_and(|n| n > t.max_body_bytes) {
                 return Err(too_large(t.max_body_bytes));
             }
             if !text {
                 // Binary bodies are streamed, within the limit, unscanned.
-                let counted = Counted::new(body, ctx.bytes_in.clone(), t.max_body_bytes);
-                return Ok((Request::from_parts(parts, counted.boxed()), None));
+                let counted = Counted::new(body, read.bytes_in.clone(), t.max_body_bytes);
+                return Ok(Stripped {
+                    request: Request::from_parts(parts, counted.boxed()),
+                    body: None,
+                    query,
+                });
             }
             if encoded {
                 return Err(unscannable());
             }
-            read_all(
-                ctx,
-                t.max_body_bytes,
-                body_read_timeout,
-                &parts.headers,
-                body,
-            )
-            .await?
+            read_all(read, t.max_body_bytes, &parts.headers, body).await?
         }
     };
     if !text || collected.is_empty() {
-        return Ok((
-            Request::from_parts(parts, crate::error::full_body(collected.clone())),
-            Some(collected),
-        ));
+        return Ok(Stripped {
+            request: Request::from_parts(parts, crate::error::full_body(collected.clone())),
+            body: Some(collected),
+            query,
+        });
     }
     if encoded {
         return Err(unscannable());
@@ -243,8 +262,7 @@ where
             };
             let (out, kinds) = secrets::redact(&source).unwrap_or((source, Vec::new()));
             for k in form_kinds.into_iter().chain(kinds) {
-                ctx.stripped
-                    .push(Cow::Owned(format!("body:{}:redacted", k.as_str())));
+                removed.push(Cow::Owned(format!("body:{}:redacted", k.as_str())));
             }
             Bytes::from(out)
         }
@@ -253,10 +271,11 @@ where
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    Ok((
-        Request::from_parts(parts, crate::error::full_body(body.clone())),
-        Some(body),
-    ))
+    Ok(Stripped {
+        request: Request::from_parts(parts, crate::error::full_body(body.clone())),
+        body: Some(body),
+        query,
+    })
 }
 
 fn unscannable() -> Error {
@@ -276,9 +295,8 @@ fn declared_length(h: &http::HeaderMap) -> Option<u64> {
 
 /// Reads a whole request body, within `limit` bytes and `timeout`.
 pub async fn read_all<B>(
-    ctx: &RequestCtx,
+    read: &BodyRead<'_>,
     limit: u64,
-    timeout: Duration,
     headers: &http::HeaderMap,
     body: B,
 ) -> Result<Bytes, Error>
@@ -290,7 +308,7 @@ where
         return Err(too_large(limit));
     }
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    let collected = match tokio::time::timeout(timeout, limited.collect()).await {
+    let collected = match tokio::time::timeout(read.timeout, limited.collect()).await {
         Err(_) => {
             return Err(Error::new(
                 ErrorKind::BodyTimeout,
@@ -310,7 +328,7 @@ where
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    ctx.bytes_in
+    read.bytes_in
         .store(collected.len() as u64, Ordering::Relaxed);
     Ok(collected)
 }
@@ -319,6 +337,33 @@ where
 pub enum RequestBody<B> {
     Unread(B),
     Read(Bytes),
+}
+
+impl<B> RequestBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// The whole body: read now (within `limit`) unless it was already.
+    pub async fn read(
+        self,
+        read: &BodyRead<'_>,
+        limit: u64,
+        headers: &http::HeaderMap,
+    ) -> Result<Bytes, Error> {
+        match self {
+            RequestBody::Read(b) => Ok(b),
+            RequestBody::Unread(b) => read_all(read, limit, headers, b).await,
+        }
+    }
+
+    /// The body, if it was read.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            RequestBody::Read(b) => Some(b),
+            RequestBody::Unread(_) => None,
+        }
+    }
 }
 
 fn too_large(limit: u64) -> Error {
@@ -331,7 +376,7 @@ fn too_large(limit: u64) -> Error {
 /// The query with stripped parameters removed and secrets handled; `None` when nothing
 /// is left. Returns the original text when nothing changed.
 fn strip_query(
-    ctx: &mut RequestCtx,
+    removed: &mut Vec<Cow<'static, str>>,
     t: &crate::config::Tool,
     query: &str,
     redact: bool,
@@ -349,7 +394,7 @@ fn strip_query(
     let mut kept: Vec<(Cow<str>, Cow<str>)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         if named(&k) {
-            ctx.stripped.push(Cow::Owned(format!("query:{k}")));
+            removed.push(Cow::Owned(format!("query:{k}")));
             changed = true;
             continue;
         }
@@ -371,8 +416,7 @@ fn strip_query(
                         .unwrap_or_else(|| s.to_string())
                 };
                 let (rk, rv) = (redacted(&k), redacted(&v));
-                ctx.stripped
-                    .push(Cow::Owned(format!("query:{rk}:redacted")));
+                removed.push(Cow::Owned(format!("query:{rk}:redacted")));
                 changed = true;
                 kept.push((Cow::Owned(rk), Cow::Owned(rv)));
             }

@@ -4,7 +4,8 @@
 //! grace period, and the audit log is flushed last.
 
 pub mod admin;
-pub mod tls;
+
+pub use crate::conn::ConnInfo;
 
 use crate::gateway::Runtime;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -15,42 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// What is known about an agent's connection, established once per connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub remote_addr: SocketAddr,
-    pub tls: bool,
-    /// SPIFFE ID of the verified client certificate, if one was presented.
-    pub spiffe_id: Option<String>,
-    /// `remote_addr` as text, as the audit log records it (formatted once per connection).
-    pub client: Arc<str>,
-    /// The agent's IP as an `X-Forwarded-For` value.
-    pub forwarded_for: Option<http::HeaderValue>,
-    /// The start of the `Forwarded` value: `for=<ip>;proto=<http|https>`.
-    pub forwarded: String,
-}
-
-impl ConnInfo {
-    /// What every request on a connection from `remote_addr` shares.
-    pub fn new(remote_addr: SocketAddr, tls: bool, spiffe_id: Option<String>) -> ConnInfo {
-        let ip = remote_addr.ip();
-        let proto = if tls { "https" } else { "http" };
-        let node = if ip.is_ipv6() {
-            format!("\"[{ip}]\"")
-        } else {
-            ip.to_string()
-        };
-        ConnInfo {
-            remote_addr,
-            tls,
-            spiffe_id,
-            client: remote_addr.to_string().into(),
-            forwarded_for: http::HeaderValue::from_str(&ip.to_string()).ok(),
-            forwarded: format!("for={node};proto={proto}"),
-        }
-    }
-}
 
 /// A running listener.
 pub struct Running {
@@ -85,7 +50,9 @@ pub async fn serve(rt: Arc<Runtime>) -> Result<Running, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
     let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let tls = match &s.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(t)?)),
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            t,
+        )?)),
         None => None,
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -73,7 +73,7 @@ pub struct AuditRecord {
     /// MCP: session id and, per JSON-RPC message, method, id, tool and a digest of the
     /// arguments (never their values).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mcp: Option<crate::pipeline::mcp::McpAudit>,
+    pub mcp: Option<super::record::McpRecord>,
     pub method: String,
     pub path: String,
     /// "allow", "deny", "error" or "local".

@@ -15,8 +15,8 @@
 //! a few relaxed atomic additions.
 
 use crate::locks::{read, write};
-use crate::pipeline::Decision;
 pub use crate::store::ApprovalCounts;
+use crate::telemetry::record::Decision;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

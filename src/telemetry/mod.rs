@@ -5,6 +5,7 @@ pub mod audit_chain;
 pub mod audit_log;
 pub mod metrics;
 pub mod otel;
+pub mod record;
 pub mod spans;
 
 /// Sets up the process log (as [`init_logging`]) and, when an OTLP endpoint is

@@ -37,13 +37,13 @@ pub struct Issuer {
     last_file_mtime: std::sync::Mutex<Option<SystemTime>>,
     last_refresh: std::sync::Mutex<Option<Instant>>,
     refresh_now: tokio::sync::Notify,
-    http: Option<crate::pipeline::forward::HttpClient>,
+    http: Option<crate::http_client::HttpClient>,
 }
 
 impl Issuer {
     pub fn new(settings: IssuerSettings, skew: Duration) -> Result<Issuer, String> {
         let http = match &settings.jwks {
-            JwksSource::Url { ca_file, .. } => Some(crate::pipeline::forward::build_client(
+            JwksSource::Url { ca_file, .. } => Some(crate::http_client::build_client(
                 ca_file.as_deref(),
                 Duration::from_secs(5),
             )?),
@@ -87,7 +87,7 @@ impl Issuer {
             }
             JwksSource::Url { url, .. } => {
                 let client = self.http.as_ref().ok_or("no HTTP client")?;
-                crate::pipeline::forward::fetch_text(client, url.clone(), 1 << 20).await?
+                crate::http_client::fetch_text(client, url.clone(), 1 << 20).await?
             }
         };
         let set = parse_jwks(&text, &self.settings, self.skew)?;

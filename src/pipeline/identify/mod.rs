@@ -14,8 +14,8 @@
 pub mod jwks;
 
 use crate::config::{Agent, Agents, IdentitySettings};
+use crate::conn::ConnInfo;
 use crate::error::{Error, ErrorKind};
-use crate::server::ConnInfo;
 use http::HeaderMap;
 use jwks::Issuer;
 use moka::sync::Cache;
@@ -23,6 +23,39 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The identify phase: who is calling, verified, and not suspended (`suspended` tells
+/// whether an agent id is). A `keygate.identify` span when a signature was checked (a
+/// cached token costs nothing worth one).
+pub fn identify(
+    identifier: &Identifier,
+    agents: &Agents,
+    conn: &ConnInfo,
+    headers: &HeaderMap,
+    suspended: impl Fn(&str) -> bool,
+    trace: Option<&mut crate::telemetry::spans::RequestTrace>,
+) -> Result<Identity, Error> {
+    let phase = trace
+        .as_ref()
+        .map(|_| crate::telemetry::spans::RequestTrace::begin("keygate.identify"));
+    let identity = identifier.identify(agents, conn, headers);
+    if let (Some(trace), Some(phase)) = (trace, phase) {
+        if identity.as_ref().map_or(true, |i| i.verified_now) {
+            trace.end_phase(phase, Vec::new(), identity.is_err());
+        }
+    }
+    let identity = identity?;
+    if suspended(&identity.agent.id) {
+        return Err(Error::new(
+            ErrorKind::AgentSuspended,
+            format!(
+                "agent {:?} is suspended; its owner can ask an administrator to resume it",
+                &*identity.agent.id
+            ),
+        ));
+    }
+    Ok(identity)
+}
 
 /// How long a token that failed verification is refused without being verified again.
 /// Short, so that a refusal that stops being right (a clock catching up, a fixed issuer

@@ -1,0 +1,74 @@
+//! The tools of one configuration snapshot at run time: each with its credential provider
+//! and its pooled upstream client, found by name or by the host an agent addressed.
+
+use crate::config::{ProviderSpec, Snapshot, Tool};
+use crate::credentials::{MintedJwt, Provider, Signer, StaticSecret};
+use crate::http_client::{build_client, HttpClient};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A tool with its credential provider and its pooled upstream client.
+pub struct ToolRuntime {
+    pub tool: Arc<Tool>,
+    pub provider: Provider,
+    pub client: HttpClient,
+}
+
+/// Every tool of a snapshot, by name and by host.
+#[derive(Default)]
+pub struct ToolSet {
+    pub by_name: HashMap<Arc<str>, Arc<ToolRuntime>>,
+    pub by_host: HashMap<String, Arc<ToolRuntime>>,
+}
+
+impl ToolSet {
+    /// Builds each tool's provider and client. A provider that cannot load its credential
+    /// (a static secret that is missing) is logged, and that tool answers
+    /// `credential_unavailable` until it loads.
+    pub fn build(snapshot: &Snapshot, signer: &Arc<Signer>) -> Result<ToolSet, String> {
+        let mut set = ToolSet::default();
+        for tool in snapshot.tools.by_name.values() {
+            let provider = match &tool.credential.provider {
+                ProviderSpec::Static {
+                    source,
+                    credential_id,
+                } => {
+                    let p = StaticSecret::new(
+                        source.clone(),
+                        tool.credential.inject.clone(),
+                        credential_id.clone(),
+                    );
+                    if let Err(e) = p.status() {
+                        tracing::error!(tool = %tool.name, "static credential unavailable (calls to this tool fail until it loads): {e}");
+                    }
+                    Provider::Static(p)
+                }
+                ProviderSpec::Jwt {
+                    scope,
+                    audience,
+                    ttl,
+                    reuse,
+                } => Provider::Jwt(MintedJwt::new(
+                    signer.clone(),
+                    snapshot.signing.issuer.clone(),
+                    audience.clone(),
+                    scope.clone(),
+                    *ttl,
+                    *reuse,
+                    tool.credential.inject.clone(),
+                )),
+            };
+            let client = build_client(tool.ca_file.as_deref(), tool.connect_timeout)?;
+            let rt = Arc::new(ToolRuntime {
+                tool: tool.clone(),
+                provider,
+                client,
+            });
+            for h in &tool.hosts {
+                set.by_host.insert(h.clone(), rt.clone());
+            }
+            set.by_name.insert(tool.name.clone(), rt);
+        }
+        Ok(set)
+    }
+}
