@@ -25,9 +25,9 @@
 //! - Permission boundaries: putting or deleting one on a user or role can widen it.
 
 use super::body::Json;
-use super::{creates, escalates, CatalogOp, RequestView, IDENTITY_CREATION_TAGS};
+use super::table::{creates, escalates, CatalogOp, RequestView, IDENTITY_CREATION_TAGS};
 
-use super::Identifier::XmlTag as X;
+use super::table::Identifier::XmlTag as X;
 
 pub(super) static OPS: &[CatalogOp] = &[
     // IAM: identities and credentials.

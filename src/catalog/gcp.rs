@@ -11,9 +11,9 @@
 //! of AssumeRole), custom role creation (roles are permission sets, not identities), and
 //! workload identity pools themselves (a pool trusts nobody until it has a provider).
 
-use super::{creates, escalates, CatalogOp, Cond, Identifier, Route, POST};
+use super::table::{creates, escalates, CatalogOp, Cond, Identifier, Route, POST};
 
-use super::Identifier::JsonPointer as P;
+use super::table::Identifier::JsonPointer as P;
 
 pub(super) static OPS: &[CatalogOp] = &[
     creates(

@@ -17,7 +17,7 @@
 //!   OAuth Authorizations API (removed), and GraphQL (`POST /graphql`; its mutations are
 //!   in the body and not classified here).
 
-use super::{creates, CatalogOp, Cond, Identifier, Route, PATCH, POST, PUT};
+use super::table::{creates, CatalogOp, Cond, Identifier, Route, PATCH, POST, PUT};
 
 const ID: Identifier = Identifier::JsonPointer("/id");
 const SECRET_NAME: Identifier = Identifier::PathSegmentAfter("secrets");

@@ -13,7 +13,7 @@
 //! - Enabling an existing deploy key on another project is privilege escalation.
 //! - Left out: membership changes (`…/members`), runner token resets, and GraphQL.
 
-use super::{creates, escalates, CatalogOp, Cond, Identifier, Route, POST};
+use super::table::{creates, escalates, CatalogOp, Cond, Identifier, Route, POST};
 
 const ID: Identifier = Identifier::JsonPointer("/id");
 

@@ -1,7 +1,7 @@
 //! Finding the created identity's identifier in a tool's answer, never its secret.
 
 use super::matcher::{segment_matches, Segments};
-use super::Identifier;
+use super::table::Identifier;
 
 /// Longest identifier returned; anything longer is not an identifier.
 const MAX_LEN: usize = 512;
@@ -231,7 +231,7 @@ fn collect_json_secrets(v: &serde_json::Value, out: &mut Vec<String>) {
 mod tests {
     use super::*;
 
-    use super::Identifier::JsonPointer as P;
+    use super::super::table::Identifier::JsonPointer as P;
 
     #[test]
     fn json_pointer() {

@@ -18,7 +18,9 @@
 //!   An unread body or unparsable JSON matches.
 
 use super::body::{contains_ignore_case, essence, Json};
-use super::{creates, escalates, CatalogOp, Cond, Identifier, Route, PATCH, POST, PUT_PATCH};
+use super::table::{
+    creates, escalates, CatalogOp, Cond, Identifier, Route, PATCH, POST, PUT_PATCH,
+};
 
 const NAME: Identifier = Identifier::JsonPointer("/metadata/name");
 const SA_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";

@@ -26,9 +26,11 @@
 
 use super::body::{essence, Json};
 use super::matcher::normalize_foreign_path;
-use super::{creates, escalates, CatalogOp, Cond, Identifier, RequestView, Route, PATCH, POST};
+use super::table::{
+    creates, escalates, CatalogOp, Cond, Identifier, RequestView, Route, PATCH, POST,
+};
 
-use super::Identifier::JsonPointer as P;
+use super::table::Identifier::JsonPointer as P;
 
 pub(super) static OPS: &[CatalogOp] = &[
     creates(

@@ -15,9 +15,9 @@
 //! - Adding a user to a group (`PUT /api/v1/groups/{g}/users/{u}`) is privilege escalation:
 //!   groups carry app assignments and admin roles.
 
-use super::{creates, escalates, CatalogOp, Cond, Identifier, Route, POST, PUT};
+use super::table::{creates, escalates, CatalogOp, Cond, Identifier, Route, POST, PUT};
 
-use super::Identifier::JsonPointer as P;
+use super::table::Identifier::JsonPointer as P;
 
 pub(super) static OPS: &[CatalogOp] = &[
     creates("okta:apps.create", "application", P("/id")),

@@ -8,7 +8,7 @@
 //! an approval spent on a call nobody saw.
 
 use super::body::Json;
-use super::Kind;
+use super::table::Kind;
 
 /// Headers that change who a call acts as, where it acts or how its body is read, on a
 /// tool of any kind. Harmless where a tool ignores them (an agent repeats the same headers

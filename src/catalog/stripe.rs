@@ -14,7 +14,7 @@
 //!   Sessions (they authorize one browser-side flow, not an API identity) and connected
 //!   account creation (the platform reaches it with its own key).
 
-use super::{creates, CatalogOp, Cond, Identifier, Route, POST};
+use super::table::{creates, CatalogOp, Cond, Identifier, Route, POST};
 
 const ID: Identifier = Identifier::JsonPointer("/id");
 

@@ -20,7 +20,7 @@
 //!   do all day; a tool can add them as routes.
 //! - Logins (`auth/<mount>/login`) authenticate an existing identity and are left out.
 
-use super::{creates, escalates, CatalogOp, Cond, Identifier, Route, POST_PUT};
+use super::table::{creates, escalates, CatalogOp, Cond, Identifier, Route, POST_PUT};
 
 pub(super) static OPS: &[CatalogOp] = &[
     creates(

@@ -10,7 +10,8 @@
 //! signs once per agent per window rather than once per call; the audit names the id of
 //! the token actually sent. Tools that need single-use tokens set `unique_per_call`.
 
-use super::{place, Issued, Signer, Unavailable};
+use super::issued::{place, Issued, Unavailable};
+use super::signer::Signer;
 use crate::config::{Agent, Injection};
 use serde::Serialize;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! restart). A secret that cannot be read leaves the provider unavailable: requests to its
 //! tool fail with `credential_unavailable` and nothing is forwarded.
 
-use super::{place, Issued, Placement, Unavailable};
+use super::issued::{place, Issued, Placement, Unavailable};
 use crate::config::{Injection, SecretSource};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};

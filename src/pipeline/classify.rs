@@ -22,17 +22,20 @@ use std::sync::Arc;
 
 /// Where a request goes.
 pub enum Route {
-    /// To a tool, with the path to forward (the upstream base path included) and the
-    /// path relative to the tool (what route templates match).
-    Tool {
-        tool: Arc<ToolRuntime>,
-        forward_path: String,
-        tool_path: String,
-    },
+    /// To a tool.
+    Tool(ToolRoute),
     /// keygate's own public keys.
     Jwks,
     /// Nothing matches.
     Unknown,
+}
+
+/// A tool, with the path to forward (the upstream base path included) and the path
+/// relative to the tool (what route templates match).
+pub struct ToolRoute {
+    pub tool: Arc<ToolRuntime>,
+    pub forward_path: String,
+    pub tool_path: String,
 }
 
 /// The prefix of path-selected tools.
@@ -50,11 +53,11 @@ pub fn route(tools: &ToolSet, host: Option<&str>, path: &str) -> Route {
             tools.by_host.get(host)
         };
         if let Some(t) = tool {
-            return Route::Tool {
+            return Route::Tool(ToolRoute {
                 tool: t.clone(),
                 forward_path: join(&t.tool.upstream.base_path, path),
                 tool_path: path.to_string(),
-            };
+            });
         }
     }
     if path == JWKS_PATH {
@@ -68,11 +71,11 @@ pub fn route(tools: &ToolSet, host: Option<&str>, path: &str) -> Route {
         if let Some(t) = tools.by_name.get(name) {
             if t.tool.path_prefix {
                 let rest = if rest.is_empty() { "/" } else { rest };
-                return Route::Tool {
+                return Route::Tool(ToolRoute {
                     tool: t.clone(),
                     forward_path: join(&t.tool.upstream.base_path, rest),
                     tool_path: rest.to_string(),
-                };
+                });
             }
         }
     }
@@ -81,7 +84,7 @@ pub fn route(tools: &ToolSet, host: Option<&str>, path: &str) -> Route {
 
 /// The tool a request is for; none is `unknown_tool` (after identify, so an unknown
 /// agent learns nothing of which tools exist).
-pub fn tool(routed: Option<Arc<ToolRuntime>>) -> Result<Arc<ToolRuntime>, Error> {
+pub fn tool(routed: Option<ToolRoute>) -> Result<ToolRoute, Error> {
     routed.ok_or_else(|| {
         Error::new(
             ErrorKind::UnknownTool,

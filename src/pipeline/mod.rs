@@ -18,12 +18,16 @@
 //! what the tool will receive. Each request runs on a task of its own ([`handle`]), so a
 //! forwarded call finishes and is audited whatever the agent's connection does.
 //!
-//! Every phase reads and extends one [`RequestCtx`]; a phase that refuses returns an
-//! [`Error`], which [`Error::to_response`] maps to the wire. Nothing reaches a tool
-//! before identify, authorize, strip and approve have passed, and nothing reaches it
-//! without the credential inject produced: every path to `forward` goes through all of
-//! them. A body is read (within the tool's limit) before anything is forwarded whenever
-//! a phase needs it.
+//! Each phase is a function of the inputs it needs (the tool, the agent, the operation
+//! catalog, the policies, the request's parts) and returns what it found; it never sees
+//! the [`Gateway`] or the request's [`RequestCtx`]. Only the driver ([`handle`] and the
+//! phase calls in `run`, in the order above) does: it hands each phase its inputs and
+//! writes the phase's findings to the context, each field from one phase, for `audit`.
+//! A phase that refuses returns an [`Error`], which [`Error::to_response`] maps to the
+//! wire. Nothing reaches a tool before identify, authorize, strip and approve have
+//! passed, and nothing reaches it without the credential inject produced: `run` is one
+//! straight line to `forward`. A body is read once (within the tool's limit), before
+//! anything is forwarded, whenever a phase needs it.
 
 pub mod approve;
 pub mod audit;
@@ -42,10 +46,13 @@ pub mod strip;
 use crate::conn::ConnInfo;
 use crate::error::{Error, ErrorKind, ProxyBody};
 use crate::gateway::Gateway;
+use crate::routes::Operation;
 use crate::telemetry::spans::RequestTrace;
+use crate::tools::ToolRuntime;
 use classify::Route;
 pub use context::{Decision, RequestCtx};
 use http::{header, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use std::sync::Arc;
 
 /// Serves one request from an agent.
@@ -192,30 +199,61 @@ async fn handle_to_end(
     audit::attach(&gw.shared.audit, &gw.shared.metrics, ctx, resp)
 }
 
-/// The phases of one request, in order. Each phase is a function of what it needs; what
-/// it finds is written here, once, to the request's context for the audit record.
+/// The phases of one request, in order. Each step below hands one phase its inputs and
+/// writes what it found to the request's context (each field from one phase).
 async fn run(
     gw: &Arc<Gateway>,
     ctx: &mut RequestCtx,
-    req: Request<hyper::body::Incoming>,
+    req: Request<Incoming>,
     canonical: Result<String, Error>,
 ) -> Result<Response<ProxyBody>, Error> {
-    // classify, first the request itself: framing, method, path, and where it goes.
+    let (req, route) = match route(gw, req, canonical)? {
+        Routed::Local(resp) => return Ok(resp),
+        Routed::Tool(req, route) => (req, route),
+    };
+    let agent = identify(gw, ctx, &req)?;
+    let call = classify(gw, ctx, req, route).await?;
+    let call = authorize(gw, ctx, &agent, call).await?;
+    let mut out = strip(gw, ctx, call).await?;
+    inject(ctx, &agent, &mut out)?;
+    approve(gw, ctx, &agent, &out).await?;
+    let resp = forward(ctx, &mut out).await?;
+    let resp = respond(gw, ctx, &agent, &out, resp)?;
+    inventory(gw, ctx, &agent, &out, resp).await
+    // audit: once the response is sent ([`audit::attach`], in `handle_to_end`).
+}
+
+/// Where a request goes: keygate's own key set, or a tool (maybe none: refused after
+/// identify, so an unknown agent learns nothing of which tools exist).
+enum Routed {
+    Local(Response<ProxyBody>),
+    Tool(Request<Incoming>, Option<classify::ToolRoute>),
+}
+
+/// classify, first the request itself: framing, method, path, and where it goes.
+fn route(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    canonical: Result<String, Error>,
+) -> Result<Routed, Error> {
     classify::check_framing(&req)?;
     classify::check_method(req.method())?;
     let path = canonical?;
-    let (tool, forward_path, tool_path) =
+    Ok(
         match classify::route(&gw.tools, addressed_host(&req), &path) {
-            Route::Jwks => return serve_jwks(&gw.shared.jwks_document, req.method()),
-            Route::Tool {
-                tool,
-                forward_path,
-                tool_path,
-            } => (Some(tool), forward_path, tool_path),
-            Route::Unknown => (None, String::new(), String::new()),
-        };
+            Route::Jwks => Routed::Local(serve_jwks(&gw.shared.jwks_document, req.method())?),
+            Route::Tool(t) => Routed::Tool(req, Some(t)),
+            Route::Unknown => Routed::Tool(req, None),
+        },
+    )
+}
 
-    // identify: before anything about tools is revealed.
+/// identify: the agent, verified and not suspended.
+fn identify(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    req: &Request<Incoming>,
+) -> Result<Arc<crate::config::Agent>, Error> {
     let identity = identify::identify(
         &gw.identifier,
         &gw.snapshot.agents,
@@ -226,108 +264,190 @@ async fn run(
     )?;
     let agent = identity.agent.clone();
     ctx.identity = Some(identity);
+    Ok(agent)
+}
 
-    // classify: the tool, then (reading the body first when it decides) the operation.
-    let tool = classify::tool(tool)?;
+/// A request to a tool on its way through the phases.
+struct Call {
+    tool: Arc<ToolRuntime>,
+    route: classify::ToolRoute,
+    parts: http::request::Parts,
+    body: strip::RequestBody<Incoming>,
+    /// The body was read to decide (the operation, MCP messages): it is never rewritten
+    /// after the decision (strip refuses a secret in it rather than redact it).
+    body_decides: bool,
+    operation: Option<Arc<Operation>>,
+    /// An MCP call's approval digest (bound to its canonical params).
+    mcp_digest: Option<String>,
+}
+
+/// classify: the tool, then (reading the body first when it decides) the operation. For
+/// an MCP POST the operation is the MCP phase's, decided with the policies.
+async fn classify(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    req: Request<Incoming>,
+    route: Option<classify::ToolRoute>,
+) -> Result<Call, Error> {
+    let route = classify::tool(route)?;
+    let tool = route.tool.clone();
     ctx.tool = Some(tool.clone());
-    let t = &tool.tool;
-    let mcp_post = classify::is_mcp_post(t, req.method())?;
+    let mcp_post = classify::is_mcp_post(&tool.tool, req.method())?;
     let (parts, body) = req.into_parts();
+    let mut call = Call {
+        tool,
+        route,
+        parts,
+        body: strip::RequestBody::Unread(body),
+        body_decides: false,
+        operation: None,
+        mcp_digest: None,
+    };
+    let t = &call.tool.tool;
+    call.body_decides = classify::needs_body(t, &facts(&call));
+    if call.body_decides {
+        call.body = read_body(gw, ctx, call.body, t.max_body_bytes, &call.parts.headers).await?;
+    }
+    if !mcp_post {
+        let op = classify::operation(&gw.snapshot.operations, t, &facts(&call));
+        ctx.operation = Some(op.clone());
+        call.operation = Some(op);
+    }
+    Ok(call)
+}
+
+/// What the operation depends on, from the request as it is.
+fn facts(call: &Call) -> classify::RequestFacts<'_> {
+    let h = &call.parts.headers;
+    classify::RequestFacts {
+        method: &call.parts.method,
+        tool_path: &call.route.tool_path,
+        forward_path: &call.route.forward_path,
+        query: call.parts.uri.query(),
+        content_type: h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        body: call.body.bytes(),
+        amz_target: h.get("x-amz-target").and_then(|v| v.to_str().ok()),
+    }
+}
+
+async fn read_body(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    body: strip::RequestBody<Incoming>,
+    limit: u64,
+    headers: &http::HeaderMap,
+) -> Result<strip::RequestBody<Incoming>, Error> {
     let read = strip::BodyRead {
         timeout: gw.snapshot.server.body_read_timeout,
         bytes_in: &ctx.bytes_in,
     };
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let mut facts = classify::RequestFacts {
-        method: &parts.method,
-        tool_path: &tool_path,
-        forward_path: &forward_path,
-        query: parts.uri.query(),
-        content_type,
-        body: None,
-        amz_target: parts
-            .headers
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok()),
-    };
-    // A body read to decide (the operation, MCP messages) is never rewritten after the
-    // decision: strip refuses a secret in it rather than redact it.
-    let body_decides = classify::needs_body(t, &facts);
-    let mut body = strip::RequestBody::Unread(body);
-    if body_decides {
-        body = strip::RequestBody::Read(body.read(&read, t.max_body_bytes, &parts.headers).await?);
-    }
-    facts.body = body.bytes();
+    Ok(strip::RequestBody::Read(
+        body.read(&read, limit, headers).await?,
+    ))
+}
+
+/// authorize: the policies decide the operation (the MCP phase: each message of a POST).
+/// A request that needs approval has its body read now: the approval binds it.
+async fn authorize(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    mut call: Call,
+) -> Result<Call, Error> {
+    let t = &call.tool.tool;
     let now = unix_now();
-
-    // authorize: the policies decide the operation (an MCP POST: each of its messages).
-    let (op, mcp_digest) = if mcp_post {
-        let (record, post) = mcp::read(facts.body.unwrap_or_default(), &parts.headers);
-        ctx.mcp = Some(record);
-        let facts = mcp::PostFacts {
-            method: &parts.method,
-            tool_path: &tool_path,
-            query: parts.uri.query(),
-            headers: &parts.headers,
-        };
-        let (decided, result) = mcp::authorize(
-            &gw.policies,
-            &gw.snapshot.operations,
-            t,
-            &agent,
-            &post?,
-            &facts,
-            now,
-            ctx.trace.as_mut(),
-        );
-        ctx.operation = decided.operation.clone();
-        ctx.authorization = decided.authorization;
-        result?;
-        (
-            decided
-                .operation
-                .unwrap_or_else(|| gw.snapshot.operations.read.clone()),
-            decided.digest,
-        )
-    } else {
-        let op = classify::operation(&gw.snapshot.operations, t, &facts);
-        ctx.operation = Some(op.clone());
-        let input = crate::policy::Input {
-            agent: &agent,
-            tool: t,
-            operation: &op,
-            method: parts.method.as_str(),
-            path: &tool_path,
-            now_unix: now,
-            approved: false,
-            mcp: None,
-        };
-        let (authorization, result) =
-            authorize::authorize(&gw.policies, ctx.trace.as_mut(), &input);
-        ctx.authorization = authorization;
-        result?;
-        (op, None)
-    };
-    let needs_approval = ctx.authorization.allowed_by.is_some();
-    if needs_approval && body.bytes().is_none() {
-        // The approval is bound to the exact request, so the body is read now.
-        body = strip::RequestBody::Read(body.read(&read, t.max_body_bytes, &parts.headers).await?);
+    match &call.operation {
+        Some(op) => {
+            let input = crate::policy::Input {
+                agent,
+                tool: t,
+                operation: op,
+                method: call.parts.method.as_str(),
+                path: &call.route.tool_path,
+                now_unix: now,
+                approved: false,
+                mcp: None,
+            };
+            let (authorization, result) =
+                authorize::authorize(&gw.policies, ctx.trace.as_mut(), &input);
+            ctx.authorization = authorization;
+            result?;
+        }
+        None => {
+            let (record, post) =
+                mcp::read(call.body.bytes().unwrap_or_default(), &call.parts.headers);
+            ctx.mcp = Some(record);
+            let facts = mcp::PostFacts {
+                method: &call.parts.method,
+                tool_path: &call.route.tool_path,
+                query: call.parts.uri.query(),
+                headers: &call.parts.headers,
+            };
+            let (decided, result) = mcp::authorize(
+                &gw.policies,
+                &gw.snapshot.operations,
+                t,
+                agent,
+                &post?,
+                &facts,
+                now,
+                ctx.trace.as_mut(),
+            );
+            ctx.operation = decided.operation.clone();
+            ctx.authorization = decided.authorization;
+            result?;
+            call.operation = decided.operation;
+            call.mcp_digest = decided.digest;
+        }
     }
+    if ctx.authorization.allowed_by.is_some() && call.body.bytes().is_none() {
+        let limit = call.tool.tool.max_body_bytes;
+        call.body = read_body(gw, ctx, call.body, limit, &call.parts.headers).await?;
+    }
+    Ok(call)
+}
 
-    // The host the agent addressed: `Host`, or over HTTP/2 the `:authority`.
+/// The request as it leaves keygate.
+struct Outgoing {
+    tool: Arc<ToolRuntime>,
+    route: classify::ToolRoute,
+    operation: Arc<Operation>,
+    /// Taken by forward.
+    req: Option<Request<ProxyBody>>,
+    query: Option<String>,
+    /// The host the agent addressed (`Host`, or over HTTP/2 the `:authority`).
+    original_host: Option<http::HeaderValue>,
+    /// For a request that needs approval: the digest its approval is bound to and what
+    /// the approver is shown, both of the request as strip left it.
+    pending: Option<(String, String)>,
+}
+
+/// strip: the agent's credentials out, and no secret left in what is forwarded.
+async fn strip(gw: &Gateway, ctx: &mut RequestCtx, call: Call) -> Result<Outgoing, Error> {
+    let Call {
+        tool,
+        route,
+        parts,
+        body,
+        body_decides,
+        operation,
+        mcp_digest,
+    } = call;
+    let operation = operation.unwrap_or_else(|| gw.snapshot.operations.read.clone());
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
             .authority()
             .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
     });
-    // strip
+    let read = strip::BodyRead {
+        timeout: gw.snapshot.server.body_read_timeout,
+        bytes_in: &ctx.bytes_in,
+    };
+    let t = &tool.tool;
     let stripped = strip::strip(
         t,
-        &forward_path,
+        &route.forward_path,
         parts,
         body,
         body_decides,
@@ -335,85 +455,125 @@ async fn run(
         &mut ctx.stripped,
     )
     .await?;
-    let (mut req, mut query) = (stripped.request, stripped.query);
     // The approval binds, and the approver sees, the request as it will be forwarded:
     // after strip (no agent credential), before inject (no tool credential).
-    let pending = needs_approval.then(|| {
+    let pending = ctx.authorization.allowed_by.is_some().then(|| {
+        let req = &stripped.request;
         let body = stripped.body.as_deref().unwrap_or_default();
         let headers = approve::effect_headers(t.kind, req.headers());
-        let (method, query) = (req.method().as_str(), query.as_deref());
-        let digest = mcp_digest.clone().unwrap_or_else(|| {
-            approve::request_digest(&t.name, method, &tool_path, query, &headers, body)
+        let (method, query) = (req.method().as_str(), stripped.query.as_deref());
+        let digest = mcp_digest.unwrap_or_else(|| {
+            approve::request_digest(&t.name, method, &route.tool_path, query, &headers, body)
         });
-        let summary = approve::summary(t.kind, method, &forward_path, query, &headers, body);
+        let summary = approve::summary(t.kind, method, &route.forward_path, query, &headers, body);
         (digest, summary)
     });
+    Ok(Outgoing {
+        tool,
+        route,
+        operation,
+        req: Some(stripped.request),
+        query: stripped.query,
+        original_host,
+        pending,
+    })
+}
 
-    // inject
+/// inject: the credential the tool's provider issues for this agent.
+fn inject(
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    out: &mut Outgoing,
+) -> Result<(), Error> {
+    let Some(req) = out.req.as_mut() else {
+        return Err(Error::new(ErrorKind::Internal, "no request to inject into"));
+    };
     let (credential, result) =
-        inject::inject(&tool, &agent, &mut req, &mut query, ctx.trace.as_mut());
-    let injected = credential.injected.clone();
+        inject::inject(&out.tool, agent, req, &mut out.query, ctx.trace.as_mut());
     ctx.credential = credential;
-    result?;
+    result
+}
 
-    // approve: last before forwarding, so a request that strip or inject refuse never
-    // asks for, or spends, an approval.
-    if let Some((digest, summary)) = pending {
-        let approvals = approve::Approvals {
-            settings: &gw.snapshot.approvals,
-            store: &*gw.shared.store,
-            decisions: &gw.shared.decisions,
-            webhooks: &gw.shared.webhooks,
-            http: &gw.shared.http,
-            metrics: &gw.shared.metrics,
-        };
-        let phase = ctx
-            .trace
-            .as_ref()
-            .map(|_| RequestTrace::begin("keygate.approval"));
-        let used = approve::approve(
-            &approvals,
-            approve::Pending {
-                agent: &agent,
-                tool: t,
-                operation: &op,
-                method: ctx.method.as_str(),
-                path: &ctx.path,
-                digest: &digest,
-                summary: Some(summary),
-                policies: &ctx.authorization.policies,
-            },
-        )
-        .await;
-        if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
-            trace.end_phase(phase, Vec::new(), used.is_err());
+/// approve: last before forwarding, so a request that strip or inject refuse never asks
+/// for, or spends, an approval.
+async fn approve(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    out: &Outgoing,
+) -> Result<(), Error> {
+    let Some((digest, summary)) = &out.pending else {
+        return Ok(());
+    };
+    let approvals = approve::Approvals {
+        settings: &gw.snapshot.approvals,
+        store: &*gw.shared.store,
+        decisions: &gw.shared.decisions,
+        webhooks: &gw.shared.webhooks,
+        http: &gw.shared.http,
+        metrics: &gw.shared.metrics,
+    };
+    let phase = ctx
+        .trace
+        .as_ref()
+        .map(|_| RequestTrace::begin("keygate.approval"));
+    let used = approve::approve(
+        &approvals,
+        approve::Pending {
+            agent,
+            tool: &out.tool.tool,
+            operation: &out.operation,
+            method: ctx.method.as_str(),
+            path: &ctx.path,
+            digest,
+            summary: Some(summary.clone()),
+            policies: &ctx.authorization.policies,
+        },
+    )
+    .await;
+    if let (Some(trace), Some(phase)) = (ctx.trace.as_mut(), phase) {
+        trace.end_phase(phase, Vec::new(), used.is_err());
+    }
+    match used {
+        Ok(a) => {
+            ctx.approval_id = Some(a.id.clone());
+            ctx.approval = Some(a);
+            Ok(())
         }
-        match used {
-            Ok(a) => {
-                ctx.approval_id = Some(a.id.clone());
-                ctx.approval = Some(a);
-            }
-            Err(e) => {
-                ctx.approval_id = e.approval_id.clone();
-                return Err(e);
-            }
+        Err(e) => {
+            ctx.approval_id = e.approval_id.clone();
+            Err(e)
         }
     }
+}
 
-    // forward
-    let out = forward::Outbound {
-        path: &forward_path,
-        query: query.as_deref(),
-        original_host,
+/// forward: to the tool, streaming both ways.
+async fn forward(ctx: &mut RequestCtx, out: &mut Outgoing) -> Result<Response<ProxyBody>, Error> {
+    let Some(req) = out.req.take() else {
+        return Err(Error::new(ErrorKind::Internal, "no request to forward"));
+    };
+    let to = forward::Outbound {
+        path: &out.route.forward_path,
+        query: out.query.as_deref(),
+        original_host: out.original_host.take(),
         conn: &ctx.conn,
         request_id: &ctx.request_id,
     };
-    let resp = forward::forward(&tool, req, out, ctx.trace.as_mut()).await?;
+    forward::forward(&out.tool, req, to, ctx.trace.as_mut()).await
+}
 
-    // respond: keygate's credential never comes back to the agent; an MCP agent sees
-    // only the tools it may call.
-    let resp = respond::respond(injected, &t.name, resp)?;
-    let resp = match ctx.mcp.as_ref().and_then(|m| m.tools_list.clone()) {
+/// respond: keygate's credential never comes back to the agent; an MCP agent sees only
+/// the tools it may call.
+fn respond(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    agent: &Arc<crate::config::Agent>,
+    out: &Outgoing,
+    resp: Response<ProxyBody>,
+) -> Result<Response<ProxyBody>, Error> {
+    let t = &out.tool.tool;
+    let resp = respond::respond(ctx.credential.injected.clone(), &t.name, resp)?;
+    Ok(match ctx.mcp.as_ref().and_then(|m| m.tools_list.clone()) {
         Some(id) if resp.status().is_success() => mcp::filter_tools_list(
             gw.policies.clone(),
             gw.snapshot.clone(),
@@ -423,27 +583,34 @@ async fn run(
             resp,
         ),
         _ => resp,
-    };
+    })
+}
 
-    // inventory
-    if op.is_identity_creation() && resp.status().is_success() {
-        let policies = ctx.policies();
-        let created = inventory::Created {
-            agent: &agent,
-            tool: &t.name,
-            operation: &op,
-            forward_path: &forward_path,
-            approval: ctx.approval.as_ref(),
-            policies: &policies,
-            request_id: &ctx.request_id,
-            review_after: gw.snapshot.approvals.review_after,
-        };
-        let (resp, recorded) = inventory::record(&*gw.shared.store, created, resp).await?;
-        ctx.inventory = Some(recorded);
+/// inventory: an identity created is recorded with its agent, approver, owner, ticket.
+async fn inventory(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    out: &Outgoing,
+    resp: Response<ProxyBody>,
+) -> Result<Response<ProxyBody>, Error> {
+    if !out.operation.is_identity_creation() || !resp.status().is_success() {
         return Ok(resp);
     }
+    let policies = ctx.policies();
+    let created = inventory::Created {
+        agent,
+        tool: &out.tool.tool.name,
+        operation: &out.operation,
+        forward_path: &out.route.forward_path,
+        approval: ctx.approval.as_ref(),
+        policies: &policies,
+        request_id: &ctx.request_id,
+        review_after: gw.snapshot.approvals.review_after,
+    };
+    let (resp, recorded) = inventory::record(&*gw.shared.store, created, resp).await?;
+    ctx.inventory = Some(recorded);
     Ok(resp)
-    // audit: when the response has been sent ([`audit::attach`], in `handle_to_end`).
 }
 
 /// The host the agent addressed: the request target's authority, else `Host`.

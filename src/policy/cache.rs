@@ -2,7 +2,7 @@
 //! applicable policies read (agent, tool, action, approval state, and the context
 //! attributes the policies name); bounded by bytes.
 
-use super::{Input, Verdict};
+use super::input::{Input, Verdict};
 use std::sync::Arc;
 
 /// Bounds the decision cache, in bytes (keys and verdicts, as [`decision_weight`] counts

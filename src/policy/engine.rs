@@ -2,15 +2,15 @@
 //! pre-approvals resolved, failed policies failing closed.
 
 use super::cache::{decision_key, DecisionKey};
+use super::input::{Input, Verdict, MCP_OTHER_IDENTITY_TOOL, MCP_OTHER_TOOL};
 use super::slice::{Slice, Slices};
-use super::{Input, Verdict, MCP_OTHER_IDENTITY_TOOL, MCP_OTHER_TOOL};
 use cedar_policy::{
     AuthorizationError, Authorizer, Context, Decision, Effect, Entities, Entity, EntityId,
     EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
 };
 use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// One evaluation of a policy set: Cedar's decision, the policies behind it, and the
 /// policies whose evaluation failed, split by effect.
@@ -34,7 +34,7 @@ pub struct PolicyEngine {
     /// Policies sliced per (agent, tool): Cedar evaluates every policy it is given, and
     /// most policies name one agent or one tool. Exact: a dropped policy's scope cannot
     /// match that agent and tool.
-    pub(super) slices: RwLock<Slices>,
+    pub(super) slices: Slices,
     /// Decisions, for slices whose policies read nothing of the request beyond the
     /// [`DecisionKey`] (no path, no time, no MCP arguments); bounded by
     /// [`DECISION_CACHE_BYTES`]. Dropped with the engine on reload, so a policy change is
@@ -69,7 +69,7 @@ impl PolicyEngine {
     /// As [`PolicyEngine::authorize`], and whether the policies were evaluated for this
     /// request (`false`: the decision came from the cache).
     pub fn decide(&self, input: &Input) -> (Verdict, bool) {
-        let slice = self.slice(input);
+        let slice = self.slices.get(&self.policies, &self.preapprovals, input);
         let Some(key) = decision_key(input, slice.refs) else {
             return (self.evaluate(input, &slice), true);
         };
@@ -89,7 +89,10 @@ impl PolicyEngine {
     /// Evaluates the policies for `input`, bypassing the decision cache: what a decision
     /// costs the first time (benchmarks, diagnostics).
     pub fn evaluate_uncached(&self, input: &Input) -> Verdict {
-        self.evaluate(input, &self.slice(input))
+        self.evaluate(
+            input,
+            &self.slices.get(&self.policies, &self.preapprovals, input),
+        )
     }
 
     fn evaluate(&self, input: &Input, slice: &Slice) -> Verdict {

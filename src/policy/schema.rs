@@ -2,13 +2,14 @@
 //! the policy files, validated against it and compiled into a [`PolicyEngine`].
 
 use super::cache::{decision_cache, DECISION_CACHE_BYTES};
-use super::{PolicyEngine, MCP_OTHER_IDENTITY_TOOL, MCP_OTHER_TOOL};
+use super::engine::PolicyEngine;
+use super::input::{MCP_OTHER_IDENTITY_TOOL, MCP_OTHER_TOOL};
+use super::slice::{Slices, SLICE_CACHE_BYTES};
 use crate::routes::Operations;
 use cedar_policy::{Authorizer, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::RwLock;
 
 /// The annotation that marks a `forbid` a human approval lifts.
 pub const APPROVAL: &str = "approval";
@@ -243,7 +244,7 @@ impl PolicyEngine {
             entities: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .build_with_hasher(crate::FastHash::default()),
-            slices: RwLock::default(),
+            slices: Slices::new(SLICE_CACHE_BYTES),
             decisions: decision_cache(DECISION_CACHE_BYTES),
             schema,
             policies,

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 
-use super::{
+use super::model::{
     new_id, Approval, ApprovalCounts, ApprovalStatus, Approve, InventoryEntry, Millis, NewApproval,
     NewIdentity, Store, StoreError, Suspension,
 };

@@ -1,0 +1,335 @@
+//! What the store keeps (approvals, inventory entries, suspensions) and the [`Store`]
+//! trait every backend implements.
+
+use std::fmt;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// The current unix time in milliseconds (0 if the system clock is before 1970).
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
+        .unwrap_or(0)
+}
+
+/// Where an approval is in its life: `Pending` → `Approved` → `Used`, or `Pending` →
+/// `Denied`, or `Pending`/`Approved` → `Expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Denied,
+    Used,
+    Expired,
+}
+
+impl ApprovalStatus {
+    /// The lowercase name, as stored and serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Used => "used",
+            ApprovalStatus::Expired => "expired",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<ApprovalStatus> {
+        match s {
+            "pending" => Some(ApprovalStatus::Pending),
+            "approved" => Some(ApprovalStatus::Approved),
+            "denied" => Some(ApprovalStatus::Denied),
+            "used" => Some(ApprovalStatus::Used),
+            "expired" => Some(ApprovalStatus::Expired),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ApprovalStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request for approval, as the gateway records it.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    pub agent_id: String,
+    pub agent_owner: String,
+    pub tool: String,
+    pub operation: String,
+    pub identity_kind: Option<String>,
+    /// Hex SHA-256 of the canonical request; an approval is bound to it.
+    pub digest: String,
+    pub method: String,
+    pub path: String,
+    /// Deciding policy ids, for the approver to see.
+    pub policies: Vec<String>,
+    /// What the approver decides on: the whole request as it will be forwarded (request
+    /// line, the headers the approval covers, body; after strip, so without the agent's
+    /// credentials), never shortened, secret fields redacted (pipeline::approve::summary).
+    pub request: Option<String>,
+    /// When an undecided request expires.
+    pub pending_expires_at: Millis,
+}
+
+/// An approval record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Approval {
+    pub id: String,
+    pub status: ApprovalStatus,
+    pub agent_id: String,
+    pub agent_owner: String,
+    pub tool: String,
+    pub operation: String,
+    pub identity_kind: Option<String>,
+    pub digest: String,
+    pub method: String,
+    pub path: String,
+    pub policies: Vec<String>,
+    /// The whole request as forwarded, secret fields redacted (see [`NewApproval::request`]).
+    pub request: Option<String>,
+    pub created_at: Millis,
+    pub pending_expires_at: Millis,
+    pub decided_at: Option<Millis>,
+    pub approver: Option<String>,
+    pub ticket: Option<String>,
+    /// The human who will own the identity created.
+    pub identity_owner: Option<String>,
+    pub note: Option<String>,
+    /// Until when an approved request may be used (once).
+    pub approval_expires_at: Option<Millis>,
+    pub review_by: Option<Millis>,
+    pub used_at: Option<Millis>,
+}
+
+/// A human's decision to approve.
+#[derive(Debug, Clone)]
+pub struct Approve {
+    pub approver: String,
+    pub ticket: Option<String>,
+    pub identity_owner: String,
+    pub note: Option<String>,
+    /// Until when the approved request may be used; must be later than `now`.
+    pub expires_at: Millis,
+    pub review_by: Option<Millis>,
+}
+
+/// An identity created through keygate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InventoryEntry {
+    pub id: String,
+    pub kind: String,
+    pub tool: String,
+    pub operation: String,
+    /// Parsed from the tool's response (e.g. the AWS AccessKeyId), never a secret; may be None.
+    pub identifier: Option<String>,
+    pub agent_id: String,
+    pub approver: Option<String>,
+    pub owner: String,
+    pub ticket: Option<String>,
+    pub approval_id: Option<String>,
+    pub request_id: String,
+    pub created_at: Millis,
+    pub review_by: Option<Millis>,
+}
+
+/// An identity to record in the inventory: an [`InventoryEntry`] without its id.
+#[derive(Debug, Clone)]
+pub struct NewIdentity {
+    pub kind: String,
+    pub tool: String,
+    pub operation: String,
+    /// Parsed from the tool's response (e.g. the AWS AccessKeyId), never a secret; may be None.
+    pub identifier: Option<String>,
+    pub agent_id: String,
+    pub approver: Option<String>,
+    pub owner: String,
+    pub ticket: Option<String>,
+    /// Must name an approval in this store when set.
+    pub approval_id: Option<String>,
+    pub request_id: String,
+    pub created_at: Millis,
+    pub review_by: Option<Millis>,
+}
+
+/// A suspended agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Suspension {
+    pub agent_id: String,
+    pub by: String,
+    pub reason: Option<String>,
+    pub at: Millis,
+}
+
+/// Approvals counted by status (a `GROUP BY`, never the rows), for `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApprovalCounts {
+    /// Pending and not past their pending expiry.
+    pub pending: u64,
+    /// Every status present in the store, with its count (pending as stored), by status.
+    pub by_status: Vec<(String, u64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A new pending approval would exceed the agent's cap; nothing was stored.
+    #[error("the agent already has {0} pending approvals")]
+    TooManyPending(u32),
+    /// The store could not be reached or failed; the message never contains request data.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("no such approval")]
+    NotFound,
+    /// The operation does not apply in the record's current state,
+    /// e.g. "approval is denied, not pending".
+    #[error("{0}")]
+    Conflict(String),
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The active approval (pending, or approved and unexpired and unused) for this agent,
+    /// operation and digest, or a new pending one. Atomic: however many concurrent callers,
+    /// one active approval per (agent, operation, digest). Returns (approval, created_now).
+    /// Pending approvals past `pending_expires_at` and approved ones past
+    /// `approval_expires_at` are expired first (status Expired), so they are never returned
+    /// as active. A new approval is not created when the agent already has `max_pending`
+    /// unexpired pending approvals ([`StoreError::TooManyPending`], nothing stored); an
+    /// existing active one is still returned.
+    async fn open_approval(
+        &self,
+        new: NewApproval,
+        now: Millis,
+        max_pending: u32,
+    ) -> Result<(Approval, bool), StoreError>;
+
+    /// Approvals counted by status, with the unexpired pending ones: one `GROUP BY`
+    /// query, whatever the number of rows.
+    async fn approval_counts(&self, now: Millis) -> Result<ApprovalCounts, StoreError>;
+
+    async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError>;
+
+    /// Newest first; `status` filters.
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError>;
+
+    /// pending → approved. NotFound if there is no such approval; Conflict if it is not
+    /// pending, if it is pending but past `pending_expires_at` (it is then marked expired),
+    /// or if `decision.expires_at` is not later than `now`.
+    async fn approve(
+        &self,
+        id: &str,
+        decision: Approve,
+        now: Millis,
+    ) -> Result<Approval, StoreError>;
+
+    /// pending → denied; same errors as [`Store::approve`].
+    async fn deny(
+        &self,
+        id: &str,
+        approver: &str,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<Approval, StoreError>;
+
+    /// approved → used, atomically, only if the digest matches and it has not expired.
+    /// Exactly one of any number of concurrent callers gets `Ok(Some(approval))`; the rest
+    /// `Ok(None)`.
+    async fn consume(
+        &self,
+        id: &str,
+        digest: &str,
+        now: Millis,
+    ) -> Result<Option<Approval>, StoreError>;
+
+    /// Marks every pending approval past `pending_expires_at` and every approved one past
+    /// `approval_expires_at` as expired; returns how many. For a periodic sweep, so that
+    /// listings show the true status.
+    async fn expire(&self, now: Millis) -> Result<u64, StoreError>;
+    /// The newest approval for this agent, operation and digest that a human denied after
+    /// `since`: a denial stands for the request it was about.
+    async fn denied_since(
+        &self,
+        agent_id: &str,
+        operation: &str,
+        digest: &str,
+        since: Millis,
+    ) -> Result<Option<Approval>, StoreError>;
+
+    async fn record_identity(&self, new: NewIdentity) -> Result<InventoryEntry, StoreError>;
+
+    /// Newest first.
+    async fn inventory(&self) -> Result<Vec<InventoryEntry>, StoreError>;
+
+    /// Suspends an agent; suspending a suspended agent replaces who, why and when.
+    async fn suspend(
+        &self,
+        agent_id: &str,
+        by: &str,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Lifts a suspension; false if the agent was not suspended.
+    async fn resume(&self, agent_id: &str) -> Result<bool, StoreError>;
+
+    /// Newest first.
+    async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError>;
+}
+
+/// A fresh random id: `prefix` followed by 20 lowercase hex characters (80 random bits).
+pub(crate) fn new_id(prefix: &str) -> String {
+    let simple = uuid::Uuid::new_v4().simple().to_string();
+    // Drop the version nibble (index 12) and the variant nibble (index 16): they are fixed.
+    let random: String = simple
+        .char_indices()
+        .filter(|(i, _)| *i != 12 && *i != 16)
+        .map(|(_, c)| c)
+        .take(20)
+        .collect();
+    format!("{prefix}{random}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        let a = new_id("apr_");
+        assert_eq!(a.len(), 24);
+        assert!(a.starts_with("apr_"));
+        assert!(a[4..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(new_id("apr_"), new_id("apr_"));
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in [
+            ApprovalStatus::Pending,
+            ApprovalStatus::Approved,
+            ApprovalStatus::Denied,
+            ApprovalStatus::Used,
+            ApprovalStatus::Expired,
+        ] {
+            assert_eq!(ApprovalStatus::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert_eq!(ApprovalStatus::parse("Pending"), None);
+    }
+}
