@@ -261,7 +261,7 @@ async fn run(
         body = strip::RequestBody::Read(body.read(&read, t.max_body_bytes, &parts.headers).await?);
     }
     facts.body = body.bytes();
-    let now = unix_now();
+    let now = gw.shared.clock.unix_secs();
 
     // authorize: the policies decide the operation (an MCP POST: each of its messages).
     let (op, mcp_digest) = if mcp_post {
@@ -366,6 +366,7 @@ async fn run(
             webhooks: &gw.shared.webhooks,
             http: &gw.shared.http,
             metrics: &gw.shared.metrics,
+            clock: &gw.shared.clock,
         };
         let phase = ctx
             .trace
@@ -421,6 +422,7 @@ async fn run(
             agent.clone(),
             id,
             resp,
+            now,
         ),
         _ => resp,
     };
@@ -437,6 +439,7 @@ async fn run(
             policies: &policies,
             request_id: &ctx.request_id,
             review_after: gw.snapshot.approvals.review_after,
+            now: gw.shared.clock.unix_millis(),
         };
         let (resp, recorded) = inventory::record(&*gw.shared.store, created, resp).await?;
         ctx.inventory = Some(recorded);
@@ -453,13 +456,6 @@ fn addressed_host<B>(req: &Request<B>) -> Option<&str> {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
     })
-}
-
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn serve_jwks(
