@@ -2,7 +2,7 @@
 //!
 //! - [`Shared`]: what lives as long as the process, across reloads: the audit log, the
 //!   store (approvals, inventory, suspensions), the suspended agents, keygate's signing
-//!   key, the admin token.
+//!   key, the admin token, the clock by which approvals and tokens expire.
 //! - [`Gateway`]: one configuration snapshot and everything built from it (issuer keys,
 //!   credential providers, upstream clients, policies). Immutable but for caches.
 //! - [`Runtime`]: the current gateway, swapped atomically on reload. A request keeps the
@@ -47,6 +47,9 @@ pub struct Shared {
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Rate limit of the approval webhook's notifications.
     pub webhooks: crate::pipeline::approve::WebhookLimiter,
+    /// keygate's notion of now, by which approvals, minted tokens and verified agent
+    /// tokens expire (the system clock; tests move it instead of sleeping).
+    pub clock: crate::clock::Clock,
 }
 
 impl Shared {
@@ -81,6 +84,7 @@ impl Shared {
             decisions: tokio::sync::Notify::new(),
             metrics: Arc::new(crate::telemetry::metrics::Metrics::new()),
             webhooks: Default::default(),
+            clock: Default::default(),
         }))
     }
 
@@ -295,12 +299,14 @@ impl Gateway {
                 crate::dev::ensure_dev_issuer(issuer, key)?;
             }
         }
-        let identifier = Identifier::new(&snapshot.identity)?.with_metrics(shared.metrics.clone());
+        let identifier = Identifier::new(&snapshot.identity)?
+            .with_metrics(shared.metrics.clone())
+            .with_clock(shared.clock.clone());
         for (name, e) in identifier.load_keys().await {
             tracing::error!(issuer = %name, "cannot load the issuer's keys (its tokens are refused until they load): {e}");
         }
         let policies = crate::policy::load(&snapshot).map_err(|e| e.to_string())?;
-        let tools = ToolSet::build(&snapshot, &signer)?;
+        let tools = ToolSet::build(&snapshot, &signer, &shared.clock)?;
         let gw = Arc::new(Gateway {
             snapshot,
             shared,

@@ -8,6 +8,7 @@ pub type FastHash = ahash::RandomState;
 
 pub mod admin_client;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod credentials;

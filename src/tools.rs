@@ -1,6 +1,7 @@
 //! The tools of one configuration snapshot at run time: each with its credential provider
 //! and its pooled upstream client, found by name or by the host an agent addressed.
 
+use crate::clock::Clock;
 use crate::config::{ProviderSpec, Snapshot, Tool};
 use crate::credentials::{MintedJwt, Provider, Signer, StaticSecret};
 use crate::http_client::{build_client, HttpClient};
@@ -25,7 +26,11 @@ impl ToolSet {
     /// Builds each tool's provider and client. A provider that cannot load its credential
     /// (a static secret that is missing) is logged, and that tool answers
     /// `credential_unavailable` until it loads.
-    pub fn build(snapshot: &Snapshot, signer: &Arc<Signer>) -> Result<ToolSet, String> {
+    pub fn build(
+        snapshot: &Snapshot,
+        signer: &Arc<Signer>,
+        clock: &Clock,
+    ) -> Result<ToolSet, String> {
         let mut set = ToolSet::default();
         for tool in snapshot.tools.by_name.values() {
             let provider = match &tool.credential.provider {
@@ -48,15 +53,18 @@ impl ToolSet {
                     audience,
                     ttl,
                     reuse,
-                } => Provider::Jwt(MintedJwt::new(
-                    signer.clone(),
-                    snapshot.signing.issuer.clone(),
-                    audience.clone(),
-                    scope.clone(),
-                    *ttl,
-                    *reuse,
-                    tool.credential.inject.clone(),
-                )),
+                } => Provider::Jwt(
+                    MintedJwt::new(
+                        signer.clone(),
+                        snapshot.signing.issuer.clone(),
+                        audience.clone(),
+                        scope.clone(),
+                        *ttl,
+                        *reuse,
+                        tool.credential.inject.clone(),
+                    )
+                    .with_clock(clock.clone()),
+                ),
             };
             let client = build_client(tool.ca_file.as_deref(), tool.connect_timeout)?;
             let rt = Arc::new(ToolRuntime {

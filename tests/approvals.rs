@@ -78,16 +78,16 @@ async fn start(env: &str, top: &str, tool_extra: &str) -> Env {
 /// Like [`start`], with `policy` added to the default policies as `extra.cedar`.
 async fn start_with_policy(env: &str, top: &str, tool_extra: &str, policy: Option<&str>) -> Env {
     let secret = format!("{}-tool-credential-5d8e1f", env.to_ascii_lowercase());
-    std::env::set_var(env, &secret);
     let up = github().await;
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(dir.path(), env, &secret);
     if let Some(policy) = policy {
         std::fs::create_dir_all(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/extra.cedar"), policy).unwrap();
     }
     let iss = TestIssuer::new(dir.path(), "apr-issuer", "keygate");
     let cfg = format!(
-        "{top}{}{}{}[[tools]]\nname = \"gh\"\nkind = \"github\"\nupstream = {:?}\n{tool_extra}[tools.credential]\nprovider = \"static\"\nfrom_env = {env:?}\n",
+        "{top}{}{}{}[[tools]]\nname = \"gh\"\nkind = \"github\"\nupstream = {:?}\n{tool_extra}[tools.credential]\nprovider = \"static\"\n{source}",
         iss.toml(),
         agent("a1", "alice@example.com"),
         agent("a2", "dave@example.com"),
@@ -608,7 +608,7 @@ async fn a_granted_approval_expires_after_approval_ttl() {
     let ttl = b["approval_expires_at"].as_i64().unwrap() - b["decided_at"].as_i64().unwrap();
     assert_eq!(ttl, 3_600_000, "{b}");
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    e.gw.advance_clock(Duration::from_millis(1200));
 
     let r = e.create("a1", "short").await;
     let again = approval_id(&r);
@@ -639,7 +639,7 @@ async fn an_undecided_approval_expires_after_pending_ttl() {
         1000,
         "{a}"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    e.gw.advance_clock(Duration::from_millis(1200));
 
     assert_eq!(e.approval(&id).await["status"], "expired");
     assert!(e.approvals("pending").await.is_empty());
@@ -668,7 +668,7 @@ async fn a_pending_approval_past_its_ttl_cannot_be_approved_even_unlisted() {
     )
     .await;
     let id = approval_id(&e.create("a1", "ci").await);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    e.gw.advance_clock(Duration::from_millis(1200));
     let (s, b) = e.approve(&id, json!({})).await;
     assert_eq!(s, 409, "{b}");
     assert_eq!(e.approval(&id).await["status"], "expired");
@@ -1622,14 +1622,18 @@ const PASSWORDS: [&str; 6] = [
 
 #[tokio::test]
 async fn secrets_in_identity_creation_bodies_never_reach_the_approval_store() {
-    std::env::set_var("APR_AT_REST_SECRET", "apr-at-rest-tool-credential");
     let up = github().await;
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(
+        dir.path(),
+        "APR_AT_REST_SECRET",
+        "apr-at-rest-tool-credential",
+    );
     let iss = TestIssuer::new(dir.path(), "apr-rest-issuer", "keygate");
     let mut cfg = format!("{}{}", iss.toml(), agent("a1", "alice@example.com"));
     for kind in ["gitlab", "aws", "okta", "msgraph", "kubernetes"] {
         cfg.push_str(&format!(
-            "[[tools]]\nname = {kind:?}\nkind = {kind:?}\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = \"APR_AT_REST_SECRET\"\n",
+            "[[tools]]\nname = {kind:?}\nkind = {kind:?}\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\n{source}",
             up.url()
         ));
     }

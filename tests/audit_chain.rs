@@ -12,15 +12,18 @@ use keygate::telemetry::audit_log::{AuditLog, AuditRecord};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECRET_ENV: &str = "AUDIT_CHAIN_SECRET";
+const SECRET_NAME: &str = "AUDIT_CHAIN_SECRET";
 
-fn tool_config(iss: &TestIssuer, up: &RawUpstream, audit: &str) -> String {
-    std::env::set_var(SECRET_ENV, "chain-secret");
+fn tool_config(dir: &Path, iss: &TestIssuer, up: &RawUpstream, audit: &str) -> String {
     format!(
         "{audit}{}{}{}",
         iss.toml(),
         agent("a1", "o@x"),
-        static_tool("t", &up.url(), SECRET_ENV)
+        static_tool(
+            "t",
+            &up.url(),
+            &secret_file(dir, SECRET_NAME, "chain-secret")
+        )
     )
 }
 
@@ -44,7 +47,7 @@ async fn gateway_log(n: usize) -> (Vec<String>, tempfile::TempDir) {
     let up = RawUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let iss = TestIssuer::new(dir.path(), "chain-iss", "keygate");
-    let cfg = tool_config(&iss, &up, "");
+    let cfg = tool_config(dir.path(), &iss, &up, "");
     let mut gw = TestGateway::start_in(dir, &cfg).await;
     requests(&gw, &iss, 1, n).await;
     gw.stop().await;
@@ -168,7 +171,7 @@ async fn a_restarted_gateway_continues_the_chain() {
     for (from, n) in [(1, 3), (4, 2), (6, 1)] {
         let dir = tempfile::tempdir().unwrap();
         let iss = TestIssuer::new(dir.path(), "chain-iss", "keygate");
-        let cfg = tool_config(&iss, &up, &section);
+        let cfg = tool_config(dir.path(), &iss, &up, &section);
         let mut gw = TestGateway::start_in(dir, &cfg).await;
         requests(&gw, &iss, from, n).await;
         gw.stop().await;
@@ -189,7 +192,7 @@ async fn a_gateway_on_a_log_with_a_broken_last_line_starts_a_new_chain_and_says_
     let section = format!("[audit]\npath = {:?}\n", audit.display().to_string());
     let dir = tempfile::tempdir().unwrap();
     let iss = TestIssuer::new(dir.path(), "chain-iss", "keygate");
-    let cfg = tool_config(&iss, &up, &section);
+    let cfg = tool_config(dir.path(), &iss, &up, &section);
     let mut gw = TestGateway::start_in(dir, &cfg).await;
     requests(&gw, &iss, 1, 2).await;
     gw.stop().await;
@@ -225,7 +228,7 @@ async fn size_rotation_keeps_the_chain_across_files() {
         audit.display().to_string()
     );
     let iss = TestIssuer::new(dir.path(), "chain-iss", "keygate");
-    let cfg = tool_config(&iss, &up, &section);
+    let cfg = tool_config(dir.path(), &iss, &up, &section);
     let mut gw = TestGateway::start_in(dir, &cfg).await;
     requests(&gw, &iss, 1, 8).await;
     gw.stop().await;

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SECRET_ENV: &str = "BAD_SECRET";
+const SECRET_NAME: &str = "BAD_SECRET";
 const SECRET: &str = "bad-tool-secret-91c2";
 const WAIT: Duration = Duration::from_secs(5);
 
 fn tool(name: &str, upstream: &str, extra: &str) -> String {
     format!(
-        "[[tools]]\nname = {name:?}\nupstream = {upstream:?}\n{extra}\n[tools.credential]\nprovider = \"static\"\nfrom_env = {SECRET_ENV:?}\n"
+        "[[tools]]\nname = {name:?}\nupstream = {upstream:?}\n{extra}\n[tools.credential]\nprovider = \"static\"\nfrom_file = \"secrets/{SECRET_NAME}\"\n"
     )
 }
 
@@ -55,10 +55,10 @@ impl Env {
 /// keygate with agent `a1`, tool `t` (a recording upstream) with `tool_extra` keys, and
 /// `server` keys under `[server]`.
 async fn start(server: &str, tool_extra: &str) -> Env {
-    std::env::set_var(SECRET_ENV, SECRET);
     let up = RawUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let iss = TestIssuer::new(dir.path(), "bad-iss", "keygate");
+    secret_file(dir.path(), SECRET_NAME, SECRET);
     let server = if server.is_empty() {
         String::new()
     } else {
@@ -571,10 +571,10 @@ async fn every_keygate_error_has_the_same_json_shape() {
             held.push(s);
         }
     });
-    std::env::set_var(SECRET_ENV, SECRET);
     let up = RawUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let iss = TestIssuer::new(dir.path(), "bad-iss", "keygate");
+    secret_file(dir.path(), SECRET_NAME, SECRET);
     let cfg = format!(
         "{}{}{}{}{}",
         iss.toml(),

@@ -8,15 +8,15 @@ use common::*;
 
 #[tokio::test]
 async fn method_override_headers_never_reach_the_tool() {
-    std::env::set_var("CH_SECRET", "ch-secret");
     let up = RawUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(dir.path(), "CH_SECRET", "ch-secret");
     let iss = TestIssuer::new(dir.path(), "ch-iss", "keygate");
     let cfg = format!(
         "{}{}{}",
         iss.toml(),
         agent("a1", "o@x"),
-        static_tool("t", &up.url(), "CH_SECRET")
+        static_tool("t", &up.url(), &source)
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
     let auth = bearer(&iss.token("a1"));
@@ -41,12 +41,12 @@ async fn method_override_headers_never_reach_the_tool() {
 
 #[tokio::test]
 async fn an_aws_action_in_x_amz_target_is_gated() {
-    std::env::set_var("CH_AWS_SECRET", "ch-aws-secret");
     let up = RawUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(dir.path(), "CH_AWS_SECRET", "ch-aws-secret");
     let iss = TestIssuer::new(dir.path(), "ch-iss2", "keygate");
     let cfg = format!(
-        "{}{}[[tools]]\nname = \"iam\"\nkind = \"aws\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = \"CH_AWS_SECRET\"\n",
+        "{}{}[[tools]]\nname = \"iam\"\nkind = \"aws\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\n{source}",
         iss.toml(),
         agent("a1", "o@x"),
         up.url()

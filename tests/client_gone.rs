@@ -75,13 +75,17 @@ permit (principal == Agent::"a1", action == Action::"github:create_deploy_key", 
 "#;
 
 async fn gateway(tool: &SlowTool, env: &str) -> (TestGateway, TestIssuer) {
-    std::env::set_var(env, format!("{}-secret", env.to_ascii_lowercase()));
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(
+        dir.path(),
+        env,
+        &format!("{}-secret", env.to_ascii_lowercase()),
+    );
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/extra.cedar"), PREAPPROVE).unwrap();
     let iss = TestIssuer::new(dir.path(), "gone-issuer", "keygate");
     let cfg = format!(
-        "{}{}[[tools]]\nname = \"gh\"\nkind = \"github\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = {env:?}\n",
+        "{}{}[[tools]]\nname = \"gh\"\nkind = \"github\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\n{source}",
         iss.toml(),
         agent("a1", "alice@example.com"),
         tool.url,

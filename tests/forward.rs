@@ -14,14 +14,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
-const SECRET_ENV: &str = "FWD_SECRET";
+const SECRET_NAME: &str = "FWD_SECRET";
 const SECRET: &str = "fwd-tool-secret-7f3a";
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A `[[tools]]` block with `extra` keys, credential from `FWD_SECRET`.
+/// A `[[tools]]` block with `extra` keys, credential read from `secrets/FWD_SECRET`.
 fn tool(name: &str, upstream: &str, extra: &str) -> String {
     format!(
-        "[[tools]]\nname = {name:?}\nupstream = {upstream:?}\n{extra}\n[tools.credential]\nprovider = \"static\"\nfrom_env = {SECRET_ENV:?}\n"
+        "[[tools]]\nname = {name:?}\nupstream = {upstream:?}\n{extra}\n[tools.credential]\nprovider = \"static\"\nfrom_file = \"secrets/{SECRET_NAME}\"\n"
     )
 }
 
@@ -39,9 +39,9 @@ impl Env {
 
 /// Starts keygate with agent `a1`, the given tools, and `server` keys under `[server]`.
 async fn start(server: &str, tools: &str) -> Env {
-    std::env::set_var(SECRET_ENV, SECRET);
     let dir = tempfile::tempdir().unwrap();
     let iss = TestIssuer::new(dir.path(), "fwd-iss", "keygate");
+    secret_file(dir.path(), SECRET_NAME, SECRET);
     let server = if server.is_empty() {
         String::new()
     } else {

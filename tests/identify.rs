@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-const SECRET_ENV: &str = "KEYGATE_IDENTIFY_TEST_TOOL_SECRET";
+const SECRET_NAME: &str = "KEYGATE_IDENTIFY_TEST_TOOL_SECRET";
 const SECRET: &str = "identify-tool-secret-5b1f0c";
 const ISS: &str = "test-iss";
 const AUD: &str = "keygate";
@@ -26,16 +26,9 @@ const SPIFFE_A: &str = "spiffe://example.org/agent-a";
 const SPIFFE_B: &str = "spiffe://example.org/agent-b";
 const PATH: &str = "/tools/t/v1/items";
 
-/// The tool's static secret comes from the environment; it is set once, before any
-/// gateway of this file reads it.
-fn set_secret_env() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| std::env::set_var(SECRET_ENV, SECRET));
-}
-
-fn tool(up: &RawUpstream) -> String {
-    set_secret_env();
-    static_tool("t", &up.url(), SECRET_ENV)
+/// Tool `t` on `up`, its static secret in a file under `dir` (the gateway's directory).
+fn tool(dir: &Path, up: &RawUpstream) -> String {
+    static_tool("t", &up.url(), &secret_file(dir, SECRET_NAME, SECRET))
 }
 
 fn agent_with_spiffe(id: &str, owner: &str, spiffe_id: &str) -> String {
@@ -165,7 +158,7 @@ async fn start_env(identity: &str, issuer_extra: &str, more: &str) -> Env {
         iss.toml(),
         agent("a1", OWNER),
         agent("a2", "bob@example.com"),
-        tool(&up)
+        tool(dir.path(), &up)
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
     Env {
@@ -527,7 +520,7 @@ async fn one_issuers_key_cannot_vouch_for_another_issuer() {
         ours.toml(),
         other.toml(),
         agent_bound_to("a1", OWNER, &[ISS, "other-iss"]),
-        tool(&up)
+        tool(dir.path(), &up)
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
     let c = Client::http1();
@@ -583,7 +576,7 @@ async fn an_agent_is_asserted_only_by_the_issuers_it_is_bound_to() {
         agent_bound_to("only-a", OWNER, &[ISS]),
         agent_bound_to("only-b", OWNER, &["other-iss"]),
         agent_bound_to("both", OWNER, &[ISS, "other-iss"]),
-        tool(&up)
+        tool(dir.path(), &up)
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
     let c = Client::http1();
@@ -1148,15 +1141,27 @@ async fn cached_token_stops_working_when_it_expires() {
     let env = start_env("[identity]\nclock_skew = \"0s\"\n", "", "").await;
     let c = Client::http1();
     let url = env.gw.url(PATH);
-    let exp = now() + 2;
+    let exp = now() + 60;
     let token = env
         .iss
         .sign(with(claims(&env.iss, "a1"), json!({"exp": exp})));
     let r = c.get(&url, &[("authorization", &bearer(&token))]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = poll_until(&c, &url, &token, 401, 6).await;
+    // Half its life later it still works (from the cache)...
+    env.gw.advance_clock(Duration::from_secs(30));
+    let r = c.get(&url, &[("authorization", &bearer(&token))]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // ...and once keygate's clock is past `exp`, neither the cache nor a new verification
+    // accepts it (jsonwebtoken alone checks `exp` by the system clock).
+    env.gw.advance_clock(Duration::from_secs(31));
+    let clock = &env.gw.runtime.shared.clock;
+    assert!(
+        clock.unix_secs() >= exp as i64,
+        "the clock did not pass exp"
+    );
+    let r = c.get(&url, &[("authorization", &bearer(&token))]).await;
     assert_refused(&r, 401, "unauthenticated", "the token after its expiry");
-    assert!(now() >= exp, "refused before it expired");
+    assert_eq!(env.up.count(), 2);
 }
 
 #[tokio::test]
@@ -1212,7 +1217,7 @@ async fn start_tls_env(client_auth: &str) -> TlsEnv {
         iss.toml(),
         agent_with_spiffe("a1", OWNER, SPIFFE_A),
         agent_with_spiffe("a2", "bob@example.com", SPIFFE_B),
-        tool(&up),
+        tool(dir.path(), &up),
         pki.server_toml(client_auth)
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
@@ -1567,7 +1572,7 @@ async fn jwks_over_https_verifies_tokens_and_follows_rotation() {
         "{}{}{}",
         url_issuer_toml("remote", "remote-iss", jwks.addr.port(), &pki.ca_path),
         agent("a1", OWNER),
-        tool(&up)
+        tool(dir.path(), &up)
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
     assert!(
@@ -1629,7 +1634,7 @@ async fn jwks_over_https_from_an_untrusted_server_is_not_used() {
         "{}{}{}",
         url_issuer_toml("remote", "remote-iss", jwks.addr.port(), &other.ca_path),
         agent("a1", OWNER),
-        tool(&up)
+        tool(dir.path(), &up)
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
     let r = Client::http1()

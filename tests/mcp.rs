@@ -54,8 +54,8 @@ async fn gateway(
     secret: &str,
     policies: Option<&[(&str, &str)]>,
 ) -> (TestGateway, String) {
-    std::env::set_var(env, secret);
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(dir.path(), env, secret);
     let iss = TestIssuer::new(dir.path(), "mcp-iss", "keygate");
     let pdir = copy_default_policies(dir.path());
     if let Some(files) = policies {
@@ -65,7 +65,7 @@ async fn gateway(
         }
     }
     let config = format!(
-        "[policies]\ndir = \"policies\"\n{}{}[[tools]]\nname = \"everything\"\nprotocol = \"mcp\"\nupstream = {upstream:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = {env:?}\n",
+        "[policies]\ndir = \"policies\"\n{}{}[[tools]]\nname = \"everything\"\nprotocol = \"mcp\"\nupstream = {upstream:?}\n[tools.credential]\nprovider = \"static\"\n{source}",
         iss.toml(),
         agent(AGENT, OWNER),
     );

@@ -47,12 +47,12 @@ async fn start(policy: Option<&str>) -> Env {
 
 /// Like [`start`], with `tool_extra` in the tool's table.
 async fn start_with(policy: Option<&str>, tool_extra: &str) -> Env {
-    std::env::set_var("MCPG_SECRET", "mcp-tool-secret");
     let up = server().await;
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(dir.path(), "MCPG_SECRET", "mcp-tool-secret");
     let iss = TestIssuer::new(dir.path(), "mcpg-iss", "keygate");
     let mut cfg = format!(
-        "{}{}[[tools]]\nname = \"srv\"\nprotocol = \"mcp\"\nupstream = {:?}\n{tool_extra}[tools.credential]\nprovider = \"static\"\nfrom_env = \"MCPG_SECRET\"\n",
+        "{}{}[[tools]]\nname = \"srv\"\nprotocol = \"mcp\"\nupstream = {:?}\n{tool_extra}[tools.credential]\nprovider = \"static\"\n{source}",
         iss.toml(),
         agent("a1", "o@x"),
         up.url()

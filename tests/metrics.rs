@@ -365,15 +365,20 @@ struct Env {
     _up: RawUpstream,
 }
 
-/// keygate with agent `a1` and tool `gh` (kind github, static credential from `env`);
+/// keygate with agent `a1` and tool `gh` (kind github, static credential from the file
+/// `secrets/<env>`);
 /// `extra` is appended to the config.
 async fn start(env: &str, extra: &str) -> Env {
-    std::env::set_var(env, format!("{}-tool-secret", env.to_ascii_lowercase()));
     let up = github().await;
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(
+        dir.path(),
+        env,
+        &format!("{}-tool-secret", env.to_ascii_lowercase()),
+    );
     let iss = TestIssuer::new(dir.path(), "metrics-issuer", "keygate");
     let cfg = format!(
-        "{}{}[[tools]]\nname = \"gh\"\nkind = \"github\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = {env:?}\n{extra}",
+        "{}{}[[tools]]\nname = \"gh\"\nkind = \"github\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\n{source}{extra}",
         iss.toml(),
         agent("a1", "alice@example.com"),
         up.url(),

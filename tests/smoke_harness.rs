@@ -5,15 +5,15 @@ use common::*;
 
 #[tokio::test]
 async fn harness_works() {
-    std::env::set_var("SMOKE_SECRET", "tool-secret-123");
     let up = RawUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(dir.path(), "SMOKE_SECRET", "tool-secret-123");
     let iss = TestIssuer::new(dir.path(), "test-iss", "keygate");
     let cfg = format!(
         "{}{}{}",
         iss.toml(),
         agent("a1", "o@x"),
-        static_tool("t", &up.url(), "SMOKE_SECRET")
+        static_tool("t", &up.url(), &source)
     );
     let mut gw = TestGateway::start_in(dir, &cfg).await;
     let c = Client::http1();

@@ -150,9 +150,9 @@ async fn send_chunked(
 /// parameters never reach the tool; the rest of the query does, with keygate's credential.
 #[tokio::test]
 async fn agent_credentials_never_reach_the_upstream() {
-    std::env::set_var("KG_SI_STRIP_SECRET", "tool-secret-strip-1");
     let up = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_STRIP_SECRET", "tool-secret-strip-1");
     let cfg = format!(
         "{}{}{}",
         iss.toml(),
@@ -161,7 +161,7 @@ async fn agent_credentials_never_reach_the_upstream() {
             "t",
             &up.url(),
             "strip_headers = [\"X-Agent-Secret\"]\nstrip_query = [\"sig\"]",
-            "provider = \"static\"\nfrom_env = \"KG_SI_STRIP_SECRET\"",
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_STRIP_SECRET\"",
         )
     );
     let mut gw = TestGateway::start_in(dir, &cfg).await;
@@ -328,12 +328,11 @@ async fn agent_credentials_never_reach_the_upstream() {
 
 // ---------------------------------------------------------------- 2. static provider
 
-/// A static secret arrives in each injection form, from an env var or a file, and the
-/// audit names it by its configured id or by a fingerprint that does not reveal it.
+/// A static secret arrives in each injection form, from a file, and the audit names it by
+/// its configured id or by a fingerprint that does not reveal it. (The `from_env` source
+/// is read by the keygate binary in audit_and_logs.rs, which sets it with `Command::env`.)
 #[tokio::test]
 async fn static_provider_injects_in_every_form() {
-    std::env::set_var("KG_SI_STATIC_BEARER", "bearer-secret-2a");
-    std::env::set_var("KG_SI_STATIC_BASIC", "svc-user:p@ss w0rd");
     let (up_bearer, up_basic, up_hdr, up_qry) = (
         RawUpstream::start().await,
         RawUpstream::start().await,
@@ -341,6 +340,8 @@ async fn static_provider_injects_in_every_form() {
         RawUpstream::start().await,
     );
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_STATIC_BASIC", "svc-user:p@ss w0rd");
+    secret_file(dir.path(), "KG_SI_STATIC_BEARER", "bearer-secret-2a");
     let hdr_file = dir.path().join("hdr-secret.txt");
     std::fs::write(&hdr_file, "file-secret-hdr\n").unwrap();
     let qry_file = dir.path().join("qry-secret.txt");
@@ -353,13 +354,13 @@ async fn static_provider_injects_in_every_form() {
             "bear",
             &up_bearer.url(),
             "",
-            "provider = \"static\"\nfrom_env = \"KG_SI_STATIC_BEARER\"\ninject = \"bearer\"",
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_STATIC_BEARER\"\ninject = \"bearer\"",
         ),
         tool(
             "basic",
             &up_basic.url(),
             "",
-            "provider = \"static\"\nfrom_env = \"KG_SI_STATIC_BASIC\"\ninject = \"basic\"\ncredential_id = \"vault:basic-svc\"",
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_STATIC_BASIC\"\ninject = \"basic\"\ncredential_id = \"vault:basic-svc\"",
         ),
         tool(
             "hdr",
@@ -500,9 +501,9 @@ async fn static_provider_injects_in_every_form() {
 /// upstream sees exactly one `key`, keygate's.
 #[tokio::test]
 async fn agent_value_for_the_injected_query_parameter_is_dropped() {
-    std::env::set_var("KG_SI_QUERY_OVERRIDE", "query-secret-9z");
     let up = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_QUERY_OVERRIDE", "query-secret-9z");
     let cfg = format!(
         "{}{}{}",
         iss.toml(),
@@ -511,7 +512,7 @@ async fn agent_value_for_the_injected_query_parameter_is_dropped() {
             "qo",
             &up.url(),
             "",
-            "provider = \"static\"\nfrom_env = \"KG_SI_QUERY_OVERRIDE\"\ninject = \"query\"\nquery = \"key\"",
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_QUERY_OVERRIDE\"\ninject = \"query\"\nquery = \"key\"",
         ),
     );
     let mut gw = TestGateway::start_in(dir, &cfg).await;
@@ -747,9 +748,9 @@ type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Vec<u8>);
 /// and nothing reaches the tool; binary bodies are not scanned; compressed text is 415.
 #[tokio::test]
 async fn secrets_are_refused_by_default() {
-    std::env::set_var("KG_SI_REJECT_SECRET", "reject-tool-secret");
     let up = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_REJECT_SECRET", "reject-tool-secret");
     let cfg = format!(
         "{}{}{}",
         iss.toml(),
@@ -758,7 +759,7 @@ async fn secrets_are_refused_by_default() {
             "rj",
             &up.url(),
             "",
-            "provider = \"static\"\nfrom_env = \"KG_SI_REJECT_SECRET\""
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_REJECT_SECRET\""
         ),
     );
     let mut gw = TestGateway::start_in(dir, &cfg).await;
@@ -939,9 +940,9 @@ async fn secrets_are_refused_by_default() {
 /// goes through; the secret never reaches the tool; a secret in the path is still refused.
 #[tokio::test]
 async fn secrets_are_redacted_when_configured() {
-    std::env::set_var("KG_SI_REDACT_SECRET", "redact-tool-secret");
     let up = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_REDACT_SECRET", "redact-tool-secret");
     let cfg = format!(
         "{}{}{}",
         iss.toml(),
@@ -950,7 +951,7 @@ async fn secrets_are_redacted_when_configured() {
             "rd",
             &up.url(),
             "on_secret = \"redact\"",
-            "provider = \"static\"\nfrom_env = \"KG_SI_REDACT_SECRET\"",
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_REDACT_SECRET\"",
         ),
     );
     let mut gw = TestGateway::start_in(dir, &cfg).await;
@@ -1139,10 +1140,10 @@ async fn secrets_are_redacted_when_configured() {
 /// forwards nothing; other tools on the same gateway keep working.
 #[tokio::test]
 async fn unavailable_credential_fails_closed() {
-    std::env::set_var("KG_SI_FAIL_OK_SECRET", "working-secret-6");
     let up_broken = RawUpstream::start().await;
     let up_ok = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_FAIL_OK_SECRET", "working-secret-6");
     let missing = dir.path().join("no-such-secret.txt");
     let empty = dir.path().join("empty-secret.txt");
     std::fs::write(&empty, "\n").unwrap();
@@ -1178,7 +1179,7 @@ async fn unavailable_credential_fails_closed() {
             "ok",
             &up_ok.url(),
             "",
-            "provider = \"static\"\nfrom_env = \"KG_SI_FAIL_OK_SECRET\""
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_FAIL_OK_SECRET\""
         ),
     );
     let mut gw = TestGateway::start_in(dir, &cfg).await;
@@ -1235,9 +1236,9 @@ async fn unavailable_credential_fails_closed() {
 /// declared or chunked, text or binary; nothing reaches the tool; a body at the limit passes.
 #[tokio::test]
 async fn body_over_the_limit_is_refused() {
-    std::env::set_var("KG_SI_LIMIT_SECRET", "limit-tool-secret");
     let up = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_LIMIT_SECRET", "limit-tool-secret");
     let cfg = format!(
         "{}{}{}",
         iss.toml(),
@@ -1246,7 +1247,7 @@ async fn body_over_the_limit_is_refused() {
             "lim",
             &up.url(),
             "max_body_bytes = 100",
-            "provider = \"static\"\nfrom_env = \"KG_SI_LIMIT_SECRET\"",
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_LIMIT_SECRET\"",
         ),
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
@@ -1318,9 +1319,9 @@ async fn body_over_the_limit_is_refused() {
 
 #[tokio::test]
 async fn a_secret_used_as_a_header_name_is_refused_in_both_modes() {
-    std::env::set_var("KG_SI_HDRNAME", "hdrname-tool-secret");
     let up = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_HDRNAME", "hdrname-tool-secret");
     let cfg = format!(
         "{}{}{}{}",
         iss.toml(),
@@ -1329,13 +1330,13 @@ async fn a_secret_used_as_a_header_name_is_refused_in_both_modes() {
             "rej",
             &up.url(),
             "",
-            "provider = \"static\"\nfrom_env = \"KG_SI_HDRNAME\"\n"
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_HDRNAME\"\n"
         ),
         tool(
             "red",
             &up.url(),
             "on_secret = \"redact\"\n",
-            "provider = \"static\"\nfrom_env = \"KG_SI_HDRNAME\"\n"
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_HDRNAME\"\n"
         ),
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
@@ -1392,7 +1393,7 @@ async fn minted_tokens_are_reused_within_the_window_per_agent() {
     call("agent-r").await;
     call("agent-r").await;
     call("agent-s").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    gw.advance_clock(Duration::from_millis(1200));
     call("agent-r").await;
     let tokens: Vec<String> = up.requests().iter().map(bearer_token).collect();
     assert_eq!(
@@ -1421,9 +1422,9 @@ async fn minted_tokens_are_reused_within_the_window_per_agent() {
 
 #[tokio::test]
 async fn a_secret_in_a_path_refused_before_strip_never_reaches_the_audit_log() {
-    std::env::set_var("KG_SI_PATHLEAK", "pathleak-secret");
     let up = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_PATHLEAK", "pathleak-secret");
     let cfg = format!(
         "{}{}{}",
         iss.toml(),
@@ -1432,7 +1433,7 @@ async fn a_secret_in_a_path_refused_before_strip_never_reaches_the_audit_log() {
             "t",
             &up.url(),
             "",
-            "provider = \"static\"\nfrom_env = \"KG_SI_PATHLEAK\"\n"
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_PATHLEAK\"\n"
         ),
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
@@ -1476,16 +1477,16 @@ async fn a_secret_in_a_path_refused_before_strip_never_reaches_the_audit_log() {
 /// them (they may be the tool's ordinary parameters there).
 #[tokio::test]
 async fn kind_specific_agent_credentials_are_stripped() {
-    std::env::set_var("KG_SI_KIND_SECRET", "kind-tool-secret-1");
     let up = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_KIND_SECRET", "kind-tool-secret-1");
     let mut cfg = format!("{}{}", iss.toml(), agent("agent-k", "kim@example.com"));
     for kind in ["gitlab", "vault", "gcp", "aws", "generic"] {
         cfg.push_str(&tool(
             kind,
             &up.url(),
             &format!("kind = {kind:?}"),
-            "provider = \"static\"\nfrom_env = \"KG_SI_KIND_SECRET\"",
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_KIND_SECRET\"",
         ));
     }
     let mut gw = TestGateway::start_in(dir, &cfg).await;
@@ -1580,9 +1581,9 @@ async fn kind_specific_agent_credentials_are_stripped() {
 /// with the format named; ordinary words that share a prefix pass.
 #[tokio::test]
 async fn more_token_formats_are_refused_and_look_alikes_pass() {
-    std::env::set_var("KG_SI_FORMATS_SECRET", "formats-tool-secret");
     let up = RawUpstream::start().await;
     let (dir, iss) = issuer();
+    secret_file(dir.path(), "KG_SI_FORMATS_SECRET", "formats-tool-secret");
     let cfg = format!(
         "{}{}{}",
         iss.toml(),
@@ -1591,7 +1592,7 @@ async fn more_token_formats_are_refused_and_look_alikes_pass() {
             "fm",
             &up.url(),
             "",
-            "provider = \"static\"\nfrom_env = \"KG_SI_FORMATS_SECRET\""
+            "provider = \"static\"\nfrom_file = \"secrets/KG_SI_FORMATS_SECRET\""
         ),
     );
     let gw = TestGateway::start_in(dir, &cfg).await;

@@ -37,9 +37,9 @@ async fn tls_connect(
 
 #[tokio::test]
 async fn a_silent_tls_client_is_let_go() {
-    std::env::set_var("TLS_IDLE_SECRET", "s");
     let up = RawUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let source = secret_file(dir.path(), "TLS_IDLE_SECRET", "s");
     let pki = Pki::new(dir.path());
     let iss = TestIssuer::new(dir.path(), "tls-idle", "keygate");
     let cfg = format!(
@@ -47,7 +47,7 @@ async fn a_silent_tls_client_is_let_go() {
         pki.server_toml("off"),
         iss.toml(),
         agent("a1", "o@x"),
-        static_tool("t", &up.url(), "TLS_IDLE_SECRET")
+        static_tool("t", &up.url(), &source)
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
 

@@ -158,7 +158,7 @@ fn config(iss: &TestIssuer, upstream: &RawUpstream, extra: &str) -> String {
         "{}{}{}{extra}",
         iss.toml(),
         agent(AGENT, OWNER),
-        static_tool("static", &upstream.url(), "TRACE_TEST_SECRET"),
+        static_tool("static", &upstream.url(), &from_env("TRACE_TEST_SECRET")),
     )
 }
 

@@ -12,13 +12,15 @@
 
 use super::issued::{place, Issued, Unavailable};
 use super::signer::Signer;
+use crate::clock::Clock;
 use crate::config::{Agent, Injection};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// Tokens by (agent id, owner).
-type ReuseCache = moka::sync::Cache<(Arc<str>, Arc<str>), Issued, crate::FastHash>;
+/// Tokens by (agent id, owner), with the unix time (ms, by keygate's clock) each was
+/// minted at.
+type ReuseCache = moka::sync::Cache<(Arc<str>, Arc<str>), (Issued, i64), crate::FastHash>;
 
 pub struct MintedJwt {
     signer: Arc<Signer>,
@@ -29,6 +31,8 @@ pub struct MintedJwt {
     injection: Injection,
     /// Tokens minted within the reuse window, by agent id and owner.
     reuse: Option<ReuseCache>,
+    reuse_window: Duration,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for MintedJwt {
@@ -78,7 +82,15 @@ impl MintedJwt {
                     .time_to_live(reuse)
                     .build_with_hasher(crate::FastHash::default())
             }),
+            reuse_window: reuse,
+            clock: Clock::default(),
         }
+    }
+
+    /// Mints and reuses by `clock` (the gateway's) rather than the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn issue(&self, agent: &Agent) -> Result<Issued, Unavailable> {
@@ -86,20 +98,26 @@ impl MintedJwt {
             return self.mint(agent);
         };
         let key = (agent.id.clone(), agent.owner.clone());
-        if let Some(mut issued) = cache.get(&key) {
-            issued.minted = false;
-            return Ok(issued);
+        let now = self.clock.unix_millis();
+        // The cache drops an entry after the window by its own timer; this check holds the
+        // window to keygate's clock.
+        let window = i64::try_from(self.reuse_window.as_millis()).unwrap_or(i64::MAX);
+        if let Some((mut issued, minted_at)) = cache.get(&key) {
+            if now.saturating_sub(minted_at) < window {
+                issued.minted = false;
+                return Ok(issued);
+            }
         }
         let issued = self.mint(agent)?;
-        cache.insert(key, issued.clone());
+        cache.insert(key, (issued.clone(), now));
         Ok(issued)
     }
 
     fn mint(&self, agent: &Agent) -> Result<Issued, Unavailable> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| Unavailable("system clock is before 1970".into()))?
-            .as_secs();
+        let now = u64::try_from(self.clock.unix_secs())
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| Unavailable("system clock is before 1970".into()))?;
         let jti = uuid::Uuid::new_v4().to_string();
         let claims = Claims {
             iss: &self.issuer,

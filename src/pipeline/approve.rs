@@ -13,12 +13,13 @@
 //! up — twenty concurrent retries forward exactly one request. A store that cannot be
 //! reached fails the request closed (`approvals_unavailable`).
 
+use crate::clock::Clock;
 use crate::config::{Agent, ApprovalMode, ApprovalSettings, Tool};
 use crate::error::{Error, ErrorKind};
 use crate::http_client::HttpClient;
 use crate::routes::Operation;
 use crate::store::Store;
-use crate::store::{now_millis, Approval, ApprovalStatus, NewApproval, StoreError};
+use crate::store::{Approval, ApprovalStatus, NewApproval, StoreError};
 use crate::telemetry::metrics::Metrics;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
@@ -201,6 +202,8 @@ pub struct Approvals<'a> {
     /// The webhook's client.
     pub http: &'a HttpClient,
     pub metrics: &'a Metrics,
+    /// What "now" is for approvals' expiry: the gateway's clock.
+    pub clock: &'a Clock,
 }
 
 /// The request an approval is for, as the approver sees it and the digest binds it.
@@ -236,11 +239,11 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
         path: p.path.to_string(),
         policies: p.policies.to_vec(),
         request: p.summary,
-        pending_expires_at: now_millis() + settings.pending_ttl.as_millis() as i64,
+        pending_expires_at: approvals.clock.unix_millis() + settings.pending_ttl.as_millis() as i64,
     };
     // A denial stands for the request it was about (for `pending_ttl`): the agent is told,
     // rather than asking the humans again.
-    let since = now_millis() - settings.pending_ttl.as_millis() as i64;
+    let since = approvals.clock.unix_millis() - settings.pending_ttl.as_millis() as i64;
     if let Some(d) = store
         .denied_since(&new.agent_id, &new.operation, digest, since)
         .await
@@ -259,7 +262,7 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
         (tool.approval == ApprovalMode::Hold).then(|| Instant::now() + tool.hold_timeout);
     // A few rounds at most: approved but used by a concurrent request → a new one is pending.
     for _ in 0..4 {
-        let now = now_millis();
+        let now = approvals.clock.unix_millis();
         new.pending_expires_at = now + settings.pending_ttl.as_millis() as i64;
         let (a, created) = store
             .open_approval(new.clone(), now, settings.max_pending_per_agent)
@@ -273,7 +276,7 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
         match a.status {
             ApprovalStatus::Approved => {
                 if let Some(used) = store
-                    .consume(&a.id, digest, now_millis())
+                    .consume(&a.id, digest, approvals.clock.unix_millis())
                     .await
                     .map_err(unavailable)?
                 {

@@ -8,7 +8,7 @@
 use crate::config::Agent;
 use crate::error::{full_body, Error, ErrorKind, ProxyBody};
 use crate::routes::Operation;
-use crate::store::{now_millis, Approval, NewIdentity, Store};
+use crate::store::{Approval, Millis, NewIdentity, Store};
 use http::Response;
 use http_body_util::BodyExt;
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct Created<'a> {
     pub request_id: &'a str,
     /// `approvals.review_after`: when an entry is due for review, unless the approver said.
     pub review_after: Duration,
+    /// When the identity was created (unix ms, by the gateway's clock).
+    pub now: Millis,
 }
 
 /// What was recorded: the inventory entry's id, or why none could be written (the
@@ -66,7 +68,7 @@ pub async fn record(
     let identifier = op
         .catalog
         .and_then(|cat| crate::catalog::identifier(cat, c.forward_path, &bytes));
-    let now = now_millis();
+    let now = c.now;
     let review_after = c.review_after.as_millis() as i64;
     let (approver, owner, ticket, approval_id, review_by) = match c.approval {
         Some(a) => (

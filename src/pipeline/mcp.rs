@@ -899,6 +899,7 @@ fn visible(
     tool: &Tool,
     agent: &Agent,
     name: &str,
+    now_unix: i64,
 ) -> bool {
     let call = McpCall {
         method: "tools/call".into(),
@@ -912,7 +913,7 @@ fn visible(
         operation: &op,
         method: "POST",
         path: "/",
-        now_unix: super::unix_now(),
+        now_unix,
         approved: false,
         mcp: Some(&call),
     };
@@ -936,7 +937,8 @@ fn filter_message(msg: &mut Value, id: &Value, keep: &dyn Fn(&str) -> bool) -> b
     true
 }
 
-/// Filters the answer to a `tools/list` request, JSON or SSE, to the tools the agent may call.
+/// Filters the answer to a `tools/list` request, JSON or SSE, to the tools the agent may call
+/// (decided as at `now_unix`, the request's time).
 pub fn filter_tools_list(
     policies: Arc<PolicyEngine>,
     snapshot: Arc<Snapshot>,
@@ -944,6 +946,7 @@ pub fn filter_tools_list(
     agent: Arc<Agent>,
     id: Value,
     resp: http::Response<ProxyBody>,
+    now_unix: i64,
 ) -> http::Response<ProxyBody> {
     use http_body_util::BodyExt;
     let ct = resp
@@ -952,8 +955,16 @@ pub fn filter_tools_list(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let keep: Box<dyn Fn(&str) -> bool + Send + Sync> =
-        Box::new(move |name: &str| visible(&policies, &snapshot.operations, &tool, &agent, name));
+    let keep: Box<dyn Fn(&str) -> bool + Send + Sync> = Box::new(move |name: &str| {
+        visible(
+            &policies,
+            &snapshot.operations,
+            &tool,
+            &agent,
+            name,
+            now_unix,
+        )
+    });
     let (mut parts, body) = resp.into_parts();
     // The length changes: the new body says its own.
     parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -355,7 +355,7 @@ async fn authorize(
     mut call: Call,
 ) -> Result<Call, Error> {
     let t = &call.tool.tool;
-    let now = unix_now();
+    let now = gw.shared.clock.unix_secs();
     match &call.operation {
         Some(op) => {
             let input = crate::policy::Input {
@@ -512,6 +512,7 @@ async fn approve(
         webhooks: &gw.shared.webhooks,
         http: &gw.shared.http,
         metrics: &gw.shared.metrics,
+        clock: &gw.shared.clock,
     };
     let phase = ctx
         .trace
@@ -581,6 +582,7 @@ fn respond(
             agent.clone(),
             id,
             resp,
+            gw.shared.clock.unix_secs(),
         ),
         _ => resp,
     })
@@ -607,6 +609,7 @@ async fn inventory(
         policies: &policies,
         request_id: &ctx.request_id,
         review_after: gw.snapshot.approvals.review_after,
+        now: gw.shared.clock.unix_millis(),
     };
     let (resp, recorded) = inventory::record(&*gw.shared.store, created, resp).await?;
     ctx.inventory = Some(recorded);
@@ -620,13 +623,6 @@ fn addressed_host<B>(req: &Request<B>) -> Option<&str> {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
     })
-}
-
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn serve_jwks(

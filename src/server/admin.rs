@@ -17,7 +17,7 @@
 //! ```
 
 use crate::gateway::Runtime;
-use crate::store::{now_millis, ApprovalStatus, Approve, StoreError};
+use crate::store::{ApprovalStatus, Approve, StoreError};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -239,7 +239,8 @@ async fn readyz(rt: &Runtime) -> Response<AdminBody> {
 /// (one `GROUP BY` query, never the rows; approvals past their pending expiry are not
 /// counted as pending).
 async fn metrics(rt: &Runtime) -> Response<AdminBody> {
-    let counts = match rt.shared.store.approval_counts(now_millis()).await {
+    let now = rt.shared.clock.unix_millis();
+    let counts = match rt.shared.store.approval_counts(now).await {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!("metrics: cannot count approvals: {e}");
@@ -302,14 +303,14 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                     _ => {}
                 }
             }
-            let _ = store.expire(now_millis()).await;
+            let _ = store.expire(rt.shared.clock.unix_millis()).await;
             match store.approvals(status, limit).await {
                 Ok(list) => json(StatusCode::OK, serde_json::json!({ "approvals": list })),
                 Err(e) => store_error(e),
             }
         }
         (Method::GET, ["approvals", id]) => {
-            let _ = store.expire(now_millis()).await;
+            let _ = store.expire(rt.shared.clock.unix_millis()).await;
             match store.approval(id).await {
                 Ok(Some(a)) => json(StatusCode::OK, serde_json::json!(a)),
                 Ok(None) => store_error(StoreError::NotFound),
@@ -330,7 +331,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 );
             }
             let settings = rt.current().snapshot.approvals.clone();
-            let now = now_millis();
+            let now = rt.shared.clock.unix_millis();
             let expires =
                 match duration_ms(b.expires_in.as_deref(), settings.approval_ttl, "expires_in") {
                     Ok(d) => now + d,
@@ -372,10 +373,8 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                     "approver must not be empty",
                 );
             }
-            match store
-                .deny(&id, &b.approver, b.note.as_deref(), now_millis())
-                .await
-            {
+            let now = rt.shared.clock.unix_millis();
+            match store.deny(&id, &b.approver, b.note.as_deref(), now).await {
                 Ok(a) => {
                     tracing::info!(approval_id = %a.id, "approval denied");
                     rt.shared.metrics.approval_decided(false);
@@ -401,7 +400,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             };
             let by = b.by.unwrap_or_else(|| "admin".into());
             match store
-                .suspend(&id, &by, b.reason.as_deref(), now_millis())
+                .suspend(&id, &by, b.reason.as_deref(), rt.shared.clock.unix_millis())
                 .await
             {
                 Ok(()) => {

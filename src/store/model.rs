@@ -6,14 +6,6 @@ use std::fmt;
 /// Unix time in milliseconds.
 pub type Millis = i64;
 
-/// The current unix time in milliseconds (0 if the system clock is before 1970).
-pub fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
-        .unwrap_or(0)
-}
-
 /// Where an approval is in its life: `Pending` → `Approved` → `Used`, or `Pending` →
 /// `Denied`, or `Pending`/`Approved` → `Expired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -633,8 +633,13 @@ mod tests {
     use std::time::Duration;
 
     fn record(i: u64) -> AuditRecord {
+        record_at(i, SystemTime::now())
+    }
+
+    /// Record `i`, stamped `at`.
+    fn record_at(i: u64, at: SystemTime) -> AuditRecord {
         AuditRecord {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            time: humantime::format_rfc3339_millis(at).to_string(),
             request_id: format!("req-{i}").into(),
             agent_id: Some("agent-1".into()),
             agent_owner: None,
@@ -677,9 +682,14 @@ mod tests {
     }
 
     async fn write(t: &AuditTarget, from: u64, n: u64) {
+        write_at(t, from, n, SystemTime::now()).await;
+    }
+
+    /// Writes records `from..from + n`, stamped `at`.
+    async fn write_at(t: &AuditTarget, from: u64, n: u64, at: SystemTime) {
         let log = AuditLog::open(t).await.unwrap();
         for i in from..from + n {
-            log.record(record(i));
+            log.record(record_at(i, at));
         }
         log.close().await;
     }
@@ -725,7 +735,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.jsonl");
         let t = target(&p, Some(2048));
-        write(&t, 0, 20).await;
+        // Stamped two seconds ago: on the restart below, the current file's first record
+        // is already older than `rotate_every` (the age is read from the file, not waited).
+        write_at(&t, 0, 20, SystemTime::now() - Duration::from_secs(2)).await;
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -745,7 +757,6 @@ mod tests {
             rotate_bytes: None,
             rotate_every: Some(Duration::from_secs(1)),
         });
-        tokio::time::sleep(Duration::from_millis(1100)).await;
         write(&t, 20, 1).await;
         let rotated = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(rotated, files.len() + 1);

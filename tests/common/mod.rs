@@ -419,6 +419,13 @@ impl TestGateway {
         self.runtime.current()
     }
 
+    /// Moves this gateway's clock forward by `by`: what expires by then (approvals,
+    /// minted-token reuse, agent tokens) has expired, without the test sleeping. Only this
+    /// gateway's clock moves; the other tests' gateways keep theirs.
+    pub fn advance_clock(&self, by: Duration) {
+        self.runtime.shared.clock.advance(by);
+    }
+
     /// Gracefully stops keygate (flushing the audit log) and waits for it.
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
@@ -461,10 +468,42 @@ impl TestGateway {
     }
 }
 
-/// A `[[tools]]` block with a static bearer credential from env var `env`.
-pub fn static_tool(name: &str, upstream: &str, env: &str) -> String {
+// ---------------------------------------------------------------- secrets
+//
+// How a test gives keygate a secret: in a file, never through the process environment.
+// The tests of one file run in parallel threads of one process, where `std::env::set_var`
+// races with every environment read (and is unsound for it). So:
+//
+// - a tool's static secret: [`secret_file`] writes it under the gateway's directory (the
+//   `tempfile::TempDir` passed to [`TestGateway::start_in`]) and returns the
+//   `from_file = ...` line for the tool's `[tools.credential]` table, which
+//   [`static_tool`] takes;
+// - the admin token: [`TestGateway`] points `[admin] token_file` at `admin.token` in the
+//   same directory (generated on first start; [`TestGateway::admin`] reads it back);
+// - a test of an environment source itself (`from_env`, `token_env`, `KEYGATE_*`) runs
+//   the keygate binary as a child process and sets the variable with `Command::env`.
+
+/// Writes `value` to `secrets/<name>` under `dir` (the gateway's directory) and returns
+/// the credential line that reads it: `from_file = "secrets/<name>"` (a relative path is
+/// resolved against the folder of `keygate.toml`, which is `dir`).
+pub fn secret_file(dir: &Path, name: &str, value: &str) -> String {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join(name), value).unwrap();
+    format!("from_file = \"secrets/{name}\"\n")
+}
+
+/// The credential line `from_env = "<var>"`: only for keygate run as a child process
+/// with `Command::env` (see above), or for a variable no test sets.
+pub fn from_env(var: &str) -> String {
+    format!("from_env = {var:?}\n")
+}
+
+/// A `[[tools]]` block with a static bearer credential read from `source`
+/// ([`secret_file`] or [`from_env`]).
+pub fn static_tool(name: &str, upstream: &str, source: &str) -> String {
     format!(
-        "[[tools]]\nname = {name:?}\nupstream = {upstream:?}\n[tools.credential]\nprovider = \"static\"\nfrom_env = {env:?}\n"
+        "[[tools]]\nname = {name:?}\nupstream = {upstream:?}\n[tools.credential]\nprovider = \"static\"\n{source}"
     )
 }
 

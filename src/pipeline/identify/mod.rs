@@ -13,6 +13,7 @@
 
 pub mod jwks;
 
+use crate::clock::Clock;
 use crate::config::{Agent, Agents, IdentitySettings};
 use crate::conn::ConnInfo;
 use crate::error::{Error, ErrorKind};
@@ -140,7 +141,8 @@ impl moka::Expiry<[u8; 32], Arc<Refused>> for RefusedTtl {
     }
 }
 
-struct UntilExpiry;
+/// Evicts a verified token when it expires by keygate's clock.
+struct UntilExpiry(Clock);
 
 impl moka::Expiry<Arc<str>, Arc<Verified>> for UntilExpiry {
     fn expire_after_create(
@@ -149,7 +151,9 @@ impl moka::Expiry<Arc<str>, Arc<Verified>> for UntilExpiry {
         value: &Arc<Verified>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(value.exp.saturating_sub(unix_now())))
+        Some(Duration::from_secs(
+            value.exp.saturating_sub(unix_secs(&self.0)),
+        ))
     }
 }
 
@@ -166,10 +170,12 @@ pub struct Identifier {
     skew: u64,
     /// Where cache hits and misses are counted, when the gateway set it.
     metrics: Option<Arc<crate::telemetry::metrics::Metrics>>,
+    /// What "now" is for a token's expiry: the gateway's clock.
+    clock: Clock,
 }
 
-fn unix_now() -> u64 {
-    u64::try_from(crate::pipeline::unix_now()).unwrap_or(0)
+fn unix_secs(clock: &Clock) -> u64 {
+    u64::try_from(clock.unix_secs()).unwrap_or(0)
 }
 
 impl Identifier {
@@ -179,11 +185,12 @@ impl Identifier {
             .iter()
             .map(|s| Issuer::new(s.clone(), settings.clock_skew).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let clock = Clock::default();
         Ok(Identifier {
             issuers,
             cache: Cache::builder()
                 .max_capacity(settings.token_cache_capacity)
-                .expire_after(UntilExpiry)
+                .expire_after(UntilExpiry(clock.clone()))
                 .build_with_hasher(crate::FastHash::default()),
             refused: Cache::builder()
                 .max_capacity(REFUSED_CAPACITY)
@@ -192,7 +199,19 @@ impl Identifier {
             epoch: AtomicU64::new(0),
             skew: settings.clock_skew.as_secs(),
             metrics: None,
+            clock,
         })
+    }
+
+    /// Expires tokens by `clock` (the gateway's) rather than the system clock. Before any
+    /// token is verified: the cache is rebuilt with it.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.cache = Cache::builder()
+            .max_capacity(self.cache.policy().max_capacity().unwrap_or(0))
+            .expire_after(UntilExpiry(clock.clone()))
+            .build_with_hasher(crate::FastHash::default());
+        self.clock = clock;
+        self
     }
 
     /// Counts verified-token cache hits and misses in `metrics`.
@@ -287,7 +306,7 @@ impl Identifier {
     fn verify(&self, agents: &Agents, token: &str) -> Result<(Arc<Verified>, bool), Error> {
         if let Some(v) = self.cache.get(token) {
             // The cache evicts at expiry; this check closes the gap between the two.
-            if v.exp.saturating_add(self.skew) > unix_now() {
+            if v.exp.saturating_add(self.skew) > unix_secs(&self.clock) {
                 if let Some(m) = &self.metrics {
                     m.token_cache(true);
                 }
@@ -399,7 +418,9 @@ impl Identifier {
         >(token)
         .ok()?;
         let nbf = data.claims.get("nbf").and_then(numeric_date)?;
-        let secs = nbf.saturating_sub(self.skew).saturating_sub(unix_now());
+        let secs = nbf
+            .saturating_sub(self.skew)
+            .saturating_sub(unix_secs(&self.clock));
         Some(Duration::from_secs(secs).min(REFUSED_TTL))
     }
 
@@ -420,7 +441,12 @@ impl Identifier {
         // past the limit. (The remaining lifetime gets the clock skew: a fresh token from
         // an issuer whose clock runs ahead is not refused for it.)
         let max = s.max_token_lifetime.as_secs();
-        let now = unix_now();
+        let now = unix_secs(&self.clock);
+        // jsonwebtoken checked `exp` by the system clock; it must hold by keygate's too
+        // (the same clock in production; a test's, moved forward, in tests).
+        if exp.saturating_add(self.skew) <= now {
+            return Err(refuse(format!("token expired at {exp}")));
+        }
         let iat = match claims.get("iat") {
             None => None,
             Some(v) => match numeric_date(v) {
