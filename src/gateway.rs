@@ -322,7 +322,8 @@ impl Gateway {
 }
 
 /// `<prefix>-<n, 10 digits at least>`, without the formatting machinery (per request).
-fn request_id(prefix: &str, n: u64) -> Arc<str> {
+#[doc(hidden)]
+pub fn request_id(prefix: &str, n: u64) -> Arc<str> {
     let mut digits = [b'0'; 20];
     let mut i = digits.len();
     let mut v = n;
