@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// strip's decoder of a path or form body (`+` as space).
-const PERCENT_DECODE: fn(&[u8]) -> std::borrow::Cow<'_, [u8]> =
-    keygate::pipeline::strip::percent_decode;
+const PERCENT_DECODE: fn(&[u8]) -> std::borrow::Cow<'_, [u8]> = keygate::percent::decode_plus;
 
 fn now() -> u64 {
     SystemTime::now()
