@@ -185,6 +185,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_key_id_is_the_rfc_7638_thumbprint() {
+        // RFC 8037 A.1's Ed25519 key (as PKCS#8) and A.3's thumbprint of its public key.
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend(
+            B64.decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+                .unwrap(),
+        );
+        let s = Signer::from_pkcs8(&der, SigningAlgorithm::EdDsa).unwrap();
+        assert_eq!(s.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    #[test]
     fn minted_tokens_verify_with_the_published_key() {
         for alg in [SigningAlgorithm::EdDsa, SigningAlgorithm::Es256] {
             let dir = tempfile::tempdir().unwrap();

@@ -127,3 +127,12 @@ fn fingerprint(secret: &str) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fingerprints_are_the_first_12_hex_digits_of_the_sha256() {
+        // printf s3cr3t | sha256sum
+        assert_eq!(super::fingerprint("s3cr3t"), "sha256:4e738ca5563c");
+    }
+}
