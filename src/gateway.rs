@@ -155,7 +155,7 @@ pub fn read_or_create_token(path: &Path) -> Result<String, String> {
     }
     let mut b = [0u8; 24];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| "cannot generate the admin token".to_string())?;
-    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let token = const_hex::encode(b);
     if let Some(dir) = path.parent() {
         crate::private_fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

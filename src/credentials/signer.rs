@@ -4,6 +4,7 @@
 //! one signature and no key parsing. The key id is the RFC 7638 thumbprint of the public key.
 
 use crate::config::SigningAlgorithm;
+use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -13,7 +14,6 @@ use base64::Engine;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 enum KeyPairKind {
@@ -89,7 +89,7 @@ impl Signer {
         };
         // RFC 7638: the thumbprint is over the required members in lexicographic order,
         // which is how serde_json's map (a BTreeMap) serializes them.
-        let kid = B64.encode(Sha256::digest(jwk_public.to_string().as_bytes()));
+        let kid = B64.encode(digest(&SHA256, jwk_public.to_string().as_bytes()));
         let mut jwk = jwk_public;
         if let Some(m) = jwk.as_object_mut() {
             m.insert("kid".into(), kid.clone().into());

@@ -8,7 +8,6 @@
 use super::{place, Issued, Placement, Unavailable};
 use crate::config::{Injection, SecretSource};
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -120,12 +119,8 @@ impl StaticSecret {
 /// `sha256:` and the first 12 hex digits of the secret's SHA-256: tells two secrets apart
 /// in the audit log without revealing either (set `credential_id` for low-entropy secrets).
 fn fingerprint(secret: &str) -> String {
-    let d = Sha256::digest(secret.as_bytes());
-    let mut s = String::from("sha256:");
-    for b in &d[..6] {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    format!("sha256:{}", const_hex::encode(&d.as_ref()[..6]))
 }
 
 #[cfg(test)]

@@ -35,7 +35,6 @@ use crate::telemetry::spans::RequestTrace;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -648,14 +647,8 @@ pub fn canonical_arguments(m: &Message) -> Vec<u8> {
 /// A short digest of a call's arguments for the audit log (never their values).
 pub fn arguments_digest(m: &Message) -> Option<String> {
     m.params.as_ref()?.get("arguments")?;
-    let d = Sha256::digest(canonical_arguments(m));
-    Some(format!(
-        "sha256:{}",
-        d[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ))
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical_arguments(m));
+    Some(format!("sha256:{}", const_hex::encode(&d.as_ref()[..8])))
 }
 
 /// MCP's Streamable HTTP transport uses POST (messages), GET (the server's stream) and
