@@ -324,18 +324,15 @@ impl Gateway {
 /// `<prefix>-<n, 10 digits at least>`, without the formatting machinery (per request).
 #[doc(hidden)]
 pub fn request_id(prefix: &str, n: u64) -> Arc<str> {
-    let mut digits = [b'0'; 20];
-    let mut i = digits.len();
-    let mut v = n;
-    while v > 0 || i > digits.len() - 10 {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    let mut id = String::with_capacity(prefix.len() + 1 + digits.len() - i);
+    const WIDTH: usize = 10;
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    let zeros = WIDTH.saturating_sub(digits.len());
+    let mut id = String::with_capacity(prefix.len() + 1 + zeros + digits.len());
     id.push_str(prefix);
     id.push('-');
-    id.extend(digits[i..].iter().map(|&d| char::from(d)));
+    id.extend(std::iter::repeat_n('0', zeros));
+    id.push_str(digits);
     id.into()
 }
 
