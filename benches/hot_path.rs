@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the per-request hot path: identify (cached and cold token), the
-//! secret scan of a 4 KiB body, minting a JWT, and building and serializing the audit
-//! record. Run with `cargo bench --bench hot_path`; figures are in BENCHMARKS.md.
+//! secret scan of a 4 KiB body, minting a JWT, building and serializing the audit
+//! record, and the per-request helpers (request id, percent-decoding). Run with `cargo bench --bench hot_path`; figures are in BENCHMARKS.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,6 +10,9 @@ use keygate::conn::ConnInfo;
 use keygate::credentials::{Provider, Signer};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// strip's decoder of a path or form body (`+` as space).
+const PERCENT_DECODE: fn(&[u8]) -> std::borrow::Cow<'_, [u8]> = keygate::percent::decode_plus;
 
 fn now() -> u64 {
     SystemTime::now()
@@ -402,8 +405,42 @@ fn respond_filter(c: &mut Criterion) {
     });
 }
 
+/// The per-request helpers: the request id, and percent-decoding as the path
+/// canonicalizer, the catalog matcher and strip's secret scan each do it.
+fn helpers(c: &mut Criterion) {
+    let mut n = 1_234_567u64;
+    c.bench_function("gateway/request_id", |b| {
+        b.iter(|| {
+            n += 1;
+            keygate::gateway::request_id(black_box("0a1b2c3d"), black_box(n))
+        })
+    });
+    let encoded = "/repos/%61cme//app/./issues/%E2%82%AC/../%6Beys";
+    c.bench_function("classify/canonicalize_encoded_path", |b| {
+        b.iter(|| keygate::pipeline::classify::canonicalize(black_box(encoded)).unwrap())
+    });
+    let post = http::Method::POST;
+    let view = keygate::catalog::RequestView {
+        method: &post,
+        path: "/repos/%61cme/app/%6Beys",
+        query: None,
+        content_type: Some("application/json"),
+        body: None,
+    };
+    c.bench_function("classify/github_catalog_encoded_path", |b| {
+        b.iter(|| {
+            keygate::catalog::classify(keygate::catalog::Kind::Github, black_box(&view)).unwrap()
+        })
+    });
+    let form = "name=deploy+the+service&state=open&note=%E2%82%AC%20100%25&id=12345".repeat(8);
+    c.bench_function("strip/percent_decode_form_512B", |b| {
+        b.iter(|| PERCENT_DECODE(black_box(form.as_bytes())).len())
+    });
+}
+
 criterion_group!(
     benches,
+    helpers,
     identify,
     secret_scan,
     mint,

@@ -159,7 +159,7 @@ pub fn read_or_create_token(path: &Path) -> Result<String, String> {
     }
     let mut b = [0u8; 24];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| "cannot generate the admin token".to_string())?;
-    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let token = const_hex::encode(b);
     if let Some(dir) = path.parent() {
         crate::private_fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -328,19 +328,17 @@ impl Gateway {
 }
 
 /// `<prefix>-<n, 10 digits at least>`, without the formatting machinery (per request).
-fn request_id(prefix: &str, n: u64) -> Arc<str> {
-    let mut digits = [b'0'; 20];
-    let mut i = digits.len();
-    let mut v = n;
-    while v > 0 || i > digits.len() - 10 {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    let mut id = String::with_capacity(prefix.len() + 1 + digits.len() - i);
+#[doc(hidden)]
+pub fn request_id(prefix: &str, n: u64) -> Arc<str> {
+    const WIDTH: usize = 10;
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    let zeros = WIDTH.saturating_sub(digits.len());
+    let mut id = String::with_capacity(prefix.len() + 1 + zeros + digits.len());
     id.push_str(prefix);
     id.push('-');
-    id.extend(digits[i..].iter().map(|&d| char::from(d)));
+    id.extend(std::iter::repeat_n('0', zeros));
+    id.push_str(digits);
     id.into()
 }
 

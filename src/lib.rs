@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod http_client;
 pub(crate) mod locks;
+pub mod percent;
 pub mod pipeline;
 pub mod policy;
 pub mod private_fs;

@@ -83,10 +83,8 @@ fn stripped(r: &Value) -> Vec<String> {
 
 /// The id keygate gives a static secret without a configured `credential_id`.
 fn fingerprint(secret: &str) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(secret.as_bytes());
-    let hex: String = d[..6].iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    format!("sha256:{}", const_hex::encode(&d.as_ref()[..6]))
 }
 
 /// Asserts a keygate error response: status and JSON `error` code.

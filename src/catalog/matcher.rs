@@ -17,7 +17,8 @@ impl Segments {
                 // `/user/keys;x=1` reaches `/user/keys` on servers that strip matrix
                 // parameters; compare what such a server would route on.
                 let raw = raw.split(';').next().unwrap_or("");
-                let seg = percent_decode(raw);
+                // Every valid `%XX` decoded, invalid escapes kept, invalid UTF-8 replaced.
+                let seg = crate::percent::decode_lossy(raw).into_owned();
                 (!seg.is_empty()).then_some(seg)
             })
             .collect();
@@ -95,37 +96,6 @@ fn glob(pat: &[u8], s: &[u8]) -> bool {
     pat[p..].iter().all(|b| *b == b'*')
 }
 
-/// Decodes every `%XX` (invalid escapes stay as they are); invalid UTF-8 is replaced.
-pub(super) fn percent_decode(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Normalizes a path that keygate did not canonicalize (a request inside a batch):
 /// scheme and host dropped, query and fragment cut, percent-decoded, backslashes as
 /// slashes, dot segments resolved.
@@ -140,7 +110,7 @@ pub(super) fn normalize_foreign_path(url: &str) -> (String, Option<String>) {
         Some((p, q)) => (p, Some(q.to_string())),
         None => (rest, None),
     };
-    let decoded = percent_decode(path).replace('\\', "/");
+    let decoded = crate::percent::decode_lossy(path).replace('\\', "/");
     let mut out: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
         match seg {
@@ -229,6 +199,7 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
+        let percent_decode = |s| crate::percent::decode_lossy(s).into_owned();
         assert_eq!(percent_decode("Create%41ccessKey"), "CreateAccessKey");
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("a%2"), "a%2");

@@ -4,6 +4,7 @@
 //! one signature and no key parsing. The key id is the RFC 7638 thumbprint of the public key.
 
 use crate::config::SigningAlgorithm;
+use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -13,7 +14,6 @@ use base64::Engine;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 enum KeyPairKind {
@@ -89,7 +89,7 @@ impl Signer {
         };
         // RFC 7638: the thumbprint is over the required members in lexicographic order,
         // which is how serde_json's map (a BTreeMap) serializes them.
-        let kid = B64.encode(Sha256::digest(jwk_public.to_string().as_bytes()));
+        let kid = B64.encode(digest(&SHA256, jwk_public.to_string().as_bytes()));
         let mut jwk = jwk_public;
         if let Some(m) = jwk.as_object_mut() {
             m.insert("kid".into(), kid.clone().into());
@@ -183,6 +183,21 @@ fn write_private_pem(path: &Path, der: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_id_is_the_rfc_7638_thumbprint() {
+        // RFC 8037 A.1's Ed25519 key (as PKCS#8) and A.3's thumbprint of its public key.
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend(
+            B64.decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+                .unwrap(),
+        );
+        let s = Signer::from_pkcs8(&der, SigningAlgorithm::EdDsa).unwrap();
+        assert_eq!(s.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
 
     #[test]
     fn minted_tokens_verify_with_the_published_key() {

@@ -8,7 +8,6 @@
 use super::issued::{place, Issued, Placement, Unavailable};
 use crate::config::{Injection, SecretSource};
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -120,10 +119,15 @@ impl StaticSecret {
 /// `sha256:` and the first 12 hex digits of the secret's SHA-256: tells two secrets apart
 /// in the audit log without revealing either (set `credential_id` for low-entropy secrets).
 fn fingerprint(secret: &str) -> String {
-    let d = Sha256::digest(secret.as_bytes());
-    let mut s = String::from("sha256:");
-    for b in &d[..6] {
-        s.push_str(&format!("{b:02x}"));
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    format!("sha256:{}", const_hex::encode(&d.as_ref()[..6]))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fingerprints_are_the_first_12_hex_digits_of_the_sha256() {
+        // printf s3cr3t | sha256sum
+        assert_eq!(super::fingerprint("s3cr3t"), "sha256:4e738ca5563c");
     }
-    s
 }

@@ -170,7 +170,7 @@ fn recorded_path(path: &str) -> String {
         return String::from_utf8_lossy(&r).into_owned();
     }
     if path.contains('%')
-        && crate::secrets::find_first(&super::strip::percent_decode(path.as_bytes())).is_some()
+        && crate::secrets::find_first(&crate::percent::decode_plus(path.as_bytes())).is_some()
     {
         return crate::secrets::REDACTED.to_string();
     }

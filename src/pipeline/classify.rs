@@ -212,19 +212,13 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, Error> {
         return Ok(Cow::Borrowed(path));
     }
     // Decode what may be decoded.
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    use crate::percent::{Malformed, Piece};
     let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let (Some(h), Some(l)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) else {
-                return Err(ambiguous("a malformed percent-encoding"));
-            };
-            let c = h << 4 | l;
-            match c {
+    for piece in crate::percent::escapes(b) {
+        match piece {
+            Err(Malformed) => return Err(ambiguous("a malformed percent-encoding")),
+            Ok(Piece::Plain(run)) => decoded.extend_from_slice(run),
+            Ok(Piece::Escaped(c)) => match c {
                 0 => return Err(ambiguous("an encoded NUL")),
                 b'/' => return Err(ambiguous("an encoded slash")),
                 b'.' => return Err(ambiguous("an encoded dot")),
@@ -232,12 +226,12 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, Error> {
                 c if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'~' => {
                     decoded.push(c)
                 }
-                c => decoded.extend_from_slice(format!("%{c:02X}").as_bytes()),
-            }
-            i += 3;
-        } else {
-            decoded.push(b[i]);
-            i += 1;
+                // Kept encoded, as `%XX` in upper case.
+                c => {
+                    let upper = percent_encoding::percent_encode_byte(c);
+                    decoded.extend_from_slice(upper.as_bytes())
+                }
+            },
         }
     }
     let decoded = String::from_utf8_lossy(&decoded);

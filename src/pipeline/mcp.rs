@@ -35,7 +35,6 @@ use crate::telemetry::spans::RequestTrace;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -648,14 +647,8 @@ pub fn canonical_arguments(m: &Message) -> Vec<u8> {
 /// A short digest of a call's arguments for the audit log (never their values).
 pub fn arguments_digest(m: &Message) -> Option<String> {
     m.params.as_ref()?.get("arguments")?;
-    let d = Sha256::digest(canonical_arguments(m));
-    Some(format!(
-        "sha256:{}",
-        d[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ))
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical_arguments(m));
+    Some(format!("sha256:{}", const_hex::encode(&d.as_ref()[..8])))
 }
 
 /// MCP's Streamable HTTP transport uses POST (messages), GET (the server's stream) and
@@ -969,14 +962,7 @@ pub fn filter_tools_list(
     // The length changes: the new body says its own.
     parts.headers.remove(http::header::CONTENT_LENGTH);
     let body = if ct.starts_with("text/event-stream") {
-        SseFilter {
-            inner: body,
-            buf: BytesMut::new(),
-            id,
-            keep,
-            done: false,
-        }
-        .boxed()
+        sse_filtered(body, id, keep)
     } else if ct.starts_with("application/json") {
         JsonFilter {
             inner: body,
@@ -1050,110 +1036,36 @@ impl Body for JsonFilter {
     }
 }
 
-/// Passes an SSE stream through event by event, filtering the `tools/list` answer.
-struct SseFilter {
-    inner: ProxyBody,
-    buf: BytesMut,
+/// Re-encodes an SSE stream event by event, the `tools/list` answer filtered. The stream
+/// is parsed by `sse-stream` with the rules of the WHATWG standard the agent's client
+/// follows (lines ended by LF, CRLF or a lone CR, comments, fields cut across frames), and
+/// the agent gets keygate's encoding of what was parsed: LF line ends, comments dropped. So
+/// the agent reads the events keygate read, and no event keygate could not read (invalid
+/// UTF-8) passes unfiltered: the stream ends there with an error.
+fn sse_filtered(
+    body: ProxyBody,
     id: Value,
     keep: Box<dyn Fn(&str) -> bool + Send + Sync>,
-    done: bool,
-}
-
-/// The end of the first complete SSE event in `buf` (after its blank line).
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            if buf.get(i + 1) == Some(&b'\n') {
-                return Some(i + 2);
+) -> ProxyBody {
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    // sse-stream wants a body whose error is a std error.
+    let events = sse_stream::SseStream::new(body.map_err(std::io::Error::other)).map(move |e| {
+        e.map(|mut event| {
+            let filtered = event
+                .data
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                .and_then(|mut v| filter_message(&mut v, &id, &|n| keep(n)).then_some(v));
+            if let Some(v) = filtered {
+                event.data = Some(v.to_string());
             }
-            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-impl SseFilter {
-    fn transform(&self, event: &[u8]) -> Bytes {
-        let Ok(text) = std::str::from_utf8(event) else {
-            return Bytes::copy_from_slice(event);
-        };
-        let data: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        if data.is_empty() {
-            return Bytes::copy_from_slice(event);
-        }
-        let Ok(mut v) = serde_json::from_str::<Value>(&data.join("\n")) else {
-            return Bytes::copy_from_slice(event);
-        };
-        if !filter_message(&mut v, &self.id, &|n| (self.keep)(n)) {
-            return Bytes::copy_from_slice(event);
-        }
-        let mut out = String::with_capacity(text.len());
-        let mut wrote = false;
-        for line in text.lines() {
-            if line.starts_with("data:") {
-                if !wrote {
-                    out.push_str("data: ");
-                    out.push_str(&v.to_string());
-                    out.push('\n');
-                    wrote = true;
-                }
-            } else if !line.is_empty() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out.push('\n');
-        Bytes::from(out)
-    }
-}
-
-impl Body for SseFilter {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        loop {
-            // Emit every complete event as soon as it is there.
-            if let Some(end) = event_end(&this.buf) {
-                let event = this.buf.split_to(end);
-                let out = this.transform(&event);
-                return Poll::Ready(Some(Ok(Frame::data(out))));
-            }
-            if this.done {
-                if this.buf.is_empty() {
-                    return Poll::Ready(None);
-                }
-                let rest = std::mem::take(&mut this.buf).freeze();
-                return Poll::Ready(Some(Ok(Frame::data(rest))));
-            }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(f))) => {
-                    if let Ok(d) = f.into_data() {
-                        this.buf.extend_from_slice(&d);
-                    }
-                }
-                Poll::Ready(None) => this.done = true,
-            }
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
+            event
+        })
+    });
+    sse_stream::SseBody::new(events)
+        .map_err(BoxError::from)
+        .boxed()
 }
 
 #[cfg(test)]
@@ -1172,9 +1084,11 @@ mod tests {
             c.arguments,
             vec![("message".into(), "hi".into()), ("n".into(), "2".into())]
         );
-        assert!(arguments_digest(&p.messages[0])
-            .unwrap()
-            .starts_with("sha256:"));
+        // The first 8 bytes of the SHA-256 of `{"message":"hi","n":2}`.
+        assert_eq!(
+            arguments_digest(&p.messages[0]).as_deref(),
+            Some("sha256:0e7c9e80552d02cc")
+        );
 
         let p = parse(br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","method":"tools/list"},{"jsonrpc":"2.0","id":"s1","result":{}}]"#).unwrap();
         assert!(p.batch);
@@ -1433,11 +1347,47 @@ mod tests {
         }
     }
 
+    /// An SSE answer to `tools/list` (id 3), sent in these frames, as the agent gets it
+    /// when it may call `echo` only.
+    fn filtered_sse(frames: &[&[u8]]) -> Result<String, BoxError> {
+        use http_body_util::BodyExt;
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = frames
+            .iter()
+            .map(|f| Ok(Frame::data(Bytes::copy_from_slice(f))))
+            .collect();
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+        let out = sse_filtered(body, serde_json::json!(3), Box::new(|n| n == "echo"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(out.collect())?.to_bytes();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     #[test]
-    fn sse_events_are_split_at_blank_lines() {
-        assert_eq!(event_end(b"data: x\n\nrest"), Some(9));
-        assert_eq!(event_end(b"data: x\r\n\r\nrest"), Some(11));
-        assert_eq!(event_end(b"data: x\n"), None);
+    fn sse_answers_are_filtered_however_their_lines_end_and_frames_cut() {
+        let note = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
+        let answer =
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}}"#;
+        for eol in ["\n", "\r\n", "\r"] {
+            let text = format!(
+                ": ping{eol}data: {note}{eol}{eol}event: message{eol}id: 9{eol}data: {answer}{eol}{eol}"
+            );
+            for cut in 0..text.len() {
+                let (a, b) = text.as_bytes().split_at(cut);
+                let out = filtered_sse(&[a, b]).unwrap();
+                assert!(!out.contains("secret"), "{eol:?} cut at {cut}: {out:?}");
+                assert!(
+                    out.contains(r#"{"name":"echo"}"#),
+                    "{eol:?} cut at {cut}: {out:?}"
+                );
+                assert!(out.contains("notifications/message"), "{out:?}");
+            }
+        }
+        // An event keygate cannot read ends the stream rather than pass unfiltered.
+        let mut bad = format!("data: {answer}").into_bytes();
+        bad.extend_from_slice(b"\xff\n\n");
+        assert!(filtered_sse(&[&bad]).is_err());
     }
 
     #[test]

@@ -133,8 +133,9 @@ where
         removed.push(stripped_label(&name));
     }
 
-    // The path: percent-decoded, so an encoded secret is found too.
-    let decoded_path = percent_decode(forward_path.as_bytes());
+    // The path: percent-decoded, so an encoded secret is found too (`+` as a space, as
+    // some servers read it: a secret is found whichever way the tool reads the path).
+    let decoded_path = crate::percent::decode_plus(forward_path.as_bytes());
     if let Some(f) = secrets::find_first(&decoded_path) {
         // The audit record redacts the path (audit::recorded_path).
         return Err(secret_error(f.kind, "path"));
@@ -228,7 +229,7 @@ where
     });
     let found = secrets::find_first(&collected).or_else(|| {
         // A form body can hide a secret behind percent-encoding.
-        form.then(|| secrets::find_first(&percent_decode(&collected)))
+        form.then(|| secrets::find_first(&crate::percent::decode_plus(&collected)))
             .flatten()
     });
     let body = match found {
@@ -467,38 +468,13 @@ fn is_text(ct: Option<&HeaderValue>) -> bool {
         )
 }
 
-/// Percent-decoding (and `+` as space) of URL text; undecodable escapes are kept as is.
-pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
-    if !s.iter().any(|&b| b == b'%' || b == b'+') {
-        return Cow::Borrowed(s);
-    }
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn percent_decoding() {
+        let percent_decode = crate::percent::decode_plus;
         assert_eq!(&*percent_decode(b"a%41b+c"), b"aAb c");
         assert_eq!(&*percent_decode(b"100%"), b"100%");
         assert_eq!(&*percent_decode(b"%4"), b"%4");

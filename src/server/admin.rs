@@ -103,17 +103,18 @@ fn store_error(e: StoreError) -> Response<AdminBody> {
     }
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timing.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
+/// Whether the request bears the admin token, compared in constant time (aws-lc's
+/// `CRYPTO_memcmp`) so the token cannot be guessed byte by byte from timing; only its
+/// length can be learnt.
 fn authorized(rt: &Runtime, req: &Request<Incoming>) -> bool {
     req.headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), rt.shared.admin_token.as_bytes()))
+        .is_some_and(|t| {
+            let token = rt.shared.admin_token.as_bytes();
+            aws_lc_rs::constant_time::verify_slices_are_equal(t.trim().as_bytes(), token).is_ok()
+        })
 }
 
 #[derive(Deserialize)]

@@ -101,15 +101,9 @@ impl Chain {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     // aws-lc-rs: assembly SHA-256 on every x86 level (and under valgrind, which hides SHA-NI).
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut s = String::with_capacity(64);
-    for &b in digest.as_ref() {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0xf)] as char);
-    }
-    s
+    const_hex::encode(digest)
 }
 
 fn is_hash(s: &[u8]) -> bool {

@@ -183,13 +183,12 @@ impl RequestTrace {
 
     /// The `traceparent` the tool receives: this trace, `span` as the parent.
     pub fn traceparent(&self, span: SpanId) -> Option<http::HeaderValue> {
-        http::HeaderValue::from_str(&format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id,
-            span,
-            self.flags.to_u8()
-        ))
-        .ok()
+        // 00-<trace id>-<parent id>-<flags>, lowercase hex (W3C Trace Context §3.2).
+        let mut v = *b"00-________________________________-________________-__";
+        const_hex::encode_to_slice(self.trace_id.to_bytes(), &mut v[3..35]).ok()?;
+        const_hex::encode_to_slice(span.to_bytes(), &mut v[36..52]).ok()?;
+        const_hex::encode_to_slice([self.flags.to_u8()], &mut v[53..55]).ok()?;
+        http::HeaderValue::from_bytes(&v).ok()
     }
 
     /// The `tracestate` the agent sent, passed on with the trace.
@@ -298,6 +297,12 @@ mod tests {
         .unwrap();
         assert_eq!(t.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.parent.to_string(), "00f067aa0ba902b7");
+        // The tool's traceparent: the same trace, the given span as parent, the flags.
+        let tp = t.traceparent(t.span_id).unwrap();
+        assert_eq!(
+            tp.to_str().unwrap(),
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", t.span_id)
+        );
         assert!(t.parent_remote && t.span_id != t.parent);
         // Not sampled: keygate's spans are recorded all the same, in a trace of their own
         // linked to the agent's span.

@@ -20,7 +20,6 @@ use crate::error::{Error, ErrorKind};
 use http::HeaderMap;
 use jwks::Issuer;
 use moka::sync::Cache;
-use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -316,7 +315,10 @@ impl Identifier {
         // Read before the keys are: a failure is remembered under the generation of the
         // keys it was checked against, or an older one (never a newer).
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+        );
         if let Some(r) = self.refused.get(&digest) {
             if r.epoch == epoch {
                 if let Some(m) = &self.metrics {
