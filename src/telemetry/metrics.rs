@@ -8,14 +8,14 @@
 //! Labels are low-cardinality only: tool names (from the configuration), decisions, status
 //! codes, credential provider kinds. Never an agent id, a path or a credential id.
 //!
-//! Cost on the request path: fixed series are plain atomics (prometheus-client's
-//! [`Counter`]). The per-tool series (request counts by decision and status, the duration
+//! Cost on the request path: fixed series are plain atomics. The per-tool series (request counts by decision and status, the duration
 //! histogram) sit in a map behind a read-write lock that is only written the first time a
 //! tool, or a status code of a tool, is seen; a request takes two read locks, one hash
 //! lookup of the tool name, one of the status, and a few relaxed atomic additions. They are
-//! kept here rather than in prometheus-client's `Family` and `Histogram` because those would
-//! cost more per request: a `Family` lookup needs an owned label set (an allocation for the
-//! tool name) and its `Histogram` takes a mutex on every observation.
+//! all kept here rather than in prometheus-client's metric types because those would cost
+//! more per request: its `Counter` is an `Arc` (one more pointer to follow), a `Family`
+//! lookup needs an owned label set (an allocation for the tool name) and its `Histogram`
+//! takes a mutex on every observation.
 //!
 //! The exposition is prometheus-client's: at scrape time a [`Collector`] reads the atomics
 //! and its text encoder ([`prometheus_text`]) writes the families (names, `_total` and
@@ -28,7 +28,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet,
 };
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -96,33 +96,27 @@ struct ToolSeries {
 /// Successes and failures of one credential provider.
 #[derive(Default)]
 struct ProviderSeries {
-    issued: Counter,
-    failed: Counter,
+    issued: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// The registry. Cheap to update from any thread; [`Metrics::render`] reads it.
 #[derive(Default)]
 pub struct Metrics {
-    /// Shared with the [`Collector`] of a scrape.
-    series: Arc<Series>,
-}
-
-#[derive(Default)]
-struct Series {
     tools: RwLock<HashMap<Arc<str>, ToolSeries, crate::FastHash>>,
     providers: RwLock<HashMap<&'static str, ProviderSeries, crate::FastHash>>,
-    approvals_requested: Counter,
-    approvals_approved: Counter,
-    approvals_denied: Counter,
-    token_cache_hits: Counter,
-    token_cache_misses: Counter,
-    token_refused_again: Counter,
-    spans_dropped: Counter,
-    audit_records: Counter,
-    audit_refusals: Counter,
-    webhook_sent: Counter,
-    webhook_dropped: Counter,
-    hold_rechecks: Counter,
+    approvals_requested: AtomicU64,
+    approvals_approved: AtomicU64,
+    approvals_denied: AtomicU64,
+    token_cache_hits: AtomicU64,
+    token_cache_misses: AtomicU64,
+    token_refused_again: AtomicU64,
+    spans_dropped: AtomicU64,
+    audit_records: AtomicU64,
+    audit_refusals: AtomicU64,
+    webhook_sent: AtomicU64,
+    webhook_dropped: AtomicU64,
+    hold_rechecks: AtomicU64,
 }
 
 impl ToolSeries {
@@ -151,11 +145,11 @@ impl Metrics {
     /// One finished request: `keygate_requests_total` and
     /// `keygate_request_duration_seconds`. `tool` is `""` when the request reached none.
     pub fn request(&self, tool: &str, decision: Decision, status: u16, duration: Duration) {
-        if let Some(series) = read(&self.series.tools).get(tool) {
+        if let Some(series) = read(&self.tools).get(tool) {
             series.observe(decision, status, duration);
             return;
         }
-        write(&self.series.tools)
+        write(&self.tools)
             .entry(Arc::from(tool))
             .or_default()
             .observe(decision, status, duration);
@@ -163,87 +157,88 @@ impl Metrics {
 
     /// A new approval was requested (a pending approval created, not a retry's).
     pub fn approval_requested(&self) {
-        self.series.approvals_requested.inc();
+        self.approvals_requested.fetch_add(1, Relaxed);
     }
 
     /// A human approved (`true`) or denied (`false`) an approval.
     pub fn approval_decided(&self, approved: bool) {
-        let s = &self.series;
         let c = if approved {
-            &s.approvals_approved
+            &self.approvals_approved
         } else {
-            &s.approvals_denied
+            &self.approvals_denied
         };
-        c.inc();
+        c.fetch_add(1, Relaxed);
     }
 
     /// A credential provider issued a credential (`true`) or could not (`false`).
     pub fn credential(&self, provider: &'static str, issued: bool) {
         let bump = |p: &ProviderSeries| {
             let c = if issued { &p.issued } else { &p.failed };
-            c.inc();
+            c.fetch_add(1, Relaxed);
         };
-        if let Some(p) = read(&self.series.providers).get(provider) {
+        if let Some(p) = read(&self.providers).get(provider) {
             bump(p);
             return;
         }
-        bump(write(&self.series.providers).entry(provider).or_default());
+        bump(write(&self.providers).entry(provider).or_default());
     }
 
     /// A token was found in the verified-token cache (`true`) or verified cold (`false`).
     pub fn token_cache(&self, hit: bool) {
-        let s = &self.series;
         let c = if hit {
-            &s.token_cache_hits
+            &self.token_cache_hits
         } else {
-            &s.token_cache_misses
+            &self.token_cache_misses
         };
-        c.inc();
+        c.fetch_add(1, Relaxed);
     }
 
     /// A token that failed verification moments ago was refused again without a check.
     pub fn token_refused_again(&self) {
-        self.series.token_refused_again.inc();
+        self.token_refused_again.fetch_add(1, Relaxed);
     }
 
     /// Spans the (coming) OTLP exporter had to drop.
     pub fn spans_dropped(&self, n: u64) {
-        self.series.spans_dropped.inc_by(n);
+        self.spans_dropped.fetch_add(n, Relaxed);
     }
 
     /// An audit record was queued for the audit log.
     pub fn audit_record(&self) {
-        self.series.audit_records.inc();
+        self.audit_records.fetch_add(1, Relaxed);
     }
 
     /// A held request read its approval again (woken by a decision, or the slow re-check).
     pub fn hold_recheck(&self) {
-        self.series.hold_rechecks.inc();
+        self.hold_rechecks.fetch_add(1, Relaxed);
     }
 
     /// A request was refused because the audit log could not be written.
     pub fn audit_refusal(&self) {
-        self.series.audit_refusals.inc();
+        self.audit_refusals.fetch_add(1, Relaxed);
     }
 
     /// An approval webhook notification was sent (`true`) or dropped by the rate limit.
     pub fn webhook_notification(&self, sent: bool) {
-        let s = &self.series;
         let c = if sent {
-            &s.webhook_sent
+            &self.webhook_sent
         } else {
-            &s.webhook_dropped
+            &self.webhook_dropped
         };
-        c.inc();
+        c.fetch_add(1, Relaxed);
     }
 
     /// The exposition, text format 0.0.4. `approvals` (counts by status) is read from the
     /// store by the caller; `None` (the store did not answer) leaves those gauges without
     /// a sample.
-    pub fn render(&self, approvals: Option<&ApprovalCounts>, audit: AuditQueueStats) -> String {
+    pub fn render(
+        self: &Arc<Self>,
+        approvals: Option<&ApprovalCounts>,
+        audit: AuditQueueStats,
+    ) -> String {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Scrape {
-            series: Arc::clone(&self.series),
+            metrics: Arc::clone(self),
             approvals: approvals.cloned(),
             audit,
         }));
@@ -257,7 +252,7 @@ impl Metrics {
 
 /// One scrape: the live series and what the caller read at scrape time.
 struct Scrape {
-    series: Arc<Series>,
+    metrics: Arc<Metrics>,
     approvals: Option<ApprovalCounts>,
     audit: AuditQueueStats,
 }
@@ -314,7 +309,7 @@ fn gauge(
 
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = &*self.series;
+        let s = &*self.metrics;
         let enc = &mut encoder;
         enc.encode_descriptor(
             "keygate_build",
@@ -390,7 +385,7 @@ impl Collector for Scrape {
             enc,
             "keygate_approvals_requested",
             "Approvals requested: identity-creating calls held for a human's decision.",
-            s.approvals_requested.get(),
+            s.approvals_requested.load(Relaxed),
         )?;
         family(
             enc,
@@ -400,11 +395,11 @@ impl Collector for Scrape {
             [
                 (
                     [("decision", "approved")],
-                    ConstCounter::new(s.approvals_approved.get()),
+                    ConstCounter::new(s.approvals_approved.load(Relaxed)),
                 ),
                 (
                     [("decision", "denied")],
-                    ConstCounter::new(s.approvals_denied.get()),
+                    ConstCounter::new(s.approvals_denied.load(Relaxed)),
                 ),
             ],
         )?;
@@ -431,7 +426,7 @@ impl Collector for Scrape {
             enc,
             "keygate_approval_hold_rechecks",
             "Store reads by held requests after their first: one per decision signal or slow re-check.",
-            s.hold_rechecks.get(),
+            s.hold_rechecks.load(Relaxed),
         )?;
         family(
             enc,
@@ -441,11 +436,11 @@ impl Collector for Scrape {
             [
                 (
                     [("result", "sent")],
-                    ConstCounter::new(s.webhook_sent.get()),
+                    ConstCounter::new(s.webhook_sent.load(Relaxed)),
                 ),
                 (
                     [("result", "dropped")],
-                    ConstCounter::new(s.webhook_dropped.get()),
+                    ConstCounter::new(s.webhook_dropped.load(Relaxed)),
                 ),
             ],
         )?;
@@ -458,18 +453,24 @@ impl Collector for Scrape {
             "keygate_credentials_issued",
             "Credentials issued for calls, by provider kind.",
             MetricType::Counter,
-            kinds
-                .iter()
-                .map(|(k, p)| ([("provider", **k)], ConstCounter::new(p.issued.get()))),
+            kinds.iter().map(|(k, p)| {
+                (
+                    [("provider", **k)],
+                    ConstCounter::new(p.issued.load(Relaxed)),
+                )
+            }),
         )?;
         family(
             enc,
             "keygate_credential_failures",
             "Calls failed because the provider could not issue a credential, by provider kind.",
             MetricType::Counter,
-            kinds
-                .iter()
-                .map(|(k, p)| ([("provider", **k)], ConstCounter::new(p.failed.get()))),
+            kinds.iter().map(|(k, p)| {
+                (
+                    [("provider", **k)],
+                    ConstCounter::new(p.failed.load(Relaxed)),
+                )
+            }),
         )?;
         drop(providers);
 
@@ -479,23 +480,23 @@ impl Collector for Scrape {
             "Agent tokens looked up in the verified-token cache: hit, miss (verified cold), or refused (failed verification moments ago; refused without a check).",
             MetricType::Counter,
             [
-                ([("result", "hit")], ConstCounter::new(s.token_cache_hits.get())),
-                ([("result", "miss")], ConstCounter::new(s.token_cache_misses.get())),
-                ([("result", "refused")], ConstCounter::new(s.token_refused_again.get())),
+                ([("result", "hit")], ConstCounter::new(s.token_cache_hits.load(Relaxed))),
+                ([("result", "miss")], ConstCounter::new(s.token_cache_misses.load(Relaxed))),
+                ([("result", "refused")], ConstCounter::new(s.token_refused_again.load(Relaxed))),
             ],
         )?;
         counter(
             enc,
             "keygate_audit_records",
             "Audit records queued for the audit log (one per request).",
-            s.audit_records.get(),
+            s.audit_records.load(Relaxed),
         )?;
         counter(
             enc,
             "keygate_spans_dropped",
             "Trace spans dropped by the span exporter.",
             // The span exporter is process-wide.
-            s.spans_dropped.get() + crate::telemetry::otel::dropped_spans(),
+            s.spans_dropped.load(Relaxed) + crate::telemetry::otel::dropped_spans(),
         )?;
         let audit = &self.audit;
         counter(
@@ -527,7 +528,7 @@ impl Collector for Scrape {
             enc,
             "keygate_audit_unavailable_refusals",
             "Requests refused with audit_unavailable because the audit log could not be written.",
-            s.audit_refusals.get(),
+            s.audit_refusals.load(Relaxed),
         )
     }
 }
@@ -552,7 +553,7 @@ mod tests {
 
     #[test]
     fn buckets_are_inclusive_and_cumulative() {
-        let m = Metrics::new();
+        let m = Arc::new(Metrics::new());
         for ms in [0.1, 0.5, 0.6, 1000.0, 20_000.0] {
             m.request("t", Decision::Allow, 200, Duration::from_secs_f64(ms / 1e3));
         }
@@ -578,7 +579,7 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        let m = Metrics::new();
+        let m = Arc::new(Metrics::new());
         m.request("a\"b\\c\nd", Decision::Deny, 403, Duration::ZERO);
         let text = m.render(None, AuditQueueStats::default());
         assert!(text.contains(r#"tool="a\"b\\c\nd",decision="deny",status="403"} 1"#));
