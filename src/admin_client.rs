@@ -6,6 +6,7 @@
 use crate::http_client::{build_client, HttpClient};
 use http::Method;
 use http_body_util::BodyExt;
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -80,10 +81,11 @@ impl AdminClient {
         if status.is_success() {
             Ok(v)
         } else {
+            // Printed on the operator's terminal; a message may quote what an agent sent.
             Err(format!(
                 "{}: {}",
-                v["error"].as_str().unwrap_or(status.as_str()),
-                v["message"].as_str().unwrap_or("")
+                terminal_text(v["error"].as_str().unwrap_or(status.as_str())),
+                terminal_text(v["message"].as_str().unwrap_or(""))
             ))
         }
     }
@@ -108,30 +110,21 @@ fn cell(v: &serde_json::Value) -> String {
     }
 }
 
-/// A plain-text table.
+/// A plain-text table: columns aligned, no borders, every header and cell made safe for a
+/// terminal ([`terminal_text`]).
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_header(headers.iter().map(|h| terminal_text(h).into_owned()));
     for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
+        t.add_row(r.iter().map(|c| terminal_text(c).into_owned()));
     }
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
-    out.push('\n');
-    for r in rows {
-        out.push_str(&line(r.clone()));
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    let mut out = String::new();
+    for line in t.lines() {
+        out.push_str(line.trim_end());
         out.push('\n');
     }
     out
@@ -197,20 +190,176 @@ pub fn inventory_row(e: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// CSV with RFC 4180 quoting.
-pub fn csv(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let q = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
-    let mut out = headers.iter().map(|h| q(h)).collect::<Vec<_>>().join(",");
-    out.push('\n');
+/// CSV (RFC 4180 quoting, by the csv crate). Values stay data, line breaks included, with
+/// two exceptions for the places a CSV export ends up: characters that would act on a
+/// terminal are removed as for a table (a line break is kept: it is quoted), and a cell a
+/// spreadsheet would read as a formula (one starting with `=`, `+`, `-` or `@`) gets a
+/// leading `'`, so opening the export never runs what an agent put in a field.
+pub fn csv(headers: &[&str], rows: &[Vec<String>]) -> Result<String, String> {
+    let mut w = ::csv::Writer::from_writer(Vec::new());
+    let err = |e: ::csv::Error| format!("cannot write CSV: {e}");
+    w.write_record(headers.iter().map(|h| csv_cell(h)))
+        .map_err(err)?;
     for r in rows {
-        out.push_str(&r.iter().map(|c| q(c)).collect::<Vec<_>>().join(","));
-        out.push('\n');
+        w.write_record(r.iter().map(|c| csv_cell(c))).map_err(err)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| format!("cannot write CSV: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("cannot write CSV: {e}"))
+}
+
+fn csv_cell(s: &str) -> String {
+    let mut out: String = s
+        .split('\n')
+        .map(|line| terminal_text(line))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if out.starts_with(['=', '+', '-', '@']) {
+        out.insert(0, '\'');
     }
     out
+}
+
+/// Whether `c` would act on a terminal, or on how it lays text out, rather than be shown:
+/// C0 and C1 controls and DEL (escape sequences, carriage return, bell: an ESC or a C1 CSI
+/// can clear the screen or rewrite a line), and the invisible formatting characters that
+/// reorder or hide text (bidi embeddings, overrides and isolates such as U+202E, zero-width
+/// characters, line and paragraph separators, byte-order mark, tag characters).
+fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+}
+
+/// Text from the server (which agents partly control: request bodies, names) made safe to
+/// print: every character that [acts on a terminal](acts_on_terminal) is removed, except
+/// that a tab or a line break becomes a space (so a cell stays on its line and words stay
+/// apart). What remains is printable, so an approver sees what was sent and nothing can
+/// rewrite the screen around it.
+pub fn terminal_text(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(acts_on_terminal) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .filter_map(|c| match c {
+                '\t' | '\n' => Some(' '),
+                c if acts_on_terminal(c) => None,
+                c => Some(c),
+            })
+            .collect(),
+    )
+}
+
+/// A JSON value pretty-printed for a terminal: every character that
+/// [acts on a terminal](acts_on_terminal) inside a string is written as a `\uXXXX` escape.
+/// The output parses back to exactly the same value (the data is kept; unlike a table, JSON
+/// output is for machines too) and shows no control to the terminal.
+pub fn terminal_json(v: &serde_json::Value) -> String {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    if !text.chars().any(|c| c != '\n' && acts_on_terminal(c)) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        // serde_json escapes C0 controls in strings, so a raw line break is the pretty
+        // printer's; anything else escaped here can only be inside a string, where a
+        // `\uXXXX` escape means the same character.
+        if c != '\n' && acts_on_terminal(c) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn terminal_text_removes_what_acts_on_a_terminal() {
+        for (input, want) in [
+            ("plain text, ünïcode ✓", "plain text, ünïcode ✓"),
+            ("\x1b[2Jcleared", "[2Jcleared"),
+            ("\x1b]0;title\x07x", "]0;titlex"),
+            ("over\rwrite", "overwrite"),
+            ("bell\x07", "bell"),
+            ("nul\0del\x7f", "nuldel"),
+            ("c1 csi \u{9b}2J", "c1 csi 2J"),
+            ("gpj.\u{202e}exe", "gpj.exe"),
+            ("\u{2066}iso\u{2069}\u{200f}\u{61c}", "iso"),
+            ("zero\u{200b}width\u{feff}", "zerowidth"),
+            ("line\u{2028}sep", "linesep"),
+            ("tag\u{e0041}", "tag"),
+            ("two\nlines\tand a tab", "two lines and a tab"),
+        ] {
+            assert_eq!(terminal_text(input), want, "{input:?}");
+        }
+        assert!(matches!(terminal_text("ok"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn terminal_json_escapes_and_keeps_the_data() {
+        let v = serde_json::json!({
+            "body": "\x1b[2J \u{202e}gnp \u{9b}31m \x7f \u{e0041} ok ✓",
+            "n": 1,
+        });
+        let text = terminal_json(&v);
+        assert!(
+            !text.chars().any(|c| c != '\n' && acts_on_terminal(c)),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(r"\u202e") && text.contains(r"\udb40\udc41"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), v);
+        let plain = serde_json::json!({"a": "b ✓"});
+        assert_eq!(
+            terminal_json(&plain),
+            serde_json::to_string_pretty(&plain).unwrap()
+        );
+    }
+
+    #[test]
+    fn table_aligns_columns_and_cleans_cells() {
+        let rows = vec![
+            vec!["a".to_string(), "\x1b[31mred\u{202e}".to_string()],
+            vec!["longer".to_string(), "x\ny".to_string()],
+        ];
+        assert_eq!(
+            table(&["ID", "NAME"], &rows),
+            "ID      NAME\na       [31mred\nlonger  x y\n"
+        );
+    }
+
+    #[test]
+    fn csv_quotes_values_and_guards_formulas() {
+        let rows = vec![
+            vec!["=1+1".to_string(), "a, \"b\"".to_string()],
+            vec!["+x".to_string(), "-1".to_string()],
+            vec!["@SUM(A1)".to_string(), "two\nlines\x1b[2J".to_string()],
+            vec!["plain".to_string(), "a=b".to_string()],
+        ];
+        assert_eq!(
+            csv(&["A", "B"], &rows).unwrap(),
+            "A,B\n'=1+1,\"a, \"\"b\"\"\"\n'+x,'-1\n'@SUM(A1),\"two\nlines[2J\"\nplain,a=b\n"
+        );
+    }
 }

@@ -297,7 +297,7 @@ where
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    println!("{}", admin_client::terminal_json(v));
 }
 
 async fn approvals(c: AdminClient, cmd: ApprovalsCommand) -> Result<(), String> {
@@ -368,7 +368,7 @@ async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> 
     if json {
         print_json(&v["identities"]);
     } else if csv {
-        print!("{}", admin_client::csv(&headers, &rows));
+        print!("{}", admin_client::csv(&headers, &rows)?);
     } else {
         print!("{}", admin_client::table(&headers, &rows));
     }

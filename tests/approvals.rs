@@ -1254,6 +1254,61 @@ async fn cli_reports_an_unknown_approval_clearly() {
     assert!(out.stderr.contains("unauthenticated"), "{}", out.stderr);
 }
 
+/// What an agent sends reaches the approver's terminal: its request body in `approvals
+/// show`, names and decisions in the tables. None of it may carry a character the terminal
+/// acts on (an escape sequence that clears the screen, a bidi override that reverses text),
+/// while `show` still gives the exact data back as JSON.
+#[tokio::test]
+async fn cli_output_carries_no_terminal_control() {
+    let e = start("APR_CLI_CONTROLS_SECRET", "", "").await;
+    let hostile = "ci\x1b[2J\u{202e}yek-dlo\u{9b}31m";
+    // A raw ESC is not valid inside a JSON string: the body is sent as raw bytes, and the
+    // gateway holds it for approval whatever it makes of it.
+    let body = format!(r#"{{"title":"{hostile}","key":"{KEY_MATERIAL}","read_only":true}}"#);
+    let id = approval_id(&e.post("a1", KEYS, body).await);
+    let clean = |text: &str| {
+        !text.contains('\x1b') && !text.contains('\u{202e}') && !text.contains('\u{9b}')
+    };
+
+    let out = cli(&e.gw, &["approvals", "show", &id]).await;
+    let text = succeeded(&out);
+    assert!(clean(text), "{text:?}");
+    let shown: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(shown, e.approval(&id).await, "show keeps the data");
+    let request = shown["request"].as_str().unwrap();
+    assert!(request.contains("\u{202e}yek-dlo"), "{request:?}");
+
+    // The approver's name is shown in the list; through the admin API it may be anything.
+    let (s, b) = e
+        .approve(
+            &id,
+            json!({"approver": format!("bob{hostile}"), "ticket": format!("T{hostile}")}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let out = cli(&e.gw, &["approvals", "list"]).await;
+    let table = succeeded(&out);
+    assert!(clean(table), "{table:?}");
+    assert!(table.contains("bobci[2Jyek-dlo31m"), "{table}");
+    let out = cli(&e.gw, &["approvals", "list", "--json"]).await;
+    assert!(clean(succeeded(&out)), "{:?}", out.stdout);
+
+    let r = e
+        .post(
+            "a1",
+            KEYS,
+            format!(r#"{{"title":"{hostile}","key":"{KEY_MATERIAL}","read_only":true}}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for args in [&["inventory", "list"][..], &["inventory", "list", "--csv"]] {
+        let out = cli(&e.gw, args).await;
+        let text = succeeded(&out);
+        assert!(clean(text), "{args:?}: {text:?}");
+        assert!(text.contains("Tci[2Jyek-dlo31m"), "{args:?}: {text}");
+    }
+}
+
 /// Splits RFC 4180 CSV into records of fields.
 fn parse_csv(text: &str) -> Vec<Vec<String>> {
     let mut records = Vec::new();

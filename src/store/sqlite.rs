@@ -9,10 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{FromRow, SqliteConnection};
 
 use super::model::{
     new_id, Approval, ApprovalCounts, ApprovalStatus, Approve, InventoryEntry, Millis, NewApproval,
@@ -150,10 +149,9 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err("migrate"))?;
-        let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_version")
+        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
             .fetch_one(&mut *tx)
             .await
-            .and_then(|row| row.try_get(0))
             .map_err(db_err("migrate"))?;
         match current {
             None => {
@@ -350,7 +348,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err(OP))?;
         let created = inserted.rows_affected() == 1;
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as::<_, ApprovalRow>(&format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals \
              WHERE agent_id = ? AND operation = ? AND digest = ? \
              AND status IN ('pending', 'approved')"
@@ -363,14 +361,14 @@ impl Store for SqliteStore {
         .map_err(db_err(OP))?
         // Not inserted and none active: the cap refused it (the transaction rolls back).
         .ok_or(StoreError::TooManyPending(max_pending))?;
-        let approval = approval_from_row(&row)?;
+        let approval = Approval::try_from(row)?;
         tx.commit().await.map_err(db_err(OP))?;
         Ok((approval, created))
     }
 
     async fn approval_counts(&self, now: Millis) -> Result<ApprovalCounts, StoreError> {
         const OP: &str = "count approvals";
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, (String, i64, i64)>(
             "SELECT status, COUNT(*), \
              SUM(CASE WHEN status = 'pending' AND pending_expires_at > ? THEN 1 ELSE 0 END) \
              FROM approvals GROUP BY status ORDER BY status",
@@ -380,10 +378,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err(OP))?;
         let mut counts = ApprovalCounts::default();
-        for row in rows {
-            let status: String = row.try_get(0).map_err(db_err(OP))?;
-            let n: i64 = row.try_get(1).map_err(db_err(OP))?;
-            let live: i64 = row.try_get(2).map_err(db_err(OP))?;
+        for (status, n, live) in rows {
             counts.pending += u64::try_from(live).unwrap_or(0);
             counts
                 .by_status
@@ -405,7 +400,7 @@ impl Store for SqliteStore {
         const OP: &str = "list approvals";
         let rows = match status {
             Some(status) => {
-                sqlx::query(&format!(
+                sqlx::query_as::<_, ApprovalRow>(&format!(
                     "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE status = ? \
                      ORDER BY created_at DESC, rowid DESC LIMIT ?"
                 ))
@@ -415,7 +410,7 @@ impl Store for SqliteStore {
                 .await
             }
             None => {
-                sqlx::query(&format!(
+                sqlx::query_as::<_, ApprovalRow>(&format!(
                     "SELECT {APPROVAL_COLUMNS} FROM approvals \
                      ORDER BY created_at DESC, rowid DESC LIMIT ?"
                 ))
@@ -425,7 +420,7 @@ impl Store for SqliteStore {
             }
         }
         .map_err(db_err(OP))?;
-        rows.iter().map(approval_from_row).collect()
+        rows.into_iter().map(Approval::try_from).collect()
     }
 
     async fn approve(
@@ -497,7 +492,7 @@ impl Store for SqliteStore {
         since: Millis,
     ) -> Result<Option<Approval>, StoreError> {
         const OP: &str = "find denial";
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as::<_, ApprovalRow>(&format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals \
              WHERE agent_id = ? AND operation = ? AND digest = ? \
              AND status = 'denied' AND decided_at > ? \
@@ -510,7 +505,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err(OP))?;
-        row.as_ref().map(approval_from_row).transpose()
+        row.map(Approval::try_from).transpose()
     }
 
     async fn record_identity(&self, new: NewIdentity) -> Result<InventoryEntry, StoreError> {
@@ -558,13 +553,13 @@ impl Store for SqliteStore {
     }
 
     async fn inventory(&self) -> Result<Vec<InventoryEntry>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, InventoryRow>(&format!(
             "SELECT {INVENTORY_COLUMNS} FROM inventory ORDER BY created_at DESC, rowid DESC"
         ))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("list inventory"))?;
-        rows.iter().map(inventory_from_row).collect()
+        Ok(rows.into_iter().map(InventoryEntry::from).collect())
     }
 
     async fn suspend(
@@ -599,27 +594,22 @@ impl Store for SqliteStore {
     }
 
     async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, SuspensionRow>(
             "SELECT agent_id, suspended_by, reason, at FROM suspensions \
              ORDER BY at DESC, agent_id",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("list suspensions"))?;
-        rows.iter()
-            .map(|row| {
-                Ok(Suspension {
-                    agent_id: row
-                        .try_get("agent_id")
-                        .map_err(db_err("list suspensions"))?,
-                    by: row
-                        .try_get("suspended_by")
-                        .map_err(db_err("list suspensions"))?,
-                    reason: row.try_get("reason").map_err(db_err("list suspensions"))?,
-                    at: row.try_get("at").map_err(db_err("list suspensions"))?,
-                })
+        Ok(rows
+            .into_iter()
+            .map(|r| Suspension {
+                agent_id: r.agent_id,
+                by: r.suspended_by,
+                reason: r.reason,
+                at: r.at,
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -627,68 +617,128 @@ async fn fetch_approval(
     conn: &mut SqliteConnection,
     id: &str,
 ) -> Result<Option<Approval>, StoreError> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, ApprovalRow>(&format!(
         "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
     ))
     .bind(id)
     .fetch_optional(&mut *conn)
     .await
     .map_err(db_err("get approval"))?;
-    row.as_ref().map(approval_from_row).transpose()
+    row.map(Approval::try_from).transpose()
 }
 
-fn approval_from_row(row: &SqliteRow) -> Result<Approval, StoreError> {
-    let read = db_err("read approval");
-    let status: String = row.try_get("status").map_err(read)?;
-    let status = ApprovalStatus::parse(&status)
-        .ok_or_else(|| StoreError::Unavailable("read approval: unknown status".to_owned()))?;
-    let policies: String = row.try_get("policies").map_err(read)?;
-    let policies: Vec<String> = serde_json::from_str(&policies).map_err(|_| {
-        StoreError::Unavailable("read approval: policy ids are not a JSON array".to_owned())
-    })?;
-    Ok(Approval {
-        id: row.try_get("id").map_err(read)?,
-        status,
-        agent_id: row.try_get("agent_id").map_err(read)?,
-        agent_owner: row.try_get("agent_owner").map_err(read)?,
-        tool: row.try_get("tool").map_err(read)?,
-        operation: row.try_get("operation").map_err(read)?,
-        identity_kind: row.try_get("identity_kind").map_err(read)?,
-        digest: row.try_get("digest").map_err(read)?,
-        method: row.try_get("method").map_err(read)?,
-        path: row.try_get("path").map_err(read)?,
-        policies,
-        request: row.try_get("request").map_err(read)?,
-        created_at: row.try_get("created_at").map_err(read)?,
-        pending_expires_at: row.try_get("pending_expires_at").map_err(read)?,
-        decided_at: row.try_get("decided_at").map_err(read)?,
-        approver: row.try_get("approver").map_err(read)?,
-        ticket: row.try_get("ticket").map_err(read)?,
-        identity_owner: row.try_get("identity_owner").map_err(read)?,
-        note: row.try_get("note").map_err(read)?,
-        approval_expires_at: row.try_get("approval_expires_at").map_err(read)?,
-        review_by: row.try_get("review_by").map_err(read)?,
-        used_at: row.try_get("used_at").map_err(read)?,
-    })
+/// A row of `approvals` as stored ([`APPROVAL_COLUMNS`]); [`Approval`] once its status and
+/// policy ids are parsed.
+#[derive(FromRow)]
+struct ApprovalRow {
+    id: String,
+    status: String,
+    agent_id: String,
+    agent_owner: String,
+    tool: String,
+    operation: String,
+    identity_kind: Option<String>,
+    digest: String,
+    method: String,
+    path: String,
+    /// A JSON array of policy ids.
+    policies: String,
+    request: Option<String>,
+    created_at: Millis,
+    pending_expires_at: Millis,
+    decided_at: Option<Millis>,
+    approver: Option<String>,
+    ticket: Option<String>,
+    identity_owner: Option<String>,
+    note: Option<String>,
+    approval_expires_at: Option<Millis>,
+    review_by: Option<Millis>,
+    used_at: Option<Millis>,
 }
 
-fn inventory_from_row(row: &SqliteRow) -> Result<InventoryEntry, StoreError> {
-    let read = db_err("read inventory");
-    Ok(InventoryEntry {
-        id: row.try_get("id").map_err(read)?,
-        kind: row.try_get("kind").map_err(read)?,
-        tool: row.try_get("tool").map_err(read)?,
-        operation: row.try_get("operation").map_err(read)?,
-        identifier: row.try_get("identifier").map_err(read)?,
-        agent_id: row.try_get("agent_id").map_err(read)?,
-        approver: row.try_get("approver").map_err(read)?,
-        owner: row.try_get("owner").map_err(read)?,
-        ticket: row.try_get("ticket").map_err(read)?,
-        approval_id: row.try_get("approval_id").map_err(read)?,
-        request_id: row.try_get("request_id").map_err(read)?,
-        created_at: row.try_get("created_at").map_err(read)?,
-        review_by: row.try_get("review_by").map_err(read)?,
-    })
+impl TryFrom<ApprovalRow> for Approval {
+    type Error = StoreError;
+
+    /// Fails (the store is unavailable, never a guess) on a status this build does not know
+    /// or policy ids that are not a JSON array.
+    fn try_from(r: ApprovalRow) -> Result<Approval, StoreError> {
+        let status = ApprovalStatus::parse(&r.status)
+            .ok_or_else(|| StoreError::Unavailable("read approval: unknown status".to_owned()))?;
+        let policies: Vec<String> = serde_json::from_str(&r.policies).map_err(|_| {
+            StoreError::Unavailable("read approval: policy ids are not a JSON array".to_owned())
+        })?;
+        Ok(Approval {
+            id: r.id,
+            status,
+            agent_id: r.agent_id,
+            agent_owner: r.agent_owner,
+            tool: r.tool,
+            operation: r.operation,
+            identity_kind: r.identity_kind,
+            digest: r.digest,
+            method: r.method,
+            path: r.path,
+            policies,
+            request: r.request,
+            created_at: r.created_at,
+            pending_expires_at: r.pending_expires_at,
+            decided_at: r.decided_at,
+            approver: r.approver,
+            ticket: r.ticket,
+            identity_owner: r.identity_owner,
+            note: r.note,
+            approval_expires_at: r.approval_expires_at,
+            review_by: r.review_by,
+            used_at: r.used_at,
+        })
+    }
+}
+
+/// A row of `inventory` ([`INVENTORY_COLUMNS`]).
+#[derive(FromRow)]
+struct InventoryRow {
+    id: String,
+    kind: String,
+    tool: String,
+    operation: String,
+    identifier: Option<String>,
+    agent_id: String,
+    approver: Option<String>,
+    owner: String,
+    ticket: Option<String>,
+    approval_id: Option<String>,
+    request_id: String,
+    created_at: Millis,
+    review_by: Option<Millis>,
+}
+
+impl From<InventoryRow> for InventoryEntry {
+    fn from(r: InventoryRow) -> InventoryEntry {
+        InventoryEntry {
+            id: r.id,
+            kind: r.kind,
+            tool: r.tool,
+            operation: r.operation,
+            identifier: r.identifier,
+            agent_id: r.agent_id,
+            approver: r.approver,
+            owner: r.owner,
+            ticket: r.ticket,
+            approval_id: r.approval_id,
+            request_id: r.request_id,
+            created_at: r.created_at,
+            review_by: r.review_by,
+        }
+    }
+}
+
+/// A row of `suspensions`.
+#[derive(FromRow)]
+struct SuspensionRow {
+    agent_id: String,
+    suspended_by: String,
+    reason: Option<String>,
+    at: Millis,
 }
 
 /// Maps a sqlx error to [`StoreError::Unavailable`] with a message naming the operation and
@@ -1210,11 +1260,10 @@ mod tests {
             .unwrap();
         assert!(!created);
         assert_eq!(again.id, approved.id);
-        let version: i64 = sqlx::query("SELECT version FROM schema_version")
+        let version: i64 = sqlx::query_scalar("SELECT version FROM schema_version")
             .fetch_one(&store.pool)
             .await
-            .unwrap()
-            .get(0);
+            .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
     }
 

@@ -8,17 +8,32 @@
 //! Labels are low-cardinality only: tool names (from the configuration), decisions, status
 //! codes, credential provider kinds. Never an agent id, a path or a credential id.
 //!
-//! Cost on the request path: fixed series are plain atomics. The per-tool series (request
-//! counts by decision and status, the duration histogram) sit in a map behind a read-write
-//! lock that is only written the first time a tool, or a status code of a tool, is seen;
-//! a request takes two read locks, one hash lookup of the tool name, one of the status, and
-//! a few relaxed atomic additions.
+//! Cost on the request path: fixed series are plain atomics. The per-tool series (request counts by decision and status, the duration
+//! histogram) sit in a map behind a read-write lock that is only written the first time a
+//! tool, or a status code of a tool, is seen; a request takes two read locks, one hash
+//! lookup of the tool name, one of the status, and a few relaxed atomic additions. They are
+//! all kept here rather than in prometheus-client's metric types because those would cost
+//! more per request: its `Counter` is an `Arc` (one more pointer to follow), a `Family`
+//! lookup needs an owned label set (an allocation for the tool name) and its `Histogram`
+//! takes a mutex on every observation.
+//!
+//! The exposition is prometheus-client's: at scrape time a [`Collector`] reads the atomics
+//! and its text encoder ([`prometheus_text`]) writes the families (names, `_total` and
+//! histogram suffixes, label escaping, bucket bounds).
 
 use crate::locks::{read, write};
 pub use crate::store::ApprovalCounts;
 use crate::telemetry::record::Decision;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -66,7 +81,7 @@ fn decision_index(d: Decision) -> usize {
 }
 
 /// The content type of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The series of one tool (`""`: requests that reached no tool).
 #[derive(Default)]
@@ -216,30 +231,99 @@ impl Metrics {
     /// The exposition, text format 0.0.4. `approvals` (counts by status) is read from the
     /// store by the caller; `None` (the store did not answer) leaves those gauges without
     /// a sample.
-    pub fn render(&self, approvals: Option<&ApprovalCounts>, audit: AuditQueueStats) -> String {
-        let mut out = String::with_capacity(4096);
-        family(
-            &mut out,
-            "keygate_build_info",
-            "gauge",
+    pub fn render(
+        self: &Arc<Self>,
+        approvals: Option<&ApprovalCounts>,
+        audit: AuditQueueStats,
+    ) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape {
+            metrics: Arc::clone(self),
+            approvals: approvals.cloned(),
+            audit,
+        }));
+        let mut out = String::with_capacity(8192);
+        // Writing to a String fails only if a collector fails, and `Scrape` fails only if
+        // the encoder does: nothing to report but what was written.
+        let _ = prometheus_text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// One scrape: the live series and what the caller read at scrape time.
+struct Scrape {
+    metrics: Arc<Metrics>,
+    approvals: Option<ApprovalCounts>,
+    audit: AuditQueueStats,
+}
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrape")
+    }
+}
+
+/// The labels of one sample, in the order they are written.
+type Labels<'a, const N: usize> = [(&'static str, &'a str); N];
+
+/// A family of one metric type: its `# HELP` and `# TYPE` lines, then one sample per
+/// label set. The encoder adds the type's suffix to `name` (`_total` for a counter, `_info`
+/// for an info).
+fn family<'a, S: EncodeLabelSet + 'a, M: EncodeMetric + 'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (S, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A counter family without labels.
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(v).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// A gauge family without labels; no sample when `v` is `None`.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: Option<u64>,
+) -> Result<(), std::fmt::Error> {
+    let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    match v {
+        Some(v) => ConstGauge::new(v).encode(family),
+        None => Ok(()),
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &*self.metrics;
+        let enc = &mut encoder;
+        enc.encode_descriptor(
+            "keygate_build",
             "Always 1; the version of keygate running.",
-        );
-        let _ = writeln!(
-            out,
-            "keygate_build_info{{version=\"{}\"}} 1",
-            escape(env!("CARGO_PKG_VERSION"))
-        );
+            None,
+            MetricType::Info,
+        )?
+        .encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
 
         // Per-tool series, tools and status codes sorted for a stable output.
-        let tools = read(&self.tools);
+        let tools = read(&s.tools);
         let mut names: Vec<&Arc<str>> = tools.keys().collect();
         names.sort();
-        family(
-            &mut out,
-            "keygate_requests_total",
-            "counter",
-            "Requests handled on the data plane, by tool (empty: none), decision and status.",
-        );
+        let mut requests: Vec<(&str, &'static str, u16, u64)> = Vec::new();
         for name in &names {
             let by_status = read(&tools[*name].by_status);
             let mut statuses: Vec<(&u16, &[AtomicU64; 5])> = by_status.iter().collect();
@@ -248,248 +332,204 @@ impl Metrics {
                 for (d, c) in DECISIONS.iter().zip(counts) {
                     let n = c.load(Relaxed);
                     if n > 0 {
-                        let _ = writeln!(
-                            out,
-                            "keygate_requests_total{{tool=\"{}\",decision=\"{}\",status=\"{status}\"}} {n}",
-                            escape(name),
-                            d.as_str()
-                        );
+                        requests.push((name, d.as_str(), *status, n));
                     }
                 }
             }
         }
+        let statuses: Vec<String> = requests.iter().map(|r| r.2.to_string()).collect();
         family(
-            &mut out,
+            enc,
+            "keygate_requests",
+            "Requests handled on the data plane, by tool (empty: none), decision and status.",
+            MetricType::Counter,
+            requests
+                .iter()
+                .zip(&statuses)
+                .map(|((tool, d, _, n), status)| {
+                    let labels: Labels<3> = [("tool", tool), ("decision", d), ("status", status)];
+                    (labels, ConstCounter::new(*n))
+                }),
+        )?;
+
+        let mut durations = enc.encode_descriptor(
             "keygate_request_duration_seconds",
-            "histogram",
             "Time from a request's arrival to the end of its response body, by tool.",
-        );
+            None,
+            MetricType::Histogram,
+        )?;
         for name in &names {
-            let s = &tools[*name];
-            let tool = escape(name);
-            let mut cumulative = 0u64;
-            for (i, c) in s.buckets.iter().enumerate() {
-                cumulative += c.load(Relaxed);
-                let le = match DURATION_BUCKETS.get(i) {
-                    Some(b) => b.to_string(),
-                    None => "+Inf".to_string(),
-                };
-                let _ = writeln!(
-                    out,
-                    "keygate_request_duration_seconds_bucket{{tool=\"{tool}\",le=\"{le}\"}} {cumulative}"
-                );
+            let series = &tools[*name];
+            let mut buckets = [(f64::INFINITY, 0u64); 15];
+            for ((bucket, bound), c) in buckets
+                .iter_mut()
+                .zip(DURATION_BUCKETS.iter().chain([&f64::INFINITY]))
+                .zip(&series.buckets)
+            {
+                *bucket = (*bound, c.load(Relaxed));
             }
-            let sum = s.sum_nanos.load(Relaxed) as f64 / 1e9;
-            let _ = writeln!(
-                out,
-                "keygate_request_duration_seconds_sum{{tool=\"{tool}\"}} {sum}"
-            );
             // The count is the +Inf bucket, so the two agree even while requests finish.
-            let _ = writeln!(
-                out,
-                "keygate_request_duration_seconds_count{{tool=\"{tool}\"}} {cumulative}"
-            );
+            let count = buckets.iter().map(|(_, n)| n).sum();
+            let sum = series.sum_nanos.load(Relaxed) as f64 / 1e9;
+            let labels: Labels<1> = [("tool", name)];
+            durations.encode_family(&labels)?.encode_histogram(
+                sum,
+                count,
+                &buckets,
+                None::<&HashMap<usize, Exemplar<NoLabelSet, f64>>>,
+            )?;
         }
         drop(tools);
 
-        family(
-            &mut out,
-            "keygate_approvals_requested_total",
-            "counter",
+        counter(
+            enc,
+            "keygate_approvals_requested",
             "Approvals requested: identity-creating calls held for a human's decision.",
-        );
-        let _ = writeln!(
-            out,
-            "keygate_approvals_requested_total {}",
-            self.approvals_requested.load(Relaxed)
-        );
+            s.approvals_requested.load(Relaxed),
+        )?;
         family(
-            &mut out,
-            "keygate_approvals_decided_total",
-            "counter",
+            enc,
+            "keygate_approvals_decided",
             "Approvals decided through this process's admin API, by decision.",
-        );
-        for (d, c) in [
-            ("approved", &self.approvals_approved),
-            ("denied", &self.approvals_denied),
-        ] {
-            let _ = writeln!(
-                out,
-                "keygate_approvals_decided_total{{decision=\"{d}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        family(
-            &mut out,
+            MetricType::Counter,
+            [
+                (
+                    [("decision", "approved")],
+                    ConstCounter::new(s.approvals_approved.load(Relaxed)),
+                ),
+                (
+                    [("decision", "denied")],
+                    ConstCounter::new(s.approvals_denied.load(Relaxed)),
+                ),
+            ],
+        )?;
+        gauge(
+            enc,
             "keygate_approvals_pending",
-            "gauge",
             "Approvals waiting for a human's decision, read from the store at scrape time.",
-        );
-        if let Some(a) = approvals {
-            let _ = writeln!(out, "keygate_approvals_pending {}", a.pending);
-        }
+            self.approvals.as_ref().map(|a| a.pending),
+        )?;
         family(
-            &mut out,
+            enc,
             "keygate_approvals",
-            "gauge",
             "Approvals in the store by status, counted at scrape time (pending: not expired).",
-        );
-        if let Some(a) = approvals {
-            for (status, n) in &a.by_status {
-                let _ = writeln!(
-                    out,
-                    "keygate_approvals{{status=\"{}\"}} {n}",
-                    escape(status)
-                );
-            }
-        }
-        family(
-            &mut out,
-            "keygate_approval_hold_rechecks_total",
-            "counter",
+            MetricType::Gauge,
+            self.approvals
+                .iter()
+                .flat_map(|a| &a.by_status)
+                .map(|(status, n)| {
+                    let labels: Labels<1> = [("status", status)];
+                    (labels, ConstGauge::new(*n))
+                }),
+        )?;
+        counter(
+            enc,
+            "keygate_approval_hold_rechecks",
             "Store reads by held requests after their first: one per decision signal or slow re-check.",
-        );
-        let _ = writeln!(
-            out,
-            "keygate_approval_hold_rechecks_total {}",
-            self.hold_rechecks.load(Relaxed)
-        );
+            s.hold_rechecks.load(Relaxed),
+        )?;
         family(
-            &mut out,
-            "keygate_webhook_notifications_total",
-            "counter",
+            enc,
+            "keygate_webhook_notifications",
             "Approval webhook notifications: sent, or dropped by approvals.webhook_max_per_minute.",
-        );
-        for (r, c) in [
-            ("sent", &self.webhook_sent),
-            ("dropped", &self.webhook_dropped),
-        ] {
-            let _ = writeln!(
-                out,
-                "keygate_webhook_notifications_total{{result=\"{r}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
+            MetricType::Counter,
+            [
+                (
+                    [("result", "sent")],
+                    ConstCounter::new(s.webhook_sent.load(Relaxed)),
+                ),
+                (
+                    [("result", "dropped")],
+                    ConstCounter::new(s.webhook_dropped.load(Relaxed)),
+                ),
+            ],
+        )?;
 
-        let providers = read(&self.providers);
+        let providers = read(&s.providers);
         let mut kinds: Vec<(&&'static str, &ProviderSeries)> = providers.iter().collect();
         kinds.sort_by_key(|(k, _)| **k);
         family(
-            &mut out,
-            "keygate_credentials_issued_total",
-            "counter",
+            enc,
+            "keygate_credentials_issued",
             "Credentials issued for calls, by provider kind.",
-        );
-        for (k, p) in &kinds {
-            let _ = writeln!(
-                out,
-                "keygate_credentials_issued_total{{provider=\"{}\"}} {}",
-                escape(k),
-                p.issued.load(Relaxed)
-            );
-        }
+            MetricType::Counter,
+            kinds.iter().map(|(k, p)| {
+                (
+                    [("provider", **k)],
+                    ConstCounter::new(p.issued.load(Relaxed)),
+                )
+            }),
+        )?;
         family(
-            &mut out,
-            "keygate_credential_failures_total",
-            "counter",
+            enc,
+            "keygate_credential_failures",
             "Calls failed because the provider could not issue a credential, by provider kind.",
-        );
-        for (k, p) in &kinds {
-            let _ = writeln!(
-                out,
-                "keygate_credential_failures_total{{provider=\"{}\"}} {}",
-                escape(k),
-                p.failed.load(Relaxed)
-            );
-        }
+            MetricType::Counter,
+            kinds.iter().map(|(k, p)| {
+                (
+                    [("provider", **k)],
+                    ConstCounter::new(p.failed.load(Relaxed)),
+                )
+            }),
+        )?;
         drop(providers);
 
         family(
-            &mut out,
-            "keygate_token_cache_requests_total",
-            "counter",
+            enc,
+            "keygate_token_cache_requests",
             "Agent tokens looked up in the verified-token cache: hit, miss (verified cold), or refused (failed verification moments ago; refused without a check).",
-        );
-        for (r, c) in [
-            ("hit", &self.token_cache_hits),
-            ("miss", &self.token_cache_misses),
-            ("refused", &self.token_refused_again),
-        ] {
-            let _ = writeln!(
-                out,
-                "keygate_token_cache_requests_total{{result=\"{r}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        for (name, help, c) in [
-            (
-                "keygate_audit_records_total",
-                "Audit records queued for the audit log (one per request).",
-                &self.audit_records,
-            ),
-            (
-                "keygate_spans_dropped_total",
-                "Trace spans dropped by the span exporter.",
-                &self.spans_dropped,
-            ),
-        ] {
-            family(&mut out, name, "counter", help);
-            let mut v = c.load(Relaxed);
-            if name == "keygate_spans_dropped_total" {
-                // The span exporter is process-wide.
-                v += crate::telemetry::otel::dropped_spans();
-            }
-            let _ = writeln!(out, "{name} {v}");
-        }
-        family(
-            &mut out,
-            "keygate_audit_backpressure_waits_total",
-            "counter",
+            MetricType::Counter,
+            [
+                ([("result", "hit")], ConstCounter::new(s.token_cache_hits.load(Relaxed))),
+                ([("result", "miss")], ConstCounter::new(s.token_cache_misses.load(Relaxed))),
+                ([("result", "refused")], ConstCounter::new(s.token_refused_again.load(Relaxed))),
+            ],
+        )?;
+        counter(
+            enc,
+            "keygate_audit_records",
+            "Audit records queued for the audit log (one per request).",
+            s.audit_records.load(Relaxed),
+        )?;
+        counter(
+            enc,
+            "keygate_spans_dropped",
+            "Trace spans dropped by the span exporter.",
+            // The span exporter is process-wide.
+            s.spans_dropped.load(Relaxed) + crate::telemetry::otel::dropped_spans(),
+        )?;
+        let audit = &self.audit;
+        counter(
+            enc,
+            "keygate_audit_backpressure_waits",
             "Requests that waited before being served because the audit writer was behind.",
-        );
-        let _ = writeln!(
-            out,
-            "keygate_audit_backpressure_waits_total {}",
-            audit.waits
-        );
-        family(
-            &mut out,
+            audit.waits,
+        )?;
+        gauge(
+            enc,
             "keygate_audit_queue_depth",
-            "gauge",
             "Audit records queued and not yet written.",
-        );
-        let _ = writeln!(out, "keygate_audit_queue_depth {}", audit.depth);
-        family(
-            &mut out,
-            "keygate_audit_write_failures_total",
-            "counter",
+            Some(u64::try_from(audit.depth).unwrap_or(u64::MAX)),
+        )?;
+        counter(
+            enc,
+            "keygate_audit_write_failures",
             "Writes to the audit log that failed (each retry counts).",
-        );
-        let _ = writeln!(
-            out,
-            "keygate_audit_write_failures_total {}",
-            audit.write_failures
-        );
-        family(
-            &mut out,
+            audit.write_failures,
+        )?;
+        gauge(
+            enc,
             "keygate_audit_writing",
-            "gauge",
             "1 while the audit log is being written; 0 while writes fail (requests are refused \
              when audit.fail_closed is on).",
-        );
-        let _ = writeln!(out, "keygate_audit_writing {}", u8::from(audit.writing));
-        family(
-            &mut out,
-            "keygate_audit_unavailable_refusals_total",
-            "counter",
+            Some(u64::from(audit.writing)),
+        )?;
+        counter(
+            enc,
+            "keygate_audit_unavailable_refusals",
             "Requests refused with audit_unavailable because the audit log could not be written.",
-        );
-        let _ = writeln!(
-            out,
-            "keygate_audit_unavailable_refusals_total {}",
-            self.audit_refusals.load(Relaxed)
-        );
-        out
+            s.audit_refusals.load(Relaxed),
+        )
     }
 }
 
@@ -506,29 +546,6 @@ pub struct AuditQueueStats {
     pub writing: bool,
 }
 
-/// The `# HELP` and `# TYPE` lines of a metric family.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A label value escaped for the text format: backslash, double quote, newline.
-fn escape(v: &str) -> std::borrow::Cow<'_, str> {
-    if !v.contains(['\\', '"', '\n']) {
-        return std::borrow::Cow::Borrowed(v);
-    }
-    let mut s = String::with_capacity(v.len() + 2);
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(s)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -536,7 +553,7 @@ mod tests {
 
     #[test]
     fn buckets_are_inclusive_and_cumulative() {
-        let m = Metrics::new();
+        let m = Arc::new(Metrics::new());
         for ms in [0.1, 0.5, 0.6, 1000.0, 20_000.0] {
             m.request("t", Decision::Allow, 200, Duration::from_secs_f64(ms / 1e3));
         }
@@ -562,7 +579,7 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        let m = Metrics::new();
+        let m = Arc::new(Metrics::new());
         m.request("a\"b\\c\nd", Decision::Deny, 403, Duration::ZERO);
         let text = m.render(None, AuditQueueStats::default());
         assert!(text.contains(r#"tool="a\"b\\c\nd",decision="deny",status="403"} 1"#));
