@@ -350,9 +350,11 @@ if [ "$MODE" = callgrind ]; then
         printf '| %s | %s | %s | %s |\n' "$c" "$n" "$total" "$((total / n))" >> "$T/cg.md"
         # The annotated profile, for reading where the instructions go.
         callgrind_annotate --inclusive=yes "$f" > "$ROOT/target/callgrind-$c.txt" 2>/dev/null || true
+        # And by function alone (self cost), to compare two builds function by function.
+        callgrind_annotate "$f" > "$ROOT/target/callgrind-$c-self.txt" 2>/dev/null || true
     done
     cat "$T/cg.md"
-    echo "(profiles: target/callgrind-<case>.txt)" >&2
+    echo "(profiles: target/callgrind-<case>.txt, self cost in target/callgrind-<case>-self.txt)" >&2
     exit 0
 fi
 

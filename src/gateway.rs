@@ -186,6 +186,9 @@ impl Runtime {
     /// Opens shared state and builds the first gateway.
     pub async fn start(snapshot: Snapshot) -> Result<Arc<Runtime>, String> {
         let config_path = snapshot.source.clone();
+        // Policies that do not load stop the start before anything is opened or created
+        // (the signing key, the store, the audit log, the admin token).
+        crate::policy::load(&snapshot).map_err(|e| e.to_string())?;
         let shared = Shared::open(&snapshot).await?;
         let gw = Gateway::build(snapshot, shared.clone()).await?;
         let rt = Arc::new(Runtime {

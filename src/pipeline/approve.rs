@@ -261,6 +261,7 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
     let hold_until =
         (tool.approval == ApprovalMode::Hold).then(|| Instant::now() + tool.hold_timeout);
     // A few rounds at most: approved but used by a concurrent request → a new one is pending.
+    let mut last = None;
     for _ in 0..4 {
         let now = approvals.clock.unix_millis();
         new.pending_expires_at = now + settings.pending_ttl.as_millis() as i64;
@@ -268,6 +269,9 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
             .open_approval(new.clone(), now, settings.max_pending_per_agent)
             .await
             .map_err(too_many)?;
+        last = Some(a.id.clone());
+        // Every refusal from here on names the approval (the audit record and the span).
+        let about = |e: Error| e.with_approval(a.id.clone());
         if created {
             tracing::info!(approval_id = %a.id, operation = %op.name, "approval requested");
             approvals.metrics.approval_requested();
@@ -278,7 +282,7 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
                 if let Some(used) = store
                     .consume(&a.id, digest, approvals.clock.unix_millis())
                     .await
-                    .map_err(unavailable)?
+                    .map_err(|e| about(unavailable(e)))?
                 {
                     return Ok(used);
                 }
@@ -287,7 +291,10 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
                 let Some(until) = hold_until else {
                     return Err(required(settings, op, &tool.name, &a));
                 };
-                match wait_for_decision(approvals, &a.id, until).await? {
+                match wait_for_decision(approvals, &a.id, until)
+                    .await
+                    .map_err(about)?
+                {
                     ApprovalStatus::Approved => {}
                     ApprovalStatus::Denied => {
                         return Err(Error::new(
@@ -302,10 +309,14 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
             _ => return Err(required(settings, op, &tool.name, &a)),
         }
     }
-    Err(Error::new(
+    let e = Error::new(
         ErrorKind::ApprovalRequired,
         "this request's approval was used by another request; retry to request a new one",
-    ))
+    );
+    Err(match last {
+        Some(id) => e.with_approval(id),
+        None => e,
+    })
 }
 
 /// How often a held request re-reads its approval without being woken: for decisions

@@ -3,7 +3,8 @@
 //! ```text
 //! identify   who is calling (verified JWT, mTLS SPIFFE ID); suspended agents stop here
 //! classify   which tool, which operation (catalog, routes); canonical path
-//! authorize  Cedar policies: allow, deny, or needs approval (every MCP message decided)
+//! authorize  Cedar policies: allow, deny, or needs approval
+//!   (mcp)    an MCP POST: every JSON-RPC message read strictly and decided on its own
 //! strip      remove the agent's credentials; refuse or redact known secret formats
 //! inject     the tool's provider issues this agent's credential
 //! approve    a needed approval of this exact request (as it will be sent), used once
@@ -12,6 +13,10 @@
 //! inventory  an identity created is recorded with its agent, approver, owner, ticket
 //! audit      exactly one record per request, even when the agent went away
 //! ```
+//!
+//! Before identify, `run` checks what needs no identity (framing, `TRACE`, the canonical
+//! path) and finds the route; which tool it is, and whether one exists, is revealed only
+//! after identify.
 //!
 //! Approve runs after strip and inject on purpose: a request that strip or inject would
 //! refuse never asks a human or spends an approval, and the approval's digest is over
@@ -134,10 +139,9 @@ async fn handle_to_end(
     }
     // The audit records the path keygate acts on; one it refuses to canonicalize is
     // recorded as sent (and refused by classify).
-    let canonical = classify::canonicalize(req.uri().path()).map(std::borrow::Cow::into_owned);
-    let path = match &canonical {
-        Ok(p) => p.clone(),
-        Err(_) => req.uri().path().to_string(),
+    let (path, refused) = match classify::canonicalize(req.uri().path()) {
+        Ok(p) => (p.into_owned(), None),
+        Err(e) => (req.uri().path().to_string(), Some(e)),
     };
     let mut ctx = RequestCtx::new(
         gw.next_request_id(),
@@ -147,7 +151,7 @@ async fn handle_to_end(
         client_gone,
         trace,
     );
-    let result = run(&gw, &mut ctx, req, canonical).await;
+    let result = run(&gw, &mut ctx, req, refused).await;
     let resp = match result {
         Ok(resp) => {
             // Only keygate's own key set is answered without a tool.
@@ -205,15 +209,15 @@ async fn run(
     gw: &Arc<Gateway>,
     ctx: &mut RequestCtx,
     req: Request<Incoming>,
-    canonical: Result<String, Error>,
+    refused_path: Option<Error>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let (req, route) = match route(gw, req, canonical)? {
+    let (req, route) = match route(gw, req, &ctx.path, refused_path)? {
         Routed::Local(resp) => return Ok(resp),
         Routed::Tool(req, route) => (req, route),
     };
     let agent = identify(gw, ctx, &req)?;
-    let call = classify(gw, ctx, req, route).await?;
-    let call = authorize(gw, ctx, &agent, call).await?;
+    let mut call = classify(gw, ctx, req, route).await?;
+    authorize(gw, ctx, &agent, &mut call).await?;
     let mut out = strip(gw, ctx, call).await?;
     inject(ctx, &agent, &mut out)?;
     approve(gw, ctx, &agent, &out).await?;
@@ -234,13 +238,16 @@ enum Routed {
 fn route(
     gw: &Gateway,
     req: Request<Incoming>,
-    canonical: Result<String, Error>,
+    path: &str,
+    refused_path: Option<Error>,
 ) -> Result<Routed, Error> {
     classify::check_framing(&req)?;
     classify::check_method(req.method())?;
-    let path = canonical?;
+    if let Some(e) = refused_path {
+        return Err(e);
+    }
     Ok(
-        match classify::route(&gw.tools, addressed_host(&req), &path) {
+        match classify::route(&gw.tools, addressed_host(&req), path) {
             Route::Jwks => Routed::Local(serve_jwks(&gw.shared.jwks_document, req.method())?),
             Route::Tool(t) => Routed::Tool(req, Some(t)),
             Route::Unknown => Routed::Tool(req, None),
@@ -288,13 +295,14 @@ async fn classify(
     ctx: &mut RequestCtx,
     req: Request<Incoming>,
     route: Option<classify::ToolRoute>,
-) -> Result<Call, Error> {
+) -> Result<Box<Call>, Error> {
     let route = classify::tool(route)?;
     let tool = route.tool.clone();
     ctx.tool = Some(tool.clone());
     let mcp_post = classify::is_mcp_post(&tool.tool, req.method())?;
     let (parts, body) = req.into_parts();
-    let mut call = Call {
+    // Boxed: it moves from phase to phase, and a pointer is cheaper to move than a request.
+    let mut call = Box::new(Call {
         tool,
         route,
         parts,
@@ -302,7 +310,7 @@ async fn classify(
         body_decides: false,
         operation: None,
         mcp_digest: None,
-    };
+    });
     let t = &call.tool.tool;
     call.body_decides = classify::needs_body(t, &facts(&call));
     if call.body_decides {
@@ -352,8 +360,8 @@ async fn authorize(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     agent: &crate::config::Agent,
-    mut call: Call,
-) -> Result<Call, Error> {
+    call: &mut Call,
+) -> Result<(), Error> {
     let t = &call.tool.tool;
     let now = gw.shared.clock.unix_secs();
     match &call.operation {
@@ -402,9 +410,10 @@ async fn authorize(
     }
     if ctx.authorization.allowed_by.is_some() && call.body.bytes().is_none() {
         let limit = call.tool.tool.max_body_bytes;
-        call.body = read_body(gw, ctx, call.body, limit, &call.parts.headers).await?;
+        let body = std::mem::replace(&mut call.body, strip::RequestBody::Read(Default::default()));
+        call.body = read_body(gw, ctx, body, limit, &call.parts.headers).await?;
     }
-    Ok(call)
+    Ok(())
 }
 
 /// The request as it leaves keygate.
@@ -423,7 +432,11 @@ struct Outgoing {
 }
 
 /// strip: the agent's credentials out, and no secret left in what is forwarded.
-async fn strip(gw: &Gateway, ctx: &mut RequestCtx, call: Call) -> Result<Outgoing, Error> {
+async fn strip(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    call: Box<Call>,
+) -> Result<Box<Outgoing>, Error> {
     let Call {
         tool,
         route,
@@ -432,7 +445,7 @@ async fn strip(gw: &Gateway, ctx: &mut RequestCtx, call: Call) -> Result<Outgoin
         body_decides,
         operation,
         mcp_digest,
-    } = call;
+    } = *call;
     let operation = operation.unwrap_or_else(|| gw.snapshot.operations.read.clone());
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -468,7 +481,7 @@ async fn strip(gw: &Gateway, ctx: &mut RequestCtx, call: Call) -> Result<Outgoin
         let summary = approve::summary(t.kind, method, &route.forward_path, query, &headers, body);
         (digest, summary)
     });
-    Ok(Outgoing {
+    Ok(Box::new(Outgoing {
         tool,
         route,
         operation,
@@ -476,7 +489,7 @@ async fn strip(gw: &Gateway, ctx: &mut RequestCtx, call: Call) -> Result<Outgoin
         query: stripped.query,
         original_host,
         pending,
-    })
+    }))
 }
 
 /// inject: the credential the tool's provider issues for this agent.

@@ -30,9 +30,9 @@
 //! asks for `Accept-Encoding: identity`; a tool that compresses anyway gets its response
 //! refused with `upstream_unavailable` (502) unless the body is empty: fail closed.
 //!
-//! The secret values live in the [`Injected`] inject puts on the request context; this
-//! phase takes them from there and the body drops them when the response is done. No
-//! `Debug` prints them.
+//! The secret values live in the [`Injected`] inject returns; the driver hands them to
+//! this phase, and they are dropped with the request's context once the response is done.
+//! No `Debug` prints them.
 
 use crate::error::{BoxError, Error, ErrorKind, ProxyBody};
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};

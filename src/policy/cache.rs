@@ -28,7 +28,7 @@ fn decision_weight(k: &DecisionKey, v: &Verdict) -> u32 {
         + k.owner.len()
         + k.tool.len()
         + k.action.len()
-        + opt(&k.method)
+        + k.method.heap_len()
         + k.identity_kind.as_ref().map_or(0, |s| s.len())
         + opt(&k.mcp_method)
         + opt(&k.mcp_tool);
@@ -69,7 +69,7 @@ pub(super) struct ContextRefs {
     mcp_tool: bool,
     /// `path`, `time`, `mcp_arguments`, or the context used any other way: a decision
     /// depends on the very request and is not cached.
-    per_request: bool,
+    pub(super) per_request: bool,
 }
 
 impl ContextRefs {
@@ -104,7 +104,10 @@ impl ContextRefs {
 
 /// What a cached decision was made from: the agent (its id and owner; its attributes
 /// come with its id within one policy engine), the tool, the operation's action, the
-/// approval state, and the context attributes the applicable policies read.
+/// approval state, and every context attribute a cacheable policy can read (method,
+/// identity kind, MCP method and tool). Whether the policies that apply read more than
+/// that (path, time, MCP arguments) is their slice's business: such a decision is never
+/// stored, so the key can be built, and looked up, before the slice is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct DecisionKey {
     agent: Arc<str>,
@@ -112,15 +115,47 @@ pub(super) struct DecisionKey {
     tool: Arc<str>,
     action: Arc<str>,
     approved: bool,
-    method: Option<Box<str>>,
+    method: MethodKey,
     identity_kind: Option<Arc<str>>,
     mcp_method: Option<Box<str>>,
     mcp_tool: Option<Box<str>>,
 }
 
-/// The cache key of a decision, or `None` when the policies read the very request.
-pub(super) fn decision_key(input: &Input, refs: ContextRefs) -> Option<DecisionKey> {
-    if refs.per_request || input.mcp.is_some_and(|m| !m.arguments.is_empty()) {
+/// A request method as decisions are keyed by: upper-cased (as the policies see it),
+/// inline when short (every standard method), so a key allocates nothing for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum MethodKey {
+    Inline(u8, [u8; 15]),
+    Long(Box<str>),
+}
+
+impl MethodKey {
+    fn of(method: &str) -> MethodKey {
+        let b = method.as_bytes();
+        match u8::try_from(b.len()) {
+            Ok(n) if b.len() <= 15 => {
+                let mut inline = [0u8; 15];
+                for (to, from) in inline.iter_mut().zip(b) {
+                    *to = from.to_ascii_uppercase();
+                }
+                MethodKey::Inline(n, inline)
+            }
+            _ => MethodKey::Long(method.to_ascii_uppercase().into_boxed_str()),
+        }
+    }
+
+    fn heap_len(&self) -> usize {
+        match self {
+            MethodKey::Inline(..) => 0,
+            MethodKey::Long(s) => s.len(),
+        }
+    }
+}
+
+/// The cache key of a decision, or `None` when the request carries MCP arguments (which
+/// policies may read, and which are not part of a key).
+pub(super) fn decision_key(input: &Input) -> Option<DecisionKey> {
+    if input.mcp.is_some_and(|m| !m.arguments.is_empty()) {
         return None;
     }
     Some(DecisionKey {
@@ -129,21 +164,10 @@ pub(super) fn decision_key(input: &Input, refs: ContextRefs) -> Option<DecisionK
         tool: input.tool.name.clone(),
         action: input.operation.action.clone(),
         approved: input.approved,
-        method: refs
-            .method
-            .then(|| input.method.to_ascii_uppercase().into_boxed_str()),
-        identity_kind: refs
-            .identity_kind
-            .then(|| input.operation.identity_kind.clone())
-            .flatten(),
-        mcp_method: refs
-            .mcp_method
-            .then(|| input.mcp.map(|m| m.method.as_str().into()))
-            .flatten(),
-        mcp_tool: refs
-            .mcp_tool
-            .then(|| input.mcp.and_then(|m| m.name.as_deref().map(Box::from)))
-            .flatten(),
+        method: MethodKey::of(input.method),
+        identity_kind: input.operation.identity_kind.clone(),
+        mcp_method: input.mcp.map(|m| m.method.as_str().into()),
+        mcp_tool: input.mcp.and_then(|m| m.name.as_deref().map(Box::from)),
     })
 }
 
@@ -162,7 +186,7 @@ mod tests {
                 tool: "t".into(),
                 action: "mcp:call".into(),
                 approved: false,
-                method: None,
+                method: MethodKey::of("POST"),
                 identity_kind: None,
                 mcp_method: Some("tools/call".into()),
                 mcp_tool: Some(format!("{i}{}", "x".repeat(1 << 20)).into()),
@@ -189,7 +213,7 @@ mod tests {
                 tool: "t".into(),
                 action: "read".into(),
                 approved: false,
-                method: None,
+                method: MethodKey::of("POST"),
                 identity_kind: None,
                 mcp_method: None,
                 mcp_tool: None,
@@ -210,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn context_references_decide_what_a_cached_decision_is_keyed_by() {
+    fn context_references_decide_whether_a_decision_is_cached() {
         assert_eq!(
             refs(r#"permit (principal, action, resource) when { principal.owner == "x" };"#),
             ContextRefs::default()

@@ -69,20 +69,23 @@ impl PolicyEngine {
     /// As [`PolicyEngine::authorize`], and whether the policies were evaluated for this
     /// request (`false`: the decision came from the cache).
     pub fn decide(&self, input: &Input) -> (Verdict, bool) {
-        let slice = self.slices.get(&self.policies, &self.preapprovals, input);
-        let Some(key) = decision_key(input, slice.refs) else {
-            return (self.evaluate(input, &slice), true);
-        };
-        if let Some(v) = self.decisions.get(&key) {
+        // A hit needs no slice: only decisions of slices that read nothing beyond the key
+        // are ever stored, and an agent and a tool always have the same slice.
+        let key = decision_key(input);
+        if let Some(v) = key.as_ref().and_then(|k| self.decisions.get(k)) {
             return (v, false);
         }
+        let slice = self.slices.get(&self.policies, &self.preapprovals, input);
         let v = self.evaluate(input, &slice);
-        // A verdict reached through a failed policy is not cached: rare, and evaluating it
-        // again keeps its warning and its `policy_errors` tied to each request.
-        if !v.policy_errors().is_empty() {
+        // Not stored: a decision that depends on the very request (path, time, MCP
+        // arguments), or one reached through a failed policy (rare; evaluating it again
+        // keeps its warning and its `policy_errors` tied to each request).
+        if slice.refs.per_request || !v.policy_errors().is_empty() {
             return (v, true);
         }
-        self.decisions.insert(key, v.clone());
+        if let Some(key) = key {
+            self.decisions.insert(key, v.clone());
+        }
         (v, true)
     }
 

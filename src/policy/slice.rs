@@ -21,7 +21,7 @@ pub(super) struct Slices {
 pub(super) struct Slice {
     pub(super) policies: PolicySet,
     pub(super) preapprovals: PolicySet,
-    /// What of the request context these policies read: decides whether, and by what, a
+    /// What of the request context these policies read: decides whether a
     /// decision may be cached.
     pub(super) refs: ContextRefs,
     /// The policies' text: what the slice weighs in the cache, roughly.
