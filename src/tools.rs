@@ -3,7 +3,7 @@
 
 use crate::clock::Clock;
 use crate::config::{ProviderSpec, Snapshot, Tool};
-use crate::credentials::{MintedJwt, Provider, Signer, StaticSecret};
+use crate::credentials::{AwsProvider, MintedJwt, Provider, Signer, StaticSecret};
 use crate::http_client::{build_client, HttpClient};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,6 +65,15 @@ impl ToolSet {
                     )
                     .with_clock(clock.clone()),
                 ),
+                ProviderSpec::Aws(spec) => {
+                    // STS is called with the system's roots (never the tool's CA file).
+                    let sts = build_client(None, tool.connect_timeout)?;
+                    let p = AwsProvider::new(spec.clone(), sts, clock.clone());
+                    if let Err(e) = p.status() {
+                        tracing::error!(tool = %tool.name, "AWS base key unavailable (calls to this tool fail until it can be read): {e}");
+                    }
+                    Provider::Aws(p)
+                }
             };
             let client = build_client(tool.ca_file.as_deref(), tool.connect_timeout)?;
             let rt = Arc::new(ToolRuntime {

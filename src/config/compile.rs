@@ -297,13 +297,38 @@ pub enum ProviderSpec {
         /// How long a minted token is reused for the same agent; zero: a new one per call.
         reuse: Duration,
     },
+    Aws(Arc<AwsSpec>),
 }
+
+/// An AWS tool's credentials: where keygate's base key is, and the role whose sessions
+/// sign each call (none: the base key signs).
+#[derive(Debug, Clone)]
+pub struct AwsSpec {
+    /// The base key: a `credential_process`-style JSON file (`AccessKeyId`,
+    /// `SecretAccessKey`, optionally `SessionToken`), re-read when it changes, or the
+    /// environment variables `<PREFIX>_ACCESS_KEY_ID`, `<PREFIX>_SECRET_ACCESS_KEY` and
+    /// `<PREFIX>_SESSION_TOKEN` (`from_env = "AWS"`: the standard ones).
+    pub base: SecretSource,
+    pub role_arn: Option<String>,
+    pub action_roles: std::collections::BTreeMap<String, String>,
+    pub sts_endpoint: http::Uri,
+    pub sts_region: String,
+    pub region: String,
+    pub session_duration: Duration,
+    pub external_id: Option<String>,
+}
+
+/// The shortest (and default) session STS grants.
+pub const AWS_MIN_SESSION: Duration = Duration::from_secs(900);
+/// The longest session keygate asks for (STS allows up to the role's maximum, 12 hours).
+pub const AWS_MAX_SESSION: Duration = Duration::from_secs(12 * 3600);
 
 impl ProviderSpec {
     pub fn name(&self) -> &'static str {
         match self {
             ProviderSpec::Static { .. } => "static",
             ProviderSpec::Jwt { .. } => "jwt",
+            ProviderSpec::Aws(_) => "aws",
         }
     }
 }
@@ -965,6 +990,12 @@ fn compile_tools(
             );
             Kind::Generic
         });
+        if matches!(credential.provider, ProviderSpec::Aws(_)) && kind != Kind::Aws {
+            c.error(
+                format!("{key}.credential.provider"),
+                "the aws provider signs for AWS: it goes with kind = \"aws\"",
+            );
+        }
         let routes = compile_routes(c, &key, e.routes, operations);
         let protocol = match e.protocol.as_str() {
             "http" => Protocol::Http,
@@ -1256,10 +1287,13 @@ fn compile_credential(
                 reuse,
             }
         }
+        "aws" => ProviderSpec::Aws(Arc::new(compile_aws(c, &key, &e))),
         other => {
             c.error(
                 format!("{key}.provider"),
-                format!("{other:?} is not a credential provider; use \"static\" or \"jwt\""),
+                format!(
+                    "{other:?} is not a credential provider; use \"static\", \"jwt\" or \"aws\""
+                ),
             );
             ProviderSpec::Jwt {
                 scope: None,
@@ -1269,6 +1303,21 @@ fn compile_credential(
             }
         }
     };
+    if !matches!(provider, ProviderSpec::Aws(_)) {
+        for (name, set) in [
+            ("role_arn", e.role_arn.is_some()),
+            ("action_roles", !e.action_roles.is_empty()),
+            ("sts_endpoint", e.sts_endpoint.is_some()),
+            ("sts_region", e.sts_region.is_some()),
+            ("region", e.region.is_some()),
+            ("session_duration", e.session_duration.is_some()),
+            ("external_id", e.external_id.is_some()),
+        ] {
+            if set {
+                c.error(format!("{key}.{name}"), "applies to the aws provider only");
+            }
+        }
+    }
     let inject = match e.inject.as_str() {
         "bearer" => Injection::Bearer,
         "basic" => Injection::Basic,
@@ -1315,6 +1364,106 @@ fn compile_credential(
         );
     }
     CredentialSpec { provider, inject }
+}
+
+/// An AWS tool's credential section.
+fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec {
+    let base = match (&e.from_env, &e.from_file) {
+        (Some(v), None) if !v.is_empty() => SecretSource::Env(v.clone()),
+        (None, Some(p)) => SecretSource::File(c.path(p)),
+        _ => {
+            c.error(
+                key.to_string(),
+                "the aws provider needs exactly one of from_env (a variable prefix: \"AWS\" reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) and from_file (credential_process JSON)",
+            );
+            SecretSource::Env(String::new())
+        }
+    };
+    for (name, set) in [
+        ("scope", e.scope.is_some()),
+        ("audience", e.audience.is_some()),
+        ("ttl", e.ttl.is_some()),
+        ("unique_per_call", e.unique_per_call),
+        ("reuse_window", e.reuse_window.is_some()),
+        ("credential_id", e.credential_id.is_some()),
+        ("header", e.header.is_some()),
+        ("query", e.query.is_some()),
+    ] {
+        if set {
+            c.error(
+                format!("{key}.{name}"),
+                "does not apply to the aws provider",
+            );
+        }
+    }
+    if e.inject != default_inject_name() {
+        c.error(
+            format!("{key}.inject"),
+            "does not apply to the aws provider: it signs each call (SigV4)",
+        );
+    }
+    let role = |c: &mut Checker, k: String, arn: &str| {
+        if !(arn.starts_with("arn:") && arn.contains(":role/")) {
+            c.error(
+                k,
+                format!("{arn:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+            );
+        }
+    };
+    if let Some(arn) = &e.role_arn {
+        role(c, format!("{key}.role_arn"), arn);
+    }
+    for (action, arn) in &e.action_roles {
+        role(c, format!("{key}.action_roles.{action}"), arn);
+        if !action.contains(':') {
+            c.error(
+                format!("{key}.action_roles.{action}"),
+                "names an IAM action, such as \"iam:CreateUser\"",
+            );
+        }
+    }
+    if e.role_arn.is_none() && !e.action_roles.is_empty() {
+        c.error(
+            format!("{key}.action_roles"),
+            "needs role_arn: without a role every call is signed by the base key",
+        );
+    }
+    let sts_endpoint = e
+        .sts_endpoint
+        .as_deref()
+        .unwrap_or("https://sts.amazonaws.com");
+    let sts_endpoint = match sts_endpoint.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => u,
+        _ => {
+            c.error(
+                format!("{key}.sts_endpoint"),
+                format!("{sts_endpoint:?} is not an http(s) URL"),
+            );
+            http::Uri::from_static("https://sts.amazonaws.com")
+        }
+    };
+    let region = e.region.clone().unwrap_or_else(|| "us-east-1".into());
+    let session_duration = e.session_duration.unwrap_or(AWS_MIN_SESSION);
+    if !(AWS_MIN_SESSION..=AWS_MAX_SESSION).contains(&session_duration) {
+        c.error(
+            format!("{key}.session_duration"),
+            "must be between 15m (the least STS grants) and 12h",
+        );
+    }
+    AwsSpec {
+        base,
+        role_arn: e.role_arn.clone(),
+        action_roles: e.action_roles.clone(),
+        sts_endpoint,
+        sts_region: e.sts_region.clone().unwrap_or_else(|| region.clone()),
+        region,
+        session_duration,
+        external_id: e.external_id.clone(),
+    }
+}
+
+fn default_inject_name() -> &'static str {
+    "bearer"
 }
 
 #[cfg(test)]

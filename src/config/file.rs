@@ -458,7 +458,7 @@ pub enum OnSecret {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialEntry {
-    /// "static" or "jwt".
+    /// "static", "jwt" or "aws".
     pub provider: String,
     /// static: environment variable holding the secret.
     pub from_env: Option<String>,
@@ -488,6 +488,23 @@ pub struct CredentialEntry {
     pub header: Option<String>,
     /// Query parameter name for `inject = "query"`.
     pub query: Option<String>,
+    /// aws: the role whose session credentials sign each call (STS `AssumeRole`). Absent:
+    /// the key in `from_file`/`from_env` signs every call itself (a long-lived key).
+    pub role_arn: Option<String>,
+    /// aws: another role for some actions (`"iam:CreateUser" = "arn:aws:iam::…:role/…"`).
+    #[serde(default)]
+    pub action_roles: std::collections::BTreeMap<String, String>,
+    /// aws: STS's endpoint; `https://sts.amazonaws.com` by default.
+    pub sts_endpoint: Option<String>,
+    /// aws: the region STS calls are signed for; `region` by default.
+    pub sts_region: Option<String>,
+    /// aws: the region a call is signed for when the agent's own signature names none.
+    pub region: Option<String>,
+    /// aws: how long a session lasts: 15 minutes (the least STS grants) by default.
+    #[serde(default, with = "humantime_serde")]
+    pub session_duration: Option<Duration>,
+    /// aws: the `ExternalId` the role's trust policy asks for.
+    pub external_id: Option<String>,
 }
 
 fn default_inject() -> String {

@@ -160,6 +160,18 @@ pub struct Suspension {
     pub at: Millis,
 }
 
+/// An AWS-style key pair keygate issued to an agent: only its id is stored. The secret is
+/// derived from the id and a key outside the store (see `pipeline::identify::aws_key`),
+/// so the store file holds nothing an agent could sign with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentKey {
+    pub access_key_id: String,
+    pub agent_id: String,
+    pub created_by: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
 /// Approvals counted by status (a `GROUP BY`, never the rows), for `/metrics`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApprovalCounts {
@@ -277,6 +289,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Newest first.
     async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError>;
+
+    /// Records a key issued to an agent (its id only).
+    async fn add_agent_key(&self, key: &AgentKey) -> Result<(), StoreError>;
+
+    /// Every agent key, revoked ones included, oldest first.
+    async fn agent_keys(&self) -> Result<Vec<AgentKey>, StoreError>;
+
+    /// Revokes a key; false if there is no such key or it was revoked already.
+    async fn revoke_agent_key(&self, access_key_id: &str, now: Millis) -> Result<bool, StoreError>;
 }
 
 /// A fresh random id: `prefix` followed by 20 lowercase hex characters (80 random bits).

@@ -14,12 +14,12 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, SqliteConnection};
 
 use super::model::{
-    new_id, Approval, ApprovalCounts, ApprovalStatus, Approve, InventoryEntry, Millis, NewApproval,
-    NewIdentity, Store, StoreError, Suspension,
+    new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, InventoryEntry, Millis,
+    NewApproval, NewIdentity, Store, StoreError, Suspension,
 };
 
 /// The schema version this build writes and understands.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1 of the schema. Each statement is idempotent.
 const SCHEMA_V1: &[&str] = &[
@@ -77,6 +77,15 @@ const SCHEMA_V1: &[&str] = &[
         at           INTEGER NOT NULL
     )",
 ];
+
+/// Version 2: keys issued to agents (their ids; never a secret).
+const SCHEMA_V2: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_keys (
+        access_key_id TEXT PRIMARY KEY NOT NULL,
+        agent_id      TEXT NOT NULL,
+        created_by    TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        revoked_at    INTEGER
+    )"];
 
 const APPROVAL_COLUMNS: &str = "id, status, agent_id, agent_owner, tool, operation, \
     identity_kind, digest, method, path, policies, request, created_at, pending_expires_at, \
@@ -153,9 +162,13 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err("migrate"))?;
+        // Each version's statements, applied in order from the one after `current`.
+        let steps: [&[&str]; 2] = [SCHEMA_V1, SCHEMA_V2];
         match current {
-            None => {
-                for statement in SCHEMA_V1 {
+            Some(v) if v == SCHEMA_VERSION => {}
+            None | Some(1) => {
+                let from = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
+                for statement in steps[from..].iter().copied().flatten() {
                     sqlx::query(statement)
                         .execute(&mut *tx)
                         .await
@@ -167,7 +180,6 @@ impl SqliteStore {
                     .await
                     .map_err(db_err("migrate"))?;
             }
-            Some(v) if v == SCHEMA_VERSION => {}
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::Unavailable(format!(
                     "the store's schema version {v} is newer than this keygate supports \
@@ -611,6 +623,63 @@ impl Store for SqliteStore {
             })
             .collect())
     }
+
+    async fn add_agent_key(&self, key: &AgentKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_keys (access_key_id, agent_id, created_by, created_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&key.access_key_id)
+        .bind(&key.agent_id)
+        .bind(&key.created_by)
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("add agent key"))?;
+        Ok(())
+    }
+
+    async fn agent_keys(&self) -> Result<Vec<AgentKey>, StoreError> {
+        let rows = sqlx::query_as::<_, AgentKeyRow>(
+            "SELECT access_key_id, agent_id, created_by, created_at, revoked_at FROM agent_keys \
+             ORDER BY created_at, access_key_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list agent keys"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AgentKey {
+                access_key_id: r.access_key_id,
+                agent_id: r.agent_id,
+                created_by: r.created_by,
+                created_at: r.created_at,
+                revoked_at: r.revoked_at,
+            })
+            .collect())
+    }
+
+    async fn revoke_agent_key(&self, access_key_id: &str, now: Millis) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE agent_keys SET revoked_at = ? WHERE access_key_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(access_key_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("revoke agent key"))?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[derive(FromRow)]
+struct AgentKeyRow {
+    access_key_id: String,
+    agent_id: String,
+    created_by: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
 }
 
 async fn fetch_approval(
@@ -1265,6 +1334,53 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_store_gains_agent_keys_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keygate.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.suspend("agent-1", "bob", None, T0).await.unwrap();
+        // Back to what version 1 wrote.
+        sqlx::query("DROP TABLE agent_keys")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE schema_version SET version = 1")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.suspensions().await.unwrap().len(), 1);
+        let key = AgentKey {
+            access_key_id: "KGAKTEST".into(),
+            agent_id: "agent-1".into(),
+            created_by: "admin-token".into(),
+            created_at: T0,
+            revoked_at: None,
+        };
+        store.add_agent_key(&key).await.unwrap();
+        assert_eq!(store.agent_keys().await.unwrap(), vec![key.clone()]);
+        assert!(store
+            .revoke_agent_key("KGAKTEST", T0 + MINUTE)
+            .await
+            .unwrap());
+        assert!(!store
+            .revoke_agent_key("KGAKTEST", T0 + MINUTE)
+            .await
+            .unwrap());
+        assert!(!store.revoke_agent_key("KGAKNONE", T0).await.unwrap());
+        assert_eq!(
+            store.agent_keys().await.unwrap()[0].revoked_at,
+            Some(T0 + MINUTE)
+        );
+        let version: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(version, 2);
     }
 
     #[tokio::test]

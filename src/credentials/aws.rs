@@ -1,0 +1,284 @@
+//! `aws`: each call signed (SigV4) with credentials made for it.
+//!
+//! With a role (`role_arn`), keygate asks STS for a session of that role for this agent
+//! and this action: a session policy that allows only the action being called (and its
+//! resource, where keygate knows it), the shortest duration configured (15 minutes by
+//! default), `RoleSessionName` and `SourceIdentity` naming the agent, and session tags
+//! for agent and owner. Sessions are cached per agent and scope (role and policy) in an
+//! [`IssuedCache`], refreshed ahead of expiry, so a warm call only signs. Without a role,
+//! keygate's base key signs every call itself (accounts without roles); it is re-read
+//! from its file or the environment every few minutes, in the background.
+//!
+//! The base key that calls STS comes from a `credential_process`-style JSON file or from
+//! `<PREFIX>_ACCESS_KEY_ID` / `<PREFIX>_SECRET_ACCESS_KEY` / `<PREFIX>_SESSION_TOKEN`.
+//! Nothing falls back: a provider that cannot issue fails the call.
+
+use super::cache::{Cacheable, Entry, IssuedCache, Key, Served};
+use super::issued::Unavailable;
+use crate::aws::sign::SigningKey;
+use crate::aws::sts;
+use crate::clock::Clock;
+use crate::config::{Agent, AwsSpec, SecretSource};
+use crate::http_client::HttpClient;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long the base key, when it signs calls itself, is used before it is read again.
+const BASE_KEY_LIFE: u64 = 300;
+
+/// Credentials a call is signed with.
+pub struct AwsCredential {
+    pub access_key_id: Arc<str>,
+    secret_access_key: String,
+    session_token: Option<String>,
+    pub expires_unix: u64,
+    /// The role whose session this is (none: keygate's base key).
+    pub role: Option<Arc<str>>,
+}
+
+impl AwsCredential {
+    pub fn signing_key(&self) -> SigningKey<'_> {
+        SigningKey {
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret_access_key,
+            session_token: self.session_token.as_deref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AwsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredential")
+            .field("access_key_id", &self.access_key_id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cacheable for AwsCredential {
+    fn expires_unix(&self) -> u64 {
+        self.expires_unix
+    }
+    fn weight(&self) -> usize {
+        self.access_key_id.len()
+            + self.secret_access_key.len()
+            + self.session_token.as_ref().map_or(0, String::len)
+            + self.role.as_ref().map_or(0, |r| r.len())
+    }
+}
+
+/// The call a credential is for.
+pub struct AwsCall<'a> {
+    /// The IAM actions the call needs (`iam:ListUsers`; a copy needs two).
+    pub actions: &'a [String],
+    /// The session policy allowing only them.
+    pub policy: &'a str,
+}
+
+/// The `aws` provider of one tool.
+pub struct AwsProvider {
+    spec: Arc<AwsSpec>,
+    http: HttpClient,
+    cache: IssuedCache<AwsCredential>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for AwsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsProvider")
+            .field("role_arn", &self.spec.role_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `credential_process` answer (the file's shape).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BaseFile {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+struct BaseKey {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+impl AwsProvider {
+    pub fn new(spec: Arc<AwsSpec>, http: HttpClient, clock: Clock) -> AwsProvider {
+        AwsProvider {
+            spec,
+            http,
+            cache: IssuedCache::new(clock.clone()),
+            clock,
+        }
+    }
+
+    pub fn spec(&self) -> &AwsSpec {
+        &self.spec
+    }
+
+    /// Whether the base key can be read (for the start-up log).
+    pub fn status(&self) -> Result<(), String> {
+        read_base(&self.spec.base).map(|_| ())
+    }
+
+    /// The role a call with these actions assumes: the first action with a role of its
+    /// own, else the tool's.
+    fn role_for(&self, actions: &[String]) -> Option<&str> {
+        actions
+            .iter()
+            .find_map(|a| self.spec.action_roles.get(a))
+            .or(self.spec.role_arn.as_ref())
+            .map(String::as_str)
+    }
+
+    /// The credentials to sign `call` of `agent` with: from the cache, or issued now.
+    pub async fn issue(
+        &self,
+        agent: &Agent,
+        call: &AwsCall<'_>,
+    ) -> Result<(Arc<Entry<AwsCredential>>, Served), Unavailable> {
+        let Some(role) = self.role_for(call.actions) else {
+            let base = self.spec.base.clone();
+            let clock = self.clock.clone();
+            let key = Key {
+                agent: "".into(),
+                scope: "base-key".into(),
+            };
+            return self
+                .cache
+                .get_or_issue(key, move || {
+                    let (base, clock) = (base.clone(), clock.clone());
+                    async move {
+                        let b = read_base(&base).map_err(Unavailable)?;
+                        Ok(AwsCredential {
+                            access_key_id: b.access_key_id.into(),
+                            secret_access_key: b.secret_access_key,
+                            session_token: b.session_token,
+                            expires_unix: unix(clock.now()) + BASE_KEY_LIFE,
+                            role: None,
+                        })
+                    }
+                })
+                .await;
+        };
+        let role: Arc<str> = role.into();
+        let key = Key {
+            agent: agent.id.clone(),
+            scope: format!("{role}\n{}", call.policy).into(),
+        };
+        let session_name = sts::session_name(&agent.id);
+        let agent_tag = sts::tag_value(&agent.id);
+        let owner_tag = sts::tag_value(&agent.owner);
+        let (spec, http, clock, policy) = (
+            self.spec.clone(),
+            self.http.clone(),
+            self.clock.clone(),
+            Arc::<str>::from(call.policy),
+        );
+        self.cache
+            .get_or_issue(key, move || {
+                let (spec, http, clock, policy, role) = (
+                    spec.clone(),
+                    http.clone(),
+                    clock.clone(),
+                    policy.clone(),
+                    role.clone(),
+                );
+                let (session_name, agent_tag, owner_tag) =
+                    (session_name.clone(), agent_tag.clone(), owner_tag.clone());
+                async move {
+                    let base = read_base(&spec.base).map_err(Unavailable)?;
+                    let mut tags = vec![("keygate-agent", agent_tag.as_str())];
+                    if !owner_tag.is_empty() {
+                        tags.push(("keygate-owner", owner_tag.as_str()));
+                    }
+                    let request = sts::AssumeRole {
+                        role_arn: &role,
+                        session_name: &session_name,
+                        source_identity: Some(&session_name),
+                        policy: Some(&policy),
+                        duration: spec.session_duration,
+                        tags: &tags,
+                        external_id: spec.external_id.as_deref(),
+                    };
+                    let key = SigningKey {
+                        access_key_id: &base.access_key_id,
+                        secret_access_key: &base.secret_access_key,
+                        session_token: base.session_token.as_deref(),
+                    };
+                    let s = sts::assume_role(
+                        &http,
+                        &spec.sts_endpoint,
+                        &spec.sts_region,
+                        &key,
+                        &request,
+                        clock.now(),
+                    )
+                    .await
+                    .map_err(Unavailable)?;
+                    Ok(AwsCredential {
+                        access_key_id: s.access_key_id.into(),
+                        secret_access_key: s.secret_access_key,
+                        session_token: Some(s.session_token),
+                        expires_unix: unix(s.expires),
+                        role: Some(role),
+                    })
+                }
+            })
+            .await
+    }
+
+    /// Drops the sessions cached for `agent`.
+    pub fn invalidate_agent(&self, agent: &str) {
+        self.cache.invalidate_agent(agent);
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// Reads the base key from its file or the environment.
+fn read_base(source: &SecretSource) -> Result<BaseKey, String> {
+    match source {
+        SecretSource::File(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let f: BaseFile = serde_json::from_str(&text).map_err(|_| {
+                format!(
+                    "{} is not credential_process JSON (AccessKeyId, SecretAccessKey)",
+                    p.display()
+                )
+            })?;
+            base_key(f.access_key_id, f.secret_access_key, f.session_token)
+        }
+        SecretSource::Env(prefix) => {
+            let var = |name: &str| std::env::var(format!("{prefix}_{name}")).ok();
+            let (Some(id), Some(secret)) = (var("ACCESS_KEY_ID"), var("SECRET_ACCESS_KEY")) else {
+                return Err(format!(
+                    "{prefix}_ACCESS_KEY_ID and {prefix}_SECRET_ACCESS_KEY must be set"
+                ));
+            };
+            base_key(id, secret, var("SESSION_TOKEN"))
+        }
+    }
+}
+
+fn base_key(id: String, secret: String, token: Option<String>) -> Result<BaseKey, String> {
+    let (id, secret) = (id.trim().to_string(), secret.trim().to_string());
+    if id.is_empty() || secret.is_empty() {
+        return Err("the base AWS key is empty".into());
+    }
+    Ok(BaseKey {
+        access_key_id: id,
+        secret_access_key: secret,
+        session_token: token.filter(|t| !t.trim().is_empty()),
+    })
+}
