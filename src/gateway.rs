@@ -50,6 +50,8 @@ pub struct Shared {
     /// keygate's notion of now, by which approvals, minted tokens and verified agent
     /// tokens expire (the system clock; tests move it instead of sleeping).
     pub clock: crate::clock::Clock,
+    /// AWS-style keys issued to agents (their ids; secrets derived, never stored).
+    pub agent_keys: crate::pipeline::identify::aws_key::AgentKeys,
 }
 
 impl Shared {
@@ -70,6 +72,12 @@ impl Shared {
             .into_iter()
             .map(|s| s.agent_id)
             .collect();
+        crate::private_fs::create_dir_all(&snapshot.server.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", snapshot.server.data_dir.display()))?;
+        let agent_keys = crate::pipeline::identify::aws_key::AgentKeys::load_or_generate(
+            &snapshot.server.data_dir.join("aws-agent-keys.key"),
+        )?;
+        agent_keys.set(&store.agent_keys().await.map_err(|e| e.to_string())?);
         let audit = AuditLog::open(&snapshot.audit).await?;
         let jwks_document = Bytes::from(crate::credentials::signer::jwks_document([&*signer]));
         Ok(Arc::new(Shared {
@@ -85,6 +93,7 @@ impl Shared {
             metrics: Arc::new(crate::telemetry::metrics::Metrics::new()),
             webhooks: Default::default(),
             clock: Default::default(),
+            agent_keys,
         }))
     }
 
@@ -107,8 +116,17 @@ impl Shared {
         }
     }
 
-    /// Re-reads suspensions from the store (other replicas, direct store edits).
-    pub async fn sync_suspensions(&self) -> Result<(), String> {
+    /// Re-reads the agents' keys from the store (after a change here, or another
+    /// replica's).
+    pub async fn sync_agent_keys(&self) -> Result<(), String> {
+        let keys = self.store.agent_keys().await.map_err(|e| e.to_string())?;
+        self.agent_keys.set(&keys);
+        Ok(())
+    }
+
+    /// Re-reads suspensions from the store (other replicas, direct store edits). Returns
+    /// the agents suspended since the last read.
+    pub async fn sync_suspensions(&self) -> Result<Vec<String>, String> {
         let epoch = self.suspensions_epoch.load(Ordering::SeqCst);
         let now: HashSet<String> = self
             .store
@@ -118,14 +136,16 @@ impl Shared {
             .into_iter()
             .map(|s| s.agent_id)
             .collect();
+        let mut newly = Vec::new();
         if let Ok(mut s) = self.suspended.write() {
             // A suspend or resume since the read is newer than what was read: keep it,
             // the next sync picks the store up again.
             if self.suspensions_epoch.load(Ordering::SeqCst) == epoch {
+                newly = now.difference(&s).cloned().collect();
                 *s = now;
             }
         }
-        Ok(())
+        Ok(newly)
     }
 }
 
@@ -239,8 +259,16 @@ fn spawn_suspension_sync(rt: &Arc<Runtime>) {
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let Some(rt) = weak.upgrade() else { return };
-            if let Err(e) = rt.shared.sync_suspensions().await {
-                tracing::warn!("cannot refresh suspensions from the store: {e}");
+            match rt.shared.sync_suspensions().await {
+                Ok(newly) => {
+                    for agent in newly {
+                        rt.current().forget_agent(&agent);
+                    }
+                }
+                Err(e) => tracing::warn!("cannot refresh suspensions from the store: {e}"),
+            }
+            if let Err(e) = rt.shared.sync_agent_keys().await {
+                tracing::warn!("cannot refresh agent keys from the store: {e}");
             }
         }
     });
@@ -324,6 +352,13 @@ impl Gateway {
     }
 
     /// A request id, unique within this process and, by its random prefix, across replicas.
+    /// Drops every credential issued for `agent` and cached (it was suspended).
+    pub fn forget_agent(&self, agent: &str) {
+        for t in self.tools.by_name.values() {
+            t.provider.invalidate_agent(agent);
+        }
+    }
+
     pub fn next_request_id(&self) -> Arc<str> {
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
         request_id(&self.id_prefix, n)

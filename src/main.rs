@@ -68,7 +68,8 @@ enum Command {
         #[command(subcommand)]
         command: InventoryCommand,
     },
-    /// Suspend or resume an agent (effective on its next request).
+    /// Suspend or resume an agent (effective on its next request); issue, list and
+    /// revoke the AWS-style keys an agent's AWS SDK signs with.
     Agents {
         #[command(flatten)]
         admin: AdminArgs,
@@ -178,6 +179,16 @@ enum AgentsCommand {
     },
     /// List suspended agents.
     Suspended,
+    /// Issue an AWS-style key pair to an agent (printed once, as the environment an AWS
+    /// SDK reads); with --list, its keys; with --revoke ID, revoke one.
+    AwsKey {
+        id: String,
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// The key's id, or the fingerprint --list shows.
+        #[arg(long, value_name = "KEY_ID_OR_FINGERPRINT")]
+        revoke: Option<String>,
+    },
 }
 
 /// mimalloc (without transparent huge pages, which would inflate RSS): less time in
@@ -391,6 +402,67 @@ async fn agents(c: AdminClient, cmd: AgentsCommand) -> Result<(), String> {
             c.call(Method::POST, &format!("/agents/{id}/resume"), None)
                 .await?;
             println!("resumed {id}");
+        }
+        AgentsCommand::AwsKey {
+            id,
+            list: false,
+            revoke: None,
+        } => {
+            let v = c
+                .call(Method::POST, &format!("/agents/{id}/aws-keys"), None)
+                .await?;
+            let field =
+                |k: &str| admin_client::terminal_text(v[k].as_str().unwrap_or("")).into_owned();
+            println!(
+                "# AWS key for agent {}: shown once, keep it where the agent runs",
+                admin_client::terminal_text(&id)
+            );
+            println!("AWS_ACCESS_KEY_ID={}", field("access_key_id"));
+            println!("AWS_SECRET_ACCESS_KEY={}", field("secret_access_key"));
+        }
+        AgentsCommand::AwsKey {
+            id, revoke: None, ..
+        } => {
+            let v = c
+                .call(Method::GET, &format!("/agents/{id}/aws-keys"), None)
+                .await?;
+            let rows: Vec<Vec<String>> = v["keys"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|k| {
+                    vec![
+                        k["fingerprint"].as_str().unwrap_or("").to_string(),
+                        k["created_by"].as_str().unwrap_or("").to_string(),
+                        admin_client::time(&k["created_at"]),
+                        if k["revoked_at"].is_null() {
+                            "active".to_string()
+                        } else {
+                            format!("revoked {}", admin_client::time(&k["revoked_at"]))
+                        },
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                admin_client::table(
+                    &[
+                        "FINGERPRINT (SHA-256 OF THE KEY ID)",
+                        "BY",
+                        "CREATED",
+                        "STATUS"
+                    ],
+                    &rows
+                )
+            );
+        }
+        AgentsCommand::AwsKey {
+            revoke: Some(key), ..
+        } => {
+            c.call(Method::DELETE, &format!("/aws-keys/{key}"), None)
+                .await?;
+            println!("revoked {}", admin_client::terminal_text(&key));
         }
         AgentsCommand::Suspended => {
             let v = c.call(Method::GET, "/agents/suspended", None).await?;

@@ -17,6 +17,7 @@
 //! ```
 
 use crate::gateway::Runtime;
+use crate::pipeline::identify::aws_key::{self, AgentKeys};
 use crate::store::{ApprovalStatus, Approve, StoreError};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -136,6 +137,12 @@ struct ApproveBody {
 struct DenyBody {
     approver: String,
     note: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    by: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -405,8 +412,10 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 .await
             {
                 Ok(()) => {
-                    // Effective on the agent's next request, in this process at once.
+                    // Effective on the agent's next request, in this process at once;
+                    // what was issued for it and cached is dropped.
                     rt.shared.set_suspended(&id, true);
+                    rt.current().forget_agent(&id);
                     tracing::info!(agent = %id, by = %by, "agent suspended");
                     json(
                         StatusCode::OK,
@@ -427,6 +436,102 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                         serde_json::json!({"agent_id": id, "suspended": false, "was_suspended": was}),
                     )
                 }
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, ["agents", id, "aws-keys"]) => {
+            let id = id.to_string();
+            let b: KeyBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            if !rt.current().snapshot.agents.by_id.contains_key(id.as_str()) {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "unknown_agent",
+                    format!("no agent {id:?} in the configuration"),
+                );
+            }
+            let access_key_id = match AgentKeys::new_id() {
+                Ok(k) => k,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e),
+            };
+            let fingerprint = aws_key::fingerprint(&access_key_id);
+            let key = crate::store::AgentKey {
+                key_hash: fingerprint.clone(),
+                agent_id: id.clone(),
+                created_by: b.by.unwrap_or_else(|| "admin-token".into()),
+                created_at: rt.shared.clock.unix_millis(),
+                revoked_at: None,
+            };
+            if let Err(e) = store.add_agent_key(&key).await {
+                return store_error(e);
+            }
+            if let Err(e) = rt.shared.sync_agent_keys().await {
+                tracing::warn!("agent key stored; in effect within seconds: {e}");
+            }
+            tracing::info!(agent = %id, fingerprint = %fingerprint, "AWS key issued to agent");
+            // The only time the key is shown: its id is stored hashed, its secret derived.
+            let secret = rt.shared.agent_keys.secret_of(&access_key_id);
+            json(
+                StatusCode::CREATED,
+                serde_json::json!({
+                    "agent": id,
+                    "access_key_id": access_key_id,
+                    "secret_access_key": secret,
+                    "fingerprint": fingerprint,
+                    "created_at": key.created_at,
+                }),
+            )
+        }
+        (Method::GET, ["agents", id, "aws-keys"]) => match store.agent_keys().await {
+            Ok(keys) => {
+                let keys: Vec<_> = keys
+                    .into_iter()
+                    .filter(|k| k.agent_id == *id)
+                    .map(|k| {
+                        serde_json::json!({
+                            "fingerprint": k.key_hash,
+                            "agent": k.agent_id,
+                            "created_by": k.created_by,
+                            "created_at": k.created_at,
+                            "revoked_at": k.revoked_at,
+                        })
+                    })
+                    .collect();
+                json(StatusCode::OK, serde_json::json!({ "keys": keys }))
+            }
+            Err(e) => store_error(e),
+        },
+        // By the key id, or by the fingerprint a listing shows.
+        (Method::DELETE, ["aws-keys", key]) => {
+            let is_fingerprint = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
+            let hash = if is_fingerprint {
+                key.to_ascii_lowercase()
+            } else {
+                aws_key::fingerprint(key)
+            };
+            match store
+                .revoke_agent_key(&hash, rt.shared.clock.unix_millis())
+                .await
+            {
+                Ok(true) => {
+                    if let Err(e) = rt.shared.sync_agent_keys().await {
+                        tracing::warn!(
+                            "agent key revoked in the store; in effect within seconds: {e}"
+                        );
+                    }
+                    tracing::info!(fingerprint = %hash, "agent AWS key revoked");
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({"fingerprint": hash, "revoked": true}),
+                    )
+                }
+                Ok(false) => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no active key with that id or fingerprint",
+                ),
                 Err(e) => store_error(e),
             }
         }

@@ -160,12 +160,13 @@ pub struct Suspension {
     pub at: Millis,
 }
 
-/// An AWS-style key pair keygate issued to an agent: only its id is stored. The secret is
-/// derived from the id and a key outside the store (see `pipeline::identify::aws_key`),
-/// so the store file holds nothing an agent could sign with.
+/// An AWS-style key pair keygate issued to an agent: only the SHA-256 of its id is stored
+/// (hex; also the key's fingerprint in listings). The secret is derived from the id and a
+/// key outside the store (see `pipeline::identify::aws_key`), so the store file holds
+/// nothing an agent could present or sign with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AgentKey {
-    pub access_key_id: String,
+    pub key_hash: String,
     pub agent_id: String,
     pub created_by: String,
     pub created_at: Millis,
@@ -296,8 +297,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every agent key, revoked ones included, oldest first.
     async fn agent_keys(&self) -> Result<Vec<AgentKey>, StoreError>;
 
-    /// Revokes a key; false if there is no such key or it was revoked already.
-    async fn revoke_agent_key(&self, access_key_id: &str, now: Millis) -> Result<bool, StoreError>;
+    /// Revokes a key (by its hash); false if there is no such key or it was revoked
+    /// already.
+    async fn revoke_agent_key(&self, key_hash: &str, now: Millis) -> Result<bool, StoreError>;
 }
 
 /// A fresh random id: `prefix` followed by 20 lowercase hex characters (80 random bits).

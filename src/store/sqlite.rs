@@ -78,9 +78,9 @@ const SCHEMA_V1: &[&str] = &[
     )",
 ];
 
-/// Version 2: keys issued to agents (their ids; never a secret).
+/// Version 2: keys issued to agents (the hashes of their ids; never a secret).
 const SCHEMA_V2: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_keys (
-        access_key_id TEXT PRIMARY KEY NOT NULL,
+        key_hash TEXT PRIMARY KEY NOT NULL,
         agent_id      TEXT NOT NULL,
         created_by    TEXT NOT NULL,
         created_at    INTEGER NOT NULL,
@@ -626,10 +626,10 @@ impl Store for SqliteStore {
 
     async fn add_agent_key(&self, key: &AgentKey) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO agent_keys (access_key_id, agent_id, created_by, created_at, revoked_at) \
+            "INSERT INTO agent_keys (key_hash, agent_id, created_by, created_at, revoked_at) \
              VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(&key.access_key_id)
+        .bind(&key.key_hash)
         .bind(&key.agent_id)
         .bind(&key.created_by)
         .bind(key.created_at)
@@ -642,8 +642,8 @@ impl Store for SqliteStore {
 
     async fn agent_keys(&self) -> Result<Vec<AgentKey>, StoreError> {
         let rows = sqlx::query_as::<_, AgentKeyRow>(
-            "SELECT access_key_id, agent_id, created_by, created_at, revoked_at FROM agent_keys \
-             ORDER BY created_at, access_key_id",
+            "SELECT key_hash, agent_id, created_by, created_at, revoked_at FROM agent_keys \
+             ORDER BY created_at, key_hash",
         )
         .fetch_all(&self.pool)
         .await
@@ -651,7 +651,7 @@ impl Store for SqliteStore {
         Ok(rows
             .into_iter()
             .map(|r| AgentKey {
-                access_key_id: r.access_key_id,
+                key_hash: r.key_hash,
                 agent_id: r.agent_id,
                 created_by: r.created_by,
                 created_at: r.created_at,
@@ -660,12 +660,12 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn revoke_agent_key(&self, access_key_id: &str, now: Millis) -> Result<bool, StoreError> {
+    async fn revoke_agent_key(&self, key_hash: &str, now: Millis) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE agent_keys SET revoked_at = ? WHERE access_key_id = ? AND revoked_at IS NULL",
+            "UPDATE agent_keys SET revoked_at = ? WHERE key_hash = ? AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(access_key_id)
+        .bind(key_hash)
         .execute(&self.pool)
         .await
         .map_err(db_err("revoke agent key"))?;
@@ -675,7 +675,7 @@ impl Store for SqliteStore {
 
 #[derive(FromRow)]
 struct AgentKeyRow {
-    access_key_id: String,
+    key_hash: String,
     agent_id: String,
     created_by: String,
     created_at: i64,
@@ -1355,7 +1355,7 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap();
         assert_eq!(store.suspensions().await.unwrap().len(), 1);
         let key = AgentKey {
-            access_key_id: "KGAKTEST".into(),
+            key_hash: "KGAKTEST".into(),
             agent_id: "agent-1".into(),
             created_by: "admin-token".into(),
             created_at: T0,

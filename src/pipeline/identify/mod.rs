@@ -11,6 +11,7 @@
 //! `[[agents]]` entry; an agent taken from claims is bound to the issuer that vouched for
 //! it), and only if its lifetime fits the issuer's `max_token_lifetime`.
 
+pub mod aws_key;
 pub mod jwks;
 
 use crate::clock::Clock;

@@ -1,0 +1,160 @@
+//! AWS-style key pairs keygate issues to agents, so that an unmodified AWS SDK can prove
+//! which agent it is: the agent signs with its pair (SigV4), keygate verifies the signature
+//! and then signs again with credentials of its own. The pair is worthless anywhere else.
+//!
+//! Only the SHA-256 of the key id is stored (with its agent): the key's fingerprint. The
+//! secret is derived from the id by HMAC-SHA256 under a key kept in its own file in the
+//! data directory (0600), never in the store: a copy of the database holds nothing an
+//! agent could present or sign with. The fingerprints of active keys are held in memory
+//! (replaced whole when keys change), so a call never waits on the store.
+
+use crate::store::AgentKey;
+use arc_swap::ArcSwap;
+use aws_lc_rs::hmac;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What every keygate-issued key id starts with (AWS's own start with `AKIA`/`ASIA`).
+pub const KEY_ID_PREFIX: &str = "KGAK";
+const DERIVATION_LABEL: &[u8] = b"keygate aws agent key v1\n";
+
+/// The keys issued to agents, by id.
+pub struct AgentKeys {
+    master: hmac::Key,
+    active: ArcSwap<HashMap<Box<str>, Arc<str>>>,
+}
+
+impl std::fmt::Debug for AgentKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentKeys").finish_non_exhaustive()
+    }
+}
+
+impl AgentKeys {
+    /// Loads the derivation key from `path`, generating it (32 random bytes, owner-only)
+    /// on first start.
+    pub fn load_or_generate(path: &Path) -> Result<AgentKeys, String> {
+        if !path.exists() {
+            let mut bytes = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut bytes)
+                .map_err(|_| "cannot generate the agent-key secret".to_string())?;
+            crate::private_fs::write(path, const_hex::encode(bytes).as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes = const_hex::decode(text.trim())
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| format!("{} does not hold 32 hex-encoded bytes", path.display()))?;
+        Ok(AgentKeys::from_master(&bytes))
+    }
+
+    pub fn from_master(bytes: &[u8]) -> AgentKeys {
+        AgentKeys {
+            master: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            active: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    /// Replaces the active keys with the unrevoked ones of `keys`.
+    pub fn set(&self, keys: &[AgentKey]) {
+        let active = keys
+            .iter()
+            .filter(|k| k.revoked_at.is_none())
+            .map(|k| (k.key_hash.as_str().into(), k.agent_id.as_str().into()))
+            .collect();
+        self.active.store(Arc::new(active));
+    }
+
+    /// The agent an active key was issued to.
+    pub fn agent_of(&self, access_key_id: &str) -> Option<Arc<str>> {
+        self.active
+            .load()
+            .get(&*fingerprint(access_key_id))
+            .cloned()
+    }
+
+    /// The secret of a key id (40 characters, like AWS's).
+    pub fn secret_of(&self, access_key_id: &str) -> String {
+        use base64::Engine;
+        let mut ctx = hmac::Context::with_key(&self.master);
+        ctx.update(DERIVATION_LABEL);
+        ctx.update(access_key_id.as_bytes());
+        let tag = ctx.sign();
+        base64::engine::general_purpose::STANDARD.encode(&tag.as_ref()[..30])
+    }
+
+    /// A new key id: the prefix and 16 random uppercase hex digits (20 characters, like
+    /// AWS's).
+    pub fn new_id() -> Result<String, String> {
+        let mut bytes = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "cannot generate a key id".to_string())?;
+        Ok(format!("{KEY_ID_PREFIX}{}", const_hex::encode_upper(bytes)))
+    }
+}
+
+/// The SHA-256 of a key id, in hex: what the store holds and listings show.
+pub fn fingerprint(access_key_id: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_key_id.as_bytes());
+    const_hex::encode(d.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, agent: &str, revoked: bool) -> AgentKey {
+        AgentKey {
+            key_hash: fingerprint(id),
+            agent_id: agent.into(),
+            created_by: "t".into(),
+            created_at: 0,
+            revoked_at: revoked.then_some(1),
+        }
+    }
+
+    #[test]
+    fn secrets_are_derived_from_the_id_and_the_master_only() {
+        let a = AgentKeys::from_master(&[7; 32]);
+        let b = AgentKeys::from_master(&[8; 32]);
+        let s = a.secret_of("KGAK0000000000000001");
+        assert_eq!(s.len(), 40);
+        assert_eq!(s, a.secret_of("KGAK0000000000000001"));
+        assert_ne!(s, a.secret_of("KGAK0000000000000002"));
+        assert_ne!(s, b.secret_of("KGAK0000000000000001"));
+        let id = AgentKeys::new_id().unwrap();
+        assert_eq!(id.len(), 20);
+        assert!(id.starts_with(KEY_ID_PREFIX));
+    }
+
+    #[test]
+    fn only_unrevoked_keys_name_an_agent() {
+        let k = AgentKeys::from_master(&[7; 32]);
+        k.set(&[
+            key("KGAK1", "agent-1", false),
+            key("KGAK2", "agent-2", true),
+        ]);
+        assert_eq!(k.agent_of("KGAK1").as_deref(), Some("agent-1"));
+        assert_eq!(k.agent_of("KGAK2"), None);
+        assert_eq!(k.agent_of("KGAK3"), None);
+    }
+
+    #[test]
+    fn the_master_is_generated_owner_only_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aws-agent-keys.key");
+        let a = AgentKeys::load_or_generate(&path).unwrap();
+        let b = AgentKeys::load_or_generate(&path).unwrap();
+        assert_eq!(a.secret_of("KGAKX"), b.secret_of("KGAKX"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "short").unwrap();
+        assert!(AgentKeys::load_or_generate(&path).is_err());
+    }
+}
