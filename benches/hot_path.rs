@@ -172,6 +172,9 @@ fn audit_record(c: &mut Criterion) {
                 client_gone: false,
                 credential_provider: Some("jwt"),
                 credential_id: Some(cred.clone()),
+                credential_role: None,
+                credential_expires: None,
+                credential_cached: None,
                 stripped: vec!["header:authorization".into()],
             };
             buf.clear();
@@ -438,8 +441,74 @@ fn helpers(c: &mut Criterion) {
     });
 }
 
+/// What an AWS call costs keygate beyond the rest of the pipeline: re-signing it with the
+/// session's credentials (and, with an agent key, checking the agent's own signature).
+fn aws(c: &mut Criterion) {
+    use keygate::aws::sign::{sign, Payload, SigningKey};
+    let key = SigningKey {
+        access_key_id: "ASIAEXAMPLESESSION01",
+        secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        session_token: Some("FwoGZXIvYXdzEXAMPLEsessiontokenFwoGZXIvYXdzEXAMPLEsessiontoken"),
+    };
+    let mut base = http::HeaderMap::new();
+    base.insert("host", http::HeaderValue::from_static("iam.amazonaws.com"));
+    base.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+    );
+    base.insert(
+        "user-agent",
+        http::HeaderValue::from_static("Boto3/1.35 md/Botocore#1.35"),
+    );
+    let body = b"Action=ListUsers&Version=2010-05-08";
+    c.bench_function("inject/aws_sigv4_sign_query_call", |b| {
+        b.iter(|| {
+            let mut h = base.clone();
+            sign(
+                &http::Method::POST,
+                "https://iam.amazonaws.com/",
+                &mut h,
+                Payload::Bytes(black_box(body)),
+                &key,
+                "us-east-1",
+                "iam",
+                std::time::SystemTime::now(),
+            )
+            .unwrap();
+            h
+        })
+    });
+    let mut s3 = http::HeaderMap::new();
+    s3.insert(
+        "host",
+        http::HeaderValue::from_static("s3.us-east-1.amazonaws.com"),
+    );
+    s3.insert(
+        "x-amz-content-sha256",
+        http::HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+    );
+    c.bench_function("inject/aws_sigv4_sign_s3_unsigned_payload", |b| {
+        b.iter(|| {
+            let mut h = s3.clone();
+            sign(
+                &http::Method::PUT,
+                "https://s3.us-east-1.amazonaws.com/bucket/some/key.bin",
+                &mut h,
+                Payload::Declared("UNSIGNED-PAYLOAD".into()),
+                &key,
+                "us-east-1",
+                "s3",
+                std::time::SystemTime::now(),
+            )
+            .unwrap();
+            h
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    aws,
     helpers,
     identify,
     secret_scan,

@@ -16,6 +16,11 @@
 #               strip + secret scan of a header and a query param, minted JWT injected
 #               (reused within the default window), audit log, OTLP traces to a local sink
 #   kg-unique   kg-full with `unique_per_call = true`: a JWT minted for every call
+#   kg-aws      keygate as an AWS endpoint (issue 14): agent JWT in Proxy-Authorization
+#               beside the SDK's own SigV4 header, default policies, the S3 action and
+#               its session policy derived, session credentials from STS (a local stand-in
+#               answering AssumeRole; cached, so the measured calls never reach it), and
+#               the call re-signed with them; upstream nginx accepts any signature
 # Reported: medians over REPS of req/s, p50, p99, the proxy's CPU µs per request
 # (utime+stime from /proc/<pid>/stat) and its peak RSS (VmHWM); then p99 at a fixed rate
 # of half kg-full's peak on /small (wrk with a per-request delay).
@@ -35,7 +40,7 @@ CG_DURATION=${CG_DURATION:-20s}
 DURATION=${DURATION:-15s}
 REPS=${REPS:-3}
 CONNS=${CONNS:-32}
-CASES=(direct nginx kg-pass kg-full kg-unique)
+CASES=(direct nginx kg-pass kg-full kg-unique kg-aws)
 PATHS=(small big)
 
 cd "$(dirname "$0")/.."
@@ -178,6 +183,36 @@ taskset -c 1 python3 "$T/otlp_sink.py" "$OTLP_PORT" &
 PIDS+=($!)
 wait_port "$OTLP_PORT"
 
+# --- STS stand-in on core 1 (kg-aws): answers every AssumeRole with a one-hour session -----
+STS_PORT=$(free_port)
+cat > "$T/sts.py" <<'EOF'
+import sys, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        exp = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = ("<AssumeRoleResponse><AssumeRoleResult><Credentials>"
+                "<AccessKeyId>ASIABENCHSESSION0001</AccessKeyId>"
+                "<SecretAccessKey>benchSessionSecretKeyOfFortyCharacters00</SecretAccessKey>"
+                "<SessionToken>FwoGZXIvYXdzEbenchsessiontoken</SessionToken>"
+                f"<Expiration>{exp}</Expiration></Credentials>"
+                "<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/bench/bench-agent</Arn></AssumedRoleUser>"
+                "</AssumeRoleResult></AssumeRoleResponse>").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+EOF
+taskset -c 1 python3 "$T/sts.py" "$STS_PORT" &
+PIDS+=($!)
+wait_port "$STS_PORT"
+printf '{"Version":1,"AccessKeyId":"AKIABENCHBASEKEY0001","SecretAccessKey":"benchBaseSecretKeyOfFortyCharacters00000"}' > "$T/aws-base.json"
+
 # --- 3. keygate instances on core 0 --------------------------------------------------------
 export BENCH_UP_TOKEN=bench-upstream-secret
 kg_config() { # dir port admin_port credential_toml extra_tool_toml
@@ -251,7 +286,7 @@ PID[nginx]=$NG_WORKER
 QUERY[direct]=""; QUERY[nginx]=""
 FULL_TOOL='strip_headers = ["x-agent-session"]
 strip_query = ["session"]'
-for c in kg-pass kg-full kg-unique; do
+for c in kg-pass kg-full kg-unique kg-aws; do
     d="$T/$c"
     mkdir -p "$d/data" "$d/policies"
     PORT[$c]=$(free_port)
@@ -272,6 +307,13 @@ ttl = "5m"'
         [ "$c" = kg-unique ] && cred="$cred
 unique_per_call = true"
         kg_config "$d" "${PORT[$c]}" "$admin" "$cred" "$FULL_TOOL" > "$d/keygate.toml"
+        ;;
+    kg-aws)
+        cp "$ROOT"/policies/*.cedar "$ROOT"/policies/*.cedarschema "$d/policies/"
+        kg_config "$d" "${PORT[$c]}" "$admin" "provider = \"aws\"
+role_arn = \"arn:aws:iam::123456789012:role/bench\"
+sts_endpoint = \"http://127.0.0.1:$STS_PORT\"
+from_file = \"$T/aws-base.json\"" 'kind = "aws"' > "$d/keygate.toml"
         ;;
     esac
     echo "== $c: $("$KG" check --config "$d/keygate.toml")" >&2
@@ -295,6 +337,8 @@ unique_per_call = true"
     wait_port "${PORT[$c]}"
     tok=$("$KG" dev-token --config "$d/keygate.toml" --agent bench-agent --ttl 2h)
     HDRS[$c]="Authorization: Bearer $tok"
+    # An AWS SDK's Authorization is its SigV4 signature: the agent's JWT goes beside it.
+    [ "$c" = kg-aws ] && HDRS[$c]="Proxy-Authorization: Bearer $tok"
     QUERY[$c]=""
     if [ "$c" != kg-pass ]; then
         QUERY[$c]="?q=quarterly-report-draft&session=agent-session-42"
@@ -314,6 +358,7 @@ wrk_args() { # case -> extra header args, one per line
     esac
     case $1 in
     kg-full | kg-unique) printf '%s\n' -H "X-Agent-Session: s-0042" -H "X-Request-Note: weekly-report-for-the-platform-team" ;;
+    kg-aws) printf '%s\n' -H "Authorization: AWS4-HMAC-SHA256 Credential=AKIDANYKEYTHESDKHAS0/$(date -u +%Y%m%d)/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=$(printf '0%.0s' $(seq 64))" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -H "x-amz-date: $(date -u +%Y%m%dT%H%M%SZ)" ;;
     esac
 }
 
@@ -336,7 +381,7 @@ echo "== all cases answer 200" >&2
 if [ "$MODE" = callgrind ]; then
     echo "== callgrind: instructions per request on /small (wrk -c8, $CG_DURATION after a warm-up)" >&2
     printf '\n| case | requests | instructions | instructions per request |\n|---|---:|---:|---:|\n' > "$T/cg.md"
-    for c in kg-pass kg-full kg-unique; do
+    for c in kg-pass kg-full kg-unique kg-aws; do
         mapfile -t extra < <(wrk_args "$c")
         taskset -c 1 wrk -t1 -c8 -d5s "${extra[@]}" "$(url "$c" small)" > /dev/null
         callgrind_control -z "${PID[$c]}" > /dev/null 2>&1
@@ -442,7 +487,7 @@ import sys, statistics as st, math
 res, rss_f, dur, reps, conns, delay = sys.argv[1:7]
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
 rss = dict(l.split() for l in open(rss_f) if l.strip())
-cases = ["direct", "nginx", "kg-pass", "kg-full", "kg-unique"]
+cases = ["direct", "nginx", "kg-pass", "kg-full", "kg-unique", "kg-aws"]
 def med(label, c, p, i):
     v = [float(r[i]) for r in rows if r[0] == label and r[1] == c and r[2] == p]
     v = [x for x in v if not math.isnan(x)]
@@ -461,7 +506,7 @@ for c in cases:
 print(f"\n### Ratios\n")
 print("| case | path | CPU/req vs nginx | CPU/req − nginx (µs) | req/s vs direct | req/s vs nginx |")
 print("|---|---|---:|---:|---:|---:|")
-for c in ["kg-pass", "kg-full", "kg-unique"]:
+for c in ["kg-pass", "kg-full", "kg-unique", "kg-aws"]:
     for p in ["small", "big"]:
         cpu, ncpu = med('peak', c, p, 8), med('peak', 'nginx', p, 8)
         rps, drps, nrps = med('peak', c, p, 5), med('peak', 'direct', p, 5), med('peak', 'nginx', p, 5)

@@ -150,6 +150,9 @@ pub struct Error {
     pub approval_id: Option<String>,
     /// For MCP: the JSON-RPC error code, when not keygate's refusal code.
     pub jsonrpc_code: Option<i64>,
+    /// For AWS: the code AWS itself uses for this refusal (`SignatureDoesNotMatch`), which
+    /// the SDK shows; the refusal is then in AWS's dialect, whatever the tool.
+    pub aws_code: Option<&'static str>,
 }
 
 impl Error {
@@ -160,6 +163,7 @@ impl Error {
             detail: None,
             approval_id: None,
             jsonrpc_code: None,
+            aws_code: None,
         }
     }
 
@@ -174,6 +178,12 @@ impl Error {
 
     pub fn with_jsonrpc(mut self, code: i64) -> Self {
         self.jsonrpc_code = Some(code);
+        self
+    }
+
+    /// A refusal an AWS SDK reads with AWS's own code (the status stays keygate's).
+    pub fn with_aws_code(mut self, code: &'static str) -> Self {
+        self.aws_code = Some(code);
         self
     }
 
@@ -200,7 +210,7 @@ impl Error {
                 };
                 let body = format!(
                     "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>{fault}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
-                    self.kind.code(),
+                    self.aws_code.unwrap_or(self.kind.code()),
                     xml_escape(&message),
                     xml_escape(request_id)
                 );

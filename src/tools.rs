@@ -72,7 +72,7 @@ impl ToolSet {
                     if let Err(e) = p.status() {
                         tracing::error!(tool = %tool.name, "AWS base key unavailable (calls to this tool fail until it can be read): {e}");
                     }
-                    Provider::Aws(p)
+                    Provider::Aws(Box::new(p))
                 }
             };
             let client = build_client(tool.ca_file.as_deref(), tool.connect_timeout)?;

@@ -304,6 +304,9 @@ fn record(i: u64) -> AuditRecord {
         client_gone: false,
         credential_provider: Some("static"),
         credential_id: None,
+        credential_role: None,
+        credential_expires: None,
+        credential_cached: None,
         stripped: vec!["header:cookie".into()],
     }
 }

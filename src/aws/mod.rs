@@ -1,5 +1,9 @@
-//! AWS: signing requests (SigV4) with credentials keygate holds, and STS sessions.
-//! Leaf modules: they know AWS's protocols, nothing of the pipeline.
+//! AWS: the agent's SigV4 signature checked (`verify`), the action a call is and the
+//! session policy that allows only it (`action`), STS sessions (`sts`), and requests
+//! signed with credentials keygate holds (`sign`). Leaf modules: they know AWS's
+//! protocols, nothing of the pipeline.
 
+pub mod action;
 pub mod sign;
 pub mod sts;
+pub mod verify;

@@ -84,6 +84,7 @@ fn signed(name: &HeaderName) -> bool {
 /// Signs a request for `service` in `region`: `uri` is the absolute URI it is sent to (as
 /// it will be sent: its path and query exactly), `headers` its headers, which get
 /// `x-amz-date`, `x-amz-security-token` (for a session) and `authorization`.
+#[allow(clippy::too_many_arguments)]
 pub fn sign(
     method: &http::Method,
     uri: &str,

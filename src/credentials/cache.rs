@@ -205,7 +205,7 @@ impl<V: Cacheable> IssuedCache<V> {
     }
 
     /// How many credentials are cached (after pending maintenance).
-    pub async fn len(&self) -> u64 {
+    pub async fn cached_count(&self) -> u64 {
         self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
@@ -357,9 +357,9 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(cache.len().await, 2);
+        assert_eq!(cache.cached_count().await, 2);
         cache.invalidate_agent("a");
-        assert_eq!(cache.len().await, 1);
+        assert_eq!(cache.cached_count().await, 1);
         let (_, served) = cache
             .get_or_issue(key("a", "s"), issuer(clock.clone(), calls.clone(), 900))
             .await

@@ -26,7 +26,7 @@ pub enum Provider {
     Jwt(MintedJwt),
     /// Signs each call (SigV4) instead of placing a credential: the inject phase asks it
     /// for the call's credentials ([`AwsProvider::issue`]).
-    Aws(AwsProvider),
+    Aws(Box<AwsProvider>),
 }
 
 impl Provider {

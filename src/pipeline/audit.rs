@@ -111,6 +111,9 @@ impl OnFinish for Pending {
             client_gone: ctx.client_gone.load(std::sync::atomic::Ordering::Relaxed),
             credential_provider: ctx.credential.provider,
             credential_id: ctx.credential.id,
+            credential_role: ctx.credential.role,
+            credential_expires: ctx.credential.expires_unix,
+            credential_cached: ctx.credential.cached,
             stripped: ctx.stripped,
         });
     }
@@ -241,6 +244,18 @@ fn span_attributes(
     }
     if let Some(c) = &ctx.credential.id {
         a.push(KeyValue::new("keygate.credential.id", s(c)));
+    }
+    if let Some(r) = &ctx.credential.role {
+        a.push(KeyValue::new("keygate.credential.role", s(r)));
+    }
+    if let Some(e) = ctx.credential.expires_unix {
+        a.push(KeyValue::new(
+            "keygate.credential.expires",
+            i64::try_from(e).unwrap_or(i64::MAX),
+        ));
+    }
+    if let Some(c) = ctx.credential.cached {
+        a.push(KeyValue::new("keygate.credential.cached", c));
     }
     if let Some(m) = ctx.mcp.as_ref().map(|m| &m.record) {
         if let Some(id) = &m.session_id {

@@ -14,6 +14,8 @@
 
 use super::respond::Injected;
 use crate::config::Agent;
+use crate::credentials::aws::{AwsCredential, AwsProvider};
+use crate::credentials::cache::Served;
 use crate::credentials::Placement;
 use crate::error::{Error, ErrorKind};
 use crate::telemetry::spans::RequestTrace;
@@ -74,6 +76,186 @@ pub struct Credential {
     pub provider: Option<&'static str>,
     pub id: Option<Arc<str>>,
     pub injected: Option<Arc<Injected>>,
+    /// AWS: the role whose session signed the call (none: keygate's base key).
+    pub role: Option<Arc<str>>,
+    /// When the credential expires (Unix seconds), for providers that issue ones that do.
+    pub expires_unix: Option<u64>,
+    /// Whether the provider's cache served it (false: issued for this call).
+    pub cached: Option<bool>,
+}
+
+/// The AWS service and region a call is for, as the agent's SDK signed it.
+#[derive(Debug, Clone)]
+pub struct AwsTarget {
+    pub service: String,
+    pub region: String,
+}
+
+/// What inject obtained for an AWS call: signed into the request as it leaves
+/// ([`sign_aws`], just before forward), so a request held for approval is signed when it
+/// is sent, not when it arrived.
+pub struct AwsSigning {
+    credential: Arc<crate::credentials::cache::Entry<AwsCredential>>,
+    target: AwsTarget,
+}
+
+/// The AWS service and region of a request, from the agent's own SigV4 signature (made
+/// with the key keygate issued it, or with any key when a JWT names the agent); the
+/// tool's region when the signature names none.
+pub fn aws_target(headers: &http::HeaderMap, default_region: &str) -> Result<AwsTarget, Error> {
+    let scope = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| crate::aws::verify::parse_authorization(v).ok());
+    match scope {
+        Some(h) => Ok(AwsTarget {
+            service: h.service.to_string(),
+            region: if h.region.is_empty() {
+                default_region.to_string()
+            } else {
+                h.region.to_string()
+            },
+        }),
+        None => Err(Error::new(
+            ErrorKind::BadRequest,
+            "an AWS call must be signed (SigV4): keygate reads the service and region from the signature; the AWS SDKs and CLI always sign",
+        )),
+    }
+}
+
+/// inject for an AWS tool: the credentials the provider issues for this agent and this
+/// call, scoped by a session policy to the one action the call is (and its resource,
+/// where keygate knows it). The request is checked to be signable now, so a request that
+/// cannot be sent never asks for an approval.
+#[allow(clippy::too_many_arguments)]
+pub async fn inject_aws<B>(
+    provider: &AwsProvider,
+    agent: &Agent,
+    req: &mut Request<B>,
+    forward_path: &str,
+    query: Option<&str>,
+    body: Option<&[u8]>,
+    target: AwsTarget,
+    trace: Option<&mut RequestTrace>,
+) -> (Credential, Result<AwsSigning, Error>) {
+    let mut credential = Credential {
+        provider: Some("aws"),
+        ..Credential::default()
+    };
+    crate::http_client::remove_hop_by_hop(req.headers_mut());
+    let result = async {
+        // Signed chunks cannot be re-signed: refused here, with the SDK setting to change.
+        let declared = crate::aws::sign::Payload::from_header(req.headers())
+            .map_err(|e| Error::new(ErrorKind::BadRequest, e.0))?;
+        if declared.is_none() && body.is_none() {
+            if target.service != "s3" {
+                return Err(Error::new(ErrorKind::Internal, "an AWS call's body was not read")
+                    .with_detail("non-S3 AWS call without its body or x-amz-content-sha256"));
+            }
+            req.headers_mut().insert(
+                crate::aws::sign::CONTENT_SHA256,
+                HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+            );
+        }
+        let action = crate::aws::action::action(
+            &target.service,
+            req.method(),
+            forward_path,
+            query,
+            req.headers(),
+            body,
+        )
+        .map_err(|why| {
+            Error::new(
+                ErrorKind::BadRequest,
+                format!("keygate cannot tell which AWS action this call is, so it cannot scope a credential to it: {why}"),
+            )
+        })?;
+        let policy = crate::aws::action::session_policy(&action);
+        let call = crate::credentials::aws::AwsCall {
+            actions: &action.actions,
+            policy: &policy,
+        };
+        let phase = trace
+            .as_ref()
+            .map(|_| RequestTrace::begin("keygate.credential"));
+        let issued = provider.issue(agent, &call).await;
+        let served = issued.as_ref().ok().map(|(_, s)| *s);
+        if let (Some(trace), Some(phase)) = (trace, phase) {
+            if served != Some(Served::Cached) {
+                let mut attrs = vec![KeyValue::new("keygate.credential.provider", "aws")];
+                if let Ok((e, _)) = &issued {
+                    if let Some(r) = &e.value.role {
+                        attrs.push(KeyValue::new("keygate.credential.role", r.to_string()));
+                    }
+                }
+                trace.end_phase(phase, attrs, issued.is_err());
+            }
+        }
+        let (entry, served) = issued.map_err(|e| {
+            Error::new(
+                ErrorKind::CredentialUnavailable,
+                "keygate could not obtain AWS credentials for this call",
+            )
+            .with_detail(e.0)
+        })?;
+        Ok((entry, served))
+    }
+    .await;
+    match result {
+        Ok((entry, served)) => {
+            credential.id = Some(entry.value.access_key_id.clone());
+            credential.role = entry.value.role.clone();
+            credential.expires_unix = Some(entry.value.expires_unix);
+            credential.cached = Some(served == Served::Cached);
+            (
+                credential,
+                Ok(AwsSigning {
+                    credential: entry,
+                    target,
+                }),
+            )
+        }
+        Err(e) => (credential, Err(e)),
+    }
+}
+
+/// Signs an AWS call as it leaves: `uri` is the absolute URI forward sends it to.
+pub fn sign_aws<B>(
+    req: &mut Request<B>,
+    uri: &str,
+    host: &HeaderValue,
+    body: Option<&[u8]>,
+    signing: &AwsSigning,
+    now: std::time::SystemTime,
+) -> Result<(), Error> {
+    let payload = match crate::aws::sign::Payload::from_header(req.headers()) {
+        Ok(Some(p)) => p,
+        Ok(None) => match body {
+            Some(b) => crate::aws::sign::Payload::Bytes(b),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "an AWS call's body was not read",
+                ))
+            }
+        },
+        Err(e) => return Err(Error::new(ErrorKind::BadRequest, e.0)),
+    };
+    let method = req.method().clone();
+    let headers = req.headers_mut();
+    headers.insert(header::HOST, host.clone());
+    crate::aws::sign::sign(
+        &method,
+        uri,
+        headers,
+        payload,
+        &signing.credential.value.signing_key(),
+        &signing.target.region,
+        &signing.target.service,
+        now,
+    )
+    .map_err(|e| Error::new(ErrorKind::BadRequest, e.0))
 }
 
 /// Sets the credential the tool's provider issues for `agent` on the request (a header,

@@ -49,6 +49,7 @@ pub mod respond;
 pub mod strip;
 
 use crate::conn::ConnInfo;
+use crate::credentials::Provider;
 use crate::error::{Error, ErrorKind, ProxyBody};
 use crate::gateway::Gateway;
 use crate::routes::Operation;
@@ -190,6 +191,9 @@ async fn handle_to_end(
             }
             // The refusal speaks the dialect the agent's client reads.
             let resp = match (&ctx.mcp, &ctx.tool) {
+                (_, _) if e.aws_code.is_some() => {
+                    e.to_response_in(crate::error::Dialect::AwsXml, &ctx.request_id)
+                }
                 (Some(m), _) => mcp::error_response(&e, m, &ctx.request_id),
                 (None, Some(t)) if t.tool.kind == crate::catalog::Kind::Aws => {
                     e.to_response_in(crate::error::Dialect::AwsXml, &ctx.request_id)
@@ -215,13 +219,14 @@ async fn run(
         Routed::Local(resp) => return Ok(resp),
         Routed::Tool(req, route) => (req, route),
     };
-    let agent = identify(gw, ctx, &req)?;
+    let agent = identify(gw, ctx, &req, route.as_ref())?;
     let mut call = classify(gw, ctx, req, route).await?;
+    prove(gw, ctx, &mut call).await?;
     authorize(gw, ctx, &agent, &mut call).await?;
     let mut out = strip(gw, ctx, call).await?;
-    inject(ctx, &agent, &mut out)?;
+    inject(ctx, &agent, &mut out).await?;
     approve(gw, ctx, &agent, &out).await?;
-    let resp = forward(ctx, &mut out).await?;
+    let resp = forward(gw, ctx, &mut out).await?;
     let resp = respond(gw, ctx, &agent, &out, resp)?;
     inventory(gw, ctx, &agent, &out, resp).await
     // audit: once the response is sent ([`audit::attach`], in `handle_to_end`).
@@ -255,17 +260,23 @@ fn route(
     )
 }
 
-/// identify: the agent, verified and not suspended.
+/// identify: the agent, verified and not suspended (an agent named by its AWS key: once
+/// [`prove`] has checked its signature).
 fn identify(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     req: &Request<Incoming>,
+    route: Option<&classify::ToolRoute>,
 ) -> Result<Arc<crate::config::Agent>, Error> {
+    let aws_keys = route
+        .filter(|r| matches!(r.tool.provider, Provider::Aws(_)))
+        .map(|_| &gw.shared.agent_keys);
     let identity = identify::identify(
         &gw.identifier,
         &gw.snapshot.agents,
         &ctx.conn,
         req.headers(),
+        aws_keys,
         |agent| gw.shared.is_suspended(agent),
         ctx.trace.as_mut(),
     )?;
@@ -286,6 +297,8 @@ struct Call {
     operation: Option<Arc<Operation>>,
     /// An MCP call's approval digest (bound to its canonical params).
     mcp_digest: Option<String>,
+    /// An AWS tool's call: the service and region the agent's SDK signed for.
+    aws: Option<inject::AwsTarget>,
 }
 
 /// classify: the tool, then (reading the body first when it decides) the operation. For
@@ -310,9 +323,16 @@ async fn classify(
         body_decides: false,
         operation: None,
         mcp_digest: None,
+        aws: None,
     });
+    if let Provider::Aws(p) = &call.tool.provider {
+        call.aws = Some(inject::aws_target(&call.parts.headers, &p.spec().region)?);
+    }
     let t = &call.tool.tool;
-    call.body_decides = classify::needs_body(t, &facts(&call));
+    // An S3 object streams through unread: S3 takes no Action from the body, and the
+    // signature keygate makes sends the call to S3 and nowhere else.
+    let s3 = call.aws.as_ref().is_some_and(|a| a.service == "s3");
+    call.body_decides = !s3 && classify::needs_body(t, &facts(&call));
     if call.body_decides {
         call.body = read_body(gw, ctx, call.body, t.max_body_bytes, &call.parts.headers).await?;
     }
@@ -352,6 +372,36 @@ async fn read_body(
     Ok(strip::RequestBody::Read(
         body.read(&read, limit, headers).await?,
     ))
+}
+
+/// identify, its second half for an agent named by its AWS key: the SigV4 signature over
+/// the request as the agent sent it (its body read first when the signature covers it),
+/// before anything is decided.
+async fn prove(gw: &Gateway, ctx: &mut RequestCtx, call: &mut Call) -> Result<(), Error> {
+    if !ctx.identity.as_ref().is_some_and(|i| i.unproven) {
+        return Ok(());
+    }
+    let declared = call
+        .parts
+        .headers
+        .contains_key(crate::aws::sign::CONTENT_SHA256);
+    if !declared && call.body.bytes().is_none() {
+        let limit = call.tool.tool.max_body_bytes;
+        let body = std::mem::replace(&mut call.body, strip::RequestBody::Read(Default::default()));
+        call.body = read_body(gw, ctx, body, limit, &call.parts.headers).await?;
+    }
+    identify::aws_key::prove(
+        &gw.shared.agent_keys,
+        &call.parts.method,
+        &call.parts.uri,
+        &call.parts.headers,
+        call.body.bytes(),
+        gw.shared.clock.now(),
+    )?;
+    if let Some(i) = ctx.identity.as_mut() {
+        i.unproven = false;
+    }
+    Ok(())
 }
 
 /// authorize: the policies decide the operation (the MCP phase: each message of a POST).
@@ -429,6 +479,12 @@ struct Outgoing {
     /// For a request that needs approval: the digest its approval is bound to and what
     /// the approver is shown, both of the request as strip left it.
     pending: Option<(String, String)>,
+    /// The body, when it was read whole (an AWS signature covers it).
+    body: Option<bytes::Bytes>,
+    /// An AWS tool's call: where it is signed for (by classify), then what inject
+    /// obtained to sign it with as it leaves.
+    aws: Option<inject::AwsTarget>,
+    aws_signing: Option<inject::AwsSigning>,
 }
 
 /// strip: the agent's credentials out, and no secret left in what is forwarded.
@@ -445,6 +501,7 @@ async fn strip(
         body_decides,
         operation,
         mcp_digest,
+        aws,
     } = *call;
     let operation = operation.unwrap_or_else(|| gw.snapshot.operations.read.clone());
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -489,11 +546,15 @@ async fn strip(
         query: stripped.query,
         original_host,
         pending,
+        body: stripped.body,
+        aws,
+        aws_signing: None,
     }))
 }
 
-/// inject: the credential the tool's provider issues for this agent.
-fn inject(
+/// inject: the credential the tool's provider issues for this agent (for AWS: the
+/// credentials the call is signed with as it leaves).
+async fn inject(
     ctx: &mut RequestCtx,
     agent: &crate::config::Agent,
     out: &mut Outgoing,
@@ -501,6 +562,28 @@ fn inject(
     let Some(req) = out.req.as_mut() else {
         return Err(Error::new(ErrorKind::Internal, "no request to inject into"));
     };
+    if let Provider::Aws(provider) = &out.tool.provider {
+        let Some(target) = out.aws.clone() else {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "an AWS call without its target",
+            ));
+        };
+        let (credential, result) = inject::inject_aws(
+            provider,
+            agent,
+            req,
+            &out.route.forward_path,
+            out.query.as_deref(),
+            out.body.as_deref(),
+            target,
+            ctx.trace.as_mut(),
+        )
+        .await;
+        ctx.credential = credential;
+        out.aws_signing = Some(result?);
+        return Ok(());
+    }
     let (credential, result) =
         inject::inject(&out.tool, agent, req, &mut out.query, ctx.trace.as_mut());
     ctx.credential = credential;
@@ -561,11 +644,31 @@ async fn approve(
     }
 }
 
-/// forward: to the tool, streaming both ways.
-async fn forward(ctx: &mut RequestCtx, out: &mut Outgoing) -> Result<Response<ProxyBody>, Error> {
-    let Some(req) = out.req.take() else {
+/// forward: to the tool, streaming both ways (an AWS call signed first, as it leaves).
+async fn forward(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    out: &mut Outgoing,
+) -> Result<Response<ProxyBody>, Error> {
+    let Some(mut req) = out.req.take() else {
         return Err(Error::new(ErrorKind::Internal, "no request to forward"));
     };
+    if let Some(signing) = &out.aws_signing {
+        let up = &out.tool.tool.upstream;
+        let mut uri = format!("{}://{}{}", up.scheme, up.authority, out.route.forward_path);
+        if let Some(q) = &out.query {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        inject::sign_aws(
+            &mut req,
+            &uri,
+            &up.host_header,
+            out.body.as_deref(),
+            signing,
+            gw.shared.clock.now(),
+        )?;
+    }
     let to = forward::Outbound {
         path: &out.route.forward_path,
         query: out.query.as_deref(),

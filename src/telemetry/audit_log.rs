@@ -93,6 +93,15 @@ pub struct AuditRecord {
     pub client_gone: bool,
     pub credential_provider: Option<&'static str>,
     pub credential_id: Option<std::sync::Arc<str>>,
+    /// AWS: the role whose session signed the call (absent: keygate's base key, or not AWS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_role: Option<std::sync::Arc<str>>,
+    /// When the credential expires (Unix seconds), for providers whose credentials do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_expires: Option<u64>,
+    /// Whether the provider's cache served the credential (false: issued for this call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_cached: Option<bool>,
     /// Names of what strip removed or redacted.
     pub stripped: Vec<std::borrow::Cow<'static, str>>,
 }
@@ -669,6 +678,9 @@ mod tests {
             client_gone: false,
             credential_provider: None,
             credential_id: None,
+            credential_role: None,
+            credential_expires: None,
+            credential_cached: None,
             stripped: vec![],
         }
     }

@@ -8,12 +8,17 @@
 //! agent could present or sign with. The fingerprints of active keys are held in memory
 //! (replaced whole when keys change), so a call never waits on the store.
 
+use crate::aws::verify;
+use crate::config::{Agent, Agents};
+use crate::error::{Error, ErrorKind};
 use crate::store::AgentKey;
 use arc_swap::ArcSwap;
 use aws_lc_rs::hmac;
+use http::{HeaderMap, HeaderValue};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 /// What every keygate-issued key id starts with (AWS's own start with `AKIA`/`ASIA`).
 pub const KEY_ID_PREFIX: &str = "KGAK";
@@ -93,6 +98,100 @@ impl AgentKeys {
         aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "cannot generate a key id".to_string())?;
         Ok(format!("{KEY_ID_PREFIX}{}", const_hex::encode_upper(bytes)))
     }
+}
+
+/// How far an agent's `X-Amz-Date` may be from keygate's clock: a captured request cannot
+/// be replayed later than this (AWS allows 15 minutes; keygate's agents run beside it).
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// Whether an `Authorization` value is a SigV4 signature.
+pub fn is_sigv4(v: &HeaderValue) -> bool {
+    v.as_bytes().starts_with(b"AWS4-HMAC-SHA256 ")
+}
+
+/// The agent a SigV4 `Authorization` names by its key id, if keygate issued that key and it
+/// is active. The signature is not checked here ([`prove`]).
+pub fn claim(keys: &AgentKeys, agents: &Agents, v: &HeaderValue) -> Result<Arc<Agent>, Error> {
+    let text = v
+        .to_str()
+        .map_err(|_| malformed("the Authorization header is not text"))?;
+    let h = verify::parse_authorization(text).map_err(|e| malformed(&e.to_string()))?;
+    let agent = keys
+        .agent_of(h.access_key_id)
+        .and_then(|id| agents.by_id.get(&*id).cloned());
+    agent.ok_or_else(|| {
+        Error::unauthenticated(
+            "keygate issued no such AWS access key id, or it was revoked: use a key from `keygate agents aws-key AGENT`",
+        )
+        .with_aws_code("InvalidClientTokenId")
+    })
+}
+
+fn malformed(why: &str) -> Error {
+    Error::unauthenticated(format!("the AWS signature is malformed: {why}"))
+        .with_aws_code("IncompleteSignature")
+}
+
+/// Checks the SigV4 signature of a request whose agent [`claim`] named, over the request
+/// as the agent sent it: `uri` its target, `body` the body when it was read (needed unless
+/// `x-amz-content-sha256` declares the payload, as S3 clients do).
+pub fn prove(
+    keys: &AgentKeys,
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: Option<&[u8]>,
+    now: SystemTime,
+) -> Result<(), Error> {
+    let v = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| malformed("no Authorization header"))?;
+    let text = v
+        .to_str()
+        .map_err(|_| malformed("the Authorization header is not text"))?;
+    let h = verify::parse_authorization(text).map_err(|e| malformed(&e.to_string()))?;
+    let payload = match (headers.get(crate::aws::sign::CONTENT_SHA256), body) {
+        (Some(p), _) => p
+            .to_str()
+            .map_err(|_| malformed("x-amz-content-sha256 is not text"))?
+            .to_string(),
+        (None, Some(b)) => {
+            const_hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref())
+        }
+        (None, None) => {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "keygate could not check this request's signature",
+            )
+            .with_detail("SigV4 proof without the body or a declared payload hash"))
+        }
+    };
+    // HTTP/2 carries the host as `:authority`, which the agent signed as `host`.
+    let mut with_host;
+    let headers = if headers.contains_key(http::header::HOST) {
+        headers
+    } else {
+        with_host = headers.clone();
+        if let Some(a) = uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                with_host.insert(http::header::HOST, v);
+            }
+        }
+        &with_host
+    };
+    let secret = keys.secret_of(h.access_key_id);
+    verify::verify(&h, &secret, method, uri, headers, &payload, now, MAX_SKEW).map_err(|e| {
+        let code = e.code();
+        let message = match code {
+            "SignatureDoesNotMatch" => "the request signature does not match: sign with the secret keygate issued with this key id".to_string(),
+            "RequestExpired" | "RequestTimeTooSkewed" => format!(
+                "the request was signed more than {} minutes from keygate's time: a replayed request, or a clock that is off",
+                MAX_SKEW.as_secs() / 60
+            ),
+            _ => format!("the AWS signature is malformed: {e}"),
+        };
+        Error::unauthenticated(message).with_aws_code(code)
+    })
 }
 
 /// The SHA-256 of a key id, in hex: what the store holds and listings show.

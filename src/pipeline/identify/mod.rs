@@ -28,18 +28,41 @@ use std::time::Duration;
 /// The identify phase: who is calling, verified, and not suspended (`suspended` tells
 /// whether an agent id is). A `keygate.identify` span when a signature was checked (a
 /// cached token costs nothing worth one).
+///
+/// For a tool whose calls keygate signs for AWS (`aws_keys`), an agent without a token or
+/// certificate may name itself by the AWS-style key keygate issued it: its SigV4
+/// signature is checked once the body is read ([`aws_key::prove`]), before anything is
+/// decided.
 pub fn identify(
     identifier: &Identifier,
     agents: &Agents,
     conn: &ConnInfo,
     headers: &HeaderMap,
+    aws_keys: Option<&aws_key::AgentKeys>,
     suspended: impl Fn(&str) -> bool,
     trace: Option<&mut crate::telemetry::spans::RequestTrace>,
 ) -> Result<Identity, Error> {
     let phase = trace
         .as_ref()
         .map(|_| crate::telemetry::spans::RequestTrace::begin("keygate.identify"));
-    let identity = identifier.identify(agents, conn, headers);
+    let aws_claim = aws_keys.and_then(|keys| {
+        if conn.spiffe_id.is_some() || bearer(headers, &http::header::PROXY_AUTHORIZATION).is_some()
+        {
+            return None;
+        }
+        let v = headers.get(http::header::AUTHORIZATION)?;
+        aws_key::is_sigv4(v).then(|| aws_key::claim(keys, agents, v))
+    });
+    let identity = match aws_claim {
+        Some(claimed) => claimed.map(|agent| Identity {
+            agent,
+            method: Method::AwsKey,
+            issuer: None,
+            verified_now: true,
+            unproven: true,
+        }),
+        None => identifier.identify(agents, conn, headers),
+    };
     if let (Some(trace), Some(phase)) = (trace, phase) {
         if identity.as_ref().map_or(true, |i| i.verified_now) {
             trace.end_phase(phase, Vec::new(), identity.is_err());
@@ -71,6 +94,8 @@ pub enum Method {
     Jwt,
     Mtls,
     JwtAndMtls,
+    /// An AWS-style key keygate issued, by the SigV4 signature it made.
+    AwsKey,
 }
 
 impl Method {
@@ -79,6 +104,7 @@ impl Method {
             Method::Jwt => "jwt",
             Method::Mtls => "mtls",
             Method::JwtAndMtls => "jwt+mtls",
+            Method::AwsKey => "aws-sigv4",
         }
     }
 }
@@ -92,6 +118,9 @@ pub struct Identity {
     pub issuer: Option<Arc<str>>,
     /// The token's signature was checked for this request (it was not in the cache).
     pub verified_now: bool,
+    /// Named by an AWS key whose signature is not checked yet: nothing is decided for the
+    /// request until [`aws_key::prove`] has checked it.
+    pub unproven: bool,
 }
 
 /// A token whose signature and claims were checked.
@@ -278,6 +307,7 @@ impl Identifier {
                 method: Method::Mtls,
                 issuer: None,
                 verified_now: false,
+                unproven: false,
             }),
             (Some(token), cert) => {
                 let (v, verified_now) = self.verify(agents, token)?;
@@ -290,12 +320,14 @@ impl Identifier {
                         method: Method::JwtAndMtls,
                         issuer: Some(v.issuer.clone()),
                         verified_now,
+                        unproven: false,
                     }),
                     None => Ok(Identity {
                         agent: v.agent.clone(),
                         method: Method::Jwt,
                         issuer: Some(v.issuer.clone()),
                         verified_now,
+                        unproven: false,
                     }),
                 }
             }
@@ -353,6 +385,8 @@ impl Identifier {
         }
     }
 
+    // The cold path, once per token: a large error costs nothing here.
+    #[allow(clippy::result_large_err)]
     fn verify_cold(&self, agents: &Agents, token: &str) -> Result<Verified, Failure> {
         // A signature is checked only here, on a token's first use: worth a span.
         let bad = |why: &str| {
