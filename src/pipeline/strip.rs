@@ -179,12 +179,24 @@ where
         removed.push(Cow::Owned(format!("header:{name}:redacted")));
     }
 
-    // The body.
-    let text = is_text(parts.headers.get(header::CONTENT_TYPE));
+    // The body. An AWS body without a content type is an S3 object (S3 stores it as
+    // `binary/octet-stream`; every other AWS API names its type): streamed, not read.
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    let text = if content_type.is_none() && t.kind == crate::catalog::Kind::Aws {
+        false
+    } else {
+        is_text(content_type)
+    };
+    // `aws-chunked` is AWS's framing of a streamed upload, not a compression: the text in
+    // its chunks is scanned as it is.
     let encoded = parts
         .headers
         .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        .is_some_and(|v| {
+            !v.as_bytes().eq_ignore_ascii_case(b"identity")
+                && !(t.kind == crate::catalog::Kind::Aws
+                    && v.as_bytes().eq_ignore_ascii_case(b"aws-chunked"))
+        });
     let collected = match body {
         RequestBody::Read(bytes) => bytes,
         RequestBody::Unread(body) => {
@@ -449,6 +461,7 @@ fn is_text(ct: Option<&HeaderValue>) -> bool {
         .trim()
         .to_ascii_lowercase();
     mime.starts_with("text/")
+        || mime.starts_with("application/x-amz-json")
         || mime.ends_with("+json")
         || mime.ends_with("+xml")
         || matches!(
