@@ -157,23 +157,28 @@ pub async fn inject_aws<B>(
                 HeaderValue::from_static("UNSIGNED-PAYLOAD"),
             );
         }
-        let action = crate::aws::action::action(
-            &target.service,
-            req.method(),
-            forward_path,
-            query,
-            req.headers(),
-            body,
-        )
-        .map_err(|why| {
+        let unscoped = |why: String| {
             Error::new(
                 ErrorKind::BadRequest,
                 format!("keygate cannot tell which AWS action this call is, so it cannot scope a credential to it: {why}"),
             )
-        })?;
-        let policy = crate::aws::action::session_policy(&action);
+        };
+        // Path-style addressing: the bucket is in the path (keygate picks the tool by path
+        // or by its own host names, never by a bucket's).
+        let action = crate::aws::action::action(
+            &target.service,
+            req.method(),
+            forward_path,
+            None,
+            query,
+            req.headers(),
+            body,
+        )
+        .map_err(unscoped)?;
+        let policy = crate::aws::action::session_policy(&action).map_err(unscoped)?;
+        let actions: Vec<String> = action.grants().map(|(a, _)| a.to_string()).collect();
         let call = crate::credentials::aws::AwsCall {
-            actions: &action.actions,
+            actions: &actions,
             policy: &policy,
         };
         let phase = trace

@@ -151,10 +151,23 @@ pub fn prove(
         .map_err(|_| malformed("the Authorization header is not text"))?;
     let h = verify::parse_authorization(text).map_err(|e| malformed(&e.to_string()))?;
     let payload = match (headers.get(crate::aws::sign::CONTENT_SHA256), body) {
-        (Some(p), _) => p
-            .to_str()
-            .map_err(|_| malformed("x-amz-content-sha256 is not text"))?
-            .to_string(),
+        (Some(p), read) => {
+            let p = p
+                .to_str()
+                .map_err(|_| malformed("x-amz-content-sha256 is not text"))?;
+            // A body keygate read must be the one the declared hash names: what keygate
+            // decided on is what the signature covers.
+            if let Some(b) = read.filter(|_| p.len() == 64) {
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b);
+                if !p.eq_ignore_ascii_case(&const_hex::encode(d.as_ref())) {
+                    return Err(Error::unauthenticated(
+                        "x-amz-content-sha256 is not the SHA-256 of the body sent",
+                    )
+                    .with_aws_code("XAmzContentSHA256Mismatch"));
+                }
+            }
+            p.to_string()
+        }
         (None, Some(b)) => {
             const_hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref())
         }
