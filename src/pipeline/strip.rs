@@ -193,9 +193,10 @@ where
         .headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| {
-            !v.as_bytes().eq_ignore_ascii_case(b"identity")
-                && !(t.kind == crate::catalog::Kind::Aws
-                    && v.as_bytes().eq_ignore_ascii_case(b"aws-chunked"))
+            let framing_only = v.as_bytes().eq_ignore_ascii_case(b"identity")
+                || (t.kind == crate::catalog::Kind::Aws
+                    && v.as_bytes().eq_ignore_ascii_case(b"aws-chunked"));
+            !framing_only
         });
     let collected = match body {
         RequestBody::Read(bytes) => bytes,
