@@ -217,7 +217,13 @@ impl Exchange {
         if let Some(a) = self.param("Action") {
             return format!("{service}:{a}");
         }
-        let method = self.request.head.split(' ').next().unwrap_or("").to_string();
+        let method = self
+            .request
+            .head
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let target = self.request.target();
         let path = target.split('?').next().unwrap_or("");
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -548,7 +554,10 @@ fn relay_connection<S: Read + Write>(
     upstream: SocketAddr,
     log: &Arc<Mutex<Vec<Exchange>>>,
 ) {
-    let mut client = Buffered { s: client, buf: vec![] };
+    let mut client = Buffered {
+        s: client,
+        buf: vec![],
+    };
     let mut up: Option<Buffered<TcpStream>> = None;
     loop {
         let Some(head_len) = client.head() else {
@@ -558,7 +567,10 @@ fn relay_connection<S: Read + Write>(
         // A client waiting for `100 Continue` (botocore waits a second) gets it from the
         // relay at once; moto's own interim answer is then not forwarded.
         if header_of(&head, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
-            && (client.s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+            && (client
+                .s
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .is_err()
                 || client.s.flush().is_err())
         {
             return;
@@ -755,7 +767,10 @@ fn clean_env(cmd: &mut Command, home: &Path) {
         .env("HOME", home)
         .env("LANG", "C.UTF-8")
         .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.join("no-aws-credentials"),
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_MAX_ATTEMPTS", "1")
