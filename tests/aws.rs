@@ -410,6 +410,12 @@ async fn harness_moto_checks_signatures_and_the_relay_records_what_it_received()
         .unwrap();
     assert_eq!(list.access_key_id(), Some(session.access_key_id.clone()));
 
+    // 100 at once (as the concurrency test sends them through keygate).
+    let before = relay.count("iam:ListUsers");
+    let all = env.boto(&["concurrent", "--n", "100"]).await.unwrap();
+    assert!(all.as_array().unwrap().iter().all(|r| r == "ok"), "{all}");
+    assert_eq!(relay.count("iam:ListUsers"), before + 100);
+
     // Refusals: unknown key, wrong secret, a session key without its token.
     let unknown = AwsEnv::new(relay.url(), "AKIAUNKNOWNUNKNOWN00", "x");
     expect_err(

@@ -94,8 +94,8 @@ fn start_moto() -> Moto {
     let started = std::time::Instant::now();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("aws-tests");
     std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join(format!("moto-{}.log", std::process::id()));
-    let home = dir.join(format!("moto-home-{}", std::process::id()));
+    let log = dir.join("moto.log");
+    let home = dir.join("moto-home");
     std::fs::create_dir_all(&home).unwrap();
     let mut cmd = Command::new(venv_bin("python"));
     cmd.arg(driver_py()).arg("serve-moto");
