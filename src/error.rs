@@ -215,7 +215,11 @@ impl Error {
                     xml_escape(request_id)
                 );
                 let mut resp = Response::new(full_body(body));
-                *resp.status_mut() = self.kind.status();
+                // AWS answers a key or signature it does not accept with 403, as SDKs expect.
+                *resp.status_mut() = match (self.aws_code, self.kind) {
+                    (Some(_), ErrorKind::Unauthenticated) => StatusCode::FORBIDDEN,
+                    _ => self.kind.status(),
+                };
                 resp.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
                 resp.headers_mut()

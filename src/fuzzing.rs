@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("mcp_message", mcp_message),
     ("secret_scan", secret_scan),
     ("audit_line", audit_line),
+    ("aws_request", aws_request),
 ];
 
 /// The path canonicalizer: its output is canonical (a fixed point), rooted, and has no
@@ -170,5 +171,100 @@ pub fn audit_line(data: &[u8]) {
                 Err(e) => panic!("a chained line does not parse: {e}"),
             }
         }
+    }
+}
+
+/// An AWS call as keygate reads it: the `Authorization` value (first line), the method,
+/// path and query (next three lines) and the body (the rest). Parsing the SigV4 header
+/// never panics and what it accepts is well formed; verifying it against any request never
+/// panics and never accepts a signature made by no one; deriving the IAM action never
+/// panics, and its session policy is valid JSON that allows only what the action names,
+/// never an S3 wildcard for an object the agent named.
+pub fn aws_request(data: &[u8]) {
+    use crate::aws::{action, verify};
+    let mut lines = data.splitn(5, |b| *b == b'\n');
+    let auth = lines.next().unwrap_or_default();
+    let method = lines.next().unwrap_or_default();
+    let path = lines.next().unwrap_or_default();
+    let query = lines.next();
+    let body = lines.next();
+    let Ok(auth) = std::str::from_utf8(auth) else {
+        return;
+    };
+    let parsed = verify::parse_authorization(auth).ok();
+    if let Some(h) = &parsed {
+        assert!(h.signed_headers.contains(&"host"), "{auth:?}");
+        assert_eq!(h.signature.len(), 64, "{auth:?}");
+        assert!(
+            !h.access_key_id.is_empty() && !h.service.is_empty(),
+            "{auth:?}"
+        );
+    }
+    let method = http::Method::from_bytes(method).unwrap_or(http::Method::GET);
+    let Some(path) = std::str::from_utf8(path)
+        .ok()
+        .filter(|p| p.starts_with('/'))
+    else {
+        return;
+    };
+    let query = query.and_then(|q| std::str::from_utf8(q).ok());
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::HOST,
+        http::HeaderValue::from_static("example.amazonaws.com"),
+    );
+    headers.insert(
+        "x-amz-date",
+        http::HeaderValue::from_static("20261204T120000Z"),
+    );
+    if let Some(h) = &parsed {
+        let uri = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        if let Ok(uri) = uri.parse::<http::Uri>() {
+            let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_385_600);
+            let r = verify::verify(
+                h,
+                "secret",
+                &method,
+                &uri,
+                &headers,
+                "UNSIGNED-PAYLOAD",
+                now,
+                std::time::Duration::from_secs(300),
+            );
+            // A signature nobody computed with this secret (the fuzzer cannot).
+            assert!(r.is_err(), "{auth:?} verified");
+        }
+    }
+    let service = parsed.as_ref().map_or("s3", |h| h.service);
+    let Ok(a) = action::action(service, &method, path, None, query, &headers, body) else {
+        return;
+    };
+    let Ok(policy) = action::session_policy(&a) else {
+        return;
+    };
+    let v: serde_json::Value = match serde_json::from_str(&policy) {
+        Ok(v) => v,
+        Err(e) => panic!("session policy is not JSON: {e}: {policy}"),
+    };
+    assert!(policy.len() <= action::MAX_SESSION_POLICY, "{policy}");
+    let allowed: Vec<&str> = a.grants().map(|(act, _)| act).collect();
+    for st in v["Statement"].as_array().into_iter().flatten() {
+        assert_eq!(st["Effect"], "Allow", "{policy}");
+        let acts: Vec<&str> = match &st["Action"] {
+            serde_json::Value::String(s) => vec![s.as_str()],
+            serde_json::Value::Array(xs) => xs.iter().filter_map(|x| x.as_str()).collect(),
+            other => panic!("Action {other} in {policy}"),
+        };
+        for act in acts {
+            assert!(allowed.contains(&act), "{act} not asked for: {policy}");
+            assert!(!act.contains('*'), "{policy}");
+        }
+    }
+    if service == "s3" && a.action != "s3:ListAllMyBuckets" {
+        assert!(!policy.contains("\"*\""), "{policy}");
+        assert!(!policy.contains("arn:aws:s3:::*"), "{policy}");
     }
 }

@@ -85,34 +85,61 @@ struct ErrorAnswer {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
+struct NestedErrorAnswer {
+    errors: ErrorAnswer,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
 struct ErrorDetail {
     code: Option<String>,
     message: Option<String>,
 }
 
+/// What the AWS SDKs leave unencoded in a Query-protocol form: RFC 3986's unreserved
+/// characters. Everything else is percent-encoded (a space as `%20`, never `+`), so STS and
+/// servers that re-encode the form they parsed before checking the signature read the
+/// same bytes.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// The form of an AssumeRole request.
 fn form(req: &AssumeRole<'_>) -> String {
-    let mut f = form_urlencoded::Serializer::new(String::new());
-    f.append_pair("Action", "AssumeRole")
-        .append_pair("Version", "2011-06-15")
-        .append_pair("RoleArn", req.role_arn)
-        .append_pair("RoleSessionName", req.session_name)
-        .append_pair("DurationSeconds", &req.duration.as_secs().to_string());
+    let duration = req.duration.as_secs().to_string();
+    let mut pairs: Vec<(String, &str)> = vec![
+        ("Action".into(), "AssumeRole"),
+        ("Version".into(), "2011-06-15"),
+        ("RoleArn".into(), req.role_arn),
+        ("RoleSessionName".into(), req.session_name),
+        ("DurationSeconds".into(), &duration),
+    ];
     if let Some(p) = req.policy {
-        f.append_pair("Policy", p);
+        pairs.push(("Policy".into(), p));
     }
     if let Some(s) = req.source_identity {
-        f.append_pair("SourceIdentity", s);
+        pairs.push(("SourceIdentity".into(), s));
     }
     if let Some(e) = req.external_id {
-        f.append_pair("ExternalId", e);
+        pairs.push(("ExternalId".into(), e));
     }
     for (i, (k, v)) in req.tags.iter().enumerate() {
         let n = i + 1;
-        f.append_pair(&format!("Tags.member.{n}.Key"), k);
-        f.append_pair(&format!("Tags.member.{n}.Value"), v);
+        pairs.push((format!("Tags.member.{n}.Key"), k));
+        pairs.push((format!("Tags.member.{n}.Value"), v));
     }
-    f.finish()
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.extend(percent_encoding::utf8_percent_encode(&k, QUERY_VALUE));
+        out.push('=');
+        out.extend(percent_encoding::utf8_percent_encode(v, QUERY_VALUE));
+    }
+    out
 }
 
 /// Calls AssumeRole at `endpoint` (`https://sts.amazonaws.com`, a regional endpoint, or a
@@ -187,15 +214,23 @@ fn read_answer(
 ) -> Result<Session, String> {
     let text = std::str::from_utf8(body).map_err(|_| "STS answered with non-UTF-8".to_string())?;
     if !status.is_success() {
+        // STS writes `<ErrorResponse><Error>`; some servers nest it in `<Errors>`.
         let why = quick_xml::de::from_str::<ErrorAnswer>(text)
-            .map(|e| {
+            .ok()
+            .map(|e| (e.error.code, e.error.message))
+            .or_else(|| {
+                quick_xml::de::from_str::<NestedErrorAnswer>(text)
+                    .ok()
+                    .map(|e| (e.errors.error.code, e.errors.error.message))
+            })
+            .map(|(code, message)| {
                 format!(
                     "{}: {}",
-                    e.error.code.unwrap_or_default(),
-                    e.error.message.unwrap_or_default()
+                    code.unwrap_or_default(),
+                    message.unwrap_or_default()
                 )
             })
-            .unwrap_or_else(|_| "no error code".into());
+            .unwrap_or_else(|| "no error code".into());
         return Err(format!(
             "STS refused AssumeRole of {role} (HTTP {}): {why}",
             status.as_u16()
@@ -312,7 +347,7 @@ mod tests {
             role_arn: "arn:aws:iam::1:role/r",
             session_name: "agent-1",
             source_identity: Some("agent-1"),
-            policy: Some(r#"{"Version":"2012-10-17"}"#),
+            policy: Some(r#"{"Version":"2012-10-17","Resource":"*"}"#),
             duration: Duration::from_secs(900),
             tags: &[("keygate:agent", "agent-1"), ("keygate:owner", "team a")],
             external_id: None,
@@ -323,9 +358,15 @@ mod tests {
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("Action"), Some("AssumeRole"));
         assert_eq!(get("DurationSeconds"), Some("900"));
-        assert_eq!(get("Policy"), Some(r#"{"Version":"2012-10-17"}"#));
+        assert_eq!(
+            get("Policy"),
+            Some(r#"{"Version":"2012-10-17","Resource":"*"}"#)
+        );
         assert_eq!(get("SourceIdentity"), Some("agent-1"));
         assert_eq!(get("Tags.member.2.Value"), Some("team a"));
+        // Encoded as the SDKs encode: nothing but unreserved characters left raw.
+        assert!(f.contains("Tags.member.2.Value=team%20a"), "{f}");
+        assert!(!f.contains('+') && !f.contains('*'), "{f}");
     }
 
     #[test]
