@@ -274,7 +274,9 @@ pub fn aws_request(data: &[u8]) {
                 other => panic!("Resource {other} in {policy}"),
             };
             for r in rs {
-                let rest = r.strip_prefix("arn:aws:s3:::").unwrap_or_else(|| panic!("{policy}"));
+                let rest = r
+                    .strip_prefix("arn:aws:s3:::")
+                    .unwrap_or_else(|| panic!("{policy}"));
                 let bucket = rest.split('/').next().unwrap_or_default();
                 assert!(!bucket.is_empty() && !bucket.contains('*'), "{policy}");
             }

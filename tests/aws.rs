@@ -750,6 +750,28 @@ async fn signed_chunk_streaming_is_refused() {
     assert!(kg.relay.exchanges().is_empty(), "something reached moto");
 }
 
+/// Calls that answer with AWS credentials (STS AssumeRole, GetSessionToken, ...) are
+/// refused: an agent holding them could call AWS without keygate.
+#[tokio::test]
+async fn credential_minting_calls_are_refused() {
+    let kg = start(ROLE).await;
+    let (env, _, _) = kg.agent_env().await;
+    for body in [
+        "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fkeygate-agents&RoleSessionName=escape",
+        "Action=GetSessionToken&Version=2011-06-15",
+    ] {
+        let req = env
+            .boto(&["signed-request", "--service", "sts", "--method", "POST", "--path", "/", "--body", body])
+            .await
+            .unwrap();
+        let r = send_signed(&req).await;
+        assert_eq!(r.status, 403, "{body}: {}", r.text());
+        assert!(r.text().contains("<Code>forbidden</Code>"), "{}", r.text());
+        assert!(r.text().contains("does not hand AWS credentials"), "{}", r.text());
+    }
+    assert!(kg.relay.exchanges().is_empty(), "something reached moto");
+}
+
 /// Sends a request printed by `driver.py signed-request` as it is.
 async fn send_signed(req: &Value) -> Response {
     let headers: Vec<(String, String)> = req["headers"]
@@ -850,6 +872,20 @@ async fn bad_agent_signatures_are_refused_before_moto() {
 
     // A request signed now goes through once...
     let req = env.boto(&["signed-request"]).await.unwrap();
+    // An x-amz-* header added on the way (unsigned) is refused: keygate would sign it.
+    let mut tampered = req.clone();
+    tampered["headers"]["x-amz-acl"] = json!("public-read");
+    let r = send_signed(&tampered).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text().contains("x-amz-acl header is not signed"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        kg.relay.exchanges().is_empty(),
+        "a tampered request reached moto"
+    );
     let r = send_signed(&req).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = kg.relay.exchanges().len();

@@ -54,7 +54,7 @@ async fn an_aws_action_in_x_amz_target_is_gated() {
     let gw = TestGateway::start_in(dir, &cfg).await;
     let auth = bearer(&iss.token("a1"));
     let c = Client::http1();
-    let send = |target: &'static str| {
+    let send_with = |target: &'static str, body: &'static str| {
         let c = c.clone();
         let url = gw.url("/tools/iam/");
         let auth = auth.clone();
@@ -67,11 +67,12 @@ async fn an_aws_action_in_x_amz_target_is_gated() {
                     ("x-amz-target", target),
                     ("content-type", "application/x-amz-json-1.1"),
                 ],
-                "{}",
+                body,
             )
             .await
         }
     };
+    let send = |target: &'static str| send_with(target, "{}");
     let r = send("AWSIdentityManagementV20100508.CreateAccessKey").await;
     assert_eq!(r.status, 403, "{}", r.text());
     // AWS tools refuse in AWS's own error format, which SDKs parse.
@@ -80,6 +81,20 @@ async fn an_aws_action_in_x_amz_target_is_gated() {
     assert!(body.contains("<Code>approval_required</Code>"), "{body}");
     assert!(body.contains("approval_id: apr_"), "{body}");
     assert_eq!(r.headers["content-type"], "text/xml");
+    assert_eq!(up.count(), 0);
+    // An `Action` in the body cannot hide the identity creation the target names: the
+    // call is gated as the creation, not passed as the (lesser) body action.
+    let r = send_with(
+        "AWSIdentityStore.CreateUser",
+        r#"{"Action":"AttachUserPolicy","UserName":"u"}"#,
+    )
+    .await;
+    assert!(
+        r.text().contains("<Code>approval_required</Code>"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("creating a user"), "{}", r.text());
     assert_eq!(up.count(), 0);
     let r = send("AWSIdentityManagementV20100508.ListUsers").await;
     assert_eq!(r.status, 200, "{}", r.text());

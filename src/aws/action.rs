@@ -650,6 +650,37 @@ mod s3 {
 
 /// The packed size limit of AssumeRole's `Policy` parameter, in characters; counted here
 /// in bytes, which is never fewer.
+/// Actions that answer with credentials: an agent that got them could call AWS without
+/// keygate, as whoever they belong to. keygate refuses them (`iam:CreateAccessKey`,
+/// `sts:GetFederationToken` and the other identity-creating ones are the catalog's, and
+/// wait for a human's approval instead).
+const MINTS_CREDENTIALS: &[&str] = &[
+    "sts:AssumeRole",
+    "sts:AssumeRoleWithSAML",
+    "sts:AssumeRoleWithWebIdentity",
+    "sts:AssumeRoot",
+    "sts:GetSessionToken",
+    "sso:GetRoleCredentials",
+    "cognito-identity:GetCredentialsForIdentity",
+    "cognito-identity:GetOpenIdTokenForDeveloperIdentity",
+    "ecr:GetAuthorizationToken",
+    "ecr-public:GetAuthorizationToken",
+    "codeartifact:GetAuthorizationToken",
+    "redshift:GetClusterCredentials",
+    "redshift:GetClusterCredentialsWithIAM",
+    "redshift-serverless:GetCredentials",
+    "rolesanywhere:CreateSession",
+];
+
+/// The action of `a` (or one of its extra grants) that answers with credentials, if any.
+pub fn mints_credentials(a: &AwsAction) -> Option<&str> {
+    a.grants().map(|(action, _)| action).find(|action| {
+        MINTS_CREDENTIALS
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(action))
+    })
+}
+
 pub const MAX_SESSION_POLICY: usize = 2048;
 
 /// The IAM session policy allowing exactly `a`'s action and extra grants, e.g.

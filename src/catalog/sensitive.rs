@@ -62,6 +62,25 @@ pub fn is_effect_header(kind: Kind, name: &str) -> bool {
     EFFECT_HEADERS.contains(&name)
         || EFFECT_HEADER_PREFIXES.iter().any(|p| name.starts_with(p))
         || kind_effect_headers(kind).contains(&name)
+        || (kind == Kind::Aws && aws_effect_header(name))
+}
+
+/// AWS's `x-amz-*` headers change what a call does (S3's `x-amz-copy-source`, `x-amz-acl`,
+/// `x-amz-grant-*`, `x-amz-tagging`, object lock, ...), but for those that only sign or
+/// frame the request: its time, its payload hash and checksums (the body is bound
+/// itself), and a session token strip removes.
+fn aws_effect_header(name: &str) -> bool {
+    name.starts_with("x-amz-")
+        && !matches!(
+            name,
+            "x-amz-date"
+                | "x-amz-content-sha256"
+                | "x-amz-security-token"
+                | "x-amz-decoded-content-length"
+                | "x-amz-trailer"
+                | "x-amz-sdk-checksum-algorithm"
+        )
+        && !name.starts_with("x-amz-checksum-")
 }
 
 /// Headers (lowercase) that carry the agent's own credential for a tool of this kind,
@@ -409,6 +428,32 @@ impl JsonSpans<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_aws_calls_effect_headers_are_its_x_amz_headers_but_signing_and_framing() {
+        for h in [
+            "x-amz-copy-source",
+            "x-amz-acl",
+            "x-amz-grant-full-control",
+            "x-amz-tagging",
+            "x-amz-target",
+        ] {
+            assert!(is_effect_header(Kind::Aws, h), "{h}");
+            assert!(
+                !is_effect_header(Kind::Github, h) || h == "x-amz-target",
+                "{h}"
+            );
+        }
+        for h in [
+            "x-amz-date",
+            "x-amz-content-sha256",
+            "x-amz-security-token",
+            "x-amz-checksum-crc32",
+            "x-amz-trailer",
+        ] {
+            assert!(!is_effect_header(Kind::Aws, h), "{h}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -149,13 +149,15 @@ pub fn operation(ops: &Operations, tool: &Tool, f: &RequestFacts) -> Arc<Operati
     if tool.protocol == crate::config::Protocol::Mcp {
         return ops.read.clone();
     }
-    if let Some(op) = crate::catalog::classify(tool.kind, &view).and_then(|c| ops.of_catalog(c)) {
-        return op.clone();
-    }
-    // AWS JSON protocol: `X-Amz-Target: <Service>.<Action>`. Classified as if the action
-    // were a Query action, so a dangerous action cannot hide in a header.
-    if tool.kind == crate::catalog::Kind::Aws {
-        if let Some(action) = f.amz_target.and_then(|t| t.rsplit('.').next()) {
+    let from_request = crate::catalog::classify(tool.kind, &view);
+    // AWS JSON protocol: `X-Amz-Target: <Service>.<Action>`, classified as if the action
+    // were a Query action, so a dangerous action cannot hide in a header; and looked at
+    // whatever the query or body said, so an `Action` in the body cannot hide it either
+    // (an identity-creating one wins, as among several `Action`s).
+    let from_target = (tool.kind == crate::catalog::Kind::Aws)
+        .then(|| f.amz_target.and_then(|t| t.rsplit('.').next()))
+        .flatten()
+        .and_then(|action| {
             let query = format!(
                 "Action={}",
                 form_urlencoded::byte_serialize(action.as_bytes()).collect::<String>()
@@ -165,12 +167,14 @@ pub fn operation(ops: &Operations, tool: &Tool, f: &RequestFacts) -> Arc<Operati
                 body: None,
                 ..view
             };
-            if let Some(op) =
-                crate::catalog::classify(tool.kind, &view).and_then(|c| ops.of_catalog(c))
-            {
-                return op.clone();
-            }
-        }
+            crate::catalog::classify(tool.kind, &view)
+        });
+    let catalogued = match (from_request, from_target) {
+        (Some(r), Some(t)) if t.identity_kind.is_some() && r.identity_kind.is_none() => Some(t),
+        (r, t) => r.or(t),
+    };
+    if let Some(op) = catalogued.and_then(|c| ops.of_catalog(c)) {
+        return op.clone();
     }
     if let Some(op) = tool.routes.lookup(f.method, f.tool_path) {
         return op.clone();

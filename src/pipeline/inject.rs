@@ -175,6 +175,12 @@ pub async fn inject_aws<B>(
             body,
         )
         .map_err(unscoped)?;
+        if let Some(minting) = crate::aws::action::mints_credentials(&action) {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                format!("keygate does not hand AWS credentials to agents: {minting} answers with credentials that would work without keygate"),
+            ));
+        }
         let policy = crate::aws::action::session_policy(&action).map_err(unscoped)?;
         let actions: Vec<String> = action.grants().map(|(a, _)| a.to_string()).collect();
         let call = crate::credentials::aws::AwsCall {

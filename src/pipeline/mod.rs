@@ -390,14 +390,20 @@ async fn prove(gw: &Gateway, ctx: &mut RequestCtx, call: &mut Call) -> Result<()
         let body = std::mem::replace(&mut call.body, strip::RequestBody::Read(Default::default()));
         call.body = read_body(gw, ctx, body, limit, &call.parts.headers).await?;
     }
-    identify::aws_key::prove(
+    let proved = identify::aws_key::prove(
         &gw.shared.agent_keys,
         &call.parts.method,
         &call.parts.uri,
         &call.parts.headers,
         call.body.bytes(),
         gw.shared.clock.now(),
-    )?;
+    );
+    if let Err(e) = proved {
+        // Anyone who saw a key id could name its agent: a request that did not prove it
+        // is recorded as nobody's.
+        ctx.identity = None;
+        return Err(e);
+    }
     if let Some(i) = ctx.identity.as_mut() {
         i.unproven = false;
     }
@@ -527,10 +533,15 @@ async fn strip(
     .await?;
     // The approval binds, and the approver sees, the request as it will be forwarded:
     // after strip (no agent credential), before inject (no tool credential).
+    // An AWS call's approval also binds the service and region it is signed for.
+    let aws_scope = aws.as_ref().map(|a| format!("{}/{}", a.service, a.region));
     let pending = ctx.authorization.allowed_by.is_some().then(|| {
         let req = &stripped.request;
         let body = stripped.body.as_deref().unwrap_or_default();
-        let headers = approve::effect_headers(t.kind, req.headers());
+        let mut headers = approve::effect_headers(t.kind, req.headers());
+        if let Some(scope) = &aws_scope {
+            headers.push(("keygate-aws-scope", scope.as_bytes()));
+        }
         let (method, query) = (req.method().as_str(), stripped.query.as_deref());
         let digest = mcp_digest.unwrap_or_else(|| {
             approve::request_digest(&t.name, method, &route.tool_path, query, &headers, body)

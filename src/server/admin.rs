@@ -516,6 +516,8 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 .await
             {
                 Ok(true) => {
+                    // Refused at once here, whatever the re-read below does.
+                    rt.shared.agent_keys.forget(&hash);
                     if let Err(e) = rt.shared.sync_agent_keys().await {
                         tracing::warn!(
                             "agent key revoked in the store; in effect within seconds: {e}"

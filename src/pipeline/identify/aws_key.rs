@@ -73,6 +73,14 @@ impl AgentKeys {
         self.active.store(Arc::new(active));
     }
 
+    /// Drops a key (by its fingerprint) at once, before the store is read again.
+    pub fn forget(&self, key_hash: &str) {
+        let mut active = (**self.active.load()).clone();
+        if active.remove(key_hash).is_some() {
+            self.active.store(Arc::new(active));
+        }
+    }
+
     /// The agent an active key was issued to.
     pub fn agent_of(&self, access_key_id: &str) -> Option<Arc<str>> {
         self.active
@@ -150,6 +158,18 @@ pub fn prove(
         .to_str()
         .map_err(|_| malformed("the Authorization header is not text"))?;
     let h = verify::parse_authorization(text).map_err(|e| malformed(&e.to_string()))?;
+    // Every `x-amz-*` header sent must be signed (as S3 requires): keygate signs the ones
+    // present again, so one added on the way would otherwise go to AWS under its signature.
+    if let Some(unsigned) = headers
+        .keys()
+        .map(|n| n.as_str())
+        .find(|n| n.starts_with("x-amz-") && !h.signed_headers.contains(n))
+    {
+        return Err(Error::unauthenticated(format!(
+            "the {unsigned} header is not signed: every x-amz-* header must be"
+        ))
+        .with_aws_code("SignatureDoesNotMatch"));
+    }
     let payload = match (headers.get(crate::aws::sign::CONTENT_SHA256), body) {
         (Some(p), read) => {
             let p = p
@@ -251,6 +271,8 @@ mod tests {
         assert_eq!(k.agent_of("KGAK1").as_deref(), Some("agent-1"));
         assert_eq!(k.agent_of("KGAK2"), None);
         assert_eq!(k.agent_of("KGAK3"), None);
+        k.forget(&fingerprint("KGAK1"));
+        assert_eq!(k.agent_of("KGAK1"), None);
     }
 
     #[test]
