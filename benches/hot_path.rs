@@ -224,6 +224,7 @@ fn classify_and_authorize(c: &mut Criterion) {
         now_unix: 1_800_000_000,
         approved: false,
         mcp: None,
+        aws: None,
     };
     c.bench_function("authorize/cedar_default_policies_evaluated", |b| {
         b.iter(|| policies.evaluate_uncached(black_box(&input)))
@@ -300,6 +301,7 @@ fn at_scale(c: &mut Criterion) {
         now_unix: 1_800_000_000,
         approved: false,
         mcp: None,
+        aws: None,
     };
     c.bench_function("authorize/cedar_100_policies_evaluated", |b| {
         b.iter(|| policies.evaluate_uncached(black_box(&input)))

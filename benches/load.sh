@@ -340,7 +340,7 @@ from_file = \"$T/aws-base.json\"" 'kind = "aws"' > "$d/keygate.toml"
     # An AWS SDK's Authorization is its SigV4 signature: the agent's JWT goes beside it.
     [ "$c" = kg-aws ] && HDRS[$c]="Proxy-Authorization: Bearer $tok"
     QUERY[$c]=""
-    if [ "$c" != kg-pass ]; then
+    if [ "$c" = kg-full ] || [ "$c" = kg-unique ]; then
         QUERY[$c]="?q=quarterly-report-draft&session=agent-session-42"
     fi
     echo "   threads of keygate ($c): $(ls "/proc/${PID[$c]}/task" | wc -l) ($(cat /proc/"${PID[$c]}"/task/*/comm | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}'))" >&2

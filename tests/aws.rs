@@ -89,12 +89,15 @@ struct Opts {
     tls: bool,
     /// `sts_endpoint` other than the relay.
     sts: Option<String>,
+    /// A policy file added to the defaults.
+    policy: Option<&'static str>,
 }
 
 const ROLE: Opts = Opts {
     role: true,
     tls: false,
     sts: None,
+    policy: None,
 };
 
 async fn start(opts: Opts) -> Kg {
@@ -115,6 +118,10 @@ async fn start(opts: Opts) -> Kg {
         String::new()
     };
     let sts = opts.sts.unwrap_or_else(|| relay.url());
+    if let Some(p) = opts.policy {
+        std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+        std::fs::write(dir.path().join("policies/extra.cedar"), p).unwrap();
+    }
     let cfg = format!(
         "{tls}{}{}[[tools]]\nname = \"aws\"\nkind = \"aws\"\nupstream = {:?}\nmax_body_bytes = 16777216\n\
          [tools.credential]\nprovider = \"aws\"\n{role}sts_endpoint = {sts:?}\nregion = \"us-east-1\"\n{base}",
@@ -772,6 +779,71 @@ async fn credential_minting_calls_are_refused() {
     assert!(kg.relay.exchanges().is_empty(), "something reached moto");
 }
 
+/// keygate's policies see an AWS call's IAM actions and the resources they act on
+/// (`context.aws_actions`, `context.aws_resources`), a copy's source included.
+#[tokio::test]
+async fn policies_decide_on_the_aws_actions_and_resources() {
+    let kg = start(Opts {
+        policy: Some(
+            r#"@id("no-user-listing")
+forbid (principal, action, resource) when { context.aws_actions.contains("iam:ListUsers") };
+@id("no-secret-reads")
+forbid (principal, action, resource) when { context.aws_resources.contains("arn:aws:s3:::kg-policy/secret.txt") };
+"#,
+        ),
+        ..ROLE
+    })
+    .await;
+    let (env, _, _) = kg.agent_env().await;
+    let e = expect_err(env.boto(&["list-users"]).await, "forbidden", 403);
+    assert!(
+        e.message.contains("no-user-listing") || !e.message.is_empty(),
+        "{e:?}"
+    );
+    // Another action is not caught by it.
+    env.boto(&["whoami"]).await.unwrap();
+    // Reading the object, or copying it elsewhere (the copy reads its source), is refused.
+    for (method, path, header) in [
+        ("GET", "/kg-policy/secret.txt", None),
+        (
+            "PUT",
+            "/kg-policy/copy.txt",
+            Some("x-amz-copy-source:kg-policy/secret.txt"),
+        ),
+    ] {
+        let mut args = vec![
+            "signed-request",
+            "--service",
+            "s3",
+            "--method",
+            method,
+            "--path",
+            path,
+            "--body",
+            "",
+        ];
+        if let Some(h) = header {
+            args.extend(["--header", h]);
+        }
+        let req = env.boto(&args).await.unwrap();
+        let r = send_signed(&req).await;
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.text());
+        assert!(r.text().contains("<Code>forbidden</Code>"), "{}", r.text());
+    }
+    let calls = kg.relay.tool_calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.request.head.contains("GetCallerIdentity")
+                || c.request
+                    .body
+                    .windows(17)
+                    .any(|w| w == b"GetCallerIdentity")),
+        "only whoami reached moto: {}",
+        calls.len()
+    );
+}
+
 /// Sends a request printed by `driver.py signed-request` as it is.
 async fn send_signed(req: &Value) -> Response {
     let headers: Vec<(String, String)> = req["headers"]
@@ -888,8 +960,17 @@ async fn bad_agent_signatures_are_refused_before_moto() {
     );
     let r = send_signed(&req).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // The relay records an exchange once moto's answer is through it, which can be just
+    // after keygate's answer reached the test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while kg.relay.tool_calls().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached moto"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let seen = kg.relay.exchanges().len();
-    assert!(seen > 0);
     // ...and is stale ten minutes later, replayed or not.
     kg.gw.advance_clock(Duration::from_secs(600));
     let r = send_signed(&req).await;

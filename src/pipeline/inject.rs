@@ -123,6 +123,69 @@ pub fn aws_target(headers: &http::HeaderMap, default_region: &str) -> Result<Aws
     }
 }
 
+/// The IAM actions and resources of an AWS call, for the policies (and, derived again
+/// from the request as strip left it, for the session policy: the two must agree). A call
+/// whose action keygate cannot tell, or that answers with credentials, is refused.
+pub fn aws_scope(
+    target: &AwsTarget,
+    method: &http::Method,
+    forward_path: &str,
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    body: Option<&[u8]>,
+) -> Result<crate::policy::AwsScope, Error> {
+    aws_action(target, method, forward_path, query, headers, body).map(|a| scope_of(&a))
+}
+
+fn aws_action(
+    target: &AwsTarget,
+    method: &http::Method,
+    forward_path: &str,
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    body: Option<&[u8]>,
+) -> Result<crate::aws::action::AwsAction, Error> {
+    // Path-style addressing: the bucket is in the path (keygate picks the tool by path
+    // or by its own host names, never by a bucket's).
+    let action = crate::aws::action::action(
+        &target.service,
+        method,
+        forward_path,
+        None,
+        query,
+        headers,
+        body,
+    )
+    .map_err(|why| {
+        Error::new(
+            ErrorKind::BadRequest,
+            format!("keygate cannot tell which AWS action this call is, so it cannot scope a credential to it: {why}"),
+        )
+    })?;
+    if let Some(minting) = crate::aws::action::mints_credentials(&action) {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            format!("keygate does not hand AWS credentials to agents: {minting} answers with credentials that would work without keygate"),
+        ));
+    }
+    Ok(action)
+}
+
+fn scope_of(a: &crate::aws::action::AwsAction) -> crate::policy::AwsScope {
+    let mut scope = crate::policy::AwsScope::default();
+    for (action, resources) in a.grants() {
+        if !scope.actions.iter().any(|x| x == action) {
+            scope.actions.push(action.to_string());
+        }
+        for r in resources {
+            if !scope.resources.contains(r) {
+                scope.resources.push(r.clone());
+            }
+        }
+    }
+    scope
+}
+
 /// inject for an AWS tool: the credentials the provider issues for this agent and this
 /// call, scoped by a session policy to the one action the call is (and its resource,
 /// where keygate knows it). The request is checked to be signable now, so a request that
@@ -136,6 +199,7 @@ pub async fn inject_aws<B>(
     query: Option<&str>,
     body: Option<&[u8]>,
     target: AwsTarget,
+    decided: Option<&crate::policy::AwsScope>,
     trace: Option<&mut RequestTrace>,
 ) -> (Credential, Result<AwsSigning, Error>) {
     let mut credential = Credential {
@@ -149,38 +213,37 @@ pub async fn inject_aws<B>(
             .map_err(|e| Error::new(ErrorKind::BadRequest, e.0))?;
         if declared.is_none() && body.is_none() {
             if target.service != "s3" {
-                return Err(Error::new(ErrorKind::Internal, "an AWS call's body was not read")
-                    .with_detail("non-S3 AWS call without its body or x-amz-content-sha256"));
+                return Err(
+                    Error::new(ErrorKind::Internal, "an AWS call's body was not read")
+                        .with_detail("non-S3 AWS call without its body or x-amz-content-sha256"),
+                );
             }
             req.headers_mut().insert(
                 crate::aws::sign::CONTENT_SHA256,
                 HeaderValue::from_static("UNSIGNED-PAYLOAD"),
             );
         }
-        let unscoped = |why: String| {
-            Error::new(
-                ErrorKind::BadRequest,
-                format!("keygate cannot tell which AWS action this call is, so it cannot scope a credential to it: {why}"),
-            )
-        };
-        // Path-style addressing: the bucket is in the path (keygate picks the tool by path
-        // or by its own host names, never by a bucket's).
-        let action = crate::aws::action::action(
-            &target.service,
+        let action = aws_action(
+            &target,
             req.method(),
             forward_path,
-            None,
             query,
             req.headers(),
             body,
-        )
-        .map_err(unscoped)?;
-        if let Some(minting) = crate::aws::action::mints_credentials(&action) {
+        )?;
+        // What is signed for is what the policies decided on.
+        if decided != Some(&scope_of(&action)) {
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                format!("keygate does not hand AWS credentials to agents: {minting} answers with credentials that would work without keygate"),
+                "this AWS call is not the one the policies decided on (strip changed what it does)",
             ));
         }
+        let unscoped = |why: String| {
+            Error::new(
+                ErrorKind::BadRequest,
+                format!("keygate cannot scope a credential to this AWS call: {why}"),
+            )
+        };
         let policy = crate::aws::action::session_policy(&action).map_err(unscoped)?;
         let actions: Vec<String> = action.grants().map(|(a, _)| a.to_string()).collect();
         let call = crate::credentials::aws::AwsCall {

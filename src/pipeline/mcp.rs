@@ -805,6 +805,7 @@ pub fn authorize(
             now_unix,
             approved: false,
             mcp: Some(&call),
+            aws: None,
         };
         let (a, result) = super::authorize::authorize(policies, trace.as_deref_mut(), &input);
         for e in a.policy_errors {
@@ -909,6 +910,7 @@ fn visible(
         now_unix,
         approved: false,
         mcp: Some(&call),
+        aws: None,
     };
     !matches!(policies.authorize(&input), Verdict::Deny { .. })
 }

@@ -299,6 +299,8 @@ struct Call {
     mcp_digest: Option<String>,
     /// An AWS tool's call: the service and region the agent's SDK signed for.
     aws: Option<inject::AwsTarget>,
+    /// An AWS tool's call: the IAM actions and resources the policies decided on.
+    aws_scope: Option<crate::policy::AwsScope>,
 }
 
 /// classify: the tool, then (reading the body first when it decides) the operation. For
@@ -324,6 +326,7 @@ async fn classify(
         operation: None,
         mcp_digest: None,
         aws: None,
+        aws_scope: None,
     });
     if let Provider::Aws(p) = &call.tool.provider {
         call.aws = Some(inject::aws_target(&call.parts.headers, &p.spec().region)?);
@@ -422,6 +425,19 @@ async fn authorize(
     let now = gw.shared.clock.unix_secs();
     match &call.operation {
         Some(op) => {
+            // An AWS call: the IAM actions and resources it needs, which the policies see
+            // and the session keygate signs it with allows.
+            if let Some(target) = &call.aws {
+                let scope = inject::aws_scope(
+                    target,
+                    &call.parts.method,
+                    &call.route.forward_path,
+                    call.parts.uri.query(),
+                    &call.parts.headers,
+                    call.body.bytes(),
+                )?;
+                call.aws_scope = Some(scope);
+            }
             let input = crate::policy::Input {
                 agent,
                 tool: t,
@@ -431,6 +447,7 @@ async fn authorize(
                 now_unix: now,
                 approved: false,
                 mcp: None,
+                aws: call.aws_scope.as_ref(),
             };
             let (authorization, result) =
                 authorize::authorize(&gw.policies, ctx.trace.as_mut(), &input);
@@ -490,6 +507,8 @@ struct Outgoing {
     /// An AWS tool's call: where it is signed for (by classify), then what inject
     /// obtained to sign it with as it leaves.
     aws: Option<inject::AwsTarget>,
+    /// The IAM actions and resources the policies decided on (inject's must be the same).
+    aws_scope: Option<crate::policy::AwsScope>,
     aws_signing: Option<inject::AwsSigning>,
 }
 
@@ -508,6 +527,7 @@ async fn strip(
         operation,
         mcp_digest,
         aws,
+        aws_scope,
     } = *call;
     let operation = operation.unwrap_or_else(|| gw.snapshot.operations.read.clone());
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -534,12 +554,12 @@ async fn strip(
     // The approval binds, and the approver sees, the request as it will be forwarded:
     // after strip (no agent credential), before inject (no tool credential).
     // An AWS call's approval also binds the service and region it is signed for.
-    let aws_scope = aws.as_ref().map(|a| format!("{}/{}", a.service, a.region));
+    let signed_for = aws.as_ref().map(|a| format!("{}/{}", a.service, a.region));
     let pending = ctx.authorization.allowed_by.is_some().then(|| {
         let req = &stripped.request;
         let body = stripped.body.as_deref().unwrap_or_default();
         let mut headers = approve::effect_headers(t.kind, req.headers());
-        if let Some(scope) = &aws_scope {
+        if let Some(scope) = &signed_for {
             headers.push(("keygate-aws-scope", scope.as_bytes()));
         }
         let (method, query) = (req.method().as_str(), stripped.query.as_deref());
@@ -559,6 +579,7 @@ async fn strip(
         pending,
         body: stripped.body,
         aws,
+        aws_scope,
         aws_signing: None,
     }))
 }
@@ -588,6 +609,7 @@ async fn inject(
             out.query.as_deref(),
             out.body.as_deref(),
             target,
+            out.aws_scope.as_ref(),
             ctx.trace.as_mut(),
         )
         .await;

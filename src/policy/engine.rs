@@ -260,6 +260,26 @@ impl PolicyEngine {
                 "mcp_arguments".to_string(),
                 RestrictedExpression::new_entity_uid(arguments.clone()),
             ),
+            (
+                "aws_actions".to_string(),
+                RestrictedExpression::new_set(
+                    input
+                        .aws
+                        .iter()
+                        .flat_map(|a| &a.actions)
+                        .map(|s| RestrictedExpression::new_string(s.clone())),
+                ),
+            ),
+            (
+                "aws_resources".to_string(),
+                RestrictedExpression::new_set(
+                    input
+                        .aws
+                        .iter()
+                        .flat_map(|a| &a.resources)
+                        .map(|s| RestrictedExpression::new_string(s.clone())),
+                ),
+            ),
         ])
         .ok()
     }

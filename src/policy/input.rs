@@ -65,4 +65,13 @@ pub struct Input<'a> {
     pub now_unix: i64,
     pub approved: bool,
     pub mcp: Option<&'a McpCall>,
+    /// An AWS tool's call: the IAM actions it needs and their resources.
+    pub aws: Option<&'a AwsScope>,
+}
+
+/// An AWS call, as policies see it (`context.aws_actions`, `context.aws_resources`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsScope {
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
 }

@@ -31,7 +31,7 @@ pub mod schema;
 mod slice;
 
 pub use engine::PolicyEngine;
-pub use input::{Input, McpCall, Verdict, MCP_OTHER_IDENTITY_TOOL, MCP_OTHER_TOOL};
+pub use input::{AwsScope, Input, McpCall, Verdict, MCP_OTHER_IDENTITY_TOOL, MCP_OTHER_TOOL};
 pub use schema::{schema_text, APPROVAL, PREAPPROVED};
 
 /// Loads the policies a configuration names (its policy folder, against a schema that
