@@ -489,6 +489,46 @@ fn aws(c: &mut Criterion) {
         "x-amz-content-sha256",
         http::HeaderValue::from_static("UNSIGNED-PAYLOAD"),
     );
+    // identify with an agent's AWS key: its SigV4 signature recomputed and compared.
+    {
+        let agent_key = SigningKey {
+            access_key_id: "KGAK0123456789ABCDEF",
+            secret_access_key: "agentSecretOfFortyCharactersForTheBench0",
+            session_token: None,
+        };
+        let mut signed = base.clone();
+        sign(
+            &http::Method::POST,
+            "http://127.0.0.1:8080/tools/aws",
+            &mut signed,
+            Payload::Bytes(body),
+            &agent_key,
+            "us-east-1",
+            "iam",
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let uri: http::Uri = "/tools/aws".parse().unwrap();
+        let payload =
+            const_hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body).as_ref());
+        let auth = signed["authorization"].to_str().unwrap().to_string();
+        c.bench_function("identify/aws_sigv4_verify_agent_signature", |b| {
+            b.iter(|| {
+                let h = keygate::aws::verify::parse_authorization(black_box(&auth)).unwrap();
+                keygate::aws::verify::verify(
+                    &h,
+                    agent_key.secret_access_key,
+                    &http::Method::POST,
+                    &uri,
+                    &signed,
+                    &payload,
+                    std::time::SystemTime::now(),
+                    std::time::Duration::from_secs(300),
+                )
+                .unwrap()
+            })
+        });
+    }
     c.bench_function("inject/aws_sigv4_sign_s3_unsigned_payload", |b| {
         b.iter(|| {
             let mut h = s3.clone();
