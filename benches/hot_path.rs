@@ -7,7 +7,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use keygate::config::SigningAlgorithm;
 use keygate::conn::ConnInfo;
-use keygate::credentials::{Provider, Signer};
+use keygate::credentials::Signer;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -113,7 +113,7 @@ fn mint(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let signer =
             Arc::new(Signer::load_or_generate(&dir.path().join("k.pem"), alg, true).unwrap());
-        let p = Provider::Jwt(keygate::credentials::MintedJwt::new(
+        let p = keygate::credentials::MintedJwt::new(
             signer,
             "keygate".into(),
             "t".into(),
@@ -121,7 +121,7 @@ fn mint(c: &mut Criterion) {
             std::time::Duration::from_secs(300),
             std::time::Duration::ZERO,
             keygate::config::Injection::Bearer,
-        ));
+        );
         c.bench_function(&format!("inject/mint_jwt_{alg:?}"), |b| {
             b.iter(|| p.issue(black_box(&agent)).unwrap())
         });
@@ -175,6 +175,7 @@ fn audit_record(c: &mut Criterion) {
                 credential_role: None,
                 credential_expires: None,
                 credential_cached: None,
+                credential_scope: None,
                 stripped: vec!["header:authorization".into()],
             };
             buf.clear();
@@ -317,7 +318,7 @@ fn at_scale(c: &mut Criterion) {
     let signer = Arc::new(
         Signer::load_or_generate(&dir.path().join("k.pem"), SigningAlgorithm::EdDsa, true).unwrap(),
     );
-    let p = Provider::Jwt(keygate::credentials::MintedJwt::new(
+    let p = keygate::credentials::MintedJwt::new(
         signer,
         "keygate".into(),
         "t".into(),
@@ -325,7 +326,7 @@ fn at_scale(c: &mut Criterion) {
         std::time::Duration::from_secs(300),
         std::time::Duration::from_secs(150),
         keygate::config::Injection::Bearer,
-    ));
+    );
     c.bench_function("inject/jwt_reused_within_window", |b| {
         b.iter(|| p.issue(black_box(&agent)).unwrap())
     });
@@ -548,8 +549,80 @@ fn aws(c: &mut Criterion) {
     });
 }
 
+/// A token endpoint on loopback that answers every request with the same one-hour token
+/// (one connection at a time; the bench asks it once).
+fn token_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let body = r#"{"access_token":"bench-token-0123456789abcdefghijklmnopqrstuvwxyz","token_type":"Bearer","expires_in":3600,"scope":"up:read"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/token")
+}
+
+/// inject's provider call on a warm path: a static secret (the baseline), and an OAuth2
+/// token served from the provider's cache (issue 15: a warm call must cost no more). Both
+/// through `Provider::issue`, polled once: a warm call completes without waiting.
+fn providers(c: &mut Criterion) {
+    use futures_util::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "bench-client-secret").unwrap();
+    let text = format!(
+        "[[agents]]\nid = \"agent-1\"\nowner = \"owner@example.com\"\n\
+         [[tools]]\nname = \"s\"\nupstream = \"http://127.0.0.1:1\"\n[tools.credential]\nprovider = \"static\"\nfrom_file = \"secret\"\n\
+         [[tools]]\nname = \"o\"\nupstream = \"http://127.0.0.1:1\"\n[tools.credential]\nprovider = \"oauth2\"\ntoken_endpoint = {:?}\nclient_id = \"bench\"\nfrom_file = \"secret\"\nscope = \"up:read\"\n",
+        token_endpoint()
+    );
+    let snapshot = keygate::config::parse(&dir.path().join("k.toml"), &text).unwrap();
+    let signer = Arc::new(
+        Signer::load_or_generate(&dir.path().join("k.pem"), SigningAlgorithm::EdDsa, true).unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tools = rt.block_on(async {
+        keygate::tools::ToolSet::build(&snapshot, &signer, &keygate::clock::Clock::default())
+            .unwrap()
+    });
+    let agent = snapshot.agents.by_id.values().next().unwrap().clone();
+    let read = keygate::routes::Operation::new("read", &["read"], None);
+    let call = keygate::credentials::CallInfo {
+        agent: &agent,
+        operation: &read,
+        method: &http::Method::GET,
+        tool_path: "/items",
+    };
+    let warm = rt
+        .block_on(tools.by_name["o"].provider.issue(&call))
+        .unwrap();
+    assert_eq!(warm.cached, Some(false));
+    for (name, tool) in [("static_secret", "s"), ("oauth2_cached_token", "o")] {
+        let p = &tools.by_name[tool].provider;
+        c.bench_function(&format!("inject/{name}"), |b| {
+            b.iter(|| {
+                p.issue(black_box(&call))
+                    .now_or_never()
+                    .expect("a warm call does not wait")
+                    .unwrap()
+            })
+        });
+    }
+}
+
 criterion_group!(
     benches,
+    providers,
     aws,
     helpers,
     identify,

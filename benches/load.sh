@@ -21,6 +21,10 @@
 #               its session policy derived, session credentials from STS (a local stand-in
 #               answering AssumeRole; cached, so the measured calls never reach it), and
 #               the call re-signed with them; upstream nginx accepts any signature
+#   kg-oauth2   keygate with an OAuth2 tool (issue 15): agent JWT, default policies, an
+#               access token from a token endpoint (a local stand-in answering
+#               client_credentials; cached per agent and scope, so the measured calls
+#               never reach it) injected as a bearer token
 # Reported: medians over REPS of req/s, p50, p99, the proxy's CPU µs per request
 # (utime+stime from /proc/<pid>/stat) and its peak RSS (VmHWM); then p99 at a fixed rate
 # of half kg-full's peak on /small (wrk with a per-request delay).
@@ -40,7 +44,7 @@ CG_DURATION=${CG_DURATION:-20s}
 DURATION=${DURATION:-15s}
 REPS=${REPS:-3}
 CONNS=${CONNS:-32}
-CASES=(direct nginx kg-pass kg-full kg-unique kg-aws)
+CASES=(direct nginx kg-pass kg-full kg-unique kg-aws kg-oauth2)
 PATHS=(small big)
 
 cd "$(dirname "$0")/.."
@@ -213,6 +217,30 @@ PIDS+=($!)
 wait_port "$STS_PORT"
 printf '{"Version":1,"AccessKeyId":"AKIABENCHBASEKEY0001","SecretAccessKey":"benchBaseSecretKeyOfFortyCharacters00000"}' > "$T/aws-base.json"
 
+# --- OAuth2 token endpoint stand-in on core 1 (kg-oauth2): a one-hour token per request ---
+AS_PORT=$(free_port)
+cat > "$T/as.py" <<'EOF'
+import sys, json, secrets
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"access_token": "bench-" + secrets.token_urlsafe(30),
+                           "token_type": "Bearer", "expires_in": 3600,
+                           "scope": "up:read"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+EOF
+taskset -c 1 python3 "$T/as.py" "$AS_PORT" &
+PIDS+=($!)
+wait_port "$AS_PORT"
+
 # --- 3. keygate instances on core 0 --------------------------------------------------------
 export BENCH_UP_TOKEN=bench-upstream-secret
 kg_config() { # dir port admin_port credential_toml extra_tool_toml
@@ -286,7 +314,7 @@ PID[nginx]=$NG_WORKER
 QUERY[direct]=""; QUERY[nginx]=""
 FULL_TOOL='strip_headers = ["x-agent-session"]
 strip_query = ["session"]'
-for c in kg-pass kg-full kg-unique kg-aws; do
+for c in kg-pass kg-full kg-unique kg-aws kg-oauth2; do
     d="$T/$c"
     mkdir -p "$d/data" "$d/policies"
     PORT[$c]=$(free_port)
@@ -314,6 +342,14 @@ unique_per_call = true"
 role_arn = \"arn:aws:iam::123456789012:role/bench\"
 sts_endpoint = \"http://127.0.0.1:$STS_PORT\"
 from_file = \"$T/aws-base.json\"" 'kind = "aws"' > "$d/keygate.toml"
+        ;;
+    kg-oauth2)
+        cp "$ROOT"/policies/*.cedar "$ROOT"/policies/*.cedarschema "$d/policies/"
+        kg_config "$d" "${PORT[$c]}" "$admin" "provider = \"oauth2\"
+token_endpoint = \"http://127.0.0.1:$AS_PORT/token\"
+client_id = \"keygate-bench\"
+from_env = \"BENCH_UP_TOKEN\"
+scope = \"up:read\"" "" > "$d/keygate.toml"
         ;;
     esac
     echo "== $c: $("$KG" check --config "$d/keygate.toml")" >&2
@@ -381,7 +417,7 @@ echo "== all cases answer 200" >&2
 if [ "$MODE" = callgrind ]; then
     echo "== callgrind: instructions per request on /small (wrk -c8, $CG_DURATION after a warm-up)" >&2
     printf '\n| case | requests | instructions | instructions per request |\n|---|---:|---:|---:|\n' > "$T/cg.md"
-    for c in kg-pass kg-full kg-unique kg-aws; do
+    for c in kg-pass kg-full kg-unique kg-aws kg-oauth2; do
         mapfile -t extra < <(wrk_args "$c")
         taskset -c 1 wrk -t1 -c8 -d5s "${extra[@]}" "$(url "$c" small)" > /dev/null
         callgrind_control -z "${PID[$c]}" > /dev/null 2>&1
@@ -487,7 +523,7 @@ import sys, statistics as st, math
 res, rss_f, dur, reps, conns, delay = sys.argv[1:7]
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
 rss = dict(l.split() for l in open(rss_f) if l.strip())
-cases = ["direct", "nginx", "kg-pass", "kg-full", "kg-unique", "kg-aws"]
+cases = ["direct", "nginx", "kg-pass", "kg-full", "kg-unique", "kg-aws", "kg-oauth2"]
 def med(label, c, p, i):
     v = [float(r[i]) for r in rows if r[0] == label and r[1] == c and r[2] == p]
     v = [x for x in v if not math.isnan(x)]
@@ -506,7 +542,7 @@ for c in cases:
 print(f"\n### Ratios\n")
 print("| case | path | CPU/req vs nginx | CPU/req − nginx (µs) | req/s vs direct | req/s vs nginx |")
 print("|---|---|---:|---:|---:|---:|")
-for c in ["kg-pass", "kg-full", "kg-unique", "kg-aws"]:
+for c in ["kg-pass", "kg-full", "kg-unique", "kg-aws", "kg-oauth2"]:
     for p in ["small", "big"]:
         cpu, ncpu = med('peak', c, p, 8), med('peak', 'nginx', p, 8)
         rps, drps, nrps = med('peak', c, p, 5), med('peak', 'direct', p, 5), med('peak', 'nginx', p, 5)

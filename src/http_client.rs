@@ -94,3 +94,31 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(n);
     }
 }
+
+/// Sends a request to a credential issuer (STS, a token endpoint, GitHub) and reads its
+/// answer whole, at most `limit` bytes, within `timeout`. `who` names the issuer in the
+/// errors, which never hold a credential.
+pub async fn send_small(
+    client: &HttpClient,
+    request: Request<ProxyBody>,
+    limit: usize,
+    timeout: Duration,
+    who: &str,
+) -> Result<(http::StatusCode, Bytes), String> {
+    let exchange = async {
+        let resp = client
+            .request(request)
+            .await
+            .map_err(|e| format!("{who} could not be reached: {e}"))?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| format!("{who}'s answer could not be read: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("{who} did not answer within {timeout:?}"))?
+}

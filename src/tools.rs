@@ -3,7 +3,10 @@
 
 use crate::clock::Clock;
 use crate::config::{ProviderSpec, Snapshot, Tool};
-use crate::credentials::{AwsProvider, MintedJwt, Provider, Signer, StaticSecret};
+use crate::credentials::oauth2::Minter;
+use crate::credentials::{
+    AwsProvider, GithubAppProvider, MintedJwt, OAuth2Provider, Provider, Signer, StaticSecret,
+};
 use crate::http_client::{build_client, HttpClient};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,6 +76,37 @@ impl ToolSet {
                         tracing::error!(tool = %tool.name, "AWS base key unavailable (calls to this tool fail until it can be read): {e}");
                     }
                     Provider::Aws(Box::new(p))
+                }
+                ProviderSpec::OAuth2(spec) => {
+                    // The token endpoint is trusted as the tool is (its CA file, if any).
+                    let http = build_client(tool.ca_file.as_deref(), tool.connect_timeout)?;
+                    let minter = Arc::new(Minter {
+                        signer: signer.clone(),
+                        issuer: snapshot.signing.issuer.clone(),
+                    });
+                    let p = OAuth2Provider::new(
+                        spec.clone(),
+                        tool.credential.inject.clone(),
+                        http,
+                        clock.clone(),
+                        minter,
+                    )
+                    .map_err(|e| format!("tool {}: {e}", tool.name))?;
+                    if let Err(e) = p.status() {
+                        tracing::error!(tool = %tool.name, "OAuth2 client secret unavailable (calls to this tool fail until it can be read): {e}");
+                    }
+                    Provider::OAuth2(Box::new(p))
+                }
+                ProviderSpec::GithubApp(spec) => {
+                    let http = build_client(tool.ca_file.as_deref(), tool.connect_timeout)?;
+                    let p = GithubAppProvider::new(
+                        spec.clone(),
+                        tool.credential.inject.clone(),
+                        http,
+                        clock.clone(),
+                    )
+                    .map_err(|e| format!("tool {}: {e}", tool.name))?;
+                    Provider::GithubApp(Box::new(p))
                 }
             };
             let client = build_client(tool.ca_file.as_deref(), tool.connect_timeout)?;

@@ -307,6 +307,7 @@ fn record(i: u64) -> AuditRecord {
         credential_role: None,
         credential_expires: None,
         credential_cached: None,
+        credential_scope: None,
         stripped: vec!["header:cookie".into()],
     }
 }

@@ -6,10 +6,8 @@
 //! a credential.
 
 use super::sign::{sign, Payload, SigningKey};
-use crate::error::ProxyBody;
 use crate::http_client::HttpClient;
 use http::{header, HeaderMap, HeaderValue};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 use std::time::{Duration, SystemTime};
 
@@ -183,27 +181,9 @@ pub async fn assume_role(
         .body(crate::error::full_body(body))
         .map_err(|e| format!("cannot build the STS request: {e}"))?;
     *request.headers_mut() = headers;
-    let answer = tokio::time::timeout(TIMEOUT, exchange(client, request))
-        .await
-        .map_err(|_| format!("STS at {endpoint} did not answer within {TIMEOUT:?}"))??;
+    let who = format!("STS at {endpoint}");
+    let answer = crate::http_client::send_small(client, request, MAX_ANSWER, TIMEOUT, &who).await?;
     read_answer(req.role_arn, answer.0, &answer.1, now)
-}
-
-async fn exchange(
-    client: &HttpClient,
-    request: http::Request<ProxyBody>,
-) -> Result<(http::StatusCode, bytes::Bytes), String> {
-    let resp = client
-        .request(request)
-        .await
-        .map_err(|e| format!("STS could not be reached: {e}"))?;
-    let status = resp.status();
-    let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| format!("STS's answer could not be read: {e}"))?
-        .to_bytes();
-    Ok((status, body))
 }
 
 fn read_answer(

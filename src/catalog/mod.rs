@@ -46,6 +46,7 @@ mod aws;
 mod body;
 mod gcp;
 mod github;
+pub mod github_permissions;
 mod gitlab;
 mod identifier;
 mod kubernetes;

@@ -298,6 +298,8 @@ pub enum ProviderSpec {
         reuse: Duration,
     },
     Aws(Arc<AwsSpec>),
+    OAuth2(Arc<super::token_providers::OAuth2Spec>),
+    GithubApp(Arc<super::token_providers::GithubAppSpec>),
 }
 
 /// An AWS tool's credentials: where keygate's base key is, and the role whose sessions
@@ -329,6 +331,8 @@ impl ProviderSpec {
             ProviderSpec::Static { .. } => "static",
             ProviderSpec::Jwt { .. } => "jwt",
             ProviderSpec::Aws(_) => "aws",
+            ProviderSpec::OAuth2(_) => "oauth2",
+            ProviderSpec::GithubApp(_) => "github_app",
         }
     }
 }
@@ -391,14 +395,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Snapshot, ConfigErrors> {
     compile(path, file)
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     file: &'a Path,
     base: PathBuf,
     errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
             key: key.into(),
@@ -406,7 +410,7 @@ impl Checker<'_> {
         });
     }
 
-    fn path(&self, p: &Path) -> PathBuf {
+    pub(super) fn path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -982,7 +986,7 @@ fn compile_tools(
                 ),
             }
         }
-        let credential = compile_credential(c, &key, &e.name, e.credential);
+        let credential = compile_credential(c, &key, &e.name, &e.upstream, e.credential);
         let kind = Kind::parse(&e.kind).unwrap_or_else(|| {
             c.error(
                 format!("{key}.kind"),
@@ -1207,9 +1211,11 @@ fn compile_credential(
     c: &mut Checker,
     tool_key: &str,
     tool_name: &str,
+    upstream: &str,
     e: file::CredentialEntry,
 ) -> CredentialSpec {
     let key = format!("{tool_key}.credential");
+    check_fields_apply(c, &key, &e);
     let provider = match e.provider.as_str() {
         "static" => {
             let source = match (e.from_env, e.from_file) {
@@ -1228,38 +1234,15 @@ fn compile_credential(
                     SecretSource::Env(String::new())
                 }
             };
-            for (name, set) in [
-                ("scope", e.scope.is_some()),
-                ("audience", e.audience.is_some()),
-                ("ttl", e.ttl.is_some()),
-                ("unique_per_call", e.unique_per_call),
-                ("reuse_window", e.reuse_window.is_some()),
-            ] {
-                if set {
-                    c.error(format!("{key}.{name}"), "applies to the jwt provider only");
-                }
-            }
             ProviderSpec::Static {
                 source,
-                credential_id: e.credential_id,
+                credential_id: e.credential_id.clone(),
             }
         }
         "jwt" => {
             let ttl = e.ttl.unwrap_or(MAX_MINTED_TTL);
             if ttl > MAX_MINTED_TTL || ttl < Duration::from_secs(1) {
                 c.error(format!("{key}.ttl"), "must be between 1s and 5m");
-            }
-            for (name, set) in [
-                ("from_env", e.from_env.is_some()),
-                ("from_file", e.from_file.is_some()),
-                ("credential_id", e.credential_id.is_some()),
-            ] {
-                if set {
-                    c.error(
-                        format!("{key}.{name}"),
-                        "applies to the static provider only",
-                    );
-                }
             }
             let reuse = if e.unique_per_call {
                 if e.reuse_window.is_some() {
@@ -1281,18 +1264,24 @@ fn compile_credential(
                 w
             };
             ProviderSpec::Jwt {
-                scope: e.scope,
-                audience: e.audience.unwrap_or_else(|| tool_name.to_string()),
+                scope: e.scope.clone(),
+                audience: e.audience.clone().unwrap_or_else(|| tool_name.to_string()),
                 ttl,
                 reuse,
             }
         }
         "aws" => ProviderSpec::Aws(Arc::new(compile_aws(c, &key, &e))),
+        "oauth2" => ProviderSpec::OAuth2(Arc::new(super::token_providers::compile_oauth2(
+            c, &key, &e,
+        ))),
+        "github_app" => ProviderSpec::GithubApp(Arc::new(
+            super::token_providers::compile_github_app(c, &key, &e, upstream),
+        )),
         other => {
             c.error(
                 format!("{key}.provider"),
                 format!(
-                    "{other:?} is not a credential provider; use \"static\", \"jwt\" or \"aws\""
+                    "{other:?} is not a credential provider; use \"static\", \"jwt\", \"aws\", \"oauth2\" or \"github_app\""
                 ),
             );
             ProviderSpec::Jwt {
@@ -1303,21 +1292,6 @@ fn compile_credential(
             }
         }
     };
-    if !matches!(provider, ProviderSpec::Aws(_)) {
-        for (name, set) in [
-            ("role_arn", e.role_arn.is_some()),
-            ("action_roles", !e.action_roles.is_empty()),
-            ("sts_endpoint", e.sts_endpoint.is_some()),
-            ("sts_region", e.sts_region.is_some()),
-            ("region", e.region.is_some()),
-            ("session_duration", e.session_duration.is_some()),
-            ("external_id", e.external_id.is_some()),
-        ] {
-            if set {
-                c.error(format!("{key}.{name}"), "applies to the aws provider only");
-            }
-        }
-    }
     let inject = match e.inject.as_str() {
         "bearer" => Injection::Bearer,
         "basic" => Injection::Basic,
@@ -1379,23 +1353,6 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
             SecretSource::Env(String::new())
         }
     };
-    for (name, set) in [
-        ("scope", e.scope.is_some()),
-        ("audience", e.audience.is_some()),
-        ("ttl", e.ttl.is_some()),
-        ("unique_per_call", e.unique_per_call),
-        ("reuse_window", e.reuse_window.is_some()),
-        ("credential_id", e.credential_id.is_some()),
-        ("header", e.header.is_some()),
-        ("query", e.query.is_some()),
-    ] {
-        if set {
-            c.error(
-                format!("{key}.{name}"),
-                "does not apply to the aws provider",
-            );
-        }
-    }
     if e.inject != default_inject_name() {
         c.error(
             format!("{key}.inject"),
@@ -1459,6 +1416,85 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
         region,
         session_duration,
         external_id: e.external_id.clone(),
+    }
+}
+
+/// Refuses a field set for a provider it does not apply to: every field of a credential
+/// section, and the providers that read it.
+fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
+    const STATIC: &[&str] = &["static"];
+    const JWT: &[&str] = &["jwt"];
+    const AWS: &[&str] = &["aws"];
+    const OAUTH2: &[&str] = &["oauth2"];
+    const GITHUB: &[&str] = &["github_app"];
+    let fields: [(&str, bool, &[&str]); 29] = [
+        (
+            "from_env",
+            e.from_env.is_some(),
+            &["static", "aws", "oauth2"],
+        ),
+        (
+            "from_file",
+            e.from_file.is_some(),
+            &["static", "aws", "oauth2"],
+        ),
+        ("credential_id", e.credential_id.is_some(), STATIC),
+        ("scope", e.scope.is_some(), &["jwt", "oauth2"]),
+        ("audience", e.audience.is_some(), &["jwt", "oauth2"]),
+        ("ttl", e.ttl.is_some(), JWT),
+        ("unique_per_call", e.unique_per_call, JWT),
+        ("reuse_window", e.reuse_window.is_some(), JWT),
+        (
+            "header",
+            e.header.is_some(),
+            &["static", "jwt", "oauth2", "github_app"],
+        ),
+        (
+            "query",
+            e.query.is_some(),
+            &["static", "jwt", "oauth2", "github_app"],
+        ),
+        ("role_arn", e.role_arn.is_some(), AWS),
+        ("action_roles", !e.action_roles.is_empty(), AWS),
+        ("sts_endpoint", e.sts_endpoint.is_some(), AWS),
+        ("sts_region", e.sts_region.is_some(), AWS),
+        ("region", e.region.is_some(), AWS),
+        ("session_duration", e.session_duration.is_some(), AWS),
+        ("external_id", e.external_id.is_some(), AWS),
+        ("token_endpoint", e.token_endpoint.is_some(), OAUTH2),
+        ("client_id", e.client_id.is_some(), OAUTH2),
+        ("client_auth", e.client_auth.is_some(), OAUTH2),
+        ("client_key_file", e.client_key_file.is_some(), OAUTH2),
+        ("client_key_id", e.client_key_id.is_some(), OAUTH2),
+        ("grant", e.grant.is_some(), OAUTH2),
+        ("resource", e.resource.is_some(), OAUTH2),
+        ("app_id", e.app_id.is_some(), GITHUB),
+        ("private_key_file", e.private_key_file.is_some(), GITHUB),
+        ("installation_id", e.installation_id.is_some(), GITHUB),
+        ("api_url", e.api_url.is_some(), GITHUB),
+        (
+            "default_permissions",
+            e.default_permissions.is_some(),
+            GITHUB,
+        ),
+    ];
+    let name = e.provider.as_str();
+    if !["static", "jwt", "aws", "oauth2", "github_app"].contains(&name) {
+        return; // reported as an unknown provider
+    }
+    let operations = (
+        "operations",
+        !e.operations.is_empty(),
+        &["oauth2", "github_app"][..],
+    );
+    for (field, set, applies) in fields.into_iter().chain([operations]) {
+        if set && !applies.contains(&name) {
+            let to = match applies {
+                [one] => format!("the {one} provider only"),
+                many => format!("the {} providers only", many.join(", ")),
+            };
+            c.error(format!("{key}.{field}"), format!("applies to {to}"));
+        }
     }
 }
 

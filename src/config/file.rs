@@ -458,17 +458,20 @@ pub enum OnSecret {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialEntry {
-    /// "static", "jwt" or "aws".
+    /// "static", "jwt", "aws", "oauth2" or "github_app".
     pub provider: String,
-    /// static: environment variable holding the secret.
+    /// static: environment variable holding the secret (oauth2: the client secret; aws:
+    /// the prefix of the base key's variables).
     pub from_env: Option<String>,
-    /// static: file holding the secret (re-read when it changes, for rotation).
+    /// static: file holding the secret, re-read when it changes, for rotation (oauth2: the
+    /// client secret; aws: the base key as credential_process JSON).
     pub from_file: Option<PathBuf>,
     /// static: id recorded in the audit log instead of the secret's fingerprint.
     pub credential_id: Option<String>,
-    /// jwt: `scope` claim.
+    /// jwt: `scope` claim. oauth2: the scope requested for every operation without its
+    /// own (`""`: none asked for; absent: such an operation is refused).
     pub scope: Option<String>,
-    /// jwt: `aud` claim; the tool's name when absent.
+    /// jwt: `aud` claim; the tool's name when absent. oauth2: the audience requested.
     pub audience: Option<String>,
     /// jwt: lifetime, at most 5 minutes.
     #[serde(default, with = "humantime_serde")]
@@ -505,6 +508,53 @@ pub struct CredentialEntry {
     pub session_duration: Option<Duration>,
     /// aws: the `ExternalId` the role's trust policy asks for.
     pub external_id: Option<String>,
+    /// oauth2: the authorization server's token endpoint.
+    pub token_endpoint: Option<String>,
+    /// oauth2: keygate's client id at the authorization server.
+    pub client_id: Option<String>,
+    /// oauth2: how keygate authenticates as the client: "client_secret_basic" (default),
+    /// "client_secret_post" (the secret from `from_file`/`from_env`) or "private_key_jwt"
+    /// (RFC 7523, signed with `client_key_file`).
+    pub client_auth: Option<String>,
+    /// oauth2 with private_key_jwt: the client's private key (PKCS#8 PEM, RSA or P-256).
+    pub client_key_file: Option<PathBuf>,
+    /// oauth2 with private_key_jwt: the `kid` of the client's key, if the server needs it.
+    pub client_key_id: Option<String>,
+    /// oauth2: "client_credentials" (default) or "token_exchange" (RFC 8693).
+    pub grant: Option<String>,
+    /// oauth2: the RFC 8707 resource requested (every operation without its own).
+    pub resource: Option<String>,
+    /// github_app: the App's id.
+    pub app_id: Option<u64>,
+    /// github_app: the App's private key (PEM); readable by its owner only.
+    pub private_key_file: Option<PathBuf>,
+    /// github_app: the installation whose tokens keygate asks for; absent: looked up from
+    /// the owner the path names.
+    pub installation_id: Option<u64>,
+    /// github_app: where the App's own calls go (GitHub Enterprise Server:
+    /// `https://HOST/api/v3`); the tool's upstream by default.
+    pub api_url: Option<String>,
+    /// github_app: the permissions of a call keygate cannot map to any (absent: such a
+    /// call is refused).
+    pub default_permissions: Option<std::collections::BTreeMap<String, String>>,
+    /// oauth2 and github_app: what each operation (by name) is issued: its `scope`,
+    /// `audience` and `resource` (oauth2) or its `permissions` (github_app).
+    #[serde(default)]
+    pub operations: std::collections::BTreeMap<String, OperationCredentialEntry>,
+}
+
+/// What the credential of one operation is scoped to.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OperationCredentialEntry {
+    /// oauth2: the scope requested (space-separated).
+    pub scope: Option<String>,
+    /// oauth2: the audience requested.
+    pub audience: Option<String>,
+    /// oauth2: the RFC 8707 resource requested.
+    pub resource: Option<String>,
+    /// github_app: the permissions (`{ issues = "read" }`).
+    pub permissions: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn default_inject() -> String {

@@ -4,5 +4,9 @@
 
 mod compile;
 pub mod file;
+mod token_providers;
 
 pub use compile::*;
+pub use token_providers::{
+    ClientAuthSpec, GithubAppSpec, Grant, OAuth2Spec, Permissions, TokenScope,
+};

@@ -154,7 +154,7 @@ impl AwsProvider {
                 .get_or_issue(key, move || {
                     let (base, clock) = (base.clone(), clock.clone());
                     async move {
-                        let b = read_base(&base).map_err(Unavailable)?;
+                        let b = read_base(&base).map_err(Unavailable::new)?;
                         Ok(AwsCredential {
                             access_key_id: b.access_key_id.into(),
                             secret_access_key: b.secret_access_key,
@@ -192,7 +192,7 @@ impl AwsProvider {
                 let (session_name, agent_tag, owner_tag) =
                     (session_name.clone(), agent_tag.clone(), owner_tag.clone());
                 async move {
-                    let base = read_base(&spec.base).map_err(Unavailable)?;
+                    let base = read_base(&spec.base).map_err(Unavailable::new)?;
                     let mut tags = vec![("keygate-agent", agent_tag.as_str())];
                     if !owner_tag.is_empty() {
                         tags.push(("keygate-owner", owner_tag.as_str()));
@@ -220,7 +220,7 @@ impl AwsProvider {
                         clock.now(),
                     )
                     .await
-                    .map_err(Unavailable)?;
+                    .map_err(Unavailable::new)?;
                     Ok(AwsCredential {
                         access_key_id: s.access_key_id.into(),
                         secret_access_key: s.secret_access_key,

@@ -122,6 +122,14 @@ impl<V: Cacheable> IssuedCache<V> {
         u64::try_from(self.clock.unix_secs()).unwrap_or(0)
     }
 
+    /// The credential cached for `key` when it is usable and not yet due for a refresh:
+    /// the warm path, which builds nothing (None: call [`Self::get_or_issue`]).
+    pub async fn get_warm(&self, key: &Key) -> Option<Arc<Entry<V>>> {
+        let hit = self.cache.get(key).await?;
+        let now = self.now();
+        (now < hit.usable_until() && now < hit.refresh_from()).then_some(hit)
+    }
+
     /// The credential for `key`: cached while it is usable (refreshed in the background
     /// once most of its life is spent), else issued by `issue` now, once for all the calls
     /// waiting on the same key. An issuer's failure is every waiting call's failure, and
@@ -156,8 +164,8 @@ impl<V: Cacheable> IssuedCache<V> {
                 let now = u64::try_from(clock.unix_secs()).unwrap_or(0);
                 let entry = Entry::new(value, now);
                 if entry.usable_until() <= now {
-                    return Err(Unavailable(
-                        "the provider issued a credential that expires too soon to use".into(),
+                    return Err(Unavailable::new(
+                        "the provider issued a credential that expires too soon to use",
                     ));
                 }
                 Ok(Arc::new(entry))
@@ -186,7 +194,7 @@ impl<V: Cacheable> IssuedCache<V> {
                 }
                 Err(e) => {
                     // The cached credential stays until its margin; the next call tries again.
-                    tracing::warn!(agent = %key.agent, "refreshing a credential ahead of its expiry failed: {}", e.0);
+                    tracing::warn!(agent = %key.agent, "refreshing a credential ahead of its expiry failed: {}", e.reason);
                     old.refreshing.store(false, Ordering::Release);
                 }
             }
@@ -343,13 +351,13 @@ mod tests {
     async fn failures_are_not_cached_and_suspension_drops_an_agents_entries() {
         let clock = Clock::default();
         let cache = IssuedCache::<Cred>::new(clock.clone());
-        let failing = || async { Err::<Cred, _>(Unavailable("sts said no".into())) };
+        let failing = || async { Err::<Cred, _>(Unavailable::new("sts said no")) };
         let e = cache
             .get_or_issue(key("a", "s"), failing)
             .await
             .err()
             .unwrap();
-        assert_eq!(e.0, "sts said no");
+        assert_eq!(e.reason, "sts said no");
         let calls = Arc::new(AtomicUsize::new(0));
         for agent in ["a", "b"] {
             cache

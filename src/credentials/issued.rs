@@ -13,6 +13,13 @@ pub struct Issued {
     /// Made for this request (a JWT minted now), not reused nor static: the work a
     /// `keygate.credential` span is worth.
     pub minted: bool,
+    /// What the credential was issued for (a token's scope, a GitHub token's repository
+    /// and permissions), for the audit record and the span.
+    pub scope: Option<Arc<str>>,
+    /// When it expires (Unix seconds), for credentials issued by someone else.
+    pub expires_unix: Option<u64>,
+    /// Whether a provider's cache served it (None: the provider has no cache).
+    pub cached: Option<bool>,
 }
 
 /// Where an issued credential goes on the outgoing request.
@@ -33,17 +40,45 @@ impl std::fmt::Debug for Issued {
     }
 }
 
-/// Why a provider could not issue a credential (for the log; the client only learns
-/// `credential_unavailable`).
+/// Why a provider could not issue a credential: for the log, and (only an issuer's
+/// refusal code, such as OAuth2's `invalid_scope`) for the client, which otherwise only
+/// learns `credential_unavailable`.
 #[derive(Debug, Clone)]
-pub struct Unavailable(pub String);
+pub struct Unavailable {
+    pub reason: String,
+    /// The issuer's own code for its refusal: a short token of `[a-z0-9_]`, never its
+    /// free text.
+    pub refusal: Option<String>,
+}
+
+impl Unavailable {
+    pub fn new(reason: impl Into<String>) -> Unavailable {
+        Unavailable {
+            reason: reason.into(),
+            refusal: None,
+        }
+    }
+
+    /// An issuer's refusal: `code` is kept for the client only if it is a plain code.
+    pub fn refused(code: &str, reason: impl Into<String>) -> Unavailable {
+        let plain = !code.is_empty()
+            && code.len() <= 64
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        Unavailable {
+            reason: reason.into(),
+            refusal: plain.then(|| code.to_string()),
+        }
+    }
+}
 
 /// Places a secret as the injection says. `Basic` encodes `user:password`.
 pub(crate) fn place(injection: &Injection, secret: &str) -> Result<Placement, Unavailable> {
     use base64::Engine;
     let header = |name: HeaderName, value: String| {
         let mut v = HeaderValue::from_str(&value)
-            .map_err(|_| Unavailable("the credential is not a valid header value".into()))?;
+            .map_err(|_| Unavailable::new("the credential is not a valid header value"))?;
         v.set_sensitive(true);
         Ok(Placement::Header(name, v))
     };

@@ -117,7 +117,7 @@ impl MintedJwt {
         let now = u64::try_from(self.clock.unix_secs())
             .ok()
             .filter(|s| *s > 0)
-            .ok_or_else(|| Unavailable("system clock is before 1970".into()))?;
+            .ok_or_else(|| Unavailable::new("system clock is before 1970"))?;
         let jti = uuid::Uuid::new_v4().to_string();
         let claims = Claims {
             iss: &self.issuer,
@@ -130,11 +130,14 @@ impl MintedJwt {
             exp: now + self.ttl.as_secs(),
             jti: &jti,
         };
-        let token = self.signer.sign_jwt(&claims).map_err(Unavailable)?;
+        let token = self.signer.sign_jwt(&claims).map_err(Unavailable::new)?;
         Ok(Issued {
             id: jti.into(),
             placement: place(&self.injection, &token)?,
             minted: true,
+            scope: None,
+            expires_unix: None,
+            cached: None,
         })
     }
 }

@@ -6,16 +6,21 @@
 
 pub mod aws;
 pub mod cache;
+pub mod github_app;
 mod issued;
 pub mod minted_jwt;
+pub mod oauth2;
 pub mod signer;
 pub mod static_secret;
 
 use crate::config::Agent;
+use crate::routes::Operation;
 
 pub use aws::AwsProvider;
+pub use github_app::GithubAppProvider;
 pub use issued::{Issued, Placement, Unavailable};
 pub use minted_jwt::MintedJwt;
+pub use oauth2::OAuth2Provider;
 pub use signer::Signer;
 pub use static_secret::StaticSecret;
 
@@ -27,6 +32,18 @@ pub enum Provider {
     /// Signs each call (SigV4) instead of placing a credential: the inject phase asks it
     /// for the call's credentials ([`AwsProvider::issue`]).
     Aws(Box<AwsProvider>),
+    OAuth2(Box<OAuth2Provider>),
+    GithubApp(Box<GithubAppProvider>),
+}
+
+/// The call a credential is issued for.
+pub struct CallInfo<'a> {
+    pub agent: &'a Agent,
+    /// The operation (its name selects an `oauth2` scope or `github_app` permissions).
+    pub operation: &'a Operation,
+    pub method: &'a http::Method,
+    /// The path relative to the tool (GitHub: owner and repository are read from it).
+    pub tool_path: &'a str,
 }
 
 impl Provider {
@@ -35,26 +52,37 @@ impl Provider {
             Provider::Static(_) => "static",
             Provider::Jwt(_) => "jwt",
             Provider::Aws(_) => "aws",
+            Provider::OAuth2(_) => "oauth2",
+            Provider::GithubApp(_) => "github_app",
         }
     }
 
-    /// Issues the credential placed on one call of `agent` to this provider's tool. An
-    /// AWS tool's calls are signed instead ([`AwsProvider::issue`]): asked for a credential
-    /// to place, it has none.
-    pub fn issue(&self, agent: &Agent) -> Result<Issued, Unavailable> {
+    /// Issues the credential placed on one call. A static secret or a minted JWT is ready
+    /// at once; a token from someone else is from its cache when warm. An AWS tool's calls
+    /// are signed instead ([`AwsProvider::issue`]): asked for a credential to place, it has
+    /// none.
+    pub async fn issue(&self, call: &CallInfo<'_>) -> Result<Issued, Unavailable> {
         match self {
             Provider::Static(p) => p.issue(),
-            Provider::Jwt(p) => p.issue(agent),
-            Provider::Aws(_) => Err(Unavailable(
-                "an AWS tool's calls are signed, not given a credential to place".into(),
+            Provider::Jwt(p) => p.issue(call.agent),
+            Provider::OAuth2(p) => p.issue(call.agent, &call.operation.name).await,
+            Provider::GithubApp(p) => {
+                p.issue(&call.operation.name, call.method, call.tool_path)
+                    .await
+            }
+            Provider::Aws(_) => Err(Unavailable::new(
+                "an AWS tool's calls are signed, not given a credential to place",
             )),
         }
     }
 
     /// Drops what was issued for `agent` and cached (it was suspended).
     pub fn invalidate_agent(&self, agent: &str) {
-        if let Provider::Aws(p) = self {
-            p.invalidate_agent(agent);
+        match self {
+            Provider::Aws(p) => p.invalidate_agent(agent),
+            Provider::OAuth2(p) => p.invalidate_agent(agent),
+            // Installation tokens are the App's, shared by every agent, not issued to one.
+            Provider::GithubApp(_) | Provider::Static(_) | Provider::Jwt(_) => {}
         }
     }
 }

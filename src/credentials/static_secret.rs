@@ -72,7 +72,7 @@ impl StaticSecret {
                 Some(id) => id.as_str().into(),
                 None => fingerprint(&secret).into(),
             };
-            let placement = place(&self.injection, &secret).map_err(|e| e.0)?;
+            let placement = place(&self.injection, &secret).map_err(|e| e.reason)?;
             Ok(Loaded {
                 id,
                 placement,
@@ -110,15 +110,18 @@ impl StaticSecret {
                     },
                 },
                 minted: false,
+                scope: None,
+                expires_unix: None,
+                cached: None,
             }),
-            Err(e) => Err(Unavailable(e.clone())),
+            Err(e) => Err(Unavailable::new(e.clone())),
         }
     }
 }
 
 /// `sha256:` and the first 12 hex digits of the secret's SHA-256: tells two secrets apart
 /// in the audit log without revealing either (set `credential_id` for low-entropy secrets).
-fn fingerprint(secret: &str) -> String {
+pub(crate) fn fingerprint(secret: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
     format!("sha256:{}", const_hex::encode(&d.as_ref()[..6]))
 }

@@ -114,6 +114,7 @@ impl OnFinish for Pending {
             credential_role: ctx.credential.role,
             credential_expires: ctx.credential.expires_unix,
             credential_cached: ctx.credential.cached,
+            credential_scope: ctx.credential.scope,
             stripped: ctx.stripped,
         });
     }
@@ -253,6 +254,9 @@ fn span_attributes(
             "keygate.credential.expires",
             i64::try_from(e).unwrap_or(i64::MAX),
         ));
+    }
+    if let Some(sc) = &ctx.credential.scope {
+        a.push(KeyValue::new("keygate.credential.scope", s(sc)));
     }
     if let Some(c) = ctx.credential.cached {
         a.push(KeyValue::new("keygate.credential.cached", c));

@@ -16,7 +16,7 @@ use super::respond::Injected;
 use crate::config::Agent;
 use crate::credentials::aws::{AwsCredential, AwsProvider};
 use crate::credentials::cache::Served;
-use crate::credentials::Placement;
+use crate::credentials::{CallInfo, Placement};
 use crate::error::{Error, ErrorKind};
 use crate::telemetry::spans::RequestTrace;
 use crate::tools::ToolRuntime;
@@ -82,6 +82,9 @@ pub struct Credential {
     pub expires_unix: Option<u64>,
     /// Whether the provider's cache served it (false: issued for this call).
     pub cached: Option<bool>,
+    /// What it was issued for: a token's scope, a GitHub token's repository and
+    /// permissions.
+    pub scope: Option<Arc<str>>,
 }
 
 /// The AWS service and region a call is for, as the agent's SDK signed it.
@@ -271,7 +274,7 @@ pub async fn inject_aws<B>(
                 ErrorKind::CredentialUnavailable,
                 "keygate could not obtain AWS credentials for this call",
             )
-            .with_detail(e.0)
+            .with_detail(e.reason)
         })?;
         Ok((entry, served))
     }
@@ -332,12 +335,12 @@ pub fn sign_aws<B>(
     .map_err(|e| Error::new(ErrorKind::BadRequest, e.0))
 }
 
-/// Sets the credential the tool's provider issues for `agent` on the request (a header,
-/// or a parameter appended to `query`, the query it is forwarded with). The record is
-/// returned whether or not a credential could be issued.
-pub fn inject<B>(
+/// Sets the credential the tool's provider issues for this call on the request (a
+/// header, or a parameter appended to `query`, the query it is forwarded with). The record
+/// is returned whether or not a credential could be issued.
+pub async fn inject<B>(
     tool: &ToolRuntime,
-    agent: &Agent,
+    call: &CallInfo<'_>,
     req: &mut Request<B>,
     query: &mut Option<String>,
     trace: Option<&mut RequestTrace>,
@@ -346,13 +349,13 @@ pub fn inject<B>(
         provider: Some(tool.provider.name()),
         ..Credential::default()
     };
-    let result = set_credential(tool, agent, req, query, trace, &mut credential);
+    let result = set_credential(tool, call, req, query, trace, &mut credential).await;
     (credential, result)
 }
 
-fn set_credential<B>(
+async fn set_credential<B>(
     tool: &ToolRuntime,
-    agent: &Agent,
+    call: &CallInfo<'_>,
     req: &mut Request<B>,
     query: &mut Option<String>,
     trace: Option<&mut RequestTrace>,
@@ -368,26 +371,40 @@ fn set_credential<B>(
     let phase = trace
         .as_ref()
         .map(|_| RequestTrace::begin("keygate.credential"));
-    let issued = tool.provider.issue(agent);
-    // A span for a credential minted now (or a failure), not for a static or reused one.
-    let worth_a_span = issued.as_ref().map_or(true, |i| i.minted);
+    let issued = tool.provider.issue(call).await;
+    // A span for a credential minted or issued now (or a failure), not for a static,
+    // reused or cached one.
+    let worth_a_span = issued
+        .as_ref()
+        .map_or(true, |i| i.minted || i.cached == Some(false));
     if let (Some(trace), Some(phase), true) = (trace, phase, worth_a_span) {
-        let attrs = vec![KeyValue::new(
+        let mut attrs = vec![KeyValue::new(
             "keygate.credential.provider",
             tool.provider.name(),
         )];
+        if let Ok(i) = &issued {
+            if let Some(s) = &i.scope {
+                attrs.push(KeyValue::new("keygate.credential.scope", s.to_string()));
+            }
+        }
         trace.end_phase(phase, attrs, issued.is_err());
     }
     let issued = issued.map_err(|e| {
-        Error::new(
-            ErrorKind::CredentialUnavailable,
-            format!(
+        let message = match &e.refusal {
+            Some(code) => format!(
+                "the issuer of tool {:?}'s credentials refused to issue one for this call: {code}",
+                &*tool.tool.name
+            ),
+            None => format!(
                 "keygate could not obtain a credential for tool {:?}",
                 &*tool.tool.name
             ),
-        )
-        .with_detail(e.0)
+        };
+        Error::new(ErrorKind::CredentialUnavailable, message).with_detail(e.reason)
     })?;
+    credential.scope = issued.scope;
+    credential.expires_unix = issued.expires_unix;
+    credential.cached = issued.cached;
     credential.id = Some(issued.id);
     let minted = issued.minted;
     match issued.placement {

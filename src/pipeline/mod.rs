@@ -617,8 +617,14 @@ async fn inject(
         out.aws_signing = Some(result?);
         return Ok(());
     }
+    let call = crate::credentials::CallInfo {
+        agent,
+        operation: &out.operation,
+        method: &ctx.method,
+        tool_path: &out.route.tool_path,
+    };
     let (credential, result) =
-        inject::inject(&out.tool, agent, req, &mut out.query, ctx.trace.as_mut());
+        inject::inject(&out.tool, &call, req, &mut out.query, ctx.trace.as_mut()).await;
     ctx.credential = credential;
     result
 }

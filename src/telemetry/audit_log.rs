@@ -102,6 +102,10 @@ pub struct AuditRecord {
     /// Whether the provider's cache served the credential (false: issued for this call).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential_cached: Option<bool>,
+    /// What the credential was issued for: an OAuth2 token's scope, a GitHub token's
+    /// repository and permissions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_scope: Option<std::sync::Arc<str>>,
     /// Names of what strip removed or redacted.
     pub stripped: Vec<std::borrow::Cow<'static, str>>,
 }
@@ -681,6 +685,7 @@ mod tests {
             credential_role: None,
             credential_expires: None,
             credential_cached: None,
+            credential_scope: None,
             stripped: vec![],
         }
     }

@@ -556,11 +556,13 @@ fn numeric_date(v: &serde_json::Value) -> Option<u64> {
     })
 }
 
-/// The token of a `Bearer` credential in this header, if any.
+/// The token of a `Bearer` credential in this header, if any. GitHub's clients (`gh`,
+/// PyGithub, Octokit) write the same credential with the scheme `token`, which is taken
+/// alike: the token is verified as a JWT either way.
 fn bearer<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Option<&'h str> {
     let v = headers.get(name)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
         let t = token.trim();
         (!t.is_empty()).then_some(t)
     } else {
