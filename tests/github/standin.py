@@ -82,7 +82,7 @@ OPENAPI_PACKAGE = os.path.join(HERE, "node_modules", "@octokit", "openapi")
 OPENAPI_FILE = os.path.join(OPENAPI_PACKAGE, "generated", "api.github.com.json")
 ACCESS_TOKENS = "/app/installations/{installation_id}/access_tokens"
 DOCS = "https://docs.github.com/rest"
-API_VERSIONS = {"2022-11-28", "2026-03-10"}
+API_VERSIONS = {"2022-11-28"}
 
 INSTALLATION_ID = 42
 ACCOUNT = {"login": "octo", "id": 583231, "type": "Organization"}
