@@ -961,23 +961,54 @@ async fn tokens_are_cached_per_agent_until_a_minute_before_expiry() {
     assert_eq!(count().await, 2, "the token was shared between agents");
     assert_ne!(kg.upstream_tokens()[2], t[0]);
 
-    // 500 s on: still more than a minute left (600 s tokens).
-    kg.gw.advance_clock(Duration::from_secs(500));
+    // 350 s on (600 s tokens): before two thirds of its life, served as it is.
+    kg.gw.advance_clock(Duration::from_secs(350));
     ok(&kg.call(AGENT, "GET", "/things").await);
-    assert_eq!(count().await, 2, "refreshed with more than a minute left");
+    assert_eq!(count().await, 2, "refreshed before two thirds of its life");
     assert_eq!(kg.upstream_tokens()[3], t[0]);
-    // 545 s on: less than a minute left, a new token.
-    kg.gw.advance_clock(Duration::from_secs(45));
+    // 450 s on: past two thirds, the call is still served the cached token at once and a
+    // refresh runs in the background; the next call gets the refreshed token.
+    kg.gw.advance_clock(Duration::from_secs(100));
+    let r4 = kg.call(AGENT, "GET", "/things").await;
+    ok(&r4);
+    assert_eq!(
+        kg.upstream_tokens()[4],
+        t[0],
+        "a warm call waited for the refresh"
+    );
+    assert_eq!(audit_of(&kg.gw, &rid(&r4)).await["credential_cached"], true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count().await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refresh ahead of expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r5 = kg.call(AGENT, "GET", "/things").await;
     ok(&r5);
+    assert_ne!(
+        kg.upstream_tokens()[5],
+        t[0],
+        "the refreshed token was not used"
+    );
+    assert_eq!(count().await, 3);
+    assert_eq!(audit_of(&kg.gw, &rid(&r5)).await["credential_cached"], true);
+
+    // 545 s on: AGENT2's token (issued at 0, never refreshed: no call since) has less
+    // than a minute left. It is not handed out: a new one is asked for, and waited on.
+    kg.gw.advance_clock(Duration::from_secs(95));
+    let t2 = kg.upstream_tokens()[2].clone();
+    let r6 = kg.call(AGENT2, "GET", "/things").await;
+    ok(&r6);
     assert_eq!(
         count().await,
-        3,
-        "not refreshed with less than a minute left"
+        4,
+        "a token in its last minute was handed out"
     );
-    assert_ne!(kg.upstream_tokens()[4], t[0]);
+    assert_ne!(kg.upstream_tokens()[6], t2);
     assert_eq!(
-        audit_of(&kg.gw, &rid(&r5)).await["credential_cached"],
+        audit_of(&kg.gw, &rid(&r6)).await["credential_cached"],
         false
     );
 }

@@ -3,6 +3,8 @@
 //! Validation collects every problem before failing, each naming the file and the key,
 //! so a user fixes a config in one pass (`keygate check`).
 
+use super::check::Checker;
+pub use super::check::{ConfigError, ConfigErrors, SecretSource};
 use super::file::{self, ClientAuth, ConfigFile, OnSecret};
 use crate::catalog::Kind;
 pub use crate::routes::Operations;
@@ -10,7 +12,6 @@ use crate::routes::{Operation, RouteTable, IDENTITY_CREATION};
 use http::header::HeaderName;
 use http::uri::{Authority, Scheme};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,42 +20,6 @@ use std::time::Duration;
 pub const MAX_MINTED_TTL: Duration = Duration::from_secs(300);
 /// The largest clock skew accepted when checking agent tokens.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
-
-/// One configuration problem: where it is, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
-        }
-    }
-}
-
-/// Every problem found in one configuration.
-#[derive(Debug, Clone)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 /// The validated configuration the gateway runs on. Immutable; a reload builds a new one.
 #[derive(Debug)]
@@ -337,12 +302,6 @@ impl ProviderSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    Env(String),
-    File(PathBuf),
-}
-
 /// Where an injected credential goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Injection {
@@ -393,39 +352,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Snapshot, ConfigErrors> {
         }])
     })?;
     compile(path, file)
-}
-
-pub(super) struct Checker<'a> {
-    file: &'a Path,
-    base: PathBuf,
-    errors: Vec<ConfigError>,
-}
-
-impl Checker<'_> {
-    pub(super) fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-
-    pub(super) fn path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base.join(p)
-        }
-    }
-
-    /// A file that must exist now.
-    fn existing_file(&mut self, key: String, p: &Path) -> PathBuf {
-        let full = self.path(p);
-        if !full.is_file() {
-            self.error(key, format!("no such file: {}", full.display()));
-        }
-        full
-    }
 }
 
 fn compile_audit(c: &mut Checker, a: file::AuditSection) -> AuditTarget {

@@ -2,6 +2,7 @@
 //! the running gateway reads ([`Snapshot`]). Parsing and validation happen once, at start
 //! (and, later, on reload); the hot path never looks at TOML.
 
+mod check;
 mod compile;
 pub mod file;
 mod token_providers;

@@ -2,7 +2,7 @@
 //! behalf: `oauth2` (an authorization server's token endpoint) and `github_app` (GitHub's
 //! installation access tokens).
 
-use super::compile::{Checker, SecretSource};
+use super::check::{Checker, SecretSource};
 use super::file::{CredentialEntry, OperationCredentialEntry};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
