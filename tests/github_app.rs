@@ -130,6 +130,8 @@ fn config(dir: &Path, gh: &GitHub, iss: &TestIssuer, opts: &Opts) -> String {
         format!("provider = \"github_app\"\napp_id = {APP_ID}\nprivate_key_file = {key_file:?}\n");
     if opts.installation_id {
         cred.push_str(&format!("installation_id = {INSTALLATION_ID}\n"));
+    } else {
+        cred.push_str("owners = [\"octo\"]\n");
     }
     if let Some(url) = &opts.api_url {
         cred.push_str(&format!("api_url = {url:?}\n"));
@@ -1224,6 +1226,15 @@ async fn the_installation_is_looked_up_from_the_owner() {
     .await;
     kg.py(&["get-repo", "octo/hello"]).await.unwrap();
     kg.py(&["list-issues", "octo/hello"]).await.unwrap();
+    // An owner not among the tool's `owners`: refused, its installation never looked up
+    // (an App installed by other accounts does not open them to the agent).
+    let r = kg.get("/repos/other/hello/issues").await;
+    assert_eq!(
+        error_code(&r.json()),
+        "credential_unavailable",
+        "{}",
+        r.text()
+    );
     let lookups = kg.gh.requests_of("installation");
     assert_eq!(lookups.len(), 1, "the installation was not cached");
     assert_eq!(lookups[0].method(), "GET");
@@ -1284,6 +1295,29 @@ async fn a_call_keygate_cannot_map_needs_default_permissions() {
         (repos(&["hello"]), json!({"metadata": "read"}))
     );
     kg.assert_github_saw_it_right();
+}
+
+/// A path that names no repository (`/search/…`, `/graphql`, `/orgs/…`) would get a token
+/// for every repository of the installation: with repository permissions (here from
+/// `default_permissions`) it is refused, and nothing reaches GitHub.
+#[tokio::test]
+async fn a_path_naming_no_repository_gets_no_repository_permissions() {
+    let kg = start(Opts {
+        default_permissions: Some("{ contents = \"read\" }"),
+        ..OPTS
+    })
+    .await;
+    for path in ["/search/code?q=x", "/orgs/octo/some-unknown-thing", "/user"] {
+        let r = kg.get(path).await;
+        assert_eq!(
+            error_code(&r.json()),
+            "credential_unavailable",
+            "{path}: {}",
+            r.text()
+        );
+    }
+    assert!(kg.gh.api_calls().is_empty(), "a call reached GitHub");
+    assert!(kg.gh.token_requests().is_empty(), "a token was asked for");
 }
 
 /// An operation of the tool's own routes gets the permissions its

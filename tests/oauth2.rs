@@ -109,6 +109,8 @@ struct Setup<'a> {
     token_endpoint: Option<String>,
     /// Replaces the client's secret in its file.
     secret: Option<&'a str>,
+    /// Keys of the tool's table before its routes (`protocol = "mcp"`).
+    tool_extra: &'a str,
 }
 
 impl<'a> Setup<'a> {
@@ -120,6 +122,7 @@ impl<'a> Setup<'a> {
             head: String::new(),
             token_endpoint: None,
             secret: None,
+            tool_extra: "",
         }
     }
 }
@@ -151,12 +154,13 @@ async fn start(s: Setup<'_>) -> Kg {
     }
     credential.push_str(&s.credential);
     let cfg = format!(
-        "{}{}{}{}[[tools]]\nname = \"api\"\nupstream = {:?}\n{ROUTES}{credential}",
+        "{}{}{}{}[[tools]]\nname = \"api\"\nupstream = {:?}\n{}{ROUTES}{credential}",
         s.head,
         iss.toml(),
         agent(AGENT, OWNER),
         agent(AGENT2, OWNER2),
         up.url(),
+        s.tool_extra,
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
     Kg { gw, up, iss }
@@ -1011,6 +1015,77 @@ async fn tokens_are_cached_per_agent_until_a_minute_before_expiry() {
         audit_of(&kg.gw, &rid(&r6)).await["credential_cached"],
         false
     );
+}
+
+/// An MCP server behind an OAuth2 tool: each tools/call gets a token with its tool's
+/// scope, and a batch calling two tools is refused (one credential goes with a POST, and
+/// the first call would run with the other's scope); nothing reaches the server or the
+/// authorization server for it.
+#[tokio::test]
+async fn an_mcp_batch_of_two_tools_is_refused_rather_than_given_one_scope() {
+    let a = auth_server();
+    let id = "e2e-mcp";
+    let mut setup = Setup::new(
+        id,
+        "client_credentials",
+        "scope = \"tools:read\"\n[tools.credential.operations.\"mcp:writer\"]\nscope = \"tools:write\"\n",
+    );
+    setup.tool_extra = "protocol = \"mcp\"\n";
+    let kg = start(setup).await;
+    let post = |body: Value| {
+        let auth = bearer(&kg.iss.token(AGENT));
+        let url = kg.gw.url("/tools/api/mcp");
+        async move {
+            Client::http1()
+                .send(
+                    "POST",
+                    &url,
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                        ("accept", "application/json, text/event-stream"),
+                    ],
+                    body.to_string(),
+                )
+                .await
+        }
+    };
+    let call = |id: u64, name: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": name, "arguments": {}}})
+    };
+    // Refused in MCP's dialect: a JSON-RPC error (-32600) for each message.
+    let r = post(json!([call(1, "reader"), call(2, "writer")])).await;
+    let errors = r.json();
+    let errors = errors.as_array().expect("a JSON-RPC batch answer");
+    assert_eq!(errors.len(), 2, "{}", r.text());
+    for e in errors {
+        assert_eq!(e["error"]["code"], -32600, "{e}");
+        assert_eq!(e["error"]["data"]["error"], "bad_request", "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("one by one"),
+            "{e}"
+        );
+    }
+    assert_eq!(kg.up.count(), 0, "a refused batch reached the server");
+    assert!(
+        a.requests(id).await.is_empty(),
+        "a token was asked for a refused batch"
+    );
+
+    // One call: its own scope.
+    let r = post(call(3, "writer")).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), a.log_text());
+    let log = a.requests(id).await;
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0]["scope"], "tools:write", "{log:#?}");
+    // Two calls of the same tool in one batch share its scope.
+    let r = post(json!([call(4, "reader"), call(5, "reader")])).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(a.requests(id).await[1]["scope"], "tools:read");
 }
 
 /// 50 concurrent cold calls of one agent for one operation make one token request.

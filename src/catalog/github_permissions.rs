@@ -150,6 +150,59 @@ pub fn needs<'a>(method: &Method, path: &'a str) -> Option<Need<'a>> {
     })
 }
 
+/// Repository permission names accepted by "Create an installation access token".
+pub const REPOSITORY_PERMISSION_NAMES: &[&str] = &[
+    "actions",
+    "actions_variables",
+    "administration",
+    "artifact_metadata",
+    "attestations",
+    "checks",
+    "codespaces",
+    "contents",
+    "dependabot_secrets",
+    "deployments",
+    "discussions",
+    "environments",
+    "issues",
+    "merge_queues",
+    "metadata",
+    "packages",
+    "pages",
+    "pull_requests",
+    "repository_custom_properties",
+    "repository_hooks",
+    "repository_projects",
+    "secret_scanning_alerts",
+    "secrets",
+    "security_events",
+    "single_file",
+    "statuses",
+    "vulnerability_alerts",
+    "workflows",
+];
+
+/// Organization permission names accepted by "Create an installation access token".
+pub const ORGANIZATION_PERMISSION_NAMES: &[&str] = &[
+    "members",
+    "organization_actions_variables",
+    "organization_administration",
+    "organization_custom_org_roles",
+    "organization_custom_properties",
+    "organization_custom_roles",
+    "organization_dependabot_secrets",
+    "organization_events",
+    "organization_hooks",
+    "organization_packages",
+    "organization_personal_access_token_requests",
+    "organization_personal_access_tokens",
+    "organization_plan",
+    "organization_projects",
+    "organization_secrets",
+    "organization_self_hosted_runners",
+    "organization_user_blocking",
+];
+
 /// The permissions of one call, sorted by name.
 type Perms = &'static [(&'static str, Access)];
 
@@ -1279,59 +1332,6 @@ static ORGANIZATION: &[Entry] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Repository permission names accepted by "Create an installation access token".
-    const REPOSITORY_PERMISSION_NAMES: &[&str] = &[
-        "actions",
-        "actions_variables",
-        "administration",
-        "artifact_metadata",
-        "attestations",
-        "checks",
-        "codespaces",
-        "contents",
-        "dependabot_secrets",
-        "deployments",
-        "discussions",
-        "environments",
-        "issues",
-        "merge_queues",
-        "metadata",
-        "packages",
-        "pages",
-        "pull_requests",
-        "repository_custom_properties",
-        "repository_hooks",
-        "repository_projects",
-        "secret_scanning_alerts",
-        "secrets",
-        "security_events",
-        "single_file",
-        "statuses",
-        "vulnerability_alerts",
-        "workflows",
-    ];
-
-    /// Organization permission names accepted by "Create an installation access token".
-    const ORGANIZATION_PERMISSION_NAMES: &[&str] = &[
-        "members",
-        "organization_actions_variables",
-        "organization_administration",
-        "organization_custom_org_roles",
-        "organization_custom_properties",
-        "organization_custom_roles",
-        "organization_dependabot_secrets",
-        "organization_events",
-        "organization_hooks",
-        "organization_packages",
-        "organization_personal_access_token_requests",
-        "organization_personal_access_tokens",
-        "organization_plan",
-        "organization_projects",
-        "organization_secrets",
-        "organization_self_hosted_runners",
-        "organization_user_blocking",
-    ];
 
     fn tables() -> [(&'static str, &'static [Entry], &'static [&'static str]); 2] {
         [

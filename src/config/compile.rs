@@ -1353,7 +1353,7 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
     const AWS: &[&str] = &["aws"];
     const OAUTH2: &[&str] = &["oauth2"];
     const GITHUB: &[&str] = &["github_app"];
-    let fields: [(&str, bool, &[&str]); 29] = [
+    let fields: [(&str, bool, &[&str]); 30] = [
         (
             "from_env",
             e.from_env.is_some(),
@@ -1398,6 +1398,7 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
         ("private_key_file", e.private_key_file.is_some(), GITHUB),
         ("installation_id", e.installation_id.is_some(), GITHUB),
         ("api_url", e.api_url.is_some(), GITHUB),
+        ("owners", !e.owners.is_empty(), GITHUB),
         (
             "default_permissions",
             e.default_permissions.is_some(),

@@ -531,6 +531,10 @@ pub struct CredentialEntry {
     /// github_app: the installation whose tokens keygate asks for; absent: looked up from
     /// the owner the path names.
     pub installation_id: Option<u64>,
+    /// github_app without installation_id: the accounts whose installations keygate may
+    /// use, looked up from the owner the path names (any other owner is refused).
+    #[serde(default)]
+    pub owners: Vec<String>,
     /// github_app: where the App's own calls go (GitHub Enterprise Server:
     /// `https://HOST/api/v3`); the tool's upstream by default.
     pub api_url: Option<String>,

@@ -92,6 +92,8 @@ pub struct GithubAppSpec {
     pub app_id: u64,
     pub private_key_file: PathBuf,
     pub installation_id: Option<u64>,
+    /// Without `installation_id`: the accounts whose installations may be used.
+    pub owners: Vec<String>,
     /// Where the App's calls go, without a trailing slash.
     pub api_url: String,
     pub default_permissions: Option<Permissions>,
@@ -99,20 +101,45 @@ pub struct GithubAppSpec {
     pub operations: BTreeMap<String, Permissions>,
 }
 
+/// A URL keygate sends a credential to (a client secret, an assertion, the App JWT):
+/// https, or http to the loopback interface only; no user or password in it.
 fn http_url(c: &mut Checker, key: String, text: &str) -> Option<http::Uri> {
-    match text.parse::<http::Uri>() {
+    let uri = match text.parse::<http::Uri>() {
         Ok(u)
             if matches!(u.scheme_str(), Some("http" | "https"))
                 && u.authority().is_some()
                 && u.query().is_none() =>
         {
-            Some(u)
+            u
         }
         _ => {
             c.error(key, format!("{text:?} is not an http(s) URL"));
-            None
+            return None;
         }
+    };
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if authority.contains('@') {
+        c.error(
+            key,
+            "must not hold a user or password: keygate authenticates on its own",
+        );
+        return None;
     }
+    let host = uri.host().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if uri.scheme_str() != Some("https") && !loopback {
+        c.error(
+            key,
+            "must be https (credentials are sent to it); http is allowed to the loopback interface only",
+        );
+        return None;
+    }
+    Some(uri)
 }
 
 fn scope_of(e: &OperationCredentialEntry) -> TokenScope {
@@ -300,6 +327,12 @@ pub(super) fn compile_github_app(
             PathBuf::new()
         }
     };
+    if e.installation_id.is_none() && e.owners.is_empty() {
+        c.error(
+            format!("{key}.owners"),
+            "set installation_id, or owners: the accounts whose installations of the App keygate may use",
+        );
+    }
     let api_url = e.api_url.as_deref().unwrap_or(upstream);
     http_url(c, format!("{key}.api_url"), api_url);
     let default_permissions = e
@@ -334,6 +367,7 @@ pub(super) fn compile_github_app(
         app_id,
         private_key_file,
         installation_id: e.installation_id,
+        owners: e.owners.clone(),
         api_url: api_url.trim_end_matches('/').to_string(),
         default_permissions,
         operations,

@@ -68,7 +68,9 @@ impl<V: Cacheable> Entry<V> {
     /// From when a call that finds it refreshes it in the background.
     fn refresh_from(&self) -> u64 {
         let life = self.value.expires_unix().saturating_sub(self.issued_unix);
-        self.issued_unix + life * REFRESH_AT.0 / REFRESH_AT.1
+        self.issued_unix.saturating_add(
+            life / REFRESH_AT.1 * REFRESH_AT.0 + life % REFRESH_AT.1 * REFRESH_AT.0 / REFRESH_AT.1,
+        )
     }
 }
 

@@ -23,7 +23,7 @@
 use super::cache::{IssuedCache, Key};
 use super::issued::{Issued, Unavailable};
 use super::oauth2::Token;
-use crate::catalog::github_permissions::{self, Access, Target};
+use crate::catalog::github_permissions::{self, Access, Target, ORGANIZATION_PERMISSION_NAMES};
 use crate::clock::Clock;
 use crate::config::{GithubAppSpec, Injection, Permissions};
 use crate::http_client::HttpClient;
@@ -41,6 +41,8 @@ const MAX_ANSWER: usize = 256 * 1024;
 const APP_JWT_LIFE: u64 = 9 * 60;
 /// How long an owner's installation id is kept.
 const INSTALLATION_TTL: Duration = Duration::from_secs(3600);
+/// How long a refusal by GitHub is answered from memory.
+const REFUSAL_TTL: Duration = Duration::from_secs(30);
 /// The `X-GitHub-Api-Version` keygate speaks.
 const API_VERSION: &str = "2022-11-28";
 
@@ -68,6 +70,10 @@ pub struct GithubAppProvider {
     http: HttpClient,
     cache: IssuedCache<Token>,
     installations: moka::future::Cache<String, u64, crate::FastHash>,
+    /// What GitHub refused (a token, an installation lookup), kept [`REFUSAL_TTL`]: an
+    /// agent repeating a call GitHub refuses does not spend the App's rate limit, shared
+    /// by every agent, on it.
+    refused: moka::sync::Cache<Arc<str>, Unavailable, crate::FastHash>,
     app_key: Arc<jsonwebtoken::EncodingKey>,
     clock: Clock,
 }
@@ -135,6 +141,10 @@ impl GithubAppProvider {
                 .max_capacity(10_000)
                 .time_to_live(INSTALLATION_TTL)
                 .build_with_hasher(crate::FastHash::default()),
+            refused: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(REFUSAL_TTL)
+                .build_with_hasher(crate::FastHash::default()),
             app_key: Arc::new(app_key),
             spec,
             injection,
@@ -153,12 +163,27 @@ impl GithubAppProvider {
     ) -> Result<Issued, Unavailable> {
         let path = api_path(path);
         let (reach, permissions) = self.needs(operation, method, path)?;
+        if matches!(reach, Reach::Account { .. } | Reach::Nothing) {
+            // A token that names no repository reaches every repository of the
+            // installation: it may carry organization permissions only.
+            if let Some((name, _)) = permissions
+                .iter()
+                .find(|(n, _)| !ORGANIZATION_PERMISSION_NAMES.contains(&n.as_str()))
+            {
+                return Err(Unavailable::new(format!(
+                    "{method} {path} names no repository, and its token would carry the repository permission {name:?} on every repository of the installation"
+                )));
+            }
+        }
         let installation = self.installation(&reach).await?;
         let scope = describe(&reach, &permissions);
         let key = Key {
             agent: "".into(),
             scope: format!("{installation}\n{scope}").into(),
         };
+        if let Some(why) = self.refused.get(&key.scope) {
+            return Err(why);
+        }
         let request = Arc::new(Request {
             api_url: self.spec.api_url.clone(),
             app_id: self.spec.app_id,
@@ -173,11 +198,12 @@ impl GithubAppProvider {
         });
         let (entry, served) = self
             .cache
-            .get_or_issue(key, move || {
+            .get_or_issue(key.clone(), move || {
                 let request = request.clone();
                 async move { request.token().await }
             })
-            .await?;
+            .await
+            .inspect_err(|why| self.refused.insert(key.scope.clone(), why.clone()))?;
         Ok(entry.value.issued(served))
     }
 
@@ -223,6 +249,21 @@ impl GithubAppProvider {
         if let Some(id) = self.spec.installation_id {
             return Ok(id);
         }
+        let owner = match reach {
+            Reach::Repo { owner, .. } | Reach::Account { owner, .. } => owner.as_str(),
+            Reach::RepoId(_) | Reach::Nothing => "",
+        };
+        if !owner.is_empty()
+            && !self
+                .spec
+                .owners
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(owner))
+        {
+            return Err(Unavailable::new(format!(
+                "{owner:?} is not among the tool's owners: keygate uses only the installations of the accounts configured"
+            )));
+        }
         let lookup = match reach {
             Reach::Repo { owner, repo } => format!("/repos/{owner}/{repo}/installation"),
             Reach::Account { owner, org: true } => format!("/orgs/{owner}/installation"),
@@ -243,12 +284,19 @@ impl GithubAppProvider {
             permissions: Vec::new(),
             scope: "".into(),
         };
+        let key: Arc<str> = lookup.to_ascii_lowercase().into();
+        if let Some(why) = self.refused.get(&key) {
+            return Err(why);
+        }
         self.installations
-            .try_get_with(lookup.to_ascii_lowercase(), async move {
+            .try_get_with(key.to_string(), async move {
                 request.find_installation(&lookup).await
             })
             .await
-            .map_err(|e: Arc<Unavailable>| (*e).clone())
+            .map_err(|e: Arc<Unavailable>| {
+                self.refused.insert(key, (*e).clone());
+                (*e).clone()
+            })
     }
 }
 

@@ -39,6 +39,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// The life assumed for a token whose answer says none (no `expires_in`, not a JWT with an
 /// `exp`): short, so an unknown expiry costs a token request, not a refused call.
 const UNKNOWN_LIFE: u64 = 120;
+/// The longest a token is kept, whatever its server says.
+const MAX_LIFE: u64 = 24 * 3600;
 /// The life of the JWTs keygate signs for a token request (client assertion, subject and
 /// actor tokens): each is used once, at once.
 const ASSERTION_LIFE: u64 = 60;
@@ -462,10 +464,30 @@ impl Request {
             _ => None,
         };
         let expires_unix = match (expires_in, claims.as_ref().and_then(|c| c.exp)) {
-            (Some(secs), _) => now + secs,
+            (Some(secs), _) => now.saturating_add(secs),
             (None, Some(exp)) => exp,
             (None, None) => now + UNKNOWN_LIFE,
-        };
+        }
+        .min(now + MAX_LIFE);
+        // The server may grant another scope than asked (RFC 6749 3.3): one wider than
+        // the operation's is refused, never used.
+        let asked: Vec<&str> = self
+            .scope
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+            .collect();
+        if let Some(granted) = &answer.scope {
+            if let Some(extra) = granted
+                .split_ascii_whitespace()
+                .find(|g| !asked.is_empty() && !asked.contains(g))
+            {
+                return Err(Unavailable::new(format!(
+                    "the token endpoint granted scope {extra:?}, which was not asked for"
+                )));
+            }
+        }
         let id: Arc<str> = match claims.and_then(|c| c.jti) {
             Some(jti) if !jti.is_empty() && jti.len() <= 128 => format!("jti:{jti}").into(),
             _ => super::static_secret::fingerprint(&value).into(),

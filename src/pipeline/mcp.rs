@@ -787,12 +787,35 @@ pub fn authorize(
 ) -> (McpDecision, Result<(), Error>) {
     let mut d = McpDecision::default();
     let mut chosen = ops.read.clone();
+    // A provider that scopes the one credential of the POST to its operation (an OAuth2
+    // scope, GitHub permissions) cannot serve calls of two tools at once: the first
+    // would run with a credential scoped to the other.
+    let scoped = matches!(
+        tool.credential.provider,
+        crate::config::ProviderSpec::OAuth2(_) | crate::config::ProviderSpec::GithubApp(_)
+    );
+    let mut called: Option<Arc<str>> = None;
     for m in &post.messages {
         let call = match call_of(m) {
             Ok(c) => c,
             Err(e) => return (d, Err(e)),
         };
         let op = operation(policies, ops, tool, &call);
+        if scoped && call.method == "tools/call" {
+            match &called {
+                Some(first) if *first != op.name => {
+                    return (
+                        d,
+                        Err(Error::new(
+                            ErrorKind::BadRequest,
+                            "this batch calls more than one tool, and the tool server's credential is scoped to one call: send the calls one by one",
+                        )
+                        .with_jsonrpc(-32600)),
+                    );
+                }
+                _ => called = Some(op.name.clone()),
+            }
+        }
         if call.method == "tools/call" || chosen.name == ops.read.name {
             chosen = op.clone();
         }

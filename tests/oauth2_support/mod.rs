@@ -155,6 +155,7 @@ pub const CLIENTS: &[ClientSpec] = &[
         secret: Some(SPECIAL_SECRET),
     },
     c("e2e-ops", Auth::Basic, RW),
+    c("e2e-mcp", Auth::Basic, RW),
     c("e2e-cache", Auth::Post, RW),
     c("e2e-flight", Auth::Basic, RW),
     c("e2e-tx", Auth::Basic, RW),
