@@ -21,10 +21,10 @@
 #               its session policy derived, session credentials from STS (a local stand-in
 #               answering AssumeRole; cached, so the measured calls never reach it), and
 #               the call re-signed with them; upstream nginx accepts any signature
-#   kg-oauth2   keygate with an OAuth2 tool (issue 15): agent JWT, default policies, an
+#   kg-oauth2   kg-pass with an OAuth2 tool instead of a static secret (issue 15): an
 #               access token from a token endpoint (a local stand-in answering
 #               client_credentials; cached per agent and scope, so the measured calls
-#               never reach it) injected as a bearer token
+#               never reach it) injected as a bearer token; no span export, as kg-pass
 # Reported: medians over REPS of req/s, p50, p99, the proxy's CPU µs per request
 # (utime+stime from /proc/<pid>/stat) and its peak RSS (VmHWM); then p99 at a fixed rate
 # of half kg-full's peak on /small (wrk with a per-request delay).
@@ -358,7 +358,8 @@ scope = \"up:read\"" "" > "$d/keygate.toml"
     (
         cd "$d"
         export KEYGATE_WORKER_THREADS=1 KEYGATE_LOG=warn
-        if [ "$c" != kg-pass ]; then
+        # kg-pass and kg-oauth2 differ only in their provider: neither exports spans.
+        if [ "$c" != kg-pass ] && [ "$c" != kg-oauth2 ]; then
             export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
             export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
         fi
