@@ -65,10 +65,12 @@ impl Provider {
         match self {
             Provider::Static(p) => p.issue(),
             Provider::Jwt(p) => p.issue(call.agent),
-            Provider::OAuth2(p) => p.issue(call.agent, &call.operation.name).await,
+            // Boxed: a cold issue's future (token request, single flight) is large, and
+            // unboxed it would make every request's future as large, static or not (it
+            // is moved when the request's task is spawned).
+            Provider::OAuth2(p) => Box::pin(p.issue(call.agent, &call.operation.name)).await,
             Provider::GithubApp(p) => {
-                p.issue(&call.operation.name, call.method, call.tool_path)
-                    .await
+                Box::pin(p.issue(&call.operation.name, call.method, call.tool_path)).await
             }
             Provider::Aws(_) => Err(Unavailable::new(
                 "an AWS tool's calls are signed, not given a credential to place",

@@ -601,7 +601,8 @@ async fn inject(
                 "an AWS call without its target",
             ));
         };
-        let (credential, result) = inject::inject_aws(
+        // Boxed: see `Provider::issue`.
+        let (credential, result) = Box::pin(inject::inject_aws(
             provider,
             agent,
             req,
@@ -611,7 +612,7 @@ async fn inject(
             target,
             out.aws_scope.as_ref(),
             ctx.trace.as_mut(),
-        )
+        ))
         .await;
         ctx.credential = credential;
         out.aws_signing = Some(result?);
