@@ -416,7 +416,7 @@ mod tests {
             "{k:?}"
         );
         let k = keys(
-            "provider = \"oauth2\"\ntoken_endpoint = \"http://as/token\"\nclient_id = \"c\"\nclient_auth = \"private_key_jwt\"",
+            "provider = \"oauth2\"\ntoken_endpoint = \"https://as/token\"\nclient_id = \"c\"\nclient_auth = \"private_key_jwt\"",
         );
         assert_eq!(k, vec!["tools.t.credential.client_key_file".to_string()]);
     }
@@ -441,6 +441,27 @@ mod tests {
     }
 
     #[test]
+    fn credentials_go_to_https_or_loopback_urls_without_user_info() {
+        let base = "provider = \"oauth2\"\nclient_id = \"c\"\nfrom_env = \"S\"\nscope = \"\"\n";
+        for (url, ok) in [
+            ("https://as.example/token", true),
+            ("http://127.0.0.1:8080/token", true),
+            ("http://[::1]:8080/token", true),
+            ("http://localhost/token", true),
+            ("http://as.example/token", false),
+            ("http://10.0.0.1/token", false),
+            ("https://user:pw@as.example/token", false),
+        ] {
+            let k = keys(&format!("{base}token_endpoint = {url:?}"));
+            assert_eq!(k.is_empty(), ok, "{url}: {k:?}");
+        }
+        let k = keys(
+            "provider = \"github_app\"\napp_id = 1\nprivate_key_file = \"k.pem\"\ninstallation_id = 2\napi_url = \"http://ghe.example/api/v3\"",
+        );
+        assert_eq!(k, vec!["tools.t.credential.api_url".to_string()]);
+    }
+
+    #[test]
     fn github_permissions_are_checked() {
         let k = keys(
             "provider = \"github_app\"\napp_id = 1\nprivate_key_file = \"k.pem\"\ndefault_permissions = { Issues = \"read\", contents = \"all\" }\n[tools.credential.operations.x]\nscope = \"s\"",
@@ -458,7 +479,7 @@ mod tests {
 
     #[test]
     fn an_operation_takes_the_tools_scope_for_what_it_does_not_set() {
-        let text = "[[tools]]\nname = \"t\"\nupstream = \"http://t.example\"\n[tools.credential]\nprovider = \"oauth2\"\ntoken_endpoint = \"http://as/token\"\nclient_id = \"c\"\nfrom_env = \"S\"\nscope = \"read\"\nresource = \"https://r\"\n[tools.credential.operations.w]\nscope = \"write\"\n";
+        let text = "[[tools]]\nname = \"t\"\nupstream = \"http://t.example\"\n[tools.credential]\nprovider = \"oauth2\"\ntoken_endpoint = \"https://as/token\"\nclient_id = \"c\"\nfrom_env = \"S\"\nscope = \"read\"\nresource = \"https://r\"\n[tools.credential.operations.w]\nscope = \"write\"\n";
         let snap = parse(Path::new("k.toml"), text).unwrap();
         let ProviderSpec::OAuth2(spec) = &snap.tools.by_name["t"].credential.provider else {
             panic!("not oauth2");
