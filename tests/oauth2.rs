@@ -39,9 +39,7 @@ use common::*;
 use oauth2_support::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const AGENT: &str = "oauth-agent";
@@ -58,35 +56,6 @@ const ROUTES: &str = r#"routes = [
 "#;
 
 // ---------------------------------------------------------------- logs
-
-/// Everything keygate logged in this process (every gateway of every test), at trace
-/// level, as JSON lines.
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
-            .with_writer(move || LogSink(sink.clone()))
-            .try_init();
-        buf
-    })
-    .clone()
-}
-
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogSink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 // ---------------------------------------------------------------- keygate
 
@@ -1290,20 +1259,6 @@ async fn an_unreachable_server_is_credential_unavailable() {
 }
 
 // ---------------------------------------------------------------- secrets
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
 
 /// Every JWT-shaped string in `hay` (three base64url segments, the first starting `eyJ`).
 fn jwts_in(hay: &[u8]) -> Vec<String> {
