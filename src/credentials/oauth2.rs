@@ -553,6 +553,74 @@ fn read_client_key(path: &std::path::Path, kid: Option<String>) -> Result<Client
 mod tests {
     use super::*;
 
+    /// A token request for `scope` (nothing is sent: only its answer is read).
+    fn request(scope: &str) -> Request {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::load_or_generate(
+            &dir.path().join("k.pem"),
+            crate::config::SigningAlgorithm::EdDsa,
+            true,
+        )
+        .unwrap();
+        Request {
+            spec: Arc::new(OAuth2Spec {
+                token_endpoint: http::Uri::from_static("https://as.example/token"),
+                client_id: "c".into(),
+                client_auth: ClientAuthSpec::SecretPost(SecretSource::Env("S".into())),
+                grant: Grant::ClientCredentials,
+                default: TokenScope::default(),
+                operations: Default::default(),
+            }),
+            injection: Injection::Bearer,
+            http: crate::http_client::build_client(None, Duration::from_secs(1)).unwrap(),
+            clock: Clock::default(),
+            client_key: None,
+            minter: Arc::new(Minter {
+                signer: Arc::new(signer),
+                issuer: "keygate".into(),
+            }),
+            agent: "a".into(),
+            owner: "o".into(),
+            scope: TokenScope {
+                scope: Some(scope.into()),
+                ..TokenScope::default()
+            },
+        }
+    }
+
+    fn answer(scope: Option<&str>, expires_in: Option<u64>) -> TokenAnswer {
+        TokenAnswer {
+            access_token: "opaque-token-value".into(),
+            expires_in: expires_in.map(serde_json::Value::from),
+            scope: scope.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_token_granted_more_than_was_asked_is_refused() {
+        let r = request("read write");
+        assert!(r.token(answer(Some("read"), Some(600)), 1000).is_ok());
+        assert!(r.token(answer(Some("write read"), Some(600)), 1000).is_ok());
+        assert!(r.token(answer(None, Some(600)), 1000).is_ok());
+        let e = r
+            .token(answer(Some("read admin"), Some(600)), 1000)
+            .err()
+            .unwrap();
+        assert!(e.reason.contains("\"admin\""), "{}", e.reason);
+    }
+
+    #[test]
+    fn a_tokens_life_is_capped_and_never_overflows() {
+        let r = request("read");
+        let t = r.token(answer(None, Some(u64::MAX)), 1000).unwrap();
+        assert_eq!(t.expires_unix, 1000 + MAX_LIFE);
+        let t = r.token(answer(None, Some(600)), 1000).unwrap();
+        assert_eq!(t.expires_unix, 1600);
+        let t = r.token(answer(None, None), 1000).unwrap();
+        assert_eq!(t.expires_unix, 1000 + UNKNOWN_LIFE);
+        assert!(t.id.starts_with("sha256:"), "{}", t.id);
+    }
+
     #[test]
     fn a_jwt_token_is_named_by_its_jti_and_timed_by_its_exp() {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
