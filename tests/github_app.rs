@@ -348,13 +348,7 @@ fn approval_id(body: &Value) -> String {
 }
 
 async fn approve(gw: &TestGateway, id: &str) {
-    let body =
-        json!({"approver": "bob@example.com", "owner": "carol@example.com", "ticket": "CHG-7"});
-    let (s, b) = gw
-        .admin("POST", &format!("/approvals/{id}/approve"), Some(body))
-        .await;
-    assert_eq!(s, 200, "approving {id}: {b}");
-    assert_eq!(b["status"], "approved", "{b}");
+    approve_as_bob(gw, id, "CHG-7").await;
 }
 
 /// A refusal for want of a credential: 502 or 503 with `credential_unavailable`.

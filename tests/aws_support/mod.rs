@@ -33,7 +33,7 @@
 
 use super::common::{Pki, Received};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -107,19 +107,7 @@ fn start_moto() -> Moto {
         .spawn()
         .expect("cannot start moto (tests/aws/driver.py serve-moto)");
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-        panic!(
-            "moto did not start: {line:?}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    });
+    let v = super::common::ready_line(stdout, &log, "moto");
     let port = v["port"].as_u64().unwrap() as u16;
     Moto {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),

@@ -751,3 +751,35 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+// ---------------------------------------------------------------- peers and approvals
+
+/// The first line a test peer prints on stdout (its port and facts, as JSON), within 60
+/// s; `what` names the peer in the panic, with its log.
+pub fn ready_line(stdout: std::process::ChildStdout, log: &Path, what: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!(
+            "{what} did not start: {line:?}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
+/// Approves pending approval `id` through the admin API (bob approves, carol owns what is
+/// created, ticket `ticket`).
+pub async fn approve_as_bob(gw: &TestGateway, id: &str, ticket: &str) {
+    let body = serde_json::json!({"approver": "bob@example.com", "owner": "carol@example.com", "ticket": ticket});
+    let (s, b) = gw
+        .admin("POST", &format!("/approvals/{id}/approve"), Some(body))
+        .await;
+    assert_eq!(s, 200, "approving {id}: {b}");
+    assert_eq!(b["status"], "approved", "{b}");
+}

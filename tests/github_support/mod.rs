@@ -29,7 +29,7 @@
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -239,19 +239,7 @@ fn start_standin() -> Standin {
         .spawn()
         .expect("cannot start tests/github/standin.py");
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-        panic!(
-            "the GitHub stand-in did not start: {line:?}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    });
+    let info = super::common::ready_line(stdout, &log, "the GitHub stand-in");
     let _ = std::fs::remove_file(&public);
     let port = info["port"].as_u64().unwrap() as u16;
     Standin {
