@@ -17,6 +17,22 @@ pub struct ConnInfo {
     pub forwarded_for: Option<http::HeaderValue>,
     /// The start of the `Forwarded` value: `for=<ip>;proto=<http|https>`.
     pub forwarded: String,
+    /// Set when the connection is a forward-proxy tunnel (or an absolute-form request to
+    /// the forward proxy): the host it is for and the agent it is bound to.
+    pub tunnel: Option<Arc<Tunnel>>,
+}
+
+/// A forward-proxy tunnel: every request in it is for its host, and its agent's, as the
+/// credential given on the `CONNECT` proves (checked again on each request, so a token
+/// that expires or an agent suspended during a long-lived tunnel stops new requests).
+#[derive(Debug)]
+pub struct Tunnel {
+    /// The host (lowercase, no port) a tool names.
+    pub host: String,
+    /// The agent's credential from the `CONNECT`, as identify reads it
+    /// (`Proxy-Authorization: Bearer …`); empty when the agent is known by its client
+    /// certificate to the proxy listener.
+    pub credential: http::HeaderMap,
 }
 
 impl ConnInfo {
@@ -36,6 +52,15 @@ impl ConnInfo {
             client: remote_addr.to_string().into(),
             forwarded_for: http::HeaderValue::from_str(&ip.to_string()).ok(),
             forwarded: format!("for={node};proto={proto}"),
+            tunnel: None,
         }
+    }
+
+    /// The same connection as a forward-proxy tunnel (`tls`: whether the agent's requests
+    /// in it are TLS, which keygate terminated).
+    pub fn tunnelled(&self, tls: bool, tunnel: Tunnel) -> ConnInfo {
+        let mut c = ConnInfo::new(self.remote_addr, tls, self.spiffe_id.clone());
+        c.tunnel = Some(Arc::new(tunnel));
+        c
     }
 }

@@ -70,6 +70,13 @@ pub enum ErrorKind {
     AuditUnavailable,
     /// The agent already has `approvals.max_pending_per_agent` approvals pending.
     TooManyPendingApprovals,
+    /// The forward proxy: no valid agent credential on the `CONNECT` (or absolute-form
+    /// request); answered with `Proxy-Authenticate`.
+    ProxyAuthRequired,
+    /// The forward proxy: no tool names the host (or tunnels it blind).
+    HostNotAllowed,
+    /// A request inside a forward-proxy tunnel addressed another host than the tunnel's.
+    MisdirectedRequest,
 }
 
 impl ErrorKind {
@@ -101,6 +108,9 @@ impl ErrorKind {
             ErrorKind::UnknownMcpMethod => "unknown_mcp_method",
             ErrorKind::AuditUnavailable => "audit_unavailable",
             ErrorKind::TooManyPendingApprovals => "too_many_pending_approvals",
+            ErrorKind::ProxyAuthRequired => "proxy_authentication_required",
+            ErrorKind::HostNotAllowed => "host_not_allowed",
+            ErrorKind::MisdirectedRequest => "misdirected_request",
         }
     }
 
@@ -133,6 +143,9 @@ impl ErrorKind {
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::TooManyPendingApprovals => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ErrorKind::HostNotAllowed => StatusCode::FORBIDDEN,
+            ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod percent;
 pub mod pipeline;
 pub mod policy;
 pub mod private_fs;
+pub mod proxy;
 pub mod routes;
 pub mod secrets;
 pub mod server;

@@ -48,6 +48,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: String,
     },
+    /// Print the forward proxy's CA certificate (PEM), for clients to trust; generates
+    /// keygate's own CA first if it has none yet.
+    Ca {
+        #[arg(long, default_value = "config/keygate.toml")]
+        config: PathBuf,
+    },
     /// Print the complete Cedar schema policies are validated against.
     Schema {
         #[arg(long, default_value = "config/keygate.toml")]
@@ -243,6 +249,27 @@ fn main() -> ExitCode {
             keygate::telemetry::init_logging();
             keygate::echo::run(&listen).await
         }),
+        Command::Ca { config } => {
+            let ca = keygate::config::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|s| match &s.proxy {
+                    Some(p) => keygate::proxy::ca::Ca::load_or_generate(p),
+                    None => Err(format!(
+                        "{}: no [proxy] section: the forward proxy (and its CA) is off",
+                        config.display()
+                    )),
+                });
+            match ca {
+                Ok(ca) => {
+                    print!("{}", ca.cert_pem());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Schema { config } => {
             match keygate::config::load(&config).and_then(|s| keygate::policy::load(&s)) {
                 Ok(p) => {

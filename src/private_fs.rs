@@ -54,6 +54,29 @@ pub fn write(path: &Path, contents: &[u8]) -> io::Result<()> {
     f.flush()
 }
 
+/// Refuses a key file others can read (any group or other permission bit): `what` names
+/// it in the error ("the App's private key").
+pub fn check_owner_only(path: &Path, what: &str) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} can be read by others (mode {:o}): {what} must be readable by its owner only (chmod 600)",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -10,6 +10,9 @@ use http::Method;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The operation (and its tag) of a blind tunnel through the forward proxy.
+pub const TUNNEL: &str = "tunnel";
+
 /// The tag every identity-creating operation carries.
 pub const IDENTITY_CREATION: &str = "identity_creation";
 
@@ -150,6 +153,8 @@ pub struct Operations {
     pub mcp_identity_tools: std::collections::BTreeSet<String>,
     pub read: Arc<Operation>,
     pub write: Arc<Operation>,
+    /// A blind tunnel through the forward proxy (`CONNECT` to a host a tool tunnels).
+    pub tunnel: Arc<Operation>,
 }
 
 impl Operations {

@@ -11,7 +11,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::Path;
 use std::sync::Arc;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -38,6 +38,15 @@ fn roots_from(path: &Path) -> Result<RootCertStore, String> {
 
 /// The listener's TLS configuration.
 pub fn server_config(t: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
+    server_config_alpn(t, &[b"h2", b"http/1.1"])
+}
+
+/// A listener's TLS configuration offering HTTP/1.1 only (the forward proxy's).
+pub fn server_config_http1(t: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
+    server_config_alpn(t, &[b"http/1.1"])
+}
+
+fn server_config_alpn(t: &TlsSettings, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
     let certs = read_certs(&t.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| {
         format!(
@@ -65,7 +74,7 @@ pub fn server_config(t: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
     let mut cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("{}: {e}", t.cert_file.display()))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 

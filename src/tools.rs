@@ -23,6 +23,8 @@ pub struct ToolRuntime {
 pub struct ToolSet {
     pub by_name: HashMap<Arc<str>, Arc<ToolRuntime>>,
     pub by_host: HashMap<String, Arc<ToolRuntime>>,
+    /// Hosts the forward proxy tunnels blind (`host:port`), by the tool that declared them.
+    pub by_tunnel_host: HashMap<String, Arc<ToolRuntime>>,
 }
 
 impl ToolSet {
@@ -117,6 +119,9 @@ impl ToolSet {
             });
             for h in &tool.hosts {
                 set.by_host.insert(h.clone(), rt.clone());
+            }
+            for h in &tool.tunnel_hosts {
+                set.by_tunnel_host.insert(h.clone(), rt.clone());
             }
             set.by_name.insert(tool.name.clone(), rt);
         }

@@ -8,7 +8,7 @@ pub use super::check::{ConfigError, ConfigErrors, SecretSource};
 use super::file::{self, ClientAuth, ConfigFile, OnSecret};
 use crate::catalog::Kind;
 pub use crate::routes::Operations;
-use crate::routes::{Operation, RouteTable, IDENTITY_CREATION};
+use crate::routes::{Operation, RouteTable, IDENTITY_CREATION, TUNNEL};
 use http::header::HeaderName;
 use http::uri::{Authority, Scheme};
 use std::collections::{BTreeMap, HashMap};
@@ -42,7 +42,25 @@ pub struct Snapshot {
     pub audit_fail_closed: bool,
     pub store_path: PathBuf,
     pub telemetry: TelemetrySettings,
+    /// The forward-proxy listener, when configured.
+    pub proxy: Option<ProxySettings>,
 }
+
+/// The forward-proxy listener and the CA it issues host certificates from.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: String,
+    pub ca_cert_file: PathBuf,
+    pub ca_key_file: PathBuf,
+    /// The CA is keygate's own, generated into these files on first start.
+    pub ca_generated: bool,
+    pub leaf_ttl: Duration,
+    pub tunnel_idle_timeout: Duration,
+    pub tls: Option<TlsSettings>,
+}
+
+/// Longest `proxy.leaf_ttl`: host certificates are short-lived.
+pub const MAX_LEAF_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// OpenTelemetry export, as configured (environment variables fill what is unset).
 #[derive(Debug, Clone)]
@@ -209,6 +227,9 @@ pub struct Tool {
     pub hold_timeout: Duration,
     pub upstream: Upstream,
     pub hosts: Vec<String>,
+    /// Hosts the forward proxy tunnels blind for this tool, as `host:port` (lowercase;
+    /// port 443 when the entry named none).
+    pub tunnel_hosts: Vec<String>,
     pub path_prefix: bool,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -319,6 +340,8 @@ pub enum Injection {
 pub struct Tools {
     pub by_name: HashMap<Arc<str>, Arc<Tool>>,
     pub by_host: HashMap<String, Arc<Tool>>,
+    /// Blind-tunnel hosts (`host:port`) and the tool that declared each.
+    pub by_tunnel_host: HashMap<String, Arc<Tool>>,
 }
 
 /// Reads and validates the configuration file.
@@ -403,6 +426,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     };
 
     let server = compile_server(&mut c, f.server);
+    let proxy = compile_proxy(&mut c, f.proxy, &server.data_dir);
     let audit_fail_closed = f.audit.fail_closed;
     let audit = compile_audit(&mut c, f.audit);
     let identity = compile_identity(&mut c, f.identity);
@@ -473,16 +497,19 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         audit_fail_closed,
         store_path,
         telemetry,
+        proxy,
     })
 }
 
-/// `read`, `write`, and every operation of the identity-creation catalog.
+/// `read`, `write`, `tunnel`, and every operation of the identity-creation catalog.
 fn builtin_operations() -> Operations {
     let read = Arc::new(Operation::new("read", &["read"], None));
     let write = Arc::new(Operation::new("write", &["write"], None));
+    let tunnel = Arc::new(Operation::new(TUNNEL, &[TUNNEL], None));
     let mut by_name = BTreeMap::new();
     by_name.insert(read.name.clone(), read.clone());
     by_name.insert(write.name.clone(), write.clone());
+    by_name.insert(tunnel.name.clone(), tunnel.clone());
     for kind in Kind::ALL {
         for op in crate::catalog::operations(*kind) {
             let mut o = Operation::new(op.name, op.tags, op.identity_kind);
@@ -495,6 +522,7 @@ fn builtin_operations() -> Operations {
         mcp_identity_tools: Default::default(),
         read,
         write,
+        tunnel,
     }
 }
 
@@ -559,26 +587,7 @@ fn compile_server(c: &mut Checker, s: file::ServerSection) -> ServerSettings {
             c.error(key, "must be longer than zero");
         }
     }
-    let tls = s.tls.map(|t| {
-        let cert_file = c.existing_file("server.tls.cert_file".into(), &t.cert_file);
-        let key_file = c.existing_file("server.tls.key_file".into(), &t.key_file);
-        let client_ca_file = t
-            .client_ca_file
-            .as_ref()
-            .map(|p| c.existing_file("server.tls.client_ca_file".into(), p));
-        if t.client_auth != ClientAuth::Off && client_ca_file.is_none() {
-            c.error(
-                "server.tls.client_ca_file",
-                "is required when client_auth is \"optional\" or \"required\"",
-            );
-        }
-        TlsSettings {
-            cert_file,
-            key_file,
-            client_ca_file,
-            client_auth: t.client_auth,
-        }
-    });
+    let tls = s.tls.map(|t| compile_tls(c, "server.tls", t));
     ServerSettings {
         listen: s.listen,
         data_dir: c.path(&s.data_dir),
@@ -590,6 +599,86 @@ fn compile_server(c: &mut Checker, s: file::ServerSection) -> ServerSettings {
         shutdown_grace: s.shutdown_grace,
         tls_handshake_timeout: s.tls_handshake_timeout,
     }
+}
+
+fn compile_tls(c: &mut Checker, key: &str, t: file::TlsSection) -> TlsSettings {
+    let cert_file = c.existing_file(format!("{key}.cert_file"), &t.cert_file);
+    let key_file = c.existing_file(format!("{key}.key_file"), &t.key_file);
+    let client_ca_file = t
+        .client_ca_file
+        .as_ref()
+        .map(|p| c.existing_file(format!("{key}.client_ca_file"), p));
+    if t.client_auth != ClientAuth::Off && client_ca_file.is_none() {
+        c.error(
+            format!("{key}.client_ca_file"),
+            "is required when client_auth is \"optional\" or \"required\"",
+        );
+    }
+    TlsSettings {
+        cert_file,
+        key_file,
+        client_ca_file,
+        client_auth: t.client_auth,
+    }
+}
+
+fn compile_proxy(c: &mut Checker, p: file::ProxySection, data_dir: &Path) -> Option<ProxySettings> {
+    let listen = p.listen?;
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        c.error(
+            "proxy.listen",
+            format!("{listen:?} is not an address such as 127.0.0.1:8082"),
+        );
+    }
+    if p.leaf_ttl < Duration::from_secs(60) || p.leaf_ttl > MAX_LEAF_TTL {
+        c.error("proxy.leaf_ttl", "must be between 1m and 7d");
+    }
+    if p.tunnel_idle_timeout.is_zero() {
+        c.error("proxy.tunnel_idle_timeout", "must be longer than zero");
+    }
+    let (ca_cert_file, ca_key_file, ca_generated) = match (&p.ca_cert_file, &p.ca_key_file) {
+        (None, None) => (
+            data_dir.join("proxy-ca.crt"),
+            data_dir.join("proxy-ca.key"),
+            true,
+        ),
+        (Some(cert), Some(key)) => (
+            c.existing_file("proxy.ca_cert_file".into(), cert),
+            c.existing_file("proxy.ca_key_file".into(), key),
+            false,
+        ),
+        _ => {
+            c.error(
+                "proxy.ca_cert_file",
+                "ca_cert_file and ca_key_file go together (or neither, for keygate's own CA)",
+            );
+            (PathBuf::new(), PathBuf::new(), false)
+        }
+    };
+    let tls = p.tls.map(|t| compile_tls(c, "proxy.tls", t));
+    Some(ProxySettings {
+        listen,
+        ca_cert_file,
+        ca_key_file,
+        ca_generated,
+        leaf_ttl: p.leaf_ttl,
+        tunnel_idle_timeout: p.tunnel_idle_timeout,
+        tls,
+    })
+}
+
+/// A blind-tunnel host as the CONNECT target names it: `host:port`, lowercase, port 443
+/// when the entry has none.
+fn tunnel_host(entry: &str) -> Option<String> {
+    let a: Authority = entry.parse().ok()?;
+    if a.as_str().contains('@') || a.host().is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}:{}",
+        a.host().to_ascii_lowercase(),
+        a.port_u16().unwrap_or(443)
+    ))
 }
 
 fn compile_identity(c: &mut Checker, s: file::IdentitySection) -> IdentitySettings {
@@ -967,6 +1056,16 @@ fn compile_tools(
         if e.hold_timeout.is_zero() || e.hold_timeout > Duration::from_secs(3600) {
             c.error(format!("{key}.hold_timeout"), "must be between 1s and 1h");
         }
+        let mut tunnel_hosts = Vec::new();
+        for h in &e.tunnel_hosts {
+            match tunnel_host(h) {
+                Some(t) => tunnel_hosts.push(t),
+                None => c.error(
+                    format!("{key}.tunnel_hosts"),
+                    format!("{h:?} is not a host or host:port"),
+                ),
+            }
+        }
         let tool = Arc::new(Tool {
             name: e.name.as_str().into(),
             kind,
@@ -977,6 +1076,7 @@ fn compile_tools(
             hold_timeout: e.hold_timeout,
             upstream,
             hosts: e.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            tunnel_hosts,
             path_prefix: e.path_prefix,
             connect_timeout: e.connect_timeout,
             request_timeout: e.request_timeout,
@@ -992,10 +1092,32 @@ fn compile_tools(
                 c.error(format!("{key}.hosts"), format!("{h:?} selects two tools"));
             }
         }
+        for h in &tool.tunnel_hosts {
+            if tools
+                .by_tunnel_host
+                .insert(h.clone(), tool.clone())
+                .is_some()
+            {
+                c.error(
+                    format!("{key}.tunnel_hosts"),
+                    format!("{h:?} is tunnelled for two tools"),
+                );
+            }
+        }
         if tools.by_name.insert(tool.name.clone(), tool).is_some() {
             c.error(
                 format!("{key}.name"),
                 format!("{:?} is declared twice", e.name),
+            );
+        }
+    }
+    // A host is intercepted or tunnelled blind, never both.
+    for (h, t) in &tools.by_tunnel_host {
+        let host = h.rsplit_once(':').map_or(h.as_str(), |(host, _)| host);
+        if tools.by_host.contains_key(host) {
+            c.error(
+                format!("tools.{}.tunnel_hosts", t.name),
+                format!("{host:?} is also a tool's host, which keygate intercepts"),
             );
         }
     }

@@ -30,6 +30,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
+    pub proxy: ProxySection,
+    #[serde(default)]
     pub agents: Vec<AgentEntry>,
     #[serde(default)]
     pub tools: Vec<ToolEntry>,
@@ -187,6 +189,41 @@ impl Default for ServerSection {
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The forward-proxy listener: clients that honour `HTTPS_PROXY` reach their tools
+/// through it, unmodified.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Address of the forward-proxy listener; no listener when unset.
+    pub listen: Option<String>,
+    /// keygate's CA (PEM certificate and key) that issues the certificates of the hosts
+    /// tools name; generated on first start in the data directory when both are unset.
+    pub ca_cert_file: Option<PathBuf>,
+    pub ca_key_file: Option<PathBuf>,
+    /// Life of a host certificate keygate issues (at most 7 days).
+    #[serde(with = "humantime_serde")]
+    pub leaf_ttl: Duration,
+    /// A blind tunnel with no byte either way for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub tunnel_idle_timeout: Duration,
+    /// TLS to the proxy listener itself (`https://` proxy URLs), with client
+    /// certificates (mTLS) as agent identity.
+    pub tls: Option<TlsSection>,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            listen: None,
+            ca_cert_file: None,
+            ca_key_file: None,
+            leaf_ttl: Duration::from_secs(24 * 3600),
+            tunnel_idle_timeout: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -379,6 +416,11 @@ pub struct ToolEntry {
     /// Host header values that select this tool (the whole path is forwarded).
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Hosts (`host` or `host:port`) the forward proxy tunnels blind for this tool: no
+    /// interception (for clients that pin certificates), policy decided on the host, the
+    /// tunnel audited as one `tunnel` operation with its bytes and duration.
+    #[serde(default)]
+    pub tunnel_hosts: Vec<String>,
     /// Whether `/tools/<name>/…` selects this tool.
     #[serde(default = "yes")]
     pub path_prefix: bool,

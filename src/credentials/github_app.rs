@@ -536,21 +536,7 @@ fn describe(reach: &Reach, permissions: &[(String, String)]) -> String {
 /// Reads the App's private key: PEM RSA (GitHub hands out PKCS#1), readable by its owner
 /// only.
 fn read_app_key(path: &std::path::Path) -> Result<jsonwebtoken::EncodingKey, String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{} can be read by others (mode {:o}): the App's private key must be readable by its owner only (chmod 600)",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
+    crate::private_fs::check_owner_only(path, "the App's private key")?;
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
         .map_err(|_| format!("{} holds no RSA private key in PEM", path.display()))

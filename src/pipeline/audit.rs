@@ -302,6 +302,24 @@ pub fn attach(
     http::Response::from_parts(parts, body)
 }
 
+/// Writes the record of a request with no response body to wait for (a blind tunnel,
+/// once it closed): `bytes_out` bytes went to the agent.
+pub fn record_now(
+    log: &AuditLog,
+    metrics: &Arc<Metrics>,
+    ctx: RequestCtx,
+    status: u16,
+    bytes_out: u64,
+) {
+    let pending = Box::new(Pending {
+        log: log.clone(),
+        metrics: metrics.clone(),
+        ctx,
+        status,
+    });
+    pending.finish(bytes_out, true);
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -45,20 +45,8 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Selects the route for a request's host and canonical path.
 pub fn route(tools: &ToolSet, host: Option<&str>, path: &str) -> Route {
-    if let Some(host) = host {
-        let host = strip_port(host);
-        let tool = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            tools.by_host.get(host.to_ascii_lowercase().as_str())
-        } else {
-            tools.by_host.get(host)
-        };
-        if let Some(t) = tool {
-            return Route::Tool(ToolRoute {
-                tool: t.clone(),
-                forward_path: join(&t.tool.upstream.base_path, path),
-                tool_path: path.to_string(),
-            });
-        }
+    if let Some(r) = host.and_then(|h| route_host(tools, h, path)) {
+        return Route::Tool(r);
     }
     if path == JWKS_PATH {
         return Route::Jwks;
@@ -80,6 +68,34 @@ pub fn route(tools: &ToolSet, host: Option<&str>, path: &str) -> Route {
         }
     }
     Route::Unknown
+}
+
+/// The tool whose `hosts` name `host` (a port is ignored), with the whole path forwarded.
+pub fn route_host(tools: &ToolSet, host: &str, path: &str) -> Option<ToolRoute> {
+    let host = strip_port(host);
+    let tool = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        tools.by_host.get(host.to_ascii_lowercase().as_str())
+    } else {
+        tools.by_host.get(host)
+    }?;
+    Some(ToolRoute {
+        tool: tool.clone(),
+        forward_path: join(&tool.tool.upstream.base_path, path),
+        tool_path: path.to_string(),
+    })
+}
+
+/// In a forward-proxy tunnel for `tunnel_host`: a request addressed to another host
+/// (`Host`, `:authority`, an absolute URI) is refused, so a tunnel opened for one tool
+/// never reaches another.
+pub fn check_tunnel_host(tunnel_host: &str, addressed: Option<&str>) -> Result<(), Error> {
+    match addressed {
+        Some(h) if !strip_port(h).eq_ignore_ascii_case(tunnel_host) => Err(Error::new(
+            ErrorKind::MisdirectedRequest,
+            format!("this tunnel is for {tunnel_host}; open a tunnel to the host you address"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The tool a request is for; none is `unknown_tool` (after identify, so an unknown

@@ -215,7 +215,7 @@ async fn run(
     req: Request<Incoming>,
     refused_path: Option<Error>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let (req, route) = match route(gw, req, &ctx.path, refused_path)? {
+    let (req, route) = match route(gw, &ctx.conn, req, &ctx.path, refused_path)? {
         Routed::Local(resp) => return Ok(resp),
         Routed::Tool(req, route) => (req, route),
     };
@@ -239,9 +239,12 @@ enum Routed {
     Tool(Request<Incoming>, Option<classify::ToolRoute>),
 }
 
-/// classify, first the request itself: framing, method, path, and where it goes.
+/// classify, first the request itself: framing, method, path, and where it goes. In a
+/// forward-proxy tunnel, the tunnel's host decides, and a request addressed elsewhere is
+/// refused.
 fn route(
     gw: &Gateway,
+    conn: &ConnInfo,
     req: Request<Incoming>,
     path: &str,
     refused_path: Option<Error>,
@@ -250,6 +253,13 @@ fn route(
     classify::check_method(req.method())?;
     if let Some(e) = refused_path {
         return Err(e);
+    }
+    if let Some(t) = &conn.tunnel {
+        classify::check_tunnel_host(&t.host, addressed_host(&req))?;
+        return Ok(match classify::route_host(&gw.tools, &t.host, path) {
+            Some(r) => Routed::Tool(req, Some(r)),
+            None => Routed::Tool(req, None),
+        });
     }
     Ok(
         match classify::route(&gw.tools, addressed_host(&req), path) {
@@ -268,14 +278,23 @@ fn identify(
     req: &Request<Incoming>,
     route: Option<&classify::ToolRoute>,
 ) -> Result<Arc<crate::config::Agent>, Error> {
-    let aws_keys = route
-        .filter(|r| matches!(r.tool.provider, Provider::Aws(_)))
-        .map(|_| &gw.shared.agent_keys);
+    // In a forward-proxy tunnel the agent is the tunnel's, by the credential it gave on
+    // the CONNECT; what the request itself carries is its client's tool credential.
+    let tunnel = ctx.conn.tunnel.clone();
+    let (headers, aws_keys) = match &tunnel {
+        Some(t) => (&t.credential, None),
+        None => (
+            req.headers(),
+            route
+                .filter(|r| matches!(r.tool.provider, Provider::Aws(_)))
+                .map(|_| &gw.shared.agent_keys),
+        ),
+    };
     let identity = identify::identify(
         &gw.identifier,
         &gw.snapshot.agents,
         &ctx.conn,
-        req.headers(),
+        headers,
         aws_keys,
         |agent| gw.shared.is_suspended(agent),
         ctx.trace.as_mut(),

@@ -21,6 +21,8 @@ use tokio::sync::watch;
 pub struct Running {
     pub local_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The forward-proxy listener's address, when one is configured.
+    pub proxy_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -70,9 +72,15 @@ pub async fn serve(rt: Arc<Runtime>) -> Result<Running, String> {
         .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    let proxy = match &gw.snapshot.proxy {
+        Some(p) => Some(crate::proxy::bind(p).await?),
+        None => None,
+    };
+    let proxy_addr = proxy.as_ref().map(|p| p.addr);
     let (tx, rx) = watch::channel(false);
     let (admin_addr, admin_task) = admin::serve(rt.clone(), rx.clone()).await?;
-    let done = tokio::spawn(accept_loop(
+    let proxy_task = proxy.map(|p| tokio::spawn(crate::proxy::serve(rt.clone(), p, rx.clone())));
+    let main_task = tokio::spawn(accept_loop(
         rt.clone(),
         listener,
         tls,
@@ -85,12 +93,18 @@ pub async fn serve(rt: Arc<Runtime>) -> Result<Running, String> {
         "keygate is listening"
     );
     let done = tokio::spawn(async move {
-        let _ = done.await;
+        let _ = main_task.await;
+        if let Some(p) = proxy_task {
+            let _ = p.await;
+        }
+        // Last: every request and tunnel has written its record.
+        rt.shared.audit.close().await;
         let _ = admin_task.await;
     });
     Ok(Running {
         local_addr,
         admin_addr,
+        proxy_addr,
         shutdown: tx,
         done,
     })
@@ -191,7 +205,6 @@ async fn accept_loop(
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the remaining connections"),
     }
-    rt.shared.audit.close().await;
 }
 
 /// Whether the client sends, within `limit`, enough to tell HTTP/1 from HTTP/2 (the whole
@@ -199,13 +212,13 @@ async fn accept_loop(
 /// closes. Nothing is consumed.
 /// A stream whose first read fails if no byte arrives before a deadline; later reads have
 /// none (hyper's own header timeout and keep-alive take over once a request has begun).
-struct FirstReadDeadline<S> {
+pub(crate) struct FirstReadDeadline<S> {
     inner: S,
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> FirstReadDeadline<S> {
-    fn new(inner: S, limit: Duration) -> Self {
+    pub(crate) fn new(inner: S, limit: Duration) -> Self {
         FirstReadDeadline {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
@@ -285,13 +298,13 @@ async fn first_bytes_within(stream: &tokio::net::TcpStream, limit: Duration) -> 
     tokio::time::timeout(limit, sniff).await.unwrap_or(false)
 }
 
-fn service(rt: Arc<Runtime>, conn: Arc<ConnInfo>) -> GatewayService {
+pub(crate) fn service(rt: Arc<Runtime>, conn: Arc<ConnInfo>) -> GatewayService {
     GatewayService { rt, conn }
 }
 
 /// The hyper service of one connection: every request goes through the pipeline.
 #[derive(Clone)]
-struct GatewayService {
+pub(crate) struct GatewayService {
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
 }
