@@ -158,7 +158,7 @@ def config_for(mode=None, **extra):
 def client(service, mode=None, **extra):
     c = boto3.client(
         service,
-        endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),  # unset: AWS's own hosts
         region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         verify=os.environ.get("AWS_CA_BUNDLE") or None,
         config=config_for(mode, **extra),

@@ -333,6 +333,8 @@ impl Pki {
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The forward-proxy listener, when the config has a `[proxy]`.
+    pub proxy_addr: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub audit_path: PathBuf,
     pub runtime: Arc<keygate::Runtime>,
@@ -374,6 +376,7 @@ impl TestGateway {
         TestGateway {
             addr: running.local_addr,
             admin_addr: running.admin_addr,
+            proxy_addr: running.proxy_addr,
             dir,
             audit_path,
             runtime,
