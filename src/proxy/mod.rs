@@ -195,7 +195,7 @@ async fn serve_proxy_conn<S>(
         shared: shared.clone(),
         conn,
     };
-    let io = TokioIo::new(crate::server::FirstReadDeadline::new(
+    let io = TokioIo::new(crate::agent_conn::FirstReadDeadline::new(
         stream,
         shared.rt.current().snapshot.server.header_read_timeout,
     ));
@@ -578,8 +578,8 @@ async fn intercept(
             return;
         }
     };
-    let stream = crate::server::FirstReadDeadline::new(stream, settings.header_read_timeout);
-    let svc = crate::server::service(shared.rt.clone(), conn);
+    let stream = crate::agent_conn::FirstReadDeadline::new(stream, settings.header_read_timeout);
+    let svc = crate::agent_conn::service(shared.rt.clone(), conn);
     let served = shared.inner.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(served);
     let mut stop = shared.shutdown.clone();

@@ -1,0 +1,113 @@
+//! What every agent connection runs, whichever listener accepted it (the reverse proxy's,
+//! or a forward-proxy tunnel's): the hyper service that hands each request to the
+//! pipeline, and the first-read deadline that lets go of a client that sends nothing.
+
+use crate::conn::ConnInfo;
+use crate::gateway::Runtime;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stream whose first read fails if no byte arrives before a deadline; later reads have
+/// none (hyper's own header timeout and keep-alive take over once a request has begun).
+pub struct FirstReadDeadline<S> {
+    inner: S,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> FirstReadDeadline<S> {
+    pub fn new(inner: S, limit: Duration) -> Self {
+        FirstReadDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstReadDeadline<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if let Some(d) = this.deadline.as_mut() {
+                    if d.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no request within header_read_timeout",
+                        )));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstReadDeadline<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+pub fn service(rt: Arc<Runtime>, conn: Arc<ConnInfo>) -> GatewayService {
+    GatewayService { rt, conn }
+}
+
+/// The hyper service of one connection: every request goes through the pipeline.
+#[derive(Clone)]
+pub struct GatewayService {
+    rt: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+}
+
+type ServiceFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<http::Response<crate::error::ProxyBody>, Infallible>,
+            > + Send,
+    >,
+>;
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for GatewayService {
+    type Response = http::Response<crate::error::ProxyBody>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        // Each request runs on the gateway current when it arrives, to its end.
+        let gw = self.rt.current();
+        let conn = self.conn.clone();
+        Box::pin(async move { Ok(crate::pipeline::handle(gw, conn, req).await) })
+    }
+}
