@@ -25,6 +25,12 @@
 #               access token from a token endpoint (a local stand-in answering
 #               client_credentials; cached per agent and scope, so the measured calls
 #               never reach it) injected as a bearer token; no span export, as kg-pass
+#   kg-fwd      kg-pass through the forward proxy (issue 16), with benches/load_client.rs
+#               (wrk speaks no CONNECT): CONNECT with the agent JWT, TLS with a certificate
+#               from keygate's CA, HTTP/1.1 keep-alive inside the tunnel; beside it the same
+#               request over TLS to keygate's reverse-proxy listener and in cleartext, with
+#               the same client; and a new tunnel (CONNECT + TLS handshake) per request,
+#               whose extra CPU is the cost of a tunnel. `ONLY_FWD=1` runs only this part.
 # Reported: medians over REPS of req/s, p50, p99, the proxy's CPU µs per request
 # (utime+stime from /proc/<pid>/stat) and its peak RSS (VmHWM); then p99 at a fixed rate
 # of half kg-full's peak on /small (wrk with a per-request delay).
@@ -44,6 +50,7 @@ CG_DURATION=${CG_DURATION:-20s}
 DURATION=${DURATION:-15s}
 REPS=${REPS:-3}
 CONNS=${CONNS:-32}
+ONLY_FWD=${ONLY_FWD:-0}
 CASES=(direct nginx kg-pass kg-full kg-unique kg-aws kg-oauth2)
 PATHS=(small big)
 
@@ -65,7 +72,9 @@ for t in taskset python3 curl cargo; do
 done
 echo "== cargo build --release" >&2
 cargo build --release --quiet
+cargo build --release --quiet --example load_client
 KG="$ROOT/target/release/keygate"
+LC="$ROOT/target/release/examples/load_client"
 NGINX=$(command -v nginx)
 TCK=$(getconf CLK_TCK)
 
@@ -413,6 +422,92 @@ for c in "${CASES[@]}"; do
     done
 done
 echo "== all cases answer 200" >&2
+
+# --- 4b. kg-fwd: the forward proxy (issue 16), measured with load_client -------------------
+d="$T/kg-fwd"
+mkdir -p "$d/data" "$d/policies"
+cp "$ROOT"/policies/*.cedar "$ROOT"/policies/*.cedarschema "$d/policies/"
+# The reverse-proxy listener's TLS certificate, from a CA of its own.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/tls-ca.key" \
+    -out "$d/tls-ca.crt" -subj /CN=bench-ca -days 2 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/tls.key" \
+    -out "$d/tls.csr" -subj /CN=127.0.0.1 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$d/tls.ext"
+openssl x509 -req -in "$d/tls.csr" -CA "$d/tls-ca.crt" -CAkey "$d/tls-ca.key" -CAcreateserial \
+    -days 2 -extfile "$d/tls.ext" -out "$d/tls.crt" 2>/dev/null
+FWD_PORT=$(free_port)
+FWD_PROXY=$(free_port)
+{
+    kg_config "$d" "$FWD_PORT" "$(free_port)" 'provider = "static"
+from_env = "BENCH_UP_TOKEN"' 'hosts = ["up.bench.test"]'
+    printf '\n[server.tls]\ncert_file = "tls.crt"\nkey_file = "tls.key"\n\n[proxy]\nlisten = "127.0.0.1:%s"\n' "$FWD_PROXY"
+} > "$d/keygate.toml"
+echo "== kg-fwd: $("$KG" check --config "$d/keygate.toml")" >&2
+(
+    cd "$d"
+    export KEYGATE_WORKER_THREADS=1 KEYGATE_LOG=warn
+    exec taskset -c 0 "$KG" run --config "$d/keygate.toml"
+) > "$d/keygate.log" 2>&1 &
+FWD_PID=$!
+PIDS+=($FWD_PID)
+wait_port "$FWD_PORT"
+wait_port "$FWD_PROXY"
+FWD_TOKEN=$("$KG" dev-token --config "$d/keygate.toml" --agent bench-agent --ttl 2h)
+fwd_run() { # mode seconds -> load_client's JSON line
+    local a=(--mode "$1" --seconds "$2" --conns "$CONNS")
+    case $1 in
+    # The cleartext baseline is kg-pass's own listener (and process).
+    reverse) a+=(--addr "127.0.0.1:${PORT[kg-pass]}" --path /tools/up/small --token "${HDRS[kg-pass]#Authorization: Bearer }") ;;
+    reverse-tls) a+=(--addr "127.0.0.1:$FWD_PORT" --path /tools/up/small --token "$FWD_TOKEN" --ca "$d/tls-ca.crt") ;;
+    forward | forward-new) a+=(--addr "127.0.0.1:$FWD_PROXY" --host up.bench.test --path /small --token "$FWD_TOKEN" --ca "$d/data/proxy-ca.crt") ;;
+    esac
+    taskset -c 1 "$LC" "${a[@]}"
+}
+FWD_MODES=(reverse reverse-tls forward forward-new)
+FWD_RES="$T/fwd.tsv"
+: > "$FWD_RES"
+secs=${DURATION%s}
+echo "== kg-fwd: warm-up" >&2
+for m in "${FWD_MODES[@]}"; do fwd_run "$m" 1 > /dev/null; done
+for rep in $(seq 1 "$REPS"); do
+    for m in "${FWD_MODES[@]}"; do
+        pid=$FWD_PID
+        [ "$m" = reverse ] && pid=${PID[kg-pass]}
+        t0=$(cpu_ticks "$pid")
+        out=$(fwd_run "$m" "$secs")
+        t1=$(cpu_ticks "$pid")
+        python3 - "$m" "$rep" "$((t1 - t0))" "$TCK" "$out" >> "$FWD_RES" <<'EOF'
+import json, sys
+m, rep, ticks, tck, out = sys.argv[1:6]
+o = json.loads(out)
+n = o["requests"]
+print("\t".join(map(str, [m, rep, n, n / o["seconds"], int(ticks) / int(tck) * 1e6 / max(n, 1), o["errors"]])))
+EOF
+        echo "   kg-fwd $m rep $rep: $(tail -n1 "$FWD_RES" | cut -f3-6)" >&2
+    done
+done
+python3 - "$FWD_RES" "$DURATION" "$REPS" "$CONNS" <<'EOF'
+import sys, statistics as st
+res, dur, reps, conns = sys.argv[1:5]
+rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
+def med(m, i):
+    return st.median(float(r[i]) for r in rows if r[0] == m)
+what = {
+    "reverse": "reverse proxy, cleartext (kg-pass)",
+    "reverse-tls": "reverse proxy over TLS, keep-alive",
+    "forward": "forward proxy: one tunnel per connection, keep-alive inside",
+    "forward-new": "forward proxy: a new tunnel (CONNECT + TLS handshake) per request",
+}
+print(f"\n### Forward proxy (load_client, {conns} connections, {dur} per run, median of {reps}; /small)\n")
+print("| mode | req/s | keygate CPU µs/req | errors |")
+print("|---|---:|---:|---:|")
+for m in ["reverse", "reverse-tls", "forward", "forward-new"]:
+    errs = sum(int(r[5]) for r in rows if r[0] == m)
+    print(f"| {what[m]} | {med(m, 3):,.0f} | {med(m, 4):.1f} | {errs} |")
+print(f"\nA tunnel (CONNECT, certificate lookup, TLS handshake) costs {med('forward-new', 4) - med('forward', 4):.0f} µs of keygate CPU beyond its first request;")
+print(f"a request in an open tunnel costs {med('forward', 4) - med('reverse-tls', 4):+.1f} µs against the reverse proxy over TLS, {med('forward', 4) - med('reverse', 4):+.1f} µs against cleartext.")
+EOF
+[ "$ONLY_FWD" = 1 ] && exit 0
 
 # --- 5a. callgrind: instructions per request --------------------------------------------------
 if [ "$MODE" = callgrind ]; then

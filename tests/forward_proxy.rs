@@ -36,6 +36,7 @@ struct Px {
     blind: String,
     /// The CA the blind host's certificate chains to (not keygate's).
     blind_ca: PathBuf,
+    pki: Pki,
     ca: PathBuf,
 }
 
@@ -60,6 +61,12 @@ fn github_upstream() -> Responder {
 }
 
 async fn start(policy: Option<&str>) -> Px {
+    start_with(policy, |_| String::new(), &agent(AGENT, OWNER)).await
+}
+
+/// [`start`], with `[proxy]` settings added (given the test PKI) and `agents` instead of
+/// the one agent.
+async fn start_with(policy: Option<&str>, proxy: impl Fn(&Pki) -> String, agents: &str) -> Px {
     logs();
     let dir = tempfile::tempdir().unwrap();
     let iss = TestIssuer::new(dir.path(), "px-iss", "keygate");
@@ -72,12 +79,12 @@ async fn start(policy: Option<&str>) -> Px {
     }
     let secret = secret_file(dir.path(), "gh", TOOL_SECRET);
     let cfg = format!(
-        "{}{}[proxy]\nlisten = \"127.0.0.1:0\"\n\
+        "{}{agents}[proxy]\nlisten = \"127.0.0.1:0\"\n{}\
          [[tools]]\nname = \"github\"\nkind = \"github\"\nupstream = {:?}\n\
          hosts = [\"api.github.com\"]\ntunnel_hosts = [\"localhost:{}\"]\n\
          [tools.credential]\nprovider = \"static\"\n{secret}",
         iss.toml(),
-        agent(AGENT, OWNER),
+        proxy(&pki),
         upstream.url(),
         blind.port(),
     );
@@ -86,6 +93,7 @@ async fn start(policy: Option<&str>) -> Px {
     Px {
         blind: format!("localhost:{}", blind.port()),
         blind_ca: pki.ca_path.clone(),
+        pki,
         gw,
         iss,
         upstream,
@@ -996,4 +1004,68 @@ async fn boto3_through_the_proxy_is_signed_by_keygate_and_waits_for_approval() {
         records.iter().all(|r| r["agent_id"] == AGENT),
         "{records:?}"
     );
+}
+
+/// An `https://` proxy URL with a client certificate: the agent is the one its SPIFFE ID
+/// maps to, with no token; without a certificate the proxy's handshake fails.
+#[tokio::test]
+async fn a_client_certificate_to_the_proxy_identifies_the_agent() {
+    const SPIFFE: &str = "spiffe://example.org/px-agent";
+    let px = start_with(
+        None,
+        |pki| {
+            format!(
+                "[proxy.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\nclient_auth = \"required\"\n",
+                pki.server_cert_path.display().to_string(),
+                pki.server_key_path.display().to_string(),
+                pki.ca_path.display().to_string()
+            )
+        },
+        &format!("[[agents]]\nid = {AGENT:?}\nowner = {OWNER:?}\nspiffe_id = {SPIFFE:?}\n"),
+    )
+    .await;
+    let client = px.pki.client_cert(SPIFFE);
+    let dir = px.gw.dir.path();
+    std::fs::write(dir.join("client.pem"), &client.cert_pem).unwrap();
+    std::fs::write(dir.join("client-key.pem"), &client.key_pem).unwrap();
+    let proxy = format!("https://127.0.0.1:{}", px.proxy().port());
+    let proxy_ca = px.pki.ca_path.display().to_string();
+    let cert = dir.join("client.pem").display().to_string();
+    let key = dir.join("client-key.pem").display().to_string();
+    let url = "https://api.github.com/repos/acme/app";
+    let out = run_client(
+        "curl",
+        &[
+            "-sS",
+            "--proxy-cacert",
+            &proxy_ca,
+            "--proxy-cert",
+            &cert,
+            "--proxy-key",
+            &key,
+            url,
+        ],
+        &proxy,
+        Some(&px.ca),
+        &[],
+    )
+    .await;
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, r#"{"ok":true}"#);
+    let out = run_client(
+        "curl",
+        &["-sS", "--proxy-cacert", &proxy_ca, url],
+        &proxy,
+        Some(&px.ca),
+        &[],
+    )
+    .await;
+    assert_ne!(out.status, 0, "no client certificate, yet: {}", out.stdout);
+    assert_eq!(px.upstream.count(), 1);
+    assert_only_keygates_credential(&px.upstream);
+    let records = px.audit_of("GET").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["agent_id"], AGENT);
+    assert_eq!(records[0]["identity"], "mtls");
+    assert_eq!(records[0]["spiffe_id"], SPIFFE);
 }
