@@ -97,6 +97,13 @@ wait_port() { # port
     done
     echo "load.sh: nothing listens on port $1" >&2; return 1
 }
+wait_tcp() { # port (a TLS listener, which curl's http:// cannot probe)
+    for _ in $(seq 1 600); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "load.sh: nothing listens on port $1" >&2; return 1
+}
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12}'; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
@@ -450,7 +457,7 @@ echo "== kg-fwd: $("$KG" check --config "$d/keygate.toml")" >&2
 ) > "$d/keygate.log" 2>&1 &
 FWD_PID=$!
 PIDS+=($FWD_PID)
-wait_port "$FWD_PORT"
+wait_tcp "$FWD_PORT"
 wait_port "$FWD_PROXY"
 FWD_TOKEN=$("$KG" dev-token --config "$d/keygate.toml" --agent bench-agent --ttl 2h)
 fwd_run() { # mode seconds -> load_client's JSON line

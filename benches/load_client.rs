@@ -120,7 +120,9 @@ async fn one(a: &Args, send: &mut Send) -> Result<(), String> {
     send.ready().await.map_err(|e| e.to_string())?;
     let mut req = http::Request::get(&a.path);
     if a.mode.starts_with("reverse") {
-        req = req.header("authorization", format!("Bearer {}", a.token));
+        req = req
+            .header("host", &a.addr)
+            .header("authorization", format!("Bearer {}", a.token));
     } else {
         req = req.header("host", &a.host);
     }
