@@ -8,6 +8,7 @@
 
 mod aws_support;
 mod common;
+mod mcp_support;
 use aws_support::{moto, Relay, ROLE_ARN};
 use bytes::Bytes;
 use common::*;
@@ -458,6 +459,17 @@ async fn unmodified_clients_reach_their_tool_with_keygates_credential() {
             Some("api.github.com")
         );
     }
+    // Counted as every other call to the tool (metrics need no token).
+    let metrics = Client::http1()
+        .get(&format!("http://{}/metrics", px.gw.admin_addr), &[])
+        .await
+        .text();
+    assert!(
+        metrics.contains(
+            "keygate_requests_total{tool=\"github\",decision=\"allow\",status=\"200\"} 5\n"
+        ),
+        "{metrics}"
+    );
     let records = px.audit_of("GET").await;
     assert_eq!(records.len(), 5, "{records:?}");
     for r in &records {
@@ -1068,4 +1080,86 @@ async fn a_client_certificate_to_the_proxy_identifies_the_agent() {
     assert_eq!(records[0]["agent_id"], AGENT);
     assert_eq!(records[0]["identity"], "mtls");
     assert_eq!(records[0]["spiffe_id"], SPIFFE);
+}
+
+/// An MCP client (the official Python SDK) through the proxy to an MCP server a tool
+/// names by host: each message is decided as through the reverse proxy, and an
+/// identity-creating MCP tool waits for approval.
+#[tokio::test]
+async fn an_mcp_client_through_the_proxy_is_decided_message_by_message() {
+    logs();
+    let server = mcp_support::Peer::test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let iss = TestIssuer::new(dir.path(), "px-iss", "keygate");
+    let secret = secret_file(dir.path(), "mcp", TOOL_SECRET);
+    let cfg = format!(
+        "{}{}[proxy]\nlisten = \"127.0.0.1:0\"\n\
+         [[tools]]\nname = \"mcp\"\nprotocol = \"mcp\"\nupstream = {:?}\nhosts = [\"mcp.example.test\"]\n\
+         [tools.credential]\nprovider = \"static\"\n{secret}",
+        iss.toml(),
+        agent(AGENT, OWNER),
+        server.url(),
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    let ca = gw.dir.path().join("data/proxy-ca.crt");
+    let proxy = format!(
+        "http://{AGENT}:{}@{}",
+        iss.token(AGENT),
+        gw.proxy_addr.unwrap()
+    );
+    let script = json!({
+        "url": "https://mcp.example.test/mcp",
+        "headers": {},
+        "timeout": 30,
+        "steps": [
+            mcp_support::initialize(),
+            mcp_support::call("whoami", json!({})),
+            mcp_support::call("create_api_token", json!({"name": "ci"})),
+        ],
+    });
+    let client = aws_support::root()
+        .join("tests/mcp/client.py")
+        .display()
+        .to_string();
+    let python = mcp_support::python().display().to_string();
+    let arg = script.to_string();
+    let out = run_client(&python, &[&client, &arg], &proxy, Some(&ca), &[]).await;
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    let report: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let seen: Value =
+        serde_json::from_str(mcp_support::step(&report, 1)["text"].as_str().unwrap()).unwrap();
+    // keygate's credential reached the server; respond took its value out of the answer
+    // (same length, redacted), so the agent never reads it.
+    let seen_auth = seen["authorization"].as_str().unwrap_or("");
+    assert!(
+        seen_auth.starts_with("Bearer keygate-redacted")
+            && seen_auth.len() == TOOL_SECRET.len() + 7,
+        "the MCP server saw: {seen}"
+    );
+    assert!(!out.stdout.contains(TOOL_SECRET));
+    let created = mcp_support::step(&report, 2);
+    assert_eq!(created["ok"], false, "created without approval: {created}");
+    assert_eq!(
+        created["error"]["data"]["error"], "approval_required",
+        "{created}"
+    );
+    let records: Vec<Value> = gw
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r["method"] == "POST")
+        .collect();
+    assert!(records.len() >= 3, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["agent_id"] == AGENT && r["tool"] == "mcp"),
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["mcp"].to_string().contains("create_api_token")),
+        "{records:?}"
+    );
 }
