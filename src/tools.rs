@@ -22,9 +22,38 @@ pub struct ToolRuntime {
 #[derive(Default)]
 pub struct ToolSet {
     pub by_name: HashMap<Arc<str>, Arc<ToolRuntime>>,
-    pub by_host: HashMap<String, Arc<ToolRuntime>>,
+    /// By host (lowercase, no port): the tools it selects.
+    pub by_host: HashMap<String, HostTools>,
     /// Hosts the forward proxy tunnels blind (`host:port`), by the tool that declared them.
     pub by_tunnel_host: HashMap<String, Arc<ToolRuntime>>,
+}
+
+/// The tools one host selects: by path prefix where several share the host, and one for
+/// every other path.
+#[derive(Default)]
+pub struct HostTools {
+    /// Longest prefix first.
+    by_prefix: Vec<(String, Arc<ToolRuntime>)>,
+    rest: Option<Arc<ToolRuntime>>,
+}
+
+impl HostTools {
+    /// The tool for a canonical path: the longest prefix it falls under (whole segments,
+    /// ASCII case ignored, so `/Billing/x` cannot fall through to another tool), else the
+    /// host's tool for every other path.
+    pub fn tool_for(&self, path: &str) -> Option<&Arc<ToolRuntime>> {
+        for (prefix, tool) in &self.by_prefix {
+            let p = prefix.as_bytes();
+            let b = path.as_bytes();
+            if b.len() >= p.len()
+                && b[..p.len()].eq_ignore_ascii_case(p)
+                && (b.len() == p.len() || b[p.len()] == b'/')
+            {
+                return Some(tool);
+            }
+        }
+        self.rest.as_ref()
+    }
 }
 
 impl ToolSet {
@@ -118,12 +147,23 @@ impl ToolSet {
                 client,
             });
             for h in &tool.hosts {
-                set.by_host.insert(h.clone(), rt.clone());
+                let (host, prefix) = match h.find('/') {
+                    Some(i) => (&h[..i], Some(&h[i..])),
+                    None => (h.as_str(), None),
+                };
+                let entry = set.by_host.entry(host.to_string()).or_default();
+                match prefix {
+                    Some(p) => entry.by_prefix.push((p.to_string(), rt.clone())),
+                    None => entry.rest = Some(rt.clone()),
+                }
             }
             for h in &tool.tunnel_hosts {
                 set.by_tunnel_host.insert(h.clone(), rt.clone());
             }
             set.by_name.insert(tool.name.clone(), rt);
+        }
+        for h in set.by_host.values_mut() {
+            h.by_prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
         }
         Ok(set)
     }

@@ -1163,3 +1163,62 @@ async fn an_mcp_client_through_the_proxy_is_decided_message_by_message() {
         "{records:?}"
     );
 }
+
+/// Two tools share a host by path prefix: each request in one tunnel goes to the tool its
+/// path selects (the longest prefix, case ignored), with that tool's credential.
+#[tokio::test]
+async fn tools_sharing_a_host_are_chosen_by_path() {
+    let other = RawUpstream::start().await;
+    let other_url = other.url();
+    let px = start_with(
+        None,
+        move |pki| {
+            let secret = secret_file(&pki.dir, "gh2", "second-tool-secret-0123456789");
+            format!(
+                "[[tools]]\nname = \"acme-secure\"\nkind = \"github\"\nupstream = {other_url:?}\n\
+                 hosts = [\"api.github.com/repos/acme-secure\"]\n\
+                 [tools.credential]\nprovider = \"static\"\n{secret}"
+            )
+        },
+        &agent(AGENT, OWNER),
+    )
+    .await;
+    let proxy = px.proxy_url(&px.token());
+    let urls = [
+        "https://api.github.com/repos/acme/app",
+        "https://api.github.com/repos/acme-secure/app",
+        "https://api.github.com/REPOS/Acme-Secure/app",
+        "https://api.github.com/repos/acme-secure-not/app",
+    ];
+    let results = python_client("requests", "GET", &urls, &proxy, &px.ca).await;
+    for r in &results {
+        assert_eq!(r["status"], 200, "{r}");
+    }
+    assert_eq!(
+        px.upstream.count(),
+        2,
+        "github got /repos/acme/app and /repos/acme-secure-not/app"
+    );
+    assert_eq!(other.count(), 2);
+    for r in other.requests() {
+        assert_eq!(
+            r.header("authorization").as_deref(),
+            Some("Bearer second-tool-secret-0123456789")
+        );
+    }
+    let tools: Vec<_> = px
+        .audit_of("GET")
+        .await
+        .iter()
+        .map(|r| r["tool"].clone())
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            json!("github"),
+            json!("acme-secure"),
+            json!("acme-secure"),
+            json!("github")
+        ]
+    );
+}

@@ -667,6 +667,28 @@ fn compile_proxy(c: &mut Checker, p: file::ProxySection, data_dir: &Path) -> Opt
     })
 }
 
+/// A `hosts` entry: a host (with a port or not), or a host and a path prefix of plain
+/// segments (`api.example.com/billing`), which selects the tool for that prefix only.
+fn is_host_entry(entry: &str) -> bool {
+    let (host, prefix) = match entry.find('/') {
+        Some(i) => (&entry[..i], Some(&entry[i..])),
+        None => (entry, None),
+    };
+    let host_ok = !host.is_empty() && host.parse::<Authority>().is_ok() && !host.contains('@');
+    let prefix_ok = prefix.is_none_or(|p| {
+        p.len() > 1
+            && p[1..].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+            })
+    });
+    host_ok && prefix_ok
+}
+
 /// A blind-tunnel host as the CONNECT target names it: `host:port`, lowercase, port 443
 /// when the entry has none.
 fn tunnel_host(entry: &str) -> Option<String> {
@@ -1088,6 +1110,12 @@ fn compile_tools(
             credential,
         });
         for h in &tool.hosts {
+            if !is_host_entry(h) {
+                c.error(
+                    format!("{key}.hosts"),
+                    format!("{h:?} is not a host, or a host and a path prefix (api.example.com/billing)"),
+                );
+            }
             if tools.by_host.insert(h.clone(), tool.clone()).is_some() {
                 c.error(format!("{key}.hosts"), format!("{h:?} selects two tools"));
             }
@@ -1114,7 +1142,11 @@ fn compile_tools(
     // A host is intercepted or tunnelled blind, never both.
     for (h, t) in &tools.by_tunnel_host {
         let host = h.rsplit_once(':').map_or(h.as_str(), |(host, _)| host);
-        if tools.by_host.contains_key(host) {
+        if tools
+            .by_host
+            .keys()
+            .any(|k| k.split('/').next() == Some(host))
+        {
             c.error(
                 format!("tools.{}.tunnel_hosts", t.name),
                 format!("{host:?} is also a tool's host, which keygate intercepts"),
@@ -1554,6 +1586,33 @@ fn default_inject_name() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_entries_and_tunnel_hosts() {
+        for ok in [
+            "api.github.com",
+            "localhost:8080",
+            "api.example.com/billing",
+            "h/a/b-c_d.e~f",
+        ] {
+            assert!(is_host_entry(ok), "{ok}");
+        }
+        for bad in [
+            "", "/x", "h/", "h//x", "h/./x", "h/../x", "h/x/", "h/a%2Fb", "u@h", "h/a b",
+        ] {
+            assert!(!is_host_entry(bad), "{bad}");
+        }
+        assert_eq!(
+            tunnel_host("Pinned.Example.com").as_deref(),
+            Some("pinned.example.com:443")
+        );
+        assert_eq!(
+            tunnel_host("localhost:8443").as_deref(),
+            Some("localhost:8443")
+        );
+        assert_eq!(tunnel_host("u@h:1"), None);
+        assert_eq!(tunnel_host("h/x"), None);
+    }
 
     #[test]
     fn every_error_is_reported_at_once_with_its_key() {

@@ -70,14 +70,16 @@ pub fn route(tools: &ToolSet, host: Option<&str>, path: &str) -> Route {
     Route::Unknown
 }
 
-/// The tool whose `hosts` name `host` (a port is ignored), with the whole path forwarded.
+/// The tool whose `hosts` name `host` (a port is ignored), by path prefix where several
+/// tools share the host, with the whole path forwarded.
 pub fn route_host(tools: &ToolSet, host: &str, path: &str) -> Option<ToolRoute> {
     let host = strip_port(host);
-    let tool = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    let tools = if host.bytes().any(|b| b.is_ascii_uppercase()) {
         tools.by_host.get(host.to_ascii_lowercase().as_str())
     } else {
         tools.by_host.get(host)
     }?;
+    let tool = tools.tool_for(path)?;
     Some(ToolRoute {
         tool: tool.clone(),
         forward_path: join(&tool.tool.upstream.base_path, path),

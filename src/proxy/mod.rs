@@ -236,8 +236,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
 /// What the `CONNECT` target names.
 enum Target {
-    /// A host a tool names: intercepted.
-    Intercept(Arc<ToolRuntime>),
+    /// A host tools name: intercepted (each request finds its tool by path).
+    Intercept,
     /// A host a tool tunnels blind.
     Blind(Arc<ToolRuntime>),
 }
@@ -292,8 +292,8 @@ async fn connect(
     };
     let agent = identity.agent.clone();
     ctx.identity = Some(identity);
-    let target = if let Some(t) = gw.tools.by_host.get(&host) {
-        Target::Intercept(t.clone())
+    let target = if gw.tools.by_host.contains_key(&host) {
+        Target::Intercept
     } else if let Some(t) = gw.tools.by_tunnel_host.get(&authority) {
         Target::Blind(t.clone())
     } else {
@@ -304,12 +304,11 @@ async fn connect(
         return refuse(&gw, ctx, e);
     };
     match target {
-        Target::Intercept(tool) => {
+        Target::Intercept => {
             // Issued now (or kept from earlier), for a host a tool names and no other.
             let tls = match shared.ca.server_config(&host) {
                 Ok(c) => c,
                 Err(e) => {
-                    ctx.tool = Some(tool);
                     let e = Error::new(
                         ErrorKind::Internal,
                         "keygate cannot issue a certificate for this host",
