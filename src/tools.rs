@@ -163,7 +163,7 @@ impl ToolSet {
             set.by_name.insert(tool.name.clone(), rt);
         }
         for h in set.by_host.values_mut() {
-            h.by_prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            h.by_prefix.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         }
         Ok(set)
     }
