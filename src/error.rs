@@ -77,6 +77,9 @@ pub enum ErrorKind {
     HostNotAllowed,
     /// A request inside a forward-proxy tunnel addressed another host than the tunnel's.
     MisdirectedRequest,
+    /// The TLS handshake inside a forward-proxy tunnel failed (the client does not trust
+    /// keygate's CA, or speaks no TLS); only ever in the audit record.
+    TlsHandshakeFailed,
 }
 
 impl ErrorKind {
@@ -111,6 +114,7 @@ impl ErrorKind {
             ErrorKind::ProxyAuthRequired => "proxy_authentication_required",
             ErrorKind::HostNotAllowed => "host_not_allowed",
             ErrorKind::MisdirectedRequest => "misdirected_request",
+            ErrorKind::TlsHandshakeFailed => "tls_handshake_failed",
         }
     }
 
@@ -146,6 +150,7 @@ impl ErrorKind {
             ErrorKind::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ErrorKind::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            ErrorKind::TlsHandshakeFailed => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -693,6 +693,14 @@ async fn a_client_that_does_not_trust_keygates_ca_fails_its_handshake() {
     assert_ne!(out.status, 0);
     assert!(out.stderr.contains("certificate"), "{}", out.stderr);
     assert_eq!(px.upstream.count(), 0);
+    // Each failed tunnel is audited as the agent's refused CONNECT.
+    let connects = px.audit_of("CONNECT").await;
+    assert_eq!(connects.len(), 3, "{connects:?}");
+    for r in &connects {
+        assert_eq!(r["error"], "tls_handshake_failed", "{r}");
+        assert_eq!(r["agent_id"], AGENT, "{r}");
+        assert_eq!(r["path"], "api.github.com:443", "{r}");
+    }
 }
 
 /// No credential on the CONNECT: 407 with Proxy-Authenticate; a bad one: 407; both
@@ -730,6 +738,16 @@ async fn connect_without_a_valid_agent_credential_gets_407() {
     .await;
     assert_eq!(out.status, 56, "{}", out.stderr);
     assert!(out.stderr.contains("407"), "{}", out.stderr);
+    // The user name of the proxy URL names another agent than the token.
+    let out = run_client(
+        "curl",
+        &["-sS", "https://api.github.com/x"],
+        &format!("http://another-agent:{}@{}", px.token(), px.proxy()),
+        Some(&px.ca),
+        &[],
+    )
+    .await;
+    assert_eq!(out.status, 56, "{}", out.stderr);
     let unknown = px.iss.token("nobody-we-know");
     let e = connect(
         px.proxy(),
@@ -755,7 +773,7 @@ async fn connect_without_a_valid_agent_credential_gets_407() {
 
     let records = px.gw.audit().await;
     let refused: Vec<_> = records.iter().filter(|r| r["status"] == 407).collect();
-    assert_eq!(refused.len(), 4, "{records:?}");
+    assert_eq!(refused.len(), 5, "{records:?}");
     for r in refused {
         assert_eq!(r["method"], "CONNECT", "{r}");
         assert!(r["agent_id"].is_null(), "{r}");
@@ -826,6 +844,14 @@ async fn a_tunnel_is_bound_to_its_agents_token_and_its_host() {
     let (status, body) = get(&mut send, "mcp.internal", "/repos/acme/app").await;
     assert_eq!(status, 421, "{body}");
     assert_eq!(body["error"], "misdirected_request", "{body}");
+    // The tunnel's host in an absolute-form target, another in Host: refused too.
+    let (status, body) = get(
+        &mut send,
+        "evil.example",
+        "https://api.github.com/repos/acme/app",
+    )
+    .await;
+    assert_eq!(status, 421, "{body}");
     px.gw.advance_clock(Duration::from_secs(300));
     let (status, body) = get(&mut send, "api.github.com", "/repos/acme/app").await;
     assert_eq!(status, 401, "{body}");
@@ -1221,4 +1247,108 @@ async fn tools_sharing_a_host_are_chosen_by_path() {
             json!("github")
         ]
     );
+}
+
+/// A TCP echo server on localhost: what a blind tunnel reaches in the tests below.
+async fn echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An open blind tunnel is checked again while it lasts: suspending its agent closes it,
+/// and its record says why.
+#[tokio::test]
+async fn suspending_an_agent_closes_its_open_blind_tunnel() {
+    let echo = echo_server().await;
+    let host = format!("localhost:{}", echo.port());
+    // A second tool tunnels the echo server.
+    let echo_host = host.clone();
+    let px = start_with(
+        None,
+        move |pki| {
+            let secret = secret_file(&pki.dir, "echo", "x-secret-0123456789");
+            format!(
+                "[[tools]]\nname = \"raw\"\nupstream = \"http://127.0.0.1:9\"\ntunnel_hosts = [{echo_host:?}]\n\
+                 [tools.credential]\nprovider = \"static\"\n{secret}"
+            )
+        },
+        &agent(AGENT, OWNER),
+    )
+    .await;
+    let mut s = connect(px.proxy(), &host, Some(&format!("Bearer {}", px.token())))
+        .await
+        .unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    let (st, b) = px
+        .gw
+        .admin(
+            "POST",
+            &format!("/agents/{AGENT}/suspend"),
+            Some(json!({"reason": "test"})),
+        )
+        .await;
+    assert!(st == 200 || st == 204, "{st} {b}");
+    // Closed at the next recheck (every 5 s).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the tunnel stayed open after its agent was suspended"
+    );
+    let records = px.audit_of("CONNECT").await;
+    let t = records
+        .iter()
+        .find(|r| r["path"] == host.as_str())
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert_eq!(t["operation"], "tunnel", "{t}");
+    assert_eq!(t["error"], "agent_suspended", "{t}");
+    assert_eq!(t["bytes_in"], 4, "{t}");
+    assert_eq!(t["bytes_out"], 4, "{t}");
+}
+
+/// While the audit log cannot be written under `audit.fail_closed`, no tunnel opens.
+#[tokio::test]
+async fn no_tunnel_opens_while_the_audit_log_cannot_be_written() {
+    let px = start_with(
+        None,
+        |_| "[audit]\npath = \"/dev/full\"\nfail_closed = true\n".to_string(),
+        &agent(AGENT, OWNER),
+    )
+    .await;
+    // The first record fails to be written; from then on the writer reports it.
+    let s = connect(
+        px.proxy(),
+        "api.github.com:443",
+        Some(&format!("Bearer {}", px.token())),
+    )
+    .await
+    .unwrap();
+    let mut send = h1_over_tls(s, &px.ca, "api.github.com").await;
+    let _ = get(&mut send, "api.github.com", "/a").await;
+    for _ in 0..100 {
+        if !px.gw.runtime.shared.audit.is_writing() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!px.gw.runtime.shared.audit.is_writing());
+    for target in ["api.github.com:443", px.blind.as_str()] {
+        let e = connect(px.proxy(), target, Some(&format!("Bearer {}", px.token())))
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("HTTP/1.1 503"), "{target}: {e}");
+        assert!(e.contains("audit_unavailable"), "{e}");
+    }
 }

@@ -255,7 +255,12 @@ fn route(
         return Err(e);
     }
     if let Some(t) = &conn.tunnel {
-        classify::check_tunnel_host(&t.host, addressed_host(&req))?;
+        // Every name the request gives its host (the URI's authority, each `Host`), so
+        // none can differ from the tunnel's and reach the tool as X-Forwarded-Host.
+        classify::check_tunnel_host(&t.host, req.uri().authority().map(|a| a.as_str()))?;
+        for h in req.headers().get_all(header::HOST) {
+            classify::check_tunnel_host(&t.host, Some(h.to_str().unwrap_or("\u{0}")))?;
+        }
         return Ok(match classify::route_host(&gw.tools, &t.host, path) {
             Some(r) => Routed::Tool(req, Some(r)),
             None => Routed::Tool(req, None),

@@ -263,12 +263,30 @@ fn target_of(req: &Request<Incoming>) -> Result<(String, String), Error> {
     Ok((host, authority))
 }
 
+/// While the audit log cannot be written (`audit.fail_closed`), nothing is tunnelled or
+/// forwarded; and while the writer is far behind, the request waits (as in the pipeline).
+async fn audit_gate(gw: &Gateway) -> Option<Response<ProxyBody>> {
+    if gw.snapshot.audit_fail_closed && !gw.shared.audit.is_writing() {
+        gw.shared.metrics.audit_refusal();
+        let e = Error::new(
+            ErrorKind::AuditUnavailable,
+            "keygate cannot write its audit log right now; nothing was forwarded",
+        );
+        return Some(e.to_response(&gw.next_request_id()));
+    }
+    gw.shared.audit.admit().await;
+    None
+}
+
 async fn connect(
     shared: Arc<Shared>,
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    if let Some(refused) = audit_gate(&gw).await {
+        return refused;
+    }
     let target = req
         .uri()
         .authority()
@@ -319,7 +337,7 @@ async fn connect(
             };
             let tunnel = Tunnel { host, credential };
             let inner = Arc::new(conn.tunnelled(true, tunnel));
-            tokio::spawn(intercept(shared, req, inner, tls));
+            tokio::spawn(intercept(shared, gw.clone(), ctx, req, inner, tls));
             empty(StatusCode::OK)
         }
         Target::Blind(tool) => {
@@ -378,7 +396,13 @@ async fn connect(
                 .proxy
                 .as_ref()
                 .map_or(Duration::from_secs(300), |p| p.tunnel_idle_timeout);
-            tokio::spawn(blind(shared, gw, ctx, req, upstream, idle));
+            // Rechecked while open: a blind tunnel's `host` is its `host:port`, as
+            // `tunnel_hosts` name it.
+            let tunnel = Tunnel {
+                host: authority,
+                credential,
+            };
+            tokio::spawn(blind(shared, ctx, req, upstream, tunnel, idle));
             empty(StatusCode::OK)
         }
     }
@@ -400,19 +424,22 @@ fn agent_of(
             "no agent credential: put the agent token in the proxy URL (http://agent:TOKEN@host:port) or send Proxy-Authorization",
         ));
     }
+    let mut user = None;
     if let Some(v) = headers.get(header::PROXY_AUTHORIZATION) {
-        let token = proxy_token(v).ok_or_else(|| {
+        let (token, named) = proxy_token(v).ok_or_else(|| {
             Error::new(
                 ErrorKind::ProxyAuthRequired,
                 "Proxy-Authorization must be Basic (the agent token as the password) or Bearer",
             )
         })?;
-        let v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        user = named;
+        let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             Error::new(
                 ErrorKind::ProxyAuthRequired,
                 "the agent token in Proxy-Authorization is not valid",
             )
         })?;
+        v.set_sensitive(true);
         credential.insert(header::PROXY_AUTHORIZATION, v);
     }
     let identity = crate::pipeline::identify::identify(
@@ -432,17 +459,30 @@ fn agent_of(
         }
         _ => e,
     })?;
+    // `http://AGENT:TOKEN@proxy`: a user name naming another agent than the token is a
+    // mislabelled proxy URL, refused rather than silently taken as the token's agent.
+    if let Some(u) = user.filter(|u| *u != *identity.agent.id) {
+        return Err(Error::new(
+            ErrorKind::ProxyAuthRequired,
+            "the proxy URL's user name names another agent than its token",
+        )
+        .with_detail(format!(
+            "user name {u:?}, token's agent {:?}",
+            &*identity.agent.id
+        )));
+    }
     Ok((identity, credential))
 }
 
-/// The token in a `Proxy-Authorization` value: Bearer's, or Basic's password (its user
-/// name when the password is empty, as `http://TOKEN@proxy` sends it).
-fn proxy_token(v: &HeaderValue) -> Option<String> {
+/// The token in a `Proxy-Authorization` value, and the user name that came with it:
+/// Bearer's token, or Basic's password with its user name (the user name is the token
+/// when the password is empty, as `http://TOKEN@proxy` sends it).
+fn proxy_token(v: &HeaderValue) -> Option<(String, Option<String>)> {
     let v = v.to_str().ok()?.trim();
     let (scheme, rest) = v.split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return (!rest.is_empty()).then(|| rest.to_string());
+        return (!rest.is_empty()).then(|| (rest.to_string(), None));
     }
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -452,8 +492,11 @@ fn proxy_token(v: &HeaderValue) -> Option<String> {
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':').unwrap_or((&text, ""));
-    let token = if password.is_empty() { user } else { password };
-    (!token.is_empty()).then(|| token.to_string())
+    if password.is_empty() {
+        return (!user.is_empty()).then(|| (user.to_string(), None));
+    }
+    let user = (!user.is_empty()).then(|| user.to_string());
+    Some((password.to_string(), user))
 }
 
 /// An absolute-form request (`GET http://host/…`): the agent from `Proxy-Authorization`,
@@ -463,6 +506,9 @@ async fn absolute(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    if let Some(refused) = audit_gate(&gw).await {
+        return refused;
+    }
     let mut ctx = RequestCtx::new(
         gw.next_request_id(),
         conn.clone(),
@@ -533,9 +579,13 @@ fn empty(status: StatusCode) -> Response<ProxyBody> {
 }
 
 /// An intercepted tunnel: TLS as the host with a certificate from keygate's CA, then
-/// every request inside through the pipeline as the tunnel's agent's.
+/// every request inside through the pipeline as the tunnel's agent's. A tunnel whose
+/// handshake fails (most often: the client does not trust keygate's CA) is audited as a
+/// refused CONNECT; one that carries requests is audited by them.
 async fn intercept(
     shared: Arc<Shared>,
+    gw: Arc<Gateway>,
+    mut ctx: RequestCtx,
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
     tls: Arc<rustls::ServerConfig>,
@@ -548,13 +598,8 @@ async fn intercept(
             return;
         }
     };
-    let settings = shared.rt.current().snapshot.server.clone();
+    let settings = gw.snapshot.server.clone();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let host = conn
-        .tunnel
-        .as_ref()
-        .map_or("", |t| t.host.as_str())
-        .to_string();
     let stream = match tokio::time::timeout(
         settings.tls_handshake_timeout,
         acceptor.accept(TokioIo::new(upgraded)),
@@ -562,21 +607,31 @@ async fn intercept(
     .await
     {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            // Most often a client that does not trust keygate's CA. Nothing is passed
-            // through: the tunnel ends here.
+        failed => {
+            // Nothing is passed through: the tunnel ends here.
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".to_string(),
+            };
             tracing::info!(
+                request_id = %ctx.request_id,
                 client = %conn.client,
-                %host,
-                "TLS handshake in a proxy tunnel failed (does the client trust keygate's CA? `keygate ca` prints it): {e}"
+                target = %ctx.path,
+                "TLS handshake in a proxy tunnel failed (does the client trust keygate's CA? `keygate ca` prints it): {why}"
             );
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(client = %conn.client, %host, "TLS handshake in a proxy tunnel timed out");
+            ctx.decision = crate::pipeline::Decision::Deny;
+            ctx.error = Some(
+                Error::new(
+                    ErrorKind::TlsHandshakeFailed,
+                    "the TLS handshake in the tunnel failed; does the client trust keygate's CA?",
+                )
+                .with_detail(why),
+            );
+            crate::pipeline::audit::record_now(&gw.shared.audit, &gw.shared.metrics, ctx, 200, 0);
             return;
         }
     };
+    drop(ctx);
     let stream = crate::agent_conn::FirstReadDeadline::new(stream, settings.header_read_timeout);
     let svc = crate::agent_conn::service(shared.rt.clone(), conn);
     let served = shared.inner.serve_connection(TokioIo::new(stream), svc);
@@ -591,23 +646,34 @@ async fn intercept(
     let _ = served.await;
 }
 
+/// How often an open blind tunnel is checked again (its agent's credential, suspension,
+/// the tool still tunnelling the host, the policies, the audit log).
+const BLIND_RECHECK: Duration = Duration::from_secs(5);
+
 /// A blind tunnel: bytes copied both ways untouched until either side closes, the tunnel
-/// is idle for `idle`, or keygate shuts down; then its audit record (bytes, duration).
+/// is idle for `idle`, keygate shuts down, or a recheck fails (the agent's token expired,
+/// the agent is suspended, the tool no longer tunnels the host, a policy now forbids it,
+/// or the audit log cannot be written under `fail_closed`); then its audit record
+/// (bytes, duration, and why it was closed).
 async fn blind(
     shared: Arc<Shared>,
-    gw: Arc<Gateway>,
     mut ctx: RequestCtx,
     req: Request<Incoming>,
     upstream: tokio::net::TcpStream,
+    tunnel: Tunnel,
     idle: Duration,
 ) {
     let _open = shared.open.clone();
     ctx.decision = crate::pipeline::Decision::Allow;
+    let record = |ctx: RequestCtx, out: u64| {
+        let gw = shared.rt.current();
+        crate::pipeline::audit::record_now(&gw.shared.audit, &gw.shared.metrics, ctx, 200, out);
+    };
     let upgraded = match hyper::upgrade::on(req).await {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!("CONNECT upgrade failed: {e}");
-            crate::pipeline::audit::record_now(&gw.shared.audit, &gw.shared.metrics, ctx, 200, 0);
+            record(ctx, 0);
             return;
         }
     };
@@ -619,25 +685,80 @@ async fn blind(
     let mut stop = shared.shutdown.clone();
     let copy = tokio::io::copy_bidirectional(&mut agent, &mut tool);
     tokio::pin!(copy);
-    let mut last = (0, 0);
+    let mut ticks = tokio::time::interval(BLIND_RECHECK.min(idle));
+    ticks.tick().await;
+    let (mut last, mut quiet_since) = ((0, 0), tokio::time::Instant::now());
     loop {
         tokio::select! {
             _ = copy.as_mut() => break,
             _ = stop.changed() => break,
-            _ = tokio::time::sleep(idle) => {
-                let now = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
-                if now == last {
-                    tracing::debug!(path = %ctx.path, "blind tunnel idle: closed");
+            _ = ticks.tick() => {
+                if let Err(e) = recheck_blind(&shared.rt.current(), &ctx, &tunnel) {
+                    tracing::info!(request_id = %ctx.request_id, code = e.kind.code(), "blind tunnel closed: {}", e.message);
+                    ctx.error = Some(e);
+                    ctx.decision = crate::pipeline::Decision::Deny;
                     break;
                 }
-                last = now;
+                let now = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+                if now != last {
+                    (last, quiet_since) = (now, tokio::time::Instant::now());
+                } else if quiet_since.elapsed() >= idle {
+                    tracing::debug!(request_id = %ctx.request_id, "blind tunnel idle: closed");
+                    break;
+                }
             }
         }
     }
     ctx.bytes_in
         .store(up.load(Ordering::Relaxed), Ordering::Relaxed);
     let out = down.load(Ordering::Relaxed);
-    crate::pipeline::audit::record_now(&gw.shared.audit, &gw.shared.metrics, ctx, 200, out);
+    record(ctx, out);
+}
+
+/// What let a blind tunnel open, checked again against the gateway as it is now.
+fn recheck_blind(gw: &Gateway, ctx: &RequestCtx, tunnel: &Tunnel) -> Result<(), Error> {
+    if gw.snapshot.audit_fail_closed && !gw.shared.audit.is_writing() {
+        return Err(Error::new(
+            ErrorKind::AuditUnavailable,
+            "keygate cannot write its audit log right now",
+        ));
+    }
+    let identity = crate::pipeline::identify::identify(
+        &gw.identifier,
+        &gw.snapshot.agents,
+        &ctx.conn,
+        &tunnel.credential,
+        None,
+        |a| gw.shared.is_suspended(a),
+        None,
+    )?;
+    let tool = gw.tools.by_tunnel_host.get(&tunnel.host).ok_or_else(|| {
+        Error::new(
+            ErrorKind::HostNotAllowed,
+            format!("no tool tunnels {} any more", tunnel.host),
+        )
+    })?;
+    let input = crate::policy::Input {
+        agent: &identity.agent,
+        tool: &tool.tool,
+        operation: &gw.snapshot.operations.tunnel,
+        method: "CONNECT",
+        path: &tunnel.host,
+        now_unix: gw.shared.clock.unix_secs(),
+        approved: false,
+        mcp: None,
+        aws: None,
+    };
+    let (authorization, decided) =
+        crate::pipeline::authorize::authorize(&gw.policies, None, &input);
+    decided?;
+    if authorization.allowed_by.is_some() {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "a policy now wants approval for this tunnel",
+        ));
+    }
+    Ok(())
 }
 
 /// Counts the bytes read from (`up`: agent to tool) and written to (`down`) a stream.
@@ -708,15 +829,15 @@ mod tests {
             ))
             .unwrap()
         };
+        let t = |v: &HeaderValue| proxy_token(v).map(|(t, u)| (t, u.unwrap_or_default()));
+        let pair = |t: &str, u: &str| Some((t.to_string(), u.to_string()));
         // HTTPS_PROXY=http://agent:TOKEN@host:port
-        assert_eq!(proxy_token(&basic("agent:tok")).as_deref(), Some("tok"));
+        assert_eq!(t(&basic("agent:tok")), pair("tok", "agent"));
         // HTTPS_PROXY=http://TOKEN@host:port
-        assert_eq!(proxy_token(&basic("tok:")).as_deref(), Some("tok"));
-        assert_eq!(proxy_token(&basic("tok")).as_deref(), Some("tok"));
-        assert_eq!(
-            proxy_token(&HeaderValue::from_static("Bearer tok")).as_deref(),
-            Some("tok")
-        );
+        assert_eq!(t(&basic("tok:")), pair("tok", ""));
+        assert_eq!(t(&basic("tok")), pair("tok", ""));
+        assert_eq!(t(&basic(":tok")), pair("tok", ""));
+        assert_eq!(t(&HeaderValue::from_static("Bearer tok")), pair("tok", ""));
         assert_eq!(proxy_token(&basic(":")), None);
         assert_eq!(proxy_token(&HeaderValue::from_static("Basic !!")), None);
         assert_eq!(proxy_token(&HeaderValue::from_static("Digest x")), None);
