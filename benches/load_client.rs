@@ -9,8 +9,8 @@
 //! ```
 //! - `forward`: each connection opens one tunnel to `--host` and sends requests in it
 //!   until the time is up (the per-request cost);
-//! - `forward-new`: a new tunnel (CONNECT, TLS handshake) for every request (the cost of
-//!   a tunnel and its handshake, with one request);
+//! - `forward-new`: a new tunnel (CONNECT, full TLS handshake: no session resumption) for
+//!   every request (the cost of a tunnel and its handshake, with one request);
 //! - `reverse-tls`: TLS to `--addr` itself, requests to `PATH` with the token as bearer;
 //!   `reverse`: the same in cleartext.
 //!
@@ -192,6 +192,10 @@ fn main() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // A new tunnel measures a full handshake: no session resumed from an earlier one.
+    if a.mode == "forward-new" {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
