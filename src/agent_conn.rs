@@ -2,11 +2,35 @@
 //! or a forward-proxy tunnel's): the hyper service that hands each request to the
 //! pipeline, and the first-read deadline that lets go of a client that sends nothing.
 
+use crate::config::ServerSettings;
 use crate::conn::ConnInfo;
 use crate::gateway::Runtime;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How an agent connection is served (HTTP/1.1 and HTTP/2), with the limits of `s` on
+/// request heads and slow clients.
+pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // An agent that half-closes its connection after sending still gets its answer.
+        .half_close(true)
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.max_header_bytes.max(8192))
+        .max_headers(s.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
 
 /// A stream whose first read fails if no byte arrives before a deadline; later reads have
 /// none (hyper's own header timeout and keep-alive take over once a request has begun).

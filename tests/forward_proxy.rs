@@ -116,6 +116,30 @@ impl Px {
         self.iss.token(AGENT)
     }
 
+    /// `CONNECT target` with the agent's token as Bearer: the tunnel's stream.
+    async fn connect(&self, target: &str) -> TcpStream {
+        connect(
+            self.proxy(),
+            target,
+            Some(&format!("Bearer {}", self.token())),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Suspends the agent through the admin API.
+    async fn suspend(&self) {
+        let (st, b) = self
+            .gw
+            .admin(
+                "POST",
+                &format!("/agents/{AGENT}/suspend"),
+                Some(json!({"reason": "test"})),
+            )
+            .await;
+        assert!(st == 200 || st == 204, "{st} {b}");
+    }
+
     /// The audit records of requests that reached the GitHub tool's upstream path.
     async fn audit_of(&self, method: &str) -> Vec<Value> {
         self.gw
@@ -760,13 +784,7 @@ async fn connect_without_a_valid_agent_credential_gets_407() {
     assert_eq!(px.upstream.count(), 0);
 
     // Bearer on the CONNECT works as well.
-    let s = connect(
-        px.proxy(),
-        "api.github.com:443",
-        Some(&format!("Bearer {}", px.token())),
-    )
-    .await
-    .unwrap();
+    let s = px.connect("api.github.com:443").await;
     let mut send = h1_over_tls(s, &px.ca, "api.github.com").await;
     let (status, body) = get(&mut send, "api.github.com", "/repos/acme/app").await;
     assert_eq!(status, 200, "{body}");
@@ -863,24 +881,10 @@ async fn a_tunnel_is_bound_to_its_agents_token_and_its_host() {
 #[tokio::test]
 async fn suspending_an_agent_stops_its_open_tunnel() {
     let px = start(None).await;
-    let s = connect(
-        px.proxy(),
-        "api.github.com:443",
-        Some(&format!("Bearer {}", px.token())),
-    )
-    .await
-    .unwrap();
+    let s = px.connect("api.github.com:443").await;
     let mut send = h1_over_tls(s, &px.ca, "api.github.com").await;
     assert_eq!(get(&mut send, "api.github.com", "/a").await.0, 200);
-    let (st, b) = px
-        .gw
-        .admin(
-            "POST",
-            &format!("/agents/{AGENT}/suspend"),
-            Some(json!({"reason": "test"})),
-        )
-        .await;
-    assert!(st == 200 || st == 204, "{st} {b}");
+    px.suspend().await;
     let (status, body) = get(&mut send, "api.github.com", "/a").await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "agent_suspended", "{body}");
@@ -1284,22 +1288,12 @@ async fn suspending_an_agent_closes_its_open_blind_tunnel() {
         &agent(AGENT, OWNER),
     )
     .await;
-    let mut s = connect(px.proxy(), &host, Some(&format!("Bearer {}", px.token())))
-        .await
-        .unwrap();
+    let mut s = px.connect(&host).await;
     s.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"ping");
-    let (st, b) = px
-        .gw
-        .admin(
-            "POST",
-            &format!("/agents/{AGENT}/suspend"),
-            Some(json!({"reason": "test"})),
-        )
-        .await;
-    assert!(st == 200 || st == 204, "{st} {b}");
+    px.suspend().await;
     // Closed at the next recheck (every 5 s).
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await;
@@ -1328,13 +1322,7 @@ async fn no_tunnel_opens_while_the_audit_log_cannot_be_written() {
     )
     .await;
     // The first record fails to be written; from then on the writer reports it.
-    let s = connect(
-        px.proxy(),
-        "api.github.com:443",
-        Some(&format!("Bearer {}", px.token())),
-    )
-    .await
-    .unwrap();
+    let s = px.connect("api.github.com:443").await;
     let mut send = h1_over_tls(s, &px.ca, "api.github.com").await;
     let _ = get(&mut send, "api.github.com", "/a").await;
     for _ in 0..100 {

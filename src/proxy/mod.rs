@@ -90,20 +90,7 @@ struct Shared {
 /// grace period is over).
 pub async fn serve(rt: Arc<Runtime>, l: Listener, shutdown: watch::Receiver<bool>) {
     let settings = rt.current().snapshot.server.clone();
-    let mut inner = auto::Builder::new(TokioExecutor::new());
-    inner
-        .http1()
-        .timer(TokioTimer::new())
-        .half_close(true)
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .max_headers(settings.max_headers);
-    inner
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let inner = crate::agent_conn::builder(&settings);
     let mut outer = auto::Builder::new(TokioExecutor::new()).http1_only();
     outer
         .http1()
@@ -343,29 +330,9 @@ async fn connect(
         Target::Blind(tool) => {
             ctx.tool = Some(tool.clone());
             ctx.operation = Some(gw.snapshot.operations.tunnel.clone());
-            let input = crate::policy::Input {
-                agent: &agent,
-                tool: &tool.tool,
-                operation: &gw.snapshot.operations.tunnel,
-                method: "CONNECT",
-                path: &authority,
-                now_unix: gw.shared.clock.unix_secs(),
-                approved: false,
-                mcp: None,
-                aws: None,
-            };
-            let (authorization, decided) =
-                crate::pipeline::authorize::authorize(&gw.policies, None, &input);
-            let needs_approval = authorization.allowed_by.is_some();
+            let (authorization, decided) = decide_tunnel(&gw, &agent, &tool, &authority);
             ctx.authorization = authorization;
             if let Err(e) = decided {
-                return refuse(&gw, ctx, e);
-            }
-            if needs_approval {
-                let e = Error::new(
-                    ErrorKind::Forbidden,
-                    "a policy wants approval for this tunnel; a blind tunnel cannot wait for one",
-                );
                 return refuse(&gw, ctx, e);
             }
             let upstream = match tokio::time::timeout(
@@ -738,12 +705,23 @@ fn recheck_blind(gw: &Gateway, ctx: &RequestCtx, tunnel: &Tunnel) -> Result<(), 
             format!("no tool tunnels {} any more", tunnel.host),
         )
     })?;
+    decide_tunnel(gw, &identity.agent, tool, &tunnel.host).1
+}
+
+/// The policies on a blind tunnel to `target` (`host:port`): the `tunnel` operation,
+/// method `CONNECT`. One that needs approval is refused: a tunnel cannot wait for one.
+fn decide_tunnel(
+    gw: &Gateway,
+    agent: &crate::config::Agent,
+    tool: &ToolRuntime,
+    target: &str,
+) -> (crate::pipeline::authorize::Authorization, Result<(), Error>) {
     let input = crate::policy::Input {
-        agent: &identity.agent,
+        agent,
         tool: &tool.tool,
         operation: &gw.snapshot.operations.tunnel,
         method: "CONNECT",
-        path: &tunnel.host,
+        path: target,
         now_unix: gw.shared.clock.unix_secs(),
         approved: false,
         mcp: None,
@@ -751,14 +729,14 @@ fn recheck_blind(gw: &Gateway, ctx: &RequestCtx, tunnel: &Tunnel) -> Result<(), 
     };
     let (authorization, decided) =
         crate::pipeline::authorize::authorize(&gw.policies, None, &input);
-    decided?;
-    if authorization.allowed_by.is_some() {
-        return Err(Error::new(
+    let decided = decided.and_then(|()| match authorization.allowed_by {
+        Some(_) => Err(Error::new(
             ErrorKind::Forbidden,
-            "a policy now wants approval for this tunnel",
-        ));
-    }
-    Ok(())
+            "a policy wants approval for this tunnel; a blind tunnel cannot wait for one",
+        )),
+        None => Ok(()),
+    });
+    (authorization, decided)
 }
 
 /// Counts the bytes read from (`up`: agent to tool) and written to (`down`) a stream.

@@ -9,7 +9,7 @@ pub use crate::conn::ConnInfo;
 
 use crate::agent_conn::{service, FirstReadDeadline};
 use crate::gateway::Runtime;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,21 +57,7 @@ pub async fn serve(rt: Arc<Runtime>) -> Result<Running, String> {
         )?)),
         None => None,
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // An agent that half-closes its connection after sending still gets its answer.
-        .half_close(true)
-        .header_read_timeout(s.header_read_timeout)
-        .max_buf_size(s.max_header_bytes.max(8192))
-        .max_headers(s.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = crate::agent_conn::builder(s);
     let proxy = match &gw.snapshot.proxy {
         Some(p) => Some(crate::proxy::bind(p).await?),
         None => None,
