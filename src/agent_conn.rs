@@ -11,6 +11,30 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The next connection of `listener` (nodelay set), or `None` once `shutdown` changes.
+/// An accept that fails (out of file descriptors and the like) is logged and retried
+/// after a short pause: the listener keeps serving.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, addr));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
+}
+
 /// How an agent connection is served (HTTP/1.1 and HTTP/2), with the limits of `s` on
 /// request heads and slow clients.
 pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {

@@ -110,18 +110,10 @@ pub async fn serve(rt: Arc<Runtime>, l: Listener, shutdown: watch::Receiver<bool
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = shutdown;
     loop {
-        let (stream, remote_addr) = tokio::select! {
-            r = l.listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("proxy accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
+        let Some((stream, remote_addr)) = crate::agent_conn::accept(&l.listener, &mut stop).await
+        else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let tls = l.tls.clone();
         let watcher = graceful.watcher();

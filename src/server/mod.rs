@@ -107,19 +107,10 @@ async fn accept_loop(
     let settings = rt.current().snapshot.server.clone();
     let handshake_timeout = settings.tls_handshake_timeout;
     loop {
-        let (stream, remote_addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
+        let Some((stream, remote_addr)) = crate::agent_conn::accept(&listener, &mut shutdown).await
+        else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let gw = rt.clone();
         let header_timeout = settings.header_read_timeout;
         let builder = builder.clone();
