@@ -1645,6 +1645,53 @@ mod tests {
         assert!(errs.iter().all(|e| e.file == Path::new("k.toml")));
     }
 
+    #[test]
+    fn proxy_settings_and_tunnel_hosts_are_checked() {
+        let text = r#"
+            [proxy]
+            listen = "anywhere"
+            leaf_ttl = "30d"
+            ca_cert_file = "ca.pem"
+            [[tools]]
+            name = "a"
+            upstream = "http://a.example"
+            hosts = ["api.example.com", "api.example.com/x/", "u@h"]
+            [tools.credential]
+            provider = "jwt"
+            [[tools]]
+            name = "b"
+            upstream = "http://b.example"
+            tunnel_hosts = ["api.example.com:443", "bad host"]
+            [tools.credential]
+            provider = "jwt"
+        "#;
+        let errs = parse(Path::new("k.toml"), text)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        let has = |key: &str, part: &str| {
+            errs.iter()
+                .any(|e| e.key == key && e.message.contains(part))
+        };
+        let all: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}: {}", e.key, e.message))
+            .collect();
+        assert!(has("proxy.listen", "not an address"), "{all:?}");
+        assert!(has("proxy.leaf_ttl", "between 1m and 7d"), "{all:?}");
+        assert!(has("proxy.ca_cert_file", "go together"), "{all:?}");
+        assert!(has("tools.a.hosts", "\"api.example.com/x/\""), "{all:?}");
+        assert!(has("tools.a.hosts", "\"u@h\""), "{all:?}");
+        assert!(has("tools.b.tunnel_hosts", "\"bad host\""), "{all:?}");
+        assert!(has("tools.b.tunnel_hosts", "also a tool's host"), "{all:?}");
+        // No [proxy]: no listener, and nothing to check.
+        let snap = parse(
+            Path::new("k.toml"),
+            "[[tools]]\nname = \"a\"\nupstream = \"http://a.example\"\n[tools.credential]\nprovider = \"jwt\"\n",
+        );
+        assert!(snap.is_ok_and(|s| s.proxy.is_none()));
+    }
+
     /// `[[identity.issuers]]` blocks (dev issuers: their JWKS file need not exist yet).
     fn issuers_toml(names: &[&str], extra: &str) -> String {
         names
