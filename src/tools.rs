@@ -42,18 +42,25 @@ impl HostTools {
     /// ASCII case ignored, so `/Billing/x` cannot fall through to another tool), else the
     /// host's tool for every other path.
     pub fn tool_for(&self, path: &str) -> Option<&Arc<ToolRuntime>> {
-        for (prefix, tool) in &self.by_prefix {
-            let p = prefix.as_bytes();
-            let b = path.as_bytes();
-            if b.len() >= p.len()
-                && b[..p.len()].eq_ignore_ascii_case(p)
-                && (b.len() == p.len() || b[p.len()] == b'/')
-            {
-                return Some(tool);
-            }
-        }
-        self.rest.as_ref()
+        self.by_prefix
+            .iter()
+            .find(|(prefix, _)| under(path, prefix))
+            .map(|(_, tool)| tool)
+            .or(self.rest.as_ref())
     }
+}
+
+/// Whether canonical `path` is `prefix` or below it, segment by segment, ASCII case
+/// ignored, and each path segment read without its `;` parameters (`/billing;v=1/x` is
+/// under `/billing` for the servers that drop them, so it must be here too).
+fn under(path: &str, prefix: &str) -> bool {
+    let mut segs = path.split('/').skip(1);
+    prefix.split('/').skip(1).all(|want| {
+        segs.next().is_some_and(|seg| {
+            let bare = seg.split(';').next().unwrap_or(seg);
+            bare.eq_ignore_ascii_case(want)
+        })
+    })
 }
 
 impl ToolSet {
@@ -166,5 +173,29 @@ impl ToolSet {
             h.by_prefix.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         }
         Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::under;
+
+    #[test]
+    fn a_path_is_under_a_prefix_by_whole_segments_without_parameters() {
+        for (path, yes) in [
+            ("/repos/acme-secure", true),
+            ("/repos/acme-secure/app", true),
+            ("/REPOS/Acme-Secure/app", true),
+            ("/repos/acme-secure;x/app", true),
+            ("/repos;/acme-secure/app", true),
+            ("/repos/acme-secure/", true),
+            ("/repos/acme-secure-not/app", false),
+            ("/repos/acme", false),
+            ("/repos", false),
+            ("/", false),
+            ("/other/repos/acme-secure", false),
+        ] {
+            assert_eq!(under(path, "/repos/acme-secure"), yes, "{path}");
+        }
     }
 }

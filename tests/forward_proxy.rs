@@ -862,6 +862,9 @@ async fn a_tunnel_is_bound_to_its_agents_token_and_its_host() {
     let (status, body) = get(&mut send, "mcp.internal", "/repos/acme/app").await;
     assert_eq!(status, 421, "{body}");
     assert_eq!(body["error"], "misdirected_request", "{body}");
+    // A Host whose user info hides another host.
+    let (status, body) = get(&mut send, "api.github.com:@evil.example", "/repos/acme/app").await;
+    assert_eq!(status, 421, "{body}");
     // The tunnel's host in an absolute-form target, another in Host: refused too.
     let (status, body) = get(
         &mut send,
@@ -1206,7 +1209,7 @@ async fn tools_sharing_a_host_are_chosen_by_path() {
             let secret = secret_file(&pki.dir, "gh2", "second-tool-secret-0123456789");
             format!(
                 "[[tools]]\nname = \"acme-secure\"\nkind = \"github\"\nupstream = {other_url:?}\n\
-                 hosts = [\"api.github.com/repos/acme-secure\"]\n\
+                 hosts = [\"api.github.com:443/repos/acme-secure\"]\n\
                  [tools.credential]\nprovider = \"static\"\n{secret}"
             )
         },
@@ -1219,6 +1222,9 @@ async fn tools_sharing_a_host_are_chosen_by_path() {
         "https://api.github.com/repos/acme-secure/app",
         "https://api.github.com/REPOS/Acme-Secure/app",
         "https://api.github.com/repos/acme-secure-not/app",
+        // Servers that drop `;` parameters read these as under the prefix: so does keygate.
+        "https://api.github.com/repos/acme-secure;v=1/app",
+        "https://api.github.com/repos;/acme-secure/app",
     ];
     let results = python_client("requests", "GET", &urls, &proxy, &px.ca).await;
     for r in &results {
@@ -1229,7 +1235,7 @@ async fn tools_sharing_a_host_are_chosen_by_path() {
         2,
         "github got /repos/acme/app and /repos/acme-secure-not/app"
     );
-    assert_eq!(other.count(), 2);
+    assert_eq!(other.count(), 4);
     for r in other.requests() {
         assert_eq!(
             r.header("authorization").as_deref(),
@@ -1248,7 +1254,9 @@ async fn tools_sharing_a_host_are_chosen_by_path() {
             json!("github"),
             json!("acme-secure"),
             json!("acme-secure"),
-            json!("github")
+            json!("github"),
+            json!("acme-secure"),
+            json!("acme-secure")
         ]
     );
 }

@@ -689,6 +689,20 @@ fn is_host_entry(entry: &str) -> bool {
     host_ok && prefix_ok
 }
 
+/// A `hosts` entry as requests are matched against it: lowercase, and without a port
+/// (lookups drop the port a request names, so an entry's port could never match).
+fn host_key(entry: &str) -> String {
+    let entry = entry.to_ascii_lowercase();
+    let (host, prefix) = match entry.find('/') {
+        Some(i) => entry.split_at(i),
+        None => (entry.as_str(), ""),
+    };
+    match host.parse::<Authority>() {
+        Ok(a) if a.port().is_some() && !host.contains('@') => format!("{}{prefix}", a.host()),
+        _ => entry.clone(),
+    }
+}
+
 /// A blind-tunnel host as the CONNECT target names it: `host:port`, lowercase, port 443
 /// when the entry has none.
 fn tunnel_host(entry: &str) -> Option<String> {
@@ -1097,7 +1111,7 @@ fn compile_tools(
             approval,
             hold_timeout: e.hold_timeout,
             upstream,
-            hosts: e.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            hosts: e.hosts.iter().map(|h| host_key(h)).collect(),
             tunnel_hosts,
             path_prefix: e.path_prefix,
             connect_timeout: e.connect_timeout,

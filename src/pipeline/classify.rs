@@ -91,12 +91,28 @@ pub fn route_host(tools: &ToolSet, host: &str, path: &str) -> Option<ToolRoute> 
 /// (`Host`, `:authority`, an absolute URI) is refused, so a tunnel opened for one tool
 /// never reaches another.
 pub fn check_tunnel_host(tunnel_host: &str, addressed: Option<&str>) -> Result<(), Error> {
-    match addressed {
-        Some(h) if !strip_port(h).eq_ignore_ascii_case(tunnel_host) => Err(Error::new(
+    let Some(addressed) = addressed else {
+        return Ok(());
+    };
+    // Read as an authority: no user info (`api.github.com:@evil.example` names
+    // evil.example), a numeric port if any, and then the host exactly.
+    let same = addressed
+        .parse::<http::uri::Authority>()
+        .ok()
+        .filter(|a| !a.as_str().contains('@'))
+        .filter(|a| {
+            a.as_str()
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| a.as_str().ends_with(']') || p.parse::<u16>().is_ok())
+        })
+        .is_some_and(|a| a.host().eq_ignore_ascii_case(tunnel_host));
+    if same {
+        Ok(())
+    } else {
+        Err(Error::new(
             ErrorKind::MisdirectedRequest,
             format!("this tunnel is for {tunnel_host}; open a tunnel to the host you address"),
-        )),
-        _ => Ok(()),
+        ))
     }
 }
 
@@ -221,6 +237,21 @@ fn ambiguous(what: &str) -> Error {
 /// treat as a separator or a dot segment and others do not.
 pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, Error> {
     let b = path.as_bytes();
+    // `*` (asterisk-form, `OPTIONS *`, or HTTP/2's `:path: *`) and anything else that is
+    // not a path: nothing a tool's routes or policies were written for.
+    if b.first() != Some(&b'/') {
+        return Err(ambiguous("no leading slash"));
+    }
+    // `..;x` is `..` to servers that drop `;` parameters (Tomcat, Jetty, Spring).
+    if memchr::memchr(b';', b).is_some()
+        && path
+            .split('/')
+            .map(|s| s.split(';').next().unwrap_or(s))
+            .zip(path.split('/'))
+            .any(|(bare, s)| bare != s && (bare == "." || bare == ".."))
+    {
+        return Err(ambiguous("a dot segment with `;` parameters"));
+    }
     if b.contains(&0) {
         return Err(ambiguous("a NUL byte"));
     }
@@ -380,9 +411,46 @@ mod tests {
             "/a%5Cb",
             "/a%zz",
             "/a%4",
+            // Not a path.
+            "*",
+            "",
+            "repos/a",
+            // Dot segments to servers that drop `;` parameters.
+            "/user/x/..;/keys",
+            "/a/.;x/b",
+            "/a/..;x=1",
         ] {
             assert_eq!(ok(bad), Err(ErrorKind::AmbiguousPath), "{bad}");
         }
+        // Parameters elsewhere are the tool's business.
+        assert_eq!(ok("/user/keys;x=1"), Ok("/user/keys;x=1".into()));
+        assert_eq!(ok("/a/...;x"), Ok("/a/...;x".into()));
+    }
+
+    #[test]
+    fn a_tunnel_takes_only_requests_for_its_host() {
+        let ok = |h: &str| check_tunnel_host("api.github.com", Some(h)).is_ok();
+        for same in [
+            "api.github.com",
+            "API.GitHub.com",
+            "api.github.com:443",
+            "api.github.com:8443",
+        ] {
+            assert!(ok(same), "{same}");
+        }
+        for other in [
+            "evil.example",
+            "api.github.com:@evil.example",
+            "user@api.github.com",
+            "api.github.com:x",
+            "api.github.com.",
+            "api.github.com.evil.example",
+            "",
+        ] {
+            assert!(!ok(other), "{other}");
+        }
+        assert!(check_tunnel_host("api.github.com", None).is_ok());
+        assert!(check_tunnel_host("[::1]", Some("[::1]:443")).is_ok());
     }
 
     #[test]
