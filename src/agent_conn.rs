@@ -155,6 +155,10 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for GatewaySe
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         // Each request runs on the gateway current when it arrives, to its end.
         let gw = self.rt.current();
+        if let Some(t) = &self.conn.tunnel {
+            t.requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let conn = self.conn.clone();
         Box::pin(async move { Ok(crate::pipeline::handle(gw, conn, req).await) })
     }

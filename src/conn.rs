@@ -33,6 +33,19 @@ pub struct Tunnel {
     /// (`Proxy-Authorization: Bearer …`); empty when the agent is known by its client
     /// certificate to the proxy listener.
     pub credential: http::HeaderMap,
+    /// Requests served in the tunnel so far (a tunnel that carried none is audited as
+    /// its CONNECT when it closes).
+    pub requests: std::sync::atomic::AtomicU64,
+}
+
+impl Tunnel {
+    pub fn new(host: String, credential: http::HeaderMap) -> Tunnel {
+        Tunnel {
+            host,
+            credential,
+            requests: Default::default(),
+        }
+    }
 }
 
 impl ConnInfo {

@@ -1348,3 +1348,26 @@ async fn no_tunnel_opens_while_the_audit_log_cannot_be_written() {
         assert!(e.contains("audit_unavailable"), "{e}");
     }
 }
+
+/// A tunnel that completes its handshake and carries no request is still recorded: its
+/// CONNECT, with its agent and host.
+#[tokio::test]
+async fn a_tunnel_that_carries_no_request_is_recorded() {
+    let px = start(None).await;
+    let s = px.connect("api.github.com:443").await;
+    let send = h1_over_tls(s, &px.ca, "api.github.com").await;
+    drop(send);
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = px.audit_of("CONNECT").await;
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["path"], "api.github.com:443");
+    assert_eq!(records[0]["agent_id"], AGENT);
+    assert_eq!(records[0]["decision"], "allow");
+    assert_eq!(px.upstream.count(), 0);
+}

@@ -314,7 +314,7 @@ async fn connect(
                     return refuse(&gw, ctx, e);
                 }
             };
-            let tunnel = Tunnel { host, credential };
+            let tunnel = Tunnel::new(host, credential);
             let inner = Arc::new(conn.tunnelled(true, tunnel));
             tokio::spawn(intercept(shared, gw.clone(), ctx, req, inner, tls));
             empty(StatusCode::OK)
@@ -357,10 +357,7 @@ async fn connect(
                 .map_or(Duration::from_secs(300), |p| p.tunnel_idle_timeout);
             // Rechecked while open: a blind tunnel's `host` is its `host:port`, as
             // `tunnel_hosts` name it.
-            let tunnel = Tunnel {
-                host: authority,
-                credential,
-            };
+            let tunnel = Tunnel::new(authority, credential);
             tokio::spawn(blind(shared, ctx, req, upstream, tunnel, idle));
             empty(StatusCode::OK)
         }
@@ -498,7 +495,7 @@ async fn absolute(
         );
         return refuse(&gw, ctx, e);
     }
-    let conn = Arc::new(conn.tunnelled(false, Tunnel { host, credential }));
+    let conn = Arc::new(conn.tunnelled(false, Tunnel::new(host, credential)));
     crate::pipeline::handle(gw, conn, req).await
 }
 
@@ -590,19 +587,29 @@ async fn intercept(
             return;
         }
     };
-    drop(ctx);
     let stream = crate::agent_conn::FirstReadDeadline::new(stream, settings.header_read_timeout);
-    let svc = crate::agent_conn::service(shared.rt.clone(), conn);
+    let svc = crate::agent_conn::service(shared.rt.clone(), conn.clone());
     let served = shared.inner.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(served);
     let mut stop = shared.shutdown.clone();
     tokio::select! {
-        _ = served.as_mut() => return,
-        _ = stop.changed() => {}
+        _ = served.as_mut() => {}
+        _ = stop.changed() => {
+            // Shutting down: in-flight requests finish, then the tunnel closes.
+            served.as_mut().graceful_shutdown();
+            let _ = served.await;
+        }
     }
-    // Shutting down: in-flight requests finish, then the tunnel closes.
-    served.as_mut().graceful_shutdown();
-    let _ = served.await;
+    // Each request in the tunnel has its own record; a tunnel that carried none has this
+    // one, so no CONNECT goes unrecorded.
+    if conn
+        .tunnel
+        .as_ref()
+        .is_some_and(|t| t.requests.load(Ordering::Relaxed) == 0)
+    {
+        ctx.decision = crate::pipeline::Decision::Allow;
+        crate::pipeline::audit::record_now(&gw.shared.audit, &gw.shared.metrics, ctx, 200, 0);
+    }
 }
 
 /// How often an open blind tunnel is checked again (its agent's credential, suspension,
