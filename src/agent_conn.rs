@@ -35,6 +35,39 @@ pub async fn accept(
     }
 }
 
+/// The TLS handshake of an agent connection within `timeout`, and what the connection
+/// is then known by (the SPIFFE ID of a verified client certificate, if one was given).
+/// `None` (logged) when the handshake fails or takes too long.
+pub async fn tls_accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    remote_addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Arc<ConnInfo>,
+)> {
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote_addr, "TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%remote_addr, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let spiffe_id = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::pipeline::identify::spiffe_id_of(c));
+    let conn = Arc::new(ConnInfo::new(remote_addr, true, spiffe_id));
+    Some((stream, conn))
+}
+
 /// How an agent connection is served (HTTP/1.1 and HTTP/2), with the limits of `s` on
 /// request heads and slow clients.
 pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {

@@ -125,21 +125,12 @@ pub async fn serve(rt: Arc<Runtime>, l: Listener, shutdown: watch::Receiver<bool
                     serve_proxy_conn(shared, conn, stream, watcher).await;
                 }
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => s,
-                            _ => {
-                                tracing::debug!(%remote_addr, "proxy TLS handshake failed");
-                                return;
-                            }
-                        };
-                    let spiffe_id = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| crate::pipeline::identify::spiffe_id_of(c));
-                    let conn = Arc::new(ConnInfo::new(remote_addr, true, spiffe_id));
+                    let Some((stream, conn)) =
+                        crate::agent_conn::tls_accept(&acceptor, stream, remote_addr, handshake)
+                            .await
+                    else {
+                        return;
+                    };
                     serve_proxy_conn(shared, conn, stream, watcher).await;
                 }
             }

@@ -135,29 +135,16 @@ async fn accept_loop(
                         .await;
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(
+                    let Some((stream, conn)) = crate::agent_conn::tls_accept(
+                        &acceptor,
+                        stream,
+                        remote_addr,
                         handshake_timeout,
-                        acceptor.accept(stream),
                     )
                     .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%remote_addr, "TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%remote_addr, "TLS handshake timed out");
-                            return;
-                        }
+                    else {
+                        return;
                     };
-                    let spiffe_id = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| crate::pipeline::identify::spiffe_id_of(c));
-                    let conn = Arc::new(ConnInfo::new(remote_addr, true, spiffe_id));
                     // As for cleartext: a client that finishes the handshake and then
                     // sends nothing is let go after header_read_timeout.
                     let stream = FirstReadDeadline::new(stream, header_timeout);
