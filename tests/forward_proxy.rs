@@ -1371,3 +1371,31 @@ async fn a_tunnel_that_carries_no_request_is_recorded() {
     assert_eq!(records[0]["decision"], "allow");
     assert_eq!(px.upstream.count(), 0);
 }
+
+/// On the main listener too, a Host is a tool's host only when it is plainly that host:
+/// one whose user info names another (`api.github.com:@evil.example`) selects no tool.
+#[tokio::test]
+async fn a_host_with_user_info_selects_no_tool_on_the_main_listener() {
+    let px = start(None).await;
+    let auth = bearer(&px.token());
+    let client = Client::http1();
+    let ok = client
+        .get(
+            &px.gw.url("/repos/acme/app"),
+            &[("authorization", &auth), ("host", "api.github.com")],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let r = client
+        .get(
+            &px.gw.url("/repos/acme/app"),
+            &[
+                ("authorization", &auth),
+                ("host", "api.github.com:@evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"], "unknown_tool");
+    assert_eq!(px.upstream.count(), 1);
+}

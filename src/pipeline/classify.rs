@@ -73,6 +73,11 @@ pub fn route(tools: &ToolSet, host: Option<&str>, path: &str) -> Route {
 /// The tool whose `hosts` name `host` (a port is ignored), by path prefix where several
 /// tools share the host, with the whole path forwarded.
 pub fn route_host(tools: &ToolSet, host: &str, path: &str) -> Option<ToolRoute> {
+    // A Host with user info (`api.github.com:@evil.example`) names another host than its
+    // first part: it selects no tool.
+    if host.contains('@') {
+        return None;
+    }
     let host = strip_port(host);
     let tools = if host.bytes().any(|b| b.is_ascii_uppercase()) {
         tools.by_host.get(host.to_ascii_lowercase().as_str())
