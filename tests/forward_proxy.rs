@@ -1399,3 +1399,37 @@ async fn a_host_with_user_info_selects_no_tool_on_the_main_listener() {
     assert_eq!(r.json()["error"], "unknown_tool");
     assert_eq!(px.upstream.count(), 1);
 }
+
+/// A blind tunnel with no byte either way for `tunnel_idle_timeout` is closed, and
+/// recorded with what it carried.
+#[tokio::test]
+async fn an_idle_blind_tunnel_is_closed() {
+    let echo = echo_server().await;
+    let host = format!("localhost:{}", echo.port());
+    let echo_host = host.clone();
+    let px = start_with(
+        None,
+        move |pki| {
+            let secret = secret_file(&pki.dir, "echo", "x-secret-0123456789");
+            format!(
+                "tunnel_idle_timeout = \"1s\"\n\
+                 [[tools]]\nname = \"raw\"\nupstream = \"http://127.0.0.1:9\"\ntunnel_hosts = [{echo_host:?}]\n\
+                 [tools.credential]\nprovider = \"static\"\n{secret}"
+            )
+        },
+        &agent(AGENT, OWNER),
+    )
+    .await;
+    let mut s = px.connect(&host).await;
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the idle tunnel stayed open");
+    let records = px.audit_of("CONNECT").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["operation"], "tunnel");
+    assert!(records[0]["error"].is_null(), "{}", records[0]);
+    assert_eq!(records[0]["bytes_in"], 4);
+}

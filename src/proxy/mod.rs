@@ -195,6 +195,9 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let conn = self.conn.clone();
         Box::pin(async move {
             let gw = shared.rt.current();
+            if let Some(refused) = audit_gate(&gw).await {
+                return Ok(refused);
+            }
             Ok(if req.method() == Method::CONNECT {
                 connect(shared, gw, conn, req).await
             } else {
@@ -254,9 +257,6 @@ async fn connect(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    if let Some(refused) = audit_gate(&gw).await {
-        return refused;
-    }
     let target = req
         .uri()
         .authority()
@@ -453,9 +453,6 @@ async fn absolute(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    if let Some(refused) = audit_gate(&gw).await {
-        return refused;
-    }
     let mut ctx = RequestCtx::new(
         gw.next_request_id(),
         conn.clone(),
