@@ -80,6 +80,16 @@ pub enum ErrorKind {
     /// The TLS handshake inside a forward-proxy tunnel failed (the client does not trust
     /// keygate's CA, or speaks no TLS); only ever in the audit record.
     TlsHandshakeFailed,
+    /// The tool's response carried a known secret format and its tool is set to block
+    /// such responses (`response_secrets = "block"`).
+    SecretInResponse,
+    /// A handle for a captured secret that keygate does not know, or that was revoked.
+    UnknownHandle,
+    /// A handle for a captured secret that this agent, or this tool, may not use.
+    HandleNotAllowed,
+    /// A captured secret could not be sealed, stored or opened: nothing is handed out or
+    /// forwarded in its place.
+    CaptureFailed,
 }
 
 impl ErrorKind {
@@ -115,6 +125,10 @@ impl ErrorKind {
             ErrorKind::HostNotAllowed => "host_not_allowed",
             ErrorKind::MisdirectedRequest => "misdirected_request",
             ErrorKind::TlsHandshakeFailed => "tls_handshake_failed",
+            ErrorKind::SecretInResponse => "secret_in_response",
+            ErrorKind::UnknownHandle => "unknown_handle",
+            ErrorKind::HandleNotAllowed => "handle_not_allowed",
+            ErrorKind::CaptureFailed => "capture_failed",
         }
     }
 
@@ -151,6 +165,9 @@ impl ErrorKind {
             ErrorKind::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::TlsHandshakeFailed => StatusCode::BAD_REQUEST,
+            ErrorKind::SecretInResponse | ErrorKind::CaptureFailed => StatusCode::BAD_GATEWAY,
+            ErrorKind::UnknownHandle => StatusCode::UNAUTHORIZED,
+            ErrorKind::HandleNotAllowed => StatusCode::FORBIDDEN,
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod inject;
 pub mod inventory;
 pub mod mcp;
 pub mod respond;
+pub mod scan;
 pub mod strip;
 
 use crate::conn::ConnInfo;
