@@ -177,6 +177,10 @@ fn audit_record(c: &mut Criterion) {
                 credential_cached: None,
                 credential_scope: None,
                 stripped: vec!["header:authorization".into()],
+                handle: None,
+                captured: None,
+                response_secrets: Vec::new(),
+                admin: None,
             };
             buf.clear();
             serde_json::to_writer(&mut buf, black_box(&r)).unwrap();

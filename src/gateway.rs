@@ -52,6 +52,8 @@ pub struct Shared {
     pub clock: crate::clock::Clock,
     /// AWS-style keys issued to agents (their ids; secrets derived, never stored).
     pub agent_keys: crate::pipeline::identify::aws_key::AgentKeys,
+    /// Captured secrets (sealed) by handle, and the keys that seal them.
+    pub vault: crate::capture::Vault,
 }
 
 impl Shared {
@@ -78,6 +80,10 @@ impl Shared {
             &snapshot.server.data_dir.join("aws-agent-keys.key"),
         )?;
         agent_keys.set(&store.agent_keys().await.map_err(|e| e.to_string())?);
+        let sealer = crate::capture::Sealer::load(&snapshot.capture.key, &snapshot.capture.previous)
+            .map_err(|e| format!("capture key: {e}"))?;
+        let vault = crate::capture::Vault::new(sealer);
+        vault.set(store.captured().await.map_err(|e| e.to_string())?);
         let audit = AuditLog::open(&snapshot.audit).await?;
         let jwks_document = Bytes::from(crate::credentials::signer::jwks_document([&*signer]));
         Ok(Arc::new(Shared {
@@ -94,6 +100,7 @@ impl Shared {
             webhooks: Default::default(),
             clock: Default::default(),
             agent_keys,
+            vault,
         }))
     }
 

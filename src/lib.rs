@@ -9,6 +9,7 @@ pub type FastHash = ahash::RandomState;
 pub mod admin_client;
 pub mod agent_conn;
 pub mod aws;
+pub mod capture;
 pub mod catalog;
 pub mod clock;
 pub mod config;

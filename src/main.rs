@@ -82,6 +82,14 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Captured secrets: `rekey` seals every one again under the current capture key
+    /// (after a key rotation; then the previous keys can be dropped from the config).
+    Capture {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: CaptureCommand,
+    },
     /// Reload the configuration and policies of the running gateway.
     Reload {
         #[command(flatten)]
@@ -168,6 +176,40 @@ enum InventoryCommand {
         json: bool,
         #[arg(long)]
         csv: bool,
+    },
+    /// Revoke an inventory record in keygate: its captured secrets are deleted and its
+    /// handles stop working at once (the identity itself is not deleted at the tool).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let another agent use the handles of an inventory record's captured secrets.
+    Share {
+        id: String,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Show the captured secrets of an inventory record (audited, with who and why).
+    Reveal {
+        id: String,
+        #[arg(long)]
+        approver: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaptureCommand {
+    /// Seal every captured secret again under the current key.
+    Rekey {
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 
@@ -285,6 +327,23 @@ fn main() -> ExitCode {
         Command::Approvals { admin, command } => client(admin, |c| approvals(c, command)),
         Command::Inventory { admin, command } => client(admin, |c| inventory(c, command)),
         Command::Agents { admin, command } => client(admin, |c| agents(c, command)),
+        Command::Capture {
+            admin,
+            command: CaptureCommand::Rekey { by },
+        } => client(admin, |c| async move {
+            let v = c
+                .call(
+                    http::Method::POST,
+                    "/capture/rekey",
+                    Some(serde_json::json!({ "by": by })),
+                )
+                .await?;
+            println!(
+                "{} captured secrets sealed again under key {}",
+                v["resealed"], v["key_id"]
+            );
+            Ok(())
+        }),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => match keygate::telemetry::audit_chain::verify_files(&files) {
@@ -395,7 +454,54 @@ async fn approvals(c: AdminClient, cmd: ApprovalsCommand) -> Result<(), String> 
 }
 
 async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> {
-    let InventoryCommand::List { json, csv } = cmd;
+    use http::Method;
+    let (json, csv) = match cmd {
+        InventoryCommand::List { json, csv } => (json, csv),
+        InventoryCommand::Revoke { id, by, reason } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/inventory/{id}/revoke"),
+                    Some(serde_json::json!({"by": by, "reason": reason})),
+                )
+                .await?;
+            println!(
+                "revoked {} ({} handles revoked)",
+                admin_client::terminal_text(&id),
+                v["handles_revoked"]
+            );
+            return Ok(());
+        }
+        InventoryCommand::Share { id, agent, by } => {
+            c.call(
+                Method::POST,
+                &format!("/inventory/{id}/share"),
+                Some(serde_json::json!({"agent": agent, "by": by})),
+            )
+            .await?;
+            println!(
+                "{} may now use the handles of {}",
+                admin_client::terminal_text(&agent),
+                admin_client::terminal_text(&id)
+            );
+            return Ok(());
+        }
+        InventoryCommand::Reveal {
+            id,
+            approver,
+            reason,
+        } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/inventory/{id}/reveal"),
+                    Some(serde_json::json!({"approver": approver, "reason": reason})),
+                )
+                .await?;
+            print_json(&v["secrets"]);
+            return Ok(());
+        }
+    };
     let v = c.call(http::Method::GET, "/inventory", None).await?;
     let list = v["identities"].as_array().cloned().unwrap_or_default();
     let headers: Vec<&str> = admin_client::INVENTORY_COLUMNS

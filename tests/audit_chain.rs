@@ -309,6 +309,10 @@ fn record(i: u64) -> AuditRecord {
         credential_cached: None,
         credential_scope: None,
         stripped: vec!["header:cookie".into()],
+        handle: None,
+        captured: None,
+        response_secrets: Vec::new(),
+        admin: None,
     }
 }
 

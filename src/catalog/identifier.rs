@@ -141,7 +141,7 @@ fn json_member(v: &serde_json::Value, name: &str) -> Option<String> {
 
 /// Text of the first element whose local name is `tag` (ASCII case-insensitively; EC2
 /// answers in lowerCamelCase): `<tag>text</tag>`.
-fn xml_text(doc: &str, tag: &str) -> Option<String> {
+pub(super) fn xml_text(doc: &str, tag: &str) -> Option<String> {
     let mut rest = doc;
     while let Some(i) = rest.find('<') {
         rest = &rest[i + 1..];

@@ -131,6 +131,12 @@ pub fn identifier(op: &CatalogOp, request_path: &str, response_body: &[u8]) -> O
     identifier::extract(&op.identifier, request_path, response_body)
 }
 
+/// The text of the first XML element named `tag` (local name, ASCII case-insensitively),
+/// unescaped.
+pub fn xml_element_text(doc: &str, tag: &str) -> Option<String> {
+    identifier::xml_text(doc, tag)
+}
+
 /// Every operation of a kind, for the policy schema and docs.
 pub fn operations(kind: Kind) -> &'static [CatalogOp] {
     match kind {

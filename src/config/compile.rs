@@ -44,6 +44,15 @@ pub struct Snapshot {
     pub telemetry: TelemetrySettings,
     /// The forward-proxy listener, when configured.
     pub proxy: Option<ProxySettings>,
+    /// The keys that seal captured secrets.
+    pub capture: CaptureSettings,
+}
+
+/// Where the keys that seal captured secrets come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSettings {
+    pub key: crate::capture::KeySource,
+    pub previous: Vec<crate::capture::KeySource>,
 }
 
 /// The forward-proxy listener and the CA it issues host certificates from.
@@ -240,6 +249,11 @@ pub struct Tool {
     /// Query parameters removed before forwarding.
     pub strip_query: Vec<String>,
     pub on_secret: OnSecret,
+    /// What the response phase does with secret formats in the tool's responses.
+    pub response_scan: crate::pipeline::scan::Settings,
+    /// Whether the secret an identity-creation call returns is captured (handed to the
+    /// agent as a handle).
+    pub capture: bool,
     pub credential: CredentialSpec,
 }
 
@@ -427,6 +441,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
 
     let server = compile_server(&mut c, f.server);
     let proxy = compile_proxy(&mut c, f.proxy, &server.data_dir);
+    let capture = compile_capture(&mut c, f.capture, &server.data_dir);
     let audit_fail_closed = f.audit.fail_closed;
     let audit = compile_audit(&mut c, f.audit);
     let identity = compile_identity(&mut c, f.identity);
@@ -498,6 +513,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         store_path,
         telemetry,
         proxy,
+        capture,
     })
 }
 
@@ -620,6 +636,26 @@ fn compile_tls(c: &mut Checker, key: &str, t: file::TlsSection) -> TlsSettings {
         client_ca_file,
         client_auth: t.client_auth,
     }
+}
+
+fn compile_capture(c: &mut Checker, p: file::CaptureSection, data_dir: &Path) -> CaptureSettings {
+    use crate::capture::KeySource;
+    let key = match (p.key_file, p.key_env) {
+        (Some(_), Some(_)) => {
+            c.error("capture", "set key_file or key_env, not both");
+            KeySource::File(crate::capture::default_key_file(data_dir))
+        }
+        (Some(f), None) => KeySource::File(c.path(&f)),
+        (None, Some(v)) => KeySource::Env(v),
+        (None, None) => KeySource::File(crate::capture::default_key_file(data_dir)),
+    };
+    let previous = p
+        .previous_key_files
+        .iter()
+        .map(|f| KeySource::File(c.path(f)))
+        .chain(p.previous_key_envs.into_iter().map(KeySource::Env))
+        .collect();
+    CaptureSettings { key, previous }
 }
 
 fn compile_proxy(c: &mut Checker, p: file::ProxySection, data_dir: &Path) -> Option<ProxySettings> {
@@ -1121,6 +1157,22 @@ fn compile_tools(
             strip_headers,
             strip_query: e.strip_query,
             on_secret: e.on_secret,
+            response_scan: crate::pipeline::scan::Settings {
+                mode: match e.response_secrets {
+                    file::ResponseSecrets::Redact => crate::pipeline::scan::Mode::Redact,
+                    file::ResponseSecrets::Block => crate::pipeline::scan::Mode::Block,
+                    file::ResponseSecrets::Pass => crate::pipeline::scan::Mode::Pass,
+                },
+                compressed: match e.compressed_responses {
+                    file::CompressedResponses::Decompress => {
+                        crate::pipeline::scan::Compressed::Decompress
+                    }
+                    file::CompressedResponses::Refuse => crate::pipeline::scan::Compressed::Refuse,
+                },
+                max_decompressed: e.max_decompressed_bytes,
+                max_buffered: e.max_decompressed_bytes,
+            },
+            capture: e.created_secrets == file::CreatedSecrets::Capture,
             credential,
         });
         for h in &tool.hosts {

@@ -32,6 +32,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub proxy: ProxySection,
     #[serde(default)]
+    pub capture: CaptureSection,
+    #[serde(default)]
     pub agents: Vec<AgentEntry>,
     #[serde(default)]
     pub tools: Vec<ToolEntry>,
@@ -213,6 +215,21 @@ pub struct ProxySection {
     /// TLS to the proxy listener itself (`https://` proxy URLs), with client
     /// certificates (mTLS) as agent identity.
     pub tls: Option<TlsSection>,
+}
+
+/// Where the key that seals captured secrets comes from (never the database).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureSection {
+    /// File holding the key (32 bytes, hex); generated owner-only on first start.
+    /// Default: `capture.key` in the data directory.
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the key (32 bytes, hex), instead of a file.
+    pub key_env: Option<String>,
+    /// Earlier keys (files, or environment variables), kept to open what they sealed until
+    /// `keygate capture rekey` has sealed everything again under the current key.
+    pub previous_key_files: Vec<PathBuf>,
+    pub previous_key_envs: Vec<String>,
 }
 
 impl Default for ProxySection {
@@ -443,6 +460,21 @@ pub struct ToolEntry {
     /// What to do with a known secret format left in the request: "reject" or "redact".
     #[serde(default)]
     pub on_secret: OnSecret,
+    /// What to do with a known secret format in the tool's response: "redact" (default:
+    /// overwritten in place), "block" (502 secret_in_response) or "pass".
+    #[serde(default)]
+    pub response_secrets: ResponseSecrets,
+    /// A compressed response (which must be scanned): "decompress" (gzip and deflate,
+    /// default) or "refuse".
+    #[serde(default)]
+    pub compressed_responses: CompressedResponses,
+    /// Largest response body decompressed for scanning.
+    #[serde(default = "default_decompressed_limit")]
+    pub max_decompressed_bytes: u64,
+    /// The secret an identity-creation call returns: "capture" (default: sealed by
+    /// keygate, the agent gets a handle) or "pass" (the agent gets it).
+    #[serde(default)]
+    pub created_secrets: CreatedSecrets,
     pub credential: CredentialEntry,
 }
 
@@ -487,6 +519,35 @@ fn default_request_timeout() -> Duration {
 }
 fn default_body_limit() -> u64 {
     1024 * 1024
+}
+
+fn default_decompressed_limit() -> u64 {
+    16 * 1024 * 1024
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseSecrets {
+    #[default]
+    Redact,
+    Block,
+    Pass,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressedResponses {
+    #[default]
+    Decompress,
+    Refuse,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CreatedSecrets {
+    #[default]
+    Capture,
+    Pass,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

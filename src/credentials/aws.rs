@@ -38,6 +38,17 @@ pub struct AwsCredential {
 }
 
 impl AwsCredential {
+    /// A long-lived key (a captured one): no session token, no expiry keygate knows.
+    pub fn long_lived(access_key_id: &str, secret_access_key: String) -> AwsCredential {
+        AwsCredential {
+            access_key_id: access_key_id.into(),
+            secret_access_key,
+            session_token: None,
+            expires_unix: u64::MAX,
+            role: None,
+        }
+    }
+
     pub fn signing_key(&self) -> SigningKey<'_> {
         SigningKey {
             access_key_id: &self.access_key_id,

@@ -60,6 +60,11 @@ impl<V: Cacheable> Entry<V> {
         }
     }
 
+    /// An entry no cache holds (a captured key a call is signed with).
+    pub fn uncached(value: V) -> Entry<V> {
+        Entry::new(value, 0)
+    }
+
     /// The last second it is handed out.
     fn usable_until(&self) -> u64 {
         self.value.expires_unix().saturating_sub(EXPIRY_MARGIN)

@@ -61,6 +61,32 @@ impl OnFinish for Pending {
             completed,
             "request finished"
         );
+        let action = match ctx.tool.as_ref().map(|t| t.tool.response_scan.mode) {
+            Some(crate::pipeline::scan::Mode::Block) => "blocked",
+            Some(crate::pipeline::scan::Mode::Pass) => "passed",
+            _ => "redacted",
+        };
+        let tool_name: Arc<str> = ctx.tool.as_ref().map_or("".into(), |t| t.tool.name.clone());
+        let tool = &*tool_name;
+        let response_secrets: Vec<crate::telemetry::audit_log::ResponseSecret> = ctx
+            .response_secrets
+            .as_ref()
+            .map(|f| f.snapshot())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(format, location, count)| {
+                metrics.response_secret(tool, format, action, count);
+                crate::telemetry::audit_log::ResponseSecret {
+                    format,
+                    location,
+                    count,
+                    action,
+                }
+            })
+            .collect();
+        if ctx.captured > 0 {
+            metrics.captured(tool, ctx.captured as u64);
+        }
         let (agent_id, agent_owner, identity, issuer) = match &ctx.identity {
             Some(i) => (
                 Some(i.agent.id.clone()),
@@ -116,6 +142,10 @@ impl OnFinish for Pending {
             credential_cached: ctx.credential.cached,
             credential_scope: ctx.credential.scope,
             stripped: ctx.stripped,
+            handle: ctx.handle,
+            captured: (ctx.captured > 0).then_some(ctx.captured),
+            response_secrets,
+            admin: None,
         });
     }
 }

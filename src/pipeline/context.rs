@@ -47,6 +47,12 @@ pub struct RequestCtx {
     pub approval: Option<crate::store::Approval>,
     /// inventory: the entry recorded for an identity created, or why none was.
     pub inventory: Option<Result<String, String>>,
+    /// inventory: how many secrets the answer carried that keygate captured.
+    pub captured: usize,
+    /// The handle step: the inventory record whose captured secret this call used.
+    pub handle: Option<String>,
+    /// respond: the secret formats found in the tool's response (by format and where).
+    pub response_secrets: Option<Arc<crate::pipeline::scan::Findings>>,
     /// The driver, when the request ends.
     pub decision: Decision,
     /// The driver, when the request ends: the refusal or failure.
@@ -85,6 +91,9 @@ impl RequestCtx {
             approval_id: None,
             approval: None,
             inventory: None,
+            captured: 0,
+            handle: None,
+            response_secrets: None,
             decision: Decision::Deny,
             error: None,
             bytes_in: Arc::new(AtomicU64::new(0)),

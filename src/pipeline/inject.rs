@@ -203,10 +203,11 @@ pub async fn inject_aws<B>(
     body: Option<&[u8]>,
     target: AwsTarget,
     decided: Option<&crate::policy::AwsScope>,
+    captured: Option<AwsCredential>,
     trace: Option<&mut RequestTrace>,
 ) -> (Credential, Result<AwsSigning, Error>) {
     let mut credential = Credential {
-        provider: Some("aws"),
+        provider: Some(if captured.is_some() { "captured" } else { "aws" }),
         ..Credential::default()
     };
     crate::http_client::remove_hop_by_hop(req.headers_mut());
@@ -253,6 +254,13 @@ pub async fn inject_aws<B>(
             actions: &actions,
             policy: &policy,
         };
+        // A captured key (its handle signed the call): that key signs it, as it is.
+        if let Some(key) = captured {
+            return Ok((
+                Arc::new(crate::credentials::cache::Entry::uncached(key)),
+                Served::Issued,
+            ));
+        }
         let phase = trace
             .as_ref()
             .map(|_| RequestTrace::begin("keygate.credential"));
@@ -283,7 +291,8 @@ pub async fn inject_aws<B>(
         Ok((entry, served)) => {
             credential.id = Some(entry.value.access_key_id.clone());
             credential.role = entry.value.role.clone();
-            credential.expires_unix = Some(entry.value.expires_unix);
+            credential.expires_unix =
+                (entry.value.expires_unix != u64::MAX).then_some(entry.value.expires_unix);
             credential.cached = Some(served == Served::Cached);
             (
                 credential,
@@ -333,6 +342,34 @@ pub fn sign_aws<B>(
         now,
     )
     .map_err(|e| Error::new(ErrorKind::BadRequest, e.0))
+}
+
+/// For a call that presents a captured secret's handle in a header: the secret goes where
+/// the handle was, and the tool's provider issues nothing for it.
+pub fn inject_captured<B>(
+    vault: &crate::capture::Vault,
+    used: &crate::capture::TokenUse,
+    req: &mut Request<B>,
+) -> (Credential, Result<(), Error>) {
+    let mut credential = Credential {
+        provider: Some("captured"),
+        id: Some(used.captured.identity_id.as_str().into()),
+        ..Credential::default()
+    };
+    crate::http_client::remove_hop_by_hop(req.headers_mut());
+    req.headers_mut().remove(header::RANGE);
+    req.headers_mut().remove(header::IF_RANGE);
+    match crate::capture::put_token(vault, used, req.headers_mut()) {
+        Ok(secret) => {
+            credential.injected = Injected::new([secret.bytes()]).map(Arc::new);
+            req.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+            (credential, Ok(()))
+        }
+        Err(e) => (credential, Err(e)),
+    }
 }
 
 /// Sets the credential the tool's provider issues for this call on the request (a

@@ -32,19 +32,30 @@ pub struct Created<'a> {
     pub review_after: Duration,
     /// When the identity was created (unix ms, by the gateway's clock).
     pub now: Millis,
+    /// Where captured secrets go, when the tool captures them (`created_secrets`).
+    pub capture: Option<Capture<'a>>,
+}
+
+/// What capturing a created secret needs.
+pub struct Capture<'a> {
+    pub vault: &'a crate::capture::Vault,
+    pub agent_keys: &'a crate::pipeline::identify::aws_key::AgentKeys,
 }
 
 /// What was recorded: the inventory entry's id, or why none could be written (the
-/// identity exists at the tool whatever happens here, so the agent gets its response).
+/// identity exists at the tool whatever happens here, so the agent gets its response,
+/// unless it carries a secret to capture: that is never handed out unrecorded).
 pub type Recorded = Result<String, String>;
 
-/// Reads the tool's answer to an identity-creation call, records the identity, and hands
-/// the answer on unchanged.
+/// Reads the tool's answer to an identity-creation call, records the identity, captures
+/// the secret it returned (when the tool does and the catalog knows where it is), and
+/// hands the answer on, each captured secret replaced by its handle. Returns the answer,
+/// the record, and how many secrets were captured.
 pub async fn record(
     store: &dyn Store,
     c: Created<'_>,
     resp: Response<ProxyBody>,
-) -> Result<(Response<ProxyBody>, Recorded), Error> {
+) -> Result<(Response<ProxyBody>, Recorded, usize), Error> {
     let (parts, mut body) = resp.into_parts();
     let unreadable = |detail: String| {
         Error::new(
@@ -114,5 +125,37 @@ pub async fn record(
             Err(e.to_string())
         }
     };
-    Ok((Response::from_parts(parts, full_body(bytes)), recorded))
+    let fields = match (&c.capture, op.catalog) {
+        (Some(_), Some(cat)) => crate::capture::fields(cat.name),
+        _ => &[],
+    };
+    let (mut parts, bytes, captured) = match (&c.capture, fields.is_empty()) {
+        (Some(cap), false) => {
+            let Ok(identity_id) = &recorded else {
+                // The secret would be nobody's: withheld.
+                return Err(Error::new(
+                    ErrorKind::CaptureFailed,
+                    "keygate could not keep the secret this call returned; it was not handed out",
+                )
+                .with_detail("the identity could not be recorded in the inventory"));
+            };
+            let creation = crate::capture::Creation {
+                store,
+                vault: cap.vault,
+                agent_keys: cap.agent_keys,
+                tool: c.tool,
+                agent_id: &c.agent.id,
+                identity_id,
+                now,
+            };
+            let (out, n) = crate::capture::capture(&creation, fields, &bytes).await?;
+            (parts, bytes::Bytes::from(out), n)
+        }
+        _ => (parts, bytes, 0),
+    };
+    if captured > 0 {
+        // The body changed length: its framing is the new body's.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    Ok((Response::from_parts(parts, full_body(bytes)), recorded, captured))
 }

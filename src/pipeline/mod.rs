@@ -224,12 +224,14 @@ async fn run(
     let mut call = classify(gw, ctx, req, route).await?;
     prove(gw, ctx, &mut call).await?;
     authorize(gw, ctx, &agent, &mut call).await?;
+    let handle = find_handle(gw, ctx, &agent, &mut call)?;
     let mut out = strip(gw, ctx, call).await?;
-    inject(ctx, &agent, &mut out).await?;
+    inject(gw, ctx, &agent, &mut out, handle).await?;
     approve(gw, ctx, &agent, &out).await?;
     let resp = forward(gw, ctx, &mut out).await?;
     let resp = respond(gw, ctx, &agent, &out, resp)?;
-    inventory(gw, ctx, &agent, &out, resp).await
+    let resp = inventory(gw, ctx, &agent, &out, resp).await?;
+    scan(ctx, &out, resp).await
     // audit: once the response is sent ([`audit::attach`], in `handle_to_end`).
 }
 
@@ -514,6 +516,39 @@ async fn authorize(
     Ok(())
 }
 
+/// A captured secret a call presents the handle of.
+enum HandleUse {
+    /// A `kgh_` token in a header.
+    Token(crate::capture::TokenUse),
+    /// The AWS key pair that signed the call.
+    Aws(Arc<crate::store::CapturedSecret>),
+}
+
+/// The handle of a captured secret, when the call presents one (the AWS key that signed it,
+/// a `kgh_` token in a header): checked to be active and this agent's for this tool, and
+/// taken off the request before strip; inject puts the real secret in its place.
+fn find_handle(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    call: &mut Call,
+) -> Result<Option<HandleUse>, Error> {
+    let tool = &*call.tool.tool.name;
+    let vault = &gw.shared.vault;
+    if let Some(key) = ctx.identity.as_ref().and_then(|i| i.aws_key.as_deref()) {
+        if let Some(c) = vault.get(key) {
+            ctx.handle = Some(c.identity_id.clone());
+            crate::capture::check_use(&c, &agent.id, tool)?;
+            return Ok(Some(HandleUse::Aws(c)));
+        }
+    }
+    let used = crate::capture::take_token_handle(vault, &mut call.parts.headers, &agent.id, tool)?;
+    Ok(used.map(|u| {
+        ctx.handle = Some(u.captured.identity_id.clone());
+        HandleUse::Token(u)
+    }))
+}
+
 /// The request as it leaves keygate.
 struct Outgoing {
     tool: Arc<ToolRuntime>,
@@ -610,14 +645,30 @@ async fn strip(
 }
 
 /// inject: the credential the tool's provider issues for this agent (for AWS: the
-/// credentials the call is signed with as it leaves).
+/// credentials the call is signed with as it leaves); for a call that presents a handle,
+/// the captured secret it stands for.
 async fn inject(
+    gw: &Gateway,
     ctx: &mut RequestCtx,
     agent: &crate::config::Agent,
     out: &mut Outgoing,
+    handle: Option<HandleUse>,
 ) -> Result<(), Error> {
     let Some(req) = out.req.as_mut() else {
         return Err(Error::new(ErrorKind::Internal, "no request to inject into"));
+    };
+    let captured_aws = match &handle {
+        Some(HandleUse::Token(used)) => {
+            let (credential, result) = inject::inject_captured(&gw.shared.vault, used, req);
+            ctx.credential = credential;
+            return result;
+        }
+        Some(HandleUse::Aws(c)) => {
+            let secret = gw.shared.vault.open(c)?;
+            let (id, key) = crate::capture::aws_key_of(&secret)?;
+            Some(crate::credentials::aws::AwsCredential::long_lived(&id, key))
+        }
+        None => None,
     };
     if let Provider::Aws(provider) = &out.tool.provider {
         let Some(target) = out.aws.clone() else {
@@ -636,6 +687,7 @@ async fn inject(
             out.body.as_deref(),
             target,
             out.aws_scope.as_ref(),
+            captured_aws,
             ctx.trace.as_mut(),
         ))
         .await;
@@ -769,6 +821,19 @@ fn respond(
     })
 }
 
+/// respond, its last step: known secret formats in the response are redacted (or block
+/// it, or pass), per tool; after inventory, which captures a created secret first.
+async fn scan(
+    ctx: &mut RequestCtx,
+    out: &Outgoing,
+    resp: Response<ProxyBody>,
+) -> Result<Response<ProxyBody>, Error> {
+    let t = &out.tool.tool;
+    let findings = Arc::new(scan::Findings::default());
+    ctx.response_secrets = Some(findings.clone());
+    scan::scan(&t.response_scan, &t.name, resp, findings).await
+}
+
 /// inventory: an identity created is recorded with its agent, approver, owner, ticket.
 async fn inventory(
     gw: &Gateway,
@@ -791,9 +856,14 @@ async fn inventory(
         request_id: &ctx.request_id,
         review_after: gw.snapshot.approvals.review_after,
         now: gw.shared.clock.unix_millis(),
+        capture: out.tool.tool.capture.then_some(inventory::Capture {
+            vault: &gw.shared.vault,
+            agent_keys: &gw.shared.agent_keys,
+        }),
     };
-    let (resp, recorded) = inventory::record(&*gw.shared.store, created, resp).await?;
+    let (resp, recorded, captured) = inventory::record(&*gw.shared.store, created, resp).await?;
     ctx.inventory = Some(recorded);
+    ctx.captured = captured;
     Ok(resp)
 }
 

@@ -152,6 +152,85 @@ struct SuspendBody {
     reason: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    by: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareBody {
+    agent: String,
+    by: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevealBody {
+    approver: String,
+    reason: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RekeyBody {
+    by: Option<String>,
+}
+
+/// Writes an administrator's action on captured secrets to the audit log.
+fn audit_admin(
+    rt: &Runtime,
+    path: &str,
+    inventory_id: Option<&str>,
+    action: crate::telemetry::audit_log::AdminAction,
+    status: u16,
+) {
+    use crate::telemetry::audit_log::AuditRecord;
+    rt.shared.audit.record(AuditRecord {
+        time: crate::pipeline::audit::rfc3339_millis(std::time::SystemTime::now()),
+        request_id: rt.current().next_request_id(),
+        agent_id: None,
+        agent_owner: None,
+        identity: Some("admin-token"),
+        issuer: None,
+        spiffe_id: None,
+        client: "admin".into(),
+        tool: None,
+        operation: Some(format!("keygate:captured.{}", action.action).into()),
+        tags: Vec::new(),
+        identity_kind: None,
+        policies: Vec::new(),
+        policy_errors: Vec::new(),
+        approval_id: None,
+        inventory_id: inventory_id.map(str::to_string),
+        mcp: None,
+        method: "POST".into(),
+        path: path.to_string(),
+        decision: "local",
+        error: None,
+        error_detail: None,
+        status,
+        duration_ms: 0.0,
+        bytes_in: 0,
+        bytes_out: 0,
+        completed: true,
+        client_gone: false,
+        credential_provider: None,
+        credential_id: None,
+        credential_role: None,
+        credential_expires: None,
+        credential_cached: None,
+        credential_scope: None,
+        stripped: Vec::new(),
+        handle: None,
+        captured: None,
+        response_secrets: Vec::new(),
+        admin: Some(action),
+    });
+}
+
 /// A refusal computed by a helper (boxed: responses are large).
 type Refusal = Box<Response<AdminBody>>;
 
@@ -396,6 +475,216 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             Ok(list) => json(StatusCode::OK, serde_json::json!({ "identities": list })),
             Err(e) => store_error(e),
         },
+        (Method::POST, ["inventory", id, "revoke"]) => {
+            let id = id.to_string();
+            let b: RevokeBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let by = b.by.unwrap_or_else(|| "admin".into());
+            match store
+                .revoke_identity(&id, &by, rt.shared.clock.unix_millis())
+                .await
+            {
+                Ok(done) => {
+                    // The handles stop working in this process at once.
+                    rt.shared.vault.forget_identity(&id);
+                    for h in &done.handles {
+                        rt.shared.agent_keys.forget(h);
+                    }
+                    audit_admin(
+                        rt,
+                        &path,
+                        Some(&id),
+                        crate::telemetry::audit_log::AdminAction {
+                            action: "revoke",
+                            by: by.clone(),
+                            reason: b.reason,
+                            agent: None,
+                        },
+                        200,
+                    );
+                    tracing::info!(identity = %id, by = %by, handles = done.handles.len(), "inventory record revoked");
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({
+                            "id": id,
+                            "revoked": true,
+                            "already_revoked": done.already,
+                            "handles_revoked": done.handles.len(),
+                        }),
+                    )
+                }
+                Err(StoreError::NotFound) => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such inventory record",
+                ),
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, ["inventory", id, "share"]) => {
+            let id = id.to_string();
+            let b: ShareBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            if !rt.current().snapshot.agents.by_id.contains_key(b.agent.as_str()) {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "unknown_agent",
+                    format!("no agent {:?} in the configuration", b.agent),
+                );
+            }
+            match store.share_captured(&id, &b.agent).await {
+                Ok(0) => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "keygate holds no captured secret for this inventory record",
+                ),
+                Ok(n) => {
+                    match store.captured().await {
+                        Ok(all) => rt.shared.vault.set(all),
+                        Err(e) => return store_error(e),
+                    }
+                    audit_admin(
+                        rt,
+                        &path,
+                        Some(&id),
+                        crate::telemetry::audit_log::AdminAction {
+                            action: "share",
+                            by: b.by.unwrap_or_else(|| "admin".into()),
+                            reason: None,
+                            agent: Some(b.agent.clone()),
+                        },
+                        200,
+                    );
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({"id": id, "agent": b.agent, "secrets": n}),
+                    )
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, ["inventory", id, "reveal"]) => {
+            let id = id.to_string();
+            let b: RevealBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            if b.approver.trim().is_empty() || b.reason.trim().is_empty() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "revealing a captured secret needs the approver's name and a reason",
+                );
+            }
+            let all = match store.captured().await {
+                Ok(all) => all,
+                Err(e) => return store_error(e),
+            };
+            let mut secrets = Vec::new();
+            for c in all.iter().filter(|c| c.identity_id == id) {
+                match rt.shared.vault.open(c) {
+                    Ok(s) => {
+                        let text = String::from_utf8_lossy(s.bytes()).into_owned();
+                        let value = match c.shape {
+                            crate::capture::Shape::AwsSecretKey => {
+                                match text.split_once('\n') {
+                                    Some((id, key)) => serde_json::json!({
+                                        "access_key_id": id, "secret_access_key": key
+                                    }),
+                                    None => serde_json::Value::Null,
+                                }
+                            }
+                            crate::capture::Shape::Token => serde_json::Value::String(text),
+                        };
+                        secrets.push(serde_json::json!({"field": c.field, "value": value}));
+                    }
+                    Err(e) => {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, "capture_failed", e.message)
+                    }
+                }
+            }
+            let status = if secrets.is_empty() { 404 } else { 200 };
+            audit_admin(
+                rt,
+                &path,
+                Some(&id),
+                crate::telemetry::audit_log::AdminAction {
+                    action: "reveal",
+                    by: b.approver.clone(),
+                    reason: Some(b.reason.clone()),
+                    agent: None,
+                },
+                status,
+            );
+            tracing::warn!(identity = %id, approver = %b.approver, "captured secret revealed");
+            if secrets.is_empty() {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "keygate holds no captured secret for this inventory record",
+                );
+            }
+            let mut r = json(StatusCode::OK, serde_json::json!({"id": id, "secrets": secrets}));
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            r
+        }
+        (Method::POST, ["capture", "rekey"]) => {
+            let b: RekeyBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let all = match store.captured().await {
+                Ok(all) => all,
+                Err(e) => return store_error(e),
+            };
+            let vault = &rt.shared.vault;
+            let mut resealed = 0;
+            for c in all
+                .iter()
+                .filter(|c| c.sealed.key_id != vault.sealer.current_id())
+            {
+                let sealed = vault
+                    .open(c)
+                    .and_then(|s| vault.sealer.seal(s.bytes(), &crate::capture::aad(c)));
+                let sealed = match sealed {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, "capture_failed", e.message)
+                    }
+                };
+                if let Err(e) = store.reseal(&c.handle_hash, &sealed).await {
+                    return store_error(e);
+                }
+                resealed += 1;
+            }
+            match store.captured().await {
+                Ok(all) => vault.set(all),
+                Err(e) => return store_error(e),
+            }
+            audit_admin(
+                rt,
+                &path,
+                None,
+                crate::telemetry::audit_log::AdminAction {
+                    action: "rekey",
+                    by: b.by.unwrap_or_else(|| "admin".into()),
+                    reason: None,
+                    agent: None,
+                },
+                200,
+            );
+            json(
+                StatusCode::OK,
+                serde_json::json!({"resealed": resealed, "key_id": vault.sealer.current_id()}),
+            )
+        }
         (Method::GET, ["agents", "suspended"]) => match store.suspensions().await {
             Ok(list) => json(StatusCode::OK, serde_json::json!({ "suspended": list })),
             Err(e) => store_error(e),

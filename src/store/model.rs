@@ -130,6 +130,41 @@ pub struct InventoryEntry {
     pub request_id: String,
     pub created_at: Millis,
     pub review_by: Option<Millis>,
+    /// When it was revoked in keygate (its captured secrets deleted, its handles dead).
+    pub revoked_at: Option<Millis>,
+    pub revoked_by: Option<String>,
+    /// How many captured secrets keygate holds for it.
+    pub captured: u32,
+}
+
+/// A secret an identity-creation call returned, sealed, and the handle that stands for it
+/// (only the handle's SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedSecret {
+    /// SHA-256 (hex) of the handle: a `kgh_` token, or the key id of an AWS handle pair.
+    pub handle_hash: String,
+    /// The inventory record of the identity the secret belongs to.
+    pub identity_id: String,
+    /// The tool that created it (the only one its handle works for).
+    pub tool: String,
+    /// The agent that created it.
+    pub agent_id: String,
+    /// Other agents its owner lets use the handle.
+    pub shared_with: Vec<String>,
+    /// Where the answer carried it (a JSON Pointer or an XML element name).
+    pub field: String,
+    pub shape: crate::capture::Shape,
+    pub sealed: crate::capture::Sealed,
+    pub created_at: Millis,
+}
+
+/// What revoking an inventory record did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// The fingerprints of the handles (and AWS handle keys) now dead.
+    pub handles: Vec<String>,
+    /// Whether it was already revoked.
+    pub already: bool,
 }
 
 /// An identity to record in the inventory: an [`InventoryEntry`] without its id.
@@ -300,6 +335,33 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a key (by its hash); false if there is no such key or it was revoked
     /// already.
     async fn revoke_agent_key(&self, key_hash: &str, now: Millis) -> Result<bool, StoreError>;
+
+    /// Stores a captured secret, and with an AWS handle its key (in one transaction).
+    async fn record_captured(
+        &self,
+        c: &CapturedSecret,
+        aws_key: Option<&AgentKey>,
+    ) -> Result<(), StoreError>;
+
+    /// Every captured secret still held.
+    async fn captured(&self) -> Result<Vec<CapturedSecret>, StoreError>;
+
+    /// Revokes an inventory record: its captured secrets are deleted and its AWS handle
+    /// keys revoked, in one transaction. [`StoreError::NotFound`] when there is no such
+    /// record.
+    async fn revoke_identity(&self, id: &str, by: &str, now: Millis)
+        -> Result<Revoked, StoreError>;
+
+    /// Lets `agent` use the handles of an inventory record; the number of secrets it now
+    /// may use.
+    async fn share_captured(&self, identity_id: &str, agent: &str) -> Result<u64, StoreError>;
+
+    /// Replaces a captured secret's sealed form (re-sealed under another key).
+    async fn reseal(
+        &self,
+        handle_hash: &str,
+        sealed: &crate::capture::Sealed,
+    ) -> Result<(), StoreError>;
 }
 
 /// A fresh random id: `prefix` followed by 20 lowercase hex characters (80 random bits).

@@ -13,13 +13,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, SqliteConnection};
 
-use super::model::{
+use super::model::{CapturedSecret, Revoked, 
     new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, InventoryEntry, Millis,
     NewApproval, NewIdentity, Store, StoreError, Suspension,
 };
 
 /// The schema version this build writes and understands.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1 of the schema. Each statement is idempotent.
 const SCHEMA_V1: &[&str] = &[
@@ -87,12 +87,33 @@ const SCHEMA_V2: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_keys (
         revoked_at    INTEGER
     )"];
 
+/// Version 3: captured secrets (sealed; the key is never in the store) and revocation of
+/// inventory records.
+const SCHEMA_V3: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS captured_secrets (
+        handle_hash TEXT PRIMARY KEY NOT NULL,
+        identity_id TEXT NOT NULL REFERENCES inventory (id),
+        tool        TEXT NOT NULL,
+        agent_id    TEXT NOT NULL,
+        shared_with TEXT NOT NULL DEFAULT '[]',
+        field       TEXT NOT NULL,
+        shape       TEXT NOT NULL,
+        key_id      TEXT NOT NULL,
+        nonce       BLOB NOT NULL,
+        sealed      BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS captured_by_identity ON captured_secrets (identity_id)",
+    "ALTER TABLE inventory ADD COLUMN revoked_at INTEGER",
+    "ALTER TABLE inventory ADD COLUMN revoked_by TEXT",
+];
+
 const APPROVAL_COLUMNS: &str = "id, status, agent_id, agent_owner, tool, operation, \
     identity_kind, digest, method, path, policies, request, created_at, pending_expires_at, \
     decided_at, approver, ticket, identity_owner, note, approval_expires_at, review_by, used_at";
 
 const INVENTORY_COLUMNS: &str = "id, kind, tool, operation, identifier, agent_id, approver, \
-    owner, ticket, approval_id, request_id, created_at, review_by";
+    owner, ticket, approval_id, request_id, created_at, review_by, revoked_at, revoked_by";
 
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
@@ -130,7 +151,9 @@ impl SqliteStore {
             // FULL: a lost commit after a power cut could let a used approval be used again.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // A deleted captured secret is overwritten in the file, not left in a free page.
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(0)
@@ -163,10 +186,10 @@ impl SqliteStore {
             .await
             .map_err(db_err("migrate"))?;
         // Each version's statements, applied in order from the one after `current`.
-        let steps: [&[&str]; 2] = [SCHEMA_V1, SCHEMA_V2];
+        let steps: [&[&str]; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
         match current {
             Some(v) if v == SCHEMA_VERSION => {}
-            None | Some(1) => {
+            None | Some(1) | Some(2) => {
                 let from = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
                 for statement in steps[from..].iter().copied().flatten() {
                     sqlx::query(statement)
@@ -535,10 +558,13 @@ impl Store for SqliteStore {
             request_id: new.request_id,
             created_at: new.created_at,
             review_by: new.review_by,
+            revoked_at: None,
+            revoked_by: None,
+            captured: 0,
         };
         sqlx::query(&format!(
             "INSERT INTO inventory ({INVENTORY_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)"
         ))
         .bind(&entry.id)
         .bind(&entry.kind)
@@ -566,7 +592,9 @@ impl Store for SqliteStore {
 
     async fn inventory(&self) -> Result<Vec<InventoryEntry>, StoreError> {
         let rows = sqlx::query_as::<_, InventoryRow>(&format!(
-            "SELECT {INVENTORY_COLUMNS} FROM inventory ORDER BY created_at DESC, rowid DESC"
+            "SELECT {INVENTORY_COLUMNS}, (SELECT COUNT(*) FROM captured_secrets c \
+             WHERE c.identity_id = inventory.id) AS captured \
+             FROM inventory ORDER BY created_at DESC, rowid DESC"
         ))
         .fetch_all(&self.pool)
         .await
@@ -671,6 +699,196 @@ impl Store for SqliteStore {
         .map_err(db_err("revoke agent key"))?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn record_captured(
+        &self,
+        c: &CapturedSecret,
+        aws_key: Option<&AgentKey>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err("record captured secret"))?;
+        let shared = serde_json::to_string(&c.shared_with).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO captured_secrets (handle_hash, identity_id, tool, agent_id, \
+             shared_with, field, shape, key_id, nonce, sealed, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.handle_hash)
+        .bind(&c.identity_id)
+        .bind(&c.tool)
+        .bind(&c.agent_id)
+        .bind(shared)
+        .bind(&c.field)
+        .bind(c.shape.as_str())
+        .bind(&c.sealed.key_id)
+        .bind(&c.sealed.nonce)
+        .bind(&c.sealed.ciphertext)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("record captured secret"))?;
+        if let Some(key) = aws_key {
+            sqlx::query(
+                "INSERT INTO agent_keys (key_hash, agent_id, created_by, created_at, revoked_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&key.key_hash)
+            .bind(&key.agent_id)
+            .bind(&key.created_by)
+            .bind(key.created_at)
+            .bind(key.revoked_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("record captured secret"))?;
+        }
+        tx.commit().await.map_err(db_err("record captured secret"))
+    }
+
+    async fn captured(&self) -> Result<Vec<CapturedSecret>, StoreError> {
+        let rows = sqlx::query_as::<_, CapturedRow>(
+            "SELECT handle_hash, identity_id, tool, agent_id, shared_with, field, shape, \
+             key_id, nonce, sealed, created_at FROM captured_secrets ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list captured secrets"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(CapturedSecret {
+                    handle_hash: r.handle_hash,
+                    identity_id: r.identity_id,
+                    tool: r.tool,
+                    agent_id: r.agent_id,
+                    shared_with: serde_json::from_str(&r.shared_with).unwrap_or_default(),
+                    field: r.field,
+                    // A shape this keygate does not know is never used.
+                    shape: crate::capture::Shape::parse(&r.shape)?,
+                    sealed: crate::capture::Sealed {
+                        key_id: r.key_id,
+                        nonce: r.nonce,
+                        ciphertext: r.sealed,
+                    },
+                    created_at: r.created_at,
+                })
+            })
+            .collect())
+    }
+
+    async fn revoke_identity(
+        &self,
+        id: &str,
+        by: &str,
+        now: Millis,
+    ) -> Result<Revoked, StoreError> {
+        let op = "revoke identity";
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err(op))?;
+        let revoked_at: Option<Option<Millis>> =
+            sqlx::query_scalar("SELECT revoked_at FROM inventory WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err(op))?;
+        let Some(revoked_at) = revoked_at else {
+            return Err(StoreError::NotFound);
+        };
+        let mut handles: Vec<String> =
+            sqlx::query_scalar("SELECT handle_hash FROM captured_secrets WHERE identity_id = ?")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err(op))?;
+        sqlx::query("DELETE FROM captured_secrets WHERE identity_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(op))?;
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT key_hash FROM agent_keys WHERE created_by = ? AND revoked_at IS NULL",
+        )
+        .bind(format!("capture:{id}"))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+        sqlx::query(
+            "UPDATE agent_keys SET revoked_at = ? WHERE created_by = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(format!("capture:{id}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+        if revoked_at.is_none() {
+            sqlx::query("UPDATE inventory SET revoked_at = ?, revoked_by = ? WHERE id = ?")
+                .bind(now)
+                .bind(by)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(op))?;
+        }
+        tx.commit().await.map_err(db_err(op))?;
+        handles.extend(keys);
+        Ok(Revoked {
+            handles,
+            already: revoked_at.is_some(),
+        })
+    }
+
+    async fn share_captured(&self, identity_id: &str, agent: &str) -> Result<u64, StoreError> {
+        let op = "share captured secret";
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err(op))?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT handle_hash, shared_with FROM captured_secrets WHERE identity_id = ?",
+        )
+        .bind(identity_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+        for (hash, shared) in &rows {
+            let mut list: Vec<String> = serde_json::from_str(shared).unwrap_or_default();
+            if !list.iter().any(|a| a == agent) {
+                list.push(agent.to_string());
+            }
+            sqlx::query("UPDATE captured_secrets SET shared_with = ? WHERE handle_hash = ?")
+                .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
+                .bind(hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(op))?;
+        }
+        tx.commit().await.map_err(db_err(op))?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn reseal(
+        &self,
+        handle_hash: &str,
+        sealed: &crate::capture::Sealed,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE captured_secrets SET key_id = ?, nonce = ?, sealed = ? WHERE handle_hash = ?",
+        )
+        .bind(&sealed.key_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(handle_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("reseal captured secret"))?;
+        Ok(())
+    }
 }
 
 #[derive(FromRow)]
@@ -763,6 +981,22 @@ impl TryFrom<ApprovalRow> for Approval {
     }
 }
 
+/// A row of `captured_secrets`.
+#[derive(sqlx::FromRow)]
+struct CapturedRow {
+    handle_hash: String,
+    identity_id: String,
+    tool: String,
+    agent_id: String,
+    shared_with: String,
+    field: String,
+    shape: String,
+    key_id: String,
+    nonce: Vec<u8>,
+    sealed: Vec<u8>,
+    created_at: Millis,
+}
+
 /// A row of `inventory` ([`INVENTORY_COLUMNS`]).
 #[derive(FromRow)]
 struct InventoryRow {
@@ -779,6 +1013,9 @@ struct InventoryRow {
     request_id: String,
     created_at: Millis,
     review_by: Option<Millis>,
+    revoked_at: Option<Millis>,
+    revoked_by: Option<String>,
+    captured: i64,
 }
 
 impl From<InventoryRow> for InventoryEntry {
@@ -797,6 +1034,9 @@ impl From<InventoryRow> for InventoryEntry {
             request_id: r.request_id,
             created_at: r.created_at,
             review_by: r.review_by,
+            revoked_at: r.revoked_at,
+            revoked_by: r.revoked_by,
+            captured: u32::try_from(r.captured).unwrap_or(0),
         }
     }
 }

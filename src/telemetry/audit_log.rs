@@ -108,6 +108,43 @@ pub struct AuditRecord {
     pub credential_scope: Option<std::sync::Arc<str>>,
     /// Names of what strip removed or redacted.
     pub stripped: Vec<std::borrow::Cow<'static, str>>,
+    /// The inventory record whose captured secret this call used (by its handle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// How many secrets the tool's answer carried that keygate captured (the agent got
+    /// handles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captured: Option<usize>,
+    /// Known secret formats found in the tool's response: format, where, how many, and
+    /// what was done (never a value).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_secrets: Vec<ResponseSecret>,
+    /// An administrator's action on a captured secret (`reveal`, `revoke`, `share`, `rekey`):
+    /// who, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminAction>,
+}
+
+/// An administrator's action recorded in the audit log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdminAction {
+    pub action: &'static str,
+    pub by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// Secret formats found in a response, one entry per format and place.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResponseSecret {
+    pub format: &'static str,
+    /// `body`, `header:<name>`, `trailer:<name>` or `reason`.
+    pub location: String,
+    pub count: u64,
+    /// `redacted`, `blocked` or `passed`.
+    pub action: &'static str,
 }
 
 /// Records queued at most before new requests wait for the writer (see [`AuditLog::admit`]).
@@ -687,6 +724,10 @@ mod tests {
             credential_cached: None,
             credential_scope: None,
             stripped: vec![],
+            handle: None,
+            captured: None,
+            response_secrets: Vec::new(),
+            admin: None,
         }
     }
 

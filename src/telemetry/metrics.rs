@@ -117,6 +117,10 @@ pub struct Metrics {
     webhook_sent: AtomicU64,
     webhook_dropped: AtomicU64,
     hold_rechecks: AtomicU64,
+    /// Secret formats found in responses, by (tool, format, action).
+    response_secrets: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str, &'static str), u64>>,
+    /// Secrets captured from identity-creation answers, by tool.
+    captured: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl ToolSeries {
@@ -171,6 +175,20 @@ impl Metrics {
     }
 
     /// A credential provider issued a credential (`true`) or could not (`false`).
+    /// Secret formats found in one response (`count` of `format`), and what was done.
+    pub fn response_secret(&self, tool: &str, format: &'static str, action: &'static str, count: u64) {
+        if let Ok(mut m) = self.response_secrets.lock() {
+            *m.entry((tool.to_string(), format, action)).or_default() += count;
+        }
+    }
+
+    /// Secrets an identity-creation answer carried that keygate captured.
+    pub fn captured(&self, tool: &str, count: u64) {
+        if let Ok(mut m) = self.captured.lock() {
+            *m.entry(tool.to_string()).or_default() += count;
+        }
+    }
+
     pub fn credential(&self, provider: &'static str, issued: bool) {
         let bump = |p: &ProviderSeries| {
             let c = if issued { &p.issued } else { &p.failed };
@@ -459,6 +477,37 @@ impl Collector for Scrape {
                     ConstCounter::new(p.issued.load(Relaxed)),
                 )
             }),
+        )?;
+        let found: Vec<((String, &'static str, &'static str), u64)> = s
+            .response_secrets
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        family(
+            enc,
+            "keygate_response_secrets",
+            "Known secret formats found in tool responses, by tool, format and action (redacted, blocked, passed).",
+            MetricType::Counter,
+            found.iter().map(|((tool, format, action), v)| {
+                (
+                    [("tool", tool.as_str()), ("format", *format), ("action", *action)],
+                    ConstCounter::new(*v),
+                )
+            }),
+        )?;
+        let captured: Vec<(String, u64)> = s
+            .captured
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        family(
+            enc,
+            "keygate_captured_secrets",
+            "Secrets returned by identity-creation calls that keygate sealed (the agent got a handle), by tool.",
+            MetricType::Counter,
+            captured
+                .iter()
+                .map(|(tool, v)| ([("tool", tool.as_str())], ConstCounter::new(*v))),
         )?;
         family(
             enc,

@@ -73,6 +73,15 @@ impl AgentKeys {
         self.active.store(Arc::new(active));
     }
 
+    /// Adds an active key (by its fingerprint) at once, before the store is read again.
+    pub fn add(&self, key_hash: &str, agent_id: &str) {
+        self.active.rcu(|m| {
+            let mut m = (**m).clone();
+            m.insert(key_hash.into(), agent_id.into());
+            m
+        });
+    }
+
     /// Drops a key (by its fingerprint) at once, before the store is read again.
     pub fn forget(&self, key_hash: &str) {
         let mut active = (**self.active.load()).clone();
@@ -118,8 +127,12 @@ pub fn is_sigv4(v: &HeaderValue) -> bool {
 }
 
 /// The agent a SigV4 `Authorization` names by its key id, if keygate issued that key and it
-/// is active. The signature is not checked here ([`prove`]).
-pub fn claim(keys: &AgentKeys, agents: &Agents, v: &HeaderValue) -> Result<Arc<Agent>, Error> {
+/// is active, and the key's fingerprint. The signature is not checked here ([`prove`]).
+pub fn claim(
+    keys: &AgentKeys,
+    agents: &Agents,
+    v: &HeaderValue,
+) -> Result<(Arc<Agent>, String), Error> {
     let text = v
         .to_str()
         .map_err(|_| malformed("the Authorization header is not text"))?;
@@ -127,7 +140,7 @@ pub fn claim(keys: &AgentKeys, agents: &Agents, v: &HeaderValue) -> Result<Arc<A
     let agent = keys
         .agent_of(h.access_key_id)
         .and_then(|id| agents.by_id.get(&*id).cloned());
-    agent.ok_or_else(|| {
+    agent.map(|a| (a, fingerprint(h.access_key_id))).ok_or_else(|| {
         Error::unauthenticated(
             "keygate issued no such AWS access key id, or it was revoked: use a key from `keygate agents aws-key AGENT`",
         )

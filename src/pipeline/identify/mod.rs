@@ -54,8 +54,9 @@ pub fn identify(
         aws_key::is_sigv4(v).then(|| aws_key::claim(keys, agents, v))
     });
     let identity = match aws_claim {
-        Some(claimed) => claimed.map(|agent| Identity {
+        Some(claimed) => claimed.map(|(agent, key)| Identity {
             agent,
+            aws_key: Some(key),
             method: Method::AwsKey,
             issuer: None,
             verified_now: true,
@@ -121,6 +122,9 @@ pub struct Identity {
     /// Named by an AWS key whose signature is not checked yet: nothing is decided for the
     /// request until [`aws_key::prove`] has checked it.
     pub unproven: bool,
+    /// The fingerprint of the AWS key that named the agent (a captured secret's handle
+    /// key is one).
+    pub aws_key: Option<String>,
 }
 
 /// A token whose signature and claims were checked.
@@ -303,6 +307,7 @@ impl Identifier {
                 "no agent credential: send a bearer token or a client certificate",
             )),
             (None, Some(agent)) => Ok(Identity {
+                aws_key: None,
                 agent,
                 method: Method::Mtls,
                 issuer: None,
@@ -316,6 +321,7 @@ impl Identifier {
                         "the token and the client certificate identify different agents",
                     )),
                     Some(_) => Ok(Identity {
+                aws_key: None,
                         agent: v.agent.clone(),
                         method: Method::JwtAndMtls,
                         issuer: Some(v.issuer.clone()),
@@ -323,6 +329,7 @@ impl Identifier {
                         unproven: false,
                     }),
                     None => Ok(Identity {
+                aws_key: None,
                         agent: v.agent.clone(),
                         method: Method::Jwt,
                         issuer: Some(v.issuer.clone()),
