@@ -117,15 +117,25 @@ const RULES: &[(&str, &[SecretField])] = &[
     ("aws:CreateServiceSpecificCredential", SERVICE_PASSWORD),
     ("aws:ResetServiceSpecificCredential", SERVICE_PASSWORD),
     ("aws:CreateKeyPair", &[xml("KeyMaterial")]),
-    ("aws:GetFederationToken", &[xml("SecretAccessKey"), xml("SessionToken")]),
+    (
+        "aws:GetFederationToken",
+        &[xml("SecretAccessKey"), xml("SessionToken")],
+    ),
     ("github:create_installation_access_token", TOKEN),
     ("github:create_scoped_access_token", TOKEN),
     ("github:reset_token", TOKEN),
     ("github:create_runner_registration_token", TOKEN),
-    ("github:generate_runner_jitconfig", &[json("/encoded_jit_config")]),
+    (
+        "github:generate_runner_jitconfig",
+        &[json("/encoded_jit_config")],
+    ),
     (
         "github:create_app_from_manifest",
-        &[json("/client_secret"), json("/webhook_secret"), json("/pem")],
+        &[
+            json("/client_secret"),
+            json("/webhook_secret"),
+            json("/pem"),
+        ],
     ),
     ("gitlab:create_personal_access_token", TOKEN),
     ("gitlab:rotate_personal_access_token", TOKEN),
@@ -142,9 +152,15 @@ const RULES: &[(&str, &[SecretField])] = &[
     ("gitlab:create_cluster_agent_token", TOKEN),
     ("gitlab:create_application", SECRET),
     ("gitlab:renew_application_secret", SECRET),
-    ("gcp:iam.serviceAccounts.keys.create", &[json("/privateKeyData")]),
+    (
+        "gcp:iam.serviceAccounts.keys.create",
+        &[json("/privateKeyData")],
+    ),
     ("gcp:storage.hmacKeys.create", SECRET),
-    ("kubernetes:create_serviceaccount_token", &[json("/status/token")]),
+    (
+        "kubernetes:create_serviceaccount_token",
+        &[json("/status/token")],
+    ),
     ("vault:token.create", VAULT_TOKEN),
     ("vault:token.create_orphan", VAULT_TOKEN),
     ("vault:token.create_with_role", VAULT_TOKEN),
@@ -159,15 +175,15 @@ const RULES: &[(&str, &[SecretField])] = &[
     ("stripe:ephemeral_keys.create", SECRET),
     ("stripe:terminal.connection_tokens.create", SECRET),
     ("stripe:webhook_endpoints.create", SECRET),
-    ("stripe:oauth.token", &[json("/access_token"), json("/refresh_token")]),
+    (
+        "stripe:oauth.token",
+        &[json("/access_token"), json("/refresh_token")],
+    ),
 ];
 
 /// The secrets the answer of catalogued operation `op` carries (none when it returns none).
 pub fn fields(op: &str) -> &'static [SecretField] {
-    RULES
-        .iter()
-        .find(|(n, _)| *n == op)
-        .map_or(&[], |(_, f)| f)
+    RULES.iter().find(|(n, _)| *n == op).map_or(&[], |(_, f)| f)
 }
 
 /// A new token handle.
@@ -507,7 +523,9 @@ pub async fn capture(
     for f in &found {
         let secret = &f.swaps[0].0;
         if forms(secret).iter().any(|form| out.contains(form.as_str())) {
-            return Err(failed("the secret is still in the answer after replacement"));
+            return Err(failed(
+                "the secret is still in the answer after replacement",
+            ));
         }
     }
     for f in &found {
@@ -554,7 +572,12 @@ fn forms(v: &str) -> Vec<String> {
     out
 }
 
-fn prepare(c: &Creation<'_>, field: SecretField, value: String, text: &str) -> Result<Found, Error> {
+fn prepare(
+    c: &Creation<'_>,
+    field: SecretField,
+    value: String,
+    text: &str,
+) -> Result<Found, Error> {
     let mut record = CapturedSecret {
         handle_hash: String::new(),
         identity_id: c.identity_id.to_string(),
@@ -612,10 +635,16 @@ fn prepare(c: &Creation<'_>, field: SecretField, value: String, text: &str) -> R
 /// An opened AWS key: (access key id, secret access key).
 pub fn aws_key_of(secret: &Secret) -> Result<(String, String), Error> {
     let text = std::str::from_utf8(secret.bytes()).map_err(|_| {
-        Error::new(ErrorKind::CaptureFailed, "keygate cannot open the secret this handle stands for")
+        Error::new(
+            ErrorKind::CaptureFailed,
+            "keygate cannot open the secret this handle stands for",
+        )
     })?;
     let (id, key) = text.split_once('\n').ok_or_else(|| {
-        Error::new(ErrorKind::CaptureFailed, "keygate cannot open the secret this handle stands for")
+        Error::new(
+            ErrorKind::CaptureFailed,
+            "keygate cannot open the secret this handle stands for",
+        )
     })?;
     Ok((id.to_string(), key.to_string()))
 }
@@ -779,11 +808,7 @@ mod tests {
     fn seals_and_opens_and_binds_to_its_record() {
         let s = Sealer::from_keys(&[7; 32], &[]).unwrap();
         let c = captured(&s, b"glpat-realsecret");
-        assert!(!c
-            .sealed
-            .ciphertext
-            .windows(6)
-            .any(|w| w == b"glpat-"));
+        assert!(!c.sealed.ciphertext.windows(6).any(|w| w == b"glpat-"));
         let v = Vault::new(s);
         assert_eq!(v.open(&c).unwrap().bytes(), b"glpat-realsecret");
         // Moved to another record: does not open.

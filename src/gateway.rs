@@ -80,8 +80,9 @@ impl Shared {
             &snapshot.server.data_dir.join("aws-agent-keys.key"),
         )?;
         agent_keys.set(&store.agent_keys().await.map_err(|e| e.to_string())?);
-        let sealer = crate::capture::Sealer::load(&snapshot.capture.key, &snapshot.capture.previous)
-            .map_err(|e| format!("capture key: {e}"))?;
+        let sealer =
+            crate::capture::Sealer::load(&snapshot.capture.key, &snapshot.capture.previous)
+                .map_err(|e| format!("capture key: {e}"))?;
         let vault = crate::capture::Vault::new(sealer);
         vault.set(store.captured().await.map_err(|e| e.to_string())?);
         let audit = AuditLog::open(&snapshot.audit).await?;

@@ -1214,3 +1214,131 @@ async fn keys_and_secrets_never_leave_keygate() {
         "no store file under the gateway's directory"
     );
 }
+
+/// An approved CreateAccessKey: boto3 gets a handle pair, never the key moto made; signing
+/// with the handle pair, boto3 reaches S3 through keygate, which signs with the real key
+/// (moto sees it); the real secret is in nothing boto3 received, the audit log, the store
+/// or a log line; revoking the inventory record kills the handle pair at once.
+#[tokio::test]
+async fn a_created_access_key_is_captured_and_its_handle_pair_signs_for_it() {
+    let mut kg = start(ROLE).await;
+    let (env, _, _) = kg.agent_env().await;
+    let user = "kg-captured-user";
+    let e = expect_err(
+        env.boto(&["create-user", user]).await,
+        "approval_required",
+        403,
+    );
+    approve(&kg.gw, &approval_id_in(&e.message)).await;
+    env.boto(&["create-user", user]).await.unwrap();
+    // What the user may do: granted through keygate, approved (privilege escalation).
+    let grant = ["put-user-policy", user, "s3:*", "sts:GetCallerIdentity"];
+    match env.boto(&grant).await {
+        Ok(_) => {}
+        Err(e) => {
+            assert_eq!(e.code, "approval_required", "{e:?}");
+            approve(&kg.gw, &approval_id_in(&e.message)).await;
+            env.boto(&grant).await.unwrap();
+        }
+    }
+
+    let e = expect_err(
+        env.boto(&["create-access-key-pair", user]).await,
+        "approval_required",
+        403,
+    );
+    approve(&kg.gw, &approval_id_in(&e.message)).await;
+    let pair = env.boto(&["create-access-key-pair", user]).await.unwrap();
+    let handle_id = pair["AccessKeyId"].as_str().unwrap().to_string();
+    let handle_secret = pair["SecretAccessKey"].as_str().unwrap().to_string();
+    assert!(handle_id.starts_with("KGAK"), "{pair}");
+    assert_eq!(pair["UserName"], user);
+    // moto made a real key: the inventory knows its id; keygate's answer carried neither.
+    let (_, inv) = kg.gw.admin("GET", "/inventory", None).await;
+    let entry = inv["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["operation"] == "aws:CreateAccessKey")
+        .unwrap()
+        .clone();
+    let real_id = entry["identifier"].as_str().unwrap().to_string();
+    assert!(real_id.starts_with("AKIA"), "{entry}");
+    assert_eq!(entry["captured"], 1, "{entry}");
+    let moto_answer = kg
+        .relay
+        .tool_calls()
+        .into_iter()
+        .rev()
+        .find(|x| x.action() == "iam:CreateAccessKey")
+        .unwrap();
+    let real_secret = xml_text(
+        &String::from_utf8_lossy(&moto_answer.response_body),
+        "SecretAccessKey",
+    )
+    .expect("moto's answer has the secret");
+    assert!(!pair.to_string().contains(&real_secret));
+    assert!(!pair.to_string().contains(&real_id));
+
+    // boto3 with the handle pair: S3 through keygate, signed by the real key.
+    let mut handle_env = AwsEnv::new(kg.endpoint(), &handle_id, &handle_secret);
+    handle_env.ca = env.ca.clone();
+    let rt = handle_env
+        .boto(&[
+            "s3-roundtrip",
+            "--bucket",
+            "kg-captured",
+            "--mode",
+            "signed",
+            "--size",
+            "1024",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(rt["sent_sha256"], rt["got_sha256"]);
+    let arn = handle_env.boto(&["whoami"]).await.unwrap();
+    assert_eq!(arn, json!(format!("arn:aws:iam::123456789012:user/{user}")));
+    let last = kg.relay.tool_calls().into_iter().last().unwrap();
+    assert_eq!(last.access_key_id().as_deref(), Some(real_id.as_str()));
+    let audit = kg.gw.audit().await;
+    let used = audit.iter().filter(|r| r["handle"] == entry["id"]).count();
+    assert!(used >= 4, "calls with the handle name the inventory record");
+
+    // Revoked: the next call with the handle pair is refused by keygate.
+    let (s, b) = kg
+        .gw
+        .admin(
+            "POST",
+            &format!("/inventory/{}/revoke", entry["id"].as_str().unwrap()),
+            Some(json!({"by": "owner@example.com"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let before = kg.relay.tool_calls().len();
+    expect_err(
+        handle_env.boto(&["whoami"]).await,
+        "InvalidClientTokenId",
+        403,
+    );
+    assert_eq!(
+        kg.relay.tool_calls().len(),
+        before,
+        "a revoked handle reached moto"
+    );
+
+    // The real secret is in nothing keygate wrote or logged.
+    kg.gw.stop().await;
+    let logs = logs().lock().unwrap().clone();
+    assert!(
+        !contains(&logs, &real_secret),
+        "the captured secret is in a log line"
+    );
+    for f in files_under(kg.gw.dir.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !contains(&bytes, &real_secret),
+            "the captured secret is in {}",
+            f.display()
+        );
+    }
+}

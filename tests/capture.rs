@@ -30,7 +30,11 @@ async fn gitlab() -> RawUpstream {
         }
         let ok = r.header("private-token").as_deref() == Some(REAL);
         let body = json!({"id": 7, "name": "app", "authenticated": ok});
-        (if ok { 200 } else { 401 }, ct, body.to_string().into_bytes())
+        (
+            if ok { 200 } else { 401 },
+            ct,
+            body.to_string().into_bytes(),
+        )
     }))
     .await
 }
@@ -66,7 +70,13 @@ async fn start(tool_extra: &str) -> Env {
 }
 
 impl Env {
-    async fn call(&self, agent: &str, method: &str, path: &str, extra: &[(&str, &str)]) -> Response {
+    async fn call(
+        &self,
+        agent: &str,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Response {
         let auth = bearer(&self.iss.token(agent));
         let mut headers = vec![
             ("authorization", auth.as_str()),
@@ -91,7 +101,11 @@ impl Env {
         approve_as_bob(&self.gw, &id, "SEC-17").await;
         let r = self.call("a1", "POST", CREATE, &[]).await;
         assert_eq!(r.status, 201, "{}", r.text());
-        assert!(!r.text().contains(REAL), "the agent got the real token: {}", r.text());
+        assert!(
+            !r.text().contains(REAL),
+            "the agent got the real token: {}",
+            r.text()
+        );
         r.json()
     }
 
@@ -260,9 +274,7 @@ async fn the_sealed_token_survives_a_restart_and_a_key_rotation() {
     let old_key = env.gw.dir.path().join("data/capture.key");
     assert!(old_key.exists());
     // Rotate: the old key becomes a previous key, a new current key; rekey; restart.
-    let Env {
-        gw, up, iss, ..
-    } = env;
+    let Env { gw, up, iss, .. } = env;
     let dir = gw.dir.path().to_path_buf();
     std::fs::rename(&old_key, dir.join("old-capture.key")).unwrap();
     let cfg_path = dir.join("keygate.toml");
@@ -283,7 +295,10 @@ async fn the_sealed_token_survives_a_restart_and_a_key_rotation() {
         .call("a1", "GET", PROJECT, &[("private-token", &handle)])
         .await;
     assert_eq!(r.status, 200, "after restart: {}", r.text());
-    let (s, b) = env.gw.admin("POST", "/capture/rekey", Some(json!({}))).await;
+    let (s, b) = env
+        .gw
+        .admin("POST", "/capture/rekey", Some(json!({})))
+        .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["resealed"], 1, "{b}");
     // Without the old key now: still opens.

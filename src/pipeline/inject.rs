@@ -207,7 +207,11 @@ pub async fn inject_aws<B>(
     trace: Option<&mut RequestTrace>,
 ) -> (Credential, Result<AwsSigning, Error>) {
     let mut credential = Credential {
-        provider: Some(if captured.is_some() { "captured" } else { "aws" }),
+        provider: Some(if captured.is_some() {
+            "captured"
+        } else {
+            "aws"
+        }),
         ..Credential::default()
     };
     crate::http_client::remove_hop_by_hop(req.headers_mut());

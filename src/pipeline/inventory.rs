@@ -157,5 +157,9 @@ pub async fn record(
         // The body changed length: its framing is the new body's.
         parts.headers.remove(http::header::CONTENT_LENGTH);
     }
-    Ok((Response::from_parts(parts, full_body(bytes)), recorded, captured))
+    Ok((
+        Response::from_parts(parts, full_body(bytes)),
+        recorded,
+        captured,
+    ))
 }

@@ -529,7 +529,13 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 Ok(b) => b,
                 Err(r) => return *r,
             };
-            if !rt.current().snapshot.agents.by_id.contains_key(b.agent.as_str()) {
+            if !rt
+                .current()
+                .snapshot
+                .agents
+                .by_id
+                .contains_key(b.agent.as_str())
+            {
                 return error(
                     StatusCode::NOT_FOUND,
                     "unknown_agent",
@@ -590,20 +596,22 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                     Ok(s) => {
                         let text = String::from_utf8_lossy(s.bytes()).into_owned();
                         let value = match c.shape {
-                            crate::capture::Shape::AwsSecretKey => {
-                                match text.split_once('\n') {
-                                    Some((id, key)) => serde_json::json!({
-                                        "access_key_id": id, "secret_access_key": key
-                                    }),
-                                    None => serde_json::Value::Null,
-                                }
-                            }
+                            crate::capture::Shape::AwsSecretKey => match text.split_once('\n') {
+                                Some((id, key)) => serde_json::json!({
+                                    "access_key_id": id, "secret_access_key": key
+                                }),
+                                None => serde_json::Value::Null,
+                            },
                             crate::capture::Shape::Token => serde_json::Value::String(text),
                         };
                         secrets.push(serde_json::json!({"field": c.field, "value": value}));
                     }
                     Err(e) => {
-                        return error(StatusCode::INTERNAL_SERVER_ERROR, "capture_failed", e.message)
+                        return error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "capture_failed",
+                            e.message,
+                        )
                     }
                 }
             }
@@ -628,7 +636,10 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                     "keygate holds no captured secret for this inventory record",
                 );
             }
-            let mut r = json(StatusCode::OK, serde_json::json!({"id": id, "secrets": secrets}));
+            let mut r = json(
+                StatusCode::OK,
+                serde_json::json!({"id": id, "secrets": secrets}),
+            );
             r.headers_mut().insert(
                 http::header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-store"),
@@ -656,7 +667,11 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 let sealed = match sealed {
                     Ok(s) => s,
                     Err(e) => {
-                        return error(StatusCode::INTERNAL_SERVER_ERROR, "capture_failed", e.message)
+                        return error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "capture_failed",
+                            e.message,
+                        )
                     }
                 };
                 if let Err(e) = store.reseal(&c.handle_hash, &sealed).await {

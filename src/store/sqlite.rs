@@ -13,9 +13,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, SqliteConnection};
 
-use super::model::{CapturedSecret, Revoked, 
-    new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, InventoryEntry, Millis,
-    NewApproval, NewIdentity, Store, StoreError, Suspension,
+use super::model::{
+    new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, CapturedSecret,
+    InventoryEntry, Millis, NewApproval, NewIdentity, Revoked, Store, StoreError, Suspension,
 };
 
 /// The schema version this build writes and understands.

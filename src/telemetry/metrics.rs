@@ -118,7 +118,8 @@ pub struct Metrics {
     webhook_dropped: AtomicU64,
     hold_rechecks: AtomicU64,
     /// Secret formats found in responses, by (tool, format, action).
-    response_secrets: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str, &'static str), u64>>,
+    response_secrets:
+        std::sync::Mutex<std::collections::BTreeMap<(String, &'static str, &'static str), u64>>,
     /// Secrets captured from identity-creation answers, by tool.
     captured: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -176,7 +177,13 @@ impl Metrics {
 
     /// A credential provider issued a credential (`true`) or could not (`false`).
     /// Secret formats found in one response (`count` of `format`), and what was done.
-    pub fn response_secret(&self, tool: &str, format: &'static str, action: &'static str, count: u64) {
+    pub fn response_secret(
+        &self,
+        tool: &str,
+        format: &'static str,
+        action: &'static str,
+        count: u64,
+    ) {
         if let Ok(mut m) = self.response_secrets.lock() {
             *m.entry((tool.to_string(), format, action)).or_default() += count;
         }

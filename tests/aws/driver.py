@@ -290,6 +290,10 @@ def main():
     sub.add_parser("list-users")
     sub.add_parser("create-user").add_argument("name")
     sub.add_parser("create-access-key").add_argument("name")
+    sub.add_parser("create-access-key-pair").add_argument("name")
+    pp = sub.add_parser("put-user-policy")
+    pp.add_argument("name")
+    pp.add_argument("actions", nargs="+")
     rt = sub.add_parser("s3-roundtrip")
     rt.add_argument("--bucket", required=True)
     rt.add_argument("--key", default="object.bin")
@@ -314,6 +318,16 @@ def main():
         run(lambda: client("iam").create_user(UserName=a.name)["User"]["UserName"])
     elif a.cmd == "create-access-key":
         run(lambda: client("iam").create_access_key(UserName=a.name)["AccessKey"]["UserName"])
+    elif a.cmd == "create-access-key-pair":
+        run(lambda: {
+            k: v
+            for k, v in client("iam").create_access_key(UserName=a.name)["AccessKey"].items()
+            if k in ("AccessKeyId", "SecretAccessKey", "UserName")
+        })
+    elif a.cmd == "put-user-policy":
+        run(lambda: client("iam").put_user_policy(
+            UserName=a.name, PolicyName="granted-by-test", PolicyDocument=allow(*a.actions)
+        )["ResponseMetadata"]["HTTPStatusCode"])
     elif a.cmd == "s3-roundtrip":
         run(lambda: s3_roundtrip(a))
     elif a.cmd == "concurrent":

@@ -321,7 +321,7 @@ impl Identifier {
                         "the token and the client certificate identify different agents",
                     )),
                     Some(_) => Ok(Identity {
-                aws_key: None,
+                        aws_key: None,
                         agent: v.agent.clone(),
                         method: Method::JwtAndMtls,
                         issuer: Some(v.issuer.clone()),
@@ -329,7 +329,7 @@ impl Identifier {
                         unproven: false,
                     }),
                     None => Ok(Identity {
-                aws_key: None,
+                        aws_key: None,
                         agent: v.agent.clone(),
                         method: Method::Jwt,
                         issuer: Some(v.issuer.clone()),
