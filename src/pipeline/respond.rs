@@ -216,7 +216,9 @@ impl Search {
     }
 }
 
-fn overwrite(b: &mut [u8]) {
+/// Overwrites `b` with the redaction marker, same length: `keygate-redacted` then `*`, or
+/// only `*` when shorter (shared with the response scanner, [`super::scan`]).
+pub(crate) fn overwrite(b: &mut [u8]) {
     b.fill(b'*');
     if b.len() >= MARKER.len() {
         b[..MARKER.len()].copy_from_slice(MARKER);
