@@ -1046,3 +1046,558 @@ impl Body for Decompressing {
         self.trailers.is_none() && self.decoder.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use futures_util::FutureExt;
+    use http_body_util::StreamBody;
+
+    const GH: &str = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+    const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
+    const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    const PEM: &str =
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx1y2z3\n-----END RSA PRIVATE KEY-----";
+
+    fn settings(mode: Mode) -> Settings {
+        Settings {
+            mode,
+            compressed: Compressed::Decompress,
+            max_decompressed: 1 << 20,
+            max_buffered: 1 << 20,
+        }
+    }
+
+    fn redacted(s: &str) -> String {
+        let mut b = s.as_bytes().to_vec();
+        overwrite(&mut b);
+        String::from_utf8(b).unwrap()
+    }
+
+    fn body_of(frames: Vec<Frame<Bytes>>) -> ProxyBody {
+        StreamBody::new(futures_util::stream::iter(
+            frames.into_iter().map(Ok::<_, BoxError>),
+        ))
+        .boxed()
+    }
+
+    fn response(headers: &[(&str, &str)], body: ProxyBody) -> Response<ProxyBody> {
+        let mut r = Response::new(body);
+        for (n, v) in headers {
+            r.headers_mut().append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        r
+    }
+
+    /// What came out of a scanned body: its data frames, trailers, and the error it ended
+    /// with.
+    struct Out {
+        frames: Vec<Bytes>,
+        trailers: Option<HeaderMap>,
+        error: Option<String>,
+    }
+
+    impl Out {
+        fn text(&self) -> String {
+            let all: Vec<u8> = self.frames.iter().flat_map(|f| f.to_vec()).collect();
+            String::from_utf8(all).unwrap()
+        }
+    }
+
+    async fn collect(mut body: ProxyBody) -> Out {
+        let mut out = Out {
+            frames: Vec::new(),
+            trailers: None,
+            error: None,
+        };
+        while let Some(f) = body.frame().await {
+            match f {
+                Ok(f) => match f.into_data() {
+                    Ok(d) => {
+                        assert!(out.trailers.is_none(), "data after the trailers");
+                        out.frames.push(d);
+                    }
+                    Err(f) => out.trailers = f.into_trailers().ok(),
+                },
+                Err(e) => {
+                    out.error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Scans a response of `frames` (data) with `headers`; returns its parts, what its body
+    /// gave, and the findings.
+    async fn run_frames(
+        s: Settings,
+        headers: &[(&str, &str)],
+        frames: Vec<&[u8]>,
+    ) -> (Result<(http::response::Parts, Out), Error>, Arc<Findings>) {
+        let frames = frames
+            .into_iter()
+            .map(|f| Frame::data(Bytes::copy_from_slice(f)))
+            .collect();
+        let findings = Arc::new(Findings::default());
+        let resp = response(headers, body_of(frames));
+        let r = match scan(&s, "t", resp, findings.clone()).await {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                Ok((parts, collect(body).await))
+            }
+            Err(e) => Err(e),
+        };
+        (r, findings)
+    }
+
+    async fn redact(frames: Vec<&[u8]>) -> (String, Arc<Findings>) {
+        let (r, f) = run_frames(settings(Mode::Redact), &[], frames).await;
+        let (_, out) = r.unwrap();
+        assert!(out.error.is_none());
+        (out.text(), f)
+    }
+
+    #[tokio::test]
+    async fn a_token_and_an_aws_key_pair_are_redacted_same_length() {
+        let body = format!(
+            "{{\"token\":\"{GH}\",\"Credentials\":{{\"AccessKeyId\":\"{AKID}\",\"SecretAccessKey\":\"{AWS_SECRET}\"}},\"n\":1}}"
+        );
+        let len = body.len().to_string();
+        let (r, findings) = run_frames(
+            settings(Mode::Redact),
+            &[
+                ("content-type", "application/json"),
+                ("content-length", &len),
+            ],
+            vec![body.as_bytes()],
+        )
+        .await;
+        let (parts, out) = r.unwrap();
+        let want = body
+            .replace(GH, &redacted(GH))
+            .replace(AKID, &redacted(AKID))
+            .replace(AWS_SECRET, &redacted(AWS_SECRET));
+        assert_eq!(out.text(), want);
+        assert_eq!(out.text().len(), body.len());
+        assert_eq!(parts.headers["content-length"], len.as_str());
+        let mut got = findings.snapshot();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("aws_access_key_id", "body".to_string(), 1),
+                ("aws_secret_access_key", "body".to_string(), 1),
+                ("github_token", "body".to_string(), 1),
+            ]
+        );
+        // A 40-character run without an access key id before it is not a secret.
+        let (text, findings) = redact(vec![format!("x {AWS_SECRET} y").as_bytes()]).await;
+        assert_eq!(text, format!("x {AWS_SECRET} y"));
+        assert!(findings.snapshot().is_empty());
+    }
+
+    /// Each secret split at every position into two frames, and into three (the middle
+    /// one inside the secret), and into one-byte frames: redacted all the same.
+    #[tokio::test]
+    async fn a_secret_split_across_frames_is_caught() {
+        for secret in [GH, PEM] {
+            let body = format!("{{\"echo\":\"{secret}\",\"n\":1}}\n");
+            let want = body.replace(secret, &redacted(secret));
+            let b = body.as_bytes();
+            for cut in 0..=b.len() {
+                let (text, f) = redact(vec![&b[..cut], &b[cut..]]).await;
+                assert_eq!(text, want, "cut at {cut}");
+                assert_eq!(f.snapshot().len(), 1);
+                assert_eq!(f.snapshot()[0].2, 1);
+            }
+            for cut in 1..b.len() - 5 {
+                let (text, _) = redact(vec![&b[..cut], &b[cut..cut + 5], &b[cut + 5..]]).await;
+                assert_eq!(text, want, "cut at {cut}, {}", cut + 5);
+            }
+            let bytes: Vec<&[u8]> = b.chunks(1).collect();
+            assert_eq!(redact(bytes).await.0, want);
+        }
+        // The AWS pair split too: the secret key in a later frame than its key id.
+        let body = format!("id={AKID}\nsecret={AWS_SECRET}\n");
+        let want = body
+            .replace(AKID, &redacted(AKID))
+            .replace(AWS_SECRET, &redacted(AWS_SECRET));
+        let b = body.as_bytes();
+        for cut in 0..=b.len() {
+            assert_eq!(redact(vec![&b[..cut], &b[cut..]]).await.0, want, "{cut}");
+        }
+    }
+
+    /// A channel-fed body: frames are sent one by one, and what the scanner gives is
+    /// checked before the next is sent.
+    fn channel_body() -> (tokio::sync::mpsc::UnboundedSender<Frame<Bytes>>, ProxyBody) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Frame<Bytes>>();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|f| (Ok::<_, BoxError>(f), rx))
+        });
+        (tx, StreamBody::new(stream).boxed())
+    }
+
+    /// Everything the body gives without waiting for more frames.
+    fn ready(body: &mut ProxyBody) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        while let Some(Some(f)) = body.frame().now_or_never() {
+            match f {
+                Ok(f) => out.extend_from_slice(&f.into_data().unwrap()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn sse(
+        mode: Mode,
+    ) -> (
+        ProxyBody,
+        tokio::sync::mpsc::UnboundedSender<Frame<Bytes>>,
+        Arc<Findings>,
+    ) {
+        let (tx, body) = channel_body();
+        let findings = Arc::new(Findings::default());
+        let resp = response(&[("content-type", "text/event-stream")], body);
+        let resp = scan(&settings(mode), "t", resp, findings.clone())
+            .await
+            .unwrap();
+        (resp.into_body(), tx, findings)
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_delivered_event_by_event() {
+        let (mut body, tx, findings) = sse(Mode::Redact).await;
+        let ev1 = "event: message\ndata: {\"n\":1}\n\n";
+        let ev2 = format!("data: {{\"token\":\"{GH}\"}}\n\n");
+        let ev3 = "data: {\"n\":3}\n\n";
+        let cut = ev2.find("ghp_").unwrap() + 10;
+        tx.send(Frame::data(Bytes::from(ev1))).unwrap();
+        assert_eq!(ready(&mut body).unwrap(), ev1.as_bytes());
+        tx.send(Frame::data(Bytes::from(ev2[..cut].to_string())))
+            .unwrap();
+        let first = ready(&mut body).unwrap();
+        assert!(ev2.as_bytes().starts_with(&first));
+        assert!(!String::from_utf8_lossy(&first).contains("ghp_"));
+        tx.send(Frame::data(Bytes::from(ev2[cut..].to_string())))
+            .unwrap();
+        let mut second = first;
+        second.extend(ready(&mut body).unwrap());
+        assert_eq!(
+            String::from_utf8(second).unwrap(),
+            ev2.replace(GH, &redacted(GH))
+        );
+        tx.send(Frame::data(Bytes::from(ev3))).unwrap();
+        assert_eq!(ready(&mut body).unwrap(), ev3.as_bytes());
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(
+            findings.snapshot(),
+            vec![("github_token", "body".to_string(), 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn block_mode_refuses_a_json_body_with_a_secret() {
+        let body = format!("{{\"a\":1,\"t\":\"{GH}\"}}");
+        let (r, findings) = run_frames(
+            settings(Mode::Block),
+            &[("content-type", "application/json")],
+            vec![&body.as_bytes()[..10], &body.as_bytes()[10..]],
+        )
+        .await;
+        let e = r.err().unwrap();
+        assert_eq!(e.kind, ErrorKind::SecretInResponse);
+        assert_eq!(e.kind.status(), http::StatusCode::BAD_GATEWAY);
+        assert!(!e.message.contains("ghp_"));
+        assert_eq!(
+            findings.snapshot(),
+            vec![("github_token", "body".to_string(), 1)]
+        );
+        // Without a secret, the body is passed as it came.
+        let (r, _) = run_frames(
+            settings(Mode::Block),
+            &[("content-type", "application/json")],
+            vec![b"{\"a\":", b"1}"],
+        )
+        .await;
+        assert_eq!(r.unwrap().1.text(), "{\"a\":1}");
+        // Too large to hold: refused, but not as a secret.
+        let mut s = settings(Mode::Block);
+        s.max_buffered = 4;
+        let (r, _) = run_frames(s, &[], vec![b"{\"a\":", b"1}"]).await;
+        assert_eq!(r.err().unwrap().kind, ErrorKind::UpstreamUnavailable);
+        // A header is checked first.
+        let (r, findings) =
+            run_frames(settings(Mode::Block), &[("x-token", GH)], vec![b"ok"]).await;
+        assert_eq!(r.err().unwrap().kind, ErrorKind::SecretInResponse);
+        assert_eq!(
+            findings.snapshot(),
+            vec![("github_token", "header:x-token".to_string(), 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn block_mode_cuts_an_event_stream() {
+        let (mut body, tx, findings) = sse(Mode::Block).await;
+        let ev1 = "data: {\"n\":1}\n\n";
+        tx.send(Frame::data(Bytes::from(ev1))).unwrap();
+        assert_eq!(ready(&mut body).unwrap(), ev1.as_bytes());
+        tx.send(Frame::data(Bytes::from(format!("data: \"{GH}\"\n\n"))))
+            .unwrap();
+        let e = ready(&mut body).unwrap_err();
+        assert!(e.contains("secret_in_response"), "{e}");
+        assert!(!e.contains("ghp_"));
+        tx.send(Frame::data(Bytes::from("data: 3\n\n"))).unwrap();
+        assert!(
+            body.frame().await.is_none(),
+            "the stream goes on after the cut"
+        );
+        assert_eq!(
+            findings.snapshot(),
+            vec![("github_token", "body".to_string(), 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn pass_mode_records_and_changes_nothing() {
+        let body = format!("a {GH} b {GH}\n");
+        let b = body.as_bytes();
+        let (r, findings) =
+            run_frames(settings(Mode::Pass), &[("x-t", GH)], vec![&b[..8], &b[8..]]).await;
+        let (parts, out) = r.unwrap();
+        assert_eq!(out.frames.len(), 2, "a frame was held back");
+        assert_eq!(out.frames[0].as_ref(), &b[..8]);
+        assert_eq!(out.text(), body);
+        assert_eq!(parts.headers["x-t"], GH);
+        let mut got = findings.snapshot();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("github_token", "body".to_string(), 2),
+                ("github_token", "header:x-t".to_string(), 1),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn findings_are_counted_per_format_and_location() {
+        let findings = Arc::new(Findings::default());
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", HeaderValue::from_static(GH));
+        let body = body_of(vec![
+            Frame::data(Bytes::from(format!("{GH} {AKID} {GH}"))),
+            Frame::trailers(trailers),
+        ]);
+        let mut resp = response(
+            &[("x-a", GH), ("set-cookie", GH), ("set-cookie", "a=1")],
+            body,
+        );
+        resp.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(b"OK"));
+        let resp = scan(&settings(Mode::Redact), "t", resp, findings.clone())
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-a"], redacted(GH).as_str());
+        let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, [redacted(GH).as_str(), "a=1"]);
+        let out = collect(resp.into_body()).await;
+        assert_eq!(out.trailers.unwrap()["x-t"], redacted(GH).as_str());
+        let mut got = findings.snapshot();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("aws_access_key_id", "body".to_string(), 1),
+                ("github_token", "body".to_string(), 2),
+                ("github_token", "header:set-cookie".to_string(), 1),
+                ("github_token", "header:x-a".to_string(), 1),
+                ("github_token", "trailer:x-t".to_string(), 1),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reason_phrase_with_a_secret_is_dropped() {
+        let findings = Arc::new(Findings::default());
+        let mut resp = response(&[], body_of(vec![]));
+        resp.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::try_from(format!("Bad {GH}").into_bytes()).unwrap());
+        let resp = scan(&settings(Mode::Redact), "t", resp, findings.clone())
+            .await
+            .unwrap();
+        assert!(resp
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .is_none());
+        assert_eq!(
+            findings.snapshot(),
+            vec![("github_token", "reason".to_string(), 1)]
+        );
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_gzip_body_is_decompressed_and_redacted() {
+        let body = format!("{{\"t\":\"{GH}\"}}\n").repeat(3);
+        let z = gzip(body.as_bytes());
+        let len = z.len().to_string();
+        let (r, findings) = run_frames(
+            settings(Mode::Redact),
+            &[("content-encoding", "gzip"), ("content-length", &len)],
+            z.chunks(7).collect(),
+        )
+        .await;
+        let (parts, out) = r.unwrap();
+        assert!(out.error.is_none());
+        assert_eq!(out.text(), body.replace(GH, &redacted(GH)));
+        assert!(parts.headers.get("content-encoding").is_none());
+        assert!(parts.headers.get("content-length").is_none());
+        assert_eq!(
+            findings.snapshot(),
+            vec![("github_token", "body".to_string(), 3)]
+        );
+        // deflate (zlib), and "identity" beside it.
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(body.as_bytes()).unwrap();
+        let z = e.finish().unwrap();
+        let (r, _) = run_frames(
+            settings(Mode::Redact),
+            &[
+                ("content-encoding", "identity"),
+                ("content-encoding", "deflate"),
+            ],
+            vec![&z],
+        )
+        .await;
+        assert_eq!(r.unwrap().1.text(), body.replace(GH, &redacted(GH)));
+        // Larger decompressed than allowed: the body ends with an error.
+        let big = gzip(&vec![b'a'; 100_000]);
+        let mut s = settings(Mode::Redact);
+        s.max_decompressed = 10_000;
+        let (r, _) = run_frames(s, &[("content-encoding", "gzip")], vec![&big]).await;
+        assert!(r.unwrap().1.error.is_some());
+        // Block mode reads the decompressed body.
+        let (r, _) = run_frames(
+            settings(Mode::Block),
+            &[("content-encoding", "x-gzip")],
+            vec![&gzip(body.as_bytes())],
+        )
+        .await;
+        assert_eq!(r.err().unwrap().kind, ErrorKind::SecretInResponse);
+    }
+
+    #[tokio::test]
+    async fn unknown_or_refused_codings_are_refused() {
+        for (s, enc) in [
+            (settings(Mode::Redact), "br"),
+            (settings(Mode::Redact), "gzip, gzip"),
+            (settings(Mode::Pass), "zstd"),
+            (
+                Settings {
+                    compressed: Compressed::Refuse,
+                    ..settings(Mode::Redact)
+                },
+                "gzip",
+            ),
+        ] {
+            let (r, _) = run_frames(s, &[("content-encoding", enc)], vec![b"xx"]).await;
+            let e = r.err().unwrap();
+            assert_eq!(e.kind, ErrorKind::UpstreamUnavailable, "{enc}");
+            assert!(e.message.contains("compressed"));
+            assert!(e.detail.unwrap().starts_with("content-encoding: "));
+        }
+        // An empty body has nothing to hide.
+        let resp = response(&[("content-encoding", "br")], crate::error::full_body(""));
+        let findings = Arc::new(Findings::default());
+        assert!(scan(&settings(Mode::Redact), "t", resp, findings)
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_binary_body_passes_untouched() {
+        let body = format!("\u{89}PNG {GH}");
+        for ct in [
+            "image/png",
+            "application/octet-stream",
+            "application/grpc+proto",
+        ] {
+            let (r, findings) = run_frames(
+                settings(Mode::Redact),
+                &[("content-type", ct), ("content-encoding", "br")],
+                vec![body.as_bytes()],
+            )
+            .await;
+            assert_eq!(r.unwrap().1.text(), body, "{ct}");
+            assert!(findings.snapshot().is_empty());
+        }
+        assert!(!is_binary(None));
+        assert!(!is_binary(Some(b"application/json; charset=utf-8")));
+        assert!(!is_binary(Some(b"application/x-ndjson")));
+        assert!(is_binary(Some(b"Image/PNG")));
+    }
+
+    #[tokio::test]
+    async fn ordinary_text_is_not_a_secret() {
+        let text = "task-1234567890abcdefghijklmnop risk-assessment-abcdefghijklmnopqrstuvwxyz \
+                    skip_this AKIAtoolong1234567890ABCDEF -----BEGIN CERTIFICATE-----\nMIIB\n";
+        let b = text.as_bytes();
+        for cut in 0..=b.len() {
+            let (out, findings) = redact(vec![&b[..cut], &b[cut..]]).await;
+            assert_eq!(out, text);
+            assert!(findings.snapshot().is_empty(), "{cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn long_runs_and_open_pem_blocks_are_capped() {
+        // A run of token bytes longer than the cap is sent in pieces; a token after it
+        // is still found.
+        let run = "A".repeat(3 * HOLD_CAP);
+        let body = format!("{run}/{GH}\n");
+        let b = body.as_bytes();
+        let frames: Vec<&[u8]> = b.chunks(16 * 1024).collect();
+        let (out, f) = redact(frames).await;
+        assert_eq!(out, body.replace(GH, &redacted(GH)));
+        assert_eq!(f.snapshot(), vec![("github_token", "body".to_string(), 1)]);
+        // A PEM block open past the cap: redacted wholesale up to its END line.
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----",
+            "M".repeat(2 * HOLD_CAP)
+        );
+        let body = format!("a {pem} b {GH}\n");
+        let b = body.as_bytes();
+        let (out, f) = redact(b.chunks(16 * 1024).collect()).await;
+        assert_eq!(out.len(), body.len());
+        assert!(out.starts_with("a keygate-redacted"));
+        assert!(
+            out.ends_with(&format!(" b {}\n", redacted(GH))),
+            "{}",
+            &out[out.len() - 80..]
+        );
+        assert!(!out.contains("MMM"));
+        assert!(!out.contains("END"));
+        let mut got = f.snapshot();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("github_token", "body".to_string(), 1),
+                ("private_key", "body".to_string(), 1),
+            ]
+        );
+    }
+}
