@@ -587,6 +587,29 @@ impl Stream {
             };
             return Ok((out, None));
         }
+        if let Some(k) = self.run_ends_at(&data) {
+            // The held run of token bytes ends in this frame: it is decided alone (the
+            // byte after it is not a token byte), and the rest of the frame, which starts
+            // at a boundary, is pushed again (usually the common case: not copied).
+            self.held.extend_from_slice(&data[..k]);
+            let hits = find_in(&self.held, None);
+            for h in &hits {
+                if h.format == SecretKind::AwsAccessKeyId.as_str() {
+                    self.aws_until = Some(self.base + h.end + AWS_PAIR_WINDOW);
+                }
+            }
+            apply(self.mode, &mut self.held, hits, findings, "body")?;
+            self.base += self.held.len();
+            if self.mode == Mode::Pass {
+                // Nothing is changed: the frame goes whole, its rest is only scanned.
+                self.held.clear();
+                let (_, again) = self.push(data.slice(k..), findings)?;
+                return Ok((data, again));
+            }
+            let out = Bytes::copy_from_slice(&self.held);
+            self.held.clear();
+            return Ok((out, Some(data.slice(k..))));
+        }
         self.held.extend_from_slice(&data);
         let out = self.process(false, findings)?;
         Ok((
@@ -596,6 +619,28 @@ impl Stream {
             },
             None,
         ))
+    }
+
+    /// Where in `data` the run of token bytes held (and nothing else held) ends, when it
+    /// does and nothing else needs the general scan (an AWS pairing, a PEM header).
+    fn run_ends_at(&mut self, data: &[u8]) -> Option<usize> {
+        if self.held.is_empty() || self.ctx != 0 || self.aws_active() {
+            return None;
+        }
+        if !self.held.iter().all(|&b| is_token(b)) {
+            return None;
+        }
+        let k = data.iter().position(|&b| !is_token(b))?;
+        // `-----BEGIN` then a space starts a PEM header: the general scan holds it.
+        let begin = &PEM_BEGIN[..PEM_BEGIN.len() - 1];
+        let pem = data[k] == b' '
+            && if k >= begin.len() {
+                data[..k].ends_with(begin)
+            } else {
+                let r = begin.len() - k;
+                data[..k] == begin[r..] && self.held.ends_with(&begin[..r])
+            };
+        (!pem).then_some(k)
     }
 
     /// The body ended: everything held is final.
@@ -1560,6 +1605,28 @@ mod tests {
             assert_eq!(out, text);
             assert!(findings.snapshot().is_empty(), "{cut}");
         }
+    }
+
+    #[test]
+    fn frames_without_secrets_are_not_copied() {
+        let f = Findings::default();
+        let mut s = Stream::new(Mode::Redact);
+        let one = Bytes::from_static(b"{\"a\":\"abc def");
+        let (out, rest) = s.push(one.clone(), &f).unwrap();
+        assert_eq!(out.as_ptr(), one.as_ptr(), "copied");
+        assert_eq!(out.as_ref(), b"{\"a\":\"abc ");
+        assert!(rest.is_none());
+        // The held run ends in the next frame: only it is copied, the rest is a slice.
+        let two = Bytes::from_static(b"ghi\",\"b\":1}\n");
+        let (out, rest) = s.push(two.clone(), &f).unwrap();
+        assert_eq!(out.as_ref(), b"defghi");
+        let rest = rest.unwrap();
+        let (out, rest2) = s.push(rest, &f).unwrap();
+        assert!(rest2.is_none());
+        assert_eq!(out.as_ptr(), two[3..].as_ptr(), "copied");
+        assert_eq!(out.as_ref(), b"\",\"b\":1}\n");
+        assert!(s.held.is_empty());
+        assert!(f.snapshot().is_empty());
     }
 
     #[tokio::test]
