@@ -36,6 +36,10 @@
 //! the request side, a key without an END line runs to the end), and a `-----BEGIN `
 //! whose header is not complete yet is held until it is.
 //!
+//! Cost: a frame in which the scanner finds no prefix of a format is sent as a slice of
+//! itself, not copied. When a held run ends in the next frame, that run (and only it) is
+//! copied and sent as a frame of its own, and the rest of the frame follows uncopied.
+//!
 //! What is held is capped at [`HOLD_CAP`] (64 KiB): a PEM block still open beyond it is
 //! redacted wholesale (recorded once) and everything after it too, up to and including its
 //! END line (fail closed: the key is never sent); a run of token bytes longer than the cap
