@@ -415,6 +415,75 @@ fn respond_filter(c: &mut Criterion) {
     });
 }
 
+/// The response scan for known secret formats (`response_secrets`, on by default): its
+/// cost per KiB of a JSON answer, clean and with a token split across frames, and with
+/// the scan off (`pass` still scans, to count; the baseline is no scan at all).
+fn response_scan(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use keygate::pipeline::scan::{scan, Compressed, Findings, Mode, Settings};
+    let mut clean = String::with_capacity(65536);
+    while clean.len() < 65536 - 64 {
+        clean.push_str("{\"id\":12345,\"name\":\"deploy the service\",\"state\":\"open\"},");
+    }
+    let token = "ghp_BenchTokenBenchTokenBenchToken0123456";
+    let mut with = clean.clone();
+    with.replace_range(16384 - 20..16384 - 20 + token.len(), token);
+    let frames = |body: &str| -> Vec<Bytes> {
+        body.as_bytes()
+            .chunks(16384)
+            .map(Bytes::copy_from_slice)
+            .collect()
+    };
+    let (clean_frames, with_frames) = (frames(&clean), frames(&with));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let response = |frames: &[Bytes]| {
+        let frames: Vec<Bytes> = frames.to_vec();
+        let stream = futures_util::stream::iter(
+            frames
+                .into_iter()
+                .map(|f| Ok::<_, keygate::error::BoxError>(http_body::Frame::data(f))),
+        );
+        let mut r = http::Response::new(http_body_util::StreamBody::new(stream).boxed());
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    let settings = Settings {
+        mode: Mode::Redact,
+        compressed: Compressed::Decompress,
+        max_decompressed: 16 << 20,
+        max_buffered: 16 << 20,
+    };
+    let run = |frames: &[Bytes]| {
+        rt.block_on(async {
+            let f = std::sync::Arc::new(Findings::default());
+            let r = scan(&settings, "t", response(frames), f).await.unwrap();
+            r.into_body().collect().await.unwrap().to_bytes()
+        })
+    };
+    let out = run(&with_frames);
+    assert_eq!(out.len(), with.len());
+    assert!(!out.windows(token.len()).any(|w| w == token.as_bytes()));
+    let mut g = c.benchmark_group("respond_scan");
+    g.throughput(criterion::Throughput::Bytes(clean.len() as u64));
+    g.bench_function("body_64KiB_no_scan", |b| {
+        b.iter(|| {
+            rt.block_on(response(&clean_frames).into_body().collect())
+                .unwrap()
+        })
+    });
+    g.bench_function("body_64KiB_redact_clean", |b| b.iter(|| run(&clean_frames)));
+    g.bench_function("body_64KiB_redact_one_token", |b| {
+        b.iter(|| run(&with_frames))
+    });
+    g.finish();
+}
+
 /// The per-request helpers: the request id, and percent-decoding as the path
 /// canonicalizer, the catalog matcher and strip's secret scan each do it.
 fn helpers(c: &mut Criterion) {
@@ -635,6 +704,7 @@ criterion_group!(
     audit_record,
     classify_and_authorize,
     at_scale,
-    respond_filter
+    respond_filter,
+    response_scan
 );
 criterion_main!(benches);

@@ -19,8 +19,9 @@
 //! - **In memory**: every active handle's record (sealed) is held in memory, replaced on
 //!   change, so a call never waits on the store; the secret is opened per call.
 
+pub use crate::config::KeySource;
 use crate::error::{Error, ErrorKind};
-use crate::store::CapturedSecret;
+pub use crate::store::{CapturedSecret, Sealed, Shape};
 use arc_swap::ArcSwap;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use std::collections::HashMap;
@@ -31,33 +32,6 @@ use std::sync::Arc;
 pub const HANDLE_PREFIX: &str = "kgh_";
 /// Characters after the prefix: 32 random bytes, base64url without padding.
 const HANDLE_BODY_LEN: usize = 43;
-
-/// The shape of the handle that replaces a captured secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// A `kgh_…` token.
-    Token,
-    /// An AWS secret access key: replaced, with its access key id, by a key pair keygate
-    /// issues (the agent's SDK signs with it).
-    AwsSecretKey,
-}
-
-impl Shape {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Shape::Token => "token",
-            Shape::AwsSecretKey => "aws_key",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Shape> {
-        match s {
-            "token" => Some(Shape::Token),
-            "aws_key" => Some(Shape::AwsSecretKey),
-            _ => None,
-        }
-    }
-}
 
 /// Where a catalogued answer carries a secret.
 #[derive(Debug, Clone, Copy)]
@@ -252,24 +226,6 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
-/// A secret as the store holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sealed {
-    pub key_id: String,
-    pub nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
-}
-
-/// Where a sealing key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// A file holding 32 bytes hex-encoded (generated, owner-only, when missing and it is
-    /// the current key).
-    File(std::path::PathBuf),
-    /// An environment variable holding 32 bytes hex-encoded.
-    Env(String),
-}
-
 impl Sealer {
     /// Loads the current key (generating its file when it is one and missing) and the
     /// previous ones.
@@ -292,7 +248,7 @@ impl Sealer {
     pub fn from_keys(current: &[u8; 32], previous: &[[u8; 32]]) -> Result<Sealer, String> {
         Ok(Sealer {
             current: key(current)?,
-            previous: previous.iter().map(|k| key(k)).collect::<Result<_, _>>()?,
+            previous: previous.iter().map(key).collect::<Result<_, _>>()?,
         })
     }
 

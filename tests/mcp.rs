@@ -120,7 +120,7 @@ async fn the_test_server_reports_the_headers_it_receives() {
     assert_eq!(step(&report, 0)["server_name"], "keygate-test-server");
     assert_eq!(
         tool_names(step(&report, 1)),
-        ["create_api_token", "echo", "whoami"]
+        ["create_api_token", "debug_env", "echo", "whoami"]
     );
     let seen: Value = serde_json::from_str(step(&report, 2)["text"].as_str().unwrap()).unwrap();
     assert_eq!(seen["authorization"], "Bearer direct-123");
@@ -544,4 +544,70 @@ async fn through_keygate_only_what_was_decided_reaches_the_server() {
     .await;
     assert_eq!(step(&report, 1)["text"], "plain", "{report:#}");
     assert!(!server.requests().is_empty());
+}
+
+/// A tool result that carries credentials (a debug dump of an environment) reaches the
+/// agent with each redacted, over the SDK's SSE stream, and the audit names each by format
+/// and place, never by value.
+#[tokio::test]
+async fn credentials_in_a_tool_result_are_redacted() {
+    let server = Peer::test_server().await;
+    let policy = r#"
+@id("mcp-protocol")
+permit (principal, action in Action::"read", resource);
+@id("mcp-debug-env")
+permit (principal, action == Action::"mcp:debug_env", resource);
+"#;
+    let (gw, token) = gateway(
+        &server.url(),
+        "KG_MCP_SECRET_DUMP",
+        "kg-static-mcp-dump",
+        Some(&[("main.cedar", policy)]),
+    )
+    .await;
+    let auth = bearer(&token);
+    let report = run_client(
+        &endpoint(&gw),
+        &[("authorization", &auth)],
+        json!([initialize(), call("debug_env", json!({}))]),
+    )
+    .await;
+    let dump = step(&report, 1);
+    assert_eq!(dump["ok"], true, "{dump}");
+    let text = dump["text"].as_str().unwrap();
+    for secret in [
+        "AKIAQX7TESTDUMPKEY42",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYDUMPKEY042",
+        "ghp_R3alLookingTokenFromADebugDump0000042",
+    ] {
+        assert!(!text.contains(secret), "{secret} reached the agent: {text}");
+    }
+    assert!(text.contains("HOME=/srv"), "{text}");
+    assert!(
+        text.contains("AWS_ACCESS_KEY_ID=keygate-redacted"),
+        "{text}"
+    );
+    assert!(text.contains("GITHUB_TOKEN=keygate-redacted"), "{text}");
+    let audit = gw.audit().await;
+    let rec = audit
+        .iter()
+        .find(|r| !r["response_secrets"].is_null())
+        .expect("a record with the findings");
+    let mut formats: Vec<&str> = rec["response_secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert_eq!(f["location"], "body", "{f}");
+            assert_eq!(f["action"], "redacted", "{f}");
+            f["format"].as_str().unwrap()
+        })
+        .collect();
+    formats.sort();
+    assert_eq!(
+        formats,
+        ["aws_access_key_id", "aws_secret_access_key", "github_token"]
+    );
+    let raw = std::fs::read_to_string(&gw.audit_path).unwrap();
+    assert!(!raw.contains("ghp_R3alLooking"));
 }

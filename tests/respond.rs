@@ -525,9 +525,14 @@ async fn a_compressed_answer_is_refused() {
         })
     })
     .await;
+    // A tool set to refuse compressed answers (the default decompresses gzip and deflate
+    // for scanning: tests/response_secrets.rs).
     let (gw, token) = start(
         &[("t.secret", SECRET)],
-        &tool("t", &up.url(), "inject = \"bearer\""),
+        &tool("t", &up.url(), "inject = \"bearer\"").replace(
+            "[tools.credential]",
+            "compressed_responses = \"refuse\"\n[tools.credential]",
+        ),
     )
     .await;
     let auth = bearer(&token);

@@ -48,11 +48,21 @@ pub struct Snapshot {
     pub capture: CaptureSettings,
 }
 
-/// Where the keys that seal captured secrets come from.
+/// Where a key that seals captured secrets comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A file holding 32 bytes hex-encoded (generated, owner-only, when missing and it is
+    /// the current key).
+    File(std::path::PathBuf),
+    /// An environment variable holding 32 bytes hex-encoded.
+    Env(String),
+}
+
+/// The keys that seal captured secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureSettings {
-    pub key: crate::capture::KeySource,
-    pub previous: Vec<crate::capture::KeySource>,
+    pub key: KeySource,
+    pub previous: Vec<KeySource>,
 }
 
 /// The forward-proxy listener and the CA it issues host certificates from.
@@ -639,15 +649,14 @@ fn compile_tls(c: &mut Checker, key: &str, t: file::TlsSection) -> TlsSettings {
 }
 
 fn compile_capture(c: &mut Checker, p: file::CaptureSection, data_dir: &Path) -> CaptureSettings {
-    use crate::capture::KeySource;
     let key = match (p.key_file, p.key_env) {
         (Some(_), Some(_)) => {
             c.error("capture", "set key_file or key_env, not both");
-            KeySource::File(crate::capture::default_key_file(data_dir))
+            KeySource::File(data_dir.join("capture.key"))
         }
         (Some(f), None) => KeySource::File(c.path(&f)),
         (None, Some(v)) => KeySource::Env(v),
-        (None, None) => KeySource::File(crate::capture::default_key_file(data_dir)),
+        (None, None) => KeySource::File(data_dir.join("capture.key")),
     };
     let previous = p
         .previous_key_files

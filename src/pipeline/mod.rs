@@ -5,12 +5,15 @@
 //! classify   which tool, which operation (catalog, routes); canonical path
 //! authorize  Cedar policies: allow, deny, or needs approval
 //!   (mcp)    an MCP POST: every JSON-RPC message read strictly and decided on its own
+//! handle     a captured secret's handle (kgh_ token, AWS handle key): checked, taken off
 //! strip      remove the agent's credentials; refuse or redact known secret formats
-//! inject     the tool's provider issues this agent's credential
+//! inject     the tool's provider issues this agent's credential (or the captured secret)
 //! approve    a needed approval of this exact request (as it will be sent), used once
 //! forward    pooled client to the tool, streaming both ways
 //! respond    keygate's credential removed from the response, as it streams
-//! inventory  an identity created is recorded with its agent, approver, owner, ticket
+//! inventory  an identity created is recorded with its agent, approver, owner, ticket;
+//!            the secret it returned is captured, the agent gets a handle
+//! scan       known secret formats in the response redacted, blocked or passed
 //! audit      exactly one record per request, even when the agent went away
 //! ```
 //!
@@ -806,6 +809,8 @@ fn respond(
     resp: Response<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Error> {
     let t = &out.tool.tool;
+    // A compressed answer is decompressed first (or refused), so both searches read it.
+    let resp = scan::decompress(&t.response_scan, &t.name, resp)?;
     let resp = respond::respond(ctx.credential.injected.clone(), &t.name, resp)?;
     Ok(match ctx.mcp.as_ref().and_then(|m| m.tools_list.clone()) {
         Some(id) if resp.status().is_success() => mcp::filter_tools_list(

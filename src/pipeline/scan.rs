@@ -395,6 +395,53 @@ fn codings(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// A compressed text body decompressed (gzip, deflate; up to `max_decompressed`), so that
+/// it can be scanned, `Content-Encoding` and `Content-Length` removed; per
+/// `settings.compressed`, or for any other coding, refused. A binary or empty body, or an
+/// uncompressed one, is returned as it is. Runs before respond removes keygate's own
+/// credential from the body, which needs it uncompressed too.
+pub fn decompress(
+    settings: &Settings,
+    tool: &str,
+    resp: Response<ProxyBody>,
+) -> Result<Response<ProxyBody>, Error> {
+    let (mut parts, body) = resp.into_parts();
+    let binary = is_binary(
+        parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+    );
+    let codings = codings(&parts.headers);
+    if binary || codings.is_empty() || body.is_end_stream() {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let decoder = match (settings.compressed, codings.as_slice()) {
+        (Compressed::Decompress, [one]) => Decoder::for_coding(one),
+        _ => None,
+    };
+    let Some(decoder) = decoder else {
+        return Err(Error::new(
+            ErrorKind::UpstreamUnavailable,
+            format!(
+                "tool {tool:?} answered with a compressed body, which keygate cannot check for secrets"
+            ),
+        )
+        .with_detail(format!("content-encoding: {}", codings.join(", "))));
+    };
+    parts.headers.remove(http::header::CONTENT_ENCODING);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let body = Decompressing {
+        inner: body,
+        decoder: Some(decoder),
+        total: 0,
+        max: settings.max_decompressed,
+        trailers: None,
+    }
+    .boxed();
+    Ok(Response::from_parts(parts, body))
+}
+
 /// Scans the response per `settings`: the reason phrase and headers now, the body and
 /// trailers as they stream (block mode: a body is read whole first, but an event stream).
 /// Every secret found is recorded in `findings` (format and location).
@@ -430,35 +477,7 @@ pub async fn scan(
     if body.is_end_stream() {
         return Ok(Response::from_parts(parts, body));
     }
-    let mut body = body;
-    if !binary {
-        let codings = codings(&parts.headers);
-        if !codings.is_empty() {
-            let decoder = match (settings.compressed, codings.as_slice()) {
-                (Compressed::Decompress, [one]) => Decoder::for_coding(one),
-                _ => None,
-            };
-            let Some(decoder) = decoder else {
-                return Err(Error::new(
-                    ErrorKind::UpstreamUnavailable,
-                    format!(
-                        "tool {tool:?} answered with a compressed body, which keygate cannot check for secrets"
-                    ),
-                )
-                .with_detail(format!("content-encoding: {}", codings.join(", "))));
-            };
-            parts.headers.remove(http::header::CONTENT_ENCODING);
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            body = Decompressing {
-                inner: body,
-                decoder: Some(decoder),
-                total: 0,
-                max: settings.max_decompressed,
-                trailers: None,
-            }
-            .boxed();
-        }
-    }
+    let (parts, body) = decompress(settings, tool, Response::from_parts(parts, body))?.into_parts();
     if mode == Mode::Block && !binary && !is_event_stream(content_type.as_deref()) {
         let body = buffered(settings, tool, body, &findings).await?;
         return Ok(Response::from_parts(parts, body));

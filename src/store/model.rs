@@ -153,9 +153,44 @@ pub struct CapturedSecret {
     pub shared_with: Vec<String>,
     /// Where the answer carried it (a JSON Pointer or an XML element name).
     pub field: String,
-    pub shape: crate::capture::Shape,
-    pub sealed: crate::capture::Sealed,
+    pub shape: Shape,
+    pub sealed: Sealed,
     pub created_at: Millis,
+}
+
+/// The shape of the handle that replaces a captured secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A `kgh_…` token.
+    Token,
+    /// An AWS secret access key: replaced, with its access key id, by a key pair keygate
+    /// issues (the agent's SDK signs with it).
+    AwsSecretKey,
+}
+
+impl Shape {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::Token => "token",
+            Shape::AwsSecretKey => "aws_key",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Shape> {
+        match s {
+            "token" => Some(Shape::Token),
+            "aws_key" => Some(Shape::AwsSecretKey),
+            _ => None,
+        }
+    }
+}
+
+/// A secret as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
 }
 
 /// What revoking an inventory record did.
@@ -357,11 +392,7 @@ pub trait Store: Send + Sync + 'static {
     async fn share_captured(&self, identity_id: &str, agent: &str) -> Result<u64, StoreError>;
 
     /// Replaces a captured secret's sealed form (re-sealed under another key).
-    async fn reseal(
-        &self,
-        handle_hash: &str,
-        sealed: &crate::capture::Sealed,
-    ) -> Result<(), StoreError>;
+    async fn reseal(&self, handle_hash: &str, sealed: &Sealed) -> Result<(), StoreError>;
 }
 
 /// A fresh random id: `prefix` followed by 20 lowercase hex characters (80 random bits).

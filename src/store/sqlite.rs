@@ -15,7 +15,8 @@ use sqlx::{FromRow, SqliteConnection};
 
 use super::model::{
     new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, CapturedSecret,
-    InventoryEntry, Millis, NewApproval, NewIdentity, Revoked, Store, StoreError, Suspension,
+    InventoryEntry, Millis, NewApproval, NewIdentity, Revoked, Sealed, Shape, Store, StoreError,
+    Suspension,
 };
 
 /// The schema version this build writes and understands.
@@ -766,8 +767,8 @@ impl Store for SqliteStore {
                     shared_with: serde_json::from_str(&r.shared_with).unwrap_or_default(),
                     field: r.field,
                     // A shape this keygate does not know is never used.
-                    shape: crate::capture::Shape::parse(&r.shape)?,
-                    sealed: crate::capture::Sealed {
+                    shape: Shape::parse(&r.shape)?,
+                    sealed: Sealed {
                         key_id: r.key_id,
                         nonce: r.nonce,
                         ciphertext: r.sealed,
@@ -872,11 +873,7 @@ impl Store for SqliteStore {
         Ok(rows.len() as u64)
     }
 
-    async fn reseal(
-        &self,
-        handle_hash: &str,
-        sealed: &crate::capture::Sealed,
-    ) -> Result<(), StoreError> {
+    async fn reseal(&self, handle_hash: &str, sealed: &Sealed) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE captured_secrets SET key_id = ?, nonce = ?, sealed = ? WHERE handle_hash = ?",
         )
@@ -1583,10 +1580,14 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap();
         store.suspend("agent-1", "bob", None, T0).await.unwrap();
         // Back to what version 1 wrote.
-        sqlx::query("DROP TABLE agent_keys")
-            .execute(&store.pool)
-            .await
-            .unwrap();
+        for undo in [
+            "DROP TABLE agent_keys",
+            "DROP TABLE captured_secrets",
+            "ALTER TABLE inventory DROP COLUMN revoked_at",
+            "ALTER TABLE inventory DROP COLUMN revoked_by",
+        ] {
+            sqlx::query(undo).execute(&store.pool).await.unwrap();
+        }
         sqlx::query("UPDATE schema_version SET version = 1")
             .execute(&store.pool)
             .await
@@ -1620,7 +1621,7 @@ mod tests {
             .fetch_one(&store.pool)
             .await
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[tokio::test]
