@@ -260,7 +260,8 @@ pub struct Tool {
     pub strip_query: Vec<String>,
     pub on_secret: OnSecret,
     /// What the response phase does with secret formats in the tool's responses.
-    pub response_scan: crate::pipeline::scan::Settings,
+    /// `None`: `response_secrets = "off"`, responses are not scanned at all.
+    pub response_scan: Option<crate::pipeline::scan::Settings>,
     /// Whether the secret an identity-creation call returns is captured (handed to the
     /// agent as a handle).
     pub capture: bool,
@@ -1166,11 +1167,13 @@ fn compile_tools(
             strip_headers,
             strip_query: e.strip_query,
             on_secret: e.on_secret,
-            response_scan: crate::pipeline::scan::Settings {
+            response_scan: Some(crate::pipeline::scan::Settings {
                 mode: match e.response_secrets {
                     file::ResponseSecrets::Redact => crate::pipeline::scan::Mode::Redact,
                     file::ResponseSecrets::Block => crate::pipeline::scan::Mode::Block,
-                    file::ResponseSecrets::Pass => crate::pipeline::scan::Mode::Pass,
+                    file::ResponseSecrets::Pass | file::ResponseSecrets::Off => {
+                        crate::pipeline::scan::Mode::Pass
+                    }
                 },
                 compressed: match e.compressed_responses {
                     file::CompressedResponses::Decompress => {
@@ -1180,7 +1183,8 @@ fn compile_tools(
                 },
                 max_decompressed: e.max_decompressed_bytes,
                 max_buffered: e.max_decompressed_bytes,
-            },
+            })
+            .filter(|_| e.response_secrets != file::ResponseSecrets::Off),
             capture: e.created_secrets == file::CreatedSecrets::Capture,
             credential,
         });

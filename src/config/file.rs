@@ -461,7 +461,8 @@ pub struct ToolEntry {
     #[serde(default)]
     pub on_secret: OnSecret,
     /// What to do with a known secret format in the tool's response: "redact" (default:
-    /// overwritten in place), "block" (502 secret_in_response) or "pass".
+    /// overwritten in place), "block" (502 secret_in_response), "pass" (counted and
+    /// audited, unchanged) or "off" (not scanned at all).
     #[serde(default)]
     pub response_secrets: ResponseSecrets,
     /// A compressed response (which must be scanned): "decompress" (gzip and deflate,
@@ -532,6 +533,7 @@ pub enum ResponseSecrets {
     Redact,
     Block,
     Pass,
+    Off,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

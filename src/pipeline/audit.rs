@@ -61,7 +61,12 @@ impl OnFinish for Pending {
             completed,
             "request finished"
         );
-        let action = match ctx.tool.as_ref().map(|t| t.tool.response_scan.mode) {
+        let action = match ctx
+            .tool
+            .as_ref()
+            .and_then(|t| t.tool.response_scan)
+            .map(|s| s.mode)
+        {
             Some(crate::pipeline::scan::Mode::Block) => "blocked",
             Some(crate::pipeline::scan::Mode::Pass) => "passed",
             _ => "redacted",

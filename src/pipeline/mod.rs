@@ -810,7 +810,10 @@ fn respond(
 ) -> Result<Response<ProxyBody>, Error> {
     let t = &out.tool.tool;
     // A compressed answer is decompressed first (or refused), so both searches read it.
-    let resp = scan::decompress(&t.response_scan, &t.name, resp)?;
+    let resp = match &t.response_scan {
+        Some(settings) => scan::decompress(settings, &t.name, resp)?,
+        None => resp,
+    };
     let resp = respond::respond(ctx.credential.injected.clone(), &t.name, resp)?;
     Ok(match ctx.mcp.as_ref().and_then(|m| m.tools_list.clone()) {
         Some(id) if resp.status().is_success() => mcp::filter_tools_list(
@@ -834,9 +837,12 @@ async fn scan(
     resp: Response<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Error> {
     let t = &out.tool.tool;
+    let Some(settings) = &t.response_scan else {
+        return Ok(resp);
+    };
     let findings = Arc::new(scan::Findings::default());
     ctx.response_secrets = Some(findings.clone());
-    scan::scan(&t.response_scan, &t.name, resp, findings).await
+    scan::scan(settings, &t.name, resp, findings).await
 }
 
 /// inventory: an identity created is recorded with its agent, approver, owner, ticket.
