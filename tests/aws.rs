@@ -1300,6 +1300,11 @@ async fn a_created_access_key_is_captured_and_its_handle_pair_signs_for_it() {
     assert_eq!(arn, json!(format!("arn:aws:iam::123456789012:user/{user}")));
     let last = kg.relay.tool_calls().into_iter().last().unwrap();
     assert_eq!(last.access_key_id().as_deref(), Some(real_id.as_str()));
+    // The agent named by its token instead, signing with the handle pair: the same.
+    let mut jwt_env = handle_env.clone();
+    jwt_env.jwt = Some(kg.iss.token(AGENT));
+    let arn = jwt_env.boto(&["whoami"]).await.unwrap();
+    assert_eq!(arn, json!(format!("arn:aws:iam::123456789012:user/{user}")));
     let audit = kg.gw.audit().await;
     let used = audit.iter().filter(|r| r["handle"] == entry["id"]).count();
     assert!(used >= 4, "calls with the handle name the inventory record");

@@ -538,12 +538,23 @@ fn find_handle(
 ) -> Result<Option<HandleUse>, Error> {
     let tool = &*call.tool.tool.name;
     let vault = &gw.shared.vault;
-    if let Some(key) = ctx.identity.as_ref().and_then(|i| i.aws_key.as_deref()) {
-        if let Some(c) = vault.get(key) {
-            ctx.handle = Some(c.identity_id.clone());
-            crate::capture::check_use(&c, &agent.id, tool)?;
-            return Ok(Some(HandleUse::Aws(c)));
-        }
+    // The AWS key that signed the call: the one that named the agent, or (the agent named
+    // otherwise: a token, the forward proxy's tunnel) the key id the SDK signed with.
+    let aws_key = match ctx.identity.as_ref().and_then(|i| i.aws_key.clone()) {
+        Some(k) => Some(k),
+        None if matches!(call.tool.provider, Provider::Aws(_)) => call
+            .parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::aws::verify::parse_authorization(v).ok())
+            .map(|h| crate::capture::fingerprint(h.access_key_id)),
+        None => None,
+    };
+    if let Some(c) = aws_key.and_then(|k| vault.get(&k)) {
+        ctx.handle = Some(c.identity_id.clone());
+        crate::capture::check_use(&c, &agent.id, tool)?;
+        return Ok(Some(HandleUse::Aws(c)));
     }
     let used = crate::capture::take_token_handle(vault, &mut call.parts.headers, &agent.id, tool)?;
     Ok(used.map(|u| {
