@@ -78,8 +78,9 @@ const AWS_ACCESS_KEY: &[SecretField] = &[SecretField {
 const TOKEN: &[SecretField] = &[json("/token")];
 const SECRET: &[SecretField] = &[json("/secret")];
 const CLIENT_SECRET: &[SecretField] = &[json("/client_secret")];
-const VAULT_TOKEN: &[SecretField] = &[json("/auth/client_token")];
-const SECRET_ID: &[SecretField] = &[json("/data/secret_id")];
+// A response-wrapped answer (`X-Vault-Wrap-TTL`) carries the wrapping token instead.
+const VAULT_TOKEN: &[SecretField] = &[json("/auth/client_token"), json("/wrap_info/token")];
+const SECRET_ID: &[SecretField] = &[json("/data/secret_id"), json("/wrap_info/token")];
 const SECRET_TEXT: &[SecretField] = &[json("/secretText")];
 const SERVICE_PASSWORD: &[SecretField] = &[xml("ServicePassword")];
 
@@ -359,6 +360,9 @@ pub fn aad(c: &CapturedSecret) -> Vec<u8> {
 pub struct Vault {
     pub sealer: Sealer,
     active: ArcSwap<HashMap<String, Arc<CapturedSecret>>>,
+    /// Bumped by every change made here, so that a read of the store that started before
+    /// it cannot undo it ([`Vault::set_if_unchanged`]).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Vault {
@@ -374,6 +378,7 @@ impl Vault {
         Vault {
             sealer,
             active: ArcSwap::from_pointee(HashMap::new()),
+            epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -386,7 +391,31 @@ impl Vault {
         self.active.store(Arc::new(map));
     }
 
+    /// The change counter, read before reading the store for [`Vault::set_if_unchanged`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Replaces the active handles with `all` (read from the store after [`Vault::epoch`]
+    /// returned `epoch`), unless something changed here since: then the next read does.
+    pub fn set_if_unchanged(&self, all: Vec<CapturedSecret>, epoch: u64) {
+        let map: HashMap<String, Arc<CapturedSecret>> = all
+            .into_iter()
+            .map(|c| (c.handle_hash.clone(), Arc::new(c)))
+            .collect();
+        let map = Arc::new(map);
+        // Swapped only while the counter still says nothing changed.
+        self.active.rcu(|cur| {
+            if self.epoch() == epoch {
+                map.clone()
+            } else {
+                cur.clone()
+            }
+        });
+    }
+
     pub fn insert(&self, c: CapturedSecret) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.active.rcu(|m| {
             let mut m = (**m).clone();
             m.insert(c.handle_hash.clone(), Arc::new(c.clone()));
@@ -396,6 +425,7 @@ impl Vault {
 
     /// Drops every handle of an inventory record at once.
     pub fn forget_identity(&self, identity_id: &str) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.active.rcu(|m| {
             let mut m = (**m).clone();
             m.retain(|_, c| c.identity_id != identity_id);
@@ -451,18 +481,28 @@ pub async fn capture(
     let json: Option<serde_json::Value> = serde_json::from_str(text).ok();
     let mut found = Vec::new();
     for f in fields {
-        let value = match f.at {
-            At::Json(p) => json
-                .as_ref()
-                .and_then(|j| j.pointer(p))
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
-            At::Xml(tag) => crate::catalog::xml_element_text(text, tag),
+        let value = match (f.at, &json) {
+            (At::Json(p), Some(j)) => j.pointer(p).and_then(|v| v.as_str()).map(str::to_string),
+            (At::Json(_), None) => None,
+            // An AWS Query API asked for JSON answers with the same names.
+            (At::Xml(tag), Some(j)) => json_member(j, tag),
+            (At::Xml(tag), None) => crate::catalog::xml_element_text(text, tag),
         };
-        let Some(value) = value.filter(|v| !v.is_empty()) else {
-            continue;
-        };
-        found.push(prepare(c, *f, value, text)?);
+        match value.filter(|v| !v.is_empty()) {
+            Some(value) => found.push(prepare(c, *f, value, text, json.as_ref())?),
+            // The answer names the field but keygate could not read its value (another
+            // shape: wrapped, nested elsewhere): withheld rather than handed out.
+            // A member that is there and null holds no secret (a manifest app without a
+            // webhook has `"webhook_secret": null`).
+            None if matches!((f.at, &json), (At::Json(p), Some(j)) if j.pointer(p).is_some_and(serde_json::Value::is_null)) =>
+                {}
+            None if names(text, f.at) => {
+                return Err(failed(
+                    "the answer names the secret's field in a shape keygate does not read",
+                ));
+            }
+            None => {}
+        }
     }
     if found.is_empty() {
         return Ok((body.to_vec(), 0));
@@ -493,7 +533,7 @@ pub async fn capture(
     let n = found.len();
     for f in found {
         if let Some(k) = &f.aws_key {
-            c.agent_keys.add(&k.key_hash, &k.agent_id);
+            c.agent_keys.add(&k.key_hash, &k.agent_id, true);
         }
         tracing::info!(
             identity = %c.identity_id,
@@ -503,6 +543,28 @@ pub async fn capture(
         c.vault.insert(f.record);
     }
     Ok((out.into_bytes(), n))
+}
+
+/// Whether an answer names a rule's field (as a JSON member `"name"`, or an XML element
+/// `<name`): the last segment of a pointer, or the element's name.
+fn names(text: &str, at: At) -> bool {
+    let name = match at {
+        At::Json(p) => p.rsplit('/').next().unwrap_or(p),
+        At::Xml(tag) => tag,
+    };
+    text.contains(&format!("\"{name}\"")) || text.contains(&format!("<{name}"))
+}
+
+/// The first string member named `name` at any depth.
+fn json_member(v: &serde_json::Value, name: &str) -> Option<String> {
+    match v {
+        serde_json::Value::Object(m) => m.iter().find_map(|(k, v)| match v {
+            serde_json::Value::String(s) if k == name => Some(s.clone()),
+            _ => json_member(v, name),
+        }),
+        serde_json::Value::Array(a) => a.iter().find_map(|v| json_member(v, name)),
+        _ => None,
+    }
 }
 
 /// The forms a value takes in an answer: as is, and JSON-escaped (with `/` also as `\/`).
@@ -533,6 +595,7 @@ fn prepare(
     field: SecretField,
     value: String,
     text: &str,
+    parsed: Option<&serde_json::Value>,
 ) -> Result<Found, Error> {
     let mut record = CapturedSecret {
         handle_hash: String::new(),
@@ -563,9 +626,12 @@ fn prepare(
         }
         Shape::AwsSecretKey => {
             use crate::pipeline::identify::aws_key::AgentKeys;
-            let key_id = crate::catalog::xml_element_text(text, "AccessKeyId")
-                .filter(|k| !k.is_empty())
-                .ok_or_else(|| failed("an AWS secret key without its access key id"))?;
+            let key_id = match parsed {
+                Some(j) => json_member(j, "AccessKeyId"),
+                None => crate::catalog::xml_element_text(text, "AccessKeyId"),
+            }
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| failed("an AWS secret key without its access key id"))?;
             let handle_id = AgentKeys::new_id().map_err(|e| failed(&e))?;
             let handle_secret = c.agent_keys.secret_of(&handle_id);
             record.handle_hash = fingerprint(&handle_id);
@@ -617,18 +683,27 @@ pub struct TokenUse {
 
 /// Takes the header that presents a token handle off `headers`, after checking the handle
 /// is active and this agent's, for this tool. `None` when no header mentions a handle.
+///
+/// A handle is accepted only where a credential goes (`credential_header` says which
+/// headers: those strip removes as credentials, and the tool's own credential header),
+/// as the header's only value, and as the whole value or `<scheme> <handle>` (`Bearer`,
+/// `token`, `SSWS`…): nothing else rides along into the tool unchecked, and the agent
+/// cannot choose where in a value the real secret lands.
+///
 /// Refused: a handle keygate does not know (or revoked), one not this agent's or tool's,
-/// something handle-like that is not a well-formed handle, handles in several places.
+/// something handle-like that is not a well-formed handle, a handle in any other header or
+/// form, handles in several places.
 pub fn take_token_handle(
     vault: &Vault,
     headers: &mut http::HeaderMap,
     agent: &str,
     tool: &str,
+    credential_header: impl Fn(&http::HeaderName) -> bool,
 ) -> Result<Option<TokenUse>, Error> {
     let mut name: Option<&http::HeaderName> = None;
     for (n, v) in headers.iter() {
         if mentions_handle(v.as_bytes()) {
-            if name.is_some_and(|seen| seen != n) {
+            if name.is_some() {
                 return Err(Error::new(
                     ErrorKind::BadRequest,
                     "a request presents one handle, in one header",
@@ -640,30 +715,30 @@ pub fn take_token_handle(
     let Some(name) = name.cloned() else {
         return Ok(None);
     };
-    let values: Vec<http::HeaderValue> = headers.get_all(&name).iter().cloned().collect();
-    let mut at = None;
-    for (i, v) in values.iter().enumerate() {
-        if !mentions_handle(v.as_bytes()) {
-            continue;
-        }
-        let found = find_handles(v.as_bytes());
-        match (found.as_slice(), &at) {
-            ([one], None) => at = Some((i, one.0..one.1)),
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::UnknownHandle,
-                    format!("the {name} header holds no handle keygate issued, or more than one"),
-                ))
-            }
-        }
-    }
-    let Some(at) = at else {
+    if !credential_header(&name) {
         return Err(Error::new(
-            ErrorKind::UnknownHandle,
-            format!("the {name} header holds no handle keygate issued"),
+            ErrorKind::HandleNotAllowed,
+            format!("a handle is accepted only in a credential header of this tool, not in {name}"),
+        ));
+    }
+    let values: Vec<http::HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+    let [value] = values.as_slice() else {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            format!("the {name} header that presents a handle must have one value"),
         ));
     };
-    let handle = std::str::from_utf8(&values[at.0].as_bytes()[at.1.clone()]).unwrap_or("");
+    let b = value.as_bytes();
+    let at = match find_handles(b).as_slice() {
+        [(start, end)] if *end == b.len() && is_scheme_prefix(&b[..*start]) => *start..*end,
+        _ => {
+            return Err(Error::new(
+                ErrorKind::UnknownHandle,
+                format!("the {name} header holds no handle keygate issued, as its whole value or after a scheme"),
+            ))
+        }
+    };
+    let handle = std::str::from_utf8(&b[at.clone()]).unwrap_or("");
     let captured = vault.get(&fingerprint(handle)).ok_or_else(|| {
         Error::new(
             ErrorKind::UnknownHandle,
@@ -676,8 +751,17 @@ pub fn take_token_handle(
         captured,
         name,
         values,
-        at,
+        at: (0, at),
     }))
+}
+
+/// Nothing, or an authentication scheme and one space (`Bearer `, `token `, `SSWS `).
+fn is_scheme_prefix(b: &[u8]) -> bool {
+    match b.split_last() {
+        None => true,
+        Some((b' ', scheme)) => !scheme.is_empty() && scheme.iter().all(u8::is_ascii_alphabetic),
+        Some(_) => false,
+    }
 }
 
 /// Puts the header of a [`TokenUse`] back with the real secret where the handle was; the
@@ -794,6 +878,110 @@ mod tests {
         assert!(find_handles(format!("{h}a").as_bytes()).is_empty());
         assert!(find_handles(b"kgh_").is_empty());
         assert!(mentions_handle(b"token kgh_short"));
+        assert!(
+            is_scheme_prefix(b"") && is_scheme_prefix(b"Bearer ") && is_scheme_prefix(b"token ")
+        );
+        assert!(
+            !is_scheme_prefix(b"glpat-x ")
+                && !is_scheme_prefix(b" ")
+                && !is_scheme_prefix(b"Bearer")
+        );
+    }
+
+    async fn creation_env() -> (
+        tempfile::TempDir,
+        std::sync::Arc<dyn crate::store::Store>,
+        String,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open_store(&dir.path().join("k.db"))
+            .await
+            .unwrap();
+        let e = store
+            .record_identity(crate::store::NewIdentity {
+                kind: "api_token".into(),
+                tool: "t".into(),
+                operation: "op".into(),
+                identifier: None,
+                agent_id: "a".into(),
+                approver: None,
+                owner: "o".into(),
+                ticket: None,
+                approval_id: None,
+                request_id: "r".into(),
+                created_at: 1,
+                review_by: None,
+            })
+            .await
+            .unwrap();
+        (dir, store, e.id)
+    }
+
+    async fn run_capture(op: &str, body: &str) -> Result<(String, usize), Error> {
+        let (_dir, store, id) = creation_env().await;
+        let vault = Vault::new(Sealer::from_keys(&[3; 32], &[]).unwrap());
+        let keys = crate::pipeline::identify::aws_key::AgentKeys::from_master(&[4; 32]);
+        let c = Creation {
+            store: &*store,
+            vault: &vault,
+            agent_keys: &keys,
+            tool: "t",
+            agent_id: "a",
+            identity_id: &id,
+            now: 1,
+        };
+        capture(&c, fields(op), body.as_bytes())
+            .await
+            .map(|(b, n)| (String::from_utf8(b).unwrap(), n))
+    }
+
+    #[tokio::test]
+    async fn answers_in_other_shapes_are_captured_or_withheld() {
+        // Vault, response-wrapped: the wrapping token is captured.
+        let (out, n) = run_capture(
+            "vault:token.create",
+            r#"{"wrap_info":{"token":"hvs.CAESIWrappedWrappedWrapped0123","ttl":60}}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 1);
+        assert!(!out.contains("hvs.") && out.contains("kgh_"), "{out}");
+        // The field named, its value unreadable (a number): withheld.
+        let e = run_capture("vault:token.create", r#"{"auth":{"client_token":12345}}"#)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::CaptureFailed);
+        // A null member is no secret; the others are captured.
+        let (out, n) = run_capture(
+            "github:create_app_from_manifest",
+            r#"{"id":1,"client_secret":"cs-0123456789","webhook_secret":null,"pem":"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n"}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 2, "{out}");
+        assert!(
+            !out.contains("cs-0123456789") && !out.contains("MIIE"),
+            "{out}"
+        );
+        assert!(out.contains(r#""webhook_secret":null"#));
+        // An AWS Query API answering in JSON: the same key pair is captured.
+        let (out, n) = run_capture(
+            "aws:CreateAccessKey",
+            r#"{"CreateAccessKeyResponse":{"CreateAccessKeyResult":{"AccessKey":{"UserName":"u","AccessKeyId":"AKIAIOSFODNN7EXAMPLE","Status":"Active","SecretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}}}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            !out.contains("AKIAIOSFODNN7EXAMPLE") && !out.contains("wJalrXUtnFEMI"),
+            "{out}"
+        );
+        assert!(out.contains("KGAK"), "{out}");
+        // No rule's field named at all: nothing to capture, the answer as it was.
+        let (out, n) = run_capture("gitlab:create_project_access_token", r#"{"id":3}"#)
+            .await
+            .unwrap();
+        assert_eq!((out.as_str(), n), (r#"{"id":3}"#, 0));
     }
 
     #[test]

@@ -132,6 +132,15 @@ impl Shared {
         Ok(())
     }
 
+    /// Re-reads the captured secrets from the store (what other replicas captured,
+    /// shared or revoked).
+    pub async fn sync_captured(&self) -> Result<(), String> {
+        let epoch = self.vault.epoch();
+        let all = self.store.captured().await.map_err(|e| e.to_string())?;
+        self.vault.set_if_unchanged(all, epoch);
+        Ok(())
+    }
+
     /// Re-reads suspensions from the store (other replicas, direct store edits). Returns
     /// the agents suspended since the last read.
     pub async fn sync_suspensions(&self) -> Result<Vec<String>, String> {
@@ -277,6 +286,9 @@ fn spawn_suspension_sync(rt: &Arc<Runtime>) {
             }
             if let Err(e) = rt.shared.sync_agent_keys().await {
                 tracing::warn!("cannot refresh agent keys from the store: {e}");
+            }
+            if let Err(e) = rt.shared.sync_captured().await {
+                tracing::warn!("cannot refresh captured secrets from the store: {e}");
             }
         }
     });

@@ -44,6 +44,7 @@ struct Env {
     up: RawUpstream,
     iss: TestIssuer,
     tool_secret: String,
+    cfg: String,
 }
 
 async fn start(tool_extra: &str) -> Env {
@@ -66,6 +67,7 @@ async fn start(tool_extra: &str) -> Env {
         up,
         iss,
         tool_secret,
+        cfg,
     }
 }
 
@@ -290,6 +292,7 @@ async fn the_sealed_token_survives_a_restart_and_a_key_rotation() {
         up,
         iss,
         tool_secret: String::new(),
+        cfg: String::new(),
     };
     let r = env
         .call("a1", "GET", PROJECT, &[("private-token", &handle)])
@@ -315,6 +318,7 @@ async fn the_sealed_token_survives_a_restart_and_a_key_rotation() {
         up,
         iss,
         tool_secret: String::new(),
+        cfg: String::new(),
     };
     let r = env
         .call("a1", "GET", PROJECT, &[("private-token", &handle)])
@@ -332,4 +336,133 @@ async fn a_tool_set_to_pass_hands_the_token_over() {
     assert_eq!(r.status, 201);
     // Passed, as configured (both the capture and the response scan).
     assert!(r.text().contains(REAL), "{}", r.text());
+}
+
+/// A handle is taken only as a credential header's whole value (or after a scheme), and
+/// only value: nothing rides along with it past strip, and the agent cannot place the real
+/// secret inside a value a tool might echo in part.
+#[tokio::test]
+async fn a_handle_is_accepted_only_alone_in_a_credential_header() {
+    let env = start("").await;
+    let handle = env.create_approved().await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let own = "glpat-AgentOwnedSecretXyz0123456789";
+    let with_own = format!("{own} {handle}");
+    let padded = format!("{handle}........");
+    let bearer_handle = format!("Bearer {handle}");
+    let before = env.up.count();
+    for (headers, code) in [
+        // A second value of the handle's header.
+        (
+            vec![("private-token", handle.as_str()), ("private-token", own)],
+            "bad_request",
+        ),
+        // A secret of the agent's own in the same value.
+        (vec![("private-token", with_own.as_str())], "unknown_handle"),
+        // A header that is no credential header (a tool might echo it).
+        (vec![("x-note", padded.as_str())], "handle_not_allowed"),
+        (vec![("x-note", handle.as_str())], "handle_not_allowed"),
+        // Bytes after the handle.
+        (vec![("private-token", padded.as_str())], "unknown_handle"),
+    ] {
+        let r = env.call("a1", "GET", PROJECT, &headers).await;
+        assert_eq!(r.json()["error"], code, "{headers:?}: {}", r.text());
+    }
+    // On the reverse proxy the agent's token is in Authorization: a handle there too is
+    // refused, so the token never goes to the tool beside the secret.
+    let r = env
+        .call("a1", "GET", PROJECT, &[("authorization", &bearer_handle)])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(env.up.count(), before, "a refused request reached the tool");
+    // As the whole value, or after a scheme, in a credential header: it works.
+    for v in [handle.clone(), format!("token {handle}")] {
+        let r = env
+            .call("a1", "GET", PROJECT, &[("private-token", &v)])
+            .await;
+        assert_eq!(
+            r.status,
+            if v == handle { 200 } else { 401 },
+            "{v}: {}",
+            r.text()
+        );
+    }
+    let seen = env.up.requests().last().unwrap().clone();
+    assert_eq!(
+        seen.header("private-token").as_deref(),
+        Some(format!("token {REAL}").as_str())
+    );
+}
+
+/// Replicas share the store: a handle captured through one works through the other, and
+/// one revoked through either is refused by both within the store re-read (2 s).
+#[tokio::test]
+async fn replicas_learn_captured_and_revoked_handles_from_the_store() {
+    let env = start("").await;
+    let a_dir = env.gw.dir.path().to_path_buf();
+    let dir_b = tempfile::tempdir().unwrap();
+    let cfg_b = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n[store]\npath = {:?}\n{}",
+        a_dir.join("data").display().to_string(),
+        a_dir.join("keygate.db").display().to_string(),
+        env.cfg
+    );
+    let gw_b = TestGateway::start_in(dir_b, &cfg_b).await;
+    let handle = env.create_approved().await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call_b = |gw_b: &TestGateway| {
+        let auth = bearer(&env.iss.token("a1"));
+        let url = gw_b.url(PROJECT);
+        let handle = handle.clone();
+        async move {
+            Client::http1()
+                .send(
+                    "GET",
+                    &url,
+                    &[("authorization", &auth), ("private-token", &handle)],
+                    String::new(),
+                )
+                .await
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = call_b(&gw_b).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica B never learned the handle: {}",
+            r.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let id = env.inventory_id().await;
+    let (s, b) = env
+        .gw
+        .admin(
+            "POST",
+            &format!("/inventory/{id}/revoke"),
+            Some(json!({"by": "carol@example.com"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = call_b(&gw_b).await;
+        if r.status == 401 {
+            assert_eq!(r.json()["error"], "unknown_handle");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica B still takes the revoked handle"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -551,12 +551,48 @@ fn find_handle(
             .map(|h| crate::capture::fingerprint(h.access_key_id)),
         None => None,
     };
-    if let Some(c) = aws_key.and_then(|k| vault.get(&k)) {
-        ctx.handle = Some(c.identity_id.clone());
-        crate::capture::check_use(&c, &agent.id, tool)?;
-        return Ok(Some(HandleUse::Aws(c)));
+    if let Some(key) = aws_key {
+        if let Some(c) = vault.get(&key) {
+            ctx.handle = Some(c.identity_id.clone());
+            crate::capture::check_use(&c, &agent.id, tool)?;
+            return Ok(Some(HandleUse::Aws(c)));
+        }
+        // A captured key's handle whose secret this process does not hold (revoked a
+        // moment ago, or captured by another replica and not read yet): never signed
+        // with anything else.
+        if gw.shared.agent_keys.is_captured(&key) {
+            return Err(Error::new(
+                ErrorKind::UnknownHandle,
+                "keygate holds no captured key for this handle key pair, or it was revoked",
+            )
+            .with_aws_code("InvalidClientTokenId"));
+        }
     }
-    let used = crate::capture::take_token_handle(vault, &mut call.parts.headers, &agent.id, tool)?;
+    // Where a credential goes: the headers strip removes as the agent's credentials, and
+    // the tool's own credential header.
+    let t = &call.tool.tool;
+    let credential_header = |n: &http::HeaderName| {
+        (strip::ALWAYS_STRIPPED_HEADERS.contains(n)
+            && *n != header::PROXY_AUTHORIZATION
+            && *n != header::COOKIE)
+            || t.strip_headers.contains(n)
+            || crate::catalog::credential_headers(t.kind).contains(&n.as_str())
+            || matches!(&t.credential.inject, crate::config::Injection::Header(h) if h == n)
+    };
+    let used = crate::capture::take_token_handle(
+        vault,
+        &mut call.parts.headers,
+        &agent.id,
+        tool,
+        credential_header,
+    )?;
+    if used.is_some() && matches!(call.tool.provider, Provider::Aws(_)) {
+        // An AWS call is signed with a captured key's handle pair, never sent with a token.
+        return Err(Error::new(
+            ErrorKind::HandleNotAllowed,
+            "an AWS tool takes a captured key as the key pair the call is signed with, not as a kgh_ token",
+        ));
+    }
     Ok(used.map(|u| {
         ctx.handle = Some(u.captured.identity_id.clone());
         HandleUse::Token(u)

@@ -28,6 +28,8 @@ const DERIVATION_LABEL: &[u8] = b"keygate aws agent key v1\n";
 pub struct AgentKeys {
     master: hmac::Key,
     active: ArcSwap<HashMap<Box<str>, Arc<str>>>,
+    /// The active keys that are handles of captured AWS keys (`created_by` `capture:…`).
+    captured: ArcSwap<std::collections::HashSet<Box<str>>>,
 }
 
 impl std::fmt::Debug for AgentKeys {
@@ -60,6 +62,7 @@ impl AgentKeys {
         AgentKeys {
             master: hmac::Key::new(hmac::HMAC_SHA256, bytes),
             active: ArcSwap::from_pointee(HashMap::new()),
+            captured: ArcSwap::from_pointee(Default::default()),
         }
     }
 
@@ -70,11 +73,30 @@ impl AgentKeys {
             .filter(|k| k.revoked_at.is_none())
             .map(|k| (k.key_hash.as_str().into(), k.agent_id.as_str().into()))
             .collect();
+        let captured = keys
+            .iter()
+            .filter(|k| k.revoked_at.is_none() && k.created_by.starts_with("capture:"))
+            .map(|k| k.key_hash.as_str().into())
+            .collect();
+        self.captured.store(Arc::new(captured));
         self.active.store(Arc::new(active));
     }
 
-    /// Adds an active key (by its fingerprint) at once, before the store is read again.
-    pub fn add(&self, key_hash: &str, agent_id: &str) {
+    /// Whether an active key (by fingerprint) is the handle of a captured AWS key.
+    pub fn is_captured(&self, key_hash: &str) -> bool {
+        self.captured.load().contains(key_hash)
+    }
+
+    /// Adds an active key (by its fingerprint) at once, before the store is read again;
+    /// `captured`: the handle of a captured AWS key.
+    pub fn add(&self, key_hash: &str, agent_id: &str, captured: bool) {
+        if captured {
+            self.captured.rcu(|m| {
+                let mut m = (**m).clone();
+                m.insert(key_hash.into());
+                m
+            });
+        }
         self.active.rcu(|m| {
             let mut m = (**m).clone();
             m.insert(key_hash.into(), agent_id.into());
@@ -84,6 +106,11 @@ impl AgentKeys {
 
     /// Drops a key (by its fingerprint) at once, before the store is read again.
     pub fn forget(&self, key_hash: &str) {
+        self.captured.rcu(|m| {
+            let mut m = (**m).clone();
+            m.remove(key_hash);
+            m
+        });
         let mut active = (**self.active.load()).clone();
         if active.remove(key_hash).is_some() {
             self.active.store(Arc::new(active));
