@@ -289,10 +289,18 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
     let iss = TestIssuer::new(dir.path(), "trace-iss", "keygate");
     let grpc = phoenix.grpc_endpoint();
     let minted_up = RawUpstream::start().await;
+    let leaky_up = RawUpstream::with_responder(std::sync::Arc::new(|_r: &Received| {
+        let body = "{\"content\": \"token: ghp_LeakedIntoAResponse0123456789abcdef\"}";
+        (200, vec![], body.as_bytes().to_vec())
+    }))
+    .await;
     let minted_tool = format!(
         "[[tools]]\nname = \"minted\"\nupstream = {:?}\n[tools.credential]\nprovider = \"jwt\"\n\
-         scope = \"read\"\nunique_per_call = true\n",
-        minted_up.url()
+         scope = \"read\"\nunique_per_call = true\n\
+         [[tools]]\nname = \"leaky\"\nupstream = {:?}\n[tools.credential]\nprovider = \"jwt\"\n\
+         scope = \"read\"\n",
+        minted_up.url(),
+        leaky_up.url()
     );
     let kg = Keygate::spawn(
         &dir,
@@ -362,6 +370,17 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 
+    // A tool whose answer carries a token: redacted, and the span says what was found.
+    let (leaky, _, tp) = new_trace();
+    let r = c
+        .get(
+            &kg.url("/tools/leaky/file"),
+            &[("authorization", &auth), ("traceparent", &tp)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("ghp_"), "{}", r.text());
+
     let received = up.requests();
     assert_eq!(
         received.len(),
@@ -373,7 +392,7 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
         .unwrap()
         .contains(STATIC_SECRET));
 
-    let traces = [&allowed, &unauth, &in_query, &in_path, &minted];
+    let traces = [&allowed, &unauth, &in_query, &in_path, &minted, &leaky];
     let spans = phoenix
         .wait_for_spans(DEFAULT_PROJECT, SPANS_TIMEOUT, |s| {
             traces.iter().all(|t| has_request_span(s, t))
@@ -527,6 +546,11 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
     // the upstream call is the only phase worth a span.
     let kids = children(&spans, roots[0]["span_id"].as_str().unwrap());
     assert_eq!(kids, ["keygate.upstream"], "{}", pretty(&spans));
+
+    // Secret formats found in a response: by format and place, never the value.
+    let req = request_span(&spans, &leaky);
+    assert_attr(req, "keygate.response_secrets", "github_token@body\u{d7}1");
+    assert!(!req.to_string().contains("ghp_LeakedInto"), "{req}");
 
     // A minted credential is a phase of its own.
     let req = request_span(&spans, &minted);

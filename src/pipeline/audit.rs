@@ -296,6 +296,25 @@ fn span_attributes(
     if let Some(c) = ctx.credential.cached {
         a.push(KeyValue::new("keygate.credential.cached", c));
     }
+    if let Some(h) = &ctx.handle {
+        a.push(KeyValue::new("keygate.handle.inventory_id", h.clone()));
+    }
+    if ctx.captured > 0 {
+        a.push(KeyValue::new(
+            "keygate.captured_secrets",
+            i64::try_from(ctx.captured).unwrap_or(i64::MAX),
+        ));
+    }
+    if let Some(found) = ctx.response_secrets.as_ref().map(|f| f.snapshot()) {
+        if !found.is_empty() {
+            // `format@location×count`, comma-separated: never a value.
+            let text: Vec<String> = found
+                .iter()
+                .map(|(f, l, n)| format!("{f}@{l}\u{d7}{n}"))
+                .collect();
+            a.push(KeyValue::new("keygate.response_secrets", text.join(",")));
+        }
+    }
     if let Some(m) = ctx.mcp.as_ref().map(|m| &m.record) {
         if let Some(id) = &m.session_id {
             a.push(KeyValue::new("mcp.session.id", id.clone()));
