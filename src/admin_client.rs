@@ -163,7 +163,7 @@ pub fn approval_rows(list: &[serde_json::Value]) -> (Vec<&'static str>, Vec<Vec<
 }
 
 /// The inventory columns, in order: (header, field).
-pub const INVENTORY_COLUMNS: [(&str, &str); 11] = [
+pub const INVENTORY_COLUMNS: [(&str, &str); 13] = [
     ("ID", "id"),
     ("KIND", "kind"),
     ("TOOL", "tool"),
@@ -175,6 +175,8 @@ pub const INVENTORY_COLUMNS: [(&str, &str); 11] = [
     ("CREATED", "created_at"),
     ("REVIEW BY", "review_by"),
     ("APPROVAL", "approval_id"),
+    ("CAPTURED", "captured"),
+    ("REVOKED", "revoked_at"),
 ];
 
 pub fn inventory_row(e: &serde_json::Value) -> Vec<String> {

@@ -1345,7 +1345,7 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
 async fn cli_lists_the_inventory_as_table_json_and_csv() {
     let e = start("APR_CLI_INV_SECRET", "", "").await;
     let header =
-        "ID,KIND,TOOL,IDENTIFIER,CREATED BY AGENT,APPROVER,OWNER,TICKET,CREATED,REVIEW BY,APPROVAL";
+        "ID,KIND,TOOL,IDENTIFIER,CREATED BY AGENT,APPROVER,OWNER,TICKET,CREATED,REVIEW BY,APPROVAL,CAPTURED,REVOKED";
     let out = cli(&e.gw, &["inventory", "list", "--csv"]).await;
     assert_eq!(succeeded(&out), format!("{header}\n"), "an empty inventory");
 
@@ -1393,9 +1393,9 @@ async fn cli_lists_the_inventory_as_table_json_and_csv() {
     assert!(text.starts_with(&format!("{header}\n")), "{text}");
     let records = parse_csv(text);
     assert_eq!(records.len(), 2, "{text}");
-    assert_eq!(records[0].len(), 11);
+    assert_eq!(records[0].len(), 13);
     let row = &records[1];
-    assert_eq!(row.len(), 11, "{row:?}");
+    assert_eq!(row.len(), 13, "{row:?}");
     assert_eq!(row[0], entry_id);
     assert_eq!(row[1], KIND);
     assert_eq!(row[2], "gh");
@@ -1406,6 +1406,8 @@ async fn cli_lists_the_inventory_as_table_json_and_csv() {
     assert_eq!(row[7], ticket);
     assert!(row[8].ends_with('Z') && row[9].ends_with('Z'), "{row:?}");
     assert_eq!(row[10], id);
+    // A deploy key returns no secret to capture; it is not revoked.
+    assert_eq!((row[11].as_str(), row[12].as_str()), ("0", "-"));
 
     let out = cli(&e.gw, &["inventory", "list", "--json", "--csv"]).await;
     assert!(!out.ok, "--json and --csv together");

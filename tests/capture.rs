@@ -466,3 +466,83 @@ async fn replicas_learn_captured_and_revoked_handles_from_the_store() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// Runs the keygate CLI against `gw`'s admin API; (succeeded, stdout, stderr).
+async fn cli(gw: &TestGateway, args: &[&str]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let url = format!("http://{}", gw.admin_addr);
+    let token = gw.runtime.shared.admin_token.clone();
+    let dir = gw.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(&args)
+            .env("KEYGATE_ADMIN_URL", url)
+            .env("KEYGATE_ADMIN_TOKEN", token)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_shares_reveals_rekeys_and_revokes() {
+    let env = start("").await;
+    let handle = env.create_approved().await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = env.inventory_id().await;
+    let (ok, out, err) = cli(&env.gw, &["inventory", "list", "--csv"]).await;
+    assert!(ok, "{err}");
+    assert!(out.lines().nth(1).unwrap().ends_with(",1,'-"), "{out}");
+    let (ok, out, err) = cli(&env.gw, &["inventory", "share", &id, "--agent", "a2"]).await;
+    assert!(ok && out.contains("a2 may now use"), "{out}{err}");
+    let r = env
+        .call("a2", "GET", PROJECT, &[("private-token", &handle)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (ok, _, err) = cli(
+        &env.gw,
+        &["inventory", "reveal", &id, "--approver", "bob@example.com"],
+    )
+    .await;
+    assert!(!ok, "reveal without a reason: {err}");
+    let (ok, out, err) = cli(
+        &env.gw,
+        &[
+            "inventory",
+            "reveal",
+            &id,
+            "--approver",
+            "bob@example.com",
+            "--reason",
+            "INC-10",
+        ],
+    )
+    .await;
+    assert!(ok && out.contains(REAL), "{out}{err}");
+    let (ok, out, err) = cli(&env.gw, &["capture", "rekey"]).await;
+    assert!(
+        ok && out.starts_with("0 captured secrets sealed again"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = cli(
+        &env.gw,
+        &["inventory", "revoke", &id, "--by", "carol@example.com"],
+    )
+    .await;
+    assert!(ok && out.contains("1 handles revoked"), "{out}{err}");
+    let r = env
+        .call("a1", "GET", PROJECT, &[("private-token", &handle)])
+        .await;
+    assert_eq!(r.json()["error"], "unknown_handle", "{}", r.text());
+    let (ok, out, _) = cli(&env.gw, &["inventory", "list", "--csv"]).await;
+    assert!(ok && out.lines().nth(1).unwrap().contains(",0,20"), "{out}");
+}
