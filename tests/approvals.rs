@@ -1407,7 +1407,7 @@ async fn cli_lists_the_inventory_as_table_json_and_csv() {
     assert!(row[8].ends_with('Z') && row[9].ends_with('Z'), "{row:?}");
     assert_eq!(row[10], id);
     // A deploy key returns no secret to capture; it is not revoked.
-    assert_eq!((row[11].as_str(), row[12].as_str()), ("0", "-"));
+    assert_eq!((row[11].as_str(), row[12].as_str()), ("0", "'-"));
 
     let out = cli(&e.gw, &["inventory", "list", "--json", "--csv"]).await;
     assert!(!out.ok, "--json and --csv together");
