@@ -201,7 +201,13 @@ pub fn find_handles(value: &[u8]) -> Vec<(usize, usize)> {
 /// Whether a header value holds something that looks like a handle (well-formed or not):
 /// such a value never goes to a tool as it is.
 pub fn mentions_handle(value: &[u8]) -> bool {
-    memchr::memmem::find(value, HANDLE_PREFIX.as_bytes()).is_some()
+    // Built once: this runs on every header of every request.
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    FINDER
+        .get_or_init(|| memchr::memmem::Finder::new(HANDLE_PREFIX.as_bytes()))
+        .find(value)
+        .is_some()
 }
 
 fn failed(why: &str) -> Error {

@@ -161,35 +161,34 @@ fn is_aws_secret_byte(b: u8) -> bool {
 /// Whether a body of this `Content-Type` is clearly binary: not scanned (nor
 /// decompressed). Anything else, and a body without a type, is text.
 pub fn is_binary(content_type: Option<&[u8]>) -> bool {
-    let Some(ct) = content_type else {
+    let Some((top, sub)) = content_type.map(essence) else {
         return false;
     };
-    let ct = String::from_utf8_lossy(ct);
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let (top, sub) = essence.split_once('/').unwrap_or((essence.as_str(), ""));
-    match top {
-        "image" | "audio" | "video" | "font" => true,
-        "application" => {
-            matches!(
-                sub,
-                "octet-stream" | "zip" | "gzip" | "pdf" | "wasm" | "x-protobuf"
-            ) || sub.starts_with("grpc")
-        }
-        _ => false,
+    let is = |a: &[u8], b: &str| a.eq_ignore_ascii_case(b.as_bytes());
+    if ["image", "audio", "video", "font"].iter().any(|t| is(top, t)) {
+        return true;
+    }
+    is(top, "application")
+        && (["octet-stream", "zip", "gzip", "pdf", "wasm", "x-protobuf"]
+            .iter()
+            .any(|t| is(sub, t))
+            || sub.len() >= 4 && is(&sub[..4], "grpc"))
+}
+
+/// A media type's type and subtype (before any `;` parameter, spaces trimmed), as bytes:
+/// this runs on every response, so nothing is allocated.
+fn essence(ct: &[u8]) -> (&[u8], &[u8]) {
+    let e = ct.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
+    match e.iter().position(|&b| b == b'/') {
+        Some(i) => (&e[..i], &e[i + 1..]),
+        None => (e, &[]),
     }
 }
 
 fn is_event_stream(content_type: Option<&[u8]>) -> bool {
     content_type.is_some_and(|ct| {
-        let ct = String::from_utf8_lossy(ct);
-        ct.split(';')
-            .next()
-            .is_some_and(|e| e.trim().eq_ignore_ascii_case("text/event-stream"))
+        let (top, sub) = essence(ct);
+        top.eq_ignore_ascii_case(b"text") && sub.eq_ignore_ascii_case(b"event-stream")
     })
 }
 
@@ -340,11 +339,15 @@ fn scan_headers(
     headers: &mut HeaderMap,
     findings: &Findings,
 ) -> Result<(), (&'static str, String)> {
-    // Usually nothing is found: one pass that only looks.
-    if !headers
-        .values()
-        .any(|v| !find_in(v.as_bytes(), None).is_empty())
-    {
+    // Usually nothing is found: one pass that only looks, over every value at once (one
+    // search instead of one per header; a newline between values, which no format
+    // contains, keeps each value's ends token boundaries).
+    let mut all = Vec::with_capacity(256);
+    for v in headers.values() {
+        all.extend_from_slice(v.as_bytes());
+        all.push(b'\n');
+    }
+    if find_in(&all, None).is_empty() {
         return Ok(());
     }
     let old = std::mem::take(headers);
