@@ -299,8 +299,15 @@ fn secret_end(hay: &[u8], start: usize, prefix_len: usize, kind: SecretKind) -> 
     Some(end)
 }
 
+/// The shortest text any format can be (a Slack token: `xoxb-` and 10 characters).
+/// Shorter text (most header values, a tiny body) holds none, and is not searched.
+const MIN_SECRET_LEN: usize = 15;
+
 /// Calls `f` for each secret in `hay`, left to right; stops when `f` returns false.
 fn scan(hay: &[u8], mut f: impl FnMut(Finding) -> bool) {
+    if hay.len() < MIN_SECRET_LEN {
+        return;
+    }
     let Some(Scanner { ac, shorter }) = scanner() else {
         // The patterns are constant, so this cannot happen; if it did, failing closed
         // means treating the whole text as a secret.
@@ -409,6 +416,29 @@ mod tests {
 
     fn kind_of(s: &str) -> Option<SecretKind> {
         find_first(s.as_bytes()).map(|f| f.kind)
+    }
+
+    #[test]
+    fn no_format_is_shorter_than_the_length_below_which_text_is_not_searched() {
+        // The shortest of each format, as the checks in `secret_end` accept it.
+        let shortest = [
+            "AKIA0123456789ABCDEF",
+            "xoxb-0123456789",
+            "sk-0123456789abcdefghij",
+            "whsec_0123456789abcdef",
+            "hvs.0123456789abcdefghijklmn",
+            "eyJ0123456789.eyJ0123456.",
+            "-----BEGIN PRIVATE KEY-----",
+        ];
+        for s in shortest {
+            assert!(find_first(s.as_bytes()).is_some(), "{s}");
+            assert!(s.len() >= MIN_SECRET_LEN, "{s}");
+        }
+        assert_eq!(shortest.iter().map(|s| s.len()).min(), Some(MIN_SECRET_LEN));
+        for s in PREFIXES.iter().map(|(p, _)| p) {
+            // A prefix alone is never a secret.
+            assert!(find_first(s.as_bytes()).is_none(), "{s}");
+        }
     }
 
     #[test]
