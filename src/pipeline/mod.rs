@@ -542,7 +542,8 @@ fn find_handle(
     // otherwise: a token, the forward proxy's tunnel) the key id the SDK signed with.
     let aws_key = match ctx.identity.as_ref().and_then(|i| i.aws_key.clone()) {
         Some(k) => Some(k),
-        None if matches!(call.tool.provider, Provider::Aws(_)) => call
+        // (No captured secret held: nothing to look up, and nothing to parse.)
+        None if matches!(call.tool.provider, Provider::Aws(_)) && !vault.is_empty() => call
             .parts
             .headers
             .get(header::AUTHORIZATION)
