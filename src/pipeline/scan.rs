@@ -165,7 +165,10 @@ pub fn is_binary(content_type: Option<&[u8]>) -> bool {
         return false;
     };
     let is = |a: &[u8], b: &str| a.eq_ignore_ascii_case(b.as_bytes());
-    if ["image", "audio", "video", "font"].iter().any(|t| is(top, t)) {
+    if ["image", "audio", "video", "font"]
+        .iter()
+        .any(|t| is(top, t))
+    {
         return true;
     }
     is(top, "application")
