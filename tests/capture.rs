@@ -48,8 +48,11 @@ struct Env {
 }
 
 async fn start(tool_extra: &str) -> Env {
+    start_with(gitlab().await, tool_extra).await
+}
+
+async fn start_with(up: RawUpstream, tool_extra: &str) -> Env {
     let _ = logs();
-    let up = gitlab().await;
     let dir = tempfile::tempdir().unwrap();
     let tool_secret = "gl-tool-credential-capture-7f3a".to_string();
     let source = secret_file(dir.path(), "GL_CAPTURE", &tool_secret);
@@ -545,4 +548,33 @@ async fn the_cli_shares_reveals_rekeys_and_revokes() {
     assert_eq!(r.json()["error"], "unknown_handle", "{}", r.text());
     let (ok, out, _) = cli(&env.gw, &["inventory", "list", "--csv"]).await;
     assert!(ok && out.lines().nth(1).unwrap().contains(",0,20"), "{out}");
+}
+
+/// An answer that names the secret's field in a shape keygate cannot read (here a number)
+/// is withheld: the agent gets 502 capture_failed and nothing of the answer; the identity
+/// is in the inventory and the audit record names it.
+#[tokio::test]
+async fn an_answer_keygate_cannot_capture_from_is_withheld_and_audited() {
+    let up = RawUpstream::with_responder(Arc::new(|r: &Received| {
+        let ct = vec![("content-type".to_string(), "application/json".to_string())];
+        if r.head.starts_with("POST ") {
+            let body = json!({"id": 78, "token": 4242424242u64, "note": "glpat-shape"});
+            return (201, ct, body.to_string().into_bytes());
+        }
+        (200, ct, b"{}".to_vec())
+    }))
+    .await;
+    let env = start_with(up, "").await;
+    let r = env.call("a1", "POST", CREATE, &[]).await;
+    let id = r.json()["approval_id"].as_str().unwrap().to_string();
+    approve_as_bob(&env.gw, &id, "SEC-19").await;
+    let r = env.call("a1", "POST", CREATE, &[]).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "capture_failed");
+    assert!(!r.text().contains("4242424242"), "{}", r.text());
+    let inv_id = env.inventory_id().await;
+    let audit = env.gw.audit().await;
+    let rec = audit.last().unwrap();
+    assert_eq!(rec["error"], "capture_failed", "{rec}");
+    assert_eq!(rec["inventory_id"], inv_id.as_str(), "{rec}");
 }

@@ -148,6 +148,19 @@ async fn a_tool_set_to_block_answers_502_secret_in_response() {
     assert_eq!(rec["error"], "secret_in_response", "{rec}");
     assert_eq!(rec["response_secrets"][0]["action"], "blocked", "{rec}");
     assert_eq!(rec["status"], 502);
+    let metrics = Client::http1()
+        .get(
+            &format!("http://{}/metrics", gw.admin_addr),
+            &[("authorization", &bearer(&gw.runtime.shared.admin_token))],
+        )
+        .await
+        .text();
+    assert!(
+        metrics.contains(
+            "keygate_response_secrets_total{tool=\"t\",format=\"github_token\",action=\"blocked\"} 1"
+        ),
+        "{metrics}"
+    );
 
     // Default (redact): the same answer arrives, the token overwritten, same length.
     let (gw, token) = gateway(&up.url(), "").await;

@@ -51,11 +51,15 @@ pub type Recorded = Result<String, String>;
 /// the secret it returned (when the tool does and the catalog knows where it is), and
 /// hands the answer on, each captured secret replaced by its handle. Returns the answer,
 /// the record, and how many secrets were captured.
+///
+/// `recorded` is set as soon as the identity is recorded (or fails to be), so the audit
+/// record names it even when the answer is then withheld.
 pub async fn record(
     store: &dyn Store,
     c: Created<'_>,
     resp: Response<ProxyBody>,
-) -> Result<(Response<ProxyBody>, Recorded, usize), Error> {
+    recorded: &mut Option<Recorded>,
+) -> Result<(Response<ProxyBody>, usize), Error> {
     let (parts, mut body) = resp.into_parts();
     let unreadable = |detail: String| {
         Error::new(
@@ -118,20 +122,21 @@ pub async fn record(
         created_at: now,
         review_by: Some(review_by),
     };
-    let recorded = match store.record_identity(new).await {
+    let outcome = match store.record_identity(new).await {
         Ok(entry) => Ok(entry.id),
         Err(e) => {
             tracing::error!(request_id = %c.request_id, "identity created but not recorded in the inventory: {e}");
             Err(e.to_string())
         }
     };
+    let recorded = recorded.insert(outcome);
     let fields = match (&c.capture, op.catalog) {
         (Some(_), Some(cat)) => crate::capture::fields(cat.name),
         _ => &[],
     };
     let (mut parts, bytes, captured) = match (&c.capture, fields.is_empty()) {
         (Some(cap), false) => {
-            let Ok(identity_id) = &recorded else {
+            let Ok(identity_id) = &*recorded else {
                 // The secret would be nobody's: withheld.
                 return Err(Error::new(
                     ErrorKind::CaptureFailed,
@@ -157,9 +162,5 @@ pub async fn record(
         // The body changed length: its framing is the new body's.
         parts.headers.remove(http::header::CONTENT_LENGTH);
     }
-    Ok((
-        Response::from_parts(parts, full_body(bytes)),
-        recorded,
-        captured,
-    ))
+    Ok((Response::from_parts(parts, full_body(bytes)), captured))
 }

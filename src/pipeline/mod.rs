@@ -920,8 +920,8 @@ async fn inventory(
             agent_keys: &gw.shared.agent_keys,
         }),
     };
-    let (resp, recorded, captured) = inventory::record(&*gw.shared.store, created, resp).await?;
-    ctx.inventory = Some(recorded);
+    let (resp, captured) =
+        inventory::record(&*gw.shared.store, created, resp, &mut ctx.inventory).await?;
     ctx.captured = captured;
     Ok(resp)
 }
