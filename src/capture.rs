@@ -390,6 +390,7 @@ impl Vault {
 
     /// Replaces the active handles with `all`.
     pub fn set(&self, all: Vec<CapturedSecret>) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let map = all
             .into_iter()
             .map(|c| (c.handle_hash.clone(), Arc::new(c)))
