@@ -25,7 +25,6 @@ pub use crate::store::{CapturedSecret, Sealed, Shape};
 use arc_swap::ArcSwap;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 /// What every token handle starts with.
@@ -820,11 +819,6 @@ pub fn check_use(c: &CapturedSecret, agent: &str, tool: &str) -> Result<(), Erro
         ));
     }
     Ok(())
-}
-
-/// The default key file.
-pub fn default_key_file(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("capture.key")
 }
 
 #[cfg(test)]

@@ -262,8 +262,10 @@ async fn a_created_token_is_captured_and_its_handle_works_for_its_agent_only() {
     assert_eq!(reveal["admin"]["reason"], "INC-9 rotate by hand");
     assert!(audit.iter().any(|r| r["admin"]["action"] == "revoke"));
 
-    // The real token is nowhere keygate writes: audit log, store files, key files, log.
+    // The real token is nowhere keygate writes: audit log, store files, key files, log;
+    // nor the handle itself (only its SHA-256 is stored).
     assert_eq!(env.files_hold(REAL), Vec::<String>::new());
+    assert_eq!(env.files_hold(&handle), Vec::<String>::new());
     let log = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
     assert!(!log.contains(REAL), "the log holds the token");
 }

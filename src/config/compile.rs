@@ -650,14 +650,15 @@ fn compile_tls(c: &mut Checker, key: &str, t: file::TlsSection) -> TlsSettings {
 }
 
 fn compile_capture(c: &mut Checker, p: file::CaptureSection, data_dir: &Path) -> CaptureSettings {
+    let default_file = || KeySource::File(data_dir.join("capture.key"));
     let key = match (p.key_file, p.key_env) {
         (Some(_), Some(_)) => {
             c.error("capture", "set key_file or key_env, not both");
-            KeySource::File(data_dir.join("capture.key"))
+            default_file()
         }
         (Some(f), None) => KeySource::File(c.path(&f)),
         (None, Some(v)) => KeySource::Env(v),
-        (None, None) => KeySource::File(data_dir.join("capture.key")),
+        (None, None) => default_file(),
     };
     let previous = p
         .previous_key_files

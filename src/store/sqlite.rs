@@ -654,19 +654,10 @@ impl Store for SqliteStore {
     }
 
     async fn add_agent_key(&self, key: &AgentKey) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_keys (key_hash, agent_id, created_by, created_at, revoked_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&key.key_hash)
-        .bind(&key.agent_id)
-        .bind(&key.created_by)
-        .bind(key.created_at)
-        .bind(key.revoked_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err("add agent key"))?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(db_err("add agent key"))?;
+        insert_agent_key(&mut conn, key)
+            .await
+            .map_err(db_err("add agent key"))
     }
 
     async fn agent_keys(&self) -> Result<Vec<AgentKey>, StoreError> {
@@ -732,18 +723,9 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err("record captured secret"))?;
         if let Some(key) = aws_key {
-            sqlx::query(
-                "INSERT INTO agent_keys (key_hash, agent_id, created_by, created_at, revoked_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&key.key_hash)
-            .bind(&key.agent_id)
-            .bind(&key.created_by)
-            .bind(key.created_at)
-            .bind(key.revoked_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("record captured secret"))?;
+            insert_agent_key(&mut tx, key)
+                .await
+                .map_err(db_err("record captured secret"))?;
         }
         tx.commit().await.map_err(db_err("record captured secret"))
     }
@@ -976,6 +958,22 @@ impl TryFrom<ApprovalRow> for Approval {
             used_at: r.used_at,
         })
     }
+}
+
+/// Inserts an agent key (alone, or in a transaction with what it belongs to).
+async fn insert_agent_key(conn: &mut SqliteConnection, key: &AgentKey) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agent_keys (key_hash, agent_id, created_by, created_at, revoked_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&key.key_hash)
+    .bind(&key.agent_id)
+    .bind(&key.created_by)
+    .bind(key.created_at)
+    .bind(key.revoked_at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A row of `captured_secrets`.
