@@ -57,6 +57,9 @@ pub enum ErrorKind {
     AgentSuspended,
     /// The approval store cannot be reached: requests that need it fail closed.
     StoreUnavailable,
+    /// This replica's view of suspensions is older than `store.max_staleness` (the store
+    /// cannot be read): no call goes through on it.
+    StateStale,
     /// keygate itself failed (a bug): the request is refused, never forwarded unchecked.
     Internal,
     /// A JSON message that parsers could read two ways: a duplicate member, members that
@@ -115,6 +118,7 @@ impl ErrorKind {
             ErrorKind::ApprovalDenied => "approval_denied",
             ErrorKind::AgentSuspended => "agent_suspended",
             ErrorKind::StoreUnavailable => "approvals_unavailable",
+            ErrorKind::StateStale => "store_unavailable",
             ErrorKind::Internal => "internal_error",
             ErrorKind::AmbiguousJson => "ambiguous_json",
             ErrorKind::BatchTooLarge => "batch_too_large",
@@ -157,7 +161,7 @@ impl ErrorKind {
             }
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::StoreUnavailable | ErrorKind::StateStale => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::TooManyPendingApprovals => StatusCode::TOO_MANY_REQUESTS,

@@ -54,6 +54,67 @@ pub struct Shared {
     pub agent_keys: crate::pipeline::identify::aws_key::AgentKeys,
     /// Captured secrets (sealed) by handle, and the keys that seal them.
     pub vault: crate::capture::Vault,
+    /// How fresh this replica's view of the store is.
+    pub freshness: Freshness,
+}
+
+/// How fresh this replica's view of suspensions is: when it was last read from the store,
+/// and whether the last read failed. Checked on every call, so atomics only.
+pub struct Freshness {
+    started: std::time::Instant,
+    /// Milliseconds after `started` of the last successful read.
+    read_ok_at: AtomicU64,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            started: std::time::Instant::now(),
+            read_ok_at: AtomicU64::new(0),
+            failing: Default::default(),
+        }
+    }
+}
+
+/// How long one periodic read of the store may take before it counts as failed.
+pub const STORE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Freshness {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn read_ok(&self) {
+        self.read_ok_at.store(self.elapsed_ms(), Ordering::Release);
+        self.failing.store(false, Ordering::Release);
+    }
+
+    pub fn read_failed(&self) {
+        self.failing.store(true, Ordering::Release);
+    }
+
+    /// Whether the last read of the store failed.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    /// Whether a call may go through on this view: not once it is older than
+    /// `max_staleness` while reads fail (or, with `OnUnavailable::Refuse`, as soon as one
+    /// fails), and never once it is older than `max_staleness` plus one read's timeout,
+    /// whatever the reads are doing.
+    pub fn usable(&self, s: &crate::store::StoreSettings) -> bool {
+        let failing = self.is_failing();
+        if failing && s.on_unavailable == crate::store::OnUnavailable::Refuse {
+            return false;
+        }
+        let age = self
+            .elapsed_ms()
+            .saturating_sub(self.read_ok_at.load(Ordering::Acquire));
+        let bound = u64::try_from(s.max_staleness.as_millis()).unwrap_or(u64::MAX);
+        let hard = bound.saturating_add(STORE_READ_TIMEOUT.as_millis() as u64);
+        !(age > hard || (failing && age > bound))
+    }
 }
 
 impl Shared {
@@ -64,9 +125,9 @@ impl Shared {
             snapshot.signing.algorithm,
             snapshot.signing.generated,
         )?);
-        let store = crate::store::open_store(&snapshot.store_path)
+        let store = crate::store::open(&snapshot.store.backend, &snapshot.server.replica_id)
             .await
-            .map_err(|e| format!("{}: {e}", snapshot.store_path.display()))?;
+            .map_err(|e| format!("{}: {e}", snapshot.store.backend))?;
         let suspended = store
             .suspensions()
             .await
@@ -85,7 +146,7 @@ impl Shared {
                 .map_err(|e| format!("capture key: {e}"))?;
         let vault = crate::capture::Vault::new(sealer);
         vault.set(store.captured().await.map_err(|e| e.to_string())?);
-        let audit = AuditLog::open(&snapshot.audit).await?;
+        let audit = AuditLog::open_as(&snapshot.audit, Some(&snapshot.server.replica_id)).await?;
         let jwks_document = Bytes::from(crate::credentials::signer::jwks_document([&*signer]));
         Ok(Arc::new(Shared {
             audit,
@@ -102,7 +163,34 @@ impl Shared {
             clock: Default::default(),
             agent_keys,
             vault,
+            freshness: Freshness::default(),
         }))
+    }
+
+    /// Whether `agent` may call now: not suspended, on a view of suspensions fresh enough
+    /// ([`Freshness::usable`]).
+    pub fn check_agent(
+        &self,
+        agent: &str,
+        settings: &crate::store::StoreSettings,
+    ) -> Result<(), crate::error::Error> {
+        use crate::error::{Error, ErrorKind};
+        if self.is_suspended(agent) {
+            return Err(Error::new(
+                ErrorKind::AgentSuspended,
+                format!(
+                    "agent {agent:?} is suspended; its owner can ask an administrator to resume it"
+                ),
+            ));
+        }
+        if !self.freshness.usable(settings) {
+            return Err(Error::new(
+                ErrorKind::StateStale,
+                "keygate cannot reach its store to check that this agent is not suspended; \
+                 retry shortly",
+            ));
+        }
+        Ok(())
     }
 
     pub fn is_suspended(&self, agent: &str) -> bool {
@@ -270,28 +358,108 @@ impl Runtime {
     }
 }
 
+/// Keeps this replica's view of the store current: every `store.sync_interval` it re-reads
+/// suspensions, agent keys and captured secrets, and with a store that pushes changes
+/// (PostgreSQL) it applies each as it comes: a suspension or resumption, a decision (held
+/// requests wake), keys, captured secrets, another replica's reload. A read that fails or
+/// takes longer than [`STORE_READ_TIMEOUT`] marks the view as failing
+/// ([`Freshness::usable`]).
 fn spawn_suspension_sync(rt: &Arc<Runtime>) {
     let weak = Arc::downgrade(rt);
+    let mut changes = rt.shared.store.changes();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let Some(rt) = weak.upgrade() else { return };
-            match rt.shared.sync_suspensions().await {
-                Ok(newly) => {
-                    for agent in newly {
-                        rt.current().forget_agent(&agent);
-                    }
+            let interval = match weak.upgrade() {
+                Some(rt) => rt.current().snapshot.store.sync_interval,
+                None => return,
+            };
+            let change = match changes.as_mut() {
+                Some(rx) => tokio::select! {
+                    () = tokio::time::sleep(interval) => None,
+                    c = rx.recv() => Some(match c {
+                        Ok(c) => c,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            crate::store::Change::Resync
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            changes = None;
+                            continue;
+                        }
+                    }),
+                },
+                None => {
+                    tokio::time::sleep(interval).await;
+                    None
                 }
-                Err(e) => tracing::warn!("cannot refresh suspensions from the store: {e}"),
-            }
-            if let Err(e) = rt.shared.sync_agent_keys().await {
-                tracing::warn!("cannot refresh agent keys from the store: {e}");
-            }
-            if let Err(e) = rt.shared.sync_captured().await {
-                tracing::warn!("cannot refresh captured secrets from the store: {e}");
-            }
+            };
+            let Some(rt) = weak.upgrade() else { return };
+            apply_change(&rt, change).await;
         }
     });
+}
+
+/// Applies one pushed change, or (`None`, a periodic tick) re-reads everything.
+async fn apply_change(rt: &Arc<Runtime>, change: Option<crate::store::Change>) {
+    use crate::store::Change;
+    let (suspensions, keys, captured) = match &change {
+        None | Some(Change::Resync) => (true, true, true),
+        Some(Change::Suspensions) => (true, false, false),
+        Some(Change::AgentKeys) => (false, true, false),
+        Some(Change::Captured) => (false, false, true),
+        Some(Change::Decision(_)) => {
+            rt.shared.decisions.notify_waiters();
+            return;
+        }
+        Some(Change::Reload { from }) => {
+            if *from != rt.current().snapshot.server.replica_id {
+                if let Err(e) = rt.reload().await {
+                    tracing::error!(
+                        "reload announced by replica {from} refused here, the running \
+                         configuration stays:\n{e}"
+                    );
+                }
+            }
+            return;
+        }
+    };
+    if matches!(change, Some(Change::Resync)) {
+        // Decisions may have been missed too: held requests re-read their approval.
+        rt.shared.decisions.notify_waiters();
+    }
+    if suspensions {
+        match tokio::time::timeout(STORE_READ_TIMEOUT, rt.shared.sync_suspensions()).await {
+            Ok(Ok(newly)) => {
+                rt.shared.freshness.read_ok();
+                for agent in newly {
+                    rt.current().forget_agent(&agent);
+                }
+            }
+            Ok(Err(e)) => {
+                rt.shared.freshness.read_failed();
+                tracing::warn!("cannot refresh suspensions from the store: {e}");
+            }
+            Err(_) => {
+                rt.shared.freshness.read_failed();
+                tracing::warn!("cannot refresh suspensions from the store: no answer in time");
+            }
+        }
+    }
+    if keys {
+        match tokio::time::timeout(STORE_READ_TIMEOUT, rt.shared.sync_agent_keys()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot refresh agent keys from the store: {e}"),
+            Err(_) => tracing::warn!("cannot refresh agent keys from the store: no answer in time"),
+        }
+    }
+    if captured {
+        match tokio::time::timeout(STORE_READ_TIMEOUT, rt.shared.sync_captured()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot refresh captured secrets from the store: {e}"),
+            Err(_) => {
+                tracing::warn!("cannot refresh captured secrets from the store: no answer in time")
+            }
+        }
+    }
 }
 
 /// Watches the config file and the policy folder (by modification time and size, every

@@ -24,6 +24,12 @@ enum Command {
         #[arg(long, default_value = "config/keygate.toml")]
         config: PathBuf,
     },
+    /// Apply the store's schema migrations and exit (`run` applies them too); refuses a
+    /// schema newer than this keygate knows.
+    Migrate {
+        #[arg(long, default_value = "config/keygate.toml")]
+        config: PathBuf,
+    },
     /// Validate the configuration and report every problem.
     Check {
         #[arg(long, default_value = "config/keygate.toml")]
@@ -110,6 +116,8 @@ enum AuditCommand {
     /// file, line and seq).
     Verify {
         /// Rotated files oldest first, then the current file: `audit.jsonl.* audit.jsonl`.
+        /// Files of several replicas are told apart by the replica their records name, and
+        /// each replica's chain is reported.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -287,6 +295,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => runtime(|| run(config)),
+        Command::Migrate { config } => runtime(|| async move {
+            let s = keygate::config::load(&config).map_err(|e| e.to_string())?;
+            keygate::store::open(&s.store.backend, &s.server.replica_id)
+                .await
+                .map_err(|e| format!("{}: {e}", s.store.backend))?;
+            println!("{}: schema up to date", s.store.backend);
+            Ok(())
+        }),
         Command::Echo { listen } => runtime(|| async move {
             keygate::telemetry::init_logging();
             keygate::echo::run(&listen).await
@@ -346,16 +362,26 @@ fn main() -> ExitCode {
         }),
         Command::Audit {
             command: AuditCommand::Verify { files },
-        } => match keygate::telemetry::audit_chain::verify_files(&files) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
+        } => {
+            let chains = keygate::telemetry::audit_chain::verify_replicas(&files);
+            let several = chains.len() > 1;
+            let mut code = ExitCode::SUCCESS;
+            for c in chains {
+                let name = match (&c.replica, several) {
+                    (_, false) => String::new(),
+                    (Some(r), true) => format!("replica {r}: "),
+                    (None, true) => "files naming no replica: ".to_string(),
+                };
+                match c.result {
+                    Ok(summary) => println!("{name}{summary}"),
+                    Err(finding) => {
+                        eprintln!("keygate: {name}audit chain broken: {finding}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
             }
-            Err(finding) => {
-                eprintln!("keygate: audit chain broken: {finding}");
-                ExitCode::FAILURE
-            }
-        },
+            code
+        }
         Command::Reload { admin } => client(admin, |c| async move {
             c.call(http::Method::POST, "/reload", None).await?;
             println!("reloaded");

@@ -40,7 +40,7 @@ pub struct Snapshot {
     pub approvals: ApprovalSettings,
     /// `audit.fail_closed`: refuse requests while the audit log cannot be written.
     pub audit_fail_closed: bool,
-    pub store_path: PathBuf,
+    pub store: crate::store::StoreSettings,
     pub telemetry: TelemetrySettings,
     /// The forward-proxy listener, when configured.
     pub proxy: Option<ProxySettings>,
@@ -138,6 +138,8 @@ pub struct ServerSettings {
     pub body_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub tls_handshake_timeout: Duration,
+    /// This replica's name in every audit record.
+    pub replica_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -476,7 +478,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         );
     }
     let approvals = compile_approvals(&mut c, f.approvals);
-    let store_path = c.path(&f.store.path);
+    let store = compile_store(&mut c, f.store);
     let telemetry = TelemetrySettings {
         otlp_endpoint: f.telemetry.otlp_endpoint,
         otlp_protocol: f.telemetry.otlp_protocol,
@@ -521,7 +523,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         admin,
         approvals,
         audit_fail_closed,
-        store_path,
+        store,
         telemetry,
         proxy,
         capture,
@@ -625,6 +627,106 @@ fn compile_server(c: &mut Checker, s: file::ServerSection) -> ServerSettings {
         body_read_timeout: s.body_read_timeout,
         shutdown_grace: s.shutdown_grace,
         tls_handshake_timeout: s.tls_handshake_timeout,
+        replica_id: replica_id(c, s.replica_id),
+    }
+}
+
+/// `server.replica_id`, else `KEYGATE_REPLICA_ID`, else the host name.
+fn replica_id(c: &mut Checker, configured: Option<String>) -> String {
+    let id = configured
+        .or_else(|| std::env::var("KEYGATE_REPLICA_ID").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "keygate".to_string());
+    let valid = id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !valid {
+        c.error(
+            "server.replica_id",
+            "must be 1 to 128 letters, digits, '-', '_' or '.'",
+        );
+    }
+    id
+}
+
+fn compile_store(c: &mut Checker, s: file::StoreSection) -> crate::store::StoreSettings {
+    use crate::store::{Backend, OnUnavailable, PgTarget};
+    let url = match (s.url, s.url_env) {
+        (Some(_), Some(_)) => {
+            c.error("store", "set url or url_env, not both");
+            None
+        }
+        (Some(u), None) => Some(u),
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(u) if !u.is_empty() => Some(u),
+            _ => {
+                c.error(
+                    "store.url_env",
+                    format!("environment variable {var} (the PostgreSQL URL) is not set"),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let backend = match url {
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                c.error(
+                    "store.url",
+                    "must be a PostgreSQL URL (postgres://user@host:5432/db)",
+                );
+            }
+            if s.max_connections == 0 {
+                c.error("store.max_connections", "must be at least 1");
+            }
+            Backend::Postgres(PgTarget {
+                url,
+                ca_file: s
+                    .ca_file
+                    .as_ref()
+                    .map(|p| c.existing_file("store.ca_file".into(), p)),
+                max_connections: s.max_connections,
+            })
+        }
+        None => {
+            if s.ca_file.is_some() {
+                c.error("store.ca_file", "applies to a PostgreSQL store (url) only");
+            }
+            Backend::Sqlite(c.path(&s.path))
+        }
+    };
+    if s.sync_interval < Duration::from_millis(100) {
+        c.error("store.sync_interval", "must be at least 100ms");
+    }
+    if s.max_staleness <= s.sync_interval {
+        c.error(
+            "store.max_staleness",
+            "must be longer than store.sync_interval",
+        );
+    }
+    let on_unavailable = match s.on_unavailable.as_str() {
+        "cached" => OnUnavailable::Cached,
+        "refuse" => OnUnavailable::Refuse,
+        other => {
+            c.error(
+                "store.on_unavailable",
+                format!("{other:?} is not \"cached\" or \"refuse\""),
+            );
+            OnUnavailable::Refuse
+        }
+    };
+    crate::store::StoreSettings {
+        backend,
+        sync_interval: s.sync_interval,
+        max_staleness: s.max_staleness,
+        on_unavailable,
     }
 }
 

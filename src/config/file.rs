@@ -141,14 +141,44 @@ impl Default for ApprovalsSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
-    /// SQLite database file for approvals, inventory and suspensions.
+    /// SQLite database file for approvals, inventory and suspensions (the default store).
     pub path: PathBuf,
+    /// PostgreSQL instead of SQLite, for several replicas sharing state:
+    /// `postgres://user@host:5432/db?sslmode=verify-full`. Better without its password:
+    /// see `url_env`.
+    pub url: Option<String>,
+    /// An environment variable holding the PostgreSQL URL (with its password).
+    pub url_env: Option<String>,
+    /// CA certificates (PEM) that verify the database's TLS certificate; the Mozilla roots
+    /// otherwise. TLS itself is chosen by the URL's `sslmode`.
+    pub ca_file: Option<PathBuf>,
+    /// Most connections to PostgreSQL per replica (plus one that listens for changes).
+    pub max_connections: u32,
+    /// How often each replica re-reads suspensions, keys and captured secrets (changes are
+    /// also pushed at once with PostgreSQL).
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// How old this replica's view of suspensions may grow, while the store cannot be
+    /// read, before every call is refused (503 `store_unavailable`).
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Duration,
+    /// While the store cannot be read: "cached" serves calls that need no store (no
+    /// approval) on the last view of suspensions, for `max_staleness`; "refuse" refuses
+    /// every call at once.
+    pub on_unavailable: String,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             path: PathBuf::from("../data/keygate.db"),
+            url: None,
+            url_env: None,
+            ca_file: None,
+            max_connections: 8,
+            sync_interval: Duration::from_secs(1),
+            max_staleness: Duration::from_secs(5),
+            on_unavailable: "cached".into(),
         }
     }
 }
@@ -158,6 +188,9 @@ impl Default for StoreSection {
 pub struct ServerSection {
     /// Address of the agent-facing listener.
     pub listen: String,
+    /// This replica's name in every audit record; `KEYGATE_REPLICA_ID`, else the host
+    /// name, when not set.
+    pub replica_id: Option<String>,
     /// Where keygate keeps generated keys and state; relative to the config file's folder.
     pub data_dir: PathBuf,
     pub tls: Option<TlsSection>,
@@ -183,6 +216,7 @@ impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
             listen: "127.0.0.1:8080".into(),
+            replica_id: None,
             data_dir: PathBuf::from("../data"),
             tls: None,
             max_header_bytes: 64 * 1024,

@@ -307,7 +307,7 @@ fn identify(
         &ctx.conn,
         headers,
         aws_keys,
-        |agent| gw.shared.is_suspended(agent),
+        |agent| gw.shared.check_agent(agent, &gw.snapshot.store),
         ctx.trace.as_mut(),
     )?;
     let agent = identity.agent.clone();

@@ -395,7 +395,7 @@ fn agent_of(
         conn,
         &credential,
         None,
-        |a| gw.shared.is_suspended(a),
+        |a| gw.shared.check_agent(a, &gw.snapshot.store),
         None,
     )
     .map_err(|e| match e.kind {
@@ -683,7 +683,7 @@ fn recheck_blind(gw: &Gateway, ctx: &RequestCtx, tunnel: &Tunnel) -> Result<(), 
         &ctx.conn,
         &tunnel.credential,
         None,
-        |a| gw.shared.is_suspended(a),
+        |a| gw.shared.check_agent(a, &gw.snapshot.store),
         None,
     )?;
     let tool = gw.tools.by_tunnel_host.get(&tunnel.host).ok_or_else(|| {

@@ -293,6 +293,12 @@ async fn readyz(rt: &Runtime) -> Response<AdminBody> {
             "the audit log cannot be written (see keygate_audit_write_failures_total and the log)",
         );
     }
+    if !rt.shared.freshness.usable(&rt.current().snapshot.store) {
+        return not_ready(
+            "store_unavailable",
+            "this replica's view of suspensions is stale: the store cannot be read",
+        );
+    }
     let store = rt.shared.store.approvals(Some(ApprovalStatus::Pending), 1);
     match tokio::time::timeout(READY_TIMEOUT, store).await {
         Ok(Ok(_)) => {}
@@ -842,7 +848,26 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             }
         }
         (Method::POST, ["reload"]) => match rt.reload().await {
-            Ok(()) => json(StatusCode::OK, serde_json::json!({"reloaded": true})),
+            Ok(()) => {
+                // Every other replica reloads too (with PostgreSQL; SQLite has none).
+                let from = rt.current().snapshot.server.replica_id.clone();
+                let announced = match rt
+                    .shared
+                    .store
+                    .announce(crate::store::Change::Reload { from })
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!("reloaded here, but other replicas were not told: {e}");
+                        false
+                    }
+                };
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"reloaded": true, "announced": announced}),
+                )
+            }
             Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", e),
         },
         _ => error(

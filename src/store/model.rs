@@ -268,8 +268,69 @@ pub enum StoreError {
     Conflict(String),
 }
 
+/// A change to shared state, made by this or another process on the same store, that a
+/// replica must apply to what it holds in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An agent was suspended or resumed.
+    Suspensions,
+    /// An approval was approved or denied (held requests wake).
+    Decision(String),
+    /// Agent keys were added or revoked.
+    AgentKeys,
+    /// Captured secrets were added, shared, revoked or re-sealed.
+    Captured,
+    /// A replica reloaded its configuration and policies (named: it ignores its own).
+    Reload { from: String },
+    /// The changes may have been missed (the listening connection was lost): re-read
+    /// everything.
+    Resync,
+}
+
+impl Change {
+    /// The NOTIFY payload.
+    pub fn encode(&self) -> String {
+        match self {
+            Change::Suspensions => "suspensions".into(),
+            Change::Decision(id) => format!("decision {id}"),
+            Change::AgentKeys => "agent_keys".into(),
+            Change::Captured => "captured".into(),
+            Change::Reload { from } => format!("reload {from}"),
+            Change::Resync => "resync".into(),
+        }
+    }
+
+    /// A NOTIFY payload; one this build does not know asks for a full re-read.
+    pub fn decode(s: &str) -> Change {
+        match s.split_once(' ') {
+            Some(("decision", id)) => Change::Decision(id.to_string()),
+            Some(("reload", from)) => Change::Reload {
+                from: from.to_string(),
+            },
+            _ => match s {
+                "suspensions" => Change::Suspensions,
+                "agent_keys" => Change::AgentKeys,
+                "captured" => Change::Captured,
+                _ => Change::Resync,
+            },
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Changes made by any process on this store, pushed as they commit. `None`: this
+    /// store pushes nothing (SQLite: one process, and the periodic re-read covers direct
+    /// edits).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+
+    /// Tells every replica of a change that is not a store write (a reload).
+    async fn announce(&self, _change: Change) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The active approval (pending, or approved and unexpired and unused) for this agent,
     /// operation and digest, or a new pending one. Atomic: however many concurrent callers,
     /// one active approval per (agent, operation, digest). Returns (approval, created_now).

@@ -3,7 +3,8 @@
 //!
 //! # Record format
 //!
-//! Every line is one JSON object ending with three members, in this order:
+//! Every line is one JSON object ending with three members, in this order (after
+//! `"replica"`, the name of the keygate replica that wrote it, when it has one):
 //! `"seq"` (1, 2, 3, … across the whole chain, rotated files included), `"prev"` (the
 //! previous record's `hash`; 64 zeros for the first record of a chain) and `"hash"`:
 //!
@@ -45,6 +46,9 @@ const HASH_SUFFIX_LEN: usize = HASH_MEMBER.len() + 64 + 2;
 pub struct Chain {
     pub next_seq: u64,
     pub prev: String,
+    /// The writer's replica id, written into every record (each replica has a chain of its
+    /// own).
+    pub replica: Option<String>,
 }
 
 impl Default for Chain {
@@ -59,6 +63,7 @@ impl Chain {
         Chain {
             next_seq: 1,
             prev: GENESIS.to_string(),
+            replica: None,
         }
     }
 
@@ -67,7 +72,14 @@ impl Chain {
         Chain {
             next_seq: seq.saturating_add(1),
             prev: hash,
+            replica: None,
         }
+    }
+
+    /// The same chain, writing `replica` into every record.
+    pub fn with_replica(mut self, replica: Option<&str>) -> Chain {
+        self.replica = replica.map(str::to_string);
+        self
     }
 
     /// Appends `object` (one serialized JSON object, such as an `AuditRecord`) to `out` as
@@ -81,6 +93,11 @@ impl Chain {
         let start = out.len();
         out.extend_from_slice(body);
         if body.len() > 1 {
+            out.push(b',');
+        }
+        if let Some(replica) = &self.replica {
+            out.extend_from_slice(b"\"replica\":");
+            serde_json::to_writer(&mut *out, replica).map_err(|e| e.to_string())?;
             out.push(b',');
         }
         out.extend_from_slice(b"\"seq\":");
@@ -488,6 +505,48 @@ struct Seen {
     line: u64,
     seq: u64,
     hash: String,
+}
+
+/// One replica's chain, as [`verify_replicas`] found it.
+pub struct ReplicaChain {
+    /// The replica named in its files' first records (`None`: files without one).
+    pub replica: Option<String>,
+    pub files: Vec<PathBuf>,
+    pub result: Result<Summary, Finding>,
+}
+
+/// Verifies the audit logs of several replicas: the files are grouped by the replica named
+/// in each file's first record (each replica writes its own chain), keeping their order
+/// within a group (rotated files oldest first, then the current file), and each group is
+/// verified as one chain.
+pub fn verify_replicas<P: AsRef<Path>>(paths: &[P]) -> Vec<ReplicaChain> {
+    #[derive(Deserialize)]
+    struct First {
+        replica: Option<String>,
+    }
+    let mut groups: Vec<(Option<String>, Vec<PathBuf>)> = Vec::new();
+    for p in paths {
+        let p = p.as_ref().to_path_buf();
+        let replica = std::fs::File::open(&p).ok().and_then(|f| {
+            let mut line = Vec::new();
+            BufReader::new(f).read_until(b'\n', &mut line).ok()?;
+            serde_json::from_slice::<First>(line.trim_ascii_end())
+                .ok()?
+                .replica
+        });
+        match groups.iter_mut().find(|(r, _)| *r == replica) {
+            Some((_, files)) => files.push(p),
+            None => groups.push((replica, vec![p])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(replica, files)| ReplicaChain {
+            result: verify_files(&files),
+            replica,
+            files,
+        })
+        .collect()
 }
 
 /// Verifies the chain across `paths`, in the order given (rotated files oldest first, then

@@ -208,15 +208,21 @@ impl AuditLog {
     /// Opens the target (appending; a file's chain continues from its last record) and
     /// starts the writer thread.
     pub async fn open(target: &AuditTarget) -> Result<AuditLog, String> {
-        let sink = match target {
+        AuditLog::open_as(target, None).await
+    }
+
+    /// [`AuditLog::open`], naming `replica` in every record.
+    pub async fn open_as(target: &AuditTarget, replica: Option<&str>) -> Result<AuditLog, String> {
+        let mut sink = match target {
             AuditTarget::Stdout => Sink {
                 out: Box::new(std::io::stdout()),
                 chain: Chain::new(),
                 file: None,
                 pending: Vec::new(),
             },
-            AuditTarget::File(f) => Sink::open_file(f)?,
+            AuditTarget::File(f) => Sink::open_file(f, replica)?,
         };
+        sink.chain.replica = replica.map(str::to_string);
         AuditLog::start(sink)
     }
 
@@ -401,7 +407,7 @@ struct ChainRestart<'a> {
 }
 
 impl Sink {
-    fn open_file(cfg: &AuditFile) -> Result<Sink, String> {
+    fn open_file(cfg: &AuditFile, replica: Option<&str>) -> Result<Sink, String> {
         let path = &cfg.path;
         let tail = super::audit_chain::read_tail(path).unwrap_or_else(|e| Tail::Broken {
             reason: format!("it cannot be read back ({e})"),
@@ -436,7 +442,7 @@ impl Sink {
                     "AUDIT CHAIN BROKEN: {reason} (`keygate audit verify` will report the \
                      broken line; check the file)"
                 );
-                let mut chain = Chain::new();
+                let mut chain = Chain::new().with_replica(replica);
                 let mut buf = Vec::new();
                 if missing_newline {
                     buf.push(b'\n');

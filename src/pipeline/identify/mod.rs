@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The identify phase: who is calling, verified, and not suspended (`suspended` tells
-/// whether an agent id is). A `keygate.identify` span when a signature was checked (a
+/// The identify phase: who is calling, verified, and allowed to call now (`check_agent`:
+/// not suspended, on a fresh enough view of suspensions). A `keygate.identify` span when a signature was checked (a
 /// cached token costs nothing worth one).
 ///
 /// For a tool whose calls keygate signs for AWS (`aws_keys`), an agent without a token or
@@ -39,7 +39,7 @@ pub fn identify(
     conn: &ConnInfo,
     headers: &HeaderMap,
     aws_keys: Option<&aws_key::AgentKeys>,
-    suspended: impl Fn(&str) -> bool,
+    check_agent: impl Fn(&str) -> Result<(), Error>,
     trace: Option<&mut crate::telemetry::spans::RequestTrace>,
 ) -> Result<Identity, Error> {
     let phase = trace
@@ -70,15 +70,7 @@ pub fn identify(
         }
     }
     let identity = identity?;
-    if suspended(&identity.agent.id) {
-        return Err(Error::new(
-            ErrorKind::AgentSuspended,
-            format!(
-                "agent {:?} is suspended; its owner can ask an administrator to resume it",
-                &*identity.agent.id
-            ),
-        ));
-    }
+    check_agent(&identity.agent.id)?;
     Ok(identity)
 }
 

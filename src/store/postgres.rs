@@ -1,0 +1,903 @@
+//! The PostgreSQL [`Store`]: shared by several keygate replicas.
+//!
+//! - **Atomic single-use steps.** Consuming an approval is one conditional `UPDATE …
+//!   RETURNING`: PostgreSQL locks the row, a second writer re-checks the condition after
+//!   the first commits and changes nothing, so exactly one caller on any replica gets it.
+//!   Decisions and revocations lock their row (`SELECT … FOR UPDATE`); opening an approval
+//!   takes a transaction-scoped advisory lock per agent, so the pending cap holds under
+//!   concurrency.
+//! - **Changes pushed.** Every write that other replicas must apply at once (suspensions,
+//!   decisions, agent keys, captured secrets) sends `NOTIFY keygate_changes` in its own
+//!   transaction, so the notification goes out exactly when the change commits. One
+//!   connection per replica listens and republishes them on [`Store::changes`]; when it is
+//!   lost, a [`Change::Resync`] asks for a full re-read.
+//! - **Versioned migrations**, applied at start under an advisory lock (replicas starting
+//!   together migrate once); a schema newer than this build is refused.
+//! - TLS to the database with rustls (the URL's `sslmode`; `verify-full` checks the host
+//!   name against `ca_file` or the Mozilla roots); a bounded pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, Transaction};
+use tokio::sync::broadcast;
+
+use super::model::{
+    new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, CapturedSecret, Change,
+    InventoryEntry, Millis, NewApproval, NewIdentity, Revoked, Sealed, Store, StoreError,
+    Suspension,
+};
+use super::sqlite::{
+    db_err, AgentKeyRow, ApprovalRow, CapturedRow, InventoryRow, SuspensionRow, APPROVAL_COLUMNS,
+    INVENTORY_COLUMNS,
+};
+use super::PgTarget;
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The channel every replica listens on.
+const CHANNEL: &str = "keygate_changes";
+
+/// Key of the advisory lock that serializes migrations across replicas.
+const MIGRATION_LOCK: i64 = 0x6b67_6d69_6772;
+
+/// Version 1: the whole schema of SQLite's version 3 (approvals, inventory with
+/// revocation, suspensions, agent keys, captured secrets), with a `seq` column giving rows
+/// created in the same millisecond a stable order.
+const SCHEMA_V1: &[&str] = &[
+    "CREATE TABLE approvals (
+        seq                 BIGINT GENERATED ALWAYS AS IDENTITY,
+        id                  TEXT PRIMARY KEY NOT NULL,
+        status              TEXT NOT NULL
+                            CHECK (status IN ('pending','approved','denied','used','expired')),
+        agent_id            TEXT NOT NULL,
+        agent_owner         TEXT NOT NULL,
+        tool                TEXT NOT NULL,
+        operation           TEXT NOT NULL,
+        identity_kind       TEXT,
+        digest              TEXT NOT NULL,
+        method              TEXT NOT NULL,
+        path                TEXT NOT NULL,
+        policies            TEXT NOT NULL DEFAULT '[]',
+        request             TEXT,
+        created_at          BIGINT NOT NULL,
+        pending_expires_at  BIGINT NOT NULL,
+        decided_at          BIGINT,
+        approver            TEXT,
+        ticket              TEXT,
+        identity_owner      TEXT,
+        note                TEXT,
+        approval_expires_at BIGINT,
+        review_by           BIGINT,
+        used_at             BIGINT
+    )",
+    "CREATE UNIQUE INDEX approvals_one_active ON approvals (agent_id, operation, digest)
+        WHERE status IN ('pending','approved')",
+    "CREATE INDEX approvals_by_created ON approvals (created_at, seq)",
+    "CREATE INDEX approvals_by_status ON approvals (status, created_at)",
+    "CREATE TABLE inventory (
+        seq         BIGINT GENERATED ALWAYS AS IDENTITY,
+        id          TEXT PRIMARY KEY NOT NULL,
+        kind        TEXT NOT NULL,
+        tool        TEXT NOT NULL,
+        operation   TEXT NOT NULL,
+        identifier  TEXT,
+        agent_id    TEXT NOT NULL,
+        approver    TEXT,
+        owner       TEXT NOT NULL,
+        ticket      TEXT,
+        approval_id TEXT REFERENCES approvals (id),
+        request_id  TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        review_by   BIGINT,
+        revoked_at  BIGINT,
+        revoked_by  TEXT
+    )",
+    "CREATE INDEX inventory_by_created ON inventory (created_at, seq)",
+    "CREATE TABLE suspensions (
+        agent_id     TEXT PRIMARY KEY NOT NULL,
+        suspended_by TEXT NOT NULL,
+        reason       TEXT,
+        at           BIGINT NOT NULL
+    )",
+    "CREATE TABLE agent_keys (
+        key_hash   TEXT PRIMARY KEY NOT NULL,
+        agent_id   TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    )",
+    "CREATE TABLE captured_secrets (
+        handle_hash TEXT PRIMARY KEY NOT NULL,
+        identity_id TEXT NOT NULL REFERENCES inventory (id),
+        tool        TEXT NOT NULL,
+        agent_id    TEXT NOT NULL,
+        shared_with TEXT NOT NULL DEFAULT '[]',
+        field       TEXT NOT NULL,
+        shape       TEXT NOT NULL,
+        key_id      TEXT NOT NULL,
+        nonce       BYTEA NOT NULL,
+        sealed      BYTEA NOT NULL,
+        created_at  BIGINT NOT NULL
+    )",
+    "CREATE INDEX captured_by_identity ON captured_secrets (identity_id)",
+];
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PgStore {
+    pool: PgPool,
+    changes: broadcast::Sender<Change>,
+    replica: String,
+    listener: tokio::task::AbortHandle,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PgStore {
+    /// Connects, applies the migrations this build knows, and starts listening for
+    /// changes. Fails if the database holds a newer schema than this build knows.
+    pub async fn open(target: &PgTarget, replica: &str) -> Result<PgStore, StoreError> {
+        let mut options = PgConnectOptions::from_str(&target.url)
+            .map_err(|_| {
+                StoreError::Unavailable(
+                    "the PostgreSQL URL is not valid (postgres://user@host:5432/db)".into(),
+                )
+            })?
+            .application_name("keygate");
+        if let Some(ca) = &target.ca_file {
+            options = options.ssl_root_cert(ca);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(target.max_connections.max(1))
+            .min_connections(0)
+            // A replica whose database is gone refuses within this, rather than holding
+            // requests.
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(options)
+            .await
+            .map_err(db_err("connect"))?;
+        migrate(&pool).await?;
+        let (changes, _) = broadcast::channel(1024);
+        let listener = tokio::spawn(listen(pool.clone(), changes.clone())).abort_handle();
+        Ok(PgStore {
+            pool,
+            changes,
+            replica: replica.to_string(),
+            listener,
+        })
+    }
+
+    /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.listener.abort();
+        self.pool.close().await;
+    }
+
+    async fn begin(&self, op: &'static str) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin().await.map_err(db_err(op))
+    }
+
+    /// Approves or denies a pending approval, with its row locked.
+    async fn decide(
+        &self,
+        id: &str,
+        approve: Option<Approve>,
+        deny: (&str, Option<&str>),
+        now: Millis,
+    ) -> Result<Approval, StoreError> {
+        let op = if approve.is_some() { "approve" } else { "deny" };
+        let mut tx = self.begin(op).await?;
+        let current = fetch_approval(&mut tx, id, true)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if current.status != ApprovalStatus::Pending {
+            return Err(StoreError::Conflict(format!(
+                "approval is {}, not pending",
+                current.status
+            )));
+        }
+        if current.pending_expires_at <= now {
+            sqlx::query("UPDATE approvals SET status = 'expired' WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(op))?;
+            tx.commit().await.map_err(db_err(op))?;
+            return Err(StoreError::Conflict(
+                "approval is expired, not pending".to_owned(),
+            ));
+        }
+        match approve {
+            Some(d) => {
+                if d.expires_at <= now {
+                    return Err(StoreError::Conflict(
+                        "the approval's expiry must be in the future".to_owned(),
+                    ));
+                }
+                sqlx::query(
+                    "UPDATE approvals SET status = 'approved', decided_at = $1, approver = $2, \
+                     ticket = $3, identity_owner = $4, note = $5, approval_expires_at = $6, \
+                     review_by = $7 WHERE id = $8",
+                )
+                .bind(now)
+                .bind(d.approver)
+                .bind(d.ticket)
+                .bind(d.identity_owner)
+                .bind(d.note)
+                .bind(d.expires_at)
+                .bind(d.review_by)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE approvals SET status = 'denied', decided_at = $1, approver = $2, \
+                     note = $3 WHERE id = $4",
+                )
+                .bind(now)
+                .bind(deny.0)
+                .bind(deny.1)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+            }
+        }
+        .map_err(db_err(op))?;
+        let approval = fetch_approval(&mut tx, id, false)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        notify(&mut tx, &Change::Decision(id.to_string()), op).await?;
+        tx.commit().await.map_err(db_err(op))?;
+        Ok(approval)
+    }
+}
+
+/// Applies the migrations from the database's version to [`SCHEMA_VERSION`], in one
+/// transaction under an advisory lock.
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let op = "migrate";
+    let mut tx = pool.begin().await.map_err(db_err(op))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+    let steps: [&[&str]; 1] = [SCHEMA_V1];
+    match current {
+        Some(v) if v == SCHEMA_VERSION => {}
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(StoreError::Unavailable(format!(
+                "the database's schema version {v} is newer than this keygate supports \
+                 ({SCHEMA_VERSION}); upgrade keygate"
+            )));
+        }
+        current => {
+            let from = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
+            for statement in steps[from..].iter().copied().flatten() {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err(op))?;
+            }
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind(SCHEMA_VERSION)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(op))?;
+        }
+    }
+    tx.commit().await.map_err(db_err(op))
+}
+
+/// Listens for changes on a connection of its own and republishes them; after a lost
+/// connection (notifications may have been missed) it asks for a full re-read.
+async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
+    let mut first = true;
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("store: cannot listen for changes: {}", describe(e));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!("store: cannot listen for changes: {}", describe(e));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        if !std::mem::take(&mut first) {
+            let _ = changes.send(Change::Resync);
+        }
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    let _ = changes.send(Change::decode(n.payload()));
+                }
+                // The connection was lost; the next call reconnects and listens again.
+                Ok(None) => {
+                    tracing::warn!("store: the connection that listens for changes was lost");
+                    let _ = changes.send(Change::Resync);
+                }
+                Err(e) => {
+                    tracing::warn!("store: listening for changes failed: {}", describe(e));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn describe(e: sqlx::Error) -> String {
+    match db_err("listen")(e) {
+        StoreError::Unavailable(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// Sends a change to every replica when the transaction commits.
+async fn notify(
+    conn: &mut PgConnection,
+    change: &Change,
+    op: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(change.encode())
+        .execute(conn)
+        .await
+        .map_err(db_err(op))?;
+    Ok(())
+}
+
+async fn fetch_approval(
+    conn: &mut PgConnection,
+    id: &str,
+    for_update: bool,
+) -> Result<Option<Approval>, StoreError> {
+    let lock = if for_update { " FOR UPDATE" } else { "" };
+    let row = sqlx::query_as::<_, ApprovalRow>(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1{lock}"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err("get approval"))?;
+    row.map(Approval::try_from).transpose()
+}
+
+async fn insert_agent_key(conn: &mut PgConnection, key: &AgentKey) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agent_keys (key_hash, agent_id, created_by, created_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&key.key_hash)
+    .bind(&key.agent_id)
+    .bind(&key.created_by)
+    .bind(key.created_at)
+    .bind(key.revoked_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn changes(&self) -> Option<broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
+    }
+
+    async fn announce(&self, change: Change) -> Result<(), StoreError> {
+        let change = match change {
+            Change::Reload { .. } => Change::Reload {
+                from: self.replica.clone(),
+            },
+            other => other,
+        };
+        let mut conn = self.pool.acquire().await.map_err(db_err("announce"))?;
+        notify(&mut conn, &change, "announce").await
+    }
+
+    async fn open_approval(
+        &self,
+        new: NewApproval,
+        now: Millis,
+        max_pending: u32,
+    ) -> Result<(Approval, bool), StoreError> {
+        const OP: &str = "open approval";
+        let policies = serde_json::to_string(&new.policies)
+            .map_err(|_| StoreError::Unavailable("cannot encode policy ids".to_owned()))?;
+        let mut tx = self.begin(OP).await?;
+        // One opener per agent at a time (any replica): the pending cap is counted and the
+        // approval inserted under this lock.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("approvals:{}", new.agent_id))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(OP))?;
+        sqlx::query(
+            "UPDATE approvals SET status = 'expired' \
+             WHERE agent_id = $1 AND operation = $2 AND digest = $3 \
+             AND ((status = 'pending' AND pending_expires_at <= $4) \
+               OR (status = 'approved' AND approval_expires_at <= $4))",
+        )
+        .bind(&new.agent_id)
+        .bind(&new.operation)
+        .bind(&new.digest)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let inserted = sqlx::query(
+            "INSERT INTO approvals (id, status, agent_id, agent_owner, tool, operation, \
+             identity_kind, digest, method, path, policies, request, created_at, \
+             pending_expires_at) \
+             SELECT $1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             WHERE (SELECT COUNT(*) FROM approvals WHERE agent_id = $2 AND status = 'pending' \
+                    AND pending_expires_at > $12) < $14 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(new_id("apr_"))
+        .bind(&new.agent_id)
+        .bind(&new.agent_owner)
+        .bind(&new.tool)
+        .bind(&new.operation)
+        .bind(&new.identity_kind)
+        .bind(&new.digest)
+        .bind(&new.method)
+        .bind(&new.path)
+        .bind(&policies)
+        .bind(&new.request)
+        .bind(now)
+        .bind(new.pending_expires_at)
+        .bind(i64::from(max_pending))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let created = inserted.rows_affected() == 1;
+        let row = sqlx::query_as::<_, ApprovalRow>(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+             WHERE agent_id = $1 AND operation = $2 AND digest = $3 \
+             AND status IN ('pending', 'approved')"
+        ))
+        .bind(&new.agent_id)
+        .bind(&new.operation)
+        .bind(&new.digest)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err(OP))?
+        .ok_or(StoreError::TooManyPending(max_pending))?;
+        let approval = Approval::try_from(row)?;
+        tx.commit().await.map_err(db_err(OP))?;
+        Ok((approval, created))
+    }
+
+    async fn approval_counts(&self, now: Millis) -> Result<ApprovalCounts, StoreError> {
+        let rows = sqlx::query_as::<_, (String, i64, i64)>(
+            "SELECT status, COUNT(*), \
+             COALESCE(SUM(CASE WHEN status = 'pending' AND pending_expires_at > $1 \
+                          THEN 1 ELSE 0 END), 0)::BIGINT \
+             FROM approvals GROUP BY status ORDER BY status",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("count approvals"))?;
+        let mut counts = ApprovalCounts::default();
+        for (status, n, live) in rows {
+            counts.pending += u64::try_from(live).unwrap_or(0);
+            counts
+                .by_status
+                .push((status, u64::try_from(n).unwrap_or(0)));
+        }
+        Ok(counts)
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err("get approval"))?;
+        fetch_approval(&mut conn, id, false).await
+    }
+
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let rows = sqlx::query_as::<_, ApprovalRow>(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ($1::TEXT IS NULL OR status = $1) \
+             ORDER BY created_at DESC, seq DESC LIMIT $2"
+        ))
+        .bind(status.map(|s| s.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list approvals"))?;
+        rows.into_iter().map(Approval::try_from).collect()
+    }
+
+    async fn approve(
+        &self,
+        id: &str,
+        decision: Approve,
+        now: Millis,
+    ) -> Result<Approval, StoreError> {
+        self.decide(id, Some(decision), ("", None), now).await
+    }
+
+    async fn deny(
+        &self,
+        id: &str,
+        approver: &str,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<Approval, StoreError> {
+        self.decide(id, None, (approver, note), now).await
+    }
+
+    async fn consume(
+        &self,
+        id: &str,
+        digest: &str,
+        now: Millis,
+    ) -> Result<Option<Approval>, StoreError> {
+        // One statement: the row is locked by the first writer; every other, on any
+        // replica, re-checks `status = 'approved'` after it commits and changes nothing.
+        let row = sqlx::query_as::<_, ApprovalRow>(&format!(
+            "UPDATE approvals SET status = 'used', used_at = $1 \
+             WHERE id = $2 AND status = 'approved' AND digest = $3 \
+             AND approval_expires_at > $1 RETURNING {APPROVAL_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(id)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("consume approval"))?;
+        row.map(Approval::try_from).transpose()
+    }
+
+    async fn expire(&self, now: Millis) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE approvals SET status = 'expired' \
+             WHERE (status = 'pending' AND pending_expires_at <= $1) \
+                OR (status = 'approved' AND approval_expires_at <= $1)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("expire approvals"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn denied_since(
+        &self,
+        agent_id: &str,
+        operation: &str,
+        digest: &str,
+        since: Millis,
+    ) -> Result<Option<Approval>, StoreError> {
+        let row = sqlx::query_as::<_, ApprovalRow>(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+             WHERE agent_id = $1 AND operation = $2 AND digest = $3 \
+             AND status = 'denied' AND decided_at > $4 \
+             ORDER BY decided_at DESC LIMIT 1"
+        ))
+        .bind(agent_id)
+        .bind(operation)
+        .bind(digest)
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("find denial"))?;
+        row.map(Approval::try_from).transpose()
+    }
+
+    async fn record_identity(&self, new: NewIdentity) -> Result<InventoryEntry, StoreError> {
+        let entry = InventoryEntry {
+            id: new_id("idn_"),
+            kind: new.kind,
+            tool: new.tool,
+            operation: new.operation,
+            identifier: new.identifier,
+            agent_id: new.agent_id,
+            approver: new.approver,
+            owner: new.owner,
+            ticket: new.ticket,
+            approval_id: new.approval_id,
+            request_id: new.request_id,
+            created_at: new.created_at,
+            review_by: new.review_by,
+            revoked_at: None,
+            revoked_by: None,
+            captured: 0,
+        };
+        sqlx::query(&format!(
+            "INSERT INTO inventory ({INVENTORY_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL)"
+        ))
+        .bind(&entry.id)
+        .bind(&entry.kind)
+        .bind(&entry.tool)
+        .bind(&entry.operation)
+        .bind(&entry.identifier)
+        .bind(&entry.agent_id)
+        .bind(&entry.approver)
+        .bind(&entry.owner)
+        .bind(&entry.ticket)
+        .bind(&entry.approval_id)
+        .bind(&entry.request_id)
+        .bind(entry.created_at)
+        .bind(entry.review_by)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                StoreError::Conflict("the identity's approval does not exist".to_owned())
+            }
+            _ => db_err("record identity")(e),
+        })?;
+        Ok(entry)
+    }
+
+    async fn inventory(&self) -> Result<Vec<InventoryEntry>, StoreError> {
+        let rows = sqlx::query_as::<_, InventoryRow>(&format!(
+            "SELECT {INVENTORY_COLUMNS}, (SELECT COUNT(*) FROM captured_secrets c \
+             WHERE c.identity_id = inventory.id) AS captured \
+             FROM inventory ORDER BY created_at DESC, seq DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list inventory"))?;
+        Ok(rows.into_iter().map(InventoryEntry::from).collect())
+    }
+
+    async fn suspend(
+        &self,
+        agent_id: &str,
+        by: &str,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "suspend agent";
+        let mut tx = self.begin(OP).await?;
+        sqlx::query(
+            "INSERT INTO suspensions (agent_id, suspended_by, reason, at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (agent_id) DO UPDATE SET suspended_by = excluded.suspended_by, \
+             reason = excluded.reason, at = excluded.at",
+        )
+        .bind(agent_id)
+        .bind(by)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        notify(&mut tx, &Change::Suspensions, OP).await?;
+        tx.commit().await.map_err(db_err(OP))
+    }
+
+    async fn resume(&self, agent_id: &str) -> Result<bool, StoreError> {
+        const OP: &str = "resume agent";
+        let mut tx = self.begin(OP).await?;
+        let done = sqlx::query("DELETE FROM suspensions WHERE agent_id = $1")
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(OP))?;
+        notify(&mut tx, &Change::Suspensions, OP).await?;
+        tx.commit().await.map_err(db_err(OP))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError> {
+        let rows = sqlx::query_as::<_, SuspensionRow>(
+            "SELECT agent_id, suspended_by, reason, at FROM suspensions \
+             ORDER BY at DESC, agent_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list suspensions"))?;
+        Ok(rows.into_iter().map(Suspension::from).collect())
+    }
+
+    async fn add_agent_key(&self, key: &AgentKey) -> Result<(), StoreError> {
+        const OP: &str = "add agent key";
+        let mut tx = self.begin(OP).await?;
+        insert_agent_key(&mut tx, key).await.map_err(db_err(OP))?;
+        notify(&mut tx, &Change::AgentKeys, OP).await?;
+        tx.commit().await.map_err(db_err(OP))
+    }
+
+    async fn agent_keys(&self) -> Result<Vec<AgentKey>, StoreError> {
+        let rows = sqlx::query_as::<_, AgentKeyRow>(
+            "SELECT key_hash, agent_id, created_by, created_at, revoked_at FROM agent_keys \
+             ORDER BY created_at, key_hash",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list agent keys"))?;
+        Ok(rows.into_iter().map(AgentKey::from).collect())
+    }
+
+    async fn revoke_agent_key(&self, key_hash: &str, now: Millis) -> Result<bool, StoreError> {
+        const OP: &str = "revoke agent key";
+        let mut tx = self.begin(OP).await?;
+        let done = sqlx::query(
+            "UPDATE agent_keys SET revoked_at = $1 WHERE key_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(key_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        notify(&mut tx, &Change::AgentKeys, OP).await?;
+        tx.commit().await.map_err(db_err(OP))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_captured(
+        &self,
+        c: &CapturedSecret,
+        aws_key: Option<&AgentKey>,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "record captured secret";
+        let mut tx = self.begin(OP).await?;
+        let shared = serde_json::to_string(&c.shared_with).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO captured_secrets (handle_hash, identity_id, tool, agent_id, \
+             shared_with, field, shape, key_id, nonce, sealed, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&c.handle_hash)
+        .bind(&c.identity_id)
+        .bind(&c.tool)
+        .bind(&c.agent_id)
+        .bind(shared)
+        .bind(&c.field)
+        .bind(c.shape.as_str())
+        .bind(&c.sealed.key_id)
+        .bind(&c.sealed.nonce)
+        .bind(&c.sealed.ciphertext)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        if let Some(key) = aws_key {
+            insert_agent_key(&mut tx, key).await.map_err(db_err(OP))?;
+            notify(&mut tx, &Change::AgentKeys, OP).await?;
+        }
+        notify(&mut tx, &Change::Captured, OP).await?;
+        tx.commit().await.map_err(db_err(OP))
+    }
+
+    async fn captured(&self) -> Result<Vec<CapturedSecret>, StoreError> {
+        let rows = sqlx::query_as::<_, CapturedRow>(
+            "SELECT handle_hash, identity_id, tool, agent_id, shared_with, field, shape, \
+             key_id, nonce, sealed, created_at FROM captured_secrets \
+             ORDER BY created_at, handle_hash",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list captured secrets"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(CapturedRow::into_secret)
+            .collect())
+    }
+
+    async fn revoke_identity(
+        &self,
+        id: &str,
+        by: &str,
+        now: Millis,
+    ) -> Result<Revoked, StoreError> {
+        const OP: &str = "revoke identity";
+        let mut tx = self.begin(OP).await?;
+        let revoked_at: Option<Option<Millis>> =
+            sqlx::query_scalar("SELECT revoked_at FROM inventory WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err(OP))?;
+        let Some(revoked_at) = revoked_at else {
+            return Err(StoreError::NotFound);
+        };
+        let mut handles: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM captured_secrets WHERE identity_id = $1 RETURNING handle_hash",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let keys: Vec<String> = sqlx::query_scalar(
+            "UPDATE agent_keys SET revoked_at = $1 WHERE created_by = $2 AND revoked_at IS NULL \
+             RETURNING key_hash",
+        )
+        .bind(now)
+        .bind(format!("capture:{id}"))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        if revoked_at.is_none() {
+            sqlx::query("UPDATE inventory SET revoked_at = $1, revoked_by = $2 WHERE id = $3")
+                .bind(now)
+                .bind(by)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(OP))?;
+        }
+        notify(&mut tx, &Change::Captured, OP).await?;
+        notify(&mut tx, &Change::AgentKeys, OP).await?;
+        tx.commit().await.map_err(db_err(OP))?;
+        handles.extend(keys);
+        Ok(Revoked {
+            handles,
+            already: revoked_at.is_some(),
+        })
+    }
+
+    async fn share_captured(&self, identity_id: &str, agent: &str) -> Result<u64, StoreError> {
+        const OP: &str = "share captured secret";
+        let mut tx = self.begin(OP).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT handle_hash, shared_with FROM captured_secrets WHERE identity_id = $1 \
+             FOR UPDATE",
+        )
+        .bind(identity_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        for (hash, shared) in &rows {
+            let mut list: Vec<String> = serde_json::from_str(shared).unwrap_or_default();
+            if !list.iter().any(|a| a == agent) {
+                list.push(agent.to_string());
+            }
+            sqlx::query("UPDATE captured_secrets SET shared_with = $1 WHERE handle_hash = $2")
+                .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
+                .bind(hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(OP))?;
+        }
+        notify(&mut tx, &Change::Captured, OP).await?;
+        tx.commit().await.map_err(db_err(OP))?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn reseal(&self, handle_hash: &str, sealed: &Sealed) -> Result<(), StoreError> {
+        const OP: &str = "reseal captured secret";
+        let mut tx = self.begin(OP).await?;
+        sqlx::query(
+            "UPDATE captured_secrets SET key_id = $1, nonce = $2, sealed = $3 \
+             WHERE handle_hash = $4",
+        )
+        .bind(&sealed.key_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(handle_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        notify(&mut tx, &Change::Captured, OP).await?;
+        tx.commit().await.map_err(db_err(OP))
+    }
+}
