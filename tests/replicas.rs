@@ -1,0 +1,420 @@
+//! Several keygate replicas, one truth: three replicas in-process, each with its own
+//! listeners, data directory, caches and audit log, sharing one real PostgreSQL database
+//! (Debian's `postgresql`, started by `tests/postgres/cluster.sh`). What is decided on one
+//! replica holds on the others within a second, single-use steps happen once across all
+//! of them, and a database that goes away stops what needs it, then comes back by itself.
+//!
+//! The periodic re-read is set far beyond the test's deadlines (`sync_interval = "30s"`)
+//! wherever a test measures propagation, so only the pushed change (LISTEN/NOTIFY) can
+//! make it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod pg_support;
+use common::*;
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const KEYS: &str = "/tools/gh/repos/acme/app/keys";
+const READ: &str = "/tools/gh/repos/acme/app";
+
+/// A GitHub stand-in: `POST …/keys` → `201 {"id": 4242, …}`; anything else → `200 ok`.
+async fn github() -> RawUpstream {
+    RawUpstream::with_responder(Arc::new(|r: &Received| {
+        if r.head.starts_with("POST ") && r.target().ends_with("/keys") {
+            let body = json!({"id": 4242, "title": "ci", "read_only": true});
+            return (
+                201,
+                vec![("content-type".into(), "application/json".into())],
+                body.to_string().into_bytes(),
+            );
+        }
+        (200, vec![], b"ok".to_vec())
+    }))
+    .await
+}
+
+struct Cluster {
+    replicas: Vec<TestGateway>,
+    up: RawUpstream,
+    iss: TestIssuer,
+    _issuer_dir: tempfile::TempDir,
+    client: Client,
+}
+
+/// Three replicas `a`, `b`, `c` on the database at `url`; `store` is added to each
+/// `[store]` table, `tool` to the tool's.
+async fn cluster(url: &str, store: &str, tool: &str) -> Cluster {
+    let up = github().await;
+    let issuer_dir = tempfile::tempdir().unwrap();
+    let iss = TestIssuer::new(issuer_dir.path(), "replica-issuer", "keygate");
+    let mut replicas = Vec::new();
+    for name in ["a", "b", "c"] {
+        let dir = tempfile::tempdir().unwrap();
+        let source = secret_file(dir.path(), "gh", "gh-tool-credential-3f9a2c");
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nreplica_id = {name:?}\n\
+             [store]\nurl = {url:?}\n{store}\n{}{}[[tools]]\nname = \"gh\"\nkind = \"github\"\n\
+             upstream = {:?}\n{tool}[tools.credential]\nprovider = \"static\"\n{source}",
+            iss.toml(),
+            agent("a1", "alice@example.com"),
+            up.url(),
+        );
+        replicas.push(TestGateway::start_in(dir, &cfg).await);
+    }
+    Cluster {
+        replicas,
+        up,
+        iss,
+        _issuer_dir: issuer_dir,
+        client: Client::http1(),
+    }
+}
+
+impl Cluster {
+    fn replica(&self, name: &str) -> &TestGateway {
+        &self.replicas[match name {
+            "a" => 0,
+            "b" => 1,
+            _ => 2,
+        }]
+    }
+
+    async fn get(&self, on: &str, path: &str) -> Response {
+        let auth = bearer(&self.iss.token("a1"));
+        self.client
+            .get(&self.replica(on).url(path), &[("authorization", &auth)])
+            .await
+    }
+
+    /// Asks to create a deploy key (identity creation: needs an approval) through `on`.
+    async fn create_key(&self, on: &str) -> Response {
+        let auth = bearer(&self.iss.token("a1"));
+        self.client
+            .send(
+                "POST",
+                &self.replica(on).url(KEYS),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                json!({"title": "ci", "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIReplicaTest", "read_only": true})
+                    .to_string(),
+            )
+            .await
+    }
+
+    async fn admin(&self, on: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, b) = self.replica(on).admin(method, path, body).await;
+        assert!(s < 300, "{method} {path} on {on}: {s} {b}");
+        b
+    }
+
+    async fn approve(&self, on: &str, id: &str) {
+        let body =
+            json!({"approver": "bob@example.com", "owner": "carol@example.com", "ticket": "CHG-7"});
+        let b = self
+            .admin(on, "POST", &format!("/approvals/{id}/approve"), Some(body))
+            .await;
+        assert_eq!(b["status"], "approved", "{b}");
+    }
+
+    /// Waits (polling every 20 ms, up to `within`) until a read on `on` answers `status`;
+    /// how long that took.
+    async fn until_status(&self, on: &str, status: u16, within: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            let r = self.get(on, READ).await;
+            if r.status == status {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < within,
+                "replica {on} still answers {} after {within:?}: {}",
+                r.status,
+                r.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Settings under which only a pushed change can propagate within the test's deadlines.
+const PUSH_ONLY: &str = "sync_interval = \"30s\"\nmax_staleness = \"60s\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspension_on_one_replica_holds_on_the_others_within_a_second() {
+    let url = pg_support::postgres().database().await;
+    let c = cluster(&url, PUSH_ONLY, "").await;
+    for r in ["a", "b", "c"] {
+        assert_eq!(c.get(r, READ).await.status, 200);
+    }
+    c.admin(
+        "a",
+        "POST",
+        "/agents/a1/suspend",
+        Some(json!({"by": "sec@example.com", "reason": "looping"})),
+    )
+    .await;
+    let t0 = Instant::now();
+    for r in ["b", "c"] {
+        c.until_status(r, 403, Duration::from_secs(1)).await;
+    }
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let r = c.get("c", READ).await;
+    assert_eq!(r.json()["error"], "agent_suspended", "{}", r.text());
+
+    // Resumed on C: A and B serve the agent again, as fast.
+    c.admin("c", "POST", "/agents/a1/resume", Some(json!({})))
+        .await;
+    for r in ["a", "b"] {
+        c.until_status(r, 200, Duration::from_secs(1)).await;
+    }
+    // Nothing was forwarded while the agent was suspended: three reads before, and the
+    // ones that answered 200 after.
+    let audits = futures_util::future::join_all(c.replicas.iter().map(|g| g.audit())).await;
+    let forwarded: usize = audits
+        .iter()
+        .flatten()
+        .filter(|r| r["decision"] == "allow")
+        .count();
+    assert_eq!(forwarded, c.up.count());
+
+    // Each replica wrote its own chain, naming itself in every record; `verify` reports
+    // each.
+    for (g, name) in c.replicas.iter().zip(["a", "b", "c"]) {
+        let records = g.audit().await;
+        assert!(!records.is_empty());
+        assert!(records.iter().all(|r| r["replica"] == name), "{records:#?}");
+    }
+    let files: Vec<_> = c.replicas.iter().map(|g| g.audit_path.clone()).collect();
+    let chains = keygate::telemetry::audit_chain::verify_replicas(&files);
+    assert_eq!(chains.len(), 3);
+    for (chain, name) in chains.iter().zip(["a", "b", "c"]) {
+        assert_eq!(chain.replica.as_deref(), Some(name));
+        assert!(
+            chain.result.is_ok(),
+            "{:?}",
+            chain.result.as_ref().err().map(|f| f.to_string())
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["audit", "verify"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["a", "b", "c"] {
+        assert!(stdout.contains(&format!("replica {name}: ")), "{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_decided_on_b_releases_the_request_held_on_c_once() {
+    let url = pg_support::postgres().database().await;
+    let c = cluster(
+        &url,
+        PUSH_ONLY,
+        "approval = \"hold\"\nhold_timeout = \"20s\"\n",
+    )
+    .await;
+    let held = {
+        let (url, auth, client) = (
+            c.replica("c").url(KEYS),
+            bearer(&c.iss.token("a1")),
+            c.client.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .send(
+                    "POST",
+                    &url,
+                    &[("authorization", &auth), ("content-type", "application/json")],
+                    json!({"title": "ci", "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIReplicaTest", "read_only": true})
+                        .to_string(),
+                )
+                .await
+        })
+    };
+    // The pending approval is visible on B (the shared store).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let b = c.admin("b", "GET", "/approvals?status=pending", None).await;
+        if let Some(a) = b["approvals"].as_array().and_then(|l| l.first()) {
+            break a["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no pending approval");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!held.is_finished());
+    let decided = Instant::now();
+    c.approve("b", &id).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .unwrap()
+        .unwrap();
+    let waited = decided.elapsed();
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Woken by the pushed decision: a held request re-reads on its own only every 5 s.
+    assert!(
+        waited < Duration::from_secs(1),
+        "released {waited:?} after the decision"
+    );
+    assert_eq!(c.up.count(), 1);
+    let a = c.admin("a", "GET", &format!("/approvals/{id}"), None).await;
+    assert_eq!(a["status"], "used");
+    // Once: the same request again, on A, needs a new approval.
+    let again = tokio::time::timeout(Duration::from_secs(2), c.create_key("a")).await;
+    if let Ok(r) = again {
+        assert_ne!(r.status, 201, "{}", r.text());
+    }
+    assert_eq!(c.up.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_retries_over_three_replicas_reach_the_tool_once() {
+    let url = pg_support::postgres().database().await;
+    let c = Arc::new(cluster(&url, "", "").await);
+    let r = c.create_key("a").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "approval_required");
+    let id = r.json()["approval_id"].as_str().unwrap().to_string();
+    c.approve("b", &id).await;
+    let retries = (0..50).map(|i| {
+        let c = c.clone();
+        tokio::spawn(async move { c.create_key(["a", "b", "c"][i % 3]).await.status })
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(retries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 403),
+        "{statuses:?}"
+    );
+    assert_eq!(c.up.count(), 1, "the tool saw the request more than once");
+    let inventory = c.admin("c", "GET", "/inventory", None).await;
+    assert_eq!(inventory["identities"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_database_gone_replicas_refuse_what_needs_it_and_recover_by_themselves() {
+    // A cluster of its own: this test stops it.
+    let pg = pg_support::Postgres::start();
+    let url = pg.database().await;
+    let c = cluster(
+        &url,
+        "sync_interval = \"200ms\"\nmax_staleness = \"2s\"",
+        "",
+    )
+    .await;
+    for r in ["a", "b", "c"] {
+        assert_eq!(c.get(r, READ).await.status, 200);
+        let (s, _) = c.replica(r).admin("GET", "/readyz", None).await;
+        assert_eq!(s, 200);
+    }
+    let forwarded = c.up.count();
+
+    pg.stop();
+    let stopped = Instant::now();
+    // A call that needs an approval decision: 503, nothing forwarded.
+    let r = c.create_key("b").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "approvals_unavailable", "{}", r.text());
+    // Readiness fails on every replica.
+    for r in ["a", "b", "c"] {
+        let (s, b) = c.replica(r).admin("GET", "/readyz", None).await;
+        assert_eq!(s, 503, "{b}");
+        assert_eq!(b["reason"], "store_unavailable", "{b}");
+    }
+    // Once the view of suspensions is older than max_staleness, every call is refused.
+    c.until_status("a", 503, Duration::from_secs(10)).await;
+    assert!(stopped.elapsed() >= Duration::from_secs(2) - Duration::from_millis(300));
+    for r in ["a", "b", "c"] {
+        let resp = c.get(r, READ).await;
+        assert_eq!(resp.status, 503, "{}", resp.text());
+        assert_eq!(resp.json()["error"], "store_unavailable", "{}", resp.text());
+    }
+    // Calls went through only on the cached view, while it was fresh enough; from then on
+    // nothing reaches the tool.
+    let before_restart = c.up.count();
+    assert!(before_restart >= forwarded);
+    for r in ["a", "b", "c", "a", "b", "c"] {
+        assert_eq!(c.get(r, READ).await.status, 503);
+    }
+    assert_eq!(
+        c.up.count(),
+        before_restart,
+        "calls were forwarded on a stale view"
+    );
+
+    // The database comes back: every replica serves again, without a restart.
+    pg.restart();
+    for r in ["a", "b", "c"] {
+        c.until_status(r, 200, Duration::from_secs(15)).await;
+        let (s, b) = c.replica(r).admin("GET", "/readyz", None).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // And changes are pushed again (the listening connection came back too).
+    c.admin(
+        "a",
+        "POST",
+        "/agents/a1/suspend",
+        Some(json!({"by": "sec"})),
+    )
+    .await;
+    c.until_status("c", 403, Duration::from_secs(3)).await;
+    assert!(c.up.count() > before_restart);
+    let refused = futures_util::future::join_all(c.replicas.iter().map(|g| g.audit()))
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|r| r["error"] == "store_unavailable")
+        .count();
+    assert!(refused >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refuse_mode_serves_nothing_once_the_store_cannot_be_read() {
+    let pg = pg_support::Postgres::start();
+    let url = pg.database().await;
+    let c = cluster(
+        &url,
+        "sync_interval = \"200ms\"\nmax_staleness = \"30s\"\non_unavailable = \"refuse\"",
+        "",
+    )
+    .await;
+    assert_eq!(c.get("a", READ).await.status, 200);
+    let forwarded = c.up.count();
+    pg.stop();
+    // Well before max_staleness: the first failed read refuses everything.
+    for r in ["a", "b", "c"] {
+        let took = c.until_status(r, 503, Duration::from_secs(5)).await;
+        assert!(took < Duration::from_secs(5));
+    }
+    let r = c.get("b", READ).await;
+    assert_eq!(r.json()["error"], "store_unavailable", "{}", r.text());
+    // From then on nothing reaches the tool.
+    let refused_at = c.up.count();
+    assert!(refused_at >= forwarded);
+    for r in ["a", "b", "c", "a", "b", "c"] {
+        assert_eq!(c.get(r, READ).await.status, 503);
+    }
+    assert_eq!(c.up.count(), refused_at);
+    pg.restart();
+    c.until_status("a", 200, Duration::from_secs(15)).await;
+}
