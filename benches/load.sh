@@ -31,6 +31,11 @@
 #               request over TLS to keygate's reverse-proxy listener and in cleartext, with
 #               the same client; and a new tunnel (CONNECT + TLS handshake) per request,
 #               whose extra CPU is the cost of a tunnel. `ONLY_FWD=1` runs only this part.
+#   kg-pg       kg-pass on a PostgreSQL store (issue 18): Debian's PostgreSQL on core 1
+#               (tests/postgres/cluster.sh), two replicas on one database (kg-pg and kg-pg2,
+#               both on core 0); measured alone like every case, then both replicas under
+#               load at once (two wrk, half the connections each), with the database's CPU
+#               per request beside theirs. `ONLY_PG=1` runs only this part.
 # Reported: medians over REPS of req/s, p50, p99, the proxy's CPU µs per request
 # (utime+stime from /proc/<pid>/stat) and its peak RSS (VmHWM); then p99 at a fixed rate
 # of half kg-full's peak on /small (wrk with a per-request delay).
@@ -51,7 +56,8 @@ DURATION=${DURATION:-15s}
 REPS=${REPS:-3}
 CONNS=${CONNS:-32}
 ONLY_FWD=${ONLY_FWD:-0}
-CASES=(direct nginx kg-pass kg-full kg-unique kg-aws kg-oauth2)
+ONLY_PG=${ONLY_PG:-0}
+CASES=(direct nginx kg-pass kg-full kg-unique kg-aws kg-oauth2 kg-pg)
 PATHS=(small big)
 
 cd "$(dirname "$0")/.."
@@ -81,10 +87,23 @@ TCK=$(getconf CLK_TCK)
 # --- 2. temp dir, cleanup -----------------------------------------------------------------
 T=$(mktemp -d /tmp/keygate-load.XXXXXX)
 PIDS=()
+PG_SCRIPT_PID=""
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     sleep 0.5
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    # PostgreSQL stops (and its folder goes) when its script's input closes, that is once
+    # every process started after it (each inherited the pipe) is gone.
+    if [ -n "$PG_SCRIPT_PID" ]; then
+        exec {PGW}>&-
+        for _ in $(seq 1 50); do kill -0 "$PG_SCRIPT_PID" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$PG_SCRIPT_PID" 2>/dev/null; then # a process still holds the pipe
+            kill "$PG_SCRIPT_PID" 2>/dev/null || true
+            runuser -u postgres -- "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)/pg_ctl" \
+                -D "$PG_DIR/data" -m immediate stop > /dev/null 2>&1 || true
+            rm -rf "$PG_DIR"
+        fi
+    fi
     rm -rf "$T"
 }
 trap cleanup EXIT INT TERM
@@ -257,9 +276,30 @@ taskset -c 1 python3 "$T/as.py" "$AS_PORT" &
 PIDS+=($!)
 wait_port "$AS_PORT"
 
+# --- PostgreSQL on core 1 (kg-pg): the tests' throwaway cluster, one database -------------
+PG_PORT=$(free_port)
+PG_DIR=$(mktemp -u /tmp/keygate-bench-pg.XXXXXX)
+mkfifo "$T/pg.in"
+taskset -c 1 bash "$ROOT/tests/postgres/cluster.sh" "$PG_DIR" "$PG_PORT" < "$T/pg.in" > "$T/pg.out" &
+PG_SCRIPT_PID=$!
+exec {PGW}>"$T/pg.in"
+for _ in $(seq 1 600); do grep -q ready "$T/pg.out" 2>/dev/null && break; sleep 0.1; done
+grep -q ready "$T/pg.out" || { echo "load.sh: PostgreSQL did not start" >&2; exit 1; }
+PG_PW=$(cat "$PG_DIR/password")
+PGPASSWORD=$PG_PW psql -h 127.0.0.1 -p "$PG_PORT" -U keygate -d postgres -q -c "CREATE DATABASE keygate"
+export BENCH_PG_URL="postgres://keygate:$PG_PW@127.0.0.1:$PG_PORT/keygate?sslmode=disable"
+pg_ticks() { # CPU ticks of every process of the cluster (its postmaster and backends)
+    local pm total=0 p
+    pm=$(head -n1 "$PG_DIR/data/postmaster.pid")
+    for p in "$pm" $(pgrep -P "$pm"); do total=$((total + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done
+    echo "$total"
+}
+
 # --- 3. keygate instances on core 0 --------------------------------------------------------
 export BENCH_UP_TOKEN=bench-upstream-secret
-kg_config() { # dir port admin_port credential_toml extra_tool_toml
+kg_config() { # dir port admin_port credential_toml extra_tool_toml (STORE_TOML: another [store])
+    local store
+    store=${STORE_TOML:-$'[store]\npath = "data/keygate.db"'}
     cat <<EOF
 [server]
 listen = "127.0.0.1:$2"
@@ -282,8 +322,7 @@ algorithm = "EdDSA"
 [policies]
 dir = "policies"
 
-[store]
-path = "data/keygate.db"
+$store
 
 [admin]
 listen = "127.0.0.1:$3"
@@ -330,7 +369,7 @@ PID[nginx]=$NG_WORKER
 QUERY[direct]=""; QUERY[nginx]=""
 FULL_TOOL='strip_headers = ["x-agent-session"]
 strip_query = ["session"]'
-for c in kg-pass kg-full kg-unique kg-aws kg-oauth2; do
+for c in kg-pass kg-full kg-unique kg-aws kg-oauth2 kg-pg kg-pg2; do
     d="$T/$c"
     mkdir -p "$d/data" "$d/policies"
     PORT[$c]=$(free_port)
@@ -341,6 +380,17 @@ for c in kg-pass kg-full kg-unique kg-aws kg-oauth2; do
         cp "$ROOT"/policies/*.cedar "$ROOT"/policies/*.cedarschema "$d/policies/"
         kg_config "$d" "${PORT[$c]}" "$admin" 'provider = "static"
 from_env = "BENCH_UP_TOKEN"' "" > "$d/keygate.toml"
+        ;;
+    kg-pg | kg-pg2)
+        # kg-pass with its state in PostgreSQL, shared by the two replicas.
+        cp "$ROOT"/policies/*.cedar "$ROOT"/policies/*.cedarschema "$d/policies/"
+        STORE_TOML="[store]
+url_env = \"BENCH_PG_URL\"" kg_config "$d" "${PORT[$c]}" "$admin" 'provider = "static"
+from_env = "BENCH_UP_TOKEN"' "" > "$d/keygate.toml"
+        # Both replicas accept the same agent tokens: kg-pg2 trusts kg-pg's dev issuer.
+        if [ "$c" = kg-pg2 ]; then
+            sed -i "s#jwks_file = \"data/dev-issuer.jwks.json\"#jwks_file = \"$T/kg-pg/data/dev-issuer.jwks.json\"#; s#dev_signing_key = \"data/dev-issuer.pem\"#dev_signing_key = \"$T/kg-pg/data/dev-issuer.pem\"#" "$d/keygate.toml"
+        fi
         ;;
     kg-full | kg-unique)
         cp "$ROOT"/policies/*.cedarschema "$d/policies/"
@@ -373,7 +423,7 @@ scope = \"up:read\"" "" > "$d/keygate.toml"
     echo "   policies with @id: $npol" >&2
     (
         cd "$d"
-        export KEYGATE_WORKER_THREADS=1 KEYGATE_LOG=warn
+        export KEYGATE_WORKER_THREADS=1 KEYGATE_LOG=warn KEYGATE_REPLICA_ID=$c
         # kg-pass and kg-oauth2 differ only in their provider: neither exports spans.
         if [ "$c" != kg-pass ] && [ "$c" != kg-oauth2 ]; then
             export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
@@ -432,7 +482,7 @@ echo "== all cases answer 200" >&2
 
 # --- 4b. kg-fwd: the forward proxy (issue 16), measured with load_client -------------------
 # (not under callgrind: kg-pass, its cleartext baseline, runs under valgrind there)
-if [ "$MODE" = load ]; then
+if [ "$MODE" = load ] && [ "$ONLY_PG" != 1 ]; then
 d="$T/kg-fwd"
 mkdir -p "$d/data" "$d/policies"
 cp "$ROOT"/policies/*.cedar "$ROOT"/policies/*.cedarschema "$d/policies/"
@@ -519,11 +569,55 @@ EOF
 [ "$ONLY_FWD" = 1 ] && exit 0
 fi
 
+# --- 4c. kg-pg: two replicas on one PostgreSQL under load at once (issue 18) ---------------
+# Each replica gets half the connections; the CPU each replica and the database spent is
+# divided by the requests that replica (or both, for the database) served. A hot path that
+# queried the database would show here as database CPU per request.
+if [ "$MODE" = load ]; then
+PG_RES="$T/pg.tsv"
+: > "$PG_RES"
+half_conns=$((CONNS / 2))
+echo "== kg-pg: two replicas at once, $half_conns connections each" >&2
+for rep in $(seq 1 "$REPS"); do
+    a0=$(cpu_ticks "${PID[kg-pg]}"); b0=$(cpu_ticks "${PID[kg-pg2]}"); d0=$(pg_ticks)
+    wrks=()
+    for c in kg-pg kg-pg2; do
+        mapfile -t extra < <(wrk_args "$c")
+        taskset -c 1 wrk -t1 -c"$half_conns" -d"$DURATION" "${extra[@]}" "$(url "$c" small)" > "$T/wrk-2r-$c-$rep.txt" &
+        wrks+=($!)
+    done
+    wait "${wrks[@]}"
+    a1=$(cpu_ticks "${PID[kg-pg]}"); b1=$(cpu_ticks "${PID[kg-pg2]}"); d1=$(pg_ticks)
+    na=$(awk '/requests in/ {print $1}' "$T/wrk-2r-kg-pg-$rep.txt")
+    nb=$(awk '/requests in/ {print $1}' "$T/wrk-2r-kg-pg2-$rep.txt")
+    bad=$(cat "$T"/wrk-2r-*-"$rep".txt | awk '/Non-2xx/ {s += $NF} END {print s + 0}')
+    python3 - "$rep" "$na" "$nb" "$((a1 - a0))" "$((b1 - b0))" "$((d1 - d0))" "$TCK" "${DURATION%s}" "$bad" >> "$PG_RES" <<'EOF'
+import sys
+rep, na, nb, ta, tb, td, tck, secs, bad = sys.argv[1:10]
+na, nb, tck = int(na), int(nb), int(tck)
+us = lambda t, n: int(t) / tck * 1e6 / max(n, 1)
+print("\t".join(map(str, [rep, (na + nb) / float(secs), us(ta, na), us(tb, nb), us(td, na + nb), bad])))
+EOF
+    echo "   kg-pg 2 replicas rep $rep: $(tail -n1 "$PG_RES")" >&2
+done
+python3 - "$PG_RES" "$DURATION" "$REPS" "$half_conns" <<'EOF'
+import sys, statistics as st
+res, dur, reps, conns = sys.argv[1:5]
+rows = [[float(x) for x in l.split("\t")] for l in open(res) if l.strip()]
+med = lambda i: st.median(r[i] for r in rows)
+print(f"\n### Two replicas on one PostgreSQL (wrk -t1 -c{conns} to each at once, {dur} per run, median of {reps}; /small)\n")
+print("| req/s, both | replica 1 CPU µs/req | replica 2 CPU µs/req | PostgreSQL CPU µs/req | non-2xx |")
+print("|---:|---:|---:|---:|---:|")
+print(f"| {med(1):,.0f} | {med(2):.1f} | {med(3):.1f} | {med(4):.2f} | {int(sum(r[5] for r in rows))} |")
+EOF
+[ "$ONLY_PG" = 1 ] && exit 0
+fi
+
 # --- 5a. callgrind: instructions per request --------------------------------------------------
 if [ "$MODE" = callgrind ]; then
     echo "== callgrind: instructions per request on /small (wrk -c8, $CG_DURATION after a warm-up)" >&2
     printf '\n| case | requests | instructions | instructions per request |\n|---|---:|---:|---:|\n' > "$T/cg.md"
-    for c in kg-pass kg-full kg-unique kg-aws kg-oauth2; do
+    for c in kg-pass kg-full kg-unique kg-aws kg-oauth2 kg-pg; do
         mapfile -t extra < <(wrk_args "$c")
         taskset -c 1 wrk -t1 -c8 -d5s "${extra[@]}" "$(url "$c" small)" > /dev/null
         callgrind_control -z "${PID[$c]}" > /dev/null 2>&1
@@ -629,7 +723,7 @@ import sys, statistics as st, math
 res, rss_f, dur, reps, conns, delay = sys.argv[1:7]
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
 rss = dict(l.split() for l in open(rss_f) if l.strip())
-cases = ["direct", "nginx", "kg-pass", "kg-full", "kg-unique", "kg-aws", "kg-oauth2"]
+cases = ["direct", "nginx", "kg-pass", "kg-full", "kg-unique", "kg-aws", "kg-oauth2", "kg-pg"]
 def med(label, c, p, i):
     v = [float(r[i]) for r in rows if r[0] == label and r[1] == c and r[2] == p]
     v = [x for x in v if not math.isnan(x)]
@@ -648,7 +742,7 @@ for c in cases:
 print(f"\n### Ratios\n")
 print("| case | path | CPU/req vs nginx | CPU/req − nginx (µs) | req/s vs direct | req/s vs nginx |")
 print("|---|---|---:|---:|---:|---:|")
-for c in ["kg-pass", "kg-full", "kg-unique", "kg-aws", "kg-oauth2"]:
+for c in ["kg-pass", "kg-full", "kg-unique", "kg-aws", "kg-oauth2", "kg-pg"]:
     for p in ["small", "big"]:
         cpu, ncpu = med('peak', c, p, 8), med('peak', 'nginx', p, 8)
         rps, drps, nrps = med('peak', c, p, 5), med('peak', 'direct', p, 5), med('peak', 'nginx', p, 5)

@@ -485,6 +485,25 @@ mod tests {
     }
 
     #[test]
+    fn changes_round_trip_and_unknown_ones_ask_for_a_full_read() {
+        for c in [
+            Change::Suspensions,
+            Change::Decision("apr_0123".into()),
+            Change::AgentKeys,
+            Change::Captured,
+            Change::Reload {
+                from: "kg-1".into(),
+            },
+            Change::Resync,
+        ] {
+            assert_eq!(Change::decode(&c.encode()), c);
+        }
+        for unknown in ["", "tasks", "suspensions now", "decision"] {
+            assert_eq!(Change::decode(unknown), Change::Resync, "{unknown:?}");
+        }
+    }
+
+    #[test]
     fn status_names_round_trip() {
         for s in [
             ApprovalStatus::Pending,
