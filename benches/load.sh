@@ -424,11 +424,12 @@ scope = \"up:read\"" "" > "$d/keygate.toml"
     (
         cd "$d"
         export KEYGATE_WORKER_THREADS=1 KEYGATE_LOG=warn KEYGATE_REPLICA_ID=$c
-        # kg-pass and kg-oauth2 differ only in their provider: neither exports spans.
-        if [ "$c" != kg-pass ] && [ "$c" != kg-oauth2 ]; then
+        # kg-pass, kg-oauth2 and kg-pg differ only in their provider or store: none
+        # exports spans.
+        case $c in kg-pass | kg-oauth2 | kg-pg | kg-pg2) ;; *)
             export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
             export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
-        fi
+        ;; esac
         if [ "$MODE" = callgrind ]; then
             exec taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out" \
                 "$KG" run --config "$d/keygate.toml"

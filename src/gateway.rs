@@ -56,61 +56,84 @@ pub struct Shared {
     pub vault: crate::capture::Vault,
     /// How fresh this replica's view of the store is.
     pub freshness: Freshness,
+    /// This process among the replicas: its replica id and a random suffix (two replicas
+    /// configured with the same id still tell their announcements apart).
+    pub instance: String,
 }
 
-/// How fresh this replica's view of suspensions is: when it was last read from the store,
-/// and whether the last read failed. Checked on every call, so atomics only.
+/// What a replica holds in memory from the store, each read on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dataset {
+    Suspensions = 0,
+    AgentKeys = 1,
+    Captured = 2,
+}
+
+/// How fresh this replica's view of the store is: for each [`Dataset`], when its last
+/// successful read began and whether the last read failed. Checked on every call, so
+/// atomics only. Only a store shared with other processes (PostgreSQL) can change behind
+/// this process's back; with SQLite every change is made through this process and applied
+/// in memory at once, so the view is always usable.
 pub struct Freshness {
     started: std::time::Instant,
-    /// Milliseconds after `started` of the last successful read.
-    read_ok_at: AtomicU64,
-    failing: std::sync::atomic::AtomicBool,
-}
-
-impl Default for Freshness {
-    fn default() -> Self {
-        Freshness {
-            started: std::time::Instant::now(),
-            read_ok_at: AtomicU64::new(0),
-            failing: Default::default(),
-        }
-    }
+    shared_store: bool,
+    read_ok_at: [AtomicU64; 3],
+    failing: [std::sync::atomic::AtomicBool; 3],
 }
 
 /// How long one periodic read of the store may take before it counts as failed.
 pub const STORE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Freshness {
-    fn elapsed_ms(&self) -> u64 {
+    pub fn new(shared_store: bool) -> Freshness {
+        Freshness {
+            started: std::time::Instant::now(),
+            shared_store,
+            read_ok_at: Default::default(),
+            failing: Default::default(),
+        }
+    }
+
+    /// Milliseconds since this process started (a monotonic clock: tests that move
+    /// keygate's clock do not move this one).
+    pub fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub fn read_ok(&self) {
-        self.read_ok_at.store(self.elapsed_ms(), Ordering::Release);
-        self.failing.store(false, Ordering::Release);
+    /// A read of `d` that began at `began` ([`Freshness::now_ms`]) succeeded.
+    pub fn read_ok(&self, d: Dataset, began: u64) {
+        self.read_ok_at[d as usize].fetch_max(began, Ordering::AcqRel);
+        self.failing[d as usize].store(false, Ordering::Release);
     }
 
-    pub fn read_failed(&self) {
-        self.failing.store(true, Ordering::Release);
+    pub fn read_failed(&self, d: Dataset) {
+        self.failing[d as usize].store(true, Ordering::Release);
     }
 
-    /// Whether the last read of the store failed.
+    /// Whether the last read of any dataset failed.
     pub fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Acquire)
+        self.failing.iter().any(|f| f.load(Ordering::Acquire))
     }
 
-    /// Whether a call may go through on this view: not once it is older than
-    /// `max_staleness` while reads fail (or, with `OnUnavailable::Refuse`, as soon as one
-    /// fails), and never once it is older than `max_staleness` plus one read's timeout,
+    /// Whether a call may go through on this view: not once its oldest dataset is older
+    /// than `max_staleness` while reads fail (or, with `OnUnavailable::Refuse`, as soon as
+    /// one fails), and never once it is older than `max_staleness` plus one read's timeout,
     /// whatever the reads are doing.
     pub fn usable(&self, s: &crate::store::StoreSettings) -> bool {
+        if !self.shared_store {
+            return true;
+        }
         let failing = self.is_failing();
         if failing && s.on_unavailable == crate::store::OnUnavailable::Refuse {
             return false;
         }
-        let age = self
-            .elapsed_ms()
-            .saturating_sub(self.read_ok_at.load(Ordering::Acquire));
+        let oldest = self
+            .read_ok_at
+            .iter()
+            .map(|t| t.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0);
+        let age = self.now_ms().saturating_sub(oldest);
         let bound = u64::try_from(s.max_staleness.as_millis()).unwrap_or(u64::MAX);
         let hard = bound.saturating_add(STORE_READ_TIMEOUT.as_millis() as u64);
         !(age > hard || (failing && age > bound))
@@ -125,7 +148,14 @@ impl Shared {
             snapshot.signing.algorithm,
             snapshot.signing.generated,
         )?);
-        let store = crate::store::open(&snapshot.store.backend, &snapshot.server.replica_id)
+        let mut nonce = [0u8; 6];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "cannot generate a random id".to_string())?;
+        let instance = format!(
+            "{}#{}",
+            snapshot.server.replica_id,
+            const_hex::encode(nonce)
+        );
+        let store = crate::store::open(&snapshot.store.backend, &instance)
             .await
             .map_err(|e| format!("{}: {e}", snapshot.store.backend))?;
         let suspended = store
@@ -163,7 +193,11 @@ impl Shared {
             clock: Default::default(),
             agent_keys,
             vault,
-            freshness: Freshness::default(),
+            freshness: Freshness::new(matches!(
+                snapshot.store.backend,
+                crate::store::Backend::Postgres(_)
+            )),
+            instance,
         }))
     }
 
@@ -201,15 +235,25 @@ impl Shared {
     }
 
     /// Suspends (or resumes) an agent in this process at once; the store was written first.
-    pub fn set_suspended(&self, agent: &str, suspended: bool) {
+    /// Suspends an agent in this process at once; the store was written first. (A
+    /// resumption is read back from the store instead, [`Shared::reread_suspensions`]: a
+    /// suspension another replica made meanwhile must not be undone here.)
+    pub fn set_suspended(&self, agent: &str) {
         if let Ok(mut s) = self.suspended.write() {
-            if suspended {
-                s.insert(agent.to_string());
-            } else {
-                s.remove(agent);
-            }
+            s.insert(agent.to_string());
             self.suspensions_epoch.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// [`Shared::sync_suspensions`], again (up to three times) while a suspension through
+    /// this process keeps coming in during the read; the agents newly suspended.
+    pub async fn reread_suspensions(&self) -> Result<Option<Vec<String>>, String> {
+        for _ in 0..3 {
+            if let Some(newly) = self.sync_suspensions().await? {
+                return Ok(Some(newly));
+            }
+        }
+        Ok(None)
     }
 
     /// Re-reads the agents' keys from the store (after a change here, or another
@@ -230,8 +274,9 @@ impl Shared {
     }
 
     /// Re-reads suspensions from the store (other replicas, direct store edits). Returns
-    /// the agents suspended since the last read.
-    pub async fn sync_suspensions(&self) -> Result<Vec<String>, String> {
+    /// the agents suspended since the last read, or `None` when a suspend or resume through
+    /// this process came in while it read (what it read is older: it is not applied).
+    pub async fn sync_suspensions(&self) -> Result<Option<Vec<String>>, String> {
         let epoch = self.suspensions_epoch.load(Ordering::SeqCst);
         let now: HashSet<String> = self
             .store
@@ -241,16 +286,15 @@ impl Shared {
             .into_iter()
             .map(|s| s.agent_id)
             .collect();
-        let mut newly = Vec::new();
-        if let Ok(mut s) = self.suspended.write() {
-            // A suspend or resume since the read is newer than what was read: keep it,
-            // the next sync picks the store up again.
-            if self.suspensions_epoch.load(Ordering::SeqCst) == epoch {
-                newly = now.difference(&s).cloned().collect();
-                *s = now;
-            }
+        let Ok(mut s) = self.suspended.write() else {
+            return Err("the suspensions lock is poisoned".into());
+        };
+        if self.suspensions_epoch.load(Ordering::SeqCst) != epoch {
+            return Ok(None);
         }
-        Ok(newly)
+        let newly = now.difference(&s).cloned().collect();
+        *s = now;
+        Ok(Some(newly))
     }
 }
 
@@ -341,6 +385,11 @@ impl Runtime {
         {
             tracing::warn!("listener addresses change only on restart");
         }
+        if snapshot.server.replica_id != old.snapshot.server.replica_id
+            || snapshot.store.backend.to_string() != old.snapshot.store.backend.to_string()
+        {
+            tracing::warn!("the replica id and the store change only on restart");
+        }
         let gw = Gateway::build(snapshot, self.shared.clone()).await?;
         self.current.store(gw);
         tracing::info!("configuration and policies reloaded");
@@ -360,103 +409,168 @@ impl Runtime {
 
 /// Keeps this replica's view of the store current: every `store.sync_interval` it re-reads
 /// suspensions, agent keys and captured secrets, and with a store that pushes changes
-/// (PostgreSQL) it applies each as it comes: a suspension or resumption, a decision (held
-/// requests wake), keys, captured secrets, another replica's reload. A read that fails or
-/// takes longer than [`STORE_READ_TIMEOUT`] marks the view as failing
-/// ([`Freshness::usable`]).
+/// (PostgreSQL) it applies each as it comes (changes that arrive together are applied
+/// with one read each): a suspension or resumption, a decision (held requests wake), keys,
+/// captured secrets, another replica's reload (in a task of its own). The periodic read
+/// keeps its schedule however many changes come. A read that fails or takes longer than
+/// [`STORE_READ_TIMEOUT`] marks its dataset as failing ([`Freshness::usable`]).
 fn spawn_suspension_sync(rt: &Arc<Runtime>) {
     let weak = Arc::downgrade(rt);
     let mut changes = rt.shared.store.changes();
     tokio::spawn(async move {
+        let mut period = Duration::ZERO;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let interval = match weak.upgrade() {
                 Some(rt) => rt.current().snapshot.store.sync_interval,
                 None => return,
             };
-            let change = match changes.as_mut() {
+            if interval != period {
+                period = interval;
+                tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+            let mut todo = Todo::default();
+            match changes.as_mut() {
                 Some(rx) => tokio::select! {
-                    () = tokio::time::sleep(interval) => None,
-                    c = rx.recv() => Some(match c {
-                        Ok(c) => c,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            crate::store::Change::Resync
+                    _ = tick.tick() => todo.everything(),
+                    c = rx.recv() => {
+                        todo.add(c);
+                        // Whatever else has arrived is applied with the same reads.
+                        loop {
+                            match rx.try_recv() {
+                                Ok(c) => todo.add(Ok(c)),
+                                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+                                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                                    todo.add(Err(tokio::sync::broadcast::error::RecvError::Lagged(n)))
+                                }
+                                Err(tokio::sync::broadcast::error::TryRecvError::Closed) => break,
+                            }
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            changes = None;
-                            continue;
-                        }
-                    }),
+                    }
                 },
                 None => {
-                    tokio::time::sleep(interval).await;
-                    None
+                    tick.tick().await;
+                    todo.everything();
                 }
-            };
+            }
+            if todo.closed {
+                changes = None;
+            }
             let Some(rt) = weak.upgrade() else { return };
-            apply_change(&rt, change).await;
+            apply(&rt, todo).await;
         }
     });
 }
 
-/// Applies one pushed change, or (`None`, a periodic tick) re-reads everything.
-async fn apply_change(rt: &Arc<Runtime>, change: Option<crate::store::Change>) {
-    use crate::store::Change;
-    let (suspensions, keys, captured) = match &change {
-        None | Some(Change::Resync) => (true, true, true),
-        Some(Change::Suspensions) => (true, false, false),
-        Some(Change::AgentKeys) => (false, true, false),
-        Some(Change::Captured) => (false, false, true),
-        Some(Change::Decision(_)) => {
-            rt.shared.decisions.notify_waiters();
-            return;
+/// What a batch of changes (or a periodic tick) asks a replica to do.
+#[derive(Default)]
+struct Todo {
+    suspensions: bool,
+    keys: bool,
+    captured: bool,
+    wake: bool,
+    reload_from: Option<String>,
+    closed: bool,
+}
+
+impl Todo {
+    fn everything(&mut self) {
+        self.suspensions = true;
+        self.keys = true;
+        self.captured = true;
+    }
+
+    fn add(&mut self, c: Result<crate::store::Change, tokio::sync::broadcast::error::RecvError>) {
+        use crate::store::Change;
+        use tokio::sync::broadcast::error::RecvError;
+        match c {
+            Ok(Change::Suspensions) => self.suspensions = true,
+            Ok(Change::AgentKeys) => self.keys = true,
+            Ok(Change::Captured) => self.captured = true,
+            Ok(Change::Decision(_)) => self.wake = true,
+            Ok(Change::Reload { from }) => self.reload_from = Some(from),
+            // Changes may have been missed: read everything, and held requests re-read
+            // their approvals.
+            Ok(Change::Resync) | Err(RecvError::Lagged(_)) => {
+                self.everything();
+                self.wake = true;
+            }
+            Err(RecvError::Closed) => {
+                self.everything();
+                self.closed = true;
+            }
         }
-        Some(Change::Reload { from }) => {
-            if *from != rt.current().snapshot.server.replica_id {
+    }
+}
+
+async fn apply(rt: &Arc<Runtime>, todo: Todo) {
+    if todo.wake {
+        rt.shared.decisions.notify_waiters();
+    }
+    if let Some(from) = todo.reload_from {
+        if from != rt.shared.instance {
+            // In a task of its own: building a gateway may fetch issuers' keys, and this
+            // loop must keep the view of suspensions fresh meanwhile.
+            let rt = rt.clone();
+            tokio::spawn(async move {
                 if let Err(e) = rt.reload().await {
                     tracing::error!(
                         "reload announced by replica {from} refused here, the running \
                          configuration stays:\n{e}"
                     );
                 }
-            }
-            return;
+            });
         }
-    };
-    if matches!(change, Some(Change::Resync)) {
-        // Decisions may have been missed too: held requests re-read their approval.
-        rt.shared.decisions.notify_waiters();
     }
-    if suspensions {
-        match tokio::time::timeout(STORE_READ_TIMEOUT, rt.shared.sync_suspensions()).await {
-            Ok(Ok(newly)) => {
-                rt.shared.freshness.read_ok();
+    let f = &rt.shared.freshness;
+    if todo.suspensions {
+        let began = f.now_ms();
+        match tokio::time::timeout(STORE_READ_TIMEOUT, rt.shared.reread_suspensions()).await {
+            Ok(Ok(Some(newly))) => {
+                f.read_ok(Dataset::Suspensions, began);
                 for agent in newly {
                     rt.current().forget_agent(&agent);
                 }
             }
+            // Suspensions through this process kept coming in: they are applied, and the
+            // next read picks the store up.
+            Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                rt.shared.freshness.read_failed();
+                f.read_failed(Dataset::Suspensions);
                 tracing::warn!("cannot refresh suspensions from the store: {e}");
             }
             Err(_) => {
-                rt.shared.freshness.read_failed();
+                f.read_failed(Dataset::Suspensions);
                 tracing::warn!("cannot refresh suspensions from the store: no answer in time");
             }
         }
     }
-    if keys {
+    if todo.keys {
+        let began = f.now_ms();
         match tokio::time::timeout(STORE_READ_TIMEOUT, rt.shared.sync_agent_keys()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("cannot refresh agent keys from the store: {e}"),
-            Err(_) => tracing::warn!("cannot refresh agent keys from the store: no answer in time"),
+            Ok(Ok(())) => f.read_ok(Dataset::AgentKeys, began),
+            Ok(Err(e)) => {
+                f.read_failed(Dataset::AgentKeys);
+                tracing::warn!("cannot refresh agent keys from the store: {e}");
+            }
+            Err(_) => {
+                f.read_failed(Dataset::AgentKeys);
+                tracing::warn!("cannot refresh agent keys from the store: no answer in time");
+            }
         }
     }
-    if captured {
+    if todo.captured {
+        let began = f.now_ms();
         match tokio::time::timeout(STORE_READ_TIMEOUT, rt.shared.sync_captured()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("cannot refresh captured secrets from the store: {e}"),
+            Ok(Ok(())) => f.read_ok(Dataset::Captured, began),
+            Ok(Err(e)) => {
+                f.read_failed(Dataset::Captured);
+                tracing::warn!("cannot refresh captured secrets from the store: {e}");
+            }
             Err(_) => {
-                tracing::warn!("cannot refresh captured secrets from the store: no answer in time")
+                f.read_failed(Dataset::Captured);
+                tracing::warn!("cannot refresh captured secrets from the store: no answer in time");
             }
         }
     }

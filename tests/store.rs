@@ -861,3 +861,46 @@ async fn the_database_password_is_never_printed() {
         .unwrap();
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+/// TLS to the database is rustls, and verified: the database's certificate against
+/// `ca_file` (or the Mozilla roots) and its host name. A certificate from another CA is
+/// refused, and so is any answer without TLS when the URL asks for verify-full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_verifies_the_database_certificate() {
+    let pg = pg_support::postgres();
+    let url = pg
+        .database()
+        .await
+        .replace("sslmode=disable", "sslmode=verify-full");
+    let target = |ca: Option<std::path::PathBuf>| {
+        Backend::Postgres(PgTarget {
+            url: url.clone(),
+            ca_file: ca,
+            max_connections: 2,
+        })
+    };
+    let store = keygate::store::open(&target(Some(pg.dir.join("ca.crt"))), "r")
+        .await
+        .unwrap();
+    store.suspend("agent-1", "admin", None, T0).await.unwrap();
+    assert_eq!(store.suspensions().await.unwrap().len(), 1);
+    // The connection is TLS (the server says so about this very session).
+    use sqlx::Connection;
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let mut c = sqlx::PgConnection::connect_with(&opts.ssl_root_cert(pg.dir.join("ca.crt")))
+        .await
+        .unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert!(ssl);
+    // Another CA (the system's roots): the certificate does not verify, nothing opens.
+    for ca in [None, Some("/etc/ssl/certs/ca-certificates.crt".into())] {
+        let err = keygate::store::open(&target(ca), "r").await.err();
+        assert!(
+            err.is_some(),
+            "a database certificate from an unknown CA was accepted"
+        );
+    }
+}

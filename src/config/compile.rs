@@ -633,6 +633,9 @@ fn compile_server(c: &mut Checker, s: file::ServerSection) -> ServerSettings {
 
 /// `server.replica_id`, else `KEYGATE_REPLICA_ID`, else the host name.
 fn replica_id(c: &mut Checker, configured: Option<String>) -> String {
+    if configured.as_deref().is_some_and(str::is_empty) {
+        c.error("server.replica_id", "must not be empty");
+    }
     let id = configured
         .or_else(|| std::env::var("KEYGATE_REPLICA_ID").ok())
         .or_else(|| {
@@ -653,6 +656,55 @@ fn replica_id(c: &mut Checker, configured: Option<String>) -> String {
         );
     }
     id
+}
+
+/// The PostgreSQL URL with the TLS it must use: `sslmode=verify-full` when it names none
+/// (the database's certificate and host name verified); `verify-ca` as written; no TLS
+/// (`disable`) only to a loopback address or a Unix socket; the modes that do not verify
+/// the certificate (`allow`, `prefer`, `require`) refused: with them anyone on the path
+/// reads the password and every approval. `ca_file` needs a mode that verifies.
+fn pg_tls(url: &str, has_ca_file: bool) -> Result<String, String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mode = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "sslmode")
+        .map(|(_, v)| v.into_owned());
+    let authority = base.split_once("://").map(|(_, r)| r).unwrap_or(base);
+    let authority = authority.split('/').next().unwrap_or("");
+    let host = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let socket =
+        form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "host" && v.starts_with('/'));
+    let local = socket
+        || host.starts_with('%')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    match mode.as_deref() {
+        None => {
+            let sep = if query.is_empty() { "?" } else { "&" };
+            let base = url.trim_end_matches('?');
+            Ok(format!("{base}{sep}sslmode=verify-full"))
+        }
+        Some("verify-full" | "verify-ca") => Ok(url.to_string()),
+        Some("disable") if local && !has_ca_file => Ok(url.to_string()),
+        Some("disable") if has_ca_file => Err("ca_file needs sslmode=verify-full".into()),
+        Some("disable") => Err(format!(
+            "sslmode=disable sends the password and every approval in clear: allowed only to \
+             a loopback address, not {host:?}; use sslmode=verify-full"
+        )),
+        Some(m @ ("allow" | "prefer" | "require")) => Err(format!(
+            "sslmode={m} does not verify the database's certificate: use sslmode=verify-full \
+             (with ca_file for a private CA)"
+        )),
+        Some(m) => Err(format!("sslmode={m:?} is not a PostgreSQL TLS mode")),
+    }
 }
 
 fn compile_store(c: &mut Checker, s: file::StoreSection) -> crate::store::StoreSettings {
@@ -683,6 +735,13 @@ fn compile_store(c: &mut Checker, s: file::StoreSection) -> crate::store::StoreS
                     "must be a PostgreSQL URL (postgres://user@host:5432/db)",
                 );
             }
+            let url = match pg_tls(&url, s.ca_file.is_some()) {
+                Ok(url) => url,
+                Err(message) => {
+                    c.error("store.url", message);
+                    url
+                }
+            };
             if s.max_connections == 0 {
                 c.error("store.max_connections", "must be at least 1");
             }
@@ -1768,6 +1827,44 @@ fn default_inject_name() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_is_reached_over_verified_tls_unless_it_is_local() {
+        let ok = |u: &str, ca: bool| pg_tls(u, ca).unwrap();
+        assert_eq!(
+            ok("postgres://k@db.internal:5432/kg", false),
+            "postgres://k@db.internal:5432/kg?sslmode=verify-full"
+        );
+        assert_eq!(
+            ok("postgres://k@db:5432/kg?application_name=x", true),
+            "postgres://k@db:5432/kg?application_name=x&sslmode=verify-full"
+        );
+        for u in [
+            "postgres://k@db/kg?sslmode=verify-full",
+            "postgres://k@db/kg?sslmode=verify-ca",
+            "postgres://k:pw@127.0.0.1:5432/kg?sslmode=disable",
+            "postgres://k@[::1]:5432/kg?sslmode=disable",
+            "postgres://k@localhost/kg?sslmode=disable",
+            "postgres://k@/kg?host=/run/postgresql&sslmode=disable",
+        ] {
+            assert_eq!(ok(u, false), u);
+        }
+        for (u, ca) in [
+            ("postgres://k:pw@db.internal/kg?sslmode=disable", false),
+            ("postgres://k@db/kg?sslmode=require", false),
+            ("postgres://k@db/kg?sslmode=prefer", false),
+            ("postgres://k@db/kg?sslmode=allow", false),
+            ("postgres://k@db/kg?sslmode=whatever", false),
+            ("postgres://k@127.0.0.1/kg?sslmode=disable", true),
+            (
+                "postgres://k@127.0.0.1.evil.example/kg?sslmode=disable",
+                false,
+            ),
+        ] {
+            let e = pg_tls(u, ca).unwrap_err();
+            assert!(!e.contains("pw"), "{e}");
+        }
+    }
 
     #[test]
     fn host_entries_and_tunnel_hosts() {

@@ -146,6 +146,18 @@ fn push_escaped(s: &mut String, bytes: &[u8]) {
     }
 }
 
+/// How long a store call on the request path may take: one that does not answer in time
+/// (a database that went silent) refuses the request rather than holding it.
+const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn timed<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(STORE_CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())))
+}
+
 fn unavailable(e: StoreError) -> Error {
     Error::new(
         ErrorKind::StoreUnavailable,
@@ -204,6 +216,10 @@ pub struct Approvals<'a> {
     pub metrics: &'a Metrics,
     /// What "now" is for approvals' expiry: the gateway's clock.
     pub clock: &'a Clock,
+    /// Whether the agent may still call (not suspended meanwhile, the view of suspensions
+    /// fresh): checked again just before an approval is spent, since a request may have
+    /// been held for a long time.
+    pub check_agent: &'a (dyn Fn() -> Result<(), Error> + Sync),
 }
 
 /// The request an approval is for, as the approver sees it and the digest binds it.
@@ -244,8 +260,7 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
     // A denial stands for the request it was about (for `pending_ttl`): the agent is told,
     // rather than asking the humans again.
     let since = approvals.clock.unix_millis() - settings.pending_ttl.as_millis() as i64;
-    if let Some(d) = store
-        .denied_since(&new.agent_id, &new.operation, digest, since)
+    if let Some(d) = timed(store.denied_since(&new.agent_id, &new.operation, digest, since))
         .await
         .map_err(unavailable)?
     {
@@ -265,10 +280,10 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
     for _ in 0..4 {
         let now = approvals.clock.unix_millis();
         new.pending_expires_at = now + settings.pending_ttl.as_millis() as i64;
-        let (a, created) = store
-            .open_approval(new.clone(), now, settings.max_pending_per_agent)
-            .await
-            .map_err(too_many)?;
+        let (a, created) =
+            timed(store.open_approval(new.clone(), now, settings.max_pending_per_agent))
+                .await
+                .map_err(too_many)?;
         last = Some(a.id.clone());
         // Every refusal from here on names the approval (the audit record and the span).
         let about = |e: Error| e.with_approval(a.id.clone());
@@ -279,10 +294,11 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
         }
         match a.status {
             ApprovalStatus::Approved => {
-                if let Some(used) = store
-                    .consume(&a.id, digest, approvals.clock.unix_millis())
-                    .await
-                    .map_err(|e| about(unavailable(e)))?
+                (approvals.check_agent)().map_err(about)?;
+                if let Some(used) =
+                    timed(store.consume(&a.id, digest, approvals.clock.unix_millis()))
+                        .await
+                        .map_err(|e| about(unavailable(e)))?
                 {
                     return Ok(used);
                 }
@@ -344,7 +360,9 @@ async fn wait_for_decision(
         if !std::mem::take(&mut first) {
             approvals.metrics.hold_recheck();
         }
-        let a = approvals.store.approval(id).await.map_err(unavailable)?;
+        let a = timed(approvals.store.approval(id))
+            .await
+            .map_err(unavailable)?;
         let status = a.map(|a| a.status).unwrap_or(ApprovalStatus::Expired);
         if status != ApprovalStatus::Pending {
             return Ok(status);

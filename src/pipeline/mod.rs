@@ -777,6 +777,7 @@ async fn approve(
         http: &gw.shared.http,
         metrics: &gw.shared.metrics,
         clock: &gw.shared.clock,
+        check_agent: &|| gw.shared.check_agent(&agent.id, &gw.snapshot.store),
     };
     let phase = ctx
         .trace

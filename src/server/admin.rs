@@ -724,7 +724,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 Ok(()) => {
                     // Effective on the agent's next request, in this process at once;
                     // what was issued for it and cached is dropped.
-                    rt.shared.set_suspended(&id, true);
+                    rt.shared.set_suspended(&id);
                     rt.current().forget_agent(&id);
                     tracing::info!(agent = %id, by = %by, "agent suspended");
                     json(
@@ -739,7 +739,14 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             let id = id.to_string();
             match store.resume(&id).await {
                 Ok(was) => {
-                    rt.shared.set_suspended(&id, false);
+                    // Read back rather than removed here: a suspension another replica made
+                    // since must stand.
+                    if let Err(e) = rt.shared.reread_suspensions().await {
+                        tracing::warn!(
+                            "agent resumed in the store; this replica applies it at its next \
+                             read ({e})"
+                        );
+                    }
                     tracing::info!(agent = %id, "agent resumed");
                     json(
                         StatusCode::OK,
@@ -850,14 +857,14 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
         (Method::POST, ["reload"]) => match rt.reload().await {
             Ok(()) => {
                 // Every other replica reloads too (with PostgreSQL; SQLite has none).
-                let from = rt.current().snapshot.server.replica_id.clone();
+                let from = rt.shared.instance.clone();
                 let announced = match rt
                     .shared
                     .store
                     .announce(crate::store::Change::Reload { from })
                     .await
                 {
-                    Ok(()) => true,
+                    Ok(told) => told,
                     Err(e) => {
                         tracing::warn!("reloaded here, but other replicas were not told: {e}");
                         false

@@ -2,6 +2,8 @@
 //! trait every backend implements.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// Unix time in milliseconds.
 pub type Millis = i64;
@@ -268,6 +270,70 @@ pub enum StoreError {
     Conflict(String),
 }
 
+/// Where the store is and how replicas keep their view of it fresh.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub backend: Backend,
+    /// How often a replica re-reads suspensions, keys and captured secrets.
+    pub sync_interval: Duration,
+    /// How old a replica's view of suspensions may grow before every call is refused.
+    pub max_staleness: Duration,
+    pub on_unavailable: OnUnavailable,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite(PathBuf),
+    Postgres(PgTarget),
+}
+
+/// What a replica serves while it cannot read the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// Calls that need no store, on the last view of suspensions, until it is
+    /// `max_staleness` old.
+    Cached,
+    /// Nothing.
+    Refuse,
+}
+
+/// A PostgreSQL database. The URL may hold a password: it is never printed.
+#[derive(Clone)]
+pub struct PgTarget {
+    pub url: String,
+    /// CA certificates (PEM) for the database's TLS certificate.
+    pub ca_file: Option<PathBuf>,
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("url", &PgTarget::describe(&self.url))
+            .field("ca_file", &self.ca_file)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl PgTarget {
+    /// The URL without its user information, query or anything secret: `host:port/db`.
+    pub fn describe(url: &str) -> String {
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+        let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+        rest.split(['?', '#']).next().unwrap_or("").to_string()
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backend::Sqlite(p) => write!(f, "SQLite {}", p.display()),
+            Backend::Postgres(t) => write!(f, "PostgreSQL {}", PgTarget::describe(&t.url)),
+        }
+    }
+}
+
 /// A change to shared state, made by this or another process on the same store, that a
 /// replica must apply to what it holds in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,9 +392,10 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Tells every replica of a change that is not a store write (a reload).
-    async fn announce(&self, _change: Change) -> Result<(), StoreError> {
-        Ok(())
+    /// Tells every replica of a change that is not a store write (a reload); false when
+    /// there is no other replica to tell (SQLite).
+    async fn announce(&self, _change: Change) -> Result<bool, StoreError> {
+        Ok(false)
     }
 
     /// The active approval (pending, or approved and unexpired and unused) for this agent,

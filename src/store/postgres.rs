@@ -25,17 +25,19 @@ use tokio::sync::broadcast;
 
 use super::model::{
     new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, CapturedSecret, Change,
-    InventoryEntry, Millis, NewApproval, NewIdentity, Revoked, Sealed, Store, StoreError,
+    InventoryEntry, Millis, NewApproval, NewIdentity, PgTarget, Revoked, Sealed, Store, StoreError,
     Suspension,
 };
 use super::sqlite::{
     db_err, AgentKeyRow, ApprovalRow, CapturedRow, InventoryRow, SuspensionRow, APPROVAL_COLUMNS,
     INVENTORY_COLUMNS,
 };
-use super::PgTarget;
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = 1;
+
+/// A transient conflict [`PgStore::try_open_approval`] retries.
+const RETRY: &str = "retry";
 
 /// The channel every replica listens on.
 const CHANNEL: &str = "keygate_changes";
@@ -76,7 +78,7 @@ const SCHEMA_V1: &[&str] = &[
     "CREATE UNIQUE INDEX approvals_one_active ON approvals (agent_id, operation, digest)
         WHERE status IN ('pending','approved')",
     "CREATE INDEX approvals_by_created ON approvals (created_at, seq)",
-    "CREATE INDEX approvals_by_status ON approvals (status, created_at)",
+    "CREATE INDEX approvals_by_status ON approvals (status, created_at, seq)",
     "CREATE TABLE inventory (
         seq         BIGINT GENERATED ALWAYS AS IDENTITY,
         id          TEXT PRIMARY KEY NOT NULL,
@@ -153,6 +155,20 @@ impl PgStore {
         if let Some(ca) = &target.ca_file {
             options = options.ssl_root_cert(ca);
         }
+        // A statement, a lock wait or a transaction left open by a stalled peer ends on the
+        // server rather than holding a request (or a row) indefinitely.
+        options = options.options([
+            ("statement_timeout", "5s"),
+            ("lock_timeout", "5s"),
+            ("idle_in_transaction_session_timeout", "10s"),
+        ]);
+        // The connection that listens for changes is a pool of its own: it is held for
+        // good, and must not take one of `max_connections`.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.clone());
         let pool = PgPoolOptions::new()
             .max_connections(target.max_connections.max(1))
             .min_connections(0)
@@ -164,7 +180,7 @@ impl PgStore {
             .map_err(db_err("connect"))?;
         migrate(&pool).await?;
         let (changes, _) = broadcast::channel(1024);
-        let listener = tokio::spawn(listen(pool.clone(), changes.clone())).abort_handle();
+        let listener = tokio::spawn(listen(listen_pool, changes.clone())).abort_handle();
         Ok(PgStore {
             pool,
             changes,
@@ -181,6 +197,100 @@ impl PgStore {
 
     async fn begin(&self, op: &'static str) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.map_err(db_err(op))
+    }
+
+    /// One attempt of [`Store::open_approval`]: `Conflict(RETRY)` when the active approval
+    /// it met was retired before it could read it.
+    async fn try_open_approval(
+        &self,
+        new: &NewApproval,
+        now: Millis,
+        max_pending: u32,
+    ) -> Result<(Approval, bool), StoreError> {
+        const OP: &str = "open approval";
+        let policies = serde_json::to_string(&new.policies)
+            .map_err(|_| StoreError::Unavailable("cannot encode policy ids".to_owned()))?;
+        let mut tx = self.begin(OP).await?;
+        // One opener per agent at a time (any replica): the pending cap is counted and the
+        // approval inserted under this lock.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("approvals:{}", new.agent_id))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(OP))?;
+        sqlx::query(
+            "UPDATE approvals SET status = 'expired' \
+             WHERE agent_id = $1 AND operation = $2 AND digest = $3 \
+             AND ((status = 'pending' AND pending_expires_at <= $4) \
+               OR (status = 'approved' AND approval_expires_at <= $4))",
+        )
+        .bind(&new.agent_id)
+        .bind(&new.operation)
+        .bind(&new.digest)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let inserted = sqlx::query(
+            "INSERT INTO approvals (id, status, agent_id, agent_owner, tool, operation, \
+             identity_kind, digest, method, path, policies, request, created_at, \
+             pending_expires_at) \
+             SELECT $1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             WHERE (SELECT COUNT(*) FROM approvals WHERE agent_id = $2 AND status = 'pending' \
+                    AND pending_expires_at > $12) < $14 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(new_id("apr_"))
+        .bind(&new.agent_id)
+        .bind(&new.agent_owner)
+        .bind(&new.tool)
+        .bind(&new.operation)
+        .bind(&new.identity_kind)
+        .bind(&new.digest)
+        .bind(&new.method)
+        .bind(&new.path)
+        .bind(&policies)
+        .bind(&new.request)
+        .bind(now)
+        .bind(new.pending_expires_at)
+        .bind(i64::from(max_pending))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let created = inserted.rows_affected() == 1;
+        let row = sqlx::query_as::<_, ApprovalRow>(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+             WHERE agent_id = $1 AND operation = $2 AND digest = $3 \
+             AND status IN ('pending', 'approved')"
+        ))
+        .bind(&new.agent_id)
+        .bind(&new.operation)
+        .bind(&new.digest)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let Some(row) = row else {
+            // Not inserted and none active: the cap refused it, or the active approval it
+            // conflicted with was used (or decided) by another replica between the two
+            // statements. Only the first is a refusal; the caller retries the second.
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM approvals WHERE agent_id = $1 AND status = 'pending' \
+                 AND pending_expires_at > $2",
+            )
+            .bind(&new.agent_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err(OP))?;
+            return Err(if pending >= i64::from(max_pending) {
+                StoreError::TooManyPending(max_pending)
+            } else {
+                StoreError::Conflict(RETRY.into())
+            });
+        };
+        let approval = Approval::try_from(row)?;
+        tx.commit().await.map_err(db_err(OP))?;
+        Ok((approval, created))
     }
 
     /// Approves or denies a pending approval, with its row locked.
@@ -264,6 +374,12 @@ impl PgStore {
 async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let op = "migrate";
     let mut tx = pool.begin().await.map_err(db_err(op))?;
+    // Another replica migrating holds the lock for a moment; one that hangs does not stop
+    // this one from starting forever.
+    sqlx::query("SET LOCAL lock_timeout = '60s'")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)
@@ -307,7 +423,6 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 /// Listens for changes on a connection of its own and republishes them; after a lost
 /// connection (notifications may have been missed) it asks for a full re-read.
 async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
-    let mut first = true;
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -322,9 +437,9 @@ async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        if !std::mem::take(&mut first) {
-            let _ = changes.send(Change::Resync);
-        }
+        // Whatever was written before this LISTEN (or while the connection was down) was
+        // not heard: every replica re-reads.
+        let _ = changes.send(Change::Resync);
         loop {
             match listener.try_recv().await {
                 Ok(Some(n)) => {
@@ -334,6 +449,7 @@ async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
                 Ok(None) => {
                     tracing::warn!("store: the connection that listens for changes was lost");
                     let _ = changes.send(Change::Resync);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => {
                     tracing::warn!("store: listening for changes failed: {}", describe(e));
@@ -404,7 +520,7 @@ impl Store for PgStore {
         Some(self.changes.subscribe())
     }
 
-    async fn announce(&self, change: Change) -> Result<(), StoreError> {
+    async fn announce(&self, change: Change) -> Result<bool, StoreError> {
         let change = match change {
             Change::Reload { .. } => Change::Reload {
                 from: self.replica.clone(),
@@ -412,7 +528,8 @@ impl Store for PgStore {
             other => other,
         };
         let mut conn = self.pool.acquire().await.map_err(db_err("announce"))?;
-        notify(&mut conn, &change, "announce").await
+        notify(&mut conn, &change, "announce").await?;
+        Ok(true)
     }
 
     async fn open_approval(
@@ -421,72 +538,15 @@ impl Store for PgStore {
         now: Millis,
         max_pending: u32,
     ) -> Result<(Approval, bool), StoreError> {
-        const OP: &str = "open approval";
-        let policies = serde_json::to_string(&new.policies)
-            .map_err(|_| StoreError::Unavailable("cannot encode policy ids".to_owned()))?;
-        let mut tx = self.begin(OP).await?;
-        // One opener per agent at a time (any replica): the pending cap is counted and the
-        // approval inserted under this lock.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("approvals:{}", new.agent_id))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(OP))?;
-        sqlx::query(
-            "UPDATE approvals SET status = 'expired' \
-             WHERE agent_id = $1 AND operation = $2 AND digest = $3 \
-             AND ((status = 'pending' AND pending_expires_at <= $4) \
-               OR (status = 'approved' AND approval_expires_at <= $4))",
-        )
-        .bind(&new.agent_id)
-        .bind(&new.operation)
-        .bind(&new.digest)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err(OP))?;
-        let inserted = sqlx::query(
-            "INSERT INTO approvals (id, status, agent_id, agent_owner, tool, operation, \
-             identity_kind, digest, method, path, policies, request, created_at, \
-             pending_expires_at) \
-             SELECT $1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
-             WHERE (SELECT COUNT(*) FROM approvals WHERE agent_id = $2 AND status = 'pending' \
-                    AND pending_expires_at > $12) < $14 \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(new_id("apr_"))
-        .bind(&new.agent_id)
-        .bind(&new.agent_owner)
-        .bind(&new.tool)
-        .bind(&new.operation)
-        .bind(&new.identity_kind)
-        .bind(&new.digest)
-        .bind(&new.method)
-        .bind(&new.path)
-        .bind(&policies)
-        .bind(&new.request)
-        .bind(now)
-        .bind(new.pending_expires_at)
-        .bind(i64::from(max_pending))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err(OP))?;
-        let created = inserted.rows_affected() == 1;
-        let row = sqlx::query_as::<_, ApprovalRow>(&format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals \
-             WHERE agent_id = $1 AND operation = $2 AND digest = $3 \
-             AND status IN ('pending', 'approved')"
+        for _ in 0..3 {
+            match self.try_open_approval(&new, now, max_pending).await {
+                Err(StoreError::Conflict(m)) if m == RETRY => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Unavailable(
+            "open approval: the request's approval kept changing under it".into(),
         ))
-        .bind(&new.agent_id)
-        .bind(&new.operation)
-        .bind(&new.digest)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err(OP))?
-        .ok_or(StoreError::TooManyPending(max_pending))?;
-        let approval = Approval::try_from(row)?;
-        tx.commit().await.map_err(db_err(OP))?;
-        Ok((approval, created))
     }
 
     async fn approval_counts(&self, now: Millis) -> Result<ApprovalCounts, StoreError> {
@@ -520,14 +580,27 @@ impl Store for PgStore {
         status: Option<ApprovalStatus>,
         limit: u32,
     ) -> Result<Vec<Approval>, StoreError> {
-        let rows = sqlx::query_as::<_, ApprovalRow>(&format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ($1::TEXT IS NULL OR status = $1) \
-             ORDER BY created_at DESC, seq DESC LIMIT $2"
-        ))
-        .bind(status.map(|s| s.as_str()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
+        let rows = match status {
+            Some(status) => {
+                sqlx::query_as::<_, ApprovalRow>(&format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE status = $1 \
+                     ORDER BY created_at DESC, seq DESC LIMIT $2"
+                ))
+                .bind(status.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query_as::<_, ApprovalRow>(&format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals \
+                     ORDER BY created_at DESC, seq DESC LIMIT $1"
+                ))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
         .map_err(db_err("list approvals"))?;
         rows.into_iter().map(Approval::try_from).collect()
     }

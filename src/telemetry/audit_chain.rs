@@ -509,42 +509,82 @@ struct Seen {
 
 /// One replica's chain, as [`verify_replicas`] found it.
 pub struct ReplicaChain {
-    /// The replica named in its files' first records (`None`: files without one).
+    /// The replica its records name (`None`: records that name none, written before
+    /// replicas were named).
     pub replica: Option<String>,
     pub files: Vec<PathBuf>,
     pub result: Result<Summary, Finding>,
 }
 
-/// Verifies the audit logs of several replicas: the files are grouped by the replica named
-/// in each file's first record (each replica writes its own chain), keeping their order
-/// within a group (rotated files oldest first, then the current file), and each group is
-/// verified as one chain.
+/// Verifies the audit logs of several replicas, each of which writes a chain of its own.
+/// The files (each replica's rotated files oldest first, then its current file) are put
+/// together into chains: a file joins the chain whose last record its first record
+/// continues (so a chain that spans an upgrade, or a replica renamed between restarts,
+/// stays one chain); a file that continues none joins the chain of the replica its first
+/// record names, if there is one (records are missing between them, or the replica
+/// started its chain over, and verification says so); otherwise it starts a chain. Each chain is verified as [`verify_files`] does,
+/// and is named by the replica its records name.
 pub fn verify_replicas<P: AsRef<Path>>(paths: &[P]) -> Vec<ReplicaChain> {
     #[derive(Deserialize)]
     struct First {
         replica: Option<String>,
     }
-    let mut groups: Vec<(Option<String>, Vec<PathBuf>)> = Vec::new();
+    struct Group {
+        replica: Option<String>,
+        files: Vec<PathBuf>,
+        last: Option<(u64, String)>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
     for p in paths {
         let p = p.as_ref().to_path_buf();
-        let replica = std::fs::File::open(&p).ok().and_then(|f| {
+        let first_line = std::fs::File::open(&p).ok().and_then(|f| {
             let mut line = Vec::new();
             BufReader::new(f).read_until(b'\n', &mut line).ok()?;
-            serde_json::from_slice::<First>(line.trim_ascii_end())
-                .ok()?
-                .replica
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            Some(line)
         });
-        match groups.iter_mut().find(|(r, _)| *r == replica) {
-            Some((_, files)) => files.push(p),
-            None => groups.push((replica, vec![p])),
+        let replica = first_line.as_ref().and_then(|l| {
+            serde_json::from_slice::<First>(l)
+                .ok()
+                .and_then(|f| f.replica)
+        });
+        let first = first_line.and_then(|l| parse_line(&l).ok());
+        let last = match read_tail(&p) {
+            Ok(Tail::Chained { seq, hash }) => Some((seq, hash)),
+            _ => None,
+        };
+        let continues = |g: &Group| match (&g.last, &first) {
+            (Some((seq, hash)), Some(f)) => f.seq == seq.saturating_add(1) && &f.prev == hash,
+            _ => false,
+        };
+        let at = groups
+            .iter()
+            .position(continues)
+            .or_else(|| groups.iter().position(|g| g.replica == replica));
+        match at {
+            Some(i) => {
+                let g = &mut groups[i];
+                g.files.push(p);
+                g.last = last;
+                if g.replica.is_none() {
+                    g.replica = replica;
+                }
+            }
+            None => groups.push(Group {
+                replica,
+                files: vec![p],
+                last,
+            }),
         }
     }
     groups
         .into_iter()
-        .map(|(replica, files)| ReplicaChain {
-            result: verify_files(&files),
-            replica,
-            files,
+        .map(|g| ReplicaChain {
+            result: verify_files(&g.files),
+            replica: g.replica,
+            files: g.files,
         })
         .collect()
 }
@@ -804,6 +844,78 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, lines.concat()).unwrap();
         p
+    }
+
+    /// `n` records of one writer: the first `unnamed` name no replica (written before
+    /// replicas were named), the rest name `replica`.
+    fn replica_lines(replica: &str, n: u64, unnamed: u64) -> Vec<Vec<u8>> {
+        let mut c = Chain::new();
+        (1..=n)
+            .map(|i| {
+                if i == unnamed + 1 {
+                    c.replica = Some(replica.to_string());
+                }
+                let mut out = Vec::new();
+                c.append(format!("{{\"n\":{i}}}").as_bytes(), &mut out)
+                    .unwrap();
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replicas_are_verified_chain_by_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let a = replica_lines("kg-a", 6, 0);
+        let b = replica_lines("kg-b", 4, 0);
+        assert!(std::str::from_utf8(&a[0])
+            .unwrap()
+            .contains(r#""n":1,"replica":"kg-a","seq":1,"#));
+        // Interleaved, each replica's rotated file before its current one.
+        let files = [
+            write(d, "a.1", &a[..3]),
+            write(d, "b.1", &b[..2]),
+            write(d, "a", &a[3..]),
+            write(d, "b", &b[2..]),
+        ];
+        let chains = verify_replicas(&files);
+        let got: Vec<_> = chains
+            .iter()
+            .map(|c| {
+                (
+                    c.replica.as_deref(),
+                    c.files.len(),
+                    c.result.as_ref().map(|s| s.records).ok(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [(Some("kg-a"), 2, Some(6)), (Some("kg-b"), 2, Some(4))]
+        );
+
+        // A chain that spans an upgrade (records naming no replica, then records naming
+        // one) is one chain.
+        let u = replica_lines("kg-a", 5, 3);
+        let files = [write(d, "u.1", &u[..3]), write(d, "u", &u[3..])];
+        let chains = verify_replicas(&files);
+        assert_eq!(chains.len(), 1);
+        assert_eq!(chains[0].replica.as_deref(), Some("kg-a"));
+        assert_eq!(chains[0].result.as_ref().unwrap().records, 5);
+
+        // Records cut from the head of a replica's later file: its chain is broken there,
+        // not verified as a chain of its own that continues from somewhere.
+        let files = [
+            write(d, "c.1", &a[..3]),
+            write(d, "c", &a[4..]),
+            write(d, "bb", &b),
+        ];
+        let chains = verify_replicas(&files);
+        assert_eq!(chains.len(), 2);
+        let broken = chains[0].result.as_ref().expect_err("the gap is reported");
+        assert_eq!(broken.kind, Problem::Deleted);
+        assert!(chains[1].result.is_ok());
     }
 
     #[test]

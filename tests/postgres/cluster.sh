@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for the tests: Debian's postgresql, run as the
 # `postgres` user (initdb and postgres refuse root), data in DIR, listening on 127.0.0.1:PORT
-# with password (SCRAM) authentication; user `keygate` (password in DIR/password) may
-# create databases. Prints `ready` once it accepts connections, then waits: when its
+# with password (SCRAM) authentication, with or without TLS (its certificate, for
+# 127.0.0.1 and localhost, from a CA of its own: DIR/ca.crt); user `keygate` (password in
+# DIR/password) may create databases. Prints `ready` once it accepts connections, then waits: when its
 # standard input closes (the test binary ended), the cluster is stopped and DIR removed.
 #
 #   cluster.sh DIR PORT
@@ -20,7 +21,21 @@ head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$dir/password"
 if [[ $(id -u) == 0 ]]; then chown postgres "$dir/password"; fi
 as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=scram-sha-256 \
     --pwfile="$dir/password" -E UTF8 --no-instructions >"$dir/initdb.log" 2>&1
+# TLS: a CA of the test's own and a server certificate from it.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=keygate-test-db-ca -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$dir/data/server.key" -out "$dir/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/data/server.crt" 2>/dev/null
+chmod 0644 "$dir/ca.crt"
+if [[ $(id -u) == 0 ]]; then chown postgres "$dir/data/server.key" "$dir/data/server.crt"; fi
 cat >>"$dir/data/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
