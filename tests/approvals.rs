@@ -840,17 +840,20 @@ async fn a_held_request_of_an_agent_suspended_meanwhile_is_refused() {
     let e = start("APR_HOLD_SUSPENDED_SECRET", "", HOLD).await;
     let task = held(&e, "ci");
     let id = e.wait_pending().await["id"].as_str().unwrap().to_string();
-    let (s, b) = e
-        .gw
-        .admin("POST", "/agents/a1/suspend", Some(json!({"by": "sec"})))
-        .await;
+    let (s, b) =
+        e.gw.admin("POST", "/agents/a1/suspend", Some(json!({"by": "sec"})))
+            .await;
     assert_eq!(s, 200, "{b}");
     e.approve_ok(&id).await;
     let (r, _) = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["error"], "agent_suspended", "{}", r.text());
     assert_eq!(e.up.count(), 0);
-    assert_eq!(e.approval(&id).await["status"], "approved", "the approval was spent");
+    assert_eq!(
+        e.approval(&id).await["status"],
+        "approved",
+        "the approval was spent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
