@@ -61,6 +61,7 @@ impl AdminClient {
                 format!("Bearer {}", self.token),
             )
             .header(http::header::CONTENT_TYPE, "application/json")
+            .header("x-keygate-client", "cli")
             .body(crate::error::full_body(
                 body.map(|b| b.to_string()).unwrap_or_default(),
             ))

@@ -31,6 +31,7 @@ pub mod proxy;
 pub mod routes;
 pub mod secrets;
 pub mod server;
+pub mod slack;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

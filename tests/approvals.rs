@@ -226,6 +226,14 @@ impl Env {
     }
 }
 
+/// The audit records of calls (the admin API's decisions are audited too, apart).
+fn calls(records: Vec<Value>) -> Vec<Value> {
+    records
+        .into_iter()
+        .filter(|r| r.get("admin").is_none())
+        .collect()
+}
+
 /// Asserts `r` is `403 approval_required` with the documented body; returns its approval id.
 #[track_caller]
 fn approval_id(r: &Response) -> String {
@@ -388,8 +396,19 @@ async fn an_approval_lets_exactly_that_request_through_once() {
         assert_eq!(e.approval(other).await["status"], "pending");
     }
 
+    // The decision is audited: who, through what (the admin token, from the API).
+    let all = e.gw.audit().await;
+    let decision: Vec<&Value> = all.iter().filter(|r| r.get("admin").is_some()).collect();
+    assert_eq!(decision.len(), 1, "{decision:#?}");
+    assert_eq!(decision[0]["admin"]["action"], "approve");
+    assert_eq!(decision[0]["admin"]["by"], "bob@example.com");
+    assert_eq!(decision[0]["admin"]["via"], "api");
+    assert_eq!(decision[0]["admin"]["from"], "admin token");
+    assert_eq!(decision[0]["approval_id"], id.as_str());
+    assert_eq!(decision[0]["operation"], "keygate:approval.approve");
+
     // Audit: one record per request; the forwarded one is "allow" with the approval.
-    let audit = e.gw.audit().await;
+    let audit = calls(all);
     assert_eq!(audit.len(), sent, "{audit:#?}");
     let mine: Vec<&Value> = audit.iter().filter(|r| r["approval_id"] == id).collect();
     assert_eq!(
@@ -494,7 +513,7 @@ when { context.path like "/repos/acme/ci-*" };
         approver.starts_with("policy:") && approver.contains("a2-may-add-ci-deploy-keys"),
         "{i}"
     );
-    let audit = e.gw.audit().await;
+    let audit = calls(e.gw.audit().await);
     let rec = audit.iter().find(|r| r["decision"] == "allow").unwrap();
     assert!(rec["approval_id"].is_null(), "{rec}");
     assert_eq!(rec["inventory_id"], i["id"]);
@@ -767,7 +786,7 @@ async fn twenty_concurrent_retries_forward_one() {
     assert!(!new_ids.contains(id.as_str()), "{new_ids:?}");
     assert_eq!(e.approval(&id).await["status"], "used");
     assert_eq!(e.inventory().await.len(), 1);
-    let audit = e.gw.audit().await;
+    let audit = calls(e.gw.audit().await);
     assert_eq!(audit.iter().filter(|r| r["decision"] == "allow").count(), 1);
 }
 
@@ -826,7 +845,7 @@ async fn a_held_request_completes_when_approved() {
     let inv = e.inventory().await;
     assert_eq!(inv.len(), 1);
     assert_eq!(inv[0]["approval_id"], id);
-    let audit = e.gw.audit().await;
+    let audit = calls(e.gw.audit().await);
     assert_eq!(audit.len(), 1, "{audit:#?}");
     assert_eq!(audit[0]["decision"], "allow");
     assert_eq!(audit[0]["approval_id"], id);
@@ -869,7 +888,7 @@ async fn a_held_request_is_refused_when_denied() {
     assert_eq!(r.json()["approval_id"], id);
     assert_eq!(e.up.count(), 0);
     assert!(e.inventory().await.is_empty());
-    let audit = e.gw.audit().await;
+    let audit = calls(e.gw.audit().await);
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0]["error"], "approval_denied");
     assert_ne!(audit[0]["decision"], "allow");
@@ -1019,7 +1038,7 @@ async fn an_approved_creation_is_recorded_in_the_inventory() {
 
     // The audit record points at it; neither holds the key, the agent token or the
     // tool credential.
-    let audit = e.gw.audit().await;
+    let audit = calls(e.gw.audit().await);
     let rec = audit.iter().find(|r| r["decision"] == "allow").unwrap();
     assert_eq!(rec["inventory_id"], i["id"]);
     assert_eq!(rec["request_id"], i["request_id"]);
@@ -1079,7 +1098,7 @@ async fn a_failed_creation_records_nothing() {
         e.inventory().await.is_empty(),
         "a failed creation was recorded"
     );
-    let audit = e.gw.audit().await;
+    let audit = calls(e.gw.audit().await);
     let rec = audit.iter().find(|r| r["status"] == 422).unwrap();
     assert_eq!(rec["decision"], "allow");
     assert_eq!(rec["approval_id"], id);
@@ -1482,7 +1501,7 @@ async fn cli_suspends_and_resumes_an_agent() {
     let (_, b) = e.gw.admin("GET", "/agents/suspended", None).await;
     assert_eq!(b["suspended"], json!([]));
 
-    let audit = e.gw.audit().await;
+    let audit = calls(e.gw.audit().await);
     let suspended = audit
         .iter()
         .filter(|r| r["error"] == "agent_suspended")

@@ -108,6 +108,30 @@ pub struct ApprovalSettings {
     pub max_pending_per_agent: u32,
     /// Webhook notifications sent at most per minute (at least 1).
     pub webhook_max_per_minute: std::num::NonZeroU32,
+    /// The owner of the agent that asked cannot approve its request.
+    pub separation_of_duties: bool,
+    /// Decisions from Slack's buttons, when configured.
+    pub slack: Option<SlackSettings>,
+}
+
+/// Slack's interactive approvals: the signing secret that proves a callback came from
+/// Slack, and who each Slack user is as an approver.
+#[derive(Clone)]
+pub struct SlackSettings {
+    pub signing_secret: std::sync::Arc<[u8]>,
+    /// Slack user id → approver (email).
+    pub users: std::collections::BTreeMap<String, String>,
+    pub response_url_prefix: String,
+}
+
+impl std::fmt::Debug for SlackSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackSettings")
+            .field("signing_secret", &"<redacted>")
+            .field("users", &self.users)
+            .field("response_url_prefix", &self.response_url_prefix)
+            .finish()
+    }
 }
 
 /// How a tool is spoken to.
@@ -591,6 +615,60 @@ fn compile_approvals(c: &mut Checker, a: file::ApprovalsSection) -> ApprovalSett
         decide_at: a.decide_at,
         max_pending_per_agent: a.max_pending_per_agent,
         webhook_max_per_minute,
+        separation_of_duties: a.separation_of_duties,
+        slack: a.slack.map(|s| compile_slack(c, s)),
+    }
+}
+
+fn compile_slack(c: &mut Checker, s: file::SlackSection) -> SlackSettings {
+    let secret = match (&s.signing_secret_file, &s.signing_secret_env) {
+        (Some(f), None) => {
+            let path = c.path(f);
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
+        (None, Some(v)) => std::env::var(v)
+            .map(|t| t.trim().to_string())
+            .map_err(|_| format!("environment variable {v} (the Slack signing secret) is not set")),
+        _ => Err("set signing_secret_file or signing_secret_env (one of them)".to_string()),
+    };
+    let secret = match secret {
+        Ok(t) if t.len() >= 16 => t,
+        Ok(_) => {
+            c.error(
+                "approvals.slack",
+                "the signing secret is shorter than 16 characters",
+            );
+            String::new()
+        }
+        Err(e) => {
+            c.error("approvals.slack", e);
+            String::new()
+        }
+    };
+    for (user, approver) in &s.users {
+        if user.is_empty() || approver.trim().is_empty() {
+            c.error(
+                "approvals.slack.users",
+                "a Slack user id and its approver must not be empty",
+            );
+        }
+    }
+    let prefix = s
+        .response_url_prefix
+        .unwrap_or_else(|| "https://hooks.slack.com/".to_string());
+    if !(prefix.starts_with("https://") || prefix.starts_with("http://")) || !prefix.ends_with('/')
+    {
+        c.error(
+            "approvals.slack.response_url_prefix",
+            "must be an http(s) URL ending with '/'",
+        );
+    }
+    SlackSettings {
+        signing_secret: std::sync::Arc::from(secret.into_bytes()),
+        users: s.users,
+        response_url_prefix: prefix,
     }
 }
 

@@ -122,6 +122,24 @@ pub struct ApprovalsSection {
     /// Webhook notifications sent at most per minute (bursts up to this many); past it
     /// they are dropped and counted (`keygate_webhook_notifications_dropped_total`).
     pub webhook_max_per_minute: u32,
+    /// The owner of the agent that asked cannot approve its request.
+    pub separation_of_duties: bool,
+    /// Approve and Deny buttons in the Slack message, whose clicks keygate verifies.
+    pub slack: Option<SlackSection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSection {
+    /// The Slack app's signing secret, in a file (one line) or an environment variable.
+    pub signing_secret_file: Option<PathBuf>,
+    pub signing_secret_env: Option<String>,
+    /// Slack user id → the approver it is (their email, as recorded on decisions). A
+    /// click by anyone else decides nothing.
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+    /// Where a callback's `response_url` may point (keygate updates the message there).
+    pub response_url_prefix: Option<String>,
 }
 
 impl Default for ApprovalsSection {
@@ -134,6 +152,8 @@ impl Default for ApprovalsSection {
             decide_at: None,
             max_pending_per_agent: 20,
             webhook_max_per_minute: 30,
+            separation_of_duties: true,
+            slack: None,
         }
     }
 }

@@ -427,7 +427,13 @@ fn notify(approvals: &Approvals<'_>, a: &Approval) {
         a.id,
         where_to_decide(approvals.settings, &a.id),
     );
-    let body = serde_json::json!({
+    // With Slack approvals configured, the message carries Approve and Deny buttons.
+    let blocks = approvals
+        .settings
+        .slack
+        .as_ref()
+        .map(|_| crate::slack::blocks(&text, &a.id));
+    let mut body = serde_json::json!({
         "text": text,
         "approval_id": a.id,
         "agent_id": a.agent_id,
@@ -435,8 +441,11 @@ fn notify(approvals: &Approvals<'_>, a: &Approval) {
         "tool": a.tool,
         "operation": a.operation,
         "identity_kind": a.identity_kind,
-    })
-    .to_string();
+    });
+    if let Some(blocks) = blocks {
+        body["blocks"] = blocks;
+    }
+    let body = body.to_string();
     let client = approvals.http.clone();
     let id = a.id.clone();
     tokio::spawn(async move {

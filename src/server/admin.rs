@@ -184,6 +184,7 @@ fn audit_admin(
     rt: &Runtime,
     path: &str,
     inventory_id: Option<&str>,
+    approval_id: Option<&str>,
     action: crate::telemetry::audit_log::AdminAction,
     status: u16,
 ) {
@@ -198,12 +199,18 @@ fn audit_admin(
         spiffe_id: None,
         client: "admin".into(),
         tool: None,
-        operation: Some(format!("keygate:captured.{}", action.action).into()),
+        operation: Some(
+            match action.action {
+                "approve" | "deny" => format!("keygate:approval.{}", action.action),
+                other => format!("keygate:captured.{other}"),
+            }
+            .into(),
+        ),
         tags: Vec::new(),
         identity_kind: None,
         policies: Vec::new(),
         policy_errors: Vec::new(),
-        approval_id: None,
+        approval_id: approval_id.map(str::to_string),
         inventory_id: inventory_id.map(str::to_string),
         mcp: None,
         method: "POST".into(),
@@ -229,6 +236,205 @@ fn audit_admin(
         response_secrets: Vec::new(),
         admin: Some(action),
     });
+}
+
+/// Writes a decision made with the admin token (API or CLI) to the audit log: the
+/// approver is the name given, and the record says the admin token decided.
+fn audit_decision(
+    rt: &Runtime,
+    path: &str,
+    via: &'static str,
+    a: &crate::store::Approval,
+    action: &'static str,
+) {
+    audit_admin(
+        rt,
+        path,
+        None,
+        Some(&a.id),
+        crate::telemetry::audit_log::AdminAction {
+            action,
+            by: a.approver.clone().unwrap_or_default(),
+            reason: a.note.clone(),
+            agent: Some(a.agent_id.clone()),
+            via: Some(via),
+            from: Some("admin token".into()),
+        },
+        200,
+    );
+}
+
+/// Refuses an approval by the owner of the agent that asked (`approvals.
+/// separation_of_duties`, on by default): 403 `separation_of_duties`.
+async fn separation_of_duties(
+    rt: &Runtime,
+    id: &str,
+    approver: &str,
+) -> Option<Response<AdminBody>> {
+    if !rt.current().snapshot.approvals.separation_of_duties {
+        return None;
+    }
+    match rt.shared.store.approval(id).await {
+        Ok(Some(a)) if a.agent_owner.trim().eq_ignore_ascii_case(approver.trim()) => Some(error(
+            StatusCode::FORBIDDEN,
+            "separation_of_duties",
+            format!(
+                "{approver} owns agent {:?}, which asked: someone else must approve its request",
+                a.agent_id
+            ),
+        )),
+        Ok(_) => None,
+        Err(e) => Some(store_error(e)),
+    }
+}
+
+/// `POST /slack/interactions`: an Approve or Deny click in Slack, verified
+/// ([`super::slack::verify`]), by a Slack user the configuration maps to an approver.
+/// Approving records that approver, the agent's owner as the identity's owner, and the
+/// configured expiry and review date; the Slack message is then updated.
+async fn slack_interaction(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
+    use crate::slack;
+    let gw = rt.current();
+    let Some(settings) = gw.snapshot.approvals.slack.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Slack approvals are not configured ([approvals.slack])",
+        );
+    };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (ts, sig) = (
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+    );
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body could not be read",
+            )
+        }
+    };
+    let now_ms = rt.shared.clock.unix_millis();
+    if let Err(r) = slack::verify(
+        &settings.signing_secret,
+        ts.as_deref(),
+        sig.as_deref(),
+        &body,
+        now_ms / 1000,
+        &slack::REPLAYS,
+    ) {
+        tracing::warn!(reason = r.code(), "Slack callback refused");
+        return error(StatusCode::UNAUTHORIZED, r.code(), r.message());
+    }
+    let click = match slack::parse(&body) {
+        Ok(c) => c,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
+    };
+    let Some(approver) = settings.users.get(&click.user_id).cloned() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "unknown_approver",
+            format!(
+                "Slack user {} is not an approver (approvals.slack.users)",
+                click.user_id
+            ),
+        );
+    };
+    let id = click.approval_id.clone();
+    let decided = if click.approve {
+        if let Some(refusal) = separation_of_duties(rt, &id, &approver).await {
+            return refusal;
+        }
+        let a = &gw.snapshot.approvals;
+        let owner = match rt.shared.store.approval(&id).await {
+            Ok(Some(x)) => x.agent_owner,
+            Ok(None) => return store_error(StoreError::NotFound),
+            Err(e) => return store_error(e),
+        };
+        let decision = Approve {
+            approver: approver.clone(),
+            ticket: None,
+            identity_owner: owner,
+            note: Some("approved in Slack".into()),
+            expires_at: now_ms + a.approval_ttl.as_millis() as i64,
+            review_by: Some(now_ms + a.review_after.as_millis() as i64),
+        };
+        rt.shared.store.approve(&id, decision, now_ms).await
+    } else {
+        rt.shared
+            .store
+            .deny(&id, &approver, Some("denied in Slack"), now_ms)
+            .await
+    };
+    let a = match decided {
+        Ok(a) => a,
+        Err(e) => return store_error(e),
+    };
+    let verb = if click.approve { "approved" } else { "denied" };
+    tracing::info!(approval_id = %a.id, approver = %approver, via = "slack", "approval {verb}");
+    rt.shared.metrics.approval_decided(click.approve);
+    rt.shared.decisions.notify_waiters();
+    let path = "/slack/interactions".to_string();
+    audit_admin(
+        rt,
+        &path,
+        None,
+        Some(&a.id),
+        crate::telemetry::audit_log::AdminAction {
+            action: if click.approve { "approve" } else { "deny" },
+            by: approver.clone(),
+            reason: a.note.clone(),
+            agent: Some(a.agent_id.clone()),
+            via: Some("slack"),
+            from: Some(format!("Slack user {}", click.user_id)),
+        },
+        200,
+    );
+    let text = format!(
+        "keygate: approval `{}` ({} on `{}` for agent `{}`) was *{verb}* by {approver} in Slack.",
+        a.id, a.operation, a.tool, a.agent_id
+    );
+    // The message is updated where Slack said, only at Slack's address (configurable).
+    if let Some(url) = click
+        .response_url
+        .filter(|u| u.starts_with(&settings.response_url_prefix))
+    {
+        let http = rt.shared.http.clone();
+        let body = serde_json::json!({"replace_original": true, "text": text});
+        tokio::spawn(async move {
+            let Ok(req) = http::Request::post(url.as_str())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(crate::error::full_body(body.to_string()))
+            else {
+                return;
+            };
+            let sent = crate::http_client::send_small(
+                &http,
+                req,
+                16 * 1024,
+                Duration::from_secs(5),
+                "Slack's response_url",
+            )
+            .await;
+            match sent {
+                Ok((status, _)) if status.is_success() => {}
+                Ok((status, _)) => tracing::warn!(%status, "Slack refused the message update"),
+                Err(e) => tracing::warn!("cannot update the Slack message: {e}"),
+            }
+        });
+    }
+    json(StatusCode::OK, serde_json::json!({"text": text}))
 }
 
 /// A refusal computed by a helper (boxed: responses are large).
@@ -366,6 +572,10 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             _ => {}
         }
     }
+    // Slack's callbacks carry Slack's signature, not the admin token.
+    if req.method() == Method::POST && segs.as_slice() == ["slack", "interactions"] {
+        return slack_interaction(rt, req).await;
+    }
     if !authorized(rt, &req) {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -375,6 +585,11 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
     }
     let store = &rt.shared.store;
     let method = req.method().clone();
+    // The CLI says it is the CLI; anything else with the admin token is the API.
+    let via = match req.headers().get("x-keygate-client").map(|v| v.as_bytes()) {
+        Some(b"cli") => "cli",
+        _ => "api",
+    };
     match (method, segs.as_slice()) {
         (Method::GET, ["approvals"]) => {
             let q = req.uri().query().unwrap_or("");
@@ -435,6 +650,9 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                     Ok(d) => now + d,
                     Err(r) => return *r,
                 };
+            if let Some(refusal) = separation_of_duties(rt, &id, &b.approver).await {
+                return refusal;
+            }
             let decision = Approve {
                 approver: b.approver,
                 ticket: b.ticket,
@@ -445,6 +663,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             };
             match store.approve(&id, decision, now).await {
                 Ok(a) => {
+                    audit_decision(rt, &path, via, &a, "approve");
                     tracing::info!(approval_id = %a.id, approver = a.approver.as_deref().unwrap_or(""), "approval granted");
                     rt.shared.metrics.approval_decided(true);
                     rt.shared.decisions.notify_waiters();
@@ -469,6 +688,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             let now = rt.shared.clock.unix_millis();
             match store.deny(&id, &b.approver, b.note.as_deref(), now).await {
                 Ok(a) => {
+                    audit_decision(rt, &path, via, &a, "deny");
                     tracing::info!(approval_id = %a.id, "approval denied");
                     rt.shared.metrics.approval_decided(false);
                     rt.shared.decisions.notify_waiters();
@@ -502,11 +722,13 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                         rt,
                         &path,
                         Some(&id),
+                        None,
                         crate::telemetry::audit_log::AdminAction {
                             action: "revoke",
                             by: by.clone(),
                             reason: b.reason,
                             agent: None,
+                            ..Default::default()
                         },
                         200,
                     );
@@ -563,11 +785,13 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                         rt,
                         &path,
                         Some(&id),
+                        None,
                         crate::telemetry::audit_log::AdminAction {
                             action: "share",
                             by: b.by.unwrap_or_else(|| "admin".into()),
                             reason: None,
                             agent: Some(b.agent.clone()),
+                            ..Default::default()
                         },
                         200,
                     );
@@ -626,11 +850,13 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 rt,
                 &path,
                 Some(&id),
+                None,
                 crate::telemetry::audit_log::AdminAction {
                     action: "reveal",
                     by: b.approver.clone(),
                     reason: Some(b.reason.clone()),
                     agent: None,
+                    ..Default::default()
                 },
                 status,
             );
@@ -693,11 +919,13 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 rt,
                 &path,
                 None,
+                None,
                 crate::telemetry::audit_log::AdminAction {
                     action: "rekey",
                     by: b.by.unwrap_or_else(|| "admin".into()),
                     reason: None,
                     agent: None,
+                    ..Default::default()
                 },
                 200,
             );

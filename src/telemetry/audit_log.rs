@@ -126,7 +126,7 @@ pub struct AuditRecord {
 }
 
 /// An administrator's action recorded in the audit log.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AdminAction {
     pub action: &'static str,
     pub by: String,
@@ -134,6 +134,13 @@ pub struct AdminAction {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Where the decision was made: `api`, `cli` or `slack`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
+    /// Who made it there, beyond `by`: the Slack user; for the API and the CLI, that the
+    /// admin token was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// Secret formats found in a response, one entry per format and place.
