@@ -403,7 +403,8 @@ async fn an_approval_lets_exactly_that_request_through_once() {
     assert_eq!(decision[0]["admin"]["action"], "approve");
     assert_eq!(decision[0]["admin"]["by"], "bob@example.com");
     assert_eq!(decision[0]["admin"]["via"], "api");
-    assert_eq!(decision[0]["admin"]["from"], "admin token");
+    assert_eq!(decision[0]["admin"]["from"], "admin token from 127.0.0.1");
+    assert_eq!(decision[0]["identity"], "admin-token");
     assert_eq!(decision[0]["approval_id"], id.as_str());
     assert_eq!(decision[0]["operation"], "keygate:approval.approve");
 

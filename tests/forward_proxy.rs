@@ -1044,10 +1044,18 @@ async fn boto3_through_the_proxy_is_signed_by_keygate_and_waits_for_approval() {
         .all_bytes()
         .windows(20)
         .any(|w| w == b"AKIAAGENTOWNKEY00000"));
+    // Every call is the agent's (the approval is the administrator's own record).
     let records = gw.audit().await;
     assert!(
-        records.iter().all(|r| r["agent_id"] == AGENT),
+        records
+            .iter()
+            .filter(|r| r.get("admin").is_none())
+            .all(|r| r["agent_id"] == AGENT),
         "{records:?}"
+    );
+    assert_eq!(
+        records.iter().filter(|r| r.get("admin").is_some()).count(),
+        1
     );
 }
 

@@ -228,6 +228,7 @@ async fn a_signed_click_approves_and_the_retry_goes_through_once() {
     assert_eq!(decision["path"], "/slack/interactions");
     assert_eq!(decision["admin"]["via"], "slack");
     assert_eq!(decision["admin"]["from"], "Slack user U_BOB");
+    assert_eq!(decision["identity"], "slack-signature");
     assert_eq!(decision["approval_id"], id.as_str());
     assert_eq!(decision["operation"], "keygate:approval.approve");
 }

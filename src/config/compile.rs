@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub policies_dir: PathBuf,
     pub admin: AdminSettings,
     pub approvals: ApprovalSettings,
+    /// The approvals console, when configured.
+    pub console: Option<ConsoleSettings>,
     /// `audit.fail_closed`: refuse requests while the audit log cannot be written.
     pub audit_fail_closed: bool,
     pub store: crate::store::StoreSettings,
@@ -112,6 +114,80 @@ pub struct ApprovalSettings {
     pub separation_of_duties: bool,
     /// Decisions from Slack's buttons, when configured.
     pub slack: Option<SlackSettings>,
+}
+
+/// A role in the console, weakest first: each can do what the ones before it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConsoleRole {
+    Auditor,
+    Approver,
+    Admin,
+}
+
+impl ConsoleRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsoleRole::Auditor => "auditor",
+            ConsoleRole::Approver => "approver",
+            ConsoleRole::Admin => "admin",
+        }
+    }
+}
+
+/// The approvals console: the OpenID Connect client approvers sign in with, and who has
+/// which role.
+#[derive(Clone)]
+pub struct ConsoleSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<std::sync::Arc<str>>,
+    /// Origin and path prefix browsers use, without a trailing slash.
+    pub public_url: String,
+    pub redirect_uri: String,
+    /// Cookies are `Secure` (the console is reached over https).
+    pub secure: bool,
+    pub ca_file: Option<PathBuf>,
+    /// Space-separated, `openid` first.
+    pub scopes: String,
+    pub groups_claim: String,
+    pub session_ttl: Duration,
+    /// Signs session cookies; `None`: the process's random key.
+    pub session_key: Option<std::sync::Arc<[u8]>>,
+    /// Emails (lowercase) and groups, each with the strongest role it is given.
+    pub emails: std::collections::BTreeMap<String, ConsoleRole>,
+    pub groups: std::collections::BTreeMap<String, ConsoleRole>,
+}
+
+impl ConsoleSettings {
+    /// The strongest role a signed-in user has: by email, or by any of their groups.
+    pub fn role_of(&self, email: Option<&str>, groups: &[String]) -> Option<ConsoleRole> {
+        let by_email = email.and_then(|e| self.emails.get(&e.trim().to_ascii_lowercase()));
+        let by_group = groups.iter().filter_map(|g| self.groups.get(g));
+        by_email.into_iter().chain(by_group).max().copied()
+    }
+}
+
+impl std::fmt::Debug for ConsoleSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("public_url", &self.public_url)
+            .field("scopes", &self.scopes)
+            .field("groups_claim", &self.groups_claim)
+            .field("session_ttl", &self.session_ttl)
+            .field(
+                "session_key",
+                &self.session_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("emails", &self.emails)
+            .field("groups", &self.groups)
+            .finish()
+    }
 }
 
 /// Slack's interactive approvals: the signing secret that proves a callback came from
@@ -502,6 +578,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         );
     }
     let approvals = compile_approvals(&mut c, f.approvals);
+    let console = f.console.map(|s| compile_console(&mut c, s));
     let store = compile_store(&mut c, f.store);
     let telemetry = TelemetrySettings {
         otlp_endpoint: f.telemetry.otlp_endpoint,
@@ -546,6 +623,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         policies_dir,
         admin,
         approvals,
+        console,
         audit_fail_closed,
         store,
         telemetry,
@@ -618,6 +696,155 @@ fn compile_approvals(c: &mut Checker, a: file::ApprovalsSection) -> ApprovalSett
         separation_of_duties: a.separation_of_duties,
         slack: a.slack.map(|s| compile_slack(c, s)),
     }
+}
+
+/// A secret read from a file (one line, trimmed) or an environment variable; exactly one
+/// of them must be set.
+fn read_secret(
+    c: &Checker,
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+    what: &str,
+) -> Result<String, String> {
+    match (file, env) {
+        (Some(f), None) => {
+            let path = c.path(f);
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| format!("cannot read {} ({what}): {e}", path.display()))
+        }
+        (None, Some(v)) => std::env::var(v)
+            .map(|t| t.trim().to_string())
+            .map_err(|_| format!("environment variable {v} ({what}) is not set")),
+        _ => Err(format!(
+            "{what}: set the _file or the _env setting, not both"
+        )),
+    }
+}
+
+fn compile_console(c: &mut Checker, s: file::ConsoleSection) -> ConsoleSettings {
+    let issuer = s.issuer.trim().to_string();
+    match issuer.parse::<http::Uri>() {
+        Ok(u) if u.host().is_some() && matches!(u.scheme_str(), Some("https" | "http")) => {
+            if u.scheme_str() == Some("http") && !is_loopback_host(u.host().unwrap_or("")) {
+                c.error("console.issuer", "must be https (http only on loopback)");
+            }
+        }
+        _ => c.error(
+            "console.issuer",
+            format!("{issuer:?} is not an http(s) URL"),
+        ),
+    }
+    if s.client_id.trim().is_empty() {
+        c.error("console.client_id", "must not be empty");
+    }
+    let client_secret = match (&s.client_secret_file, &s.client_secret_env) {
+        (None, None) => None,
+        (f, e) => match read_secret(c, f.as_deref(), e.as_deref(), "the console's client secret") {
+            Ok(t) if !t.is_empty() => Some(std::sync::Arc::from(t)),
+            Ok(_) => {
+                c.error("console", "the client secret is empty");
+                None
+            }
+            Err(e) => {
+                c.error("console", e);
+                None
+            }
+        },
+    };
+    let public_url = s.public_url.trim().trim_end_matches('/').to_string();
+    let secure = public_url.starts_with("https://");
+    match public_url.parse::<http::Uri>() {
+        Ok(u) if u.host().is_some() && (secure || public_url.starts_with("http://")) => {
+            if !secure && !is_loopback_host(u.host().unwrap_or("")) {
+                c.error(
+                    "console.public_url",
+                    "must be https (session cookies travel on it; http only on loopback)",
+                );
+            }
+        }
+        _ => c.error(
+            "console.public_url",
+            format!("{public_url:?} is not an http(s) URL"),
+        ),
+    }
+    let session_key = match (&s.session_key_file, &s.session_key_env) {
+        (None, None) => None,
+        (f, e) => match read_secret(c, f.as_deref(), e.as_deref(), "the console's session key") {
+            Ok(k) if k.len() >= 32 => Some(std::sync::Arc::from(k.into_bytes())),
+            Ok(_) => {
+                c.error("console", "the session key is shorter than 32 bytes");
+                None
+            }
+            Err(e) => {
+                c.error("console", e);
+                None
+            }
+        },
+    };
+    if s.session_ttl < Duration::from_secs(60) || s.session_ttl > Duration::from_secs(7 * 86400) {
+        c.error("console.session_ttl", "must be between 1m and 7d");
+    }
+    let mut scopes = vec!["openid".to_string()];
+    for sc in s.scopes {
+        if sc.is_empty() || sc.contains(|ch: char| ch.is_whitespace()) {
+            c.error("console.scopes", format!("{sc:?} is not a scope"));
+        } else if !scopes.contains(&sc) {
+            scopes.push(sc);
+        }
+    }
+    let mut emails = std::collections::BTreeMap::new();
+    let mut groups = std::collections::BTreeMap::new();
+    for (role, members) in [
+        (ConsoleRole::Auditor, s.roles.auditor),
+        (ConsoleRole::Approver, s.roles.approver),
+        (ConsoleRole::Admin, s.roles.admin),
+    ] {
+        for m in members {
+            let m = m.trim();
+            let (map, key) = match m.strip_prefix("group:") {
+                Some(g) => (&mut groups, g.to_string()),
+                None => (&mut emails, m.to_ascii_lowercase()),
+            };
+            if key.is_empty() {
+                c.error(
+                    format!("console.roles.{}", role.name()),
+                    "an entry is empty: write an email or group:NAME",
+                );
+                continue;
+            }
+            let held = map.entry(key).or_insert(role);
+            *held = (*held).max(role);
+        }
+    }
+    if emails.is_empty() && groups.is_empty() {
+        c.error(
+            "console.roles",
+            "give at least one email or group a role (admin, approver, auditor)",
+        );
+    }
+    ConsoleSettings {
+        redirect_uri: format!("{public_url}/console/callback"),
+        issuer,
+        client_id: s.client_id,
+        client_secret,
+        public_url,
+        secure,
+        ca_file: s.ca_file.map(|f| c.path(&f)),
+        scopes: scopes.join(" "),
+        groups_claim: s.groups_claim,
+        session_ttl: s.session_ttl,
+        session_key,
+        emails,
+        groups,
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn compile_slack(c: &mut Checker, s: file::SlackSection) -> SlackSettings {

@@ -33,6 +33,8 @@ pub struct ConfigFile {
     pub proxy: ProxySection,
     #[serde(default)]
     pub capture: CaptureSection,
+    /// The approvals console on the admin listener, with OpenID Connect sign-in.
+    pub console: Option<ConsoleSection>,
     #[serde(default)]
     pub agents: Vec<AgentEntry>,
     #[serde(default)]
@@ -126,6 +128,67 @@ pub struct ApprovalsSection {
     pub separation_of_duties: bool,
     /// Approve and Deny buttons in the Slack message, whose clicks keygate verifies.
     pub slack: Option<SlackSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// The OpenID Connect issuer approvers sign in with (discovery at
+    /// `{issuer}/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// The client's secret, in a file (one line) or an environment variable; neither for a
+    /// public client (PKCE alone).
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    /// Where browsers reach the admin listener, e.g. https://keygate-admin.example.com;
+    /// the redirect URI is `{public_url}/console/callback`.
+    pub public_url: String,
+    /// CA bundle for the identity provider (system roots otherwise).
+    pub ca_file: Option<PathBuf>,
+    /// Scopes asked for; `openid` is always asked.
+    #[serde(default = "default_console_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim that lists the user's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// How long a sign-in lasts.
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// The key that signs session cookies (at least 32 bytes), in a file or an environment
+    /// variable: replicas behind one address share it. Neither: a random key per process
+    /// (a restart signs everyone out).
+    pub session_key_file: Option<PathBuf>,
+    pub session_key_env: Option<String>,
+    /// Who has which role: emails, and `group:NAME` for a group claim's member.
+    #[serde(default)]
+    pub roles: ConsoleRoles,
+}
+
+fn default_console_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleRoles {
+    /// Everything an approver may, and suspending and resuming agents.
+    #[serde(default)]
+    pub admin: Vec<String>,
+    /// Reads everything; approves and denies.
+    #[serde(default)]
+    pub approver: Vec<String>,
+    /// Reads everything; decides nothing.
+    #[serde(default)]
+    pub auditor: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

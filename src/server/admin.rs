@@ -19,9 +19,9 @@
 use crate::gateway::Runtime;
 use crate::pipeline::identify::aws_key::{self, AgentKeys};
 use crate::store::{ApprovalStatus, Approve, StoreError};
-use bytes::Bytes;
+
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
@@ -30,7 +30,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-type AdminBody = Full<Bytes>;
+use super::decide::{
+    audit_admin, decide, error, full, json, store_error, AdminBody, Decider, Decision,
+};
 
 /// Binds the admin listener and serves until `shutdown` turns true.
 pub async fn serve(
@@ -43,17 +45,21 @@ pub async fn serve(
         .map_err(|e| format!("cannot listen on {listen} (admin): {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "admin API is listening");
+    let console = Arc::new(super::console::Console::new());
     let task = tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
-                r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
                 _ = shutdown.changed() => return,
             };
+            let (stream, peer) = stream;
             let rt = rt.clone();
+            let console = console.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let rt = rt.clone();
-                    async move { Ok::<_, Infallible>(handle(&rt, req).await) }
+                    let console = console.clone();
+                    async move { Ok::<_, Infallible>(handle(&rt, &console, req, peer).await) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .http1()
@@ -65,43 +71,6 @@ pub async fn serve(
         }
     });
     Ok((addr, task))
-}
-
-fn json(status: StatusCode, v: serde_json::Value) -> Response<AdminBody> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<AdminBody> {
-    json(
-        status,
-        serde_json::json!({"error": code, "message": message.into()}),
-    )
-}
-
-fn store_error(e: StoreError) -> Response<AdminBody> {
-    match e {
-        StoreError::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such approval"),
-        StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
-        StoreError::TooManyPending(max) => error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_pending_approvals",
-            format!("the agent already has {max} approvals pending"),
-        ),
-        StoreError::Unavailable(m) => {
-            tracing::error!("store unavailable: {m}");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the store cannot be reached",
-            )
-        }
-    }
 }
 
 /// Whether the request bears the admin token, compared in constant time (aws-lc's
@@ -179,115 +148,6 @@ struct RekeyBody {
     by: Option<String>,
 }
 
-/// Writes an administrator's action on captured secrets to the audit log.
-fn audit_admin(
-    rt: &Runtime,
-    path: &str,
-    inventory_id: Option<&str>,
-    approval_id: Option<&str>,
-    action: crate::telemetry::audit_log::AdminAction,
-    status: u16,
-) {
-    use crate::telemetry::audit_log::AuditRecord;
-    rt.shared.audit.record(AuditRecord {
-        time: crate::pipeline::audit::rfc3339_millis(std::time::SystemTime::now()),
-        request_id: rt.current().next_request_id(),
-        agent_id: None,
-        agent_owner: None,
-        identity: Some("admin-token"),
-        issuer: None,
-        spiffe_id: None,
-        client: "admin".into(),
-        tool: None,
-        operation: Some(
-            match action.action {
-                "approve" | "deny" => format!("keygate:approval.{}", action.action),
-                other => format!("keygate:captured.{other}"),
-            }
-            .into(),
-        ),
-        tags: Vec::new(),
-        identity_kind: None,
-        policies: Vec::new(),
-        policy_errors: Vec::new(),
-        approval_id: approval_id.map(str::to_string),
-        inventory_id: inventory_id.map(str::to_string),
-        mcp: None,
-        method: "POST".into(),
-        path: path.to_string(),
-        decision: "local",
-        error: None,
-        error_detail: None,
-        status,
-        duration_ms: 0.0,
-        bytes_in: 0,
-        bytes_out: 0,
-        completed: true,
-        client_gone: false,
-        credential_provider: None,
-        credential_id: None,
-        credential_role: None,
-        credential_expires: None,
-        credential_cached: None,
-        credential_scope: None,
-        stripped: Vec::new(),
-        handle: None,
-        captured: None,
-        response_secrets: Vec::new(),
-        admin: Some(action),
-    });
-}
-
-/// Writes a decision made with the admin token (API or CLI) to the audit log: the
-/// approver is the name given, and the record says the admin token decided.
-fn audit_decision(
-    rt: &Runtime,
-    path: &str,
-    via: &'static str,
-    a: &crate::store::Approval,
-    action: &'static str,
-) {
-    audit_admin(
-        rt,
-        path,
-        None,
-        Some(&a.id),
-        crate::telemetry::audit_log::AdminAction {
-            action,
-            by: a.approver.clone().unwrap_or_default(),
-            reason: a.note.clone(),
-            agent: Some(a.agent_id.clone()),
-            via: Some(via),
-            from: Some("admin token".into()),
-        },
-        200,
-    );
-}
-
-/// Refuses an approval by the owner of the agent that asked (`approvals.
-/// separation_of_duties`, on by default): 403 `separation_of_duties`.
-async fn separation_of_duties(
-    rt: &Runtime,
-    id: &str,
-    approver: &str,
-) -> Option<Response<AdminBody>> {
-    if !rt.current().snapshot.approvals.separation_of_duties {
-        return None;
-    }
-    match rt.shared.store.approval(id).await {
-        Ok(Some(a)) if a.agent_owner.trim().eq_ignore_ascii_case(approver.trim()) => Some(error(
-            StatusCode::FORBIDDEN,
-            "separation_of_duties",
-            format!(
-                "{approver} owns agent {:?}, which asked: someone else must approve its request",
-                a.agent_id
-            ),
-        )),
-        Ok(_) => None,
-        Err(e) => Some(store_error(e)),
-    }
-}
-
 /// `POST /slack/interactions`: an Approve or Deny click in Slack, verified
 /// ([`super::slack::verify`]), by a Slack user the configuration maps to an approver.
 /// Approving records that approver, the agent's owner as the identity's owner, and the
@@ -352,55 +212,38 @@ async fn slack_interaction(rt: &Runtime, req: Request<Incoming>) -> Response<Adm
         );
     };
     let id = click.approval_id.clone();
-    let decided = if click.approve {
-        if let Some(refusal) = separation_of_duties(rt, &id, &approver).await {
-            return refusal;
-        }
+    let decision = if click.approve {
         let a = &gw.snapshot.approvals;
         let owner = match rt.shared.store.approval(&id).await {
             Ok(Some(x)) => x.agent_owner,
             Ok(None) => return store_error(StoreError::NotFound),
             Err(e) => return store_error(e),
         };
-        let decision = Approve {
+        Decision::Approve(Approve {
             approver: approver.clone(),
             ticket: None,
             identity_owner: owner,
             note: Some("approved in Slack".into()),
             expires_at: now_ms + a.approval_ttl.as_millis() as i64,
             review_by: Some(now_ms + a.review_after.as_millis() as i64),
-        };
-        rt.shared.store.approve(&id, decision, now_ms).await
+        })
     } else {
-        rt.shared
-            .store
-            .deny(&id, &approver, Some("denied in Slack"), now_ms)
-            .await
+        Decision::Deny {
+            reason: Some("denied in Slack".into()),
+        }
     };
-    let a = match decided {
+    let who = Decider {
+        approver: &approver,
+        via: "slack",
+        identity: "slack-signature",
+        from: format!("Slack user {}", click.user_id),
+        path: "/slack/interactions",
+    };
+    let a = match decide(rt, &id, decision, who).await {
         Ok(a) => a,
-        Err(e) => return store_error(e),
+        Err(r) => return r,
     };
     let verb = if click.approve { "approved" } else { "denied" };
-    tracing::info!(approval_id = %a.id, approver = %approver, via = "slack", "approval {verb}");
-    rt.shared.metrics.approval_decided(click.approve);
-    rt.shared.decisions.notify_waiters();
-    let path = "/slack/interactions".to_string();
-    audit_admin(
-        rt,
-        &path,
-        None,
-        Some(&a.id),
-        crate::telemetry::audit_log::AdminAction {
-            action: if click.approve { "approve" } else { "deny" },
-            by: approver.clone(),
-            reason: a.note.clone(),
-            agent: Some(a.agent_id.clone()),
-            via: Some("slack"),
-            from: Some(format!("Slack user {}", click.user_id)),
-        },
-        200,
-    );
     let text = format!(
         "keygate: approval `{}` ({} on `{}` for agent `{}`) was *{verb}* by {approver} in Slack.",
         a.id, a.operation, a.tool, a.agent_id
@@ -553,7 +396,7 @@ async fn metrics(rt: &Runtime) -> Response<AdminBody> {
         writing: rt.shared.audit.is_writing(),
     };
     let text = rt.shared.metrics.render(counts.as_ref(), audit);
-    let mut r = Response::new(Full::new(Bytes::from(text)));
+    let mut r = Response::new(full(text));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(crate::telemetry::metrics::CONTENT_TYPE),
@@ -561,7 +404,28 @@ async fn metrics(rt: &Runtime) -> Response<AdminBody> {
     r
 }
 
-async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
+/// The decider of a decision made with the admin token.
+fn token_decider<'a>(
+    approver: &'a str,
+    via: &'static str,
+    path: &'a str,
+    peer: SocketAddr,
+) -> Decider<'a> {
+    Decider {
+        approver,
+        via,
+        identity: "admin-token",
+        from: format!("admin token from {}", peer.ip()),
+        path,
+    }
+}
+
+async fn handle(
+    rt: &Arc<Runtime>,
+    console: &super::console::Console,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<AdminBody> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     if req.method() == Method::GET {
@@ -571,6 +435,10 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
             ["metrics"] => return metrics(rt).await,
             _ => {}
         }
+    }
+    // The console signs its users in itself (OpenID Connect, session cookies).
+    if segs.first() == Some(&"console") {
+        return super::console::handle(rt, console, req, peer).await;
     }
     // Slack's callbacks carry Slack's signature, not the admin token.
     if req.method() == Method::POST && segs.as_slice() == ["slack", "interactions"] {
@@ -650,26 +518,24 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                     Ok(d) => now + d,
                     Err(r) => return *r,
                 };
-            if let Some(refusal) = separation_of_duties(rt, &id, &b.approver).await {
-                return refusal;
-            }
-            let decision = Approve {
-                approver: b.approver,
+            let decision = Decision::Approve(Approve {
+                approver: b.approver.clone(),
                 ticket: b.ticket,
                 identity_owner: b.owner,
                 note: b.note,
                 expires_at: expires,
                 review_by: Some(review),
-            };
-            match store.approve(&id, decision, now).await {
-                Ok(a) => {
-                    audit_decision(rt, &path, via, &a, "approve");
-                    tracing::info!(approval_id = %a.id, approver = a.approver.as_deref().unwrap_or(""), "approval granted");
-                    rt.shared.metrics.approval_decided(true);
-                    rt.shared.decisions.notify_waiters();
-                    json(StatusCode::OK, serde_json::json!(a))
-                }
-                Err(e) => store_error(e),
+            });
+            match decide(
+                rt,
+                &id,
+                decision,
+                token_decider(&b.approver, via, &path, peer),
+            )
+            .await
+            {
+                Ok(a) => json(StatusCode::OK, serde_json::json!(a)),
+                Err(r) => r,
             }
         }
         (Method::POST, ["approvals", id, "deny"]) => {
@@ -685,16 +551,17 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                     "approver must not be empty",
                 );
             }
-            let now = rt.shared.clock.unix_millis();
-            match store.deny(&id, &b.approver, b.note.as_deref(), now).await {
-                Ok(a) => {
-                    audit_decision(rt, &path, via, &a, "deny");
-                    tracing::info!(approval_id = %a.id, "approval denied");
-                    rt.shared.metrics.approval_decided(false);
-                    rt.shared.decisions.notify_waiters();
-                    json(StatusCode::OK, serde_json::json!(a))
-                }
-                Err(e) => store_error(e),
+            let decision = Decision::Deny { reason: b.note };
+            match decide(
+                rt,
+                &id,
+                decision,
+                token_decider(&b.approver, via, &path, peer),
+            )
+            .await
+            {
+                Ok(a) => json(StatusCode::OK, serde_json::json!(a)),
+                Err(r) => r,
             }
         }
         (Method::GET, ["inventory"]) => match store.inventory().await {
@@ -723,6 +590,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                         &path,
                         Some(&id),
                         None,
+                        "admin-token",
                         crate::telemetry::audit_log::AdminAction {
                             action: "revoke",
                             by: by.clone(),
@@ -786,6 +654,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                         &path,
                         Some(&id),
                         None,
+                        "admin-token",
                         crate::telemetry::audit_log::AdminAction {
                             action: "share",
                             by: b.by.unwrap_or_else(|| "admin".into()),
@@ -851,6 +720,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 &path,
                 Some(&id),
                 None,
+                "admin-token",
                 crate::telemetry::audit_log::AdminAction {
                     action: "reveal",
                     by: b.approver.clone(),
@@ -920,6 +790,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 &path,
                 None,
                 None,
+                "admin-token",
                 crate::telemetry::audit_log::AdminAction {
                     action: "rekey",
                     by: b.by.unwrap_or_else(|| "admin".into()),
@@ -945,42 +816,21 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<AdminBody> {
                 Err(r) => return *r,
             };
             let by = b.by.unwrap_or_else(|| "admin".into());
-            match store
-                .suspend(&id, &by, b.reason.as_deref(), rt.shared.clock.unix_millis())
-                .await
-            {
-                Ok(()) => {
-                    // Effective on the agent's next request, in this process at once;
-                    // what was issued for it and cached is dropped.
-                    rt.shared.set_suspended(&id);
-                    rt.current().forget_agent(&id);
-                    tracing::info!(agent = %id, by = %by, "agent suspended");
-                    json(
-                        StatusCode::OK,
-                        serde_json::json!({"agent_id": id, "suspended": true}),
-                    )
-                }
+            match super::decide::suspend(rt, &id, &by, b.reason.as_deref()).await {
+                Ok(()) => json(
+                    StatusCode::OK,
+                    serde_json::json!({"agent_id": id, "suspended": true}),
+                ),
                 Err(e) => store_error(e),
             }
         }
         (Method::POST, ["agents", id, "resume"]) => {
             let id = id.to_string();
-            match store.resume(&id).await {
-                Ok(was) => {
-                    // Read back rather than removed here: a suspension another replica made
-                    // since must stand.
-                    if let Err(e) = rt.shared.reread_suspensions().await {
-                        tracing::warn!(
-                            "agent resumed in the store; this replica applies it at its next \
-                             read ({e})"
-                        );
-                    }
-                    tracing::info!(agent = %id, "agent resumed");
-                    json(
-                        StatusCode::OK,
-                        serde_json::json!({"agent_id": id, "suspended": false, "was_suspended": was}),
-                    )
-                }
+            match super::decide::resume(rt, &id).await {
+                Ok(was) => json(
+                    StatusCode::OK,
+                    serde_json::json!({"agent_id": id, "suspended": false, "was_suspended": was}),
+                ),
                 Err(e) => store_error(e),
             }
         }

@@ -4,6 +4,8 @@
 //! grace period, and the audit log is flushed last.
 
 pub mod admin;
+pub mod console;
+pub mod decide;
 
 pub use crate::conn::ConnInfo;
 

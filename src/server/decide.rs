@@ -1,0 +1,242 @@
+//! What the admin API, Slack's callbacks and the console share: the JSON answers and
+//! errors, the audit record of an administrator's action, and the one path every
+//! approval decision takes (separation of duties, the store, the audit record, metrics,
+//! waking held requests), wherever it was made.
+
+use crate::gateway::Runtime;
+use crate::store::{Approval, Approve, StoreError};
+use crate::telemetry::audit_log::AdminAction;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use std::convert::Infallible;
+
+/// Every answer of the admin listener: whole bodies, and the console's event stream.
+pub type AdminBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+/// A whole body.
+pub fn full(b: impl Into<Bytes>) -> AdminBody {
+    http_body_util::Full::new(b.into()).boxed_unsync()
+}
+
+pub fn json(status: StatusCode, v: serde_json::Value) -> Response<AdminBody> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<AdminBody> {
+    json(
+        status,
+        serde_json::json!({"error": code, "message": message.into()}),
+    )
+}
+
+pub fn store_error(e: StoreError) -> Response<AdminBody> {
+    match e {
+        StoreError::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such approval"),
+        StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
+        StoreError::TooManyPending(max) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending_approvals",
+            format!("the agent already has {max} approvals pending"),
+        ),
+        StoreError::Unavailable(m) => {
+            tracing::error!("store unavailable: {m}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store cannot be reached",
+            )
+        }
+    }
+}
+
+/// Writes an administrator's action (a decision, or an action on captured secrets) to
+/// the audit log; `identity` says how the one acting proved who they are.
+pub fn audit_admin(
+    rt: &Runtime,
+    path: &str,
+    inventory_id: Option<&str>,
+    approval_id: Option<&str>,
+    identity: &'static str,
+    action: crate::telemetry::audit_log::AdminAction,
+    status: u16,
+) {
+    use crate::telemetry::audit_log::AuditRecord;
+    rt.shared.audit.record(AuditRecord {
+        time: crate::pipeline::audit::rfc3339_millis(std::time::SystemTime::now()),
+        request_id: rt.current().next_request_id(),
+        agent_id: None,
+        agent_owner: None,
+        identity: Some(identity),
+        issuer: None,
+        spiffe_id: None,
+        client: "admin".into(),
+        tool: None,
+        operation: Some(
+            match action.action {
+                "approve" | "deny" => format!("keygate:approval.{}", action.action),
+                "suspend" | "resume" => format!("keygate:agent.{}", action.action),
+                "sign_in" => "keygate:console.sign_in".to_string(),
+                other => format!("keygate:captured.{other}"),
+            }
+            .into(),
+        ),
+        tags: Vec::new(),
+        identity_kind: None,
+        policies: Vec::new(),
+        policy_errors: Vec::new(),
+        approval_id: approval_id.map(str::to_string),
+        inventory_id: inventory_id.map(str::to_string),
+        mcp: None,
+        method: "POST".into(),
+        path: path.to_string(),
+        decision: "local",
+        error: None,
+        error_detail: None,
+        status,
+        duration_ms: 0.0,
+        bytes_in: 0,
+        bytes_out: 0,
+        completed: true,
+        client_gone: false,
+        credential_provider: None,
+        credential_id: None,
+        credential_role: None,
+        credential_expires: None,
+        credential_cached: None,
+        credential_scope: None,
+        stripped: Vec::new(),
+        handle: None,
+        captured: None,
+        response_secrets: Vec::new(),
+        admin: Some(action),
+    });
+}
+
+/// How a decision was made: through what, by whom as they proved it, and from where.
+pub struct Decider<'a> {
+    /// The approver recorded on the approval: a signed-in identity (console), the
+    /// configured mapping of a Slack user, or the name given with the admin token.
+    pub approver: &'a str,
+    /// `api`, `cli`, `slack` or `console`.
+    pub via: &'static str,
+    /// How they proved who they are (the audit record's `identity`): `admin-token`,
+    /// `slack-signature` or `oidc`.
+    pub identity: &'static str,
+    /// Who they are there, beyond `approver` (the Slack user, the OIDC subject, "admin
+    /// token"), and from which address.
+    pub from: String,
+    /// The endpoint, for the audit record.
+    pub path: &'a str,
+}
+
+/// What is decided.
+pub enum Decision {
+    Approve(Approve),
+    Deny { reason: Option<String> },
+}
+
+/// Refuses an approval by the owner of the agent that asked (`approvals.
+/// separation_of_duties`, on by default): 403 `separation_of_duties`. Owners are
+/// compared without regard to case or surrounding space, as emails are.
+pub fn owns_agent(approval: &Approval, approver: &str) -> bool {
+    approval
+        .agent_owner
+        .trim()
+        .eq_ignore_ascii_case(approver.trim())
+}
+
+/// Makes a decision: refused by separation of duties when on (an approval by the agent's
+/// owner; denying one's own agent's request is allowed), then stored, audited, counted,
+/// and every request held for an approval in this process woken.
+pub async fn decide(
+    rt: &Runtime,
+    id: &str,
+    decision: Decision,
+    who: Decider<'_>,
+) -> Result<Approval, Response<AdminBody>> {
+    let store = &rt.shared.store;
+    let now = rt.shared.clock.unix_millis();
+    let approve = matches!(decision, Decision::Approve(_));
+    if approve && rt.current().snapshot.approvals.separation_of_duties {
+        match store.approval(id).await {
+            Ok(Some(a)) if owns_agent(&a, who.approver) => {
+                tracing::warn!(approval_id = %id, approver = %who.approver, via = who.via,
+                    "approval refused: the approver owns the agent that asked");
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "separation_of_duties",
+                    format!(
+                        "{} owns agent {:?}, which asked: someone else must approve its request",
+                        who.approver, a.agent_id
+                    ),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    let decided = match decision {
+        Decision::Approve(a) => store.approve(id, a, now).await,
+        Decision::Deny { reason } => store.deny(id, who.approver, reason.as_deref(), now).await,
+    };
+    let a = decided.map_err(store_error)?;
+    let action = if approve { "approve" } else { "deny" };
+    tracing::info!(approval_id = %a.id, approver = %who.approver, via = who.via, "approval {action}d");
+    audit_admin(
+        rt,
+        who.path,
+        None,
+        Some(&a.id),
+        who.identity,
+        AdminAction {
+            action,
+            by: who.approver.to_string(),
+            reason: a.note.clone(),
+            agent: Some(a.agent_id.clone()),
+            via: Some(who.via),
+            from: Some(who.from),
+        },
+        200,
+    );
+    rt.shared.metrics.approval_decided(approve);
+    rt.shared.decisions.notify_waiters();
+    Ok(a)
+}
+
+/// Suspends an agent: in the store (every replica learns it), in this process at once,
+/// and what was issued for it and cached is dropped.
+pub async fn suspend(
+    rt: &Runtime,
+    id: &str,
+    by: &str,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    rt.shared
+        .store
+        .suspend(id, by, reason, rt.shared.clock.unix_millis())
+        .await?;
+    rt.shared.set_suspended(id);
+    rt.current().forget_agent(id);
+    tracing::info!(agent = %id, by = %by, "agent suspended");
+    Ok(())
+}
+
+/// Resumes an agent; returns whether it was suspended. Read back rather than removed
+/// here: a suspension another replica made since must stand.
+pub async fn resume(rt: &Runtime, id: &str) -> Result<bool, StoreError> {
+    let was = rt.shared.store.resume(id).await?;
+    if let Err(e) = rt.shared.reread_suspensions().await {
+        tracing::warn!(
+            "agent resumed in the store; this replica applies it at its next read ({e})"
+        );
+    }
+    tracing::info!(agent = %id, "agent resumed");
+    Ok(was)
+}
