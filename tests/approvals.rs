@@ -524,6 +524,70 @@ when { context.path like "/repos/acme/ci-*" };
     );
 }
 
+/// A gate annotated `@approvers("2")`: one approval is not enough, the same approver twice
+/// is refused, a second, different one lets the request through, once.
+#[tokio::test]
+async fn a_gate_can_require_two_different_approvers() {
+    let policy = r#"
+@id("deploy-keys-need-two")
+@approval("two humans approve a deploy key")
+@approvers("2")
+forbid (principal, action == Action::"github:create_deploy_key", resource)
+unless { context.approved };
+"#;
+    let e = start_with_policy("APR_TWO_SECRET", "", "", Some(policy)).await;
+    let id = approval_id(&e.create("a1", "ci").await);
+    assert_eq!(e.approval(&id).await["approvers_needed"], 2);
+    let (s, first) = e.approve(&id, json!({})).await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(first["status"], "pending");
+    assert_eq!(first["first_approver"], "bob@example.com");
+    let r = e.create("a1", "ci").await;
+    assert_eq!(r.status, 403, "one approval of two lets nothing through");
+    assert_eq!(e.up.count(), 0);
+    let (s, b) = e.approve(&id, json!({"approver": "Bob@Example.com"})).await;
+    assert_eq!((s, b["error"].as_str()), (409, Some("conflict")), "{b}");
+    let (s, b) = e
+        .approve(&id, json!({"approver": "erin@example.com"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "approved");
+    assert_eq!(b["approver"], "erin@example.com");
+    let r = e.create("a1", "ci").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(e.create("a1", "ci").await.status, 403, "used once");
+    assert_eq!(e.up.count(), 1);
+    let audit = e.gw.audit().await;
+    let approvals: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|r| r["admin"]["action"] == "approve")
+        .map(|r| {
+            (
+                r["admin"]["by"].as_str().unwrap(),
+                r["admin"]["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        approvals,
+        [
+            ("bob@example.com", "first of two approvals"),
+            ("erin@example.com", "")
+        ]
+    );
+
+    // Anything but "1" or "2", or on another policy than an @approval forbid, is refused.
+    for bad in [
+        "@id(\"x\")\n@approval(\"x\")\n@approvers(\"3\")\nforbid (principal, action, resource) unless { context.approved };",
+        "@id(\"x\")\n@approvers(\"2\")\npermit (principal, action, resource);",
+    ] {
+        std::fs::write(e.gw.dir.path().join("policies/extra.cedar"), bad).unwrap();
+        let (s, b) = e.gw.admin("POST", "/reload", None).await;
+        assert_eq!(s, 422, "{b}");
+        assert!(b["message"].as_str().unwrap().contains("@approvers"), "{b}");
+    }
+}
+
 #[tokio::test]
 async fn the_approve_endpoint_checks_its_input_and_the_state() {
     let e = start("APR_INPUT_SECRET", "", "").await;

@@ -26,8 +26,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The identity provider's users: login → (password, email, groups).
-const USERS: [(&str, &str, &str, &[&str]); 5] = [
+/// The identity provider's users: login → (password, email, groups). Frank's email is
+/// one the provider says is not verified.
+const USERS: [(&str, &str, &str, &[&str]); 6] = [
     ("bob", "bob-pw-71c2", "bob@example.com", &["security"]),
     ("alice", "alice-pw-93ad", "alice@example.com", &[]),
     ("carol", "carol-pw-2b6e", "carol@example.com", &["audit"]),
@@ -38,6 +39,7 @@ const USERS: [(&str, &str, &str, &[&str]); 5] = [
         "mallory@example.com",
         &["contractors"],
     ),
+    ("frank", "frank-pw-5a1c", "alice@example.com", &["security"]),
 ];
 
 /// The identity provider, running while it is held (it exits when its stdin closes).
@@ -52,7 +54,8 @@ async fn start_idp(dir: &Path, redirect_uri: &str) -> Idp {
         .map(|(login, pw, email, groups)| {
             (
                 login.to_string(),
-                json!({"password": pw, "email": email, "name": login, "groups": groups}),
+                json!({"password": pw, "email": email, "name": login, "groups": groups,
+                       "email_verified": *login != "frank"}),
             )
         })
         .collect();
@@ -289,6 +292,12 @@ async fn approvers_sign_in_and_decide_in_a_real_browser() {
         .filter(|r| r["admin"]["action"] == "sign_in")
         .map(|r| r["admin"]["by"].as_str().unwrap())
         .collect();
+    assert!(
+        sign_ins
+            .iter()
+            .any(|s| s.starts_with("frank@http://127.0.0.1:")),
+        "frank, without a verified email, is named by subject and issuer: {sign_ins:?}"
+    );
     for who in [
         "bob@example.com",
         "alice@example.com",

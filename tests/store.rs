@@ -26,6 +26,7 @@ fn new_approval(agent: &str, digest: &str) -> NewApproval {
         path: "/".to_owned(),
         policies: vec!["gate-identity-creation".to_owned(), "p2".to_owned()],
         request: Some("Action=CreateAccessKey&UserName=bob".to_owned()),
+        approvers_needed: 1,
         pending_expires_at: T0 + 10 * MINUTE,
     }
 }
@@ -71,6 +72,50 @@ pub async fn the_pending_cap_refuses_new_approvals_and_stores_nothing(store: Arc
     assert!(all
         .iter()
         .all(|a| a.digest != "d4" || a.agent_id == "agent-2"));
+}
+
+/// An approval two must approve: the first approval only records who; the same approver
+/// again is refused; a second, different one decides; a denial needs no second.
+pub async fn two_approvers_must_differ(store: Arc<dyn Store>) {
+    let mut new = new_approval("agent-1", "d2a");
+    new.approvers_needed = 2;
+    let (a, _) = store.open_approval(new, T0, 10).await.unwrap();
+    assert_eq!((a.approvers_needed, a.first_approver.as_deref()), (2, None));
+    let first = store
+        .approve(&a.id, approve_until(T0 + 60 * MINUTE), T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(first.status, ApprovalStatus::Pending);
+    assert_eq!(first.first_approver.as_deref(), Some("bob@example.com"));
+    assert_eq!(first.approver, None);
+    assert!(store.consume(&a.id, "d2a", T0 + 2).await.unwrap().is_none());
+    let mut again = approve_until(T0 + 60 * MINUTE);
+    again.approver = " BOB@example.com".into();
+    assert!(matches!(
+        store.approve(&a.id, again, T0 + 3).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut second = approve_until(T0 + 60 * MINUTE);
+    second.approver = "erin@example.com".into();
+    let done = store.approve(&a.id, second, T0 + 4).await.unwrap();
+    assert_eq!(done.status, ApprovalStatus::Approved);
+    assert_eq!(done.approver.as_deref(), Some("erin@example.com"));
+    assert_eq!(done.first_approver.as_deref(), Some("bob@example.com"));
+    assert!(store.consume(&a.id, "d2a", T0 + 5).await.unwrap().is_some());
+
+    // Denied after a first approval.
+    let mut new = new_approval("agent-1", "d2b");
+    new.approvers_needed = 2;
+    let (b, _) = store.open_approval(new, T0, 10).await.unwrap();
+    store
+        .approve(&b.id, approve_until(T0 + 60 * MINUTE), T0 + 1)
+        .await
+        .unwrap();
+    let denied = store
+        .deny(&b.id, "erin@example.com", None, T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(denied.status, ApprovalStatus::Denied);
 }
 
 pub async fn approvals_are_counted_by_status(store: Arc<dyn Store>) {
@@ -710,6 +755,7 @@ macro_rules! both_stores {
 
 both_stores!(
     the_pending_cap_refuses_new_approvals_and_stores_nothing,
+    two_approvers_must_differ,
     approvals_are_counted_by_status,
     open_approval_is_idempotent_per_key,
     approve_then_consume_once,
@@ -828,7 +874,31 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
         .fetch_all(&mut c)
         .await
         .unwrap();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [2]);
+    // A database keygate migrated to version 1 is brought to version 2.
+    for undo in [
+        "DELETE FROM schema_version",
+        "INSERT INTO schema_version (version) VALUES (1)",
+        "ALTER TABLE approvals DROP COLUMN approvers_needed",
+        "ALTER TABLE approvals DROP COLUMN first_approver",
+    ] {
+        sqlx::query(undo).execute(&mut c).await.unwrap();
+    }
+    open_pg(&url, "r5").await.map(|_| ()).unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2]);
+    let needed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_name = 'approvals' AND column_name IN ('approvers_needed', 'first_approver')",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(needed, 2);
     sqlx::query("INSERT INTO schema_version (version) VALUES (99)")
         .execute(&mut c)
         .await

@@ -150,6 +150,8 @@ pub struct ConsoleSettings {
     /// Space-separated, `openid` first.
     pub scopes: String,
     pub groups_claim: String,
+    /// Trust an `email` without `email_verified` (never one marked unverified).
+    pub trust_unverified_email: bool,
     pub session_ttl: Duration,
     /// Signs session cookies; `None`: the process's random key.
     pub session_key: Option<std::sync::Arc<[u8]>>,
@@ -785,6 +787,13 @@ fn compile_console(c: &mut Checker, s: file::ConsoleSection) -> ConsoleSettings 
     if s.session_ttl < Duration::from_secs(60) || s.session_ttl > Duration::from_secs(7 * 86400) {
         c.error("console.session_ttl", "must be between 1m and 7d");
     }
+    if !s.scopes.iter().any(|x| x == "email") {
+        c.error(
+            "console.scopes",
+            "must include \"email\": approvers are recorded, given roles and kept from \
+             approving their own agents by their verified email",
+        );
+    }
     let mut scopes = vec!["openid".to_string()];
     for sc in s.scopes {
         if sc.is_empty() || sc.contains(|ch: char| ch.is_whitespace()) {
@@ -833,6 +842,7 @@ fn compile_console(c: &mut Checker, s: file::ConsoleSection) -> ConsoleSettings 
         ca_file: s.ca_file.map(|f| c.path(&f)),
         scopes: scopes.join(" "),
         groups_claim: s.groups_claim,
+        trust_unverified_email: s.trust_unverified_email,
         session_ttl: s.session_ttl,
         session_key,
         emails,

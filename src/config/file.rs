@@ -149,6 +149,10 @@ pub struct ConsoleSection {
     /// Scopes asked for; `openid` is always asked.
     #[serde(default = "default_console_scopes")]
     pub scopes: Vec<String>,
+    /// Trust the `email` of an ID token that does not say whether it is verified (for a
+    /// provider that never sends `email_verified` and lets no user set their own email).
+    #[serde(default)]
+    pub trust_unverified_email: bool,
     /// The ID token claim that lists the user's groups.
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,

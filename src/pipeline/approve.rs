@@ -235,6 +235,8 @@ pub struct Pending<'a> {
     pub summary: Option<String>,
     /// The `@approval` forbids in the way.
     pub policies: &'a [String],
+    /// How many different humans must approve.
+    pub approvers: u8,
 }
 
 /// Passes only with a consumed approval of this exact request; returns it. A refusal
@@ -255,6 +257,7 @@ pub async fn approve(approvals: &Approvals<'_>, p: Pending<'_>) -> Result<Approv
         path: p.path.to_string(),
         policies: p.policies.to_vec(),
         request: p.summary,
+        approvers_needed: p.approvers,
         pending_expires_at: approvals.clock.unix_millis() + settings.pending_ttl.as_millis() as i64,
     };
     // A denial stands for the request it was about (for `pending_ttl`): the agent is told,

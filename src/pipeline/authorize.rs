@@ -15,6 +15,8 @@ pub struct Authorization {
     pub policy_errors: Vec<String>,
     /// Allowed once a human approves: the permits that allow it then.
     pub allowed_by: Option<Vec<String>>,
+    /// How many different humans must approve (1 or 2), when it needs approval.
+    pub approvers: u8,
 }
 
 /// Decides `input`: `Ok` with what allows it (now, or once approved), or the refusal.
@@ -33,18 +35,21 @@ pub fn authorize(
                 policies,
                 policy_errors,
                 allowed_by: None,
+                approvers: 1,
             },
             Ok(()),
         ),
         Verdict::NeedsApproval {
             policies,
             allowed_by,
+            approvers,
             ..
         } => (
             Authorization {
                 policies,
                 policy_errors,
                 allowed_by: Some(allowed_by),
+                approvers,
             },
             Ok(()),
         ),
@@ -74,6 +79,7 @@ pub fn authorize(
                     policies,
                     policy_errors,
                     allowed_by: None,
+                    approvers: 1,
                 },
                 Err(e),
             )

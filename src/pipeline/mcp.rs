@@ -873,6 +873,7 @@ pub fn authorize(
                     &what,
                 ));
                 d.authorization.allowed_by = Some(allowed_by);
+                d.authorization.approvers = a.approvers;
             }
         }
     }

@@ -794,6 +794,7 @@ async fn approve(
             digest,
             summary: Some(summary.clone()),
             policies: &ctx.authorization.policies,
+            approvers: ctx.authorization.approvers.max(1),
         },
     )
     .await;

@@ -52,6 +52,7 @@ fn decision_weight(k: &DecisionKey, v: &Verdict) -> u32 {
                 policies,
                 allowed_by,
                 policy_errors,
+                ..
             } => ids(policies) + ids(allowed_by) + ids(policy_errors),
         };
     // moka's own bookkeeping per entry, roughly.

@@ -43,6 +43,8 @@ pub struct PolicyEngine {
     pub(super) policies: PolicySet,
     pub(super) preapprovals: PolicySet,
     pub(super) approval_gates: HashSet<PolicyId>,
+    /// Gates annotated `@approvers("2")`: two different humans approve.
+    pub(super) two_approvers: HashSet<PolicyId>,
     pub(super) authorizer: Authorizer,
     /// MCP tool names that have their own action (named by a policy or configured).
     pub(super) mcp_tools: HashSet<String>,
@@ -207,9 +209,15 @@ impl PolicyEngine {
                 };
             }
         }
+        let approvers = if ids.iter().any(|id| self.two_approvers.contains(id)) {
+            2
+        } else {
+            1
+        };
         Verdict::NeedsApproval {
             policies: names(ids),
             allowed_by,
+            approvers,
             policy_errors: errors,
         }
     }

@@ -40,6 +40,9 @@ pub enum Verdict {
     NeedsApproval {
         policies: Vec<String>,
         allowed_by: Vec<String>,
+        /// How many different humans must approve (1, or 2 when a gate says
+        /// `@approvers("2")`).
+        approvers: u8,
         policy_errors: Vec<String>,
     },
 }

@@ -13,6 +13,9 @@ use std::str::FromStr;
 
 /// The annotation that marks a `forbid` a human approval lifts.
 pub const APPROVAL: &str = "approval";
+/// On an `@approval` forbid: how many different humans must approve (`"1"`, the default,
+/// or `"2"`).
+pub const APPROVERS: &str = "approvers";
 /// The annotation that marks a `permit` as a standing approval.
 pub const PREAPPROVED: &str = "preapproved";
 /// Action groups that always exist, so default policies can name them.
@@ -166,6 +169,7 @@ impl PolicyEngine {
         let mut policies = PolicySet::new();
         let mut preapprovals = PolicySet::new();
         let mut approval_gates = HashSet::new();
+        let mut two_approvers = HashSet::new();
         let mut origin: Vec<(PolicyId, PathBuf)> = Vec::new();
         for file in files
             .iter()
@@ -209,6 +213,20 @@ impl PolicyEngine {
                         ));
                     }
                 }
+                match p.annotation(APPROVERS) {
+                    None | Some("1") => {}
+                    Some("2") if is_forbid && p.annotation(APPROVAL).is_some() => {
+                        two_approvers.insert(p.id().clone());
+                    }
+                    Some("2") => errors.push((
+                        file.clone(),
+                        format!("policy {id:?}: @{APPROVERS} belongs on an @{APPROVAL} forbid"),
+                    )),
+                    Some(other) => errors.push((
+                        file.clone(),
+                        format!("policy {id:?}: @{APPROVERS}({other:?}) must be \"1\" or \"2\""),
+                    )),
+                }
                 if p.annotation(PREAPPROVED).is_some() {
                     if is_forbid {
                         errors.push((
@@ -250,6 +268,7 @@ impl PolicyEngine {
             policies,
             preapprovals,
             approval_gates,
+            two_approvers,
             authorizer: Authorizer::new(),
             schema_text: text,
             policy_count,

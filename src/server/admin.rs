@@ -243,7 +243,13 @@ async fn slack_interaction(rt: &Runtime, req: Request<Incoming>) -> Response<Adm
         Ok(a) => a,
         Err(r) => return r,
     };
-    let verb = if click.approve { "approved" } else { "denied" };
+    let verb = match (click.approve, a.status) {
+        (true, crate::store::ApprovalStatus::Pending) => {
+            "approved (1 of 2: a second, different approver must approve)"
+        }
+        (true, _) => "approved",
+        (false, _) => "denied",
+    };
     let text = format!(
         "keygate: approval `{}` ({} on `{}` for agent `{}`) was *{verb}* by {approver} in Slack.",
         a.id, a.operation, a.tool, a.agent_id

@@ -188,7 +188,14 @@ pub async fn decide(
     };
     let a = decided.map_err(store_error)?;
     let action = if approve { "approve" } else { "deny" };
-    tracing::info!(approval_id = %a.id, approver = %who.approver, via = who.via, "approval {action}d");
+    // The first of two approvals decides nothing yet: it is recorded, not counted.
+    let first_of_two = approve && a.status == crate::store::ApprovalStatus::Pending;
+    if first_of_two {
+        tracing::info!(approval_id = %a.id, approver = %who.approver, via = who.via,
+            "first of two approvals; a second, different approver must approve");
+    } else {
+        tracing::info!(approval_id = %a.id, approver = %who.approver, via = who.via, "approval {action}d");
+    }
     audit_admin(
         rt,
         who.path,
@@ -198,15 +205,21 @@ pub async fn decide(
         AdminAction {
             action,
             by: who.approver.to_string(),
-            reason: a.note.clone(),
+            reason: if first_of_two {
+                Some("first of two approvals".into())
+            } else {
+                a.note.clone()
+            },
             agent: Some(a.agent_id.clone()),
             via: Some(who.via),
             from: Some(who.from),
         },
         200,
     );
-    rt.shared.metrics.approval_decided(approve);
-    rt.shared.decisions.notify_waiters();
+    if !first_of_two {
+        rt.shared.metrics.approval_decided(approve);
+        rt.shared.decisions.notify_waiters();
+    }
     Ok(a)
 }
 

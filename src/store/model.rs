@@ -69,6 +69,8 @@ pub struct NewApproval {
     /// line, the headers the approval covers, body; after strip, so without the agent's
     /// credentials), never shortened, secret fields redacted (pipeline::approve::summary).
     pub request: Option<String>,
+    /// How many different humans must approve (1 or 2).
+    pub approvers_needed: u8,
     /// When an undecided request expires.
     pub pending_expires_at: Millis,
 }
@@ -89,6 +91,11 @@ pub struct Approval {
     pub policies: Vec<String>,
     /// The whole request as forwarded, secret fields redacted (see [`NewApproval::request`]).
     pub request: Option<String>,
+    /// How many different humans must approve (1 or 2).
+    pub approvers_needed: u8,
+    /// With two needed: who approved first (the approval stays pending until a second,
+    /// different approver approves).
+    pub first_approver: Option<String>,
     pub created_at: Millis,
     pub pending_expires_at: Millis,
     pub decided_at: Option<Millis>,

@@ -29,18 +29,24 @@ use super::model::{
     Suspension,
 };
 use super::sqlite::{
-    db_err, AgentKeyRow, ApprovalRow, CapturedRow, InventoryRow, SuspensionRow, APPROVAL_COLUMNS,
-    INVENTORY_COLUMNS,
+    approve_step, db_err, AgentKeyRow, ApprovalRow, ApproveStep, CapturedRow, InventoryRow,
+    SuspensionRow, APPROVAL_COLUMNS, INVENTORY_COLUMNS,
 };
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A transient conflict [`PgStore::try_open_approval`] retries.
 const RETRY: &str = "retry";
 
 /// The channel every replica listens on.
 const CHANNEL: &str = "keygate_changes";
+
+/// Version 2: approvals two different humans must approve.
+const SCHEMA_V2: &[&str] = &[
+    "ALTER TABLE approvals ADD COLUMN approvers_needed BIGINT NOT NULL DEFAULT 1",
+    "ALTER TABLE approvals ADD COLUMN first_approver TEXT",
+];
 
 /// Key of the advisory lock that serializes migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x6b67_6d69_6772;
@@ -234,8 +240,8 @@ impl PgStore {
         let inserted = sqlx::query(
             "INSERT INTO approvals (id, status, agent_id, agent_owner, tool, operation, \
              identity_kind, digest, method, path, policies, request, created_at, \
-             pending_expires_at) \
-             SELECT $1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             pending_expires_at, approvers_needed) \
+             SELECT $1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15 \
              WHERE (SELECT COUNT(*) FROM approvals WHERE agent_id = $2 AND status = 'pending' \
                     AND pending_expires_at > $12) < $14 \
              ON CONFLICT DO NOTHING",
@@ -254,6 +260,7 @@ impl PgStore {
         .bind(now)
         .bind(new.pending_expires_at)
         .bind(i64::from(max_pending))
+        .bind(i64::from(new.approvers_needed.max(1)))
         .execute(&mut *tx)
         .await
         .map_err(db_err(OP))?;
@@ -324,6 +331,13 @@ impl PgStore {
             ));
         }
         match approve {
+            Some(d) if approve_step(&current, &d.approver)? == ApproveStep::First => {
+                sqlx::query("UPDATE approvals SET first_approver = $1 WHERE id = $2")
+                    .bind(&d.approver)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+            }
             Some(d) => {
                 if d.expires_at <= now {
                     return Err(StoreError::Conflict(
@@ -393,7 +407,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err(op))?;
-    let steps: [&[&str]; 1] = [SCHEMA_V1];
+    let steps: [&[&str]; 2] = [SCHEMA_V1, SCHEMA_V2];
     match current {
         Some(v) if v == SCHEMA_VERSION => {}
         Some(v) if v > SCHEMA_VERSION => {

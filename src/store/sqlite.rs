@@ -20,7 +20,7 @@ use super::model::{
 };
 
 /// The schema version this build writes and understands.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1 of the schema. Each statement is idempotent.
 const SCHEMA_V1: &[&str] = &[
@@ -109,9 +109,16 @@ const SCHEMA_V3: &[&str] = &[
     "ALTER TABLE inventory ADD COLUMN revoked_by TEXT",
 ];
 
+/// Version 4: approvals two different humans must approve.
+const SCHEMA_V4: &[&str] = &[
+    "ALTER TABLE approvals ADD COLUMN approvers_needed INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE approvals ADD COLUMN first_approver TEXT",
+];
+
 pub(super) const APPROVAL_COLUMNS: &str = "id, status, agent_id, agent_owner, tool, operation, \
     identity_kind, digest, method, path, policies, request, created_at, pending_expires_at, \
-    decided_at, approver, ticket, identity_owner, note, approval_expires_at, review_by, used_at";
+    decided_at, approver, ticket, identity_owner, note, approval_expires_at, review_by, used_at, \
+    approvers_needed, first_approver";
 
 pub(super) const INVENTORY_COLUMNS: &str =
     "id, kind, tool, operation, identifier, agent_id, approver, \
@@ -188,10 +195,10 @@ impl SqliteStore {
             .await
             .map_err(db_err("migrate"))?;
         // Each version's statements, applied in order from the one after `current`.
-        let steps: [&[&str]; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+        let steps: [&[&str]; 4] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
         match current {
             Some(v) if v == SCHEMA_VERSION => {}
-            None | Some(1) | Some(2) => {
+            None | Some(1) | Some(2) | Some(3) => {
                 let from = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
                 for statement in steps[from..].iter().copied().flatten() {
                     sqlx::query(statement)
@@ -263,21 +270,32 @@ impl SqliteStore {
                         "the approval's expiry must be in the future".to_owned(),
                     ));
                 }
-                sqlx::query(
-                    "UPDATE approvals SET status = 'approved', decided_at = ?, approver = ?, \
+                if approve_step(&current, &d.approver)? == ApproveStep::First {
+                    sqlx::query(
+                        "UPDATE approvals SET first_approver = ? \
+                         WHERE id = ? AND status = 'pending' AND first_approver IS NULL",
+                    )
+                    .bind(&d.approver)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                } else {
+                    sqlx::query(
+                        "UPDATE approvals SET status = 'approved', decided_at = ?, approver = ?, \
                      ticket = ?, identity_owner = ?, note = ?, approval_expires_at = ?, \
                      review_by = ? WHERE id = ? AND status = 'pending'",
-                )
-                .bind(now)
-                .bind(d.approver)
-                .bind(d.ticket)
-                .bind(d.identity_owner)
-                .bind(d.note)
-                .bind(d.expires_at)
-                .bind(d.review_by)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
+                    )
+                    .bind(now)
+                    .bind(d.approver)
+                    .bind(d.ticket)
+                    .bind(d.identity_owner)
+                    .bind(d.note)
+                    .bind(d.expires_at)
+                    .bind(d.review_by)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                }
             }
             Decision::Deny { approver, note } => {
                 sqlx::query(
@@ -304,6 +322,28 @@ impl SqliteStore {
             .ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(db_err(op))?;
         Ok(approval)
+    }
+}
+
+/// What an approval by one approver does: decides it, or is the first of two.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ApproveStep {
+    First,
+    Final,
+}
+
+/// With two approvers needed, the first approval only records who; the second must be
+/// someone else (compared as emails are: case and surrounding space aside).
+pub(super) fn approve_step(current: &Approval, approver: &str) -> Result<ApproveStep, StoreError> {
+    if current.approvers_needed < 2 {
+        return Ok(ApproveStep::Final);
+    }
+    match &current.first_approver {
+        None => Ok(ApproveStep::First),
+        Some(f) if f.trim().eq_ignore_ascii_case(approver.trim()) => Err(StoreError::Conflict(
+            format!("{approver} approved already: this request needs a second, different approver"),
+        )),
+        Some(_) => Ok(ApproveStep::Final),
     }
 }
 
@@ -359,8 +399,9 @@ impl Store for SqliteStore {
         // pass the count. (An existing active approval conflicts and is returned below.)
         let inserted = sqlx::query(
             "INSERT INTO approvals (id, status, agent_id, agent_owner, tool, operation, \
-             identity_kind, digest, method, path, policies, request, created_at, pending_expires_at) \
-             SELECT ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             identity_kind, digest, method, path, policies, request, created_at, pending_expires_at, \
+             approvers_needed) \
+             SELECT ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM approvals WHERE agent_id = ? AND status = 'pending' \
                     AND pending_expires_at > ?) < ? \
              ON CONFLICT DO NOTHING",
@@ -378,6 +419,7 @@ impl Store for SqliteStore {
         .bind(&new.request)
         .bind(now)
         .bind(new.pending_expires_at)
+        .bind(i64::from(new.approvers_needed.max(1)))
         .bind(&new.agent_id)
         .bind(now)
         .bind(i64::from(max_pending))
@@ -887,6 +929,8 @@ pub(super) struct ApprovalRow {
     approval_expires_at: Option<Millis>,
     review_by: Option<Millis>,
     used_at: Option<Millis>,
+    approvers_needed: i64,
+    first_approver: Option<String>,
 }
 
 impl TryFrom<ApprovalRow> for Approval {
@@ -923,6 +967,8 @@ impl TryFrom<ApprovalRow> for Approval {
             approval_expires_at: r.approval_expires_at,
             review_by: r.review_by,
             used_at: r.used_at,
+            approvers_needed: u8::try_from(r.approvers_needed.clamp(1, 2)).unwrap_or(2),
+            first_approver: r.first_approver,
         })
     }
 }
@@ -1108,6 +1154,7 @@ mod tests {
             path: "/".to_owned(),
             policies: vec!["gate-identity-creation".to_owned(), "p2".to_owned()],
             request: Some("Action=CreateAccessKey&UserName=bob".to_owned()),
+            approvers_needed: 1,
             pending_expires_at: T0 + 10 * MINUTE,
         }
     }
@@ -1200,6 +1247,8 @@ mod tests {
             "DROP TABLE captured_secrets",
             "ALTER TABLE inventory DROP COLUMN revoked_at",
             "ALTER TABLE inventory DROP COLUMN revoked_by",
+            "ALTER TABLE approvals DROP COLUMN approvers_needed",
+            "ALTER TABLE approvals DROP COLUMN first_approver",
         ] {
             sqlx::query(undo).execute(&store.pool).await.unwrap();
         }

@@ -166,6 +166,14 @@ with sync_playwright() as p:
     expect(m.locator("#error")).to_have_attribute("data-code", "no_role")
     expect(m.locator("article.approval")).to_have_count(0)
     m_ctx.close()
+
+    # An unverified email is no email: frank claims alice's address, gets the approver
+    # role by group, and can approve nothing (nor pass as alice).
+    f_ctx, f = sign_in(b, "frank")
+    expect(f.locator("#whoami")).not_to_contain_text("alice@example.com")
+    r = f.request.post(approve_url, form={"_csrf": csrf_of(f), "owner": "frank@example.com"})
+    assert r.status == 403 and "no_verified_email" in r.text(), (r.status, r.text()[:300])
+    f_ctx.close()
     assert ask("approval", id=aid)["status"] == "pending"
 
     # The approver approves; the agent's retry goes through once.
@@ -196,7 +204,7 @@ with sync_playwright() as p:
     csv = bob.request.get(CONSOLE + "/console/inventory.csv")
     assert csv.status == 200 and csv.headers["content-type"].startswith("text/csv")
     lines = csv.text().strip().splitlines()
-    assert lines[0].startswith("id,kind,identifier") and len(lines) == 2, lines
+    assert lines[0].startswith('"id","kind","identifier"') and len(lines) == 2, lines
     assert "SEC-42" in lines[1] and "bob@example.com" in lines[1], lines
 
     # Agents: an approver cannot suspend; an admin can, and resumes.

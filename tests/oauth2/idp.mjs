@@ -14,11 +14,12 @@
 //   "clients"  oidc-provider client metadata: client_id, client_secret, redirect_uris,
 //              token_endpoint_auth_method (default client_secret_basic),
 //              post_logout_redirect_uris, id_token_signed_response_alg (RS256 default, or ES256)
-//   "users"    login -> { password, email, name, groups: [...] }; the login is the sub
+//   "users"    login -> { password, email, email_verified (default true), name,
+//              groups: [...] }; the login is the sub
 //   "sessionTTL"  seconds of the IdP's own sign-in session (default 3600)
 //
 // Scopes openid email profile groups (and offline_access). The ID token carries the claims
-// of the granted scopes: sub, email, email_verified (always true), name,
+// of the granted scopes: sub, email, email_verified (as configured), name,
 // preferred_username (the login), groups; userinfo answers the same.
 //
 // Login page: GET /interaction/<uid> is a form with input[name=login], input[name=password]
@@ -116,7 +117,7 @@ const provider = new Provider(issuer, {
       claims: async () => ({
         sub,
         email: u.email,
-        email_verified: true,
+        email_verified: u.email_verified ?? true,
         name: u.name,
         preferred_username: sub,
         groups: u.groups ?? [],

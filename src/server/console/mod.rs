@@ -44,6 +44,9 @@ use std::time::Duration;
 pub struct Console {
     random: Sealer,
     providers: oidc::Providers,
+    /// The pending set's version, for the event streams (started with the first one).
+    feed: std::sync::OnceLock<tokio::sync::watch::Sender<String>>,
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Console {
@@ -57,6 +60,8 @@ impl Console {
         Console {
             random: Sealer::new(session::random_token().as_bytes()),
             providers: oidc::Providers::default(),
+            feed: std::sync::OnceLock::new(),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }
     }
 }
@@ -64,8 +69,14 @@ impl Console {
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-fn secure_headers(r: &mut Response<AdminBody>) {
+fn secure_headers(r: &mut Response<AdminBody>, https: bool) {
     let h = r.headers_mut();
+    if https {
+        h.insert(
+            http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         http::header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -132,8 +143,14 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<AdminBody> {
+    let https = rt
+        .current()
+        .snapshot
+        .console
+        .as_ref()
+        .is_some_and(|c| c.secure);
     let mut r = route(rt, console, req, peer).await;
-    secure_headers(&mut r);
+    secure_headers(&mut r, https);
     r
 }
 
@@ -186,9 +203,14 @@ async fn route(
         _ => {}
     }
     // Everything else needs a session.
-    let session = session::cookie(req.headers(), session::SESSION)
-        .and_then(|c| sealer.open::<Session>(session::SESSION, c))
-        .filter(|s| s.exp > now_s && s.iss == settings.issuer);
+    // Ended by its own expiry, or sooner when the configured lifetime was shortened since.
+    let ttl = settings.session_ttl.as_secs() as i64;
+    let session = session::cookie(
+        req.headers(),
+        &session::cookie_name(session::SESSION, settings.secure),
+    )
+    .and_then(|c| sealer.open::<Session>(session::SESSION, c))
+    .filter(|s| s.exp > now_s && s.iat + ttl > now_s && s.iss == settings.issuer);
     let Some(session) = session else {
         return match method {
             Method::GET if segs.len() <= 2 && !matches!(segs.get(1), Some(&"events")) => {
@@ -204,6 +226,17 @@ async fn route(
             ),
         };
     };
+    // Signing out needs no role.
+    if method == Method::POST && segs.as_slice() == ["console", "logout"] {
+        if let Err((status, code, message)) = read_form(&settings, sealer, &session, req).await {
+            return page(status, pages::problem(None, code, message));
+        }
+        tracing::info!(user = %session.principal(), "console sign-out");
+        return with_cookie(
+            page(StatusCode::OK, pages::sign_in(Some("Signed out."))),
+            session::set_cookie(session::SESSION, "", 0, "Strict", settings.secure),
+        );
+    }
     let Some(role) = settings.role_of(session.email.as_deref(), &session.groups) else {
         return page(
             StatusCode::FORBIDDEN,
@@ -232,7 +265,7 @@ async fn route(
                 return page(status, pages::problem(Some(&viewer), code, message));
             }
         };
-        return post(rt, &settings, &viewer, &segs, form, peer, &path).await;
+        return post(rt, &viewer, &segs, form, peer, &path).await;
     }
     if method != Method::GET {
         return page(
@@ -249,12 +282,28 @@ async fn route(
     match segs.as_slice() {
         ["console"] => redirect("/console/approvals"),
         ["console", "approvals"] => {
-            let flash = match (param("done").as_deref(), param("id")) {
-                (Some("approve"), Some(id)) => Some(format!("Approval {id} approved.")),
-                (Some("deny"), Some(id)) => Some(format!("Approval {id} denied.")),
+            // Only what is true of that approval (a link cannot make up a banner).
+            let shown = match param("id") {
+                Some(id) => rt.shared.store.approval(&id).await.ok().flatten(),
+                None => None,
+            };
+            let flash = match (param("done").as_deref(), shown) {
+                (Some("approve"), Some(a))
+                    if a.status != ApprovalStatus::Pending && a.approver.is_some() =>
+                {
+                    Some(format!("Approval {} approved.", a.id))
+                }
+                (Some("deny"), Some(a)) if a.status == ApprovalStatus::Denied => {
+                    Some(format!("Approval {} denied.", a.id))
+                }
+                (Some("first"), Some(a)) if a.first_approver.is_some() => Some(format!(
+                    "Approval {}: your approval is recorded; a second, different approver \
+                     must approve.",
+                    a.id
+                )),
                 _ => None,
             };
-            approvals_page(rt, &settings, &viewer, flash.as_deref()).await
+            approvals_page(rt, &viewer, flash.as_deref()).await
         }
         ["console", "approvals", "list"] => match pending_list(rt, &viewer).await {
             Ok(m) => page(StatusCode::OK, m),
@@ -265,7 +314,7 @@ async fn route(
             inventory_csv(rt, &viewer, param("q"), param("state")).await
         }
         ["console", "agents"] => agents_page(rt, &viewer).await,
-        ["console", "events"] => events(rt.clone(), session.exp),
+        ["console", "events"] => events(rt, console, session.exp),
         _ => page(
             StatusCode::NOT_FOUND,
             pages::problem(
@@ -372,10 +421,12 @@ async fn callback(
             &format!("The identity provider refused the sign-in ({err})."),
         );
     }
-    let Some(login) = session::cookie(req.headers(), session::LOGIN)
-        .and_then(|c| sealer.open::<Login>(session::LOGIN, c))
-        .filter(|l| l.exp > now_s)
-    else {
+    let Some(login) = session::cookie(
+        req.headers(),
+        &session::cookie_name(session::LOGIN, s.secure),
+    )
+    .and_then(|c| sealer.open::<Login>(session::LOGIN, c))
+    .filter(|l| l.exp > now_s) else {
         return refuse(
             "sign_in_expired",
             "This sign-in expired or was not started here; sign in again.",
@@ -420,7 +471,13 @@ async fn callback(
         sub: who.sub,
         email: who.email,
         name: who.name,
-        groups: who.groups,
+        // Only the groups that give a role: a large groups claim would not fit a cookie.
+        groups: who
+            .groups
+            .into_iter()
+            .filter(|g| s.groups.contains_key(g))
+            .collect(),
+        iat: now_s,
         exp: now_s + s.session_ttl.as_secs() as i64,
     };
     let role = s.role_of(session.email.as_deref(), &session.groups);
@@ -529,7 +586,6 @@ fn field<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
 
 async fn post(
     rt: &Runtime,
-    s: &ConsoleSettings,
     viewer: &Viewer<'_>,
     segs: &[&str],
     form: Form,
@@ -541,13 +597,6 @@ async fn post(
     };
     let principal = viewer.session.principal();
     match segs {
-        ["console", "logout"] => {
-            tracing::info!(user = %principal, "console sign-out");
-            with_cookie(
-                page(StatusCode::OK, pages::sign_in(Some("Signed out."))),
-                session::set_cookie(session::SESSION, "", 0, "Strict", s.secure),
-            )
-        }
         ["console", "approvals", id, action @ ("approve" | "deny")] => {
             if viewer.role < ConsoleRole::Approver {
                 return refuse(
@@ -557,6 +606,16 @@ async fn post(
                         "Your role ({}) cannot decide approvals.",
                         viewer.role.name()
                     ),
+                );
+            }
+            // Decisions are recorded by a verified email: without one there is nobody to
+            // record, and separation of duties could not be checked.
+            if viewer.session.email.is_none() {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "no_verified_email",
+                    "keygate records approvers by their verified email, and your identity \
+                     provider did not give one: ask for the email scope, or a verified email.",
                 );
             }
             let now = rt.shared.clock.unix_millis();
@@ -623,10 +682,17 @@ async fn post(
                 path,
             };
             match decide::decide(rt, id, decision, who).await {
-                Ok(a) => redirect(&format!(
-                    "/console/approvals?done={action}&id={}",
-                    form_urlencoded::byte_serialize(a.id.as_bytes()).collect::<String>()
-                )),
+                Ok(a) => {
+                    let done = if a.status == ApprovalStatus::Pending {
+                        "first"
+                    } else {
+                        action
+                    };
+                    redirect(&format!(
+                        "/console/approvals?done={done}&id={}",
+                        form_urlencoded::byte_serialize(a.id.as_bytes()).collect::<String>()
+                    ))
+                }
                 Err(r) => problem_from(viewer, r).await,
             }
         }
@@ -723,10 +789,17 @@ fn date_of(ms: i64) -> String {
 
 // ----- pages -----
 
+/// The approvals still pending (read only: those past their expiry are left out, not
+/// written as expired).
 async fn pending(rt: &Runtime) -> Result<Vec<Approval>, crate::store::StoreError> {
-    let store = &rt.shared.store;
-    let _ = store.expire(rt.shared.clock.unix_millis()).await;
-    store.approvals(Some(ApprovalStatus::Pending), 500).await
+    let now = rt.shared.clock.unix_millis();
+    let mut list = rt
+        .shared
+        .store
+        .approvals(Some(ApprovalStatus::Pending), 500)
+        .await?;
+    list.retain(|a| a.pending_expires_at > now);
+    Ok(list)
 }
 
 /// Identifies the pending set, so the page asks for the list only when it changed.
@@ -765,7 +838,6 @@ async fn pending_list(
 
 async fn approvals_page(
     rt: &Runtime,
-    _s: &ConsoleSettings,
     viewer: &Viewer<'_>,
     flash: Option<&str>,
 ) -> Response<AdminBody> {
@@ -856,7 +928,10 @@ async fn inventory_csv(
     let now = rt.shared.clock.unix_millis();
     let q = q.unwrap_or_default();
     let state = inventory_filter(state);
-    let mut w = csv::Writer::from_writer(Vec::new());
+    // Every cell quoted: a separator inside one (`;` in some locales) cannot split it.
+    let mut w = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(Vec::new());
     let _ = w.write_record([
         "id",
         "kind",
@@ -1007,54 +1082,100 @@ async fn agents_page(rt: &Runtime, viewer: &Viewer<'_>) -> Response<AdminBody> {
 
 // ----- live updates -----
 
+/// Open event streams at most, in this process: each is one connection; past it a new
+/// one gets 503 (the page still works, without live updates).
+const MAX_STREAMS: usize = 64;
+
+impl Console {
+    /// The pending set's version, kept by one poller for every stream of this process: it
+    /// reads the store each second while anyone listens,
+    /// and ends with the runtime.
+    fn feed(&self, rt: &Arc<Runtime>) -> tokio::sync::watch::Receiver<String> {
+        self.feed
+            .get_or_init(|| {
+                let (tx, _) = tokio::sync::watch::channel(String::new());
+                let weak = Arc::downgrade(rt);
+                let poller = tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Some(rt) = weak.upgrade() else { return };
+                        if poller.receiver_count() > 0 {
+                            if let Ok(list) = pending(&rt).await {
+                                let v = version_of(&list);
+                                poller.send_if_modified(|cur| {
+                                    let changed = *cur != v;
+                                    if changed {
+                                        *cur = v;
+                                    }
+                                    changed
+                                });
+                            }
+                        }
+                        drop(rt);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                });
+                tx
+            })
+            .subscribe()
+    }
+}
+
 /// `text/event-stream`: an `approvals` event with the pending set's version at once and
-/// whenever it changes (checked each second, and at once on a decision in this
-/// process), a comment every 15 s to keep the connection open, and the end of the
-/// stream when the session expires.
-fn events(rt: Arc<Runtime>, session_exp: i64) -> Response<AdminBody> {
+/// whenever it changes, a comment every 15 s to keep the connection open, and the end of
+/// the stream when the session expires.
+fn events(rt: &Arc<Runtime>, console: &Console, session_exp: i64) -> Response<AdminBody> {
     use futures_util::StreamExt;
+    let Ok(permit) = console.streams.clone().try_acquire_owned() else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::problem(
+                None,
+                "too_many_streams",
+                "Too many consoles are open for live updates.",
+            ),
+        );
+    };
     struct State {
-        rt: Arc<Runtime>,
-        last: Option<String>,
-        quiet: u32,
+        rt: std::sync::Weak<Runtime>,
+        rx: tokio::sync::watch::Receiver<String>,
+        _permit: tokio::sync::OwnedSemaphorePermit,
         first: bool,
     }
+    let mut rx = console.feed(rt);
+    rx.mark_changed();
     let state = State {
-        rt,
-        last: None,
-        quiet: 0,
+        rt: Arc::downgrade(rt),
+        rx,
+        _permit: permit,
         first: true,
     };
     let stream = futures_util::stream::unfold(state, move |mut st| async move {
         loop {
-            if !st.first {
-                let decided = st.rt.shared.decisions.notified();
-                let _ = tokio::time::timeout(Duration::from_secs(1), decided).await;
-            }
+            let wait = if st.first {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(15)
+            };
             st.first = false;
-            if st.rt.shared.clock.unix_secs() >= session_exp {
+            let changed =
+                tokio::time::timeout(wait.max(Duration::from_millis(1)), st.rx.changed()).await;
+            let now = st.rt.upgrade()?.shared.clock.unix_secs();
+            if now >= session_exp {
                 return None;
             }
-            let version = match pending(&st.rt).await {
-                Ok(list) => Some(version_of(&list)),
-                Err(_) => None,
+            let frame = match changed {
+                Ok(Ok(())) => {
+                    let v = st.rx.borrow_and_update().clone();
+                    if v.is_empty() {
+                        continue;
+                    }
+                    format!("event: approvals\ndata: {v}\n\n")
+                }
+                Ok(Err(_)) => return None,
+                Err(_) => ": keep-alive\n\n".to_string(),
             };
-            if let Some(v) = version.filter(|v| st.last.as_ref() != Some(v)) {
-                st.last = Some(v.clone());
-                st.quiet = 0;
-                let frame = format!("event: approvals\ndata: {v}\n\n");
-                return Some((Ok(hyper::body::Frame::data(Bytes::from(frame))), st));
-            }
-            st.quiet += 1;
-            if st.quiet >= 15 {
-                st.quiet = 0;
-                return Some((
-                    Ok(hyper::body::Frame::data(Bytes::from_static(
-                        b": keep-alive\n\n",
-                    ))),
-                    st,
-                ));
-            }
+            return Some((Ok(hyper::body::Frame::data(Bytes::from(frame))), st));
         }
     });
     let body = http_body_util::StreamBody::new(stream.boxed());
@@ -1078,8 +1199,8 @@ mod tests {
 
     #[test]
     fn dates_and_origins() {
-        assert_eq!(parse_date("2027-03-01"), Some(1_803_945_600_000));
-        assert_eq!(date_of(1_803_945_600_000), "2027-03-01");
+        assert_eq!(parse_date("2027-03-01"), Some(1_803_859_200_000));
+        assert_eq!(date_of(1_803_859_200_000), "2027-03-01");
         assert_eq!(parse_date("2027-02-30"), None);
         assert_eq!(parse_date("tomorrow"), None);
         assert_eq!(

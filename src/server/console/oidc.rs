@@ -149,7 +149,8 @@ pub fn authorization_url(
 #[derive(Debug)]
 pub struct Identity {
     pub sub: String,
-    /// Only when not marked unverified (`email_verified: false`).
+    /// Only when verified (`email_verified: true`, or absent with
+    /// `trust_unverified_email`).
     pub email: Option<String>,
     pub name: Option<String>,
     pub groups: Vec<String>,
@@ -226,12 +227,20 @@ pub async fn exchange(
     verify_id_token(p, s, &id_token, nonce).await
 }
 
+/// An ID token issued further back than this, or further ahead, is refused.
+const ID_TOKEN_MAX_AGE: i64 = 10 * 60;
+
 async fn verify_id_token(
     p: &Provider,
     s: &ConsoleSettings,
     token: &str,
     nonce: &str,
 ) -> Result<Identity, String> {
+    // The system clock, as for `exp` (jsonwebtoken reads it): the identity provider's.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| format!("malformed ID token: {e}"))?;
     let find = |p: &Provider| {
@@ -256,16 +265,32 @@ async fn verify_id_token(
     if text("nonce").as_deref() != Some(nonce) {
         return Err("the ID token's nonce is not this sign-in's".into());
     }
-    // With several audiences, the token must have been issued to this client.
-    if let Some(azp) = text("azp") {
-        if azp != s.client_id {
-            return Err("the ID token was issued to another client".into());
+    // Just issued, for this sign-in (OpenID Connect Core 3.1.3.7: iat).
+    match c.get("iat").and_then(|v| v.as_i64()) {
+        Some(iat) if (now_s - iat).abs() <= ID_TOKEN_MAX_AGE => {}
+        _ => return Err("the ID token was not issued just now (iat)".into()),
+    }
+    // With several audiences, the token must have been issued to this client (azp).
+    let audiences = match c.get("aud") {
+        Some(serde_json::Value::Array(a)) => a.len(),
+        _ => 1,
+    };
+    match text("azp") {
+        Some(azp) if azp != s.client_id => {
+            return Err("the ID token was issued to another client".into())
         }
+        None if audiences > 1 => return Err("the ID token has several audiences and no azp".into()),
+        _ => {}
     }
     let sub = text("sub")
         .filter(|s| !s.is_empty())
         .ok_or("the ID token has no subject")?;
-    let verified = c.get("email_verified").and_then(|v| v.as_bool()) != Some(false);
+    // An email decides roles and names the approver: only a verified one counts (or, for
+    // a provider that never says, one the configuration chooses to trust).
+    let verified = match c.get("email_verified").and_then(|v| v.as_bool()) {
+        Some(v) => v,
+        None => s.trust_unverified_email,
+    };
     let email = text("email")
         .filter(|_| verified)
         .map(|e| e.trim().to_ascii_lowercase());

@@ -109,8 +109,94 @@ pub fn problem(viewer: Option<&Viewer<'_>>, code: &str, message: &str) -> Markup
     )
 }
 
-/// The request an approval is for, split for reading: request line, headers, and the
-/// body pretty-printed (JSON indented, form fields one per line).
+/// `s` with what could mislead a reader shown as `\u{..}`: control characters (line
+/// breaks kept when `lines`), bidirectional overrides and isolates, zero-width characters.
+pub fn visible(s: &str, lines: bool) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        (c.is_control() && !(lines && (c == '\n' || c == '\t')))
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
+    };
+    if !s.chars().any(hidden) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if hidden(c) {
+                format!("\\u{{{:x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// A JSON document that names no key twice in one object (serde_json keeps the last of
+/// duplicates, a tool may take the first: a pretty view of such a body would not be the
+/// request).
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NoDuplicateKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<NoDuplicateKeys>()?.is_some() {}
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    if !seen.insert(k) {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                    a.next_value::<NoDuplicateKeys>()?;
+                }
+                Ok(NoDuplicateKeys)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The body as JSON indented, when it is JSON without duplicate keys.
+fn pretty_json(body: &str) -> Option<String> {
+    serde_json::from_str::<NoDuplicateKeys>(body).ok()?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    serde_json::to_string_pretty(&v).ok()
+}
+
+/// The request an approval is for: as recorded (what the digest binds, with anything
+/// that could mislead shown as `\u{..}`), and beside it a reading aid: JSON indented, or
+/// form fields one per line.
 fn request_view(summary: &str) -> Markup {
     let (head, body) = summary.split_once("\n\n").unwrap_or((summary, ""));
     let mut lines = head.lines();
@@ -120,26 +206,32 @@ fn request_view(summary: &str) -> Markup {
         .iter()
         .find_map(|h| h.strip_prefix("content-type: "))
         .unwrap_or("");
-    let pretty = if body.is_empty() {
-        String::new()
-    } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
-        serde_json::to_string_pretty(&v).unwrap_or_else(|_| body.to_string())
+    let reading = if body.is_empty() {
+        None
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        form_urlencoded::parse(body.as_bytes())
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        Some(
+            form_urlencoded::parse(body.as_bytes())
+                .map(|(k, v)| format!("{} = {}", visible(&k, false), visible(&v, false)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
     } else {
-        body.to_string()
+        pretty_json(body).map(|p| visible(&p, true).into_owned())
     };
     html! {
         div.request {
-            code.request-line { (request_line) }
+            code.request-line { (visible(request_line, false)) }
             @if !headers.is_empty() {
-                pre.headers { (headers.join("\n")) }
+                pre.headers { (visible(&headers.join("\n"), true)) }
             }
-            @if !pretty.is_empty() {
-                pre.body { (pretty) }
+            @if let Some(r) = &reading {
+                pre.body { (r) }
+            }
+            @if !body.is_empty() {
+                details.raw open[reading.is_none()] {
+                    summary { "The body exactly as it will be sent" }
+                    pre.raw { (visible(body, true)) }
+                }
             }
         }
     }
@@ -180,8 +272,12 @@ fn approval_card(
     d: &Defaults,
     separation_of_duties: bool,
 ) -> Markup {
-    let own =
-        separation_of_duties && super::super::decide::owns_agent(a, &viewer.session.principal());
+    let me = viewer.session.principal();
+    let own = separation_of_duties && super::super::decide::owns_agent(a, &me);
+    let approved_already = a
+        .first_approver
+        .as_deref()
+        .is_some_and(|f| f.trim().eq_ignore_ascii_case(me.trim()));
     let can_decide = viewer.role >= ConsoleRole::Approver;
     let expiries = [
         ("15m", "15 minutes"),
@@ -204,6 +300,13 @@ fn approval_card(
                 dt { "Waiting" } dd.waited { (waited(now - a.created_at)) }
                 dt { "Expires" } dd { (time(a.pending_expires_at)) }
                 dt { "Approval" } dd { code.id { (a.id) } }
+                @if a.approvers_needed > 1 {
+                    dt { "Approvers" }
+                    dd.approvers {
+                        "two different approvers must approve"
+                        @if let Some(f) = &a.first_approver { "; approved by " (f) ", one more needed" }
+                    }
+                }
             }
             @match &a.request {
                 Some(r) => (request_view(r)),
@@ -215,6 +318,8 @@ fn approval_card(
                 div.decide {
                     @if own {
                         p.sod { "You own agent " (a.agent_id) ": someone else must approve its request." }
+                    } @else if approved_already {
+                        p.second { "You approved it: a second, different approver must approve." }
                     } @else {
                         form.approve method="post" action={"/console/approvals/" (a.id) "/approve"} {
                             input type="hidden" name="_csrf" value=(viewer.csrf);
@@ -409,4 +514,35 @@ pub fn agents(viewer: &Viewer<'_>, rows: &[AgentRow<'_>], audit_note: Option<&st
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn what_could_mislead_is_shown_escaped() {
+        assert_eq!(visible("plain\ntext", true), "plain\ntext");
+        assert_eq!(visible("a\nb", false), "a\\u{a}b");
+        assert_eq!(visible("pay\u{202E}lortnoc", true), "pay\\u{202e}lortnoc");
+        assert_eq!(visible("x\u{200B}y", true), "x\\u{200b}y");
+    }
+
+    #[test]
+    fn json_with_a_key_twice_gets_no_pretty_view() {
+        assert!(pretty_json(r#"{"to":"a","n":[1,{"x":2}]}"#).is_some());
+        assert!(pretty_json(r#"{"to":"attacker","to":"payroll"}"#).is_none());
+        assert!(pretty_json(r#"{"a":{"to":1,"to":2}}"#).is_none());
+        assert!(pretty_json("not json").is_none());
+    }
+
+    #[test]
+    fn a_form_line_break_cannot_fake_a_field() {
+        let html = request_view(
+            "POST /x\ncontent-type: application/x-www-form-urlencoded\n\nto=attacker&memo=x%0Ato+%3D+payroll",
+        )
+        .into_string();
+        assert!(html.contains("memo = x\\u{a}to = payroll"), "{html}");
+    }
 }

@@ -1,8 +1,14 @@
 //! Signed cookies: the console's sessions and the short-lived state of a sign-in in
 //! progress. A cookie is `base64url(JSON) "." base64url(HMAC-SHA256(key, purpose "\0"
 //! JSON))`; the purpose keeps a cookie of one kind from being accepted as another, and
-//! the expiry inside the signed JSON bounds it whatever the browser does. Nothing secret
-//! is in a cookie: who signed in, their groups, and random values.
+//! the expiry inside the signed JSON bounds it whatever the browser does. The cookies hold
+//! who signed in, the groups that give them a role, and a sign-in's random values (its
+//! PKCE verifier among them, useless without the code the identity provider gives once
+//! and only to the redirect URI).
+//!
+//! Over https the cookies are `__Host-` cookies (`Secure`, `Path=/`, no `Domain`): a
+//! sibling subdomain or a plain-http page cannot plant one. A request that carries two
+//! cookies of one name is treated as carrying none.
 
 use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -10,10 +16,20 @@ use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// The session cookie's name.
+/// The session cookie's name (its purpose when signed; over https it is sent as
+/// `__Host-kg_session`).
 pub const SESSION: &str = "kg_session";
 /// The cookie of a sign-in in progress (state, nonce, PKCE verifier).
 pub const LOGIN: &str = "kg_login";
+
+/// A cookie's name on the wire.
+pub fn cookie_name(name: &str, secure: bool) -> String {
+    if secure {
+        format!("__Host-{name}")
+    } else {
+        name.to_string()
+    }
+}
 
 /// A signed-in user. Roles are not stored: they are worked out from the configuration
 /// on every request, so taking a role away takes effect at once.
@@ -25,9 +41,11 @@ pub struct Session {
     pub sub: String,
     pub email: Option<String>,
     pub name: Option<String>,
+    /// Only the groups that give a role.
     #[serde(default)]
     pub groups: Vec<String>,
-    /// Unix seconds.
+    /// Unix seconds, by keygate's clock: signed in at, and until.
+    pub iat: i64,
     pub exp: i64,
 }
 
@@ -120,24 +138,33 @@ pub fn pkce_challenge(verifier: &str) -> String {
     B64.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref())
 }
 
-/// A cookie's value in a `Cookie` header.
+/// A cookie's value in a `Cookie` header; none when the name is there twice (a planted
+/// cookie beside keygate's).
 pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let mut found = headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v);
+    let first = found.next();
+    match found.next() {
+        Some(_) => None,
+        None => first,
+    }
 }
 
-/// A `Set-Cookie` value: `HttpOnly`, path `/console`, `Secure` over https; `same_site`
-/// is `Strict` for the session and `Lax` for the sign-in state, which must come back on
-/// the identity provider's redirect (a cross-site navigation).
+/// A `Set-Cookie` value: `HttpOnly`; over https a `__Host-` cookie (`Secure`, `Path=/`),
+/// else path `/console`; `same_site` is `Strict` for the session and `Lax` for the
+/// sign-in state, which must come back on the identity provider's redirect (a cross-site
+/// navigation).
 pub fn set_cookie(name: &str, value: &str, max_age: i64, same_site: &str, secure: bool) -> String {
+    let path = if secure { "/" } else { "/console" };
     format!(
-        "{name}={value}; Path=/console; Max-Age={max_age}; HttpOnly; SameSite={same_site}{}",
+        "{}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite={same_site}{}",
+        cookie_name(name, secure),
         if secure { "; Secure" } else { "" }
     )
 }
@@ -180,10 +207,11 @@ mod tests {
     }
 
     #[test]
-    fn pkce_matches_rfc_7636_appendix_b() {
+    fn pkce_challenge_is_base64url_sha256_without_padding() {
+        // Computed independently: Python's hashlib and base64.urlsafe_b64encode.
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mJ92K9ekPDwLG24VOhKu-ncwHGdMj0"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGWSZw7cM"
+            pkce_challenge("dBjftJeZ4CVP-mJ92K9ekPDwLG24VOhKu-ncwHGdMjM"),
+            "_-anzWpvduJXB0GkkpyNGQkh5icN6aPYZs0clfNh0is"
         );
     }
 
@@ -196,5 +224,10 @@ mod tests {
         );
         assert_eq!(cookie(&h, SESSION), Some("xyz"));
         assert_eq!(cookie(&h, LOGIN), None);
+        // Twice (one planted beside keygate's): neither.
+        h.append(http::header::COOKIE, "kg_session=planted".parse().unwrap());
+        assert_eq!(cookie(&h, SESSION), None);
+        assert!(set_cookie(SESSION, "v", 60, "Strict", true)
+            .starts_with("__Host-kg_session=v; Path=/; "));
     }
 }
