@@ -32,8 +32,13 @@ impl AdminClient {
                         .trim()
                         .to_string(),
                 };
+                let scheme = if s.admin.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
                 (
-                    u.unwrap_or_else(|| format!("http://{}", s.admin.listen)),
+                    u.unwrap_or_else(|| format!("{scheme}://{}", s.admin.listen)),
                     token,
                 )
             }
@@ -41,7 +46,13 @@ impl AdminClient {
         Ok(AdminClient {
             base: base.trim_end_matches('/').to_string(),
             token,
-            client: build_client(None, Duration::from_secs(5))?,
+            // The admin listener's CA when it is not a public one (KEYGATE_ADMIN_CA_FILE).
+            client: build_client(
+                std::env::var_os("KEYGATE_ADMIN_CA_FILE")
+                    .map(std::path::PathBuf::from)
+                    .as_deref(),
+                Duration::from_secs(5),
+            )?,
         })
     }
 

@@ -439,3 +439,85 @@ async fn the_console_refuses_what_it_did_not_sign() {
     assert_eq!(r.status, 200);
     assert!(r.headers.contains_key("content-security-policy"));
 }
+
+/// The admin listener over TLS: the API, the CLI (trusting the listener's CA) and the
+/// console, whose cookies are then `__Host-` cookies, `Secure`, with HSTS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_listener_serves_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let port = free_port();
+    let console = format!("https://127.0.0.1:{port}");
+    let idp = start_idp(dir.path(), &format!("{console}/console/callback")).await;
+    std::fs::write(dir.path().join("console-secret"), CLIENT_SECRET).unwrap();
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"admin.token\"\n\
+         [admin.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n\
+         [console]\nissuer = {issuer:?}\nclient_id = \"keygate-console\"\n\
+         client_secret_file = \"console-secret\"\npublic_url = {console:?}\n\
+         [console.roles]\napprover = [\"bob@example.com\"]\n",
+        cert = pki.server_cert_path.display().to_string(),
+        key = pki.server_key_path.display().to_string(),
+        issuer = idp.issuer,
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    let tls = Client::tls(&pki, None, false);
+    let r = tls
+        .send("GET", &format!("{console}/healthz"), &[], "")
+        .await;
+    assert_eq!(r.status, 200);
+    // Plain HTTP gets no answer from a TLS listener.
+    {
+        use tokio::io::AsyncReadExt;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    }
+    // The CLI, trusting the listener's CA; without it, the certificate is refused.
+    let token = gw.runtime.shared.admin_token.clone();
+    let cli = |ca: Option<PathBuf>| {
+        let (console, token, dir) = (console.clone(), token.clone(), gw.dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+            c.args(["approvals", "list"])
+                .env("KEYGATE_ADMIN_URL", console)
+                .env("KEYGATE_ADMIN_TOKEN", token)
+                .current_dir(dir);
+            if let Some(ca) = ca {
+                c.env("KEYGATE_ADMIN_CA_FILE", ca);
+            }
+            c.output().unwrap()
+        })
+    };
+    let ok = cli(Some(pki.ca_path.clone())).await.unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = cli(None).await.unwrap();
+    assert!(!refused.status.success());
+    // The console's cookies and headers over https.
+    let r = tls
+        .send("GET", &format!("{console}/console/login"), &[], "")
+        .await;
+    assert_eq!(r.status, 303);
+    let set = r.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        set.starts_with("__Host-kg_login=") && set.contains("Path=/;") && set.contains("Secure"),
+        "{set}"
+    );
+    let r = tls
+        .send("GET", &format!("{console}/console/approvals"), &[], "")
+        .await;
+    assert!(r.headers["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .starts_with("max-age="));
+}

@@ -97,6 +97,7 @@ pub struct AdminSettings {
     pub listen: String,
     pub token_env: Option<String>,
     pub token_file: PathBuf,
+    pub tls: Option<TlsSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -569,6 +570,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         listen: f.admin.listen,
         token_env: f.admin.token_env,
         token_file: c.path(&f.admin.token_file),
+        tls: f.admin.tls.map(|t| compile_tls(&mut c, "admin.tls", t)),
     };
     if admin.listen.parse::<std::net::SocketAddr>().is_err() {
         c.error(

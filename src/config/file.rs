@@ -90,6 +90,9 @@ pub struct AdminSection {
     pub token_env: Option<String>,
     /// File holding the admin token; generated on first start when absent.
     pub token_file: PathBuf,
+    /// Serve the admin listener (API, console) over TLS; with `client_ca_file`, callers
+    /// may be asked for a client certificate too.
+    pub tls: Option<TlsSection>,
 }
 
 impl Default for AdminSection {
@@ -98,6 +101,7 @@ impl Default for AdminSection {
             listen: "127.0.0.1:8081".into(),
             token_env: None,
             token_file: PathBuf::from("../data/admin.token"),
+            tls: None,
         }
     }
 }

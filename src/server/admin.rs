@@ -44,29 +44,50 @@ pub async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {listen} (admin): {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, "admin API is listening");
+    let tls = match &rt.current().snapshot.admin.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            t,
+        )?)),
+        None => None,
+    };
+    tracing::info!(%addr, tls = tls.is_some(), "admin API is listening");
     let console = Arc::new(super::console::Console::new());
     let task = tokio::spawn(async move {
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
                 _ = shutdown.changed() => return,
             };
-            let (stream, peer) = stream;
             let rt = rt.clone();
             let console = console.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let rt = rt.clone();
                     let console = console.clone();
                     async move { Ok::<_, Infallible>(handle(&rt, &console, req, peer).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .http1()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let builder = {
+                    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    b.http1()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10));
+                    b
+                };
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(Ok(stream)) =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                                .await
+                        else {
+                            return;
+                        };
+                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
             });
         }
     });
