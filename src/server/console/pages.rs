@@ -374,7 +374,10 @@ pub fn approvals(
                             td { (a.agent_id) }
                             td { (a.operation) }
                             td.status { (a.status.as_str()) }
-                            td { (a.approver.as_deref().unwrap_or("")) }
+                            td.by {
+                                @if let Some(f) = &a.first_approver { (f) ", " }
+                                (a.approver.as_deref().unwrap_or(""))
+                            }
                             td { (a.note.as_deref().unwrap_or("")) }
                         }
                     }
