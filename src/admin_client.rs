@@ -1,4 +1,4 @@
-//! The CLI's side of the admin API: `keygate approvals …`, `keygate inventory list`,
+//! The CLI's side of the admin API: `keygate approvals …`, `keygate inventory …`,
 //! `keygate agents …`, `keygate reload`. The address and token come from the same
 //! configuration file the gateway runs on (or `--admin-url` / `KEYGATE_ADMIN_URL` and
 //! `KEYGATE_ADMIN_TOKEN`).
@@ -202,6 +202,40 @@ pub fn inventory_row(e: &serde_json::Value) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// Rows of a reconcile's report for a table: present, then gone, then shadow.
+pub fn reconcile_rows(report: &serde_json::Value) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let headers = vec![
+        "STATE",
+        "KIND",
+        "IDENTIFIER",
+        "USER",
+        "STATUS",
+        "CREATED",
+        "OWNER",
+        "INVENTORY ID",
+    ];
+    let mut rows = Vec::new();
+    for state in ["present", "gone", "shadow"] {
+        for e in report[state].as_array().into_iter().flatten() {
+            let shown = match (state, e["retired"].as_bool()) {
+                ("gone", Some(true)) => "gone (retired)",
+                _ => state,
+            };
+            rows.push(vec![
+                shown.to_string(),
+                cell(&e["kind"]),
+                cell(&e["identifier"]),
+                cell(&e["user"]),
+                cell(&e["status"]),
+                cell(&e["created"]),
+                cell(&e["owner"]),
+                cell(&e["id"]),
+            ]);
+        }
+    }
+    (headers, rows)
 }
 
 /// CSV (RFC 4180 quoting, by the csv crate). Values stay data, line breaks included, with

@@ -210,6 +210,36 @@ enum InventoryCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Compare the inventory of an AWS tool with the IAM users and access keys that
+    /// really exist: present, gone (retired in keygate: revoked by "reconcile"), and
+    /// shadow (created around keygate).
+    Reconcile {
+        tool: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Record a shadow identity (one a reconcile found) in the inventory.
+    Adopt {
+        tool: String,
+        /// The access key id, or the user name.
+        identifier: String,
+        /// access_key or user.
+        #[arg(long)]
+        kind: String,
+        /// The human who owns it.
+        #[arg(long)]
+        owner: String,
+        /// When it is due for review, such as 90d.
+        #[arg(long)]
+        review_in: Option<String>,
+        /// Who decided to adopt it.
+        #[arg(long)]
+        approver: String,
+        #[arg(long)]
+        ticket: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -525,6 +555,49 @@ async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> 
                 )
                 .await?;
             print_json(&v["secrets"]);
+            return Ok(());
+        }
+        InventoryCommand::Reconcile { tool, json, by } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/inventory/reconcile/{tool}"),
+                    Some(serde_json::json!({"by": by})),
+                )
+                .await?;
+            if json {
+                print_json(&v);
+            } else {
+                let (headers, rows) = admin_client::reconcile_rows(&v);
+                print!("{}", admin_client::table(&headers, &rows));
+            }
+            return Ok(());
+        }
+        InventoryCommand::Adopt {
+            tool,
+            identifier,
+            kind,
+            owner,
+            review_in,
+            approver,
+            ticket,
+        } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    "/inventory/adopt",
+                    Some(serde_json::json!({
+                        "tool": tool, "identifier": identifier, "kind": kind, "owner": owner,
+                        "review_in": review_in, "approver": approver, "ticket": ticket,
+                    })),
+                )
+                .await?;
+            println!(
+                "adopted {} {} as {}",
+                admin_client::terminal_text(&kind),
+                admin_client::terminal_text(&identifier),
+                admin_client::terminal_text(v["id"].as_str().unwrap_or("-"))
+            );
             return Ok(());
         }
     };

@@ -98,7 +98,7 @@ struct ErrorDetail {
 /// characters. Everything else is percent-encoded (a space as `%20`, never `+`), so STS and
 /// servers that re-encode the form they parsed before checking the signature read the
 /// same bytes.
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+pub(super) const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')

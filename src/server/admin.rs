@@ -11,7 +11,8 @@
 //! GET  /healthz                                  GET /readyz            GET /metrics
 //! GET  /approvals[?status=pending&limit=N]      POST /approvals/{id}/approve | /deny
 //! GET  /approvals/{id}
-//! GET  /inventory
+//! GET  /inventory                               POST /inventory/{id}/revoke | /share | /reveal
+//! POST /inventory/reconcile/{tool}               POST /inventory/adopt
 //! GET  /agents/suspended                         POST /agents/{id}/suspend | /resume
 //! POST /reload
 //! ```
@@ -147,6 +148,12 @@ struct SuspendBody {
 struct RevokeBody {
     by: Option<String>,
     reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReconcileBody {
+    by: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -595,6 +602,22 @@ async fn handle(
             Ok(list) => json(StatusCode::OK, serde_json::json!({ "identities": list })),
             Err(e) => store_error(e),
         },
+        (Method::POST, ["inventory", "reconcile", tool]) => {
+            let tool = tool.to_string();
+            let b: ReconcileBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let by = b.by.unwrap_or_else(|| "admin".into());
+            super::reconcile::reconcile(rt, &tool, &path, &by).await
+        }
+        (Method::POST, ["inventory", "adopt"]) => {
+            let b: super::reconcile::AdoptBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            super::reconcile::adopt(rt, b, &path).await
+        }
         (Method::POST, ["inventory", id, "revoke"]) => {
             let id = id.to_string();
             let b: RevokeBody = match body_json(req).await {

@@ -67,8 +67,48 @@ pub fn audit_admin(
     action: crate::telemetry::audit_log::AdminAction,
     status: u16,
 ) {
+    let ids = (inventory_id, approval_id);
+    rt.shared
+        .audit
+        .record(admin_record(rt, path, None, ids, identity, action, status));
+}
+
+/// Writes an action on the inventory of one tool (a reconcile, an identity it retired, an
+/// identity adopted) to the audit log, naming the tool.
+pub fn audit_inventory(
+    rt: &Runtime,
+    path: &str,
+    tool: &str,
+    inventory_id: Option<&str>,
+    identity: &'static str,
+    action: crate::telemetry::audit_log::AdminAction,
+    status: u16,
+) {
+    let ids = (inventory_id, None);
+    rt.shared.audit.record(admin_record(
+        rt,
+        path,
+        Some(tool),
+        ids,
+        identity,
+        action,
+        status,
+    ));
+}
+
+/// The audit record of an administrator's action; `ids` the inventory record and the
+/// approval it was about.
+fn admin_record(
+    rt: &Runtime,
+    path: &str,
+    tool: Option<&str>,
+    (inventory_id, approval_id): (Option<&str>, Option<&str>),
+    identity: &'static str,
+    action: crate::telemetry::audit_log::AdminAction,
+    status: u16,
+) -> crate::telemetry::audit_log::AuditRecord {
     use crate::telemetry::audit_log::AuditRecord;
-    rt.shared.audit.record(AuditRecord {
+    AuditRecord {
         time: crate::pipeline::audit::rfc3339_millis(std::time::SystemTime::now()),
         request_id: rt.current().next_request_id(),
         agent_id: None,
@@ -77,12 +117,13 @@ pub fn audit_admin(
         issuer: None,
         spiffe_id: None,
         client: "admin".into(),
-        tool: None,
+        tool: tool.map(Into::into),
         operation: Some(
             match action.action {
                 "approve" | "deny" => format!("keygate:approval.{}", action.action),
                 "suspend" | "resume" => format!("keygate:agent.{}", action.action),
                 "sign_in" => "keygate:console.sign_in".to_string(),
+                "reconcile" | "retire" | "adopt" => format!("keygate:inventory.{}", action.action),
                 other => format!("keygate:captured.{other}"),
             }
             .into(),
@@ -116,7 +157,7 @@ pub fn audit_admin(
         captured: None,
         response_secrets: Vec::new(),
         admin: Some(action),
-    });
+    }
 }
 
 /// How a decision was made: through what, by whom as they proved it, and from where.

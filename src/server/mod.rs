@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod console;
 pub mod decide;
+pub mod reconcile;
 
 pub use crate::conn::ConnInfo;
 

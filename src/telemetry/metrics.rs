@@ -122,6 +122,16 @@ pub struct Metrics {
         std::sync::Mutex<std::collections::BTreeMap<(String, &'static str, &'static str), u64>>,
     /// Secrets captured from identity-creation answers, by tool.
     captured: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// By tool: the shadow identities the last reconcile found, and the inventory records
+    /// reconciles retired.
+    reconciled: std::sync::Mutex<std::collections::BTreeMap<String, Reconciled>>,
+}
+
+/// What reconciles of one tool found.
+#[derive(Default, Clone, Copy)]
+struct Reconciled {
+    shadow: u64,
+    retired: u64,
 }
 
 impl ToolSeries {
@@ -193,6 +203,16 @@ impl Metrics {
     pub fn captured(&self, tool: &str, count: u64) {
         if let Ok(mut m) = self.captured.lock() {
             *m.entry(tool.to_string()).or_default() += count;
+        }
+    }
+
+    /// A reconcile of `tool` finished: it found `shadow` identities keygate does not know
+    /// (a gauge: the last reconcile's) and retired `retired` inventory records (counted).
+    pub fn reconciled(&self, tool: &str, shadow: u64, retired: u64) {
+        if let Ok(mut m) = self.reconciled.lock() {
+            let r = m.entry(tool.to_string()).or_default();
+            r.shadow = shadow;
+            r.retired += retired;
         }
     }
 
@@ -516,6 +536,29 @@ impl Collector for Scrape {
                 .iter()
                 .map(|(tool, v)| ([("tool", tool.as_str())], ConstCounter::new(*v))),
         )?;
+        let reconciled: Vec<(String, Reconciled)> = s
+            .reconciled
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        family(
+            enc,
+            "keygate_inventory_shadow_identities",
+            "Identities that exist at the tool but not in the inventory (created around keygate), as the last reconcile of the tool found them.",
+            MetricType::Gauge,
+            reconciled
+                .iter()
+                .map(|(tool, r)| ([("tool", tool.as_str())], ConstGauge::new(r.shadow))),
+        )?;
+        family(
+            enc,
+            "keygate_inventory_retired",
+            "Inventory records retired by reconciles because the identity no longer exists at the tool, by tool.",
+            MetricType::Counter,
+            reconciled
+                .iter()
+                .map(|(tool, r)| ([("tool", tool.as_str())], ConstCounter::new(r.retired))),
+        )?;
         family(
             enc,
             "keygate_credential_failures",
@@ -631,6 +674,31 @@ mod tests {
         assert!(text.contains("keygate_request_duration_seconds_count{tool=\"t\"} 5\n"));
         assert!(text
             .contains("keygate_requests_total{tool=\"t\",decision=\"allow\",status=\"200\"} 5\n"));
+    }
+
+    #[test]
+    fn reconciles_set_the_shadow_gauge_and_add_to_the_retired_counter() {
+        let m = Arc::new(Metrics::new());
+        let text = m.render(None, AuditQueueStats::default());
+        assert!(
+            !text.contains("keygate_inventory_shadow_identities{"),
+            "{text}"
+        );
+        m.reconciled("aws", 3, 2);
+        m.reconciled("aws", 1, 0);
+        m.reconciled("aws", 5, 1);
+        m.reconciled("aws-2", 0, 0);
+        let text = m.render(None, AuditQueueStats::default());
+        for line in [
+            "# TYPE keygate_inventory_shadow_identities gauge\n",
+            "keygate_inventory_shadow_identities{tool=\"aws\"} 5\n",
+            "keygate_inventory_shadow_identities{tool=\"aws-2\"} 0\n",
+            "# TYPE keygate_inventory_retired_total counter\n",
+            "keygate_inventory_retired_total{tool=\"aws\"} 3\n",
+            "keygate_inventory_retired_total{tool=\"aws-2\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -17,8 +17,9 @@ Commands:
                       exited), then stops.
   whoami              STS GetCallerIdentity
   list-users          IAM ListUsers
-  create-user NAME    IAM CreateUser
+  create-user NAME [--tag KEY=VALUE ...]   IAM CreateUser (with tags)
   create-access-key NAME   IAM CreateAccessKey
+  delete-access-key NAME KEY_ID   IAM DeleteAccessKey
   s3-roundtrip --bucket B --key K --mode signed|unsigned|chunked --size N
                       CreateBucket (if missing), PutObject of N random bytes, GetObject;
                       prints the SHA-256 of what was sent and of what came back, and the
@@ -288,7 +289,12 @@ def main():
     sub.add_parser("serve-moto")
     sub.add_parser("whoami")
     sub.add_parser("list-users")
-    sub.add_parser("create-user").add_argument("name")
+    cu = sub.add_parser("create-user")
+    cu.add_argument("name")
+    cu.add_argument("--tag", action="append", default=[])
+    dk = sub.add_parser("delete-access-key")
+    dk.add_argument("name")
+    dk.add_argument("key_id")
     sub.add_parser("create-access-key").add_argument("name")
     sub.add_parser("create-access-key-pair").add_argument("name")
     pp = sub.add_parser("put-user-policy")
@@ -315,7 +321,13 @@ def main():
     elif a.cmd == "list-users":
         run(lambda: [u["UserName"] for u in client("iam").list_users()["Users"]])
     elif a.cmd == "create-user":
-        run(lambda: client("iam").create_user(UserName=a.name)["User"]["UserName"])
+        tags = [dict(zip(("Key", "Value"), t.split("=", 1))) for t in a.tag]
+        extra = {"Tags": tags} if tags else {}
+        run(lambda: client("iam").create_user(UserName=a.name, **extra)["User"]["UserName"])
+    elif a.cmd == "delete-access-key":
+        run(lambda: client("iam").delete_access_key(
+            UserName=a.name, AccessKeyId=a.key_id
+        )["ResponseMetadata"]["HTTPStatusCode"])
     elif a.cmd == "create-access-key":
         run(lambda: client("iam").create_access_key(UserName=a.name)["AccessKey"]["UserName"])
     elif a.cmd == "create-access-key-pair":

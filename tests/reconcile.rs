@@ -1,0 +1,465 @@
+//! Reconciling the inventory with the real AWS account (issue 20), against moto's server
+//! with request authentication on (see `tests/aws_support`): identities created through
+//! keygate with an approval are `present`; users and keys created directly in moto, around
+//! keygate, are `shadow` (with their user's `owner` tag); a key deleted directly in moto is
+//! `gone`, and its inventory record retired (revoked by `reconcile`, its handle dead,
+//! audited, counted); `adopt` records a shadow key, which the next reconcile finds
+//! present; a reconcile that cannot list the account changes nothing.
+//!
+//! moto is shared by the tests of this file (one per test binary), so each test names its
+//! own users and looks for them, never for the whole account.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod aws_support;
+mod common;
+use aws_support::*;
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const AGENT: &str = "aws-agent";
+const OWNER: &str = "owner@example.com";
+
+struct Kg {
+    gw: TestGateway,
+    _relay: Relay,
+}
+
+/// keygate with agent [`AGENT`] and tool `aws` in front of moto (through a relay); with
+/// `role`, sessions of the role sign (else the base key, which may only assume the role).
+async fn start(role: bool) -> Kg {
+    logs();
+    let m = moto();
+    let relay = Relay::to_moto();
+    let dir = tempfile::tempdir().unwrap();
+    let base = secret_file(dir.path(), "aws-base.json", &m.base_credential_json());
+    let role = if role {
+        format!("role_arn = {ROLE_ARN:?}\n")
+    } else {
+        String::new()
+    };
+    let cfg = format!(
+        "{}[[tools]]\nname = \"aws\"\nkind = \"aws\"\nupstream = {:?}\n\
+         [tools.credential]\nprovider = \"aws\"\n{role}sts_endpoint = {:?}\nregion = \"us-east-1\"\n{base}\
+         {}",
+        agent(AGENT, OWNER),
+        relay.url(),
+        relay.url(),
+        static_tool("plain", "http://127.0.0.1:9", "from_env = \"RECONCILE_UNSET\"\n"),
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    Kg { gw, _relay: relay }
+}
+
+impl Kg {
+    fn endpoint(&self) -> String {
+        format!("http://{}/tools/aws", self.gw.addr)
+    }
+
+    /// boto3 as agent [`AGENT`], with a key pair keygate issued it.
+    async fn agent_env(&self) -> AwsEnv {
+        let (s, b) = self
+            .gw
+            .admin(
+                "POST",
+                &format!("/agents/{AGENT}/aws-keys"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        AwsEnv::new(
+            self.endpoint(),
+            b["access_key_id"].as_str().unwrap(),
+            b["secret_access_key"].as_str().unwrap(),
+        )
+    }
+
+    /// Runs an identity-creating boto3 command through keygate: refused until approved,
+    /// approved by bob, then run again.
+    async fn approved(&self, env: &AwsEnv, args: &[&str]) -> Value {
+        let e = env.boto(args).await.expect_err("went through unapproved");
+        assert_eq!(e.code, "approval_required", "{e:?}");
+        approve_as_bob(&self.gw, &approval_id_in(&e.message), "CHG-20").await;
+        env.boto(args).await.unwrap()
+    }
+
+    async fn reconcile(&self) -> Value {
+        let (s, b) = self
+            .gw
+            .admin(
+                "POST",
+                "/inventory/reconcile/aws",
+                Some(json!({"by": "ops@example.com"})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    async fn inventory(&self) -> Vec<Value> {
+        let (s, b) = self.gw.admin("GET", "/inventory", None).await;
+        assert_eq!(s, 200, "{b}");
+        b["identities"].as_array().unwrap().clone()
+    }
+
+    async fn metrics(&self) -> String {
+        let auth = bearer(&self.gw.runtime.shared.admin_token);
+        Client::http1()
+            .get(
+                &format!("http://{}/metrics", self.gw.admin_addr),
+                &[("authorization", &auth)],
+            )
+            .await
+            .text()
+    }
+}
+
+/// boto3 acting directly on moto, around keygate: a session of the agents' role, assumed
+/// with keygate's base key.
+async fn around_keygate() -> AwsEnv {
+    let m = moto();
+    let url = format!("http://{}", m.addr);
+    let base = AwsEnv::new(&url, &m.base_access_key_id, &m.base_secret_access_key);
+    let s = base.boto(&["assume-role", ROLE_ARN]).await.unwrap();
+    let mut env = AwsEnv::new(
+        &url,
+        s["access_key_id"].as_str().unwrap(),
+        s["secret_access_key"].as_str().unwrap(),
+    );
+    env.session_token = Some(s["session_token"].as_str().unwrap().to_string());
+    env
+}
+
+/// The approval id in an `approval_required` message: `... (approval_id: <id>)`.
+fn approval_id_in(message: &str) -> String {
+    let at = message
+        .find("approval_id: ")
+        .unwrap_or_else(|| panic!("no approval id in {message:?}"))
+        + "approval_id: ".len();
+    message[at..]
+        .split(|c: char| c == ')' || c.is_whitespace())
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The entry of `report[state]` with this kind and identifier.
+fn find<'a>(report: &'a Value, state: &str, kind: &str, identifier: &str) -> Option<&'a Value> {
+    report[state]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == kind && e["identifier"] == identifier)
+}
+
+#[track_caller]
+fn only_in(report: &Value, state: &str, kind: &str, identifier: &str) -> Value {
+    for other in ["present", "gone", "shadow"] {
+        let found = find(report, other, kind, identifier);
+        assert_eq!(
+            found.is_some(),
+            other == state,
+            "{kind} {identifier}: expected only in {state}, {other} has {found:?}\n{report:#}"
+        );
+    }
+    find(report, state, kind, identifier).unwrap().clone()
+}
+
+/// A metric sample's value.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn reconcile_finds_present_shadow_and_gone_and_retires_what_is_gone() {
+    let kg = start(true).await;
+    let env = kg.agent_env().await;
+    let user = "rc-made-through-keygate";
+    kg.approved(&env, &["create-user", user]).await;
+    let kept = kg.approved(&env, &["create-access-key-pair", user]).await;
+    let doomed = kg.approved(&env, &["create-access-key-pair", user]).await;
+    let doomed_handle = (
+        doomed["AccessKeyId"].as_str().unwrap().to_string(),
+        doomed["SecretAccessKey"].as_str().unwrap().to_string(),
+    );
+    assert!(doomed_handle.0.starts_with("KGAK"), "captured: {doomed}");
+    let inventory = kg.inventory().await;
+    let keys: Vec<&Value> = inventory
+        .iter()
+        .filter(|e| e["kind"] == "access_key")
+        .collect();
+    assert_eq!(keys.len(), 2, "{inventory:?}");
+    // Newest first: the doomed key's record, then the kept one's.
+    let (doomed_entry, kept_entry) = (keys[0].clone(), keys[1].clone());
+    let doomed_id = doomed_entry["identifier"].as_str().unwrap().to_string();
+    let kept_id = kept_entry["identifier"].as_str().unwrap().to_string();
+    assert!(doomed_id.starts_with("AKIA") && kept_id.starts_with("AKIA"));
+    let _ = kept;
+
+    // Around keygate: a tagged user with a key, an untagged user; the doomed key deleted.
+    let aws = around_keygate().await;
+    let tagged = "rc-shadow-tagged";
+    let untagged = "rc-shadow-untagged";
+    aws.boto(&[
+        "create-user",
+        tagged,
+        "--tag",
+        "owner=dana@example.com",
+        "--tag",
+        "team=x",
+    ])
+    .await
+    .unwrap();
+    let shadow_key = aws.boto(&["create-access-key-pair", tagged]).await.unwrap();
+    let shadow_key = shadow_key["AccessKeyId"].as_str().unwrap().to_string();
+    aws.boto(&["create-user", untagged]).await.unwrap();
+    aws.boto(&["delete-access-key", user, &doomed_id])
+        .await
+        .unwrap();
+
+    let report = kg.reconcile().await;
+    let u = only_in(&report, "present", "user", user);
+    assert_eq!(u["owner"], "carol@example.com", "{u}");
+    let k = only_in(&report, "present", "access_key", &kept_id);
+    assert_eq!(
+        (k["user"].as_str(), k["status"].as_str()),
+        (Some(user), Some("Active"))
+    );
+    assert_eq!(k["id"], kept_entry["id"]);
+    let g = only_in(&report, "gone", "access_key", &doomed_id);
+    assert_eq!(g["id"], doomed_entry["id"]);
+    assert_eq!(g["retired"], true, "{g}");
+    // The captured secret's handle and the AWS handle key that stands for it.
+    assert_eq!(g["handles_revoked"], 2, "{g}");
+    let s = only_in(&report, "shadow", "user", tagged);
+    assert_eq!(s["owner"], "dana@example.com", "{s}");
+    assert!(s["created"].as_str().unwrap().starts_with("20"), "{s}");
+    let s = only_in(&report, "shadow", "access_key", &shadow_key);
+    assert_eq!(s["user"], tagged);
+    assert_eq!(s["owner"], "dana@example.com", "{s}");
+    assert_eq!(s["status"], "Active");
+    let s = only_in(&report, "shadow", "user", untagged);
+    assert_eq!(s["owner"], Value::Null, "{s}");
+    let shadows = report["shadow"].as_array().unwrap().len();
+
+    // Retired: revoked by "reconcile"; the kept key's record untouched.
+    let inventory = kg.inventory().await;
+    let by_id = |id: &Value| inventory.iter().find(|e| e["id"] == *id).unwrap().clone();
+    let d = by_id(&doomed_entry["id"]);
+    assert!(d["revoked_at"].is_i64(), "{d}");
+    assert_eq!(d["revoked_by"], "reconcile", "{d}");
+    assert_eq!(d["captured"], 0, "its captured secret is deleted: {d}");
+    assert_eq!(by_id(&kept_entry["id"])["revoked_at"], Value::Null);
+    // Its handle pair no longer signs anything.
+    let handle_env = AwsEnv::new(kg.endpoint(), &doomed_handle.0, &doomed_handle.1);
+    let e = handle_env.boto(&["whoami"]).await.unwrap_err();
+    assert_eq!(e.code, "InvalidClientTokenId", "{e:?}");
+
+    // Audited: the retirement (naming the record and the tool) and the reconcile.
+    let audit = kg.gw.audit().await;
+    let retire: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["operation"] == "keygate:inventory.retire")
+        .collect();
+    assert_eq!(retire.len(), 1, "{retire:?}");
+    assert_eq!(retire[0]["inventory_id"], doomed_entry["id"]);
+    assert_eq!(retire[0]["tool"], "aws");
+    assert_eq!(retire[0]["admin"]["by"], "reconcile");
+    let runs: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["operation"] == "keygate:inventory.reconcile")
+        .collect();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["admin"]["by"], "ops@example.com");
+
+    // Counted; a second reconcile retires nothing more.
+    let m = kg.metrics().await;
+    assert_eq!(
+        sample(&m, "keygate_inventory_shadow_identities{tool=\"aws\"}"),
+        Some(shadows as f64),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "keygate_inventory_retired_total{tool=\"aws\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    let again = kg.reconcile().await;
+    assert!(
+        find(&again, "gone", "access_key", &doomed_id).is_none(),
+        "{again:#}"
+    );
+    only_in(&again, "present", "access_key", &kept_id);
+    let m = kg.metrics().await;
+    assert_eq!(
+        sample(&m, "keygate_inventory_retired_total{tool=\"aws\"}"),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn an_adopted_shadow_key_is_present_at_the_next_reconcile() {
+    let kg = start(true).await;
+    let aws = around_keygate().await;
+    let user = "rc-adopt-me";
+    aws.boto(&["create-user", user, "--tag", "owner=erin@example.com"])
+        .await
+        .unwrap();
+    let key = aws.boto(&["create-access-key-pair", user]).await.unwrap();
+    let key = key["AccessKeyId"].as_str().unwrap().to_string();
+
+    // The CLI's table shows it as shadow, with its owner tag.
+    let out = cli(&kg.gw, &["inventory", "reconcile", "aws"]).await;
+    let line = out
+        .lines()
+        .find(|l| l.contains(&key))
+        .unwrap_or_else(|| panic!("{key} not in\n{out}"));
+    assert!(
+        line.starts_with("shadow") && line.contains("erin@example.com") && line.contains(user),
+        "{line}"
+    );
+    assert!(out.starts_with("STATE"), "{out}");
+
+    let out = cli(
+        &kg.gw,
+        &[
+            "inventory",
+            "adopt",
+            "aws",
+            &key,
+            "--kind",
+            "access_key",
+            "--owner",
+            "erin@example.com",
+            "--review-in",
+            "90d",
+            "--approver",
+            "frank@example.com",
+        ],
+    )
+    .await;
+    assert!(out.starts_with("adopted access_key"), "{out}");
+    let inventory = kg.inventory().await;
+    let e = inventory
+        .iter()
+        .find(|e| e["identifier"] == key.as_str())
+        .unwrap();
+    assert_eq!(e["agent_id"], "(adopted)");
+    assert_eq!(e["approver"], "frank@example.com");
+    assert_eq!(e["owner"], "erin@example.com");
+    assert_eq!(e["tool"], "aws");
+    let review_in = e["review_by"].as_i64().unwrap() - e["created_at"].as_i64().unwrap();
+    assert_eq!(review_in, 90 * 86_400_000, "{e}");
+
+    let out = cli(&kg.gw, &["inventory", "reconcile", "aws", "--json"]).await;
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let p = only_in(&report, "present", "access_key", &key);
+    assert_eq!(p["id"], e["id"]);
+    // The user itself was not adopted: still shadow.
+    only_in(&report, "shadow", "user", user);
+
+    // Adopting it again is refused; so is a kind a reconcile does not compare.
+    let body = json!({"tool": "aws", "identifier": key, "kind": "access_key",
+        "owner": "erin@example.com", "approver": "frank@example.com"});
+    let (s, b) = kg
+        .gw
+        .admin("POST", "/inventory/adopt", Some(body.clone()))
+        .await;
+    assert_eq!(s, 409, "{b}");
+    let mut role = body.clone();
+    role["kind"] = json!("role");
+    let (s, b) = kg.gw.admin("POST", "/inventory/adopt", Some(role)).await;
+    assert_eq!(s, 400, "{b}");
+
+    let audit = kg.gw.audit().await;
+    let adopted: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["operation"] == "keygate:inventory.adopt")
+        .collect();
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    assert_eq!(adopted[0]["inventory_id"], e["id"]);
+    assert_eq!(adopted[0]["admin"]["by"], "frank@example.com");
+    assert_eq!(adopted[0]["tool"], "aws");
+}
+
+/// Without the role, keygate's base key may not list users: the reconcile fails and
+/// retires nothing, although the account has none of the inventory's keys.
+#[tokio::test]
+async fn a_reconcile_that_cannot_list_the_account_changes_nothing() {
+    let kg = start(false).await;
+    let body = json!({"tool": "aws", "identifier": "AKIANOTINMOTO0000000", "kind": "access_key",
+        "owner": "erin@example.com", "approver": "frank@example.com"});
+    let (s, b) = kg.gw.admin("POST", "/inventory/adopt", Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = kg
+        .gw
+        .admin("POST", "/inventory/reconcile/aws", Some(json!({})))
+        .await;
+    assert_eq!(s, 502, "{b}");
+    assert_eq!(b["error"], "reconcile_failed", "{b}");
+    assert!(b["message"].as_str().unwrap().contains("ListUsers"), "{b}");
+    let inventory = kg.inventory().await;
+    assert_eq!(inventory[0]["revoked_at"], Value::Null, "{inventory:?}");
+    let m = kg.metrics().await;
+    assert_eq!(
+        sample(&m, "keygate_inventory_retired_total{tool=\"aws\"}"),
+        None,
+        "{m}"
+    );
+
+    // Other tools, unknown tools, and callers without the admin token.
+    let (s, b) = kg
+        .gw
+        .admin("POST", "/inventory/reconcile/plain", Some(json!({})))
+        .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (400, Some("not_supported")),
+        "{b}"
+    );
+    let (s, _) = kg
+        .gw
+        .admin("POST", "/inventory/reconcile/nope", Some(json!({})))
+        .await;
+    assert_eq!(s, 404);
+    let r = Client::http1()
+        .send(
+            "POST",
+            &format!("http://{}/inventory/reconcile/aws", kg.gw.admin_addr),
+            &[],
+            String::new(),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+}
+
+/// Runs the keygate CLI against this gateway's admin API; its stdout (it must succeed).
+async fn cli(gw: &TestGateway, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let url = format!("http://{}", gw.admin_addr);
+    let token = gw.runtime.shared.admin_token.clone();
+    let dir = gw.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(&args)
+            .env("KEYGATE_ADMIN_URL", url)
+            .env("KEYGATE_ADMIN_TOKEN", token)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("the CLI did not finish")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the CLI failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
