@@ -23,17 +23,27 @@ const OWNER: &str = "owner@example.com";
 
 struct Kg {
     gw: TestGateway,
-    _relay: Relay,
+    relay: Relay,
 }
 
 /// keygate with agent [`AGENT`] and tool `aws` in front of moto (through a relay); with
 /// `role`, sessions of the role sign (else the base key, which may only assume the role).
 async fn start(role: bool) -> Kg {
+    start_with(role, &moto().base_credential_json()).await
+}
+
+/// [`start`] with another base key (`credential_process` JSON).
+async fn start_with(role: bool, base_json: &str) -> Kg {
+    start_at(role, base_json, None).await
+}
+
+/// [`start_with`], the tool's upstream another server than moto.
+async fn start_at(role: bool, base_json: &str, upstream: Option<String>) -> Kg {
     logs();
-    let m = moto();
     let relay = Relay::to_moto();
+    let upstream = upstream.unwrap_or_else(|| relay.url());
     let dir = tempfile::tempdir().unwrap();
-    let base = secret_file(dir.path(), "aws-base.json", &m.base_credential_json());
+    let base = secret_file(dir.path(), "aws-base.json", base_json);
     let role = if role {
         format!("role_arn = {ROLE_ARN:?}\n")
     } else {
@@ -44,12 +54,12 @@ async fn start(role: bool) -> Kg {
          [tools.credential]\nprovider = \"aws\"\n{role}sts_endpoint = {:?}\nregion = \"us-east-1\"\n{base}\
          {}",
         agent(AGENT, OWNER),
-        relay.url(),
+        upstream,
         relay.url(),
         static_tool("plain", "http://127.0.0.1:9", "from_env = \"RECONCILE_UNSET\"\n"),
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
-    Kg { gw, _relay: relay }
+    Kg { gw, relay }
 }
 
 impl Kg {
@@ -243,6 +253,34 @@ async fn reconcile_finds_present_shadow_and_gone_and_retires_what_is_gone() {
     let s = only_in(&report, "shadow", "user", untagged);
     assert_eq!(s["owner"], Value::Null, "{s}");
     let shadows = report["shadow"].as_array().unwrap().len();
+    // Listed with keygate's own session, whose policy allows the listings and nothing else.
+    let session = kg
+        .relay
+        .assume_roles()
+        .into_iter()
+        .find(|x| x.param("RoleSessionName").as_deref() == Some("keygate-reconcile"))
+        .expect("an AssumeRole for the reconcile");
+    let policy = session.session_policy().unwrap();
+    assert_eq!(
+        policy["Statement"][0]["Action"],
+        json!(["iam:ListUsers", "iam:ListAccessKeys", "iam:ListUserTags"]),
+        "{policy}"
+    );
+    assert_eq!(policy["Statement"].as_array().unwrap().len(), 1, "{policy}");
+    let listed: Vec<String> = kg
+        .relay
+        .tool_calls()
+        .iter()
+        .filter(|x| x.access_key_id() == session.session_credentials().map(|c| c.access_key_id))
+        .map(Exchange::action)
+        .collect();
+    assert!(listed.contains(&"iam:ListUsers".to_string()), "{listed:?}");
+    assert!(
+        listed.iter().all(
+            |a| ["iam:ListUsers", "iam:ListAccessKeys", "iam:ListUserTags"].contains(&a.as_str())
+        ),
+        "{listed:?}"
+    );
 
     // Retired: revoked by "reconcile"; the kept key's record untouched.
     let inventory = kg.inventory().await;
@@ -386,7 +424,8 @@ async fn an_adopted_shadow_key_is_present_at_the_next_reconcile() {
 }
 
 /// Without the role, keygate's base key may not list users: the reconcile fails and
-/// retires nothing, although the account has none of the inventory's keys.
+/// retires nothing, although the account has none of the inventory's keys; so does one
+/// whose key may list the users but not their access keys.
 #[tokio::test]
 async fn a_reconcile_that_cannot_list_the_account_changes_nothing() {
     let kg = start(false).await;
@@ -409,6 +448,32 @@ async fn a_reconcile_that_cannot_list_the_account_changes_nothing() {
         None,
         "{m}"
     );
+
+    // A key that may list the users but not their keys: the same.
+    let aws = around_keygate().await;
+    let lister = "rc-lists-users-only";
+    aws.boto(&["create-user", lister]).await.unwrap();
+    aws.boto(&["put-user-policy", lister, "iam:ListUsers"])
+        .await
+        .unwrap();
+    let key = aws.boto(&["create-access-key-pair", lister]).await.unwrap();
+    let base = json!({"Version": 1, "AccessKeyId": key["AccessKeyId"],
+        "SecretAccessKey": key["SecretAccessKey"]});
+    let kg2 = start_with(false, &base.to_string()).await;
+    let body = json!({"tool": "aws", "identifier": "AKIANOTINMOTO0000001", "kind": "access_key",
+        "owner": "erin@example.com", "approver": "frank@example.com"});
+    let (s, b) = kg2.gw.admin("POST", "/inventory/adopt", Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = kg2
+        .gw
+        .admin("POST", "/inventory/reconcile/aws", Some(json!({})))
+        .await;
+    assert_eq!(s, 502, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("ListAccessKeys"),
+        "{b}"
+    );
+    assert_eq!(kg2.inventory().await[0]["revoked_at"], Value::Null);
 
     // Other tools, unknown tools, and callers without the admin token.
     let (s, b) = kg
@@ -462,4 +527,86 @@ async fn cli(gw: &TestGateway, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// An IAM that answers in pages (moto ignores `MaxItems` and `Marker` for these listings):
+/// two pages of users, two of one user's keys. keygate reads them all, asking for each
+/// next page with the `Marker` it was given.
+#[tokio::test]
+async fn reconcile_reads_every_page() {
+    fn user(n: &str) -> String {
+        format!(
+            "<member><UserName>{n}</UserName><Arn>arn:aws:iam::123456789012:user/{n}</Arn>\
+             <CreateDate>2024-01-01T00:00:00Z</CreateDate></member>"
+        )
+    }
+    fn key(id: &str) -> String {
+        format!(
+            "<member><UserName>paged-3</UserName><AccessKeyId>{id}</AccessKeyId>\
+             <Status>Active</Status><CreateDate>2024-01-02T00:00:00Z</CreateDate></member>"
+        )
+    }
+    let page = move |r: &Received| -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let form: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(&r.body).into_owned().collect();
+        let marker = form.get("Marker").map(String::as_str);
+        let user_name = form.get("UserName").map(String::as_str);
+        let (action, inner) = match (form["Action"].as_str(), marker, user_name) {
+            ("ListUsers", None, _) => (
+                "ListUsers",
+                format!("<Users>{}{}</Users><IsTruncated>true</IsTruncated><Marker>users-2</Marker>", user("paged-1"), user("paged-2")),
+            ),
+            ("ListUsers", Some("users-2"), _) => (
+                "ListUsers",
+                format!("<Users>{}</Users><IsTruncated>false</IsTruncated>", user("paged-3")),
+            ),
+            ("ListAccessKeys", None, Some("paged-3")) => (
+                "ListAccessKeys",
+                format!("<AccessKeyMetadata>{}</AccessKeyMetadata><IsTruncated>true</IsTruncated><Marker>keys-2</Marker>", key("AKIAPAGEDKEY00000001")),
+            ),
+            ("ListAccessKeys", Some("keys-2"), Some("paged-3")) => (
+                "ListAccessKeys",
+                format!("<AccessKeyMetadata>{}</AccessKeyMetadata><IsTruncated>false</IsTruncated>", key("AKIAPAGEDKEY00000002")),
+            ),
+            ("ListAccessKeys", None, _) => (
+                "ListAccessKeys",
+                "<AccessKeyMetadata/><IsTruncated>false</IsTruncated>".to_string(),
+            ),
+            ("ListUserTags", None, _) => (
+                "ListUserTags",
+                "<Tags/><IsTruncated>false</IsTruncated>".to_string(),
+            ),
+            _ => return (400, vec![], b"<ErrorResponse><Error><Code>Unexpected</Code><Message>unexpected call</Message></Error></ErrorResponse>".to_vec()),
+        };
+        let body = format!(
+            "<{action}Response><{action}Result>{inner}</{action}Result></{action}Response>"
+        );
+        (
+            200,
+            vec![("content-type".into(), "text/xml".into())],
+            body.into_bytes(),
+        )
+    };
+    let iam = RawUpstream::with_responder(std::sync::Arc::new(page)).await;
+    let base =
+        json!({"Version": 1, "AccessKeyId": "AKIAFAKEBASE00000000", "SecretAccessKey": "fake"});
+    let kg = start_at(false, &base.to_string(), Some(iam.url())).await;
+    let report = kg.reconcile().await;
+    for u in ["paged-1", "paged-2", "paged-3"] {
+        only_in(&report, "shadow", "user", u);
+    }
+    for k in ["AKIAPAGEDKEY00000001", "AKIAPAGEDKEY00000002"] {
+        let s = only_in(&report, "shadow", "access_key", k);
+        assert_eq!(s["user"], "paged-3");
+    }
+    assert_eq!(report["shadow"].as_array().unwrap().len(), 5, "{report:#}");
+    // Signed with keygate's key for IAM, every call.
+    for r in iam.requests() {
+        let auth = r.header("authorization").unwrap();
+        assert!(
+            auth.contains("Credential=AKIAFAKEBASE00000000/")
+                && auth.contains("/us-east-1/iam/aws4_request"),
+            "{auth}"
+        );
+    }
 }
