@@ -14,6 +14,8 @@ pub struct AdminClient {
     base: String,
     token: String,
     client: HttpClient,
+    /// How long a call may take.
+    timeout: Duration,
 }
 
 impl AdminClient {
@@ -53,7 +55,14 @@ impl AdminClient {
                     .as_deref(),
                 Duration::from_secs(5),
             )?,
+            timeout: Duration::from_secs(30),
         })
+    }
+
+    /// The same client, its calls allowed `timeout` (a reconcile lists a whole account).
+    pub fn with_timeout(mut self, timeout: Duration) -> AdminClient {
+        self.timeout = timeout;
+        self
     }
 
     /// Calls the admin API; an error answer becomes `Err("<code>: <message>")`.
@@ -77,7 +86,7 @@ impl AdminClient {
                 body.map(|b| b.to_string()).unwrap_or_default(),
             ))
             .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| format!("{uri}: timed out"))?
             .map_err(|e| format!("cannot reach the admin API at {}: {e}", self.base))?;

@@ -559,6 +559,7 @@ async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> 
         }
         InventoryCommand::Reconcile { tool, json, by } => {
             let v = c
+                .with_timeout(std::time::Duration::from_secs(600))
                 .call(
                     Method::POST,
                     &format!("/inventory/reconcile/{tool}"),

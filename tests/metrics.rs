@@ -713,6 +713,8 @@ async fn probes_and_metrics_need_no_token_and_gateways_count_apart() {
         "keygate_audit_unavailable_refusals_total",
         "keygate_response_secrets_total",
         "keygate_captured_secrets_total",
+        "keygate_inventory_shadow_identities",
+        "keygate_inventory_retired_total",
     ]
     .into_iter()
     .collect();

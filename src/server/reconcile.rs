@@ -46,6 +46,8 @@ const OWNER_TAG: &str = "owner";
 pub const KINDS: [&str; 2] = ["user", "access_key"];
 /// Who retires an identity that is gone.
 const RETIRED_BY: &str = "reconcile";
+/// How many IAM calls of one reconcile are in flight at once.
+const CONCURRENT_CALLS: usize = 8;
 /// The agent an adopted identity is recorded for.
 pub const ADOPTED: &str = "(adopted)";
 
@@ -129,9 +131,16 @@ async fn list(
         key: credential.value.signing_key(),
     };
     let users = iam.users().await?;
+    // A few users' keys at a time; the first failure fails the listing.
     let mut keys = Vec::new();
-    for u in &users {
-        keys.extend(iam.access_keys(&u.name).await?);
+    for some in users.chunks(CONCURRENT_CALLS) {
+        let mut calls = Vec::with_capacity(some.len());
+        for u in some {
+            calls.push(iam.access_keys(&u.name));
+        }
+        for listed in futures_util::future::try_join_all(calls).await? {
+            keys.extend(listed);
+        }
     }
     let listing = Listing { users, keys };
     // The tag is informative: a user whose tags cannot be read has no owner shown.
