@@ -39,6 +39,11 @@ async fn start_with(role: bool, base_json: &str) -> Kg {
 
 /// [`start_with`], the tool's upstream another server than moto.
 async fn start_at(role: bool, base_json: &str, upstream: Option<String>) -> Kg {
+    start_config(role, base_json, upstream, "").await
+}
+
+/// [`start_at`] with more lines for `[tools.credential]`.
+async fn start_config(role: bool, base_json: &str, upstream: Option<String>, extra: &str) -> Kg {
     logs();
     let relay = Relay::to_moto();
     let upstream = upstream.unwrap_or_else(|| relay.url());
@@ -51,7 +56,7 @@ async fn start_at(role: bool, base_json: &str, upstream: Option<String>) -> Kg {
     };
     let cfg = format!(
         "{}[[tools]]\nname = \"aws\"\nkind = \"aws\"\nupstream = {:?}\n\
-         [tools.credential]\nprovider = \"aws\"\n{role}sts_endpoint = {:?}\nregion = \"us-east-1\"\n{base}\
+         [tools.credential]\nprovider = \"aws\"\n{extra}{role}sts_endpoint = {:?}\nregion = \"us-east-1\"\n{base}\
          {}",
         agent(AGENT, OWNER),
         upstream,
@@ -609,4 +614,49 @@ async fn reconcile_reads_every_page() {
             "{auth}"
         );
     }
+}
+
+/// With `reconcile_every`, keygate reconciles by itself: a record whose key is not in the
+/// account is retired without anyone asking.
+#[tokio::test]
+async fn a_scheduled_reconcile_retires_what_is_gone() {
+    let kg = start_config(
+        true,
+        &moto().base_credential_json(),
+        None,
+        "reconcile_every = \"1s\"\n",
+    )
+    .await;
+    let body = json!({"tool": "aws", "identifier": "AKIANOTINMOTO0000002", "kind": "access_key",
+        "owner": "erin@example.com", "approver": "frank@example.com"});
+    let (s, b) = kg.gw.admin("POST", "/inventory/adopt", Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["id"].clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let inventory = kg.inventory().await;
+        let e = inventory.iter().find(|e| e["id"] == id).unwrap();
+        if e["revoked_at"].is_i64() {
+            assert_eq!(e["revoked_by"], "reconcile", "{e}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not retired by a scheduled reconcile: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let audit = kg.gw.audit().await;
+    let run = audit
+        .iter()
+        .find(|r| r["operation"] == "keygate:inventory.reconcile")
+        .expect("the scheduled reconcile is audited");
+    assert_eq!(run["admin"]["by"], "schedule", "{run}");
+    assert_eq!(run["tool"], "aws");
+    let m = kg.metrics().await;
+    assert_eq!(
+        sample(&m, "keygate_inventory_retired_total{tool=\"aws\"}"),
+        Some(1.0),
+        "{m}"
+    );
 }

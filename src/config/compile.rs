@@ -434,8 +434,12 @@ pub struct AwsSpec {
     pub region: String,
     pub session_duration: Duration,
     pub external_id: Option<String>,
+    /// How often the inventory is reconciled with IAM unasked (none: only when asked).
+    pub reconcile_every: Option<Duration>,
 }
 
+/// The shortest `reconcile_every`.
+pub const AWS_MIN_RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// The shortest (and default) session STS grants.
 pub const AWS_MIN_SESSION: Duration = Duration::from_secs(900);
 /// The longest session keygate asks for (STS allows up to the role's maximum, 12 hours).
@@ -2045,6 +2049,14 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
             "must be between 15m (the least STS grants) and 12h",
         );
     }
+    if e.reconcile_every
+        .is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY)
+    {
+        c.error(
+            format!("{key}.reconcile_every"),
+            "must be at least 1s (a reconcile lists every IAM user and access key)",
+        );
+    }
     AwsSpec {
         base,
         role_arn: e.role_arn.clone(),
@@ -2054,6 +2066,7 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
         region,
         session_duration,
         external_id: e.external_id.clone(),
+        reconcile_every: e.reconcile_every,
     }
 }
 
@@ -2065,7 +2078,7 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
     const AWS: &[&str] = &["aws"];
     const OAUTH2: &[&str] = &["oauth2"];
     const GITHUB: &[&str] = &["github_app"];
-    let fields: [(&str, bool, &[&str]); 30] = [
+    let fields: [(&str, bool, &[&str]); 31] = [
         (
             "from_env",
             e.from_env.is_some(),
@@ -2099,6 +2112,7 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
         ("region", e.region.is_some(), AWS),
         ("session_duration", e.session_duration.is_some(), AWS),
         ("external_id", e.external_id.is_some(), AWS),
+        ("reconcile_every", e.reconcile_every.is_some(), AWS),
         ("token_endpoint", e.token_endpoint.is_some(), OAUTH2),
         ("client_id", e.client_id.is_some(), OAUTH2),
         ("client_auth", e.client_auth.is_some(), OAUTH2),

@@ -738,6 +738,10 @@ pub struct CredentialEntry {
     pub session_duration: Option<Duration>,
     /// aws: the `ExternalId` the role's trust policy asks for.
     pub external_id: Option<String>,
+    /// aws: how often keygate reconciles the tool's inventory with IAM by itself; absent:
+    /// only when asked (`keygate inventory reconcile`).
+    #[serde(default, with = "humantime_serde")]
+    pub reconcile_every: Option<Duration>,
     /// oauth2: the authorization server's token endpoint.
     pub token_endpoint: Option<String>,
     /// oauth2: keygate's client id at the authorization server.

@@ -438,6 +438,27 @@ mod tests {
         );
         let k = keys("provider = \"jwt\"\nrole_arn = \"arn:aws:iam::1:role/r\"");
         assert_eq!(k, vec!["tools.t.credential.role_arn".to_string()]);
+        let k = keys("provider = \"jwt\"\nreconcile_every = \"1h\"");
+        assert_eq!(k, vec!["tools.t.credential.reconcile_every".to_string()]);
+    }
+
+    #[test]
+    fn reconcile_every_is_at_least_a_second() {
+        let keys = |every: &str| -> Vec<String> {
+            let text = format!(
+                "[[tools]]\nname = \"t\"\nkind = \"aws\"\nupstream = \"http://t.example\"\n\
+                 [tools.credential]\nprovider = \"aws\"\nfrom_env = \"AWS\"\nreconcile_every = {every:?}\n"
+            );
+            parse(Path::new("k.toml"), &text)
+                .err()
+                .map(|e| e.0.into_iter().map(|e| e.key).collect())
+                .unwrap_or_default()
+        };
+        assert!(keys("24h").is_empty(), "{:?}", keys("24h"));
+        assert_eq!(
+            keys("500ms"),
+            vec!["tools.t.credential.reconcile_every".to_string()]
+        );
     }
 
     #[test]

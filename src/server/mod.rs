@@ -69,6 +69,7 @@ pub async fn serve(rt: Arc<Runtime>) -> Result<Running, String> {
     let (tx, rx) = watch::channel(false);
     let (admin_addr, admin_task) = admin::serve(rt.clone(), rx.clone()).await?;
     let proxy_task = proxy.map(|p| tokio::spawn(crate::proxy::serve(rt.clone(), p, rx.clone())));
+    tokio::spawn(reconcile::schedule(rt.clone(), rx.clone()));
     let main_task = tokio::spawn(accept_loop(
         rt.clone(),
         listener,

@@ -21,6 +21,9 @@
 //! The inventory is read before AWS is, so an identity created while the listing runs is
 //! never taken for gone (at worst it shows as shadow until the next reconcile).
 //!
+//! With `reconcile_every` on the tool's credential, [`schedule`] runs the same reconcile
+//! by itself (by `schedule`), the first one an interval after start.
+//!
 //! `POST /inventory/adopt` records a shadow identity in the inventory (agent `(adopted)`,
 //! the approver and owner given, a review date), audited as `keygate:inventory.adopt`.
 
@@ -445,4 +448,46 @@ pub async fn adopt(rt: &Runtime, b: AdoptBody, path: &str) -> Response<AdminBody
     );
     tracing::info!(identity = %entry.id, tool = %b.tool, kind = %b.kind, "shadow identity adopted into the inventory");
     json(StatusCode::CREATED, j!(entry))
+}
+
+/// Reconciles every AWS tool that has `reconcile_every`, each that often (the first an
+/// interval after start; tools and intervals read again from the current configuration
+/// at every tick, so a reload applies), until `shutdown` turns true.
+pub async fn schedule(rt: Arc<Runtime>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let started = tokio::time::Instant::now();
+    let mut last: HashMap<Arc<str>, tokio::time::Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let due: Vec<Arc<str>> = rt
+            .current()
+            .tools
+            .by_name
+            .iter()
+            .filter_map(|(name, t)| {
+                let Provider::Aws(p) = &t.provider else {
+                    return None;
+                };
+                let every = p.spec().reconcile_every?;
+                let since = last.get(name).copied().unwrap_or(started);
+                (since.elapsed() >= every).then(|| name.clone())
+            })
+            .collect();
+        for tool in due {
+            let path = format!("/inventory/reconcile/{tool}");
+            let answer = tokio::select! {
+                r = reconcile(&rt, &tool, &path, "schedule") => r,
+                _ = shutdown.changed() => return,
+            };
+            if !answer.status().is_success() {
+                tracing::warn!(tool = %tool, status = answer.status().as_u16(),
+                    "scheduled reconcile failed; it runs again at the next interval");
+            }
+            last.insert(tool, tokio::time::Instant::now());
+        }
+    }
 }
