@@ -436,8 +436,12 @@ pub struct AwsSpec {
     pub external_id: Option<String>,
     /// How often the inventory is reconciled with IAM unasked (none: only when asked).
     pub reconcile_every: Option<Duration>,
+    /// A record younger than this is never taken for gone (IAM is eventually consistent).
+    pub reconcile_grace: Duration,
 }
 
+/// How young a record is never taken for gone, unless configured.
+pub const AWS_RECONCILE_GRACE: Duration = Duration::from_secs(600);
 /// The shortest `reconcile_every`.
 pub const AWS_MIN_RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// The shortest (and default) session STS grants.
@@ -2067,6 +2071,7 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
         session_duration,
         external_id: e.external_id.clone(),
         reconcile_every: e.reconcile_every,
+        reconcile_grace: e.reconcile_grace.unwrap_or(AWS_RECONCILE_GRACE),
     }
 }
 
@@ -2078,7 +2083,7 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
     const AWS: &[&str] = &["aws"];
     const OAUTH2: &[&str] = &["oauth2"];
     const GITHUB: &[&str] = &["github_app"];
-    let fields: [(&str, bool, &[&str]); 31] = [
+    let fields: [(&str, bool, &[&str]); 32] = [
         (
             "from_env",
             e.from_env.is_some(),
@@ -2113,6 +2118,7 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
         ("session_duration", e.session_duration.is_some(), AWS),
         ("external_id", e.external_id.is_some(), AWS),
         ("reconcile_every", e.reconcile_every.is_some(), AWS),
+        ("reconcile_grace", e.reconcile_grace.is_some(), AWS),
         ("token_endpoint", e.token_endpoint.is_some(), OAUTH2),
         ("client_id", e.client_id.is_some(), OAUTH2),
         ("client_auth", e.client_auth.is_some(), OAUTH2),

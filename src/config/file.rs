@@ -742,6 +742,10 @@ pub struct CredentialEntry {
     /// only when asked (`keygate inventory reconcile`).
     #[serde(default, with = "humantime_serde")]
     pub reconcile_every: Option<Duration>,
+    /// aws: a record created this recently is never taken for gone by a reconcile (IAM's
+    /// listings are eventually consistent); default 10m.
+    #[serde(default, with = "humantime_serde")]
+    pub reconcile_grace: Option<Duration>,
     /// oauth2: the authorization server's token endpoint.
     pub token_endpoint: Option<String>,
     /// oauth2: keygate's client id at the authorization server.

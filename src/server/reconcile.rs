@@ -11,6 +11,9 @@
 //! - `gone`: in the inventory, not revoked, and no longer at AWS. The record is retired
 //!   (revoked by `reconcile`: its captured secrets deleted, its handles dead at once) and
 //!   each retirement audited (`keygate:inventory.retire`);
+//!   A record younger than `reconcile_grace` (10 minutes unless configured) is only
+//!   counted (`too_recent`): IAM's listings are eventually consistent, and a key created a
+//!   moment ago may not be listed yet;
 //! - `shadow`: at AWS but unknown to keygate (created around it), with its creation date
 //!   and its user's `owner` tag when it has one.
 //!
@@ -221,6 +224,13 @@ pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Respon
     let keys: HashMap<&str, &crate::aws::iam::AccessKey> =
         listing.keys.iter().map(|k| (k.id.as_str(), k)).collect();
 
+    // IAM's listings are eventually consistent: a record this young is not taken for gone.
+    let grace_ms = match &t.provider {
+        Provider::Aws(p) => p.spec().reconcile_grace.as_millis() as i64,
+        _ => 0,
+    };
+    let now = rt.shared.clock.unix_millis();
+    let mut too_recent = 0u64;
     let (mut present, mut gone_entries, mut unchecked) = (Vec::new(), Vec::new(), 0u64);
     for e in &inventory {
         let Some((kind, id)) = compared(e) else {
@@ -242,6 +252,7 @@ pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Respon
                 v["revoked_at"] = j!(e.revoked_at);
                 present.push(v);
             }
+            None if e.revoked_at.is_none() && now - e.created_at < grace_ms => too_recent += 1,
             None if e.revoked_at.is_none() => gone_entries.push(e),
             None => {}
         }
@@ -315,7 +326,7 @@ pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Respon
         .metrics
         .reconciled(tool, shadow.len() as u64, retired);
     let summary = format!(
-        "present {}, gone {} (retired {retired}), shadow {}, unchecked {unchecked}",
+        "present {}, gone {} (retired {retired}), shadow {}, unchecked {unchecked}, too recent {too_recent}",
         present.len(),
         gone.len(),
         shadow.len()
@@ -343,6 +354,7 @@ pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Respon
             "gone": gone,
             "shadow": shadow,
             "unchecked": unchecked,
+            "too_recent": too_recent,
         }),
     )
 }
