@@ -184,7 +184,7 @@ pub fn approval_rows(list: &[serde_json::Value]) -> (Vec<&'static str>, Vec<Vec<
 }
 
 /// The inventory columns, in order: (header, field).
-pub const INVENTORY_COLUMNS: [(&str, &str); 13] = [
+pub const INVENTORY_COLUMNS: [(&str, &str); 17] = [
     ("ID", "id"),
     ("KIND", "kind"),
     ("TOOL", "tool"),
@@ -198,6 +198,10 @@ pub const INVENTORY_COLUMNS: [(&str, &str); 13] = [
     ("APPROVAL", "approval_id"),
     ("CAPTURED", "captured"),
     ("REVOKED", "revoked_at"),
+    ("NOTIFIED", "notified_at"),
+    ("DEACTIVATED", "deactivated_at"),
+    ("RETIRE ATTEMPTS", "retire_attempts"),
+    ("RETIRE ERROR", "retire_error"),
 ];
 
 pub fn inventory_row(e: &serde_json::Value) -> Vec<String> {
@@ -211,6 +215,38 @@ pub fn inventory_row(e: &serde_json::Value) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// Rows of a retirement pass's report for a table: each step due, done or not.
+pub fn retire_rows(report: &serde_json::Value) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let headers = vec![
+        "ACTION",
+        "DONE",
+        "INVENTORY ID",
+        "IDENTIFIER",
+        "OWNER",
+        "REVIEW BY",
+        "ATTEMPTS",
+        "ERROR",
+    ];
+    let rows = report["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                cell(&e["action"]),
+                cell(&e["done"]),
+                cell(&e["id"]),
+                cell(&e["identifier"]),
+                cell(&e["owner"]),
+                time(&e["review_by"]),
+                cell(&e["attempts"]),
+                cell(&e["error"]),
+            ]
+        })
+        .collect();
+    (headers, rows)
 }
 
 /// Rows of a reconcile's report for a table: present, then gone, then shadow.

@@ -220,6 +220,28 @@ enum InventoryCommand {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Run a retirement pass of an AWS tool's access keys now: owners notified ahead of
+    /// the review date, overdue keys deactivated, deactivated ones deleted after the grace.
+    Retire {
+        tool: String,
+        /// Report what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Move an inventory record's review date to a later day.
+    Renew {
+        id: String,
+        /// The new review date, YYYY-MM-DD.
+        #[arg(long)]
+        until: String,
+        /// Who decided to keep it.
+        #[arg(long)]
+        approver: String,
+    },
     /// Record a shadow identity (one a reconcile found) in the inventory.
     Adopt {
         tool: String,
@@ -572,6 +594,56 @@ async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> 
                 let (headers, rows) = admin_client::reconcile_rows(&v);
                 print!("{}", admin_client::table(&headers, &rows));
             }
+            return Ok(());
+        }
+        InventoryCommand::Retire {
+            tool,
+            dry_run,
+            json,
+            by,
+        } => {
+            let v = c
+                .with_timeout(std::time::Duration::from_secs(600))
+                .call(
+                    Method::POST,
+                    &format!("/inventory/retire/{tool}"),
+                    Some(serde_json::json!({"by": by, "dry_run": dry_run})),
+                )
+                .await?;
+            if json {
+                print_json(&v);
+            } else {
+                let (headers, rows) = admin_client::retire_rows(&v);
+                print!("{}", admin_client::table(&headers, &rows));
+                println!(
+                    "{}{} failed",
+                    if dry_run {
+                        "dry run, nothing changed; "
+                    } else {
+                        ""
+                    },
+                    v["failed"]
+                );
+            }
+            return Ok(());
+        }
+        InventoryCommand::Renew {
+            id,
+            until,
+            approver,
+        } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/inventory/{id}/renew"),
+                    Some(serde_json::json!({"until": until, "approver": approver})),
+                )
+                .await?;
+            println!(
+                "{} is due for review on {}",
+                admin_client::terminal_text(&id),
+                admin_client::terminal_text(&admin_client::time(&v["review_by"]))
+            );
             return Ok(());
         }
         InventoryCommand::Adopt {

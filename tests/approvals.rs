@@ -1452,7 +1452,7 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
 async fn cli_lists_the_inventory_as_table_json_and_csv() {
     let e = start("APR_CLI_INV_SECRET", "", "").await;
     let header =
-        "ID,KIND,TOOL,IDENTIFIER,CREATED BY AGENT,APPROVER,OWNER,TICKET,CREATED,REVIEW BY,APPROVAL,CAPTURED,REVOKED";
+        "ID,KIND,TOOL,IDENTIFIER,CREATED BY AGENT,APPROVER,OWNER,TICKET,CREATED,REVIEW BY,APPROVAL,CAPTURED,REVOKED,NOTIFIED,DEACTIVATED,RETIRE ATTEMPTS,RETIRE ERROR";
     let out = cli(&e.gw, &["inventory", "list", "--csv"]).await;
     assert_eq!(succeeded(&out), format!("{header}\n"), "an empty inventory");
 
@@ -1500,9 +1500,9 @@ async fn cli_lists_the_inventory_as_table_json_and_csv() {
     assert!(text.starts_with(&format!("{header}\n")), "{text}");
     let records = parse_csv(text);
     assert_eq!(records.len(), 2, "{text}");
-    assert_eq!(records[0].len(), 13);
+    assert_eq!(records[0].len(), 17);
     let row = &records[1];
-    assert_eq!(row.len(), 13, "{row:?}");
+    assert_eq!(row.len(), 17, "{row:?}");
     assert_eq!(row[0], entry_id);
     assert_eq!(row[1], KIND);
     assert_eq!(row[2], "gh");
@@ -1515,6 +1515,8 @@ async fn cli_lists_the_inventory_as_table_json_and_csv() {
     assert_eq!(row[10], id);
     // A deploy key returns no secret to capture; it is not revoked.
     assert_eq!((row[11].as_str(), row[12].as_str()), ("0", "'-"));
+    // Not noticed, deactivated or failed by a retirement.
+    assert_eq!(row[13..], ["'-", "'-", "0", "'-"], "{row:?}");
 
     let out = cli(&e.gw, &["inventory", "list", "--json", "--csv"]).await;
     assert!(!out.ok, "--json and --csv together");

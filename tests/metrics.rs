@@ -715,6 +715,9 @@ async fn probes_and_metrics_need_no_token_and_gateways_count_apart() {
         "keygate_captured_secrets_total",
         "keygate_inventory_shadow_identities",
         "keygate_inventory_retired_total",
+        "keygate_inventory_identities",
+        "keygate_inventory_overdue_reviews",
+        "keygate_inventory_retire_failures_total",
     ]
     .into_iter()
     .collect();

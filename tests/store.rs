@@ -728,6 +728,115 @@ pub async fn keys_and_captured_secrets_round_trip(store: Arc<dyn Store>) {
     ));
 }
 
+/// A record's review date is renewed only forward and only while it is live; retirement
+/// steps are recorded (notified, failures counted, deactivated clears them).
+pub async fn retirement_steps_and_renewal(store: Arc<dyn Store>) {
+    let new = |id: &str| NewIdentity {
+        kind: "access_key".to_owned(),
+        tool: "aws".to_owned(),
+        operation: "iam:CreateAccessKey".to_owned(),
+        identifier: Some(id.to_owned()),
+        agent_id: "agent-1".to_owned(),
+        approver: None,
+        owner: "carol@example.com".to_owned(),
+        ticket: None,
+        approval_id: None,
+        request_id: "req-1".to_owned(),
+        created_at: T0,
+        review_by: Some(T0 + MINUTE),
+    };
+    let e = store.record_identity(new("AKIA1")).await.unwrap();
+    assert_eq!(
+        (
+            e.notified_at,
+            e.deactivated_at,
+            e.retire_attempts,
+            e.retire_error.clone()
+        ),
+        (None, None, 0, None)
+    );
+    store
+        .retire_step(&e.id, &RetireStep::Notified(T0 + 1))
+        .await
+        .unwrap();
+    for why in ["IAM refused", "IAM refused again"] {
+        store
+            .retire_step(&e.id, &RetireStep::Failed(why.into()))
+            .await
+            .unwrap();
+    }
+    let got = store.inventory().await.unwrap().remove(0);
+    assert_eq!(got.notified_at, Some(T0 + 1));
+    assert_eq!(got.retire_attempts, 2);
+    assert_eq!(got.retire_error.as_deref(), Some("IAM refused again"));
+    // A past or present date is refused; a later one clears the notice and the failures.
+    for past in [T0, T0 + 5] {
+        assert!(matches!(
+            store.renew_identity(&e.id, past, T0 + 5).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    let renewed = store
+        .renew_identity(&e.id, T0 + 60 * MINUTE, T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(renewed.review_by, Some(T0 + 60 * MINUTE));
+    assert_eq!(
+        (
+            renewed.notified_at,
+            renewed.retire_attempts,
+            renewed.retire_error
+        ),
+        (None, 0, None)
+    );
+    assert_eq!(
+        store.inventory().await.unwrap().remove(0).review_by,
+        Some(T0 + 60 * MINUTE)
+    );
+    // Deactivated: the failures cleared, no renewal.
+    store
+        .retire_step(&e.id, &RetireStep::Failed("x".into()))
+        .await
+        .unwrap();
+    store
+        .retire_step(&e.id, &RetireStep::Deactivated(T0 + 7))
+        .await
+        .unwrap();
+    let got = store.inventory().await.unwrap().remove(0);
+    assert_eq!(
+        (got.deactivated_at, got.retire_attempts, got.retire_error),
+        (Some(T0 + 7), 0, None)
+    );
+    assert!(matches!(
+        store.renew_identity(&e.id, T0 + 90 * MINUTE, T0 + 8).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Revoked: no renewal.
+    let other = store.record_identity(new("AKIA2")).await.unwrap();
+    store
+        .revoke_identity(&other.id, "retire", T0 + 9)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .renew_identity(&other.id, T0 + 90 * MINUTE, T0 + 9)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .renew_identity("idn_missing", T0 + 90 * MINUTE, T0)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .retire_step("idn_missing", &RetireStep::Notified(T0))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -769,6 +878,7 @@ both_stores!(
     concurrent_open_approval_creates_one,
     concurrent_consume_succeeds_once,
     keys_and_captured_secrets_round_trip,
+    retirement_steps_and_renewal,
 );
 
 /// A PostgreSQL store on a fresh database of the shared cluster; its URL.
@@ -874,13 +984,17 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
         .fetch_all(&mut c)
         .await
         .unwrap();
-    assert_eq!(versions, [2]);
-    // A database keygate migrated to version 1 is brought to version 2.
+    assert_eq!(versions, [3]);
+    // A database keygate migrated to version 1 is brought to version 3.
     for undo in [
         "DELETE FROM schema_version",
         "INSERT INTO schema_version (version) VALUES (1)",
         "ALTER TABLE approvals DROP COLUMN approvers_needed",
         "ALTER TABLE approvals DROP COLUMN first_approver",
+        "ALTER TABLE inventory DROP COLUMN notified_at",
+        "ALTER TABLE inventory DROP COLUMN deactivated_at",
+        "ALTER TABLE inventory DROP COLUMN retire_attempts",
+        "ALTER TABLE inventory DROP COLUMN retire_error",
     ] {
         sqlx::query(undo).execute(&mut c).await.unwrap();
     }
@@ -890,7 +1004,7 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 3]);
     let needed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.columns \
          WHERE table_name = 'approvals' AND column_name IN ('approvers_needed', 'first_approver')",

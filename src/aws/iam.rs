@@ -2,7 +2,8 @@
 //! `ListAccessKeys` (per user) and `ListUserTags` (per user), over the Query protocol (a
 //! form `POST`, signed with [`super::sign`]), every page (`IsTruncated` / `Marker`), the
 //! XML answers read with `quick-xml`. A refusal, an unreadable answer or a timeout is an
-//! error naming the action and IAM's code, never a credential. Nothing here writes.
+//! error naming the action and IAM's code, never a credential. The only writes are the
+//! retirement's: `UpdateAccessKey` (to `Inactive`) and `DeleteAccessKey`.
 
 use super::sign::{sign, Payload, SigningKey};
 use crate::http_client::HttpClient;
@@ -287,6 +288,31 @@ impl Iam<'_> {
             next(r.is_truncated, r.marker, "ListAccessKeys")
         })
         .await
+    }
+
+    /// Sets the status of `user`'s access key `id` (`Active` or `Inactive`).
+    pub async fn update_access_key(
+        &self,
+        user: &str,
+        id: &str,
+        status: &str,
+    ) -> Result<(), String> {
+        self.call(
+            "UpdateAccessKey",
+            &[("UserName", user), ("AccessKeyId", id), ("Status", status)],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes `user`'s access key `id`.
+    pub async fn delete_access_key(&self, user: &str, id: &str) -> Result<(), String> {
+        self.call(
+            "DeleteAccessKey",
+            &[("UserName", user), ("AccessKeyId", id)],
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The tags of `user`: (key, value).

@@ -438,10 +438,24 @@ pub struct AwsSpec {
     pub reconcile_every: Option<Duration>,
     /// A record younger than this is never taken for gone (IAM is eventually consistent).
     pub reconcile_grace: Duration,
+    /// How often access keys are retired at their review date unasked (none: only when
+    /// asked, `keygate inventory retire`).
+    pub retire_every: Option<Duration>,
+    /// How long before its review date a key's owner is notified.
+    pub retire_notice: Duration,
+    /// How long a deactivated key is kept before it is deleted.
+    pub retire_grace: Duration,
+    /// The scheduled passes only report what they would do.
+    pub retire_dry_run: bool,
 }
 
 /// How young a record is never taken for gone, unless configured.
 pub const AWS_RECONCILE_GRACE: Duration = Duration::from_secs(600);
+/// How often the retirement pass runs with `retire_overdue`, unless configured.
+pub const AWS_RETIRE_EVERY: Duration = Duration::from_secs(3600);
+/// The notice and the grace of a retirement, unless configured.
+pub const AWS_RETIRE_NOTICE: Duration = Duration::from_secs(7 * 86400);
+pub const AWS_RETIRE_GRACE: Duration = Duration::from_secs(7 * 86400);
 /// The shortest `reconcile_every`.
 pub const AWS_MIN_RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// The shortest (and default) session STS grants.
@@ -2061,6 +2075,25 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
             "must be at least 1s (a reconcile lists every IAM user and access key)",
         );
     }
+    if e.retire_every.is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY) {
+        c.error(
+            format!("{key}.retire_every"),
+            "must be at least 1s (a retirement pass lists every IAM user and access key)",
+        );
+    }
+    if !e.retire_overdue {
+        for (field, set) in [
+            ("retire_every", e.retire_every.is_some()),
+            ("retire_dry_run", e.retire_dry_run),
+        ] {
+            if set {
+                c.error(
+                    format!("{key}.{field}"),
+                    "needs retire_overdue = true (it applies to the scheduled retirement)",
+                );
+            }
+        }
+    }
     AwsSpec {
         base,
         role_arn: e.role_arn.clone(),
@@ -2072,6 +2105,12 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
         external_id: e.external_id.clone(),
         reconcile_every: e.reconcile_every,
         reconcile_grace: e.reconcile_grace.unwrap_or(AWS_RECONCILE_GRACE),
+        retire_every: e
+            .retire_overdue
+            .then(|| e.retire_every.unwrap_or(AWS_RETIRE_EVERY)),
+        retire_notice: e.retire_notice.unwrap_or(AWS_RETIRE_NOTICE),
+        retire_grace: e.retire_grace.unwrap_or(AWS_RETIRE_GRACE),
+        retire_dry_run: e.retire_dry_run,
     }
 }
 
@@ -2083,7 +2122,7 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
     const AWS: &[&str] = &["aws"];
     const OAUTH2: &[&str] = &["oauth2"];
     const GITHUB: &[&str] = &["github_app"];
-    let fields: [(&str, bool, &[&str]); 32] = [
+    let fields: [(&str, bool, &[&str]); 37] = [
         (
             "from_env",
             e.from_env.is_some(),
@@ -2119,6 +2158,11 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
         ("external_id", e.external_id.is_some(), AWS),
         ("reconcile_every", e.reconcile_every.is_some(), AWS),
         ("reconcile_grace", e.reconcile_grace.is_some(), AWS),
+        ("retire_overdue", e.retire_overdue, AWS),
+        ("retire_every", e.retire_every.is_some(), AWS),
+        ("retire_notice", e.retire_notice.is_some(), AWS),
+        ("retire_grace", e.retire_grace.is_some(), AWS),
+        ("retire_dry_run", e.retire_dry_run, AWS),
         ("token_endpoint", e.token_endpoint.is_some(), OAUTH2),
         ("client_id", e.client_id.is_some(), OAUTH2),
         ("client_auth", e.client_auth.is_some(), OAUTH2),

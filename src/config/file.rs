@@ -746,6 +746,23 @@ pub struct CredentialEntry {
     /// listings are eventually consistent); default 10m.
     #[serde(default, with = "humantime_serde")]
     pub reconcile_grace: Option<Duration>,
+    /// aws: keygate retires the tool's access keys at their review date by itself: the
+    /// owner notified `retire_notice` ahead, the key deactivated once overdue, deleted
+    /// `retire_grace` later.
+    #[serde(default)]
+    pub retire_overdue: bool,
+    /// aws: how often the retirement pass runs (with `retire_overdue`); default 1h.
+    #[serde(default, with = "humantime_serde")]
+    pub retire_every: Option<Duration>,
+    /// aws: how long before its review date the owner is notified; default 7d.
+    #[serde(default, with = "humantime_serde")]
+    pub retire_notice: Option<Duration>,
+    /// aws: how long a deactivated key is kept before it is deleted; default 7d.
+    #[serde(default, with = "humantime_serde")]
+    pub retire_grace: Option<Duration>,
+    /// aws: the scheduled retirement passes only report what they would do.
+    #[serde(default)]
+    pub retire_dry_run: bool,
     /// oauth2: the authorization server's token endpoint.
     pub token_endpoint: Option<String>,
     /// oauth2: keygate's client id at the authorization server.

@@ -462,6 +462,36 @@ mod tests {
     }
 
     #[test]
+    fn retirement_settings_are_checked() {
+        let aws = |extra: &str| -> Vec<String> {
+            let text = format!(
+                "[[tools]]\nname = \"t\"\nkind = \"aws\"\nupstream = \"http://t.example\"\n\
+                 [tools.credential]\nprovider = \"aws\"\nfrom_env = \"AWS\"\n{extra}\n"
+            );
+            parse(Path::new("k.toml"), &text)
+                .err()
+                .map(|e| e.0.into_iter().map(|e| e.key).collect())
+                .unwrap_or_default()
+        };
+        let ok = "retire_overdue = true\nretire_every = \"1h\"\nretire_notice = \"3d\"\nretire_grace = \"1d\"\nretire_dry_run = true";
+        assert!(aws(ok).is_empty(), "{:?}", aws(ok));
+        assert!(aws("retire_notice = \"3d\"").is_empty());
+        assert_eq!(
+            aws("retire_overdue = true\nretire_every = \"10ms\""),
+            vec!["tools.t.credential.retire_every".to_string()]
+        );
+        assert_eq!(
+            aws("retire_every = \"1h\"\nretire_dry_run = true"),
+            vec![
+                "tools.t.credential.retire_every".to_string(),
+                "tools.t.credential.retire_dry_run".to_string()
+            ]
+        );
+        let k = keys("provider = \"jwt\"\nretire_overdue = true");
+        assert_eq!(k, vec!["tools.t.credential.retire_overdue".to_string()]);
+    }
+
+    #[test]
     fn credentials_go_to_https_or_loopback_urls_without_user_info() {
         let base = "provider = \"oauth2\"\nclient_id = \"c\"\nfrom_env = \"S\"\nscope = \"\"\n";
         for (url, ok) in [

@@ -13,6 +13,7 @@
 //! GET  /approvals/{id}
 //! GET  /inventory                               POST /inventory/{id}/revoke | /share | /reveal
 //! POST /inventory/reconcile/{tool}               POST /inventory/adopt
+//! POST /inventory/retire/{tool}                  POST /inventory/{id}/renew
 //! GET  /agents/suspended                         POST /agents/{id}/suspend | /resume
 //! POST /reload
 //! ```
@@ -154,6 +155,15 @@ struct RevokeBody {
 #[serde(deny_unknown_fields)]
 struct ReconcileBody {
     by: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetireBody {
+    by: Option<String>,
+    /// Report what would be done; change nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -610,6 +620,23 @@ async fn handle(
             };
             let by = b.by.unwrap_or_else(|| "admin".into());
             super::reconcile::reconcile(rt, &tool, &path, &by).await
+        }
+        (Method::POST, ["inventory", "retire", tool]) => {
+            let tool = tool.to_string();
+            let b: RetireBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let by = b.by.unwrap_or_else(|| "admin".into());
+            super::retire::retire(rt, &tool, &path, &by, b.dry_run).await
+        }
+        (Method::POST, ["inventory", id, "renew"]) => {
+            let id = id.to_string();
+            let b: super::retire::RenewBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            super::retire::renew(rt, &id, b, &path).await
         }
         (Method::POST, ["inventory", "adopt"]) => {
             let b: super::reconcile::AdoptBody = match body_json(req).await {

@@ -123,7 +123,9 @@ fn admin_record(
                 "approve" | "deny" => format!("keygate:approval.{}", action.action),
                 "suspend" | "resume" => format!("keygate:agent.{}", action.action),
                 "sign_in" => "keygate:console.sign_in".to_string(),
-                "reconcile" | "retire" | "adopt" => format!("keygate:inventory.{}", action.action),
+                "reconcile" | "retire" | "adopt" | "notify" | "deactivate" | "renew" => {
+                    format!("keygate:inventory.{}", action.action)
+                }
                 other => format!("keygate:captured.{other}"),
             }
             .into(),

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod console;
 pub mod decide;
 pub mod reconcile;
+pub mod retire;
 
 pub use crate::conn::ConnInfo;
 
@@ -70,6 +71,7 @@ pub async fn serve(rt: Arc<Runtime>) -> Result<Running, String> {
     let (admin_addr, admin_task) = admin::serve(rt.clone(), rx.clone()).await?;
     let proxy_task = proxy.map(|p| tokio::spawn(crate::proxy::serve(rt.clone(), p, rx.clone())));
     tokio::spawn(reconcile::schedule(rt.clone(), rx.clone()));
+    tokio::spawn(retire::schedule(rt.clone(), rx.clone()));
     let main_task = tokio::spawn(accept_loop(
         rt.clone(),
         listener,

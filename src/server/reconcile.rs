@@ -58,7 +58,7 @@ const CONCURRENT_CALLS: usize = 8;
 pub const ADOPTED: &str = "(adopted)";
 
 /// The tool's runtime when its provider is `aws`; an error answer otherwise.
-fn aws_tool(
+pub(super) fn aws_tool(
     rt: &Runtime,
     tool: &str,
 ) -> Result<Arc<crate::tools::ToolRuntime>, Box<Response<AdminBody>>> {
@@ -75,7 +75,7 @@ fn aws_tool(
             StatusCode::BAD_REQUEST,
             "not_supported",
             format!(
-                "tool {tool:?}: reconcile and adopt support tools whose credential provider is aws"
+                "tool {tool:?}: reconcile, adopt and retire support tools whose credential provider is aws"
             ),
         )));
     }
@@ -88,9 +88,13 @@ struct Listing {
     keys: Vec<crate::aws::iam::AccessKey>,
 }
 
-/// keygate's credential for the listings, and the endpoint they go to.
-async fn session(
+/// keygate's credential for its own IAM calls (issued for `agent`, with a session policy
+/// allowing `actions`), and the endpoint they go to.
+pub(super) async fn session(
     t: &crate::tools::ToolRuntime,
+    agent: &str,
+    actions: &[&str],
+    policy: &str,
 ) -> Result<
     (
         Arc<crate::credentials::cache::Entry<crate::credentials::aws::AwsCredential>>,
@@ -102,16 +106,16 @@ async fn session(
         return Err("the tool's credential provider is not aws".into());
     };
     let agent = crate::config::Agent {
-        id: AGENT.into(),
+        id: agent.into(),
         owner: "keygate".into(),
         spiffe_id: None,
         issuers: Vec::new(),
         attributes: BTreeMap::new(),
     };
-    let actions: Vec<String> = ACTIONS.iter().map(|a| a.to_string()).collect();
+    let actions: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
     let call = crate::credentials::aws::AwsCall {
         actions: &actions,
-        policy: POLICY,
+        policy,
     };
     let (credential, _) = provider
         .issue(&agent, &call)
@@ -129,7 +133,7 @@ async fn list(
     t: &crate::tools::ToolRuntime,
     shadow_users: impl FnOnce(&Listing) -> BTreeSet<String>,
 ) -> Result<(Listing, HashMap<String, String>), String> {
-    let (credential, endpoint) = session(t).await?;
+    let (credential, endpoint) = session(t, AGENT, &ACTIONS, POLICY).await?;
     let iam = crate::aws::iam::Iam {
         client: &t.client,
         endpoint: &endpoint,

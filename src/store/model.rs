@@ -144,6 +144,25 @@ pub struct InventoryEntry {
     pub revoked_by: Option<String>,
     /// How many captured secrets keygate holds for it.
     pub captured: u32,
+    /// When its owner was told its review date is near (retirement).
+    pub notified_at: Option<Millis>,
+    /// When retirement deactivated it at the tool (it is deleted after the grace).
+    pub deactivated_at: Option<Millis>,
+    /// Retirement steps that failed since the last one that succeeded.
+    pub retire_attempts: u32,
+    /// The last retirement failure (never a secret).
+    pub retire_error: Option<String>,
+}
+
+/// A step of an inventory record's retirement at its review date, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetireStep {
+    /// Its owner was notified (at).
+    Notified(Millis),
+    /// It was deactivated at the tool (at); clears the failures.
+    Deactivated(Millis),
+    /// A step failed: one more attempt, and why.
+    Failed(String),
 }
 
 /// A secret an identity-creation call returned, sealed, and the handle that stands for it
@@ -521,6 +540,21 @@ pub trait Store: Send + Sync + 'static {
     /// record.
     async fn revoke_identity(&self, id: &str, by: &str, now: Millis)
         -> Result<Revoked, StoreError>;
+
+    /// Moves an inventory record's review date to `review_by` (later than `now`), forgets
+    /// that its owner was notified and its retirement failures. [`StoreError::NotFound`]
+    /// when there is no such record; [`StoreError::Conflict`] when it is revoked or
+    /// deactivated, or `review_by` is not after `now`.
+    async fn renew_identity(
+        &self,
+        id: &str,
+        review_by: Millis,
+        now: Millis,
+    ) -> Result<InventoryEntry, StoreError>;
+
+    /// Records a step of a record's retirement. [`StoreError::NotFound`] when there is no
+    /// such record.
+    async fn retire_step(&self, id: &str, step: &RetireStep) -> Result<(), StoreError>;
 
     /// Lets `agent` use the handles of an inventory record; the number of secrets it now
     /// may use.

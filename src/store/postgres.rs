@@ -25,16 +25,16 @@ use tokio::sync::broadcast;
 
 use super::model::{
     new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, CapturedSecret, Change,
-    InventoryEntry, Millis, NewApproval, NewIdentity, PgTarget, Revoked, Sealed, Store, StoreError,
-    Suspension,
+    InventoryEntry, Millis, NewApproval, NewIdentity, PgTarget, RetireStep, Revoked, Sealed, Store,
+    StoreError, Suspension,
 };
 use super::sqlite::{
-    approve_step, db_err, AgentKeyRow, ApprovalRow, ApproveStep, CapturedRow, InventoryRow,
-    SuspensionRow, APPROVAL_COLUMNS, INVENTORY_COLUMNS,
+    approve_step, db_err, renewable, AgentKeyRow, ApprovalRow, ApproveStep, CapturedRow,
+    InventoryRow, SuspensionRow, APPROVAL_COLUMNS, INVENTORY_COLUMNS,
 };
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A transient conflict [`PgStore::try_open_approval`] retries.
 const RETRY: &str = "retry";
@@ -46,6 +46,14 @@ const CHANNEL: &str = "keygate_changes";
 const SCHEMA_V2: &[&str] = &[
     "ALTER TABLE approvals ADD COLUMN approvers_needed BIGINT NOT NULL DEFAULT 1",
     "ALTER TABLE approvals ADD COLUMN first_approver TEXT",
+];
+
+/// Version 3: retirement of inventory records at their review date.
+const SCHEMA_V3: &[&str] = &[
+    "ALTER TABLE inventory ADD COLUMN notified_at BIGINT",
+    "ALTER TABLE inventory ADD COLUMN deactivated_at BIGINT",
+    "ALTER TABLE inventory ADD COLUMN retire_attempts BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE inventory ADD COLUMN retire_error TEXT",
 ];
 
 /// Key of the advisory lock that serializes migrations across replicas.
@@ -407,7 +415,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err(op))?;
-    let steps: [&[&str]; 2] = [SCHEMA_V1, SCHEMA_V2];
+    let steps: [&[&str]; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
     match current {
         Some(v) if v == SCHEMA_VERSION => {}
         Some(v) if v > SCHEMA_VERSION => {
@@ -714,10 +722,14 @@ impl Store for PgStore {
             revoked_at: None,
             revoked_by: None,
             captured: 0,
+            notified_at: None,
+            deactivated_at: None,
+            retire_attempts: 0,
+            retire_error: None,
         };
         sqlx::query(&format!(
             "INSERT INTO inventory ({INVENTORY_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, NULL, NULL, 0, NULL)"
         ))
         .bind(&entry.id)
         .bind(&entry.kind)
@@ -940,6 +952,70 @@ impl Store for PgStore {
             handles,
             already: revoked_at.is_some(),
         })
+    }
+
+    async fn renew_identity(
+        &self,
+        id: &str,
+        review_by: Millis,
+        now: Millis,
+    ) -> Result<InventoryEntry, StoreError> {
+        let op = "renew identity";
+        let mut tx = self.pool.begin().await.map_err(db_err(op))?;
+        let state: Option<(Option<Millis>, Option<Millis>)> = sqlx::query_as(
+            "SELECT revoked_at, deactivated_at FROM inventory WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+        renewable(state, review_by, now)?;
+        sqlx::query(
+            "UPDATE inventory SET review_by = $1, notified_at = NULL, retire_attempts = 0, \
+             retire_error = NULL WHERE id = $2",
+        )
+        .bind(review_by)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+        let row = sqlx::query_as::<_, InventoryRow>(&format!(
+            "SELECT {INVENTORY_COLUMNS}, (SELECT COUNT(*) FROM captured_secrets c \
+             WHERE c.identity_id = inventory.id) AS captured FROM inventory WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+        tx.commit().await.map_err(db_err(op))?;
+        Ok(InventoryEntry::from(row))
+    }
+
+    async fn retire_step(&self, id: &str, step: &RetireStep) -> Result<(), StoreError> {
+        let q = match step {
+            RetireStep::Notified(at) => {
+                sqlx::query("UPDATE inventory SET notified_at = $1 WHERE id = $2").bind(*at)
+            }
+            RetireStep::Deactivated(at) => sqlx::query(
+                "UPDATE inventory SET deactivated_at = $1, retire_attempts = 0, \
+                 retire_error = NULL WHERE id = $2",
+            )
+            .bind(*at),
+            RetireStep::Failed(why) => sqlx::query(
+                "UPDATE inventory SET retire_attempts = retire_attempts + 1, retire_error = $1 \
+                 WHERE id = $2",
+            )
+            .bind(why.clone()),
+        };
+        let done = q
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("record a retirement step"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     async fn share_captured(&self, identity_id: &str, agent: &str) -> Result<u64, StoreError> {

@@ -15,12 +15,12 @@ use sqlx::{FromRow, SqliteConnection};
 
 use super::model::{
     new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, CapturedSecret,
-    InventoryEntry, Millis, NewApproval, NewIdentity, Revoked, Sealed, Shape, Store, StoreError,
-    Suspension,
+    InventoryEntry, Millis, NewApproval, NewIdentity, RetireStep, Revoked, Sealed, Shape, Store,
+    StoreError, Suspension,
 };
 
 /// The schema version this build writes and understands.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1 of the schema. Each statement is idempotent.
 const SCHEMA_V1: &[&str] = &[
@@ -115,6 +115,14 @@ const SCHEMA_V4: &[&str] = &[
     "ALTER TABLE approvals ADD COLUMN first_approver TEXT",
 ];
 
+/// Version 5: retirement of inventory records at their review date.
+const SCHEMA_V5: &[&str] = &[
+    "ALTER TABLE inventory ADD COLUMN notified_at INTEGER",
+    "ALTER TABLE inventory ADD COLUMN deactivated_at INTEGER",
+    "ALTER TABLE inventory ADD COLUMN retire_attempts INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE inventory ADD COLUMN retire_error TEXT",
+];
+
 pub(super) const APPROVAL_COLUMNS: &str = "id, status, agent_id, agent_owner, tool, operation, \
     identity_kind, digest, method, path, policies, request, created_at, pending_expires_at, \
     decided_at, approver, ticket, identity_owner, note, approval_expires_at, review_by, used_at, \
@@ -122,7 +130,8 @@ pub(super) const APPROVAL_COLUMNS: &str = "id, status, agent_id, agent_owner, to
 
 pub(super) const INVENTORY_COLUMNS: &str =
     "id, kind, tool, operation, identifier, agent_id, approver, \
-    owner, ticket, approval_id, request_id, created_at, review_by, revoked_at, revoked_by";
+    owner, ticket, approval_id, request_id, created_at, review_by, revoked_at, revoked_by, \
+    notified_at, deactivated_at, retire_attempts, retire_error";
 
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
@@ -195,10 +204,10 @@ impl SqliteStore {
             .await
             .map_err(db_err("migrate"))?;
         // Each version's statements, applied in order from the one after `current`.
-        let steps: [&[&str]; 4] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+        let steps: [&[&str]; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
         match current {
             Some(v) if v == SCHEMA_VERSION => {}
-            None | Some(1) | Some(2) | Some(3) => {
+            None | Some(1) | Some(2) | Some(3) | Some(4) => {
                 let from = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
                 for statement in steps[from..].iter().copied().flatten() {
                     sqlx::query(statement)
@@ -605,10 +614,14 @@ impl Store for SqliteStore {
             revoked_at: None,
             revoked_by: None,
             captured: 0,
+            notified_at: None,
+            deactivated_at: None,
+            retire_attempts: 0,
+            retire_error: None,
         };
         sqlx::query(&format!(
             "INSERT INTO inventory ({INVENTORY_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, 0, NULL)"
         ))
         .bind(&entry.id)
         .bind(&entry.kind)
@@ -834,6 +847,73 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn renew_identity(
+        &self,
+        id: &str,
+        review_by: Millis,
+        now: Millis,
+    ) -> Result<InventoryEntry, StoreError> {
+        let op = "renew identity";
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err(op))?;
+        let state: Option<(Option<Millis>, Option<Millis>)> =
+            sqlx::query_as("SELECT revoked_at, deactivated_at FROM inventory WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err(op))?;
+        renewable(state, review_by, now)?;
+        sqlx::query(
+            "UPDATE inventory SET review_by = ?, notified_at = NULL, retire_attempts = 0, \
+             retire_error = NULL WHERE id = ?",
+        )
+        .bind(review_by)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+        let row = sqlx::query_as::<_, InventoryRow>(&format!(
+            "SELECT {INVENTORY_COLUMNS}, (SELECT COUNT(*) FROM captured_secrets c \
+             WHERE c.identity_id = inventory.id) AS captured FROM inventory WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err(op))?;
+        tx.commit().await.map_err(db_err(op))?;
+        Ok(InventoryEntry::from(row))
+    }
+
+    async fn retire_step(&self, id: &str, step: &RetireStep) -> Result<(), StoreError> {
+        let q = match step {
+            RetireStep::Notified(at) => {
+                sqlx::query("UPDATE inventory SET notified_at = ? WHERE id = ?").bind(*at)
+            }
+            RetireStep::Deactivated(at) => sqlx::query(
+                "UPDATE inventory SET deactivated_at = ?, retire_attempts = 0, \
+                 retire_error = NULL WHERE id = ?",
+            )
+            .bind(*at),
+            RetireStep::Failed(why) => sqlx::query(
+                "UPDATE inventory SET retire_attempts = retire_attempts + 1, retire_error = ? \
+                 WHERE id = ?",
+            )
+            .bind(why.clone()),
+        };
+        let done = q
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("record a retirement step"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn share_captured(&self, identity_id: &str, agent: &str) -> Result<u64, StoreError> {
         let op = "share captured secret";
         let mut tx = self
@@ -1005,6 +1085,34 @@ pub(super) struct CapturedRow {
     created_at: Millis,
 }
 
+/// Whether a record in `state` (revoked at, deactivated at; None when there is no such
+/// record) may be renewed until `review_by`.
+pub(super) fn renewable(
+    state: Option<(Option<Millis>, Option<Millis>)>,
+    review_by: Millis,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let Some((revoked_at, deactivated_at)) = state else {
+        return Err(StoreError::NotFound);
+    };
+    if revoked_at.is_some() {
+        return Err(StoreError::Conflict(
+            "the identity is revoked: it cannot be renewed".into(),
+        ));
+    }
+    if deactivated_at.is_some() {
+        return Err(StoreError::Conflict(
+            "the identity was deactivated at its review date: it cannot be renewed".into(),
+        ));
+    }
+    if review_by <= now {
+        return Err(StoreError::Conflict(
+            "the new review date is not in the future".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A row of `inventory` ([`INVENTORY_COLUMNS`]).
 #[derive(FromRow)]
 pub(super) struct InventoryRow {
@@ -1023,6 +1131,10 @@ pub(super) struct InventoryRow {
     review_by: Option<Millis>,
     revoked_at: Option<Millis>,
     revoked_by: Option<String>,
+    notified_at: Option<Millis>,
+    deactivated_at: Option<Millis>,
+    retire_attempts: i64,
+    retire_error: Option<String>,
     captured: i64,
 }
 
@@ -1045,6 +1157,10 @@ impl From<InventoryRow> for InventoryEntry {
             revoked_at: r.revoked_at,
             revoked_by: r.revoked_by,
             captured: u32::try_from(r.captured).unwrap_or(0),
+            notified_at: r.notified_at,
+            deactivated_at: r.deactivated_at,
+            retire_attempts: u32::try_from(r.retire_attempts).unwrap_or(u32::MAX),
+            retire_error: r.retire_error,
         }
     }
 }
@@ -1249,6 +1365,10 @@ mod tests {
             "ALTER TABLE inventory DROP COLUMN revoked_by",
             "ALTER TABLE approvals DROP COLUMN approvers_needed",
             "ALTER TABLE approvals DROP COLUMN first_approver",
+            "ALTER TABLE inventory DROP COLUMN notified_at",
+            "ALTER TABLE inventory DROP COLUMN deactivated_at",
+            "ALTER TABLE inventory DROP COLUMN retire_attempts",
+            "ALTER TABLE inventory DROP COLUMN retire_error",
         ] {
             sqlx::query(undo).execute(&store.pool).await.unwrap();
         }

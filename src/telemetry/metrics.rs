@@ -125,6 +125,21 @@ pub struct Metrics {
     /// By tool: the shadow identities the last reconcile found, and the inventory records
     /// reconciles retired.
     reconciled: std::sync::Mutex<std::collections::BTreeMap<String, Reconciled>>,
+    /// By tool: what the last retirement pass counted, and its failures (counted).
+    retirement: std::sync::Mutex<std::collections::BTreeMap<String, Retirement>>,
+}
+
+/// The states of an inventory record a retirement pass counts.
+pub const RETIRE_STATES: [&str; 4] = ["active", "overdue", "deactivated", "retired"];
+
+/// What retirement passes of one tool found.
+#[derive(Default, Clone, Copy)]
+struct Retirement {
+    /// Records by state ([`RETIRE_STATES`]), as the last pass found them.
+    states: [u64; 4],
+    /// Live records past their review date, as the last pass found them.
+    overdue: u64,
+    failures: u64,
 }
 
 /// What reconciles of one tool found.
@@ -213,6 +228,18 @@ impl Metrics {
             let r = m.entry(tool.to_string()).or_default();
             r.shadow = shadow;
             r.retired += retired;
+        }
+    }
+
+    /// A retirement pass of `tool` counted its records by state ([`RETIRE_STATES`]) and
+    /// the live ones past their review date (gauges: the last pass's), and `failures`
+    /// steps failed (counted).
+    pub fn retirement(&self, tool: &str, states: [u64; 4], overdue: u64, failures: u64) {
+        if let Ok(mut m) = self.retirement.lock() {
+            let r = m.entry(tool.to_string()).or_default();
+            r.states = states;
+            r.overdue = overdue;
+            r.failures += failures;
         }
     }
 
@@ -558,6 +585,40 @@ impl Collector for Scrape {
             reconciled
                 .iter()
                 .map(|(tool, r)| ([("tool", tool.as_str())], ConstCounter::new(r.retired))),
+        )?;
+        let retirement: Vec<(String, Retirement)> = s
+            .retirement
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        family(
+            enc,
+            "keygate_inventory_identities",
+            "Inventory records of access keys by state (active, overdue, deactivated, retired), as the last retirement pass of the tool found them.",
+            MetricType::Gauge,
+            retirement.iter().flat_map(|(tool, r)| {
+                RETIRE_STATES.iter().zip(r.states).map(move |(state, v)| {
+                    ([("tool", tool.as_str()), ("state", *state)], ConstGauge::new(v))
+                })
+            }),
+        )?;
+        family(
+            enc,
+            "keygate_inventory_overdue_reviews",
+            "Live inventory records past their review date, as the last retirement pass of the tool found them.",
+            MetricType::Gauge,
+            retirement
+                .iter()
+                .map(|(tool, r)| ([("tool", tool.as_str())], ConstGauge::new(r.overdue))),
+        )?;
+        family(
+            enc,
+            "keygate_inventory_retire_failures",
+            "Retirement steps (notify, deactivate, delete) that failed and are retried at the next pass, by tool.",
+            MetricType::Counter,
+            retirement
+                .iter()
+                .map(|(tool, r)| ([("tool", tool.as_str())], ConstCounter::new(r.failures))),
         )?;
         family(
             enc,

@@ -296,6 +296,7 @@ def main():
     dk.add_argument("name")
     dk.add_argument("key_id")
     sub.add_parser("create-access-key").add_argument("name")
+    sub.add_parser("list-access-keys").add_argument("name")
     sub.add_parser("create-access-key-pair").add_argument("name")
     pp = sub.add_parser("put-user-policy")
     pp.add_argument("name")
@@ -330,6 +331,11 @@ def main():
         )["ResponseMetadata"]["HTTPStatusCode"])
     elif a.cmd == "create-access-key":
         run(lambda: client("iam").create_access_key(UserName=a.name)["AccessKey"]["UserName"])
+    elif a.cmd == "list-access-keys":
+        run(lambda: {
+            k["AccessKeyId"]: k["Status"]
+            for k in client("iam").list_access_keys(UserName=a.name)["AccessKeyMetadata"]
+        })
     elif a.cmd == "create-access-key-pair":
         run(lambda: {
             k: v

@@ -1,0 +1,499 @@
+//! Retiring AWS access keys at their review date, and renewing a review date.
+//!
+//! `POST /inventory/retire/{tool}` (and [`schedule`], every `retire_every` of a tool with
+//! `retire_overdue = true`) takes every inventory record of kind `access_key` of the tool:
+//!
+//! - its review date within `retire_notice` and its owner not yet notified: the owner is
+//!   notified through the approvals webhook (`keygate:inventory.notify`), and that is
+//!   remembered (`notified_at`), once it was delivered;
+//! - its review date passed: the key is deactivated at IAM (`UpdateAccessKey`
+//!   `Status=Inactive`) and the time recorded (`deactivated_at`,
+//!   `keygate:inventory.deactivate`);
+//! - deactivated `retire_grace` ago: the key is deleted at IAM (`DeleteAccessKey`) and the
+//!   record revoked by `retire` (its captured secrets deleted, its handles dead;
+//!   `keygate:inventory.retire`).
+//!
+//! IAM's calls are keygate's own, with a session whose policy allows only
+//! `iam:ListUsers`, `iam:ListAccessKeys` (to find each key's user), `iam:UpdateAccessKey`
+//! and `iam:DeleteAccessKey`. A step that fails changes nothing for that record: it is
+//! counted (`retire_attempts`, `retire_error`, `keygate_inventory_retire_failures_total`),
+//! audited, and tried again at the next pass. A dry run (`?dry_run=true`, or
+//! `retire_dry_run` for the scheduled passes) reports what would be done, and calls
+//! neither IAM nor the webhook and writes nothing.
+//!
+//! `POST /inventory/{id}/renew` moves a live record's review date to a later day
+//! (`keygate:inventory.renew`, by its approver).
+
+use super::decide::{audit_inventory, error, json, store_error, AdminBody};
+use crate::credentials::Provider;
+use crate::gateway::Runtime;
+use crate::store::{InventoryEntry, Millis, RetireStep, StoreError};
+use crate::telemetry::audit_log::AdminAction;
+use http::{Response, StatusCode};
+use serde_json::json as j;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The agent keygate's own retirement calls are issued for (session name, tags).
+const AGENT: &str = "keygate-retire";
+/// The IAM actions a retirement's session may call.
+const ACTIONS: [&str; 4] = [
+    "iam:ListUsers",
+    "iam:ListAccessKeys",
+    "iam:UpdateAccessKey",
+    "iam:DeleteAccessKey",
+];
+/// The session policy allowing exactly [`ACTIONS`].
+const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["iam:ListUsers","iam:ListAccessKeys","iam:UpdateAccessKey","iam:DeleteAccessKey"],"Resource":"*"}]}"#;
+/// Who retires (in the store and the audit log).
+const BY: &str = "retire";
+/// The kind of record retired.
+const KIND: &str = "access_key";
+/// How long the webhook may take.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a pass does to one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Notify,
+    Deactivate,
+    Delete,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Notify => "notify",
+            Step::Deactivate => "deactivate",
+            Step::Delete => "delete",
+        }
+    }
+}
+
+/// The state of a record (an index into [`crate::telemetry::metrics::RETIRE_STATES`]) and
+/// the step due for it.
+fn classify(
+    e: &InventoryEntry,
+    now: Millis,
+    notice: Millis,
+    grace: Millis,
+) -> (usize, Option<Step>) {
+    if e.revoked_at.is_some() {
+        return (3, None);
+    }
+    if let Some(at) = e.deactivated_at {
+        return (2, (now.saturating_sub(at) >= grace).then_some(Step::Delete));
+    }
+    match e.review_by {
+        Some(r) if r <= now => (1, Some(Step::Deactivate)),
+        Some(r) if r - now <= notice && e.notified_at.is_none() => (0, Some(Step::Notify)),
+        _ => (0, None),
+    }
+}
+
+/// keygate's IAM session for the tool and every access key's user, by key id.
+async fn key_users(t: &crate::tools::ToolRuntime) -> Result<HashMap<String, String>, String> {
+    let (credential, endpoint) = super::reconcile::session(t, AGENT, &ACTIONS, POLICY).await?;
+    let iam = crate::aws::iam::Iam {
+        client: &t.client,
+        endpoint: &endpoint,
+        host: &t.tool.upstream.host_header,
+        key: credential.value.signing_key(),
+    };
+    let mut out = HashMap::new();
+    for u in iam.users().await? {
+        for k in iam.access_keys(&u.name).await? {
+            out.insert(k.id, k.user);
+        }
+    }
+    Ok(out)
+}
+
+/// Deactivates or deletes `id` (of `user`) at IAM.
+async fn at_iam(
+    t: &crate::tools::ToolRuntime,
+    step: Step,
+    user: &str,
+    id: &str,
+) -> Result<(), String> {
+    let (credential, endpoint) = super::reconcile::session(t, AGENT, &ACTIONS, POLICY).await?;
+    let iam = crate::aws::iam::Iam {
+        client: &t.client,
+        endpoint: &endpoint,
+        host: &t.tool.upstream.host_header,
+        key: credential.value.signing_key(),
+    };
+    match step {
+        Step::Deactivate => iam.update_access_key(user, id, "Inactive").await,
+        _ => iam.delete_access_key(user, id).await,
+    }
+}
+
+/// Tells the owner, through the approvals webhook, that a key is due for review.
+async fn notify(rt: &Runtime, e: &InventoryEntry) -> Result<(), String> {
+    let settings = rt.current().snapshot.approvals.clone();
+    let Some(url) = settings.webhook_url.clone() else {
+        return Err("no approvals.webhook_url to notify the owner through".into());
+    };
+    let sent = rt.shared.webhooks.allow(settings.webhook_max_per_minute);
+    rt.shared.metrics.webhook_notification(sent);
+    if !sent {
+        return Err("the approval webhook's rate limit was reached".into());
+    }
+    let review = e
+        .review_by
+        .map(|r| {
+            crate::pipeline::audit::rfc3339_millis(
+                std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(r).unwrap_or(0)),
+            )
+        })
+        .unwrap_or_default();
+    let text = format!(
+        "keygate: the {} `{}` of tool `{}` (inventory `{}`, owner {}) is due for review on {review}. \
+         Renew it (`keygate inventory renew {} --until YYYY-MM-DD --approver …`) or it is deactivated then.",
+        e.kind,
+        e.identifier.as_deref().unwrap_or(""),
+        e.tool,
+        e.id,
+        e.owner,
+        e.id,
+    );
+    let body = j!({
+        "text": text,
+        "event": "inventory.review_due",
+        "identity_id": e.id,
+        "tool": e.tool,
+        "kind": e.kind,
+        "identifier": e.identifier,
+        "owner": e.owner,
+        "review_by": e.review_by,
+    })
+    .to_string();
+    let req = http::Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(crate::error::full_body(body))
+        .map_err(|e| format!("cannot build the webhook request: {e}"))?;
+    match tokio::time::timeout(WEBHOOK_TIMEOUT, rt.shared.http.request(req)).await {
+        Ok(Ok(r)) if r.status().is_success() => Ok(()),
+        Ok(Ok(r)) => Err(format!(
+            "the approval webhook refused the notice (HTTP {})",
+            r.status().as_u16()
+        )),
+        Ok(Err(e)) => Err(format!("the approval webhook is unreachable: {e}")),
+        Err(_) => Err("the approval webhook timed out".into()),
+    }
+}
+
+/// `POST /inventory/retire/{tool}`: one retirement pass; `dry_run` changes nothing.
+pub async fn retire(
+    rt: &Runtime,
+    tool: &str,
+    path: &str,
+    by: &str,
+    dry_run: bool,
+) -> Response<AdminBody> {
+    let t = match super::reconcile::aws_tool(rt, tool) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let (notice, grace) = match &t.provider {
+        Provider::Aws(p) => (p.spec().retire_notice, p.spec().retire_grace),
+        _ => return error(StatusCode::BAD_REQUEST, "not_supported", "not an aws tool"),
+    };
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let (notice, grace) = (ms(notice), ms(grace));
+    let all: Vec<InventoryEntry> = match rt.shared.store.inventory().await {
+        Ok(all) => all.into_iter().filter(|e| e.tool == tool).collect(),
+        Err(e) => return store_error(e),
+    };
+    let now = rt.shared.clock.unix_millis();
+    let overdue_reviews = all
+        .iter()
+        .filter(|e| e.revoked_at.is_none() && e.review_by.is_some_and(|r| r <= now))
+        .count() as u64;
+    let keys: Vec<&InventoryEntry> = all.iter().filter(|e| e.kind == KIND).collect();
+    let mut states = [0u64; 4];
+    let mut due = Vec::new();
+    for e in &keys {
+        let (state, step) = classify(e, now, notice, grace);
+        states[state] += 1;
+        if let Some(step) = step {
+            due.push((*e, state, step));
+        }
+    }
+    // Each key's user, listed once, when IAM is to be called.
+    let needs_iam = due.iter().any(|(_, _, s)| *s != Step::Notify);
+    let users: Result<HashMap<String, String>, String> = if needs_iam && !dry_run {
+        key_users(&t).await
+    } else {
+        Ok(HashMap::new())
+    };
+    let mut actions = Vec::new();
+    let mut failures = 0u64;
+    for (e, state, step) in due {
+        let identifier = e.identifier.clone().unwrap_or_default();
+        let mut item = j!({
+            "id": e.id, "kind": e.kind, "identifier": e.identifier, "owner": e.owner,
+            "review_by": e.review_by, "deactivated_at": e.deactivated_at,
+            "action": step.name(), "attempts": e.retire_attempts,
+        });
+        if dry_run {
+            item["done"] = j!(false);
+            actions.push(item);
+            continue;
+        }
+        let outcome: Result<(), String> = match step {
+            Step::Notify => notify(rt, e).await,
+            Step::Deactivate | Step::Delete if identifier.is_empty() => {
+                Err("the record has no access key id".into())
+            }
+            Step::Deactivate | Step::Delete => match &users {
+                Err(why) => Err(format!("the account's keys could not be listed: {why}")),
+                Ok(users) => match (users.get(&identifier), step) {
+                    (Some(user), _) => at_iam(&t, step, user, &identifier).await,
+                    // Deleted already (an earlier pass deleted it and then failed).
+                    (None, Step::Delete) => Ok(()),
+                    (None, _) => Err(format!(
+                        "access key {identifier} is not in the account (a reconcile retires it)"
+                    )),
+                },
+            },
+        };
+        let at = rt.shared.clock.unix_millis();
+        let recorded = match (&outcome, step) {
+            (Ok(()), Step::Notify) => rt
+                .shared
+                .store
+                .retire_step(&e.id, &RetireStep::Notified(at))
+                .await
+                .map(|_| ()),
+            (Ok(()), Step::Deactivate) => rt
+                .shared
+                .store
+                .retire_step(&e.id, &RetireStep::Deactivated(at))
+                .await
+                .map(|_| ()),
+            (Ok(()), Step::Delete) => match rt.shared.store.revoke_identity(&e.id, BY, at).await {
+                Ok(done) => {
+                    rt.shared.vault.forget_identity(&e.id);
+                    for h in &done.handles {
+                        rt.shared.agent_keys.forget(h);
+                    }
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            },
+            (Err(why), _) => {
+                rt.shared
+                    .store
+                    .retire_step(&e.id, &RetireStep::Failed(why.clone()))
+                    .await
+            }
+        };
+        if let Err(err) = recorded {
+            return store_error(err);
+        }
+        let action = match step {
+            Step::Notify => "notify",
+            Step::Deactivate => "deactivate",
+            Step::Delete => "retire",
+        };
+        let status = if outcome.is_ok() { 200 } else { 502 };
+        audit_inventory(
+            rt,
+            path,
+            tool,
+            Some(&e.id),
+            "admin-token",
+            AdminAction {
+                action,
+                by: BY.into(),
+                reason: Some(match &outcome {
+                    Ok(()) => format!(
+                        "access key {identifier}, owner {} (retirement pass run by {by})",
+                        e.owner
+                    ),
+                    Err(why) => {
+                        format!("access key {identifier}: failed, retried at the next pass: {why}")
+                    }
+                }),
+                agent: Some(e.agent_id.clone()),
+                ..Default::default()
+            },
+            status,
+        );
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(identity = %e.id, tool = %tool, action, "retirement step done");
+                item["done"] = j!(true);
+                match step {
+                    Step::Deactivate => {
+                        states[state] -= 1;
+                        states[2] += 1;
+                    }
+                    Step::Delete => {
+                        states[state] -= 1;
+                        states[3] += 1;
+                    }
+                    Step::Notify => {}
+                }
+            }
+            Err(why) => {
+                tracing::warn!(identity = %e.id, tool = %tool, action, "retirement step failed, retried at the next pass: {why}");
+                failures += 1;
+                item["done"] = j!(false);
+                item["error"] = j!(why);
+                item["attempts"] = j!(e.retire_attempts.saturating_add(1));
+            }
+        }
+        actions.push(item);
+    }
+    if !dry_run {
+        rt.shared
+            .metrics
+            .retirement(tool, states, overdue_reviews, failures);
+    }
+    let [active, overdue, deactivated, retired] = states;
+    json(
+        StatusCode::OK,
+        j!({
+            "tool": tool,
+            "dry_run": dry_run,
+            "actions": actions,
+            "failed": failures,
+            "states": {"active": active, "overdue": overdue, "deactivated": deactivated, "retired": retired},
+            "overdue_reviews": overdue_reviews,
+        }),
+    )
+}
+
+/// What `POST /inventory/{id}/renew` is given.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    /// The new review date, `YYYY-MM-DD` (its start, UTC).
+    pub until: String,
+    pub approver: String,
+}
+
+/// The start (UTC) of a `YYYY-MM-DD` day, in milliseconds since the epoch.
+fn day_start(day: &str) -> Option<Millis> {
+    let ok = day.len() == 10 && day.chars().all(|c| c.is_ascii_digit() || c == '-');
+    if !ok {
+        return None;
+    }
+    let t = humantime::parse_rfc3339(&format!("{day}T00:00:00Z")).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
+/// `POST /inventory/{id}/renew`.
+pub async fn renew(rt: &Runtime, id: &str, b: RenewBody, path: &str) -> Response<AdminBody> {
+    let approver = b.approver.trim();
+    if approver.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "approver must not be empty",
+        );
+    }
+    let Some(until) = day_start(b.until.trim()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("until: {:?} is not a date such as 2030-01-31", b.until),
+        );
+    };
+    let now = rt.shared.clock.unix_millis();
+    let entry = match rt.shared.store.renew_identity(id, until, now).await {
+        Ok(e) => e,
+        Err(StoreError::NotFound) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such inventory record",
+            )
+        }
+        Err(e) => return store_error(e),
+    };
+    audit_inventory(
+        rt,
+        path,
+        &entry.tool,
+        Some(&entry.id),
+        "admin-token",
+        AdminAction {
+            action: "renew",
+            by: approver.to_string(),
+            reason: Some(format!("review date moved to {}", b.until.trim())),
+            agent: Some(entry.agent_id.clone()),
+            ..Default::default()
+        },
+        200,
+    );
+    tracing::info!(identity = %entry.id, tool = %entry.tool, "inventory record renewed");
+    json(StatusCode::OK, j!(entry))
+}
+
+/// Runs a retirement pass of every AWS tool with `retire_overdue`, every `retire_every`
+/// (the first an interval after start; read again from the current configuration every
+/// second), until `shutdown` turns true. `retire_dry_run` makes them report only.
+pub async fn schedule(rt: Arc<Runtime>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let started = tokio::time::Instant::now();
+    let mut last: HashMap<Arc<str>, tokio::time::Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let due: Vec<(Arc<str>, bool)> = rt
+            .current()
+            .tools
+            .by_name
+            .iter()
+            .filter_map(|(name, t)| {
+                let Provider::Aws(p) = &t.provider else {
+                    return None;
+                };
+                let every = p.spec().retire_every?;
+                let since = last.get(name).copied().unwrap_or(started);
+                (since.elapsed() >= every).then(|| (name.clone(), p.spec().retire_dry_run))
+            })
+            .collect();
+        for (tool, dry_run) in due {
+            let path = format!("/inventory/retire/{tool}");
+            let answer = tokio::select! {
+                r = retire(&rt, &tool, &path, "schedule", dry_run) => r,
+                _ = shutdown.changed() => return,
+            };
+            if !answer.status().is_success() {
+                tracing::warn!(tool = %tool, status = answer.status().as_u16(),
+                    "scheduled retirement pass failed; it runs again at the next interval");
+            }
+            last.insert(tool, tokio::time::Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dates_are_whole_days() {
+        assert_eq!(day_start("1970-01-02"), Some(86_400_000));
+        for bad in [
+            "1970-1-2",
+            "tomorrow",
+            "1970-01-02T00:00:00Z",
+            "1970-13-01",
+            "",
+        ] {
+            assert_eq!(day_start(bad), None, "{bad}");
+        }
+    }
+}
