@@ -35,6 +35,11 @@ struct Kg {
 /// role's sessions signing, the approvals webhook a [`RawUpstream`]; a key is noticed an
 /// hour ahead of its review date and deleted a minute after it was deactivated.
 async fn start() -> Kg {
+    start_with("").await
+}
+
+/// [`start`] with more lines for `[tools.credential]`.
+async fn start_with(extra: &str) -> Kg {
     logs();
     let hook = RawUpstream::start().await;
     let relay = Relay::to_moto();
@@ -42,7 +47,7 @@ async fn start() -> Kg {
     let base = secret_file(dir.path(), "aws-base.json", &moto().base_credential_json());
     let cfg = format!(
         "[approvals]\nwebhook_url = \"{}/hook\"\n{}[[tools]]\nname = \"aws\"\nkind = \"aws\"\nupstream = {:?}\n\
-         [tools.credential]\nprovider = \"aws\"\nretire_notice = \"1h\"\nretire_grace = \"1m\"\n\
+         [tools.credential]\nprovider = \"aws\"\nretire_notice = \"1h\"\nretire_grace = \"1m\"\n{extra}\
          role_arn = {ROLE_ARN:?}\nsts_endpoint = {:?}\nregion = \"us-east-1\"\n{base}",
         hook.url(),
         agent(AGENT, OWNER),
@@ -434,4 +439,119 @@ async fn a_failed_step_is_counted_and_tried_again() {
         Some(1.0),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn retire_overdue_runs_the_pass_by_itself() {
+    let kg = start_with("retire_overdue = true\nretire_every = \"1s\"\n").await;
+    let user = "rt-scheduled";
+    let (key, id) = kg.key_due_in_a_minute(user).await;
+    kg.gw.advance_clock(2 * MINUTE);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while kg.by_id(&id).await["deactivated_at"].is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not deactivated by the schedule"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(keys_at_moto(user).await[&key], "Inactive");
+    let audit = kg.gw.audit().await;
+    let rec = audit
+        .iter()
+        .find(|r| {
+            r["operation"] == "keygate:inventory.deactivate" && r["inventory_id"] == id.as_str()
+        })
+        .expect("the deactivation audited");
+    assert_eq!(rec["admin"]["by"], "retire", "{rec}");
+    assert!(
+        rec["admin"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("run by schedule"),
+        "{rec}"
+    );
+}
+
+/// Runs `keygate ARGS` against the gateway's admin API (off the runtime's threads).
+async fn cli(gw: &TestGateway, args: &[&str]) -> (bool, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let (url, token, dir) = (
+        format!("http://{}", gw.admin_addr),
+        gw.runtime.shared.admin_token.clone(),
+        gw.dir.path().to_path_buf(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(&args)
+            .env("KEYGATE_ADMIN_URL", url)
+            .env("KEYGATE_ADMIN_TOKEN", token)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_cli_retires_dry_and_renews() {
+    let kg = start().await;
+    let user = "rt-cli";
+    let (key, id) = kg.key_due_in_a_minute(user).await;
+    kg.gw.advance_clock(2 * MINUTE);
+    let (ok, out) = cli(&kg.gw, &["inventory", "retire", "aws", "--dry-run"]).await;
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("{id} not in {out}"));
+    assert!(
+        line.starts_with("deactivate") && line.contains(&key),
+        "{out}"
+    );
+    assert!(out.contains("dry run, nothing changed"), "{out}");
+    assert_eq!(keys_at_moto(user).await[&key], "Active");
+    assert!(kg.by_id(&id).await["deactivated_at"].is_null());
+
+    let until = day_in(10);
+    let (ok, out) = cli(
+        &kg.gw,
+        &[
+            "inventory",
+            "renew",
+            &id,
+            "--until",
+            &until,
+            "--approver",
+            "erin@example.com",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains(&until), "{out}");
+    let (ok, out) = cli(&kg.gw, &["inventory", "retire", "aws"]).await;
+    assert!(ok, "{out}");
+    assert!(!out.contains(&id), "{out}");
+    assert_eq!(keys_at_moto(user).await[&key], "Active");
+    let (ok, out) = cli(
+        &kg.gw,
+        &[
+            "inventory",
+            "renew",
+            &id,
+            "--until",
+            "2001-01-01",
+            "--approver",
+            "e",
+        ],
+    )
+    .await;
+    assert!(!ok, "a past date: {out}");
 }
