@@ -180,7 +180,8 @@ async fn notify(rt: &Runtime, e: &InventoryEntry) -> Result<(), String> {
             "the approval webhook refused the notice (HTTP {})",
             r.status().as_u16()
         )),
-        Ok(Err(e)) => Err(format!("the approval webhook is unreachable: {e}")),
+        // Not the client's error: it may name the webhook's URL, which can hold a secret.
+        Ok(Err(_)) => Err("the approval webhook is unreachable".into()),
         Err(_) => Err("the approval webhook timed out".into()),
     }
 }
@@ -355,6 +356,8 @@ pub async fn retire(
             .retirement(tool, states, overdue_reviews, failures);
     }
     let [active, overdue, deactivated, retired] = states;
+    tracing::info!(tool = %tool, dry_run, by = %by, actions = actions.len(), failures,
+        "retirement pass: active {active}, overdue {overdue}, deactivated {deactivated}, retired {retired}");
     json(
         StatusCode::OK,
         j!({
