@@ -21,6 +21,9 @@
 //! `retire_dry_run` for the scheduled passes) reports what would be done, and calls
 //! neither IAM nor the webhook and writes nothing.
 //!
+//! One pass runs at a time in a process; with several replicas each runs its own (IAM's
+//! steps are idempotent, but an owner may be notified once per replica).
+//!
 //! `POST /inventory/{id}/renew` moves a live record's review date to a later day
 //! (`keygate:inventory.renew`, by its approver).
 
@@ -50,6 +53,9 @@ const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","
 const BY: &str = "retire";
 /// The kind of record retired.
 const KIND: &str = "access_key";
+/// One retirement pass at a time in this process (the scheduled one and one asked for
+/// would otherwise notify an owner twice).
+static PASS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How long the webhook may take.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -202,6 +208,7 @@ pub async fn retire(
         Provider::Aws(p) => (p.spec().retire_notice, p.spec().retire_grace),
         _ => return error(StatusCode::BAD_REQUEST, "not_supported", "not an aws tool"),
     };
+    let _one_at_a_time = PASS.lock().await;
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let (notice, grace) = (ms(notice), ms(grace));
     let all: Vec<InventoryEntry> = match rt.shared.store.inventory().await {
