@@ -506,7 +506,11 @@ async fn the_cli_shares_reveals_rekeys_and_revokes() {
     let id = env.inventory_id().await;
     let (ok, out, err) = cli(&env.gw, &["inventory", "list", "--csv"]).await;
     assert!(ok, "{err}");
-    assert!(out.lines().nth(1).unwrap().ends_with(",1,'-"), "{out}");
+    // Captured 1, not revoked (then no notice, deactivation or retirement failure).
+    assert!(
+        out.lines().nth(1).unwrap().ends_with(",1,'-,'-,'-,0,'-"),
+        "{out}"
+    );
     let (ok, out, err) = cli(&env.gw, &["inventory", "share", &id, "--agent", "a2"]).await;
     assert!(ok && out.contains("a2 may now use"), "{out}{err}");
     let r = env

@@ -738,6 +738,29 @@ mod tests {
     }
 
     #[test]
+    fn retirement_passes_set_the_state_gauges_and_add_to_the_failures() {
+        let m = Arc::new(Metrics::new());
+        let text = m.render(None, AuditQueueStats::default());
+        assert!(!text.contains("keygate_inventory_identities{"), "{text}");
+        m.retirement("aws", [4, 3, 2, 1], 5, 2);
+        m.retirement("aws", [5, 0, 3, 2], 1, 1);
+        let text = m.render(None, AuditQueueStats::default());
+        for line in [
+            "# TYPE keygate_inventory_identities gauge\n",
+            "keygate_inventory_identities{tool=\"aws\",state=\"active\"} 5\n",
+            "keygate_inventory_identities{tool=\"aws\",state=\"overdue\"} 0\n",
+            "keygate_inventory_identities{tool=\"aws\",state=\"deactivated\"} 3\n",
+            "keygate_inventory_identities{tool=\"aws\",state=\"retired\"} 2\n",
+            "# TYPE keygate_inventory_overdue_reviews gauge\n",
+            "keygate_inventory_overdue_reviews{tool=\"aws\"} 1\n",
+            "# TYPE keygate_inventory_retire_failures_total counter\n",
+            "keygate_inventory_retire_failures_total{tool=\"aws\"} 3\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
     fn reconciles_set_the_shadow_gauge_and_add_to_the_retired_counter() {
         let m = Arc::new(Metrics::new());
         let text = m.render(None, AuditQueueStats::default());
