@@ -5,9 +5,10 @@
 //! record revoked by `retire`) after the grace; a renewed key is left alone; a dry run
 //! changes nothing; a step that fails is counted and tried again.
 //!
-//! keygate's clock is moved by a few minutes at most (IAM calls are signed with the
-//! system time, STS's with keygate's; moto's tolerance is wider than that), so the
-//! review dates and the grace are minutes long here.
+//! keygate's clock is moved by a few minutes at most, so the review dates and the grace
+//! are minutes long here: IAM calls are signed with the system time and STS's with
+//! keygate's clock; moto accepted AssumeRole signed a day ahead, but keygate then judges
+//! the session STS issued (expiring by the system time) already expired.
 //!
 //! moto is shared by the tests of this file (one per test binary), so each test names its
 //! own users and looks for them, never for the whole account.
