@@ -41,8 +41,12 @@ async fn start() -> Kg {
 
 /// [`start`] with more lines for `[tools.credential]`.
 async fn start_with(extra: &str) -> Kg {
+    start_hooked(RawUpstream::start().await, extra).await
+}
+
+/// [`start_with`], the approvals webhook `hook`.
+async fn start_hooked(hook: RawUpstream, extra: &str) -> Kg {
     logs();
-    let hook = RawUpstream::start().await;
     let relay = Relay::to_moto();
     let dir = tempfile::tempdir().unwrap();
     let base = secret_file(dir.path(), "aws-base.json", &moto().base_credential_json());
@@ -555,4 +559,32 @@ async fn the_cli_retires_dry_and_renews() {
     )
     .await;
     assert!(!ok, "a past date: {out}");
+}
+
+#[tokio::test]
+async fn a_notice_the_webhook_refuses_is_not_remembered_and_is_sent_again() {
+    let refusing = RawUpstream::with_responder(std::sync::Arc::new(|_: &Received| {
+        (503, Vec::new(), b"down".to_vec())
+    }))
+    .await;
+    let kg = start_hooked(refusing, "").await;
+    let (_, id) = kg.key_due_in_a_minute("rt-hook-down").await;
+    let before = kg.hook.count();
+    for attempt in 1..=2 {
+        let report = kg.retire(false).await;
+        let a = actions_of(&report, &id);
+        assert_eq!(
+            (a[0]["action"].as_str(), a[0]["done"].as_bool()),
+            (Some("notify"), Some(false)),
+            "{report:#}"
+        );
+        assert!(
+            a[0]["error"].as_str().unwrap().contains("HTTP 503"),
+            "{report:#}"
+        );
+        let e = kg.by_id(&id).await;
+        assert!(e["notified_at"].is_null(), "{e}");
+        assert_eq!(e["retire_attempts"], attempt, "{e}");
+        assert_eq!(kg.hook.count(), before + attempt as usize);
+    }
 }
