@@ -900,11 +900,18 @@ async fn open_pg(url: &str, replica: &str) -> Result<Arc<dyn Store>, StoreError>
     .await
 }
 
+/// The next change pushed, past any `Resync` (the warm-up's, still in flight, or the
+/// listener's own after it connects): those are not what the tests look for.
 async fn next_change(rx: &mut tokio::sync::broadcast::Receiver<Change>) -> Change {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("no change pushed within 5 s")
-        .unwrap()
+    loop {
+        let c = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("no change pushed within 5 s")
+            .unwrap();
+        if c != Change::Resync {
+            return c;
+        }
+    }
 }
 
 /// What one replica writes, every other replica on the same database is told at once:
