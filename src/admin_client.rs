@@ -319,7 +319,7 @@ fn csv_cell(s: &str) -> String {
 /// can clear the screen or rewrite a line), and the invisible formatting characters that
 /// reorder or hide text (bidi embeddings, overrides and isolates such as U+202E, zero-width
 /// characters, line and paragraph separators, byte-order mark, tag characters).
-fn acts_on_terminal(c: char) -> bool {
+pub fn acts_on_terminal(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

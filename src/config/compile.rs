@@ -882,18 +882,12 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 fn compile_slack(c: &mut Checker, s: file::SlackSection) -> SlackSettings {
-    let secret = match (&s.signing_secret_file, &s.signing_secret_env) {
-        (Some(f), None) => {
-            let path = c.path(f);
-            std::fs::read_to_string(&path)
-                .map(|t| t.trim().to_string())
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-        }
-        (None, Some(v)) => std::env::var(v)
-            .map(|t| t.trim().to_string())
-            .map_err(|_| format!("environment variable {v} (the Slack signing secret) is not set")),
-        _ => Err("set signing_secret_file or signing_secret_env (one of them)".to_string()),
-    };
+    let secret = read_secret(
+        c,
+        s.signing_secret_file.as_deref(),
+        s.signing_secret_env.as_deref(),
+        "the Slack signing secret",
+    );
     let secret = match secret {
         Ok(t) if t.len() >= 16 => t,
         Ok(_) => {

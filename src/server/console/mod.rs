@@ -886,23 +886,56 @@ fn inventory_filter(state: Option<String>) -> String {
     }
 }
 
+/// The inventory records the filter keeps (text `q`, `state`), the filter as applied,
+/// and the time they were judged at.
+struct Filtered {
+    rows: Vec<InventoryEntry>,
+    q: String,
+    state: String,
+    now: i64,
+}
+
+async fn filtered_inventory(
+    rt: &Runtime,
+    viewer: &Viewer<'_>,
+    q: Option<String>,
+    state: Option<String>,
+) -> Result<Filtered, Response<AdminBody>> {
+    let all = rt
+        .shared
+        .store
+        .inventory()
+        .await
+        .map_err(|e| store_problem(Some(viewer), e))?;
+    let now = rt.shared.clock.unix_millis();
+    let q = q.unwrap_or_default();
+    let state = inventory_filter(state);
+    let rows = all
+        .into_iter()
+        .filter(|e| matches(e, &q, &state, now))
+        .collect();
+    Ok(Filtered {
+        rows,
+        q,
+        state,
+        now,
+    })
+}
+
 async fn inventory_page(
     rt: &Runtime,
     viewer: &Viewer<'_>,
     q: Option<String>,
     state: Option<String>,
 ) -> Response<AdminBody> {
-    let all = match rt.shared.store.inventory().await {
-        Ok(a) => a,
-        Err(e) => return store_problem(Some(viewer), e),
+    let f = match filtered_inventory(rt, viewer, q, state).await {
+        Ok(f) => f,
+        Err(r) => return r,
     };
-    let now = rt.shared.clock.unix_millis();
-    let q = q.unwrap_or_default();
-    let state = inventory_filter(state);
-    let rows: Vec<&InventoryEntry> = all.iter().filter(|e| matches(e, &q, &state, now)).collect();
+    let rows: Vec<&InventoryEntry> = f.rows.iter().collect();
     page(
         StatusCode::OK,
-        pages::inventory(viewer, &rows, &q, &state, now),
+        pages::inventory(viewer, &rows, &f.q, &f.state, f.now),
     )
 }
 
@@ -921,13 +954,10 @@ async fn inventory_csv(
     q: Option<String>,
     state: Option<String>,
 ) -> Response<AdminBody> {
-    let all = match rt.shared.store.inventory().await {
-        Ok(a) => a,
-        Err(e) => return store_problem(Some(viewer), e),
+    let Filtered { rows, now, .. } = match filtered_inventory(rt, viewer, q, state).await {
+        Ok(f) => f,
+        Err(r) => return r,
     };
-    let now = rt.shared.clock.unix_millis();
-    let q = q.unwrap_or_default();
-    let state = inventory_filter(state);
     // Every cell quoted: a separator inside one (`;` in some locales) cannot split it.
     let mut w = csv::WriterBuilder::new()
         .quote_style(csv::QuoteStyle::Always)
@@ -949,7 +979,7 @@ async fn inventory_csv(
         "revoked_at",
         "revoked_by",
     ]);
-    for e in all.iter().filter(|e| matches(e, &q, &state, now)) {
+    for e in &rows {
         let created = pages::time(e.created_at);
         let review = e.review_by.map(pages::time).unwrap_or_default();
         let revoked = e.revoked_at.map(pages::time).unwrap_or_default();

@@ -109,13 +109,13 @@ pub fn problem(viewer: Option<&Viewer<'_>>, code: &str, message: &str) -> Markup
     )
 }
 
-/// `s` with what could mislead a reader shown as `\u{..}`: control characters (line
-/// breaks kept when `lines`), bidirectional overrides and isolates, zero-width characters.
+/// `s` with what could mislead a reader shown as `\u{..}`: every character that
+/// [acts on a terminal](crate::admin_client::acts_on_terminal) — controls (line breaks and
+/// tabs kept when `lines`), bidi overrides and isolates, zero-width characters — is
+/// escaped rather than removed, so the page still shows that it was there.
 pub fn visible(s: &str, lines: bool) -> std::borrow::Cow<'_, str> {
-    let hidden = |c: char| {
-        (c.is_control() && !(lines && (c == '\n' || c == '\t')))
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
-    };
+    let hidden =
+        |c: char| crate::admin_client::acts_on_terminal(c) && !(lines && (c == '\n' || c == '\t'));
     if !s.chars().any(hidden) {
         return s.into();
     }
