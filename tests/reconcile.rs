@@ -132,22 +132,6 @@ impl Kg {
     }
 }
 
-/// boto3 acting directly on moto, around keygate: a session of the agents' role, assumed
-/// with keygate's base key.
-async fn around_keygate() -> AwsEnv {
-    let m = moto();
-    let url = format!("http://{}", m.addr);
-    let base = AwsEnv::new(&url, &m.base_access_key_id, &m.base_secret_access_key);
-    let s = base.boto(&["assume-role", ROLE_ARN]).await.unwrap();
-    let mut env = AwsEnv::new(
-        &url,
-        s["access_key_id"].as_str().unwrap(),
-        s["secret_access_key"].as_str().unwrap(),
-    );
-    env.session_token = Some(s["session_token"].as_str().unwrap().to_string());
-    env
-}
-
 /// The approval id in an `approval_required` message: `... (approval_id: <id>)`.
 fn approval_id_in(message: &str) -> String {
     let at = message
@@ -216,7 +200,7 @@ async fn reconcile_finds_present_shadow_and_gone_and_retires_what_is_gone() {
     let _ = kept;
 
     // Around keygate: a tagged user with a key, an untagged user; the doomed key deleted.
-    let aws = around_keygate().await;
+    let aws = role_session_at_moto().await;
     let tagged = "rc-shadow-tagged";
     let untagged = "rc-shadow-untagged";
     aws.boto(&[
@@ -348,7 +332,7 @@ async fn reconcile_finds_present_shadow_and_gone_and_retires_what_is_gone() {
 #[tokio::test]
 async fn an_adopted_shadow_key_is_present_at_the_next_reconcile() {
     let kg = start(true).await;
-    let aws = around_keygate().await;
+    let aws = role_session_at_moto().await;
     let user = "rc-adopt-me";
     aws.boto(&["create-user", user, "--tag", "owner=erin@example.com"])
         .await
@@ -457,7 +441,7 @@ async fn a_reconcile_that_cannot_list_the_account_changes_nothing() {
     );
 
     // A key that may list the users but not their keys: the same.
-    let aws = around_keygate().await;
+    let aws = role_session_at_moto().await;
     let lister = "rc-lists-users-only";
     aws.boto(&["create-user", lister]).await.unwrap();
     aws.boto(&["put-user-policy", lister, "iam:ListUsers"])

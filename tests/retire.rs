@@ -158,24 +158,9 @@ impl Kg {
     }
 }
 
-/// boto3 acting directly on moto: a session of the agents' role.
-async fn at_moto() -> AwsEnv {
-    let m = moto();
-    let url = format!("http://{}", m.addr);
-    let base = AwsEnv::new(&url, &m.base_access_key_id, &m.base_secret_access_key);
-    let s = base.boto(&["assume-role", ROLE_ARN]).await.unwrap();
-    let mut env = AwsEnv::new(
-        &url,
-        s["access_key_id"].as_str().unwrap(),
-        s["secret_access_key"].as_str().unwrap(),
-    );
-    env.session_token = Some(s["session_token"].as_str().unwrap().to_string());
-    env
-}
-
 /// The keys of `user` in moto: id → status.
 async fn keys_at_moto(user: &str) -> Value {
-    at_moto()
+    role_session_at_moto()
         .await
         .boto(&["list-access-keys", user])
         .await

@@ -765,3 +765,19 @@ fn clean_env(cmd: &mut Command, home: &Path) {
         .env("AWS_RETRY_MODE", "standard")
         .env("AWS_PAGER", "");
 }
+
+/// boto3 acting directly on moto, around keygate: a session of the agents' role, assumed
+/// with keygate's base key.
+pub async fn role_session_at_moto() -> AwsEnv {
+    let m = moto();
+    let url = format!("http://{}", m.addr);
+    let base = AwsEnv::new(&url, &m.base_access_key_id, &m.base_secret_access_key);
+    let s = base.boto(&["assume-role", ROLE_ARN]).await.unwrap();
+    let mut env = AwsEnv::new(
+        &url,
+        s["access_key_id"].as_str().unwrap(),
+        s["secret_access_key"].as_str().unwrap(),
+    );
+    env.session_token = Some(s["session_token"].as_str().unwrap().to_string());
+    env
+}
