@@ -149,14 +149,7 @@ impl Kg {
 
     /// The admin listener's `/metrics` text.
     async fn metrics(&self) -> String {
-        let auth = bearer(&self.gw.runtime.shared.admin_token);
-        Client::http1()
-            .get(
-                &format!("http://{}/metrics", self.gw.admin_addr),
-                &[("authorization", &auth)],
-            )
-            .await
-            .text()
+        self.gw.metrics().await
     }
 }
 
@@ -276,19 +269,6 @@ fn assert_signed_by_sessions(relay: &Relay, agent_key: &str) -> Vec<Exchange> {
     let called: BTreeSet<String> = calls.iter().map(Exchange::action).collect();
     assert_eq!(scoped, called, "one session scope per action called");
     calls
-}
-
-/// The approval id in an `approval_required` message: `... (approval_id: <id>)`.
-fn approval_id_in(message: &str) -> String {
-    let at = message
-        .find("approval_id: ")
-        .unwrap_or_else(|| panic!("no approval id in {message:?}"))
-        + "approval_id: ".len();
-    message[at..]
-        .split(|c: char| c == ')' || c.is_whitespace())
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 async fn approve(gw: &TestGateway, id: &str) {

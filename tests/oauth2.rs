@@ -169,14 +169,7 @@ impl Kg {
 
     /// The admin listener's `/metrics` text.
     async fn metrics(&self) -> String {
-        let auth = bearer(&self.gw.runtime.shared.admin_token);
-        Client::http1()
-            .get(
-                &format!("http://{}/metrics", self.gw.admin_addr),
-                &[("authorization", &auth)],
-            )
-            .await
-            .text()
+        self.gw.metrics().await
     }
 }
 

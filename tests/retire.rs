@@ -147,14 +147,7 @@ impl Kg {
     }
 
     async fn metrics(&self) -> String {
-        let auth = bearer(&self.gw.runtime.shared.admin_token);
-        Client::http1()
-            .get(
-                &format!("http://{}/metrics", self.gw.admin_addr),
-                &[("authorization", &auth)],
-            )
-            .await
-            .text()
+        self.gw.metrics().await
     }
 }
 
@@ -165,19 +158,6 @@ async fn keys_at_moto(user: &str) -> Value {
         .boto(&["list-access-keys", user])
         .await
         .unwrap()
-}
-
-/// The approval id in an `approval_required` message: `... (approval_id: <id>)`.
-fn approval_id_in(message: &str) -> String {
-    let at = message
-        .find("approval_id: ")
-        .unwrap_or_else(|| panic!("no approval id in {message:?}"))
-        + "approval_id: ".len();
-    message[at..]
-        .split(|c: char| c == ')' || c.is_whitespace())
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// The report's actions about the inventory record `id`.

@@ -781,3 +781,16 @@ pub async fn role_session_at_moto() -> AwsEnv {
     env.session_token = Some(s["session_token"].as_str().unwrap().to_string());
     env
 }
+
+/// The approval id in an `approval_required` message: `... (approval_id: <id>)`.
+pub fn approval_id_in(message: &str) -> String {
+    let at = message
+        .find("approval_id: ")
+        .unwrap_or_else(|| panic!("no approval id in {message:?}"))
+        + "approval_id: ".len();
+    message[at..]
+        .split(|c: char| c == ')' || c.is_whitespace())
+        .next()
+        .unwrap()
+        .to_string()
+}

@@ -438,6 +438,18 @@ impl TestGateway {
     }
 
     /// The audit records written so far (waits briefly for the writer).
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let auth = bearer(&self.runtime.shared.admin_token);
+        Client::http1()
+            .get(
+                &format!("http://{}/metrics", self.admin_addr),
+                &[("authorization", &auth)],
+            )
+            .await
+            .text()
+    }
+
     pub async fn audit(&self) -> Vec<serde_json::Value> {
         self.runtime.shared.audit.close().await;
         std::fs::read_to_string(&self.audit_path)
