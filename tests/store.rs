@@ -837,6 +837,86 @@ pub async fn retirement_steps_and_renewal(store: Arc<dyn Store>) {
     ));
 }
 
+/// A review-date notice is claimed by exactly one of many concurrent callers (replicas);
+/// the claim reads as not notified, is released when the notice was not delivered, lapses
+/// after its lease, and is replaced by the delivery.
+pub async fn a_notice_is_claimed_by_one_replica(store: Arc<dyn Store>) {
+    const LEASE: i64 = 60_000;
+    let e = store
+        .record_identity(NewIdentity {
+            kind: "deploy_key".to_owned(),
+            tool: "github".to_owned(),
+            operation: "github:create_deploy_key".to_owned(),
+            identifier: Some("4201".to_owned()),
+            agent_id: "agent-1".to_owned(),
+            approver: None,
+            owner: "carol@example.com".to_owned(),
+            ticket: None,
+            approval_id: None,
+            request_id: "req-1".to_owned(),
+            created_at: T0,
+            review_by: Some(T0 + MINUTE),
+        })
+        .await
+        .unwrap();
+    let claims = (0..8).map(|_| {
+        let (store, id) = (store.clone(), e.id.clone());
+        tokio::spawn(async move { store.claim_notice(&id, T0 + 1, LEASE).await.unwrap() })
+    });
+    let won: Vec<bool> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    // Held: read as not notified; nobody else claims it within the lease.
+    assert_eq!(store.inventory().await.unwrap()[0].notified_at, None);
+    assert!(!store.claim_notice(&e.id, T0 + LEASE, LEASE).await.unwrap());
+    // Released (the webhook refused): claimed again at once.
+    store.release_notice(&e.id, T0 + 1).await.unwrap();
+    assert!(store.claim_notice(&e.id, T0 + 2, LEASE).await.unwrap());
+    // A release of a claim another replica took over leaves it alone.
+    store.release_notice(&e.id, T0 + 1).await.unwrap();
+    assert!(!store.claim_notice(&e.id, T0 + 3, LEASE).await.unwrap());
+    // A claim whose holder went away lapses after the lease.
+    assert!(store
+        .claim_notice(&e.id, T0 + 2 + LEASE, LEASE)
+        .await
+        .unwrap());
+    // Delivered: notified, never claimed again.
+    store
+        .retire_step(&e.id, &RetireStep::Notified(T0 + 3 + LEASE))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.inventory().await.unwrap()[0].notified_at,
+        Some(T0 + 3 + LEASE)
+    );
+    assert!(!store
+        .claim_notice(&e.id, T0 + 10 * LEASE, LEASE)
+        .await
+        .unwrap());
+    // Renewed: a notice is due again, and claimed once.
+    store
+        .renew_identity(&e.id, T0 + 90 * MINUTE, T0 + 10 * LEASE)
+        .await
+        .unwrap();
+    assert!(store
+        .claim_notice(&e.id, T0 + 11 * LEASE, LEASE)
+        .await
+        .unwrap());
+    // Revoked or missing: nothing to claim.
+    store
+        .revoke_identity(&e.id, "retire", T0 + 12 * LEASE)
+        .await
+        .unwrap();
+    assert!(!store
+        .claim_notice(&e.id, T0 + 20 * LEASE, LEASE)
+        .await
+        .unwrap());
+    assert!(!store.claim_notice("idn_missing", T0, LEASE).await.unwrap());
+}
+
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -879,6 +959,7 @@ both_stores!(
     concurrent_consume_succeeds_once,
     keys_and_captured_secrets_round_trip,
     retirement_steps_and_renewal,
+    a_notice_is_claimed_by_one_replica,
 );
 
 /// A PostgreSQL store on a fresh database of the shared cluster; its URL.
@@ -898,6 +979,42 @@ async fn open_pg(url: &str, replica: &str) -> Result<Arc<dyn Store>, StoreError>
         replica,
     )
     .await
+}
+
+/// Two replicas on one database, each claiming the same notice many times at once: one
+/// claim in all wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_claim_a_notice_once() {
+    let (a, url) = pg_store("replica-a").await;
+    let b = open_pg(&url, "replica-b").await.unwrap();
+    let e = a
+        .record_identity(NewIdentity {
+            kind: "access_key".to_owned(),
+            tool: "aws".to_owned(),
+            operation: "iam:CreateAccessKey".to_owned(),
+            identifier: Some("AKIA1".to_owned()),
+            agent_id: "agent-1".to_owned(),
+            approver: None,
+            owner: "carol@example.com".to_owned(),
+            ticket: None,
+            approval_id: None,
+            request_id: "req-1".to_owned(),
+            created_at: T0,
+            review_by: Some(T0 + MINUTE),
+        })
+        .await
+        .unwrap();
+    let claims = (0..16).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let id = e.id.clone();
+        tokio::spawn(async move { store.claim_notice(&id, T0 + 1, 60_000).await.unwrap() })
+    });
+    let won = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1);
 }
 
 /// The next change pushed, past any `Resync` (the warm-up's, still in flight, or the

@@ -2061,33 +2061,7 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
             "must be between 15m (the least STS grants) and 12h",
         );
     }
-    if e.reconcile_every
-        .is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY)
-    {
-        c.error(
-            format!("{key}.reconcile_every"),
-            "must be at least 1s (a reconcile lists every IAM user and access key)",
-        );
-    }
-    if e.retire_every.is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY) {
-        c.error(
-            format!("{key}.retire_every"),
-            "must be at least 1s (a retirement pass lists every IAM user and access key)",
-        );
-    }
-    if !e.retire_overdue {
-        for (field, set) in [
-            ("retire_every", e.retire_every.is_some()),
-            ("retire_dry_run", e.retire_dry_run),
-        ] {
-            if set {
-                c.error(
-                    format!("{key}.{field}"),
-                    "needs retire_overdue = true (it applies to the scheduled retirement)",
-                );
-            }
-        }
-    }
+    check_lifecycle(c, key, e);
     AwsSpec {
         base,
         role_arn: e.role_arn.clone(),
@@ -2108,6 +2082,37 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
     }
 }
 
+/// Checks the reconcile and retirement settings (aws and github_app alike).
+pub(super) fn check_lifecycle(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
+    if e.reconcile_every
+        .is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY)
+    {
+        c.error(
+            format!("{key}.reconcile_every"),
+            "must be at least 1s (a reconcile lists every identity at the tool)",
+        );
+    }
+    if e.retire_every.is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY) {
+        c.error(
+            format!("{key}.retire_every"),
+            "must be at least 1s (a retirement pass lists every identity at the tool)",
+        );
+    }
+    if !e.retire_overdue {
+        for (field, set) in [
+            ("retire_every", e.retire_every.is_some()),
+            ("retire_dry_run", e.retire_dry_run),
+        ] {
+            if set {
+                c.error(
+                    format!("{key}.{field}"),
+                    "needs retire_overdue = true (it applies to the scheduled retirement)",
+                );
+            }
+        }
+    }
+}
+
 /// Refuses a field set for a provider it does not apply to: every field of a credential
 /// section, and the providers that read it.
 fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
@@ -2116,7 +2121,9 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
     const AWS: &[&str] = &["aws"];
     const OAUTH2: &[&str] = &["oauth2"];
     const GITHUB: &[&str] = &["github_app"];
-    let fields: [(&str, bool, &[&str]); 37] = [
+    // Reconciled and retired: AWS access keys, GitHub deploy keys.
+    const LIFECYCLE: &[&str] = &["aws", "github_app"];
+    let fields: [(&str, bool, &[&str]); 38] = [
         (
             "from_env",
             e.from_env.is_some(),
@@ -2150,13 +2157,19 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
         ("region", e.region.is_some(), AWS),
         ("session_duration", e.session_duration.is_some(), AWS),
         ("external_id", e.external_id.is_some(), AWS),
-        ("reconcile_every", e.reconcile_every.is_some(), AWS),
-        ("reconcile_grace", e.reconcile_grace.is_some(), AWS),
-        ("retire_overdue", e.retire_overdue, AWS),
-        ("retire_every", e.retire_every.is_some(), AWS),
-        ("retire_notice", e.retire_notice.is_some(), AWS),
+        ("reconcile_every", e.reconcile_every.is_some(), LIFECYCLE),
+        ("reconcile_grace", e.reconcile_grace.is_some(), LIFECYCLE),
+        (
+            "reconcile_repositories",
+            !e.reconcile_repositories.is_empty(),
+            GITHUB,
+        ),
+        ("retire_overdue", e.retire_overdue, LIFECYCLE),
+        ("retire_every", e.retire_every.is_some(), LIFECYCLE),
+        ("retire_notice", e.retire_notice.is_some(), LIFECYCLE),
+        // A deploy key has no inactive state to wait in: it is deleted at once.
         ("retire_grace", e.retire_grace.is_some(), AWS),
-        ("retire_dry_run", e.retire_dry_run, AWS),
+        ("retire_dry_run", e.retire_dry_run, LIFECYCLE),
         ("token_endpoint", e.token_endpoint.is_some(), OAUTH2),
         ("client_id", e.client_id.is_some(), OAUTH2),
         ("client_auth", e.client_auth.is_some(), OAUTH2),

@@ -738,29 +738,36 @@ pub struct CredentialEntry {
     pub session_duration: Option<Duration>,
     /// aws: the `ExternalId` the role's trust policy asks for.
     pub external_id: Option<String>,
-    /// aws: how often keygate reconciles the tool's inventory with IAM by itself; absent:
-    /// only when asked (`keygate inventory reconcile`).
+    /// aws, github_app: how often keygate reconciles the tool's inventory with IAM (the
+    /// deploy keys of `reconcile_repositories`) by itself; absent: only when asked
+    /// (`keygate inventory reconcile`).
     #[serde(default, with = "humantime_serde")]
     pub reconcile_every: Option<Duration>,
-    /// aws: a record created this recently is never taken for gone by a reconcile (IAM's
-    /// listings are eventually consistent); default 10m.
+    /// aws, github_app: a record created this recently is never taken for gone by a
+    /// reconcile (IAM's listings are eventually consistent); default 10m.
     #[serde(default, with = "humantime_serde")]
     pub reconcile_grace: Option<Duration>,
-    /// aws: keygate retires the tool's access keys at their review date by itself: the
-    /// owner notified `retire_notice` ahead, the key deactivated once overdue, deleted
-    /// `retire_grace` later.
+    /// github_app: the repositories (`owner/name`) whose deploy keys a reconcile lists,
+    /// and where retirement looks for a deploy key whose repository it cannot tell.
+    #[serde(default)]
+    pub reconcile_repositories: Vec<String>,
+    /// aws, github_app: keygate retires the tool's access keys (deploy keys) at their
+    /// review date by itself: the owner notified `retire_notice` ahead, the key
+    /// deactivated once overdue and deleted `retire_grace` later (a deploy key: deleted
+    /// once overdue).
     #[serde(default)]
     pub retire_overdue: bool,
-    /// aws: how often the retirement pass runs (with `retire_overdue`); default 1h.
+    /// aws, github_app: how often the retirement pass runs (with `retire_overdue`);
+    /// default 1h.
     #[serde(default, with = "humantime_serde")]
     pub retire_every: Option<Duration>,
-    /// aws: how long before its review date the owner is notified; default 7d.
+    /// aws, github_app: how long before its review date the owner is notified; default 7d.
     #[serde(default, with = "humantime_serde")]
     pub retire_notice: Option<Duration>,
     /// aws: how long a deactivated key is kept before it is deleted; default 7d.
     #[serde(default, with = "humantime_serde")]
     pub retire_grace: Option<Duration>,
-    /// aws: the scheduled retirement passes only report what they would do.
+    /// aws, github_app: the scheduled retirement passes only report what they would do.
     #[serde(default)]
     pub retire_dry_run: bool,
     /// oauth2: the authorization server's token endpoint.

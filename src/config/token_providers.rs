@@ -99,6 +99,19 @@ pub struct GithubAppSpec {
     pub default_permissions: Option<Permissions>,
     /// By operation name (the tool's own routes).
     pub operations: BTreeMap<String, Permissions>,
+    /// How often the deploy keys are reconciled unasked (none: only when asked).
+    pub reconcile_every: Option<std::time::Duration>,
+    /// A record younger than this is never taken for gone.
+    pub reconcile_grace: std::time::Duration,
+    /// The repositories (`owner/name`) whose deploy keys a reconcile lists.
+    pub reconcile_repositories: Vec<String>,
+    /// How often deploy keys are retired at their review date unasked (none: only when
+    /// asked).
+    pub retire_every: Option<std::time::Duration>,
+    /// How long before its review date a key's owner is notified.
+    pub retire_notice: std::time::Duration,
+    /// The scheduled passes only report what they would do.
+    pub retire_dry_run: bool,
 }
 
 /// A URL keygate sends a credential to (a client secret, an assertion, the App JWT):
@@ -363,6 +376,19 @@ pub(super) fn compile_github_app(
             None => c.error(format!("{k}.permissions"), "is required"),
         }
     }
+    super::compile::check_lifecycle(c, key, e);
+    let mut reconcile_repositories = Vec::new();
+    for r in &e.reconcile_repositories {
+        match r.split_once('/') {
+            Some((o, n)) if is_repo_name(o) && is_repo_name(n) => {
+                reconcile_repositories.push(r.clone())
+            }
+            _ => c.error(
+                format!("{key}.reconcile_repositories"),
+                format!("{r:?} is not a repository such as \"octo/hello\""),
+            ),
+        }
+    }
     GithubAppSpec {
         app_id,
         private_key_file,
@@ -371,7 +397,27 @@ pub(super) fn compile_github_app(
         api_url: api_url.trim_end_matches('/').to_string(),
         default_permissions,
         operations,
+        reconcile_every: e.reconcile_every,
+        reconcile_grace: e
+            .reconcile_grace
+            .unwrap_or(super::compile::AWS_RECONCILE_GRACE),
+        reconcile_repositories,
+        retire_every: e
+            .retire_overdue
+            .then(|| e.retire_every.unwrap_or(super::compile::AWS_RETIRE_EVERY)),
+        retire_notice: e.retire_notice.unwrap_or(super::compile::AWS_RETIRE_NOTICE),
+        retire_dry_run: e.retire_dry_run,
     }
+}
+
+/// Whether a repository's owner or name is one GitHub allows.
+fn is_repo_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]

@@ -153,6 +153,11 @@ impl GithubAppProvider {
         })
     }
 
+    /// The tool's settings.
+    pub fn spec(&self) -> &GithubAppSpec {
+        &self.spec
+    }
+
     /// The installation token for one call: `operation` by name, `path` relative to the
     /// API root.
     pub async fn issue(

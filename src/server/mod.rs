@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod console;
 pub mod decide;
+pub mod deploy_keys;
 pub mod reconcile;
 pub mod retire;
 

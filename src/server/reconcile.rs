@@ -39,6 +39,7 @@ use http::{Response, StatusCode};
 use serde_json::json as j;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The agent keygate's own listings are issued for (session name, tags).
 const AGENT: &str = "keygate-reconcile";
@@ -48,8 +49,18 @@ const ACTIONS: [&str; 3] = ["iam:ListUsers", "iam:ListAccessKeys", "iam:ListUser
 const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["iam:ListUsers","iam:ListAccessKeys","iam:ListUserTags"],"Resource":"*"}]}"#;
 /// The tag of an IAM user that names its owner.
 const OWNER_TAG: &str = "owner";
-/// The kinds a reconcile compares, and an adoption may record.
+/// The kinds a reconcile of an AWS tool compares, and an adoption may record.
 pub const KINDS: [&str; 2] = ["user", "access_key"];
+/// The kinds a reconcile of a GitHub App tool compares, and an adoption may record.
+pub const GITHUB_KINDS: [&str; 1] = ["deploy_key"];
+
+/// The kinds a reconcile of the tool compares.
+fn kinds_of(p: &Provider) -> &'static [&'static str] {
+    match p {
+        Provider::GithubApp(_) => &GITHUB_KINDS,
+        _ => &KINDS,
+    }
+}
 /// Who retires an identity that is gone.
 const RETIRED_BY: &str = "reconcile";
 /// How many IAM calls of one reconcile are in flight at once.
@@ -57,11 +68,55 @@ const CONCURRENT_CALLS: usize = 8;
 /// The agent an adopted identity is recorded for.
 pub const ADOPTED: &str = "(adopted)";
 
-/// The tool's runtime when its provider is `aws`; an error answer otherwise.
-pub(super) fn aws_tool(
+/// A tool's reconcile and retirement settings, whatever its provider.
+#[derive(Debug, Clone)]
+pub(super) struct Lifecycle {
+    pub reconcile_every: Option<Duration>,
+    pub reconcile_grace: Duration,
+    pub retire_every: Option<Duration>,
+    pub retire_notice: Duration,
+    /// How long a deactivated identity waits before it is deleted; `None`: it is deleted
+    /// at once (a GitHub deploy key has no inactive state).
+    pub retire_grace: Option<Duration>,
+    pub retire_dry_run: bool,
+}
+
+/// The settings of a tool whose identities keygate reconciles and retires: `aws` (IAM
+/// users and access keys) and `github_app` (deploy keys).
+pub(super) fn lifecycle(p: &Provider) -> Option<Lifecycle> {
+    match p {
+        Provider::Aws(p) => {
+            let s = p.spec();
+            Some(Lifecycle {
+                reconcile_every: s.reconcile_every,
+                reconcile_grace: s.reconcile_grace,
+                retire_every: s.retire_every,
+                retire_notice: s.retire_notice,
+                retire_grace: Some(s.retire_grace),
+                retire_dry_run: s.retire_dry_run,
+            })
+        }
+        Provider::GithubApp(p) => {
+            let s = p.spec();
+            Some(Lifecycle {
+                reconcile_every: s.reconcile_every,
+                reconcile_grace: s.reconcile_grace,
+                retire_every: s.retire_every,
+                retire_notice: s.retire_notice,
+                retire_grace: None,
+                retire_dry_run: s.retire_dry_run,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The tool's runtime when its provider is `aws` or `github_app`; an error answer
+/// otherwise.
+pub(super) fn lifecycle_tool(
     rt: &Runtime,
     tool: &str,
-) -> Result<Arc<crate::tools::ToolRuntime>, Box<Response<AdminBody>>> {
+) -> Result<(Arc<crate::tools::ToolRuntime>, Lifecycle), Box<Response<AdminBody>>> {
     let gw = rt.current();
     let Some(t) = gw.tools.by_name.get(tool).cloned() else {
         return Err(Box::new(error(
@@ -70,16 +125,16 @@ pub(super) fn aws_tool(
             format!("no tool {tool:?} in the configuration"),
         )));
     };
-    if !matches!(t.provider, Provider::Aws(_)) {
-        return Err(Box::new(error(
+    match lifecycle(&t.provider) {
+        Some(l) => Ok((t, l)),
+        None => Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "not_supported",
             format!(
-                "tool {tool:?}: reconcile, adopt and retire support tools whose credential provider is aws"
+                "tool {tool:?}: reconcile, adopt and retire support tools whose credential provider is aws or github_app"
             ),
-        )));
+        ))),
     }
-    Ok(t)
 }
 
 /// What IAM says exists: the users and every user's access keys.
@@ -171,32 +226,29 @@ async fn list(
     Ok((listing, owners))
 }
 
-/// Whether an inventory record is one a reconcile compares: its kind and identifier.
-fn compared(e: &InventoryEntry) -> Option<(&str, &str)> {
+/// Whether an inventory record is one a reconcile compares (of `kinds`): its kind and
+/// identifier.
+fn compared<'e>(e: &'e InventoryEntry, kinds: &[&str]) -> Option<(&'e str, &'e str)> {
     let id = e.identifier.as_deref()?;
-    KINDS
+    kinds
         .contains(&e.kind.as_str())
         .then_some((e.kind.as_str(), id))
 }
 
-/// `POST /inventory/reconcile/{tool}`.
-pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Response<AdminBody> {
-    let t = match aws_tool(rt, tool) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
-    // Read first: whatever the listing then misses existed before it began.
-    let inventory: Vec<InventoryEntry> = match rt.shared.store.inventory().await {
-        Ok(all) => all.into_iter().filter(|e| e.tool == tool).collect(),
-        Err(e) => return store_error(e),
-    };
-    let known: HashSet<(String, String)> = inventory
-        .iter()
-        .filter_map(compared)
-        .map(|(k, i)| (k.to_string(), i.to_string()))
-        .collect();
-    let is_known = |kind: &str, id: &str| known.contains(&(kind.to_string(), id.to_string()));
-    let listed = list(&t, |l| {
+/// What exists at the tool: what a reconcile shows of each identity it found, by kind and
+/// identifier, and the ones keygate does not know (shadow).
+struct Observed {
+    found: HashMap<(String, String), serde_json::Value>,
+    shadow: Vec<serde_json::Value>,
+}
+
+/// The IAM users and access keys of the account, the shadow ones with their user's
+/// `owner` tag.
+async fn observe_aws(
+    t: &crate::tools::ToolRuntime,
+    is_known: &(dyn Fn(&str, &str) -> bool + Sync),
+) -> Result<Observed, String> {
+    let (listing, owners) = list(t, |l| {
         let mut users: BTreeSet<String> = l
             .users
             .iter()
@@ -211,9 +263,100 @@ pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Respon
         );
         users
     })
-    .await;
-    let (listing, owners) = match listed {
-        Ok(l) => l,
+    .await?;
+    let mut found = HashMap::new();
+    let mut shadow = Vec::new();
+    for u in &listing.users {
+        found.insert(
+            ("user".to_string(), u.name.clone()),
+            j!({"created": u.created}),
+        );
+        if !is_known("user", &u.name) {
+            shadow.push(j!({
+                "kind": "user", "identifier": u.name, "user": u.name, "created": u.created,
+                "owner": owners.get(&u.name),
+            }));
+        }
+    }
+    for k in &listing.keys {
+        found.insert(
+            ("access_key".to_string(), k.id.clone()),
+            j!({"created": k.created, "user": k.user, "status": k.status}),
+        );
+        if !is_known("access_key", &k.id) {
+            shadow.push(j!({
+                "kind": "access_key", "identifier": k.id, "user": k.user, "status": k.status,
+                "created": k.created, "owner": owners.get(&k.user),
+            }));
+        }
+    }
+    Ok(Observed { found, shadow })
+}
+
+/// The deploy keys of the tool's `reconcile_repositories` (every page of each); a shadow
+/// key's only owner hint is its title (and who added it, when GitHub says).
+async fn observe_github(
+    t: &crate::tools::ToolRuntime,
+    repositories: &[String],
+    is_known: &(dyn Fn(&str, &str) -> bool + Sync),
+) -> Result<Observed, String> {
+    let mut found = HashMap::new();
+    let mut shadow = Vec::new();
+    for r in repositories {
+        for k in super::deploy_keys::list(t, r).await? {
+            let id = k.id.to_string();
+            let v = j!({"created": k.created, "repository": k.repository, "title": k.title,
+                "read_only": k.read_only, "added_by": k.added_by});
+            if !is_known("deploy_key", &id) {
+                let mut s = v.clone();
+                s["kind"] = j!("deploy_key");
+                s["identifier"] = j!(id);
+                s["owner"] = j!(k.title);
+                shadow.push(s);
+            }
+            found.insert(("deploy_key".to_string(), id), v);
+        }
+    }
+    Ok(Observed { found, shadow })
+}
+
+/// `POST /inventory/reconcile/{tool}`.
+pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Response<AdminBody> {
+    let (t, settings) = match lifecycle_tool(rt, tool) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let repositories = match &t.provider {
+        Provider::GithubApp(p) if p.spec().reconcile_repositories.is_empty() => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "not_configured",
+                format!(
+                    "tool {tool:?}: a GitHub reconcile lists the deploy keys of the repositories in the credential's reconcile_repositories (e.g. [\"octo/hello\"]), and it has none"
+                ),
+            )
+        }
+        Provider::GithubApp(p) => Some(p.spec().reconcile_repositories.clone()),
+        _ => None,
+    };
+    let kinds = kinds_of(&t.provider);
+    // Read first: whatever the listing then misses existed before it began.
+    let inventory: Vec<InventoryEntry> = match rt.shared.store.inventory().await {
+        Ok(all) => all.into_iter().filter(|e| e.tool == tool).collect(),
+        Err(e) => return store_error(e),
+    };
+    let known: HashSet<(String, String)> = inventory
+        .iter()
+        .filter_map(|e| compared(e, kinds))
+        .map(|(k, i)| (k.to_string(), i.to_string()))
+        .collect();
+    let is_known = |kind: &str, id: &str| known.contains(&(kind.to_string(), id.to_string()));
+    let observed = match &repositories {
+        Some(r) => observe_github(&t, r, &is_known).await,
+        None => observe_aws(&t, &is_known).await,
+    };
+    let Observed { found, shadow } = match observed {
+        Ok(o) => o,
         Err(e) => {
             tracing::warn!(tool = %tool, "reconcile failed, nothing changed: {e}");
             return error(
@@ -223,31 +366,19 @@ pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Respon
             );
         }
     };
-    let users: HashMap<&str, &crate::aws::iam::User> =
-        listing.users.iter().map(|u| (u.name.as_str(), u)).collect();
-    let keys: HashMap<&str, &crate::aws::iam::AccessKey> =
-        listing.keys.iter().map(|k| (k.id.as_str(), k)).collect();
 
-    // IAM's listings are eventually consistent: a record this young is not taken for gone.
-    let grace_ms = match &t.provider {
-        Provider::Aws(p) => p.spec().reconcile_grace.as_millis() as i64,
-        _ => 0,
-    };
+    // Listings may be eventually consistent (IAM's are): a record this young is not taken
+    // for gone.
+    let grace_ms = i64::try_from(settings.reconcile_grace.as_millis()).unwrap_or(i64::MAX);
     let now = rt.shared.clock.unix_millis();
     let mut too_recent = 0u64;
     let (mut present, mut gone_entries, mut unchecked) = (Vec::new(), Vec::new(), 0u64);
     for e in &inventory {
-        let Some((kind, id)) = compared(e) else {
+        let Some((kind, id)) = compared(e, kinds) else {
             unchecked += 1;
             continue;
         };
-        let found = match kind {
-            "user" => users.get(id).map(|u| j!({"created": u.created})),
-            _ => keys
-                .get(id)
-                .map(|k| j!({"created": k.created, "user": k.user, "status": k.status})),
-        };
-        match found {
+        match found.get(&(kind.to_string(), id.to_string())).cloned() {
             Some(mut v) => {
                 v["id"] = j!(e.id);
                 v["kind"] = j!(kind);
@@ -260,23 +391,6 @@ pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Respon
             None if e.revoked_at.is_none() => gone_entries.push(e),
             None => {}
         }
-    }
-    let mut shadow = Vec::new();
-    for u in listing.users.iter().filter(|u| !is_known("user", &u.name)) {
-        shadow.push(j!({
-            "kind": "user", "identifier": u.name, "user": u.name, "created": u.created,
-            "owner": owners.get(&u.name),
-        }));
-    }
-    for k in listing
-        .keys
-        .iter()
-        .filter(|k| !is_known("access_key", &k.id))
-    {
-        shadow.push(j!({
-            "kind": "access_key", "identifier": k.id, "user": k.user, "status": k.status,
-            "created": k.created, "owner": owners.get(&k.user),
-        }));
     }
 
     let mut gone = Vec::new();
@@ -380,9 +494,10 @@ pub struct AdoptBody {
 /// `POST /inventory/adopt`: a shadow identity recorded in the inventory. Refused when a
 /// record of it that is not revoked exists already (409).
 pub async fn adopt(rt: &Runtime, b: AdoptBody, path: &str) -> Response<AdminBody> {
-    if let Err(r) = aws_tool(rt, &b.tool) {
-        return *r;
-    }
+    let kinds = match lifecycle_tool(rt, &b.tool) {
+        Ok((t, _)) => kinds_of(&t.provider),
+        Err(r) => return *r,
+    };
     let (identifier, owner, approver) = (b.identifier.trim(), b.owner.trim(), b.approver.trim());
     if identifier.is_empty() || owner.is_empty() || approver.is_empty() {
         return error(
@@ -391,11 +506,18 @@ pub async fn adopt(rt: &Runtime, b: AdoptBody, path: &str) -> Response<AdminBody
             "identifier, owner and approver must not be empty",
         );
     }
-    if !KINDS.contains(&b.kind.as_str()) {
+    if !kinds.contains(&b.kind.as_str()) {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!("kind must be one of {}", KINDS.join(", ")),
+            format!("kind must be one of {}", kinds.join(", ")),
+        );
+    }
+    if b.kind == "deploy_key" && identifier.parse::<u64>().is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a deploy key's identifier is its id, a number",
         );
     }
     let review_after = rt.current().snapshot.approvals.review_after;
@@ -418,7 +540,7 @@ pub async fn adopt(rt: &Runtime, b: AdoptBody, path: &str) -> Response<AdminBody
             let dup = all.iter().find(|e| {
                 e.tool == b.tool
                     && e.revoked_at.is_none()
-                    && compared(e) == Some((b.kind.as_str(), identifier))
+                    && compared(e, kinds) == Some((b.kind.as_str(), identifier))
             });
             if let Some(e) = dup {
                 return store_error(StoreError::Conflict(format!(
@@ -485,10 +607,7 @@ pub async fn schedule(rt: Arc<Runtime>, mut shutdown: tokio::sync::watch::Receiv
             .by_name
             .iter()
             .filter_map(|(name, t)| {
-                let Provider::Aws(p) = &t.provider else {
-                    return None;
-                };
-                let every = p.spec().reconcile_every?;
+                let every = lifecycle(&t.provider)?.reconcile_every?;
                 let since = last.get(name).copied().unwrap_or(started);
                 (since.elapsed() >= every).then(|| name.clone())
             })

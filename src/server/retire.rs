@@ -51,13 +51,18 @@ const ACTIONS: [&str; 4] = [
 const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["iam:ListUsers","iam:ListAccessKeys","iam:UpdateAccessKey","iam:DeleteAccessKey"],"Resource":"*"}]}"#;
 /// Who retires (in the store and the audit log).
 const BY: &str = "retire";
-/// The kind of record retired.
-const KIND: &str = "access_key";
 /// One retirement pass at a time in this process (the scheduled one and one asked for
 /// would otherwise notify an owner twice).
 static PASS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How long the webhook may take.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a replica's claim to send a notice holds: another replica takes it over
+/// after this (the claiming one stopped while sending). Far longer than the webhook may
+/// take.
+const NOTICE_LEASE: Duration = Duration::from_secs(60);
+/// Kinds a GitHub App's installation token cannot delete (a user's own keys): reported,
+/// never retired.
+const USER_KEYS: [&str; 2] = ["ssh_key", "gpg_key"];
 
 /// What a pass does to one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,24 +83,183 @@ impl Step {
 }
 
 /// The state of a record (an index into [`crate::telemetry::metrics::RETIRE_STATES`]) and
-/// the step due for it.
+/// the step due for it. Without a `grace` an overdue record is deleted at once (it has
+/// no inactive state to wait in).
 fn classify(
     e: &InventoryEntry,
     now: Millis,
     notice: Millis,
-    grace: Millis,
+    grace: Option<Millis>,
 ) -> (usize, Option<Step>) {
     if e.revoked_at.is_some() {
         return (3, None);
     }
     if let Some(at) = e.deactivated_at {
-        return (2, (now.saturating_sub(at) >= grace).then_some(Step::Delete));
+        let due = grace.is_none_or(|g| now.saturating_sub(at) >= g);
+        return (2, due.then_some(Step::Delete));
     }
     match e.review_by {
-        Some(r) if r <= now => (1, Some(Step::Deactivate)),
+        Some(r) if r <= now && grace.is_some() => (1, Some(Step::Deactivate)),
+        Some(r) if r <= now => (1, Some(Step::Delete)),
         Some(r) if r - now <= notice && e.notified_at.is_none() => (0, Some(Step::Notify)),
         _ => (0, None),
     }
+}
+
+/// What retires a tool's identities at its provider: each provider's kind of record, and
+/// what it takes to deactivate and delete one there.
+enum Retirer<'a> {
+    /// AWS access keys (kind `access_key`): deactivated at IAM, deleted after the grace.
+    /// Each key's user, listed once per pass when IAM is to be called.
+    AwsAccessKeys {
+        t: &'a crate::tools::ToolRuntime,
+        users: Option<Result<HashMap<String, String>, String>>,
+    },
+    /// GitHub deploy keys (kind `deploy_key`): deleted at once with keygate's installation
+    /// token (`administration: write` on the one repository). A key's repository is the
+    /// one its approved creating call named, else found by listing the tool's
+    /// `reconcile_repositories` (once per pass).
+    GithubDeployKeys {
+        t: &'a crate::tools::ToolRuntime,
+        repositories: Vec<String>,
+        listed: Option<Result<HashMap<u64, String>, String>>,
+    },
+}
+
+impl<'a> Retirer<'a> {
+    fn of(t: &'a crate::tools::ToolRuntime) -> Option<Retirer<'a>> {
+        match &t.provider {
+            Provider::Aws(_) => Some(Retirer::AwsAccessKeys { t, users: None }),
+            Provider::GithubApp(p) => Some(Retirer::GithubDeployKeys {
+                t,
+                repositories: p.spec().reconcile_repositories.clone(),
+                listed: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The kind of record it retires.
+    fn kind(&self) -> &'static str {
+        match self {
+            Retirer::AwsAccessKeys { .. } => "access_key",
+            Retirer::GithubDeployKeys { .. } => "deploy_key",
+        }
+    }
+
+    /// How the kind is named to people.
+    fn noun(&self) -> &'static str {
+        match self {
+            Retirer::AwsAccessKeys { .. } => "access key",
+            Retirer::GithubDeployKeys { .. } => "deploy key",
+        }
+    }
+
+    /// What happens to the identity at its review date, for the owner's notice.
+    fn fate(&self) -> &'static str {
+        match self {
+            Retirer::AwsAccessKeys { .. } => "deactivated",
+            Retirer::GithubDeployKeys { .. } => "deleted",
+        }
+    }
+
+    /// Why an overdue record of another kind of this tool is not retired.
+    fn not_retired(&self, kind: &str) -> String {
+        match self {
+            Retirer::GithubDeployKeys { .. } if USER_KEYS.contains(&kind) => format!(
+                "a user's {kind}: a GitHub App's installation token cannot delete it; its user must (with their own token), then renew or revoke the record"
+            ),
+            _ => format!(
+                "keygate retires only the {}s of this tool; review it by hand",
+                self.noun()
+            ),
+        }
+    }
+
+    /// Deactivates or deletes the identity `e` at the tool. `Ok` when it is done (a
+    /// deploy key already gone is done).
+    async fn step(&mut self, rt: &Runtime, e: &InventoryEntry, step: Step) -> Result<(), String> {
+        let identifier = e.identifier.clone().unwrap_or_default();
+        if identifier.is_empty() {
+            return Err(format!("the record has no {} id", self.noun()));
+        }
+        match self {
+            Retirer::AwsAccessKeys { t, users } => {
+                if users.is_none() {
+                    *users = Some(key_users(t).await);
+                }
+                match users
+                    .as_ref()
+                    .map(|u| (u, u.as_ref().map(|u| u.get(&identifier))))
+                {
+                    Some((_, Err(why))) => {
+                        Err(format!("the account's keys could not be listed: {why}"))
+                    }
+                    Some((_, Ok(Some(user)))) => at_iam(t, step, user, &identifier).await,
+                    // Deleted already (an earlier pass deleted it and then failed).
+                    Some((_, Ok(None))) if step == Step::Delete => Ok(()),
+                    _ => Err(format!(
+                        "access key {identifier} is not in the account (a reconcile retires it)"
+                    )),
+                }
+            }
+            Retirer::GithubDeployKeys {
+                t,
+                repositories,
+                listed,
+            } => {
+                let Ok(id) = identifier.parse::<u64>() else {
+                    return Err(format!("{identifier:?} is not a deploy key id"));
+                };
+                let repository = match creating_repository(rt, e).await? {
+                    Some(r) => r,
+                    None => {
+                        if listed.is_none() {
+                            *listed = Some(list_deploy_keys(t, repositories).await);
+                        }
+                        match listed.as_ref().map(|l| l.as_ref().map(|l| l.get(&id))) {
+                            Some(Ok(Some(r))) => r.clone(),
+                            Some(Err(why)) => return Err(why.clone()),
+                            _ => {
+                                return Err(format!(
+                                    "deploy key {id} was created without an approval naming its repository, and is in none of reconcile_repositories"
+                                ))
+                            }
+                        }
+                    }
+                };
+                super::deploy_keys::delete(t, &repository, id)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
+/// The repository a deploy key was created in, as the approval of its creating call
+/// recorded it (`None`: pre-approved by a policy, or adopted).
+async fn creating_repository(rt: &Runtime, e: &InventoryEntry) -> Result<Option<String>, String> {
+    let Some(approval) = &e.approval_id else {
+        return Ok(None);
+    };
+    match rt.shared.store.approval(approval).await {
+        Ok(a) => Ok(a.and_then(|a| super::deploy_keys::repository_of_path(&a.path))),
+        Err(e) => Err(format!("the approval of the record could not be read: {e}")),
+    }
+}
+
+/// Every deploy key of `repositories`: key id → repository.
+async fn list_deploy_keys(
+    t: &crate::tools::ToolRuntime,
+    repositories: &[String],
+) -> Result<HashMap<u64, String>, String> {
+    let mut out = HashMap::new();
+    for r in repositories {
+        for k in super::deploy_keys::list(t, r).await? {
+            out.insert(k.id, k.repository);
+        }
+    }
+    Ok(out)
 }
 
 /// keygate's IAM session for the tool and every access key's user, by key id.
@@ -136,8 +300,9 @@ async fn at_iam(
     }
 }
 
-/// Tells the owner, through the approvals webhook, that a key is due for review.
-async fn notify(rt: &Runtime, e: &InventoryEntry) -> Result<(), String> {
+/// Tells the owner, through the approvals webhook, that an identity is due for review
+/// (and what happens to it then: `fate`).
+async fn notify(rt: &Runtime, e: &InventoryEntry, fate: &str) -> Result<(), String> {
     let settings = rt.current().snapshot.approvals.clone();
     let Some(url) = settings.webhook_url.clone() else {
         return Err("no approvals.webhook_url to notify the owner through".into());
@@ -157,7 +322,7 @@ async fn notify(rt: &Runtime, e: &InventoryEntry) -> Result<(), String> {
         .unwrap_or_default();
     let text = format!(
         "keygate: the {} `{}` of tool `{}` (inventory `{}`, owner {}) is due for review on {review}. \
-         Renew it (`keygate inventory renew {} --until YYYY-MM-DD --approver …`) or it is deactivated then.",
+         Renew it (`keygate inventory renew {} --until YYYY-MM-DD --approver …`) or it is {fate} then.",
         e.kind,
         e.identifier.as_deref().unwrap_or(""),
         e.tool,
@@ -192,6 +357,36 @@ async fn notify(rt: &Runtime, e: &InventoryEntry) -> Result<(), String> {
     }
 }
 
+/// What notifying an owner came to.
+enum Noticed {
+    Sent(Millis),
+    /// Another replica holds the claim to send it.
+    Claimed,
+}
+
+/// Notifies the owner once across replicas: the notice is claimed in the store first
+/// (exactly one replica wins), and the claim released when the webhook refuses it.
+async fn notify_once(rt: &Runtime, e: &InventoryEntry, fate: &str) -> Result<Noticed, String> {
+    let store = &rt.shared.store;
+    let claimed_at = rt.shared.clock.unix_millis();
+    let lease = i64::try_from(NOTICE_LEASE.as_millis()).unwrap_or(i64::MAX);
+    match store.claim_notice(&e.id, claimed_at, lease).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(Noticed::Claimed),
+        Err(err) => return Err(format!("the notice could not be claimed: {err}")),
+    }
+    match notify(rt, e, fate).await {
+        Ok(()) => Ok(Noticed::Sent(rt.shared.clock.unix_millis())),
+        Err(why) => {
+            if let Err(err) = store.release_notice(&e.id, claimed_at).await {
+                // The claim lapses after the lease: the next pass after it sends again.
+                tracing::warn!(identity = %e.id, "the notice's claim could not be released: {err}");
+            }
+            Err(why)
+        }
+    }
+}
+
 /// `POST /inventory/retire/{tool}`: one retirement pass; `dry_run` changes nothing.
 pub async fn retire(
     rt: &Runtime,
@@ -200,43 +395,49 @@ pub async fn retire(
     by: &str,
     dry_run: bool,
 ) -> Response<AdminBody> {
-    let t = match super::reconcile::aws_tool(rt, tool) {
+    let (t, settings) = match super::reconcile::lifecycle_tool(rt, tool) {
         Ok(t) => t,
         Err(r) => return *r,
     };
-    let (notice, grace) = match &t.provider {
-        Provider::Aws(p) => (p.spec().retire_notice, p.spec().retire_grace),
-        _ => return error(StatusCode::BAD_REQUEST, "not_supported", "not an aws tool"),
+    let Some(mut retirer) = Retirer::of(&t) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_supported",
+            "keygate retires the identities of aws and github_app tools only",
+        );
     };
     let _one_at_a_time = PASS.lock().await;
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    let (notice, grace) = (ms(notice), ms(grace));
+    let notice = ms(settings.retire_notice);
+    let grace = settings.retire_grace.map(ms);
     let all: Vec<InventoryEntry> = match rt.shared.store.inventory().await {
         Ok(all) => all.into_iter().filter(|e| e.tool == tool).collect(),
         Err(e) => return store_error(e),
     };
     let now = rt.shared.clock.unix_millis();
-    let overdue_reviews = all
+    let overdue =
+        |e: &InventoryEntry| e.revoked_at.is_none() && e.review_by.is_some_and(|r| r <= now);
+    let overdue_reviews = all.iter().filter(|e| overdue(e)).count() as u64;
+    let kind = retirer.kind();
+    // Overdue records this pass cannot retire, and why (a user's SSH key at GitHub).
+    let not_retired: Vec<serde_json::Value> = all
         .iter()
-        .filter(|e| e.revoked_at.is_none() && e.review_by.is_some_and(|r| r <= now))
-        .count() as u64;
-    let keys: Vec<&InventoryEntry> = all.iter().filter(|e| e.kind == KIND).collect();
+        .filter(|e| e.kind != kind && overdue(e))
+        .map(|e| {
+            j!({"id": e.id, "kind": e.kind, "identifier": e.identifier, "owner": e.owner,
+                "review_by": e.review_by, "reason": retirer.not_retired(&e.kind)})
+        })
+        .collect();
     let mut states = [0u64; 4];
     let mut due = Vec::new();
-    for e in &keys {
+    for e in all.iter().filter(|e| e.kind == kind) {
         let (state, step) = classify(e, now, notice, grace);
         states[state] += 1;
         if let Some(step) = step {
-            due.push((*e, state, step));
+            due.push((e, state, step));
         }
     }
-    // Each key's user, listed once, when IAM is to be called.
-    let needs_iam = due.iter().any(|(_, _, s)| *s != Step::Notify);
-    let users: Result<HashMap<String, String>, String> = if needs_iam && !dry_run {
-        key_users(&t).await
-    } else {
-        Ok(HashMap::new())
-    };
+    let noun = retirer.noun();
     let mut actions = Vec::new();
     let mut failures = 0u64;
     for (e, state, step) in due {
@@ -251,38 +452,35 @@ pub async fn retire(
             actions.push(item);
             continue;
         }
-        let outcome: Result<(), String> = match step {
-            Step::Notify => notify(rt, e).await,
-            Step::Deactivate | Step::Delete if identifier.is_empty() => {
-                Err("the record has no access key id".into())
-            }
-            Step::Deactivate | Step::Delete => match &users {
-                Err(why) => Err(format!("the account's keys could not be listed: {why}")),
-                Ok(users) => match (users.get(&identifier), step) {
-                    (Some(user), _) => at_iam(&t, step, user, &identifier).await,
-                    // Deleted already (an earlier pass deleted it and then failed).
-                    (None, Step::Delete) => Ok(()),
-                    (None, _) => Err(format!(
-                        "access key {identifier} is not in the account (a reconcile retires it)"
-                    )),
-                },
+        let outcome: Result<Option<Millis>, String> = match step {
+            Step::Notify => match notify_once(rt, e, retirer.fate()).await {
+                Ok(Noticed::Sent(at)) => Ok(Some(at)),
+                Ok(Noticed::Claimed) => {
+                    // Another replica is notifying: nothing to do or record here.
+                    item["done"] = j!(false);
+                    item["claimed_elsewhere"] = j!(true);
+                    actions.push(item);
+                    continue;
+                }
+                Err(why) => Err(why),
             },
+            _ => retirer.step(rt, e, step).await.map(|()| None),
         };
         let at = rt.shared.clock.unix_millis();
         let recorded = match (&outcome, step) {
-            (Ok(()), Step::Notify) => rt
+            (Ok(sent), Step::Notify) => rt
                 .shared
                 .store
-                .retire_step(&e.id, &RetireStep::Notified(at))
+                .retire_step(&e.id, &RetireStep::Notified(sent.unwrap_or(at)))
                 .await
                 .map(|_| ()),
-            (Ok(()), Step::Deactivate) => rt
+            (Ok(_), Step::Deactivate) => rt
                 .shared
                 .store
                 .retire_step(&e.id, &RetireStep::Deactivated(at))
                 .await
                 .map(|_| ()),
-            (Ok(()), Step::Delete) => match rt.shared.store.revoke_identity(&e.id, BY, at).await {
+            (Ok(_), Step::Delete) => match rt.shared.store.revoke_identity(&e.id, BY, at).await {
                 Ok(done) => {
                     rt.shared.vault.forget_identity(&e.id);
                     for h in &done.handles {
@@ -318,12 +516,12 @@ pub async fn retire(
                 action,
                 by: BY.into(),
                 reason: Some(match &outcome {
-                    Ok(()) => format!(
-                        "access key {identifier}, owner {} (retirement pass run by {by})",
+                    Ok(_) => format!(
+                        "{noun} {identifier}, owner {} (retirement pass run by {by})",
                         e.owner
                     ),
                     Err(why) => {
-                        format!("access key {identifier}: failed, retried at the next pass: {why}")
+                        format!("{noun} {identifier}: failed, retried at the next pass: {why}")
                     }
                 }),
                 agent: Some(e.agent_id.clone()),
@@ -332,7 +530,7 @@ pub async fn retire(
             status,
         );
         match &outcome {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(identity = %e.id, tool = %tool, action, "retirement step done");
                 item["done"] = j!(true);
                 match step {
@@ -370,10 +568,12 @@ pub async fn retire(
         j!({
             "tool": tool,
             "dry_run": dry_run,
+            "kind": kind,
             "actions": actions,
             "failed": failures,
             "states": {"active": active, "overdue": overdue, "deactivated": deactivated, "retired": retired},
             "overdue_reviews": overdue_reviews,
+            "not_retired": not_retired,
         }),
     )
 }
@@ -446,7 +646,7 @@ pub async fn renew(rt: &Runtime, id: &str, b: RenewBody, path: &str) -> Response
     json(StatusCode::OK, j!(entry))
 }
 
-/// Runs a retirement pass of every AWS tool with `retire_overdue`, every `retire_every`
+/// Runs a retirement pass of every AWS and GitHub App tool with `retire_overdue`, every `retire_every`
 /// (the first an interval after start; read again from the current configuration every
 /// second), until `shutdown` turns true. `retire_dry_run` makes them report only.
 pub async fn schedule(rt: Arc<Runtime>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -465,12 +665,10 @@ pub async fn schedule(rt: Arc<Runtime>, mut shutdown: tokio::sync::watch::Receiv
             .by_name
             .iter()
             .filter_map(|(name, t)| {
-                let Provider::Aws(p) = &t.provider else {
-                    return None;
-                };
-                let every = p.spec().retire_every?;
+                let l = super::reconcile::lifecycle(&t.provider)?;
+                let every = l.retire_every?;
                 let since = last.get(name).copied().unwrap_or(started);
-                (since.elapsed() >= every).then(|| (name.clone(), p.spec().retire_dry_run))
+                (since.elapsed() >= every).then(|| (name.clone(), l.retire_dry_run))
             })
             .collect();
         for (tool, dry_run) in due {

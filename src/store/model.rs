@@ -144,7 +144,8 @@ pub struct InventoryEntry {
     pub revoked_by: Option<String>,
     /// How many captured secrets keygate holds for it.
     pub captured: u32,
-    /// When its owner was told its review date is near (retirement).
+    /// When its owner was told its review date is near (retirement). `None` too while a
+    /// replica holds the claim to tell them ([`Store::claim_notice`]).
     pub notified_at: Option<Millis>,
     /// When retirement deactivated it at the tool (it is deleted after the grace).
     pub deactivated_at: Option<Millis>,
@@ -555,6 +556,18 @@ pub trait Store: Send + Sync + 'static {
     /// Records a step of a record's retirement. [`StoreError::NotFound`] when there is no
     /// such record.
     async fn retire_step(&self, id: &str, step: &RetireStep) -> Result<(), StoreError>;
+
+    /// Claims the notice of a record's review date for this replica, atomically: true for
+    /// exactly one of any number of concurrent callers, when the record is not revoked,
+    /// its owner was not notified, and no claim younger than `lease` is held. The claim
+    /// is kept in `notified_at` as the negated claim time (read as not notified), so no
+    /// schema change; [`RetireStep::Notified`] replaces it once the notice is delivered,
+    /// [`Store::release_notice`] drops it when it was not.
+    async fn claim_notice(&self, id: &str, now: Millis, lease: Millis) -> Result<bool, StoreError>;
+
+    /// Drops the claim made at `claimed_at` (the notice was not delivered), unless another
+    /// replica took it over since.
+    async fn release_notice(&self, id: &str, claimed_at: Millis) -> Result<(), StoreError>;
 
     /// Lets `agent` use the handles of an inventory record; the number of secrets it now
     /// may use.

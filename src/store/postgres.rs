@@ -1018,6 +1018,31 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn claim_notice(&self, id: &str, now: Millis, lease: Millis) -> Result<bool, StoreError> {
+        // One statement: the row's lock (SQLite's write lock) makes it atomic.
+        let done = sqlx::query(
+            "UPDATE inventory SET notified_at = -$1 WHERE id = $2 AND revoked_at IS NULL \
+             AND (notified_at IS NULL OR (notified_at < 0 AND -notified_at <= $3))",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now.saturating_sub(lease))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("claim a notice"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_notice(&self, id: &str, claimed_at: Millis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inventory SET notified_at = NULL WHERE id = $1 AND notified_at = -$2")
+            .bind(id)
+            .bind(claimed_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("release a notice"))?;
+        Ok(())
+    }
+
     async fn share_captured(&self, identity_id: &str, agent: &str) -> Result<u64, StoreError> {
         const OP: &str = "share captured secret";
         let mut tx = self.begin(OP).await?;

@@ -914,6 +914,31 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn claim_notice(&self, id: &str, now: Millis, lease: Millis) -> Result<bool, StoreError> {
+        // One statement: the row's lock (SQLite's write lock) makes it atomic.
+        let done = sqlx::query(
+            "UPDATE inventory SET notified_at = -? WHERE id = ? AND revoked_at IS NULL \
+             AND (notified_at IS NULL OR (notified_at < 0 AND -notified_at <= ?))",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now.saturating_sub(lease))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("claim a notice"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_notice(&self, id: &str, claimed_at: Millis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inventory SET notified_at = NULL WHERE id = ? AND notified_at = -?")
+            .bind(id)
+            .bind(claimed_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("release a notice"))?;
+        Ok(())
+    }
+
     async fn share_captured(&self, identity_id: &str, agent: &str) -> Result<u64, StoreError> {
         let op = "share captured secret";
         let mut tx = self
@@ -1157,7 +1182,8 @@ impl From<InventoryRow> for InventoryEntry {
             revoked_at: r.revoked_at,
             revoked_by: r.revoked_by,
             captured: u32::try_from(r.captured).unwrap_or(0),
-            notified_at: r.notified_at,
+            // A negative value is a replica's claim to notify (`Store::claim_notice`).
+            notified_at: r.notified_at.filter(|t| *t >= 0),
             deactivated_at: r.deactivated_at,
             retire_attempts: u32::try_from(r.retire_attempts).unwrap_or(u32::MAX),
             retire_error: r.retire_error,

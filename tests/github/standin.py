@@ -36,7 +36,11 @@ What GitHub's side does here:
     GET  /repos/{o}/{r}                   metadata:read
     GET  /repos/{o}/{r}/issues            issues:read
     POST /repos/{o}/{r}/issues            issues:write
+    GET  /repos/{o}/{r}/keys              administration:read (paginated: `per_page`, at
+                                          most 100 or the `max_per_page` switch, and
+                                          `page`; `Link: <…>; rel="next"` while more)
     POST /repos/{o}/{r}/keys              administration:write
+    DELETE /repos/{o}/{r}/keys/{key_id}   administration:write (204; 404 when no such key)
     GET  /repos/{o}/{r}/contents/{path}   contents:read
     anything else under the repository: metadata:read, then 404 Not Found.
   `elsewhere/thing` (id 7) exists but the App is not installed there.
@@ -54,7 +58,10 @@ Test-only endpoints of an instance (never recorded):
                             "permissions", "expires_at", "expires_at_unix"}]}
   POST /_standin/control    JSON switches, merged: fail_access_tokens (a status such as
                             500, or null), fail_installation (status or null),
-                            access_tokens_delay_ms, token_ttl (seconds)
+                            access_tokens_delay_ms, token_ttl (seconds), max_per_page
+                            (the most items of a listing's page), fail_delete_keys
+                            (a status such as 500, or null)
+  GET  /_standin/keys       every deploy key: {"keys": {"owner/repo": [key, ...]}}
   POST /_standin/instances  a new instance; body overrides {"app_id", "public_key"
                             (PEM), "grant" (the installation's permissions)}
   POST /_standin/shutdown   stop this instance's listener
@@ -72,6 +79,7 @@ import string
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jsonschema
@@ -218,6 +226,8 @@ class Instance:
             "fail_installation": None,
             "access_tokens_delay_ms": 0,
             "token_ttl": 3600,
+            "max_per_page": 100,
+            "fail_delete_keys": None,
         }
         self.issues = {
             "octo/hello": [
@@ -228,6 +238,8 @@ class Instance:
             ],
         }
         self.keys = {"octo/hello": [], "octo/secret": []}
+        # Deploy key ids are unique across repositories, as GitHub's are.
+        self.next_key_id = 4201
         self.contents = {
             "octo/hello": {"README.md": b"# hello\n\nHello, world.\n"},
             "octo/secret": {"README.md": b"# secret\n"},
@@ -514,7 +526,8 @@ class Instance:
             if not isinstance(asked, dict) or not isinstance(asked.get("key"), str):
                 return gh_error(422, "Validation Failed", errors=[{"code": "missing_field"}])
             with self.lock:
-                key_id = 4200 + len(self.keys[full_name]) + 1
+                key_id = self.next_key_id
+                self.next_key_id += 1
                 key = {
                     "id": key_id,
                     "key": asked["key"],
@@ -529,6 +542,46 @@ class Instance:
                 }
                 self.keys[full_name].append(key)
             return 201, key
+        if rest == "/keys" and method == "GET":
+            refused = need("administration", "read")
+            if refused:
+                return refused
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(rec["path"]).query)
+            try:
+                per_page = int(query.get("per_page", ["30"])[0])
+                page = int(query.get("page", ["1"])[0])
+            except ValueError:
+                return gh_error(422, "Validation Failed")
+            per_page = max(1, min(per_page, 100, int(self.control["max_per_page"])))
+            page = max(1, page)
+            with self.lock:
+                keys = list(self.keys[full_name])
+            chunk = keys[(page - 1) * per_page : page * per_page]
+            extra = {}
+            if page * per_page < len(keys):
+                repo_id = REPOS[full_name]["id"]
+                extra["Link"] = (
+                    f'<http://{host}/repositories/{repo_id}/keys?per_page={per_page}&page={page + 1}>; rel="next"'
+                )
+            return 200, copy.deepcopy(chunk), extra
+        m = re.fullmatch(r"/keys/(\d+)", rest)
+        if m and method == "DELETE":
+            refused = need("administration", "write")
+            if refused:
+                return refused
+            fail = self.control["fail_delete_keys"]
+            if fail:
+                rec["reason"] = "fail_delete_keys switch"
+                return gh_error(int(fail), "Server Error")
+            key_id = int(m.group(1))
+            with self.lock:
+                before = len(self.keys[full_name])
+                self.keys[full_name] = [k for k in self.keys[full_name] if k["id"] != key_id]
+                gone = len(self.keys[full_name]) < before
+            if not gone:
+                rec["reason"] = f"no deploy key {key_id} in {full_name}"
+                return gh_error(404, "Not Found")
+            return 204, None
         if rest.startswith("/contents/") and method == "GET":
             refused = need("contents", "read")
             if refused:
@@ -664,6 +717,9 @@ class Instance:
             with self.lock:
                 self.records.clear()
             return 200, {"ok": True}, {}
+        if method == "GET" and path == "/_standin/keys":
+            with self.lock:
+                return 200, {"keys": copy.deepcopy(self.keys)}, {}
         if method == "GET" and path == "/_standin/tokens":
             with self.lock:
                 return 200, {"tokens": [self.tokens[t] for t in self.token_order]}, {}
@@ -739,7 +795,7 @@ class Handler(BaseHTTPRequestHandler):
 
             traceback.print_exc()
             status, body, extra, rec = 500, {"message": f"stand-in bug: {e!r}"}, {}, None
-        data = json.dumps(body).encode()
+        data = b"" if status == 204 else json.dumps(body).encode()
         if rec is not None:
             rec["headers"] = [[k, v] for k, v in self.headers.items()]
             rec["status"] = status
