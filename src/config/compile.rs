@@ -449,15 +449,11 @@ pub struct AwsSpec {
     pub retire_dry_run: bool,
 }
 
-/// How young a record is never taken for gone, unless configured.
-pub const AWS_RECONCILE_GRACE: Duration = Duration::from_secs(600);
-/// How often the retirement pass runs with `retire_overdue`, unless configured.
-pub const AWS_RETIRE_EVERY: Duration = Duration::from_secs(3600);
-/// The notice and the grace of a retirement, unless configured.
-pub const AWS_RETIRE_NOTICE: Duration = Duration::from_secs(7 * 86400);
-pub const AWS_RETIRE_GRACE: Duration = Duration::from_secs(7 * 86400);
-/// The shortest `reconcile_every`.
-pub const AWS_MIN_RECONCILE_EVERY: Duration = Duration::from_secs(1);
+// The reconcile and retirement defaults, shared with the github_app provider.
+pub use super::token_providers::{
+    AWS_MIN_RECONCILE_EVERY, AWS_RECONCILE_GRACE, AWS_RETIRE_EVERY, AWS_RETIRE_GRACE,
+    AWS_RETIRE_NOTICE,
+};
 /// The shortest (and default) session STS grants.
 pub const AWS_MIN_SESSION: Duration = Duration::from_secs(900);
 /// The longest session keygate asks for (STS allows up to the role's maximum, 12 hours).
@@ -2061,7 +2057,7 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
             "must be between 15m (the least STS grants) and 12h",
         );
     }
-    check_lifecycle(c, key, e);
+    super::token_providers::check_lifecycle(c, key, e);
     AwsSpec {
         base,
         role_arn: e.role_arn.clone(),
@@ -2079,37 +2075,6 @@ fn compile_aws(c: &mut Checker, key: &str, e: &file::CredentialEntry) -> AwsSpec
         retire_notice: e.retire_notice.unwrap_or(AWS_RETIRE_NOTICE),
         retire_grace: e.retire_grace.unwrap_or(AWS_RETIRE_GRACE),
         retire_dry_run: e.retire_dry_run,
-    }
-}
-
-/// Checks the reconcile and retirement settings (aws and github_app alike).
-pub(super) fn check_lifecycle(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
-    if e.reconcile_every
-        .is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY)
-    {
-        c.error(
-            format!("{key}.reconcile_every"),
-            "must be at least 1s (a reconcile lists every identity at the tool)",
-        );
-    }
-    if e.retire_every.is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY) {
-        c.error(
-            format!("{key}.retire_every"),
-            "must be at least 1s (a retirement pass lists every identity at the tool)",
-        );
-    }
-    if !e.retire_overdue {
-        for (field, set) in [
-            ("retire_every", e.retire_every.is_some()),
-            ("retire_dry_run", e.retire_dry_run),
-        ] {
-            if set {
-                c.error(
-                    format!("{key}.{field}"),
-                    "needs retire_overdue = true (it applies to the scheduled retirement)",
-                );
-            }
-        }
     }
 }
 

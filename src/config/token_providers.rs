@@ -376,7 +376,7 @@ pub(super) fn compile_github_app(
             None => c.error(format!("{k}.permissions"), "is required"),
         }
     }
-    super::compile::check_lifecycle(c, key, e);
+    check_lifecycle(c, key, e);
     let mut reconcile_repositories = Vec::new();
     for r in &e.reconcile_repositories {
         match r.split_once('/') {
@@ -398,15 +398,53 @@ pub(super) fn compile_github_app(
         default_permissions,
         operations,
         reconcile_every: e.reconcile_every,
-        reconcile_grace: e
-            .reconcile_grace
-            .unwrap_or(super::compile::AWS_RECONCILE_GRACE),
+        reconcile_grace: e.reconcile_grace.unwrap_or(AWS_RECONCILE_GRACE),
         reconcile_repositories,
         retire_every: e
             .retire_overdue
-            .then(|| e.retire_every.unwrap_or(super::compile::AWS_RETIRE_EVERY)),
-        retire_notice: e.retire_notice.unwrap_or(super::compile::AWS_RETIRE_NOTICE),
+            .then(|| e.retire_every.unwrap_or(AWS_RETIRE_EVERY)),
+        retire_notice: e.retire_notice.unwrap_or(AWS_RETIRE_NOTICE),
         retire_dry_run: e.retire_dry_run,
+    }
+}
+
+/// How young a record is never taken for gone, unless configured.
+pub const AWS_RECONCILE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often the retirement pass runs with `retire_overdue`, unless configured.
+pub const AWS_RETIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// The notice and the grace of a retirement, unless configured.
+pub const AWS_RETIRE_NOTICE: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
+pub const AWS_RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
+/// The shortest `reconcile_every`.
+pub const AWS_MIN_RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Checks the reconcile and retirement settings (aws and github_app alike).
+pub(super) fn check_lifecycle(c: &mut Checker, key: &str, e: &CredentialEntry) {
+    if e.reconcile_every
+        .is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY)
+    {
+        c.error(
+            format!("{key}.reconcile_every"),
+            "must be at least 1s (a reconcile lists every identity at the tool)",
+        );
+    }
+    if e.retire_every.is_some_and(|d| d < AWS_MIN_RECONCILE_EVERY) {
+        c.error(
+            format!("{key}.retire_every"),
+            "must be at least 1s (a retirement pass lists every identity at the tool)",
+        );
+    }
+    if !e.retire_overdue {
+        for (field, set) in [
+            ("retire_every", e.retire_every.is_some()),
+            ("retire_dry_run", e.retire_dry_run),
+        ] {
+            if set {
+                c.error(
+                    format!("{key}.{field}"),
+                    "needs retire_overdue = true (it applies to the scheduled retirement)",
+                );
+            }
+        }
     }
 }
 
@@ -535,6 +573,48 @@ mod tests {
         );
         let k = keys("provider = \"jwt\"\nretire_overdue = true");
         assert_eq!(k, vec!["tools.t.credential.retire_overdue".to_string()]);
+        assert_eq!(
+            aws("reconcile_repositories = [\"octo/hello\"]"),
+            vec!["tools.t.credential.reconcile_repositories".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_github_app_tool_is_reconciled_and_retired_without_a_grace() {
+        let gh = |extra: &str| {
+            keys(&format!(
+                "provider = \"github_app\"\napp_id = 1\nprivate_key_file = \"app.pem\"\ninstallation_id = 2\napi_url = \"https://api.github.com\"\n{extra}"
+            ))
+        };
+        let ok = "retire_overdue = true\nretire_every = \"1h\"\nretire_notice = \"3d\"\nretire_dry_run = true\n\
+                  reconcile_every = \"1h\"\nreconcile_grace = \"1m\"\nreconcile_repositories = [\"octo/hello\", \"Octo/hello.js\"]";
+        assert!(gh(ok).is_empty(), "{:?}", gh(ok));
+        // A deploy key is deleted at once: there is no grace to configure.
+        assert_eq!(
+            gh("retire_grace = \"1d\""),
+            vec!["tools.t.credential.retire_grace".to_string()]
+        );
+        for bad in ["octo", "octo/hello/x", "../x", "octo/"] {
+            assert_eq!(
+                gh(&format!("reconcile_repositories = [{bad:?}]")),
+                vec!["tools.t.credential.reconcile_repositories".to_string()],
+                "{bad}"
+            );
+        }
+        let text = format!(
+            "[[tools]]\nname = \"t\"\nupstream = \"http://t.example\"\n[tools.credential]\n\
+             provider = \"github_app\"\napp_id = 1\nprivate_key_file = \"app.pem\"\ninstallation_id = 2\napi_url = \"https://api.github.com\"\n{ok}"
+        );
+        let snap = parse(Path::new("k.toml"), &text).unwrap();
+        let ProviderSpec::GithubApp(spec) = &snap.tools.by_name["t"].credential.provider else {
+            panic!("not github_app")
+        };
+        assert_eq!(spec.reconcile_repositories, ["octo/hello", "Octo/hello.js"]);
+        assert_eq!(
+            spec.retire_every,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        assert!(spec.retire_dry_run);
     }
 
     #[test]
