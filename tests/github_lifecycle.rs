@@ -187,13 +187,18 @@ impl Kg {
         assert_eq!(s, 204, "{b}");
     }
 
-    /// The calls keygate made to GitHub's API that are `method` on a path starting with
-    /// `prefix`.
+    /// The calls keygate made on its own (`User-Agent: keygate`; an agent's calls carry
+    /// its own, the test's direct ones none) to GitHub's API that are `method` on a path
+    /// starting with `prefix`.
     fn calls(&self, method: &str, prefix: &str) -> Vec<Seen> {
         self.gh
             .api_calls()
             .into_iter()
-            .filter(|c| c.method() == method && c.path().starts_with(prefix))
+            .filter(|c| {
+                c.header("user-agent").as_deref() == Some("keygate")
+                    && c.method() == method
+                    && c.path().starts_with(prefix)
+            })
             .collect()
     }
 }
@@ -256,6 +261,9 @@ fn in_set(report: &Value, set: &str, identifier: u64) -> Vec<Value> {
 async fn an_overdue_deploy_key_is_noticed_then_deleted_at_github() {
     let kg = start(LIFECYCLE).await;
     let (key, id) = kg.deploy_key("octo/hello", "ci", 1, "4s").await;
+    // One deleted around keygate before its date: gone at GitHub already (404).
+    let (vanished, vanished_id) = kg.deploy_key("octo/secret", "vanished", 2, "4s").await;
+    kg.delete_directly("secret", vanished);
     assert_eq!(kg.keys_at_github("octo/hello"), vec![key]);
     let hooks = kg.hook.count();
 
@@ -269,8 +277,14 @@ async fn an_overdue_deploy_key_is_noticed_then_deleted_at_github() {
         (Some("notify"), Some(true)),
         "{report:#}"
     );
-    assert_eq!(kg.hook.count(), hooks + 1);
-    let post = kg.hook.requests().last().unwrap().clone();
+    assert_eq!(kg.hook.count(), hooks + 2);
+    let post = kg
+        .hook
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| String::from_utf8_lossy(&r.body).contains(&id))
+        .unwrap();
     let b: Value = serde_json::from_slice(&post.body).unwrap();
     assert_eq!(b["event"], "inventory.review_due", "{b}");
     assert_eq!(
@@ -290,7 +304,7 @@ async fn an_overdue_deploy_key_is_noticed_then_deleted_at_github() {
     assert!(kg.by_id(&id).await["notified_at"].is_i64());
     let again = kg.retire(false).await;
     assert!(actions_of(&again, &id).is_empty(), "{again:#}");
-    assert_eq!(kg.hook.count(), hooks + 1, "notified twice");
+    assert_eq!(kg.hook.count(), hooks + 2, "notified twice");
     assert_eq!(kg.keys_at_github("octo/hello"), vec![key]);
     assert!(kg.calls("DELETE", "/repos/").is_empty());
 
@@ -310,8 +324,19 @@ async fn an_overdue_deploy_key_is_noticed_then_deleted_at_github() {
     let e = kg.by_id(&id).await;
     assert_eq!(e["revoked_by"], "retire", "{e}");
     assert!(e["revoked_at"].is_i64(), "{e}");
+    // The one GitHub no longer has (404): retired all the same.
+    let a = actions_of(&report, &vanished_id);
+    assert_eq!(
+        (a[0]["action"].as_str(), a[0]["done"].as_bool()),
+        (Some("delete"), Some(true)),
+        "{report:#}"
+    );
+    assert_eq!(kg.by_id(&vanished_id).await["revoked_by"], "retire");
+    let gone = kg.calls("DELETE", "/repos/octo/secret/");
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].status(), 404);
     // With keygate's own token: administration write on octo/hello, nothing more.
-    let deletes = kg.calls("DELETE", "/repos/");
+    let deletes = kg.calls("DELETE", "/repos/octo/hello/");
     assert_eq!(deletes.len(), 1);
     assert_eq!(deletes[0].path(), format!("/repos/octo/hello/keys/{key}"));
     assert_eq!(deletes[0].status(), 204, "{:?}", deletes[0].reason());
@@ -326,7 +351,7 @@ async fn an_overdue_deploy_key_is_noticed_then_deleted_at_github() {
     assert!(actions_of(&report, &id).is_empty(), "{report:#}");
 
     let m = kg.gw.metrics().await;
-    for (state, n) in [("retired", 1.0), ("overdue", 0.0), ("active", 0.0)] {
+    for (state, n) in [("retired", 2.0), ("overdue", 0.0), ("active", 0.0)] {
         assert_eq!(
             sample(
                 &m,
