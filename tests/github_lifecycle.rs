@@ -267,11 +267,25 @@ async fn an_overdue_deploy_key_is_noticed_then_deleted_at_github() {
     assert_eq!(kg.keys_at_github("octo/hello"), vec![key]);
     let hooks = kg.hook.count();
 
+    // Another replica holds the claim to notify the owner of `key`: this one does not.
+    let store = &kg.gw.runtime.shared.store;
+    let claimed_at = kg.gw.runtime.shared.clock.unix_millis();
+    assert!(store.claim_notice(&id, claimed_at, 60_000).await.unwrap());
+    let report = kg.retire(false).await;
+    let a = actions_of(&report, &id);
+    assert_eq!(a[0]["claimed_elsewhere"], true, "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert_eq!(kg.hook.count(), hooks + 1, "only the other key's owner");
+    assert!(kg.by_id(&id).await["notified_at"].is_null());
+    // It could not deliver it and let go of it.
+    store.release_notice(&id, claimed_at).await.unwrap();
+
     // Within the notice: the owner is told once, through the webhook.
     let report = kg.retire(false).await;
     assert_eq!(report["kind"], "deploy_key", "{report:#}");
     let a = actions_of(&report, &id);
     assert_eq!(a.len(), 1, "{report:#}");
+    assert!(actions_of(&report, &vanished_id).is_empty(), "{report:#}");
     assert_eq!(
         (a[0]["action"].as_str(), a[0]["done"].as_bool()),
         (Some("notify"), Some(true)),
@@ -376,7 +390,8 @@ async fn an_overdue_deploy_key_is_noticed_then_deleted_at_github() {
 
 #[tokio::test]
 async fn a_renewed_deploy_key_is_kept_a_dry_run_changes_nothing_a_failure_is_retried() {
-    let kg = start(LIFECYCLE).await;
+    // No reconcile_repositories: each key's repository is the one its approval names.
+    let kg = start("retire_overdue = true\nretire_notice = \"1h\"\n").await;
     let (kept, kept_id) = kg.deploy_key("octo/hello", "kept", 1, "2s").await;
     let (due, due_id) = kg.deploy_key("octo/secret", "due", 2, "2s").await;
     let path = format!("/inventory/{kept_id}/renew");
