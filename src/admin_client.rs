@@ -249,13 +249,34 @@ pub fn retire_rows(report: &serde_json::Value) -> (Vec<&'static str>, Vec<Vec<St
     (headers, rows)
 }
 
-/// Rows of a reconcile's report for a table: present, then gone, then shadow.
+/// Rows of a retirement pass's overdue records it cannot retire, and why.
+pub fn not_retired_rows(report: &serde_json::Value) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let headers = vec!["NOT RETIRED", "INVENTORY ID", "IDENTIFIER", "OWNER", "WHY"];
+    let rows = report["not_retired"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                cell(&e["kind"]),
+                cell(&e["id"]),
+                cell(&e["identifier"]),
+                cell(&e["owner"]),
+                cell(&e["reason"]),
+            ]
+        })
+        .collect();
+    (headers, rows)
+}
+
+/// Rows of a reconcile's report for a table: present, then gone, then shadow. `USER/REPO`
+/// is an access key's IAM user, a deploy key's repository.
 pub fn reconcile_rows(report: &serde_json::Value) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let headers = vec![
         "STATE",
         "KIND",
         "IDENTIFIER",
-        "USER",
+        "USER/REPO",
         "STATUS",
         "CREATED",
         "OWNER",
@@ -272,7 +293,11 @@ pub fn reconcile_rows(report: &serde_json::Value) -> (Vec<&'static str>, Vec<Vec
                 shown.to_string(),
                 cell(&e["kind"]),
                 cell(&e["identifier"]),
-                cell(&e["user"]),
+                cell(if e["user"].is_null() {
+                    &e["repository"]
+                } else {
+                    &e["user"]
+                }),
                 cell(&e["status"]),
                 cell(&e["created"]),
                 cell(&e["owner"]),

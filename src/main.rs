@@ -211,8 +211,9 @@ enum InventoryCommand {
         reason: String,
     },
     /// Compare the inventory of an AWS tool with the IAM users and access keys that
-    /// really exist: present, gone (retired in keygate: revoked by "reconcile"), and
-    /// shadow (created around keygate).
+    /// really exist (of a GitHub App tool: with the deploy keys of its
+    /// reconcile_repositories): present, gone (retired in keygate: revoked by
+    /// "reconcile"), and shadow (created around keygate).
     Reconcile {
         tool: String,
         #[arg(long)]
@@ -220,8 +221,9 @@ enum InventoryCommand {
         #[arg(long)]
         by: Option<String>,
     },
-    /// Run a retirement pass of an AWS tool's access keys now: owners notified ahead of
-    /// the review date, overdue keys deactivated, deactivated ones deleted after the grace.
+    /// Run a retirement pass of an AWS tool's access keys (a GitHub App tool's deploy keys)
+    /// now: owners notified ahead of the review date, overdue keys deactivated and
+    /// deleted after the grace (deploy keys: deleted at once).
     Retire {
         tool: String,
         /// Report what would be done; change nothing.
@@ -245,9 +247,9 @@ enum InventoryCommand {
     /// Record a shadow identity (one a reconcile found) in the inventory.
     Adopt {
         tool: String,
-        /// The access key id, or the user name.
+        /// The access key id, the user name, or the deploy key id.
         identifier: String,
-        /// access_key or user.
+        /// access_key or user (aws), deploy_key (github_app).
         #[arg(long)]
         kind: String,
         /// The human who owns it.
@@ -615,6 +617,10 @@ async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> 
             } else {
                 let (headers, rows) = admin_client::retire_rows(&v);
                 print!("{}", admin_client::table(&headers, &rows));
+                let (headers, rows) = admin_client::not_retired_rows(&v);
+                if !rows.is_empty() {
+                    print!("{}", admin_client::table(&headers, &rows));
+                }
                 println!(
                     "{}{} failed",
                     if dry_run {

@@ -5,24 +5,28 @@
 //! keygate reads its inventory of the tool first, then lists the account's IAM users and
 //! each user's access keys (every page) with its own credential for the tool, a session
 //! whose policy allows only `iam:ListUsers`, `iam:ListAccessKeys` and `iam:ListUserTags`
-//! (the base key when the tool has no role), and compares:
+//! (the base key when the tool has no role); for a tool whose provider is `github_app`,
+//! the deploy keys of each of its `reconcile_repositories` (every page,
+//! [`super::deploy_keys`], with keygate's own installation token narrowed to the
+//! repository and `administration: read`; refused without any), and compares:
 //!
-//! - `present`: in the inventory and at AWS;
-//! - `gone`: in the inventory, not revoked, and no longer at AWS. The record is retired
-//!   (revoked by `reconcile`: its captured secrets deleted, its handles dead at once) and
-//!   each retirement audited (`keygate:inventory.retire`);
+//! - `present`: in the inventory and at the tool;
+//! - `gone`: in the inventory, not revoked, and no longer at the tool. The record is
+//!   retired (revoked by `reconcile`: its captured secrets deleted, its handles dead at
+//!   once) and each retirement audited (`keygate:inventory.retire`);
 //!   A record younger than `reconcile_grace` (10 minutes unless configured) is only
 //!   counted (`too_recent`): IAM's listings are eventually consistent, and a key created a
 //!   moment ago may not be listed yet;
-//! - `shadow`: at AWS but unknown to keygate (created around it), with its creation date
-//!   and its user's `owner` tag when it has one.
+//! - `shadow`: at the tool but unknown to keygate (created around it), with its creation
+//!   date and its user's `owner` tag when it has one (a deploy key: its title).
 //!
 //! Users (kind `user`, identified by `UserName`) and access keys (`access_key`, by
-//! `AccessKeyId`) are compared; records of other kinds, or without an identifier, are
-//! counted as `unchecked`. Nothing is retired unless every listing was read whole: a
-//! refusal or a failure of any IAM call fails the reconcile (502) and changes nothing.
-//! The inventory is read before AWS is, so an identity created while the listing runs is
-//! never taken for gone (at worst it shows as shadow until the next reconcile).
+//! `AccessKeyId`) are compared, or deploy keys (`deploy_key`, by `id`); records of other
+//! kinds, or without an identifier, are counted as `unchecked`. Nothing is retired unless
+//! every listing was read whole: a refusal or a failure of any call fails the reconcile
+//! (502) and changes nothing. The inventory is read before the tool is, so an identity
+//! created while the listing runs is never taken for gone (at worst it shows as shadow
+//! until the next reconcile).
 //!
 //! With `reconcile_every` on the tool's credential, [`schedule`] runs the same reconcile
 //! by itself (by `schedule`), the first one an interval after start.
@@ -588,7 +592,7 @@ pub async fn adopt(rt: &Runtime, b: AdoptBody, path: &str) -> Response<AdminBody
     json(StatusCode::CREATED, j!(entry))
 }
 
-/// Reconciles every AWS tool that has `reconcile_every`, each that often (the first an
+/// Reconciles every AWS and GitHub App tool that has `reconcile_every`, each that often (the first an
 /// interval after start; tools and intervals read again from the current configuration
 /// at every tick, so a reload applies), until `shutdown` turns true.
 pub async fn schedule(rt: Arc<Runtime>, mut shutdown: tokio::sync::watch::Receiver<bool>) {

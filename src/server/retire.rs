@@ -1,28 +1,43 @@
-//! Retiring AWS access keys at their review date, and renewing a review date.
+//! Retiring keys at their review date (AWS access keys, GitHub deploy keys), and renewing
+//! a review date.
 //!
 //! `POST /inventory/retire/{tool}` (and [`schedule`], every `retire_every` of a tool with
-//! `retire_overdue = true`) takes every inventory record of kind `access_key` of the tool:
+//! `retire_overdue = true`) takes every inventory record of the kind its provider's
+//! `Retirer` retires: `access_key` for an `aws` tool, `deploy_key` for a `github_app`
+//! tool:
 //!
 //! - its review date within `retire_notice` and its owner not yet notified: the owner is
 //!   notified through the approvals webhook (`keygate:inventory.notify`), and that is
 //!   remembered (`notified_at`), once it was delivered;
-//! - its review date passed: the key is deactivated at IAM (`UpdateAccessKey`
+//! - its review date passed: an access key is deactivated at IAM (`UpdateAccessKey`
 //!   `Status=Inactive`) and the time recorded (`deactivated_at`,
-//!   `keygate:inventory.deactivate`);
+//!   `keygate:inventory.deactivate`); a deploy key, which has no inactive state, is
+//!   deleted at once (below);
 //! - deactivated `retire_grace` ago: the key is deleted at IAM (`DeleteAccessKey`) and the
 //!   record revoked by `retire` (its captured secrets deleted, its handles dead;
 //!   `keygate:inventory.retire`).
 //!
 //! IAM's calls are keygate's own, with a session whose policy allows only
 //! `iam:ListUsers`, `iam:ListAccessKeys` (to find each key's user), `iam:UpdateAccessKey`
-//! and `iam:DeleteAccessKey`. A step that fails changes nothing for that record: it is
-//! counted (`retire_attempts`, `retire_error`, `keygate_inventory_retire_failures_total`),
-//! audited, and tried again at the next pass. A dry run (`?dry_run=true`, or
-//! `retire_dry_run` for the scheduled passes) reports what would be done, and calls
-//! neither IAM nor the webhook and writes nothing.
+//! and `iam:DeleteAccessKey`. GitHub's (`DELETE /repos/{owner}/{repo}/keys/{key_id}`,
+//! [`super::deploy_keys`]) use keygate's own installation token, narrowed to the one
+//! repository and `administration: write`; GitHub's 404 means the key is gone already,
+//! and it is retired all the same. A deploy key's repository is the one its approval's
+//! path names, else the one of `reconcile_repositories` that lists it. Overdue records of
+//! other kinds are reported (`not_retired`, with why: a user's SSH or GPG key cannot be
+//! deleted with an installation token), never acted on.
 //!
-//! One pass runs at a time in a process; with several replicas each runs its own (IAM's
-//! steps are idempotent, but an owner may be notified once per replica).
+//! A step that fails changes nothing for that record: it is counted (`retire_attempts`,
+//! `retire_error`, `keygate_inventory_retire_failures_total`), audited, and tried again
+//! at the next pass. A dry run (`?dry_run=true`, or `retire_dry_run` for the scheduled
+//! passes) reports what would be done, and calls neither the tool nor the webhook and
+//! writes nothing.
+//!
+//! One pass runs at a time in a process; with several replicas each runs its own. The
+//! tools' steps are idempotent, and an owner is notified once: a replica claims the
+//! notice in the store first ([`crate::store::Store::claim_notice`], atomic, a lease of
+//! `NOTICE_LEASE`); the one that wins posts it, and releases the claim when the webhook
+//! refuses it.
 //!
 //! `POST /inventory/{id}/renew` moves a live record's review date to a later day
 //! (`keygate:inventory.renew`, by its approver).

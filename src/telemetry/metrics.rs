@@ -594,7 +594,7 @@ impl Collector for Scrape {
         family(
             enc,
             "keygate_inventory_identities",
-            "Inventory records of access keys by state (active, overdue, deactivated, retired), as the last retirement pass of the tool found them.",
+            "Inventory records of the keys a retirement pass retires (AWS access keys, GitHub deploy keys) by state (active, overdue, deactivated, retired), as the last retirement pass of the tool found them.",
             MetricType::Gauge,
             retirement.iter().flat_map(|(tool, r)| {
                 RETIRE_STATES.iter().zip(r.states).map(move |(state, v)| {
