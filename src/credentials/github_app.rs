@@ -166,6 +166,26 @@ impl GithubAppProvider {
         method: &http::Method,
         path: &str,
     ) -> Result<Issued, Unavailable> {
+        self.issue_with(Some(operation), method, path).await
+    }
+
+    /// An installation token for keygate's own call (a reconcile's listing, a
+    /// retirement's deletion): the permissions are the catalog's for the call, never a
+    /// tool's `operations` or `default_permissions`.
+    pub async fn issue_own(
+        &self,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<Issued, Unavailable> {
+        self.issue_with(None, method, path).await
+    }
+
+    async fn issue_with(
+        &self,
+        operation: Option<&str>,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<Issued, Unavailable> {
         let path = api_path(path);
         let (reach, permissions) = self.needs(operation, method, path)?;
         if matches!(reach, Reach::Account { .. } | Reach::Nothing) {
@@ -212,16 +232,17 @@ impl GithubAppProvider {
         Ok(entry.value.issued(served))
     }
 
-    /// What a call may reach, and the permissions it needs.
+    /// What a call may reach, and the permissions it needs; `operation` `None`: keygate's
+    /// own call, which only the catalog's table maps.
     fn needs(
         &self,
-        operation: &str,
+        operation: Option<&str>,
         method: &http::Method,
         path: &str,
     ) -> Result<(Reach, Vec<(String, String)>), Unavailable> {
         let reach = reach_of(path)?;
         let owned = |p: &Permissions| p.iter().cloned().collect::<Vec<_>>();
-        if let Some(p) = self.spec.operations.get(operation) {
+        if let Some(p) = operation.and_then(|o| self.spec.operations.get(o)) {
             return Ok((reach, owned(p)));
         }
         if let Some(need) = github_permissions::needs(method, path) {
@@ -241,9 +262,12 @@ impl GithubAppProvider {
             };
             return Ok((reach, permissions));
         }
-        match &self.spec.default_permissions {
-            Some(p) => Ok((reach, owned(p))),
-            None => Err(Unavailable::new(format!(
+        match (&self.spec.default_permissions, operation) {
+            (Some(p), Some(_)) => Ok((reach, owned(p))),
+            (_, None) => Err(Unavailable::new(format!(
+                "keygate's own call {method} {path} is not in the catalog's table of GitHub operations"
+            ))),
+            (None, Some(_)) => Err(Unavailable::new(format!(
                 "keygate cannot tell which GitHub App permissions {method} {path} needs, and the tool has no default_permissions"
             ))),
         }

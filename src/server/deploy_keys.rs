@@ -3,8 +3,9 @@
 //! and `DELETE /repos/{owner}/{repo}/keys/{key_id}`.
 //!
 //! The calls are keygate's own, with an installation token of the tool's App narrowed to
-//! the one repository and to what the call needs (the catalog's table of GitHub
-//! operations: `administration: read` to list, `administration: write` to delete). They go
+//! the one repository and to what the call needs by the catalog's table of GitHub
+//! operations (`administration: read` to list, `administration: write` to delete; never a
+//! tool's `operations` or `default_permissions`). They go
 //! to the tool's upstream (with its base path, e.g. GitHub Enterprise Server's `/api/v3`).
 //! A refusal, an unreadable answer or a timeout is an error naming the call and GitHub's
 //! status and message, never the token.
@@ -23,9 +24,6 @@ const PER_PAGE: u32 = 100;
 const MAX_PAGES: u32 = 1000;
 /// The `X-GitHub-Api-Version` keygate speaks.
 const API_VERSION: &str = "2022-11-28";
-/// The operation keygate's own calls are issued for: no route's name (a tool's own
-/// `operations.<name>.permissions` do not apply; the catalog's table does).
-const OPERATION: &str = "keygate:inventory";
 
 /// A deploy key as GitHub lists it (its public half is not kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,15 +100,12 @@ async fn call(
         return Err("the tool's credential provider is not github_app".into());
     };
     let path = path_and_query.split('?').next().unwrap_or(path_and_query);
-    let issued = provider
-        .issue(OPERATION, &method, path)
-        .await
-        .map_err(|e| {
-            format!(
-                "keygate could not obtain an installation token: {}",
-                e.reason
-            )
-        })?;
+    let issued = provider.issue_own(&method, path).await.map_err(|e| {
+        format!(
+            "keygate could not obtain an installation token: {}",
+            e.reason
+        )
+    })?;
     let up = &t.tool.upstream;
     let mut url = format!(
         "{}://{}{}{path_and_query}",

@@ -205,17 +205,16 @@ impl<'a> Retirer<'a> {
                 }
                 match users
                     .as_ref()
-                    .map(|u| (u, u.as_ref().map(|u| u.get(&identifier))))
+                    .map(|u| u.as_ref().map(|u| u.get(&identifier)))
                 {
-                    Some((_, Err(why))) => {
-                        Err(format!("the account's keys could not be listed: {why}"))
-                    }
-                    Some((_, Ok(Some(user)))) => at_iam(t, step, user, &identifier).await,
+                    Some(Ok(Some(user))) => at_iam(t, step, user, &identifier).await,
                     // Deleted already (an earlier pass deleted it and then failed).
-                    Some((_, Ok(None))) if step == Step::Delete => Ok(()),
-                    _ => Err(format!(
+                    Some(Ok(None)) if step == Step::Delete => Ok(()),
+                    Some(Ok(None)) => Err(format!(
                         "access key {identifier} is not in the account (a reconcile retires it)"
                     )),
+                    Some(Err(why)) => Err(format!("the account's keys could not be listed: {why}")),
+                    None => Err("the account's keys were not listed".into()),
                 }
             }
             Retirer::GithubDeployKeys {
