@@ -567,3 +567,39 @@ async fn a_github_reconcile_needs_its_repositories() {
     );
     assert!(kg.gh.api_calls().is_empty());
 }
+
+/// With `retire_overdue` and `reconcile_every`, both run by themselves: an overdue deploy
+/// key is deleted at GitHub, and the record of one deleted around keygate is retired.
+#[tokio::test]
+async fn the_scheduled_passes_retire_and_reconcile_deploy_keys() {
+    let kg = start(
+        "retire_overdue = true\nretire_every = \"1s\"\nretire_notice = \"1h\"\n\
+         reconcile_every = \"1s\"\nreconcile_grace = \"1s\"\nreconcile_repositories = [\"octo/secret\"]\n",
+    )
+    .await;
+    let (due, due_id) = kg.deploy_key("octo/hello", "due", 1, "2s").await;
+    let (gone, gone_id) = kg.deploy_key("octo/secret", "gone", 2, "90d").await;
+    kg.delete_directly("secret", gone);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let retired = kg.by_id(&due_id).await["revoked_by"] == "retire";
+        let reconciled = kg.by_id(&gone_id).await["revoked_by"] == "reconcile";
+        if retired && reconciled {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retired by the schedule: {retired}, reconciled: {reconciled}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!kg.keys_at_github("octo/hello").contains(&due));
+    let audit = kg.gw.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["operation"] == "keygate:inventory.reconcile"
+                && r["admin"]["by"] == "schedule"),
+        "no scheduled reconcile audited"
+    );
+}
