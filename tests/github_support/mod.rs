@@ -408,8 +408,9 @@ impl GitHub {
             })
     }
 
-    /// Sets failure switches: `fail_access_tokens`, `fail_installation` (a status or
-    /// null), `access_tokens_delay_ms`, `token_ttl` (seconds).
+    /// Sets failure switches: `fail_access_tokens`, `fail_installation`,
+    /// `fail_delete_keys` (a status or null), `access_tokens_delay_ms`, `token_ttl`
+    /// (seconds), `max_per_page` (the most items of a listing's page).
     pub fn control(&self, switches: Value) {
         let (status, _, b) = self.call(
             "POST",
