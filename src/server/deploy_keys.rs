@@ -5,8 +5,8 @@
 //! The calls are keygate's own, with an installation token of the tool's App narrowed to
 //! the one repository and to what the call needs by the catalog's table of GitHub
 //! operations (`administration: read` to list, `administration: write` to delete; never a
-//! tool's `operations` or `default_permissions`). They go
-//! to the tool's upstream (with its base path, e.g. GitHub Enterprise Server's `/api/v3`).
+//! tool's `operations` or `default_permissions`). They go to the tool's upstream (with its
+//! base path, e.g. GitHub Enterprise Server's `/api/v3`).
 //! A refusal, an unreadable answer or a timeout is an error naming the call and GitHub's
 //! status and message, never the token.
 
