@@ -589,7 +589,8 @@ async fn the_scheduled_passes_retire_and_reconcile_deploy_keys() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "retired by the schedule: {retired}, reconciled: {reconciled}"
+            "retired by the schedule: {retired}, reconciled: {reconciled}: {}",
+            kg.by_id(&due_id).await
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -602,4 +603,21 @@ async fn the_scheduled_passes_retire_and_reconcile_deploy_keys() {
                 && r["admin"]["by"] == "schedule"),
         "no scheduled reconcile audited"
     );
+}
+
+/// A deploy key of a repository the reconcile does not list is never taken for gone.
+#[tokio::test]
+async fn a_deploy_key_of_a_repository_not_listed_is_not_taken_for_gone() {
+    let kg = start("reconcile_repositories = [\"octo/secret\"]\nreconcile_grace = \"1s\"\n").await;
+    let (key, id) = kg.deploy_key("octo/hello", "elsewhere", 1, "90d").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, report) = kg.reconcile().await;
+    assert_eq!(s, 200, "{report:#}");
+    assert!(in_set(&report, "gone", key).is_empty(), "{report:#}");
+    assert_eq!(report["unchecked"], 1, "{report:#}");
+    assert!(kg.by_id(&id).await["revoked_at"].is_null());
+    assert_eq!(kg.keys_at_github("octo/hello"), vec![key]);
+    // Only the configured repository was listed.
+    assert!(kg.calls("GET", "/repos/octo/hello").is_empty());
+    assert_eq!(kg.calls("GET", "/repos/octo/secret/keys").len(), 1);
 }

@@ -90,6 +90,21 @@ pub fn repository_of_path(path: &str) -> Option<String> {
     .then(|| format!("{owner}/{name}"))
 }
 
+/// The repository a deploy key was created in, as the approval of its creating call
+/// recorded it (`None`: pre-approved by a policy, or adopted).
+pub async fn creating_repository(
+    rt: &crate::gateway::Runtime,
+    e: &crate::store::InventoryEntry,
+) -> Result<Option<String>, String> {
+    let Some(approval) = &e.approval_id else {
+        return Ok(None);
+    };
+    match rt.shared.store.approval(approval).await {
+        Ok(a) => Ok(a.and_then(|a| repository_of_path(&a.path))),
+        Err(e) => Err(format!("the approval of the record could not be read: {e}")),
+    }
+}
+
 /// One call with an installation token for it: (status, body).
 async fn call(
     t: &crate::tools::ToolRuntime,

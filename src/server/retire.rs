@@ -225,7 +225,7 @@ impl<'a> Retirer<'a> {
                 let Ok(id) = identifier.parse::<u64>() else {
                     return Err(format!("{identifier:?} is not a deploy key id"));
                 };
-                let repository = match creating_repository(rt, e).await? {
+                let repository = match super::deploy_keys::creating_repository(rt, e).await? {
                     Some(r) => r,
                     None => {
                         if listed.is_none() {
@@ -247,18 +247,6 @@ impl<'a> Retirer<'a> {
                     .map(|_| ())
             }
         }
-    }
-}
-
-/// The repository a deploy key was created in, as the approval of its creating call
-/// recorded it (`None`: pre-approved by a policy, or adopted).
-async fn creating_repository(rt: &Runtime, e: &InventoryEntry) -> Result<Option<String>, String> {
-    let Some(approval) = &e.approval_id else {
-        return Ok(None);
-    };
-    match rt.shared.store.approval(approval).await {
-        Ok(a) => Ok(a.and_then(|a| super::deploy_keys::repository_of_path(&a.path))),
-        Err(e) => Err(format!("the approval of the record could not be read: {e}")),
     }
 }
 
