@@ -22,7 +22,9 @@
 //!
 //! Users (kind `user`, identified by `UserName`) and access keys (`access_key`, by
 //! `AccessKeyId`) are compared, or deploy keys (`deploy_key`, by `id`); records of other
-//! kinds, or without an identifier, are counted as `unchecked`. Nothing is retired unless
+//! kinds, or without an identifier, are counted as `unchecked`, and so is a deploy key
+//! missing from the listing whose repository (the one its approval names) was not listed
+//! or cannot be told (adopted, or approved by a policy): it is never taken for gone. Nothing is retired unless
 //! every listing was read whole: a refusal or a failure of any call fails the reconcile
 //! (502) and changes nothing. The inventory is read before the tool is, so an identity
 //! created while the listing runs is never taken for gone (at worst it shows as shadow
@@ -395,6 +397,27 @@ pub async fn reconcile(rt: &Runtime, tool: &str, path: &str, by: &str) -> Respon
             None if e.revoked_at.is_none() => gone_entries.push(e),
             None => {}
         }
+    }
+    // A deploy key is gone only from a repository that was listed: one of another
+    // repository, or whose repository keygate cannot tell (adopted, or approved by a
+    // policy), is not checked.
+    if let Some(listed) = &repositories {
+        let mut checked = Vec::with_capacity(gone_entries.len());
+        for e in gone_entries {
+            match super::deploy_keys::creating_repository(rt, e).await {
+                Ok(Some(r)) if listed.iter().any(|l| l.eq_ignore_ascii_case(&r)) => checked.push(e),
+                Ok(_) => unchecked += 1,
+                Err(why) => {
+                    tracing::warn!(tool = %tool, "reconcile failed, nothing changed: {why}");
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        "reconcile_failed",
+                        format!("nothing was changed: {why}"),
+                    );
+                }
+            }
+        }
+        gone_entries = checked;
     }
 
     let mut gone = Vec::new();
