@@ -93,6 +93,9 @@ pub enum ErrorKind {
     /// A captured secret could not be sealed, stored or opened: nothing is handed out or
     /// forwarded in its place.
     CaptureFailed,
+    /// The agent called more often than a `[[rate_limits]]` entry allows; the error
+    /// carries how long to wait (`Retry-After`).
+    RateLimited,
 }
 
 impl ErrorKind {
@@ -133,6 +136,7 @@ impl ErrorKind {
             ErrorKind::UnknownHandle => "unknown_handle",
             ErrorKind::HandleNotAllowed => "handle_not_allowed",
             ErrorKind::CaptureFailed => "capture_failed",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 
@@ -172,6 +176,7 @@ impl ErrorKind {
             ErrorKind::SecretInResponse | ErrorKind::CaptureFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::UnknownHandle => StatusCode::UNAUTHORIZED,
             ErrorKind::HandleNotAllowed => StatusCode::FORBIDDEN,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -192,6 +197,9 @@ pub struct Error {
     /// For AWS: the code AWS itself uses for this refusal (`SignatureDoesNotMatch`), which
     /// the SDK shows; the refusal is then in AWS's dialect, whatever the tool.
     pub aws_code: Option<&'static str>,
+    /// Seconds the client should wait before it tries again (`Retry-After`, in every
+    /// dialect).
+    pub retry_after: Option<u32>,
 }
 
 impl Error {
@@ -203,6 +211,7 @@ impl Error {
             approval_id: None,
             jsonrpc_code: None,
             aws_code: None,
+            retry_after: None,
         }
     }
 
@@ -224,6 +233,20 @@ impl Error {
     pub fn with_aws_code(mut self, code: &'static str) -> Self {
         self.aws_code = Some(code);
         self
+    }
+
+    /// A refusal the client may retry after `secs` seconds (`Retry-After`).
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// Adds `Retry-After` to a response built from this error, when it has one.
+    pub fn add_retry_after<B>(&self, resp: &mut Response<B>) {
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
     }
 
     pub fn with_approval(mut self, id: impl Into<String>) -> Self {
@@ -263,6 +286,7 @@ impl Error {
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
                 resp.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                self.add_retry_after(&mut resp);
                 resp
             }
         }
@@ -286,6 +310,7 @@ impl Error {
                 HeaderValue::from_static("Bearer realm=\"keygate\""),
             );
         }
+        self.add_retry_after(&mut resp);
         resp
     }
 }

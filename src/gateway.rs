@@ -616,6 +616,8 @@ pub struct Gateway {
     /// The compiled policies of this snapshot.
     pub policies: Arc<crate::policy::PolicyEngine>,
     pub tools: ToolSet,
+    /// `[[rate_limits]]`: the allowances of this configuration.
+    pub limits: crate::pipeline::limit::RateLimits,
     id_prefix: String,
     id_counter: Arc<AtomicU64>,
 }
@@ -640,12 +642,14 @@ impl Gateway {
         }
         let policies = crate::policy::load(&snapshot).map_err(|e| e.to_string())?;
         let tools = ToolSet::build(&snapshot, &signer, &shared.clock)?;
+        let limits = crate::pipeline::limit::RateLimits::new(&snapshot.rate_limits, &shared.clock);
         let gw = Arc::new(Gateway {
             snapshot,
             shared,
             identifier,
             policies,
             tools,
+            limits,
             id_prefix: format!("{:08x}", rand_u32()),
             id_counter: Arc::new(AtomicU64::new(0)),
         });
@@ -711,6 +715,16 @@ fn spawn_refreshers(gw: &Arc<Gateway>) {
                         tracing::warn!(issuer = %issuer.settings.name, "keeping the current keys: {e}")
                     }
                 }
+            }
+        });
+    }
+    if !gw.limits.is_empty() {
+        let weak = Arc::downgrade(gw);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let Some(gw) = weak.upgrade() else { return };
+                gw.limits.forget_idle();
             }
         });
     }

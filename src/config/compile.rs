@@ -48,6 +48,10 @@ pub struct Snapshot {
     pub proxy: Option<ProxySettings>,
     /// The keys that seal captured secrets.
     pub capture: CaptureSettings,
+    /// `[[rate_limits]]`, in the order written.
+    pub rate_limits: Vec<super::guard::RateLimitRule>,
+    /// `[anomalies]`: baselines and detectors.
+    pub anomalies: super::guard::AnomalySettings,
 }
 
 /// Where a key that seals captured secrets comes from.
@@ -606,6 +610,16 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     let approvals = compile_approvals(&mut c, f.approvals);
     let console = f.console.map(|s| compile_console(&mut c, s));
     let store = compile_store(&mut c, f.store);
+    // An agent taken from a token's claims may be named before it first calls.
+    let agents_from_claims = identity.issuers.iter().any(|i| i.agents_from_claims);
+    let rate_limits = super::guard::compile_rate_limits(
+        &mut c,
+        f.rate_limits,
+        &|a| agents_from_claims || agents.by_id.contains_key(a),
+        &|t| tools.by_name.contains_key(t),
+        &operations,
+    );
+    let anomalies = super::guard::compile_anomalies(&mut c, f.anomalies);
     let telemetry = TelemetrySettings {
         otlp_endpoint: f.telemetry.otlp_endpoint,
         otlp_protocol: f.telemetry.otlp_protocol,
@@ -655,6 +669,8 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         telemetry,
         proxy,
         capture,
+        rate_limits,
+        anomalies,
     })
 }
 

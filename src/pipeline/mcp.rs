@@ -907,7 +907,9 @@ pub fn error_response(e: &Error, mcp: &McpAudit, request_id: &str) -> http::Resp
     } else {
         (http::StatusCode::OK, one(mcp.request_ids[0].clone()))
     };
-    crate::error::json_response(status, body.to_string())
+    let mut resp = crate::error::json_response(status, body.to_string());
+    e.add_retry_after(&mut resp);
+    resp
 }
 
 /// Whether the agent may see a tool in `tools/list`: allowed, or allowed with approval.

@@ -3,6 +3,7 @@
 //! ```text
 //! identify   who is calling (verified JWT, mTLS SPIFFE ID); suspended agents stop here
 //! classify   which tool, which operation (catalog, routes); canonical path
+//! limit      the agent's rate limits (an MCP POST: once its operation is decided)
 //! authorize  Cedar policies: allow, deny, or needs approval
 //!   (mcp)    an MCP POST: every JSON-RPC message read strictly and decided on its own
 //! handle     a captured secret's handle (kgh_ token, AWS handle key): checked, taken off
@@ -47,6 +48,7 @@ pub mod forward;
 pub mod identify;
 pub mod inject;
 pub mod inventory;
+pub mod limit;
 pub mod mcp;
 pub mod respond;
 pub mod scan;
@@ -226,6 +228,9 @@ async fn run(
     let agent = identify(gw, ctx, &req, route.as_ref())?;
     let mut call = classify(gw, ctx, req, route).await?;
     prove(gw, ctx, &mut call).await?;
+    if call.operation.is_some() {
+        limit(gw, &agent, &call, call.operation.as_deref())?;
+    }
     authorize(gw, ctx, &agent, &mut call).await?;
     let handle = find_handle(gw, ctx, &agent, &mut call)?;
     let mut out = strip(gw, ctx, call).await?;
@@ -443,6 +448,23 @@ async fn prove(gw: &Gateway, ctx: &mut RequestCtx, call: &mut Call) -> Result<()
     Ok(())
 }
 
+/// limit: the agent's rate limits for this call.
+fn limit(
+    gw: &Gateway,
+    agent: &crate::config::Agent,
+    call: &Call,
+    op: Option<&Operation>,
+) -> Result<(), Error> {
+    if gw.limits.is_empty() {
+        return Ok(());
+    }
+    let t = &call.tool.tool;
+    let aws = t.kind == crate::catalog::Kind::Aws;
+    gw.limits
+        .check(&agent.id, &t.name, op, aws)
+        .inspect_err(|_| gw.shared.metrics.rate_limited(&t.name))
+}
+
 /// authorize: the policies decide the operation (the MCP phase: each message of a POST).
 /// A request that needs approval has its body read now: the approval binds it.
 async fn authorize(
@@ -506,6 +528,9 @@ async fn authorize(
             );
             ctx.operation = decided.operation.clone();
             ctx.authorization = decided.authorization;
+            // An MCP POST's rate limits, once its operation (tags) is known; refused in
+            // JSON-RPC, before what the policies decided is told.
+            limit(gw, agent, call, decided.operation.as_deref())?;
             result?;
             call.operation = decided.operation;
             call.mcp_digest = decided.digest;
