@@ -181,6 +181,7 @@ fn audit_record(c: &mut Criterion) {
                 captured: None,
                 response_secrets: Vec::new(),
                 admin: None,
+                anomaly: None,
             };
             buf.clear();
             serde_json::to_writer(&mut buf, black_box(&r)).unwrap();

@@ -59,6 +59,9 @@ pub struct Shared {
     /// This process among the replicas: its replica id and a random suffix (two replicas
     /// configured with the same id still tell their announcements apart).
     pub instance: String,
+    /// What each agent normally does ([`crate::anomaly`]): loaded from the store at start,
+    /// written back every `anomalies.flush_interval`.
+    pub baselines: crate::anomaly::Baselines,
 }
 
 /// What a replica holds in memory from the store, each read on its own.
@@ -176,6 +179,8 @@ impl Shared {
                 .map_err(|e| format!("capture key: {e}"))?;
         let vault = crate::capture::Vault::new(sealer);
         vault.set(store.captured().await.map_err(|e| e.to_string())?);
+        let baselines = crate::anomaly::Baselines::default();
+        baselines.load(store.baselines().await.map_err(|e| e.to_string())?);
         let audit = AuditLog::open_as(&snapshot.audit, Some(&snapshot.server.replica_id)).await?;
         let jwks_document = Bytes::from(crate::credentials::signer::jwks_document([&*signer]));
         Ok(Arc::new(Shared {
@@ -198,7 +203,23 @@ impl Shared {
                 crate::store::Backend::Postgres(_)
             )),
             instance,
+            baselines,
         }))
+    }
+
+    /// Writes the baselines that changed to the store; on failure they stay to be written.
+    pub async fn flush_baselines(&self) {
+        let rows = self.baselines.take_dirty();
+        if rows.is_empty() {
+            return;
+        }
+        let now = self.clock.unix_millis();
+        if let Err(e) = self.store.save_baselines(&rows, now).await {
+            tracing::warn!(
+                "cannot write agents' baselines to the store (kept for the next try): {e}"
+            );
+            self.baselines.mark_dirty(&rows);
+        }
     }
 
     /// Whether `agent` may call now: not suspended, on a view of suspensions fresh enough
@@ -367,6 +388,7 @@ impl Runtime {
             reload_lock: tokio::sync::Mutex::new(()),
         });
         spawn_suspension_sync(&rt);
+        spawn_baseline_flush(&rt);
         Ok(rt)
     }
 
@@ -459,6 +481,23 @@ fn spawn_suspension_sync(rt: &Arc<Runtime>) {
             }
             let Some(rt) = weak.upgrade() else { return };
             apply(&rt, todo).await;
+        }
+    });
+}
+
+/// Writes the agents' baselines to the store every `anomalies.flush_interval`, off the
+/// request path. Ends when the runtime is dropped.
+fn spawn_baseline_flush(rt: &Arc<Runtime>) {
+    let weak = Arc::downgrade(rt);
+    tokio::spawn(async move {
+        loop {
+            let interval = match weak.upgrade() {
+                Some(rt) => rt.current().snapshot.anomalies.flush_interval,
+                None => return,
+            };
+            tokio::time::sleep(interval).await;
+            let Some(rt) = weak.upgrade() else { return };
+            rt.shared.flush_baselines().await;
         }
     });
 }

@@ -8,6 +8,7 @@ pub type FastHash = ahash::RandomState;
 
 pub mod admin_client;
 pub mod agent_conn;
+pub mod anomaly;
 pub mod aws;
 pub mod capture;
 pub mod catalog;

@@ -287,6 +287,11 @@ enum AgentsCommand {
     },
     /// List suspended agents.
     Suspended,
+    /// An agent: its suspension, what it normally does (its baseline: tools with their
+    /// call rates, operations, forward-proxy hosts) and its recent anomalies.
+    Show {
+        id: String,
+    },
     /// Issue an AWS-style key pair to an agent (printed once, as the environment an AWS
     /// SDK reads); with --list, its keys; with --revoke ID, revoke one.
     AwsKey {
@@ -769,6 +774,10 @@ async fn agents(c: AdminClient, cmd: AgentsCommand) -> Result<(), String> {
                 .await?;
             println!("revoked {}", admin_client::terminal_text(&key));
         }
+        AgentsCommand::Show { id } => {
+            let v = c.call(Method::GET, &format!("/agents/{id}"), None).await?;
+            print!("{}", show_agent(&v));
+        }
         AgentsCommand::Suspended => {
             let v = c.call(Method::GET, "/agents/suspended", None).await?;
             let rows: Vec<Vec<String>> = v["suspended"]
@@ -792,6 +801,103 @@ async fn agents(c: AdminClient, cmd: AgentsCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `keygate agents show`: the agent, its suspension, its baseline, its recent anomalies.
+fn show_agent(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let text =
+        |v: &serde_json::Value| admin_client::terminal_text(v.as_str().unwrap_or("-")).into_owned();
+    let mut out = String::new();
+    let _ = writeln!(out, "agent      {}", text(&v["agent_id"]));
+    let _ = writeln!(out, "owner      {}", text(&v["owner"]));
+    let s = &v["suspension"];
+    if s.is_null() {
+        let _ = writeln!(out, "suspended  no");
+    } else {
+        let _ = writeln!(
+            out,
+            "suspended  since {} by {}: {}",
+            admin_client::time(&s["at"]),
+            text(&s["by"]),
+            text(&s["reason"])
+        );
+    }
+    let b = &v["baseline"];
+    if b.is_null() {
+        let _ = writeln!(out, "baseline   none yet (no call seen by this replica)");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "first call {}",
+        admin_client::time(&b["first_seen_ms"])
+    );
+    if !b["require_approval_until_ms"].is_null() {
+        let _ = writeln!(
+            out,
+            "writes     need approval until {} (anomaly: {})",
+            admin_client::time(&b["require_approval_until_ms"]),
+            text(&b["require_approval_by"])
+        );
+    }
+    let list = |k: &str| -> String {
+        let items: Vec<String> = b[k]
+            .as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default();
+        if items.is_empty() {
+            "-".into()
+        } else {
+            items.join(", ")
+        }
+    };
+    let _ = writeln!(out, "operations {}", list("operations"));
+    let _ = writeln!(out, "hosts      {}", list("hosts"));
+    let tools: Vec<Vec<String>> = b["tools"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t["tool"]),
+                t["calls_per_minute_mean"].to_string(),
+                t["calls_per_minute_deviation"].to_string(),
+                t["calls_this_minute"].to_string(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&admin_client::table(
+        &["TOOL", "CALLS/MIN (MEAN)", "DEVIATION", "THIS MINUTE"],
+        &tools,
+    ));
+    let recent: Vec<Vec<String>> = b["recent_anomalies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            vec![
+                admin_client::time(&a["at_ms"]),
+                text(&a["detector"]),
+                text(&a["action"]),
+                text(&a["observed"]),
+                text(&a["baseline"]),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    if recent.is_empty() {
+        out.push_str("no recent anomalies\n");
+    } else {
+        out.push_str(&admin_client::table(
+            &["WHEN", "DETECTOR", "ACTION", "OBSERVED", "BASELINE"],
+            &recent,
+        ));
+    }
+    out
 }
 
 fn runtime<F, Fut>(f: F) -> ExitCode

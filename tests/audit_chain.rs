@@ -313,6 +313,7 @@ fn record(i: u64) -> AuditRecord {
         captured: None,
         response_secrets: Vec::new(),
         admin: None,
+        anomaly: None,
     }
 }
 

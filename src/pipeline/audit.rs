@@ -151,6 +151,7 @@ impl OnFinish for Pending {
             captured: (ctx.captured > 0).then_some(ctx.captured),
             response_secrets,
             admin: None,
+            anomaly: None,
         });
     }
 }
@@ -204,7 +205,7 @@ pub fn rfc3339_millis(t: std::time::SystemTime) -> String {
 /// The path as the audit log and the span record it: known secret formats redacted, and
 /// the whole path replaced when a secret shows only once percent-decoded. One place for
 /// every phase that can refuse a request.
-fn recorded_path(path: &str) -> String {
+pub fn recorded_path(path: &str) -> String {
     if let Some((r, _)) = crate::secrets::redact(path.as_bytes()) {
         return String::from_utf8_lossy(&r).into_owned();
     }

@@ -4,6 +4,8 @@
 //! identify   who is calling (verified JWT, mTLS SPIFFE ID); suspended agents stop here
 //! classify   which tool, which operation (catalog, routes); canonical path
 //! limit      the agent's rate limits (an MCP POST: once its operation is decided)
+//! watch      the agent's baseline learns the call; anomaly detectors act (suspend,
+//!            require approval of its writes, notify, record)
 //! authorize  Cedar policies: allow, deny, or needs approval
 //!   (mcp)    an MCP POST: every JSON-RPC message read strictly and decided on its own
 //! handle     a captured secret's handle (kgh_ token, AWS handle key): checked, taken off
@@ -53,6 +55,7 @@ pub mod mcp;
 pub mod respond;
 pub mod scan;
 pub mod strip;
+pub mod watch;
 
 use crate::conn::ConnInfo;
 use crate::credentials::Provider;
@@ -206,6 +209,24 @@ async fn handle_to_end(
                 }
                 _ => e.to_response(&ctx.request_id),
             };
+            // A refusal the agent earned counts toward the refusal burst detector.
+            if matches!(
+                e.kind,
+                ErrorKind::Forbidden | ErrorKind::SecretInRequest | ErrorKind::ApprovalDenied
+            ) {
+                if let Some(agent) = ctx.identity.as_ref().map(|i| i.agent.clone()) {
+                    let mut found = Vec::new();
+                    let now = gw.shared.clock.unix_millis();
+                    let s = &gw.snapshot.anomalies;
+                    gw.shared
+                        .baselines
+                        .refused(&agent.id, e.kind.code(), s, now, &mut found);
+                    if !found.is_empty() {
+                        // This call is refused already; a suspension holds from the next.
+                        let _ = act(&gw, &mut ctx, &agent, found).await;
+                    }
+                }
+            }
             ctx.error = Some(e);
             resp
         }
@@ -228,8 +249,9 @@ async fn run(
     let agent = identify(gw, ctx, &req, route.as_ref())?;
     let mut call = classify(gw, ctx, req, route).await?;
     prove(gw, ctx, &mut call).await?;
-    if call.operation.is_some() {
-        limit(gw, &agent, &call, call.operation.as_deref())?;
+    if let Some(op) = call.operation.clone() {
+        limit(gw, &agent, &call, Some(&op))?;
+        watch(gw, ctx, &agent, &call.tool.tool.name, &op).await?;
     }
     authorize(gw, ctx, &agent, &mut call).await?;
     let handle = find_handle(gw, ctx, &agent, &mut call)?;
@@ -465,6 +487,112 @@ fn limit(
         .inspect_err(|_| gw.shared.metrics.rate_limited(&t.name))
 }
 
+/// watch: the agent's baseline learns the call, and what the detectors find acts.
+async fn watch(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    tool: &Arc<str>,
+    op: &Operation,
+) -> Result<(), Error> {
+    let now = gw.shared.clock.unix_millis();
+    let call = crate::anomaly::Call {
+        tool,
+        operation: &op.name,
+        identity_creation: op.is_identity_creation(),
+        host: ctx.conn.tunnel.as_ref().map(|t| t.host.as_str()),
+        owner: &agent.owner,
+    };
+    let mut found = Vec::new();
+    gw.shared
+        .baselines
+        .observe(&agent.id, &call, &gw.snapshot.anomalies, now, &mut found);
+    if found.is_empty() {
+        return Ok(());
+    }
+    act(gw, ctx, agent, found).await
+}
+
+/// What the detectors found: each is audited, traced, counted, logged and (beyond
+/// `record`) notified; `require_approval` holds the agent's write calls; `suspend`
+/// suspends the agent in the store (every replica learns it), `suspended_by` naming the
+/// detector, and refuses the call.
+async fn act(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    found: Vec<crate::anomaly::Finding>,
+) -> Result<(), Error> {
+    use crate::anomaly::AnomalyActionName as A;
+    let s = &gw.snapshot.anomalies;
+    let now = gw.shared.clock.unix_millis();
+    let hold = i64::try_from(s.require_approval_for.as_millis()).unwrap_or(i64::MAX);
+    let tool = ctx.tool.as_ref().map(|t| t.tool.name.clone());
+    let mut suspend = None;
+    for f in found {
+        let action = f.action.as_str();
+        gw.shared.metrics.anomaly(f.detector, action);
+        gw.shared
+            .baselines
+            .remember(&agent.id, &f, now, now.saturating_add(hold));
+        tracing::warn!(
+            agent = %agent.id,
+            detector = f.detector,
+            action,
+            observed = %f.observed,
+            baseline = %f.baseline,
+            "anomaly"
+        );
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.add_event("keygate.anomaly", watch::span_attributes(&f));
+        }
+        let src = watch::Source {
+            request_id: &ctx.request_id,
+            client: &ctx.conn.client,
+            tool: tool.as_ref(),
+            method: ctx.method.as_str(),
+            path: &ctx.path,
+        };
+        gw.shared.audit.record(watch::audit_record(agent, &src, &f));
+        if f.action != A::Record {
+            watch::notify(
+                &gw.snapshot.approvals,
+                &gw.shared.webhooks,
+                &gw.shared.metrics,
+                &gw.shared.http,
+                agent,
+                &f,
+            );
+        }
+        if f.action == A::Suspend && suspend.is_none() {
+            suspend = Some(f);
+        }
+    }
+    let Some(f) = suspend else { return Ok(()) };
+    let by = format!("anomaly:{}", f.detector);
+    let reason = format!("{}; baseline: {}", f.observed, f.baseline);
+    if let Err(e) = gw
+        .shared
+        .store
+        .suspend(&agent.id, &by, Some(&reason), now)
+        .await
+    {
+        // Suspended in this process all the same; the store's view returns at its next
+        // read, so the error is loud.
+        tracing::error!(agent = %agent.id, "cannot record the anomaly's suspension in the store: {e}");
+    }
+    gw.shared.set_suspended(&agent.id);
+    gw.forget_agent(&agent.id);
+    Err(Error::new(
+        ErrorKind::AgentSuspended,
+        format!(
+            "agent {:?} is suspended: anomaly detector {} found {}; its owner can ask an administrator to resume it",
+            &*agent.id, f.detector, f.observed
+        ),
+    )
+    .with_detail(format!("{by}: {reason}")))
+}
+
 /// authorize: the policies decide the operation (the MCP phase: each message of a POST).
 /// A request that needs approval has its body read now: the approval binds it.
 async fn authorize(
@@ -531,9 +659,26 @@ async fn authorize(
             // An MCP POST's rate limits, once its operation (tags) is known; refused in
             // JSON-RPC, before what the policies decided is told.
             limit(gw, agent, call, decided.operation.as_deref())?;
+            if let Some(op) = &decided.operation {
+                watch(gw, ctx, agent, &call.tool.tool.name, op).await?;
+            }
             result?;
             call.operation = decided.operation;
             call.mcp_digest = decided.digest;
+        }
+    }
+    // An anomaly detector with `action = "require_approval"` holds the agent's write
+    // calls: one the policies allow needs a human's approval, as if a policy asked.
+    if ctx.authorization.allowed_by.is_none()
+        && call.operation.as_ref().is_some_and(|o| !o.has_tag("read"))
+    {
+        if let Some(by) = gw
+            .shared
+            .baselines
+            .held_by(&agent.id, gw.shared.clock.unix_millis())
+        {
+            ctx.authorization.allowed_by = Some(ctx.authorization.policies.clone());
+            ctx.authorization.policies.push(format!("anomaly:{by}"));
         }
     }
     if ctx.authorization.allowed_by.is_some() && call.body.bytes().is_none() {

@@ -15,6 +15,7 @@
 //! POST /inventory/reconcile/{tool}               POST /inventory/adopt
 //! POST /inventory/retire/{tool}                  POST /inventory/{id}/renew
 //! GET  /agents/suspended                         POST /agents/{id}/suspend | /resume
+//! GET  /agents/{id}   (its suspension, baseline and recent anomalies)
 //! POST /reload
 //! ```
 
@@ -886,6 +887,40 @@ async fn handle(
             Ok(list) => json(StatusCode::OK, serde_json::json!({ "suspended": list })),
             Err(e) => store_error(e),
         },
+        (Method::GET, ["agents", id]) => {
+            let id = id.to_string();
+            let now = rt.shared.clock.unix_millis();
+            let baseline = rt.shared.baselines.show(&id, now);
+            let owner = rt
+                .current()
+                .snapshot
+                .agents
+                .by_id
+                .get(id.as_str())
+                .map(|a| a.owner.to_string());
+            if owner.is_none() && baseline.is_none() {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "unknown_agent",
+                    format!("no agent {id:?} in the configuration, and none with a baseline"),
+                );
+            }
+            match store.suspensions().await {
+                Ok(list) => {
+                    let suspension = list.into_iter().find(|s| s.agent_id == id);
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({
+                            "agent_id": id,
+                            "owner": owner,
+                            "suspension": suspension,
+                            "baseline": baseline,
+                        }),
+                    )
+                }
+                Err(e) => store_error(e),
+            }
+        }
         (Method::POST, ["agents", id, "suspend"]) => {
             let id = id.to_string();
             let b: SuspendBody = match body_json(req).await {

@@ -159,6 +159,7 @@ fn admin_record(
         captured: None,
         response_secrets: Vec::new(),
         admin: Some(action),
+        anomaly: None,
     }
 }
 
@@ -288,6 +289,8 @@ pub async fn suspend(
 /// here: a suspension another replica made since must stand.
 pub async fn resume(rt: &Runtime, id: &str) -> Result<bool, StoreError> {
     let was = rt.shared.store.resume(id).await?;
+    // A human resumed the agent: an anomaly's hold on its write calls ends too.
+    rt.shared.baselines.release(id);
     if let Err(e) = rt.shared.reread_suspensions().await {
         tracing::warn!(
             "agent resumed in the store; this replica applies it at its next read ({e})"

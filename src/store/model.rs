@@ -515,6 +515,16 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError>;
 
+    /// Writes agents' baselines (agent id, JSON document), replacing what was stored.
+    async fn save_baselines(
+        &self,
+        rows: &[(String, String)],
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Every stored baseline (agent id, JSON document).
+    async fn baselines(&self) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Records a key issued to an agent (its id only).
     async fn add_agent_key(&self, key: &AgentKey) -> Result<(), StoreError>;
 

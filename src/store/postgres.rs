@@ -34,7 +34,7 @@ use super::sqlite::{
 };
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// A transient conflict [`PgStore::try_open_approval`] retries.
 const RETRY: &str = "retry";
@@ -55,6 +55,14 @@ const SCHEMA_V3: &[&str] = &[
     "ALTER TABLE inventory ADD COLUMN retire_attempts BIGINT NOT NULL DEFAULT 0",
     "ALTER TABLE inventory ADD COLUMN retire_error TEXT",
 ];
+
+/// Version 4: what each agent normally does (anomaly baselines), one JSON document per
+/// agent. Self-contained: nothing else reads or changes this table.
+const SCHEMA_V4: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_baselines (
+        agent_id   TEXT PRIMARY KEY NOT NULL,
+        baseline   TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )"];
 
 /// Key of the advisory lock that serializes migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x6b67_6d69_6772;
@@ -415,7 +423,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err(op))?;
-    let steps: [&[&str]; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+    let steps: [&[&str]; 4] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
     match current {
         Some(v) if v == SCHEMA_VERSION => {}
         Some(v) if v > SCHEMA_VERSION => {
@@ -804,6 +812,38 @@ impl Store for PgStore {
         notify(&mut tx, &Change::Suspensions, OP).await?;
         tx.commit().await.map_err(db_err(OP))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn save_baselines(
+        &self,
+        rows: &[(String, String)],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "save baselines";
+        let mut tx = self.begin(OP).await?;
+        for (agent, doc) in rows {
+            sqlx::query(
+                "INSERT INTO agent_baselines (agent_id, baseline, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (agent_id) DO UPDATE SET baseline = excluded.baseline, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(agent)
+            .bind(doc)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(OP))?;
+        }
+        tx.commit().await.map_err(db_err(OP))
+    }
+
+    async fn baselines(&self) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT agent_id, baseline FROM agent_baselines ORDER BY agent_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("read baselines"))
     }
 
     async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError> {

@@ -20,7 +20,7 @@ use super::model::{
 };
 
 /// The schema version this build writes and understands.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1 of the schema. Each statement is idempotent.
 const SCHEMA_V1: &[&str] = &[
@@ -123,6 +123,14 @@ const SCHEMA_V5: &[&str] = &[
     "ALTER TABLE inventory ADD COLUMN retire_error TEXT",
 ];
 
+/// Version 6: what each agent normally does (anomaly baselines), one JSON document per
+/// agent. Self-contained: nothing else reads or changes this table.
+const SCHEMA_V6: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_baselines (
+        agent_id   TEXT PRIMARY KEY NOT NULL,
+        baseline   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    )"];
+
 pub(super) const APPROVAL_COLUMNS: &str = "id, status, agent_id, agent_owner, tool, operation, \
     identity_kind, digest, method, path, policies, request, created_at, pending_expires_at, \
     decided_at, approver, ticket, identity_owner, note, approval_expires_at, review_by, used_at, \
@@ -204,10 +212,12 @@ impl SqliteStore {
             .await
             .map_err(db_err("migrate"))?;
         // Each version's statements, applied in order from the one after `current`.
-        let steps: [&[&str]; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+        let steps: [&[&str]; 6] = [
+            SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+        ];
         match current {
             Some(v) if v == SCHEMA_VERSION => {}
-            None | Some(1) | Some(2) | Some(3) | Some(4) => {
+            None | Some(1) | Some(2) | Some(3) | Some(4) | Some(5) => {
                 let from = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
                 for statement in steps[from..].iter().copied().flatten() {
                     sqlx::query(statement)
@@ -688,6 +698,37 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err("resume agent"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn save_baselines(
+        &self,
+        rows: &[(String, String)],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err("save baselines"))?;
+        for (agent, doc) in rows {
+            sqlx::query(
+                "INSERT INTO agent_baselines (agent_id, baseline, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (agent_id) DO UPDATE SET baseline = excluded.baseline, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(agent)
+            .bind(doc)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("save baselines"))?;
+        }
+        tx.commit().await.map_err(db_err("save baselines"))
+    }
+
+    async fn baselines(&self) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT agent_id, baseline FROM agent_baselines ORDER BY agent_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("read baselines"))
     }
 
     async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError> {

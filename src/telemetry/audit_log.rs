@@ -123,6 +123,20 @@ pub struct AuditRecord {
     /// who, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminAction>,
+    /// An anomaly a detector found in the agent's calls: what it saw, against what the
+    /// agent normally does, and what keygate did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyEvent>,
+}
+
+/// An anomaly recorded in the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnomalyEvent {
+    pub detector: &'static str,
+    /// `record`, `notify`, `require_approval` or `suspend`.
+    pub action: &'static str,
+    pub observed: String,
+    pub baseline: String,
 }
 
 /// An administrator's action recorded in the audit log.
@@ -741,6 +755,7 @@ mod tests {
             captured: None,
             response_secrets: Vec::new(),
             admin: None,
+            anomaly: None,
         }
     }
 
