@@ -837,6 +837,25 @@ pub async fn retirement_steps_and_renewal(store: Arc<dyn Store>) {
     ));
 }
 
+/// Agents' baselines (issue 21): written, replaced, read back.
+pub async fn baselines_are_saved_and_replaced(store: Arc<dyn Store>) {
+    assert!(store.baselines().await.unwrap().is_empty());
+    let rows = vec![
+        ("agent-1".to_string(), r#"{"first_seen_ms":1}"#.to_string()),
+        ("agent-2".to_string(), r#"{"first_seen_ms":2}"#.to_string()),
+    ];
+    store.save_baselines(&rows, T0).await.unwrap();
+    let again = vec![("agent-1".to_string(), r#"{"first_seen_ms":3}"#.to_string())];
+    store.save_baselines(&again, T0 + MINUTE).await.unwrap();
+    assert_eq!(
+        store.baselines().await.unwrap(),
+        vec![
+            ("agent-1".to_string(), r#"{"first_seen_ms":3}"#.to_string()),
+            ("agent-2".to_string(), r#"{"first_seen_ms":2}"#.to_string()),
+        ]
+    );
+}
+
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -863,6 +882,7 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    baselines_are_saved_and_replaced,
     the_pending_cap_refuses_new_approvals_and_stores_nothing,
     two_approvers_must_differ,
     approvals_are_counted_by_status,
@@ -991,8 +1011,8 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
         .fetch_all(&mut c)
         .await
         .unwrap();
-    assert_eq!(versions, [3]);
-    // A database keygate migrated to version 1 is brought to version 3.
+    assert_eq!(versions, [4]);
+    // A database keygate migrated to version 1 is brought to version 4.
     for undo in [
         "DELETE FROM schema_version",
         "INSERT INTO schema_version (version) VALUES (1)",
@@ -1002,6 +1022,7 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
         "ALTER TABLE inventory DROP COLUMN deactivated_at",
         "ALTER TABLE inventory DROP COLUMN retire_attempts",
         "ALTER TABLE inventory DROP COLUMN retire_error",
+        "DROP TABLE agent_baselines",
     ] {
         sqlx::query(undo).execute(&mut c).await.unwrap();
     }
@@ -1011,7 +1032,7 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 3]);
+    assert_eq!(versions, [1, 4]);
     let needed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.columns \
          WHERE table_name = 'approvals' AND column_name IN ('approvers_needed', 'first_approver')",
