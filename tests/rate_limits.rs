@@ -169,3 +169,66 @@ async fn boto3_reads_throttling_and_retries() {
         .count();
     assert_eq!(limited, 4, "four attempts, each refused: {audit:#?}");
 }
+
+#[tokio::test]
+async fn an_mcp_agent_over_its_limit_gets_a_json_rpc_error_with_retry_after() {
+    let up = RawUpstream::with_responder(std::sync::Arc::new(|r: &Received| {
+        let msg: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let answer =
+            serde_json::json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"content": []}});
+        (
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            answer.to_string().into_bytes(),
+        )
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let iss = TestIssuer::new(dir.path(), "limits-mcp", "keygate");
+    let source = secret_file(dir.path(), "mcp.secret", "limits-mcp-secret-31f0");
+    let cfg = format!(
+        "{}{}[[tools]]\nname = \"srv\"\nprotocol = \"mcp\"\nupstream = {:?}\n[tools.credential]\nprovider = \"static\"\n{source}\
+         [[rate_limits]]\nagent = \"a1\"\nper_minute = 2\n",
+        iss.toml(),
+        agent("a1", "alice@example.com"),
+        up.url(),
+    );
+    let gw = TestGateway::start_in(dir, &cfg).await;
+    let auth = bearer(&iss.token("a1"));
+    let rpc = |id: i64| {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {}}})
+        .to_string();
+        let (url, auth) = (gw.url("/tools/srv/mcp"), auth.clone());
+        async move {
+            Client::http1()
+                .send(
+                    "POST",
+                    &url,
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("content-type", "application/json"),
+                        ("accept", "application/json, text/event-stream"),
+                    ],
+                    body,
+                )
+                .await
+        }
+    };
+    for id in 1..=2 {
+        let r = rpc(id).await;
+        assert!(r.json()["result"].is_object(), "{}", r.text());
+    }
+    let r = rpc(3).await;
+    assert_eq!(
+        r.status,
+        200,
+        "MCP clients read JSON-RPC errors: {}",
+        r.text()
+    );
+    let b = r.json();
+    assert_eq!(b["id"], 3, "{b}");
+    assert_eq!(b["error"]["data"]["error"], "rate_limited", "{b}");
+    assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+    assert_eq!(up.count(), 2);
+}
