@@ -1441,3 +1441,33 @@ async fn an_idle_blind_tunnel_is_closed() {
     assert!(records[0]["error"].is_null(), "{}", records[0]);
     assert_eq!(records[0]["bytes_in"], 4);
 }
+
+/// The hosts an agent reaches through the proxy are part of its baseline; with no
+/// learning period, its first call to a host is an anomaly (issue 21).
+#[tokio::test]
+async fn a_first_call_to_a_host_is_in_the_agents_baseline_and_an_anomaly() {
+    let px = start_with(
+        None,
+        |_| {
+            "[anomalies]\nlearning_period = \"0s\"\n[anomalies.new_host]\naction = \"record\"\n"
+                .into()
+        },
+        &agent(AGENT, OWNER),
+    )
+    .await;
+    let s = px.connect("api.github.com:443").await;
+    let mut send = h1_over_tls(s, &px.ca, "api.github.com").await;
+    assert_eq!(get(&mut send, "api.github.com", "/a").await.0, 200);
+    assert_eq!(get(&mut send, "api.github.com", "/b").await.0, 200);
+    let (st, b) = px.gw.admin("GET", &format!("/agents/{AGENT}"), None).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["baseline"]["hosts"], json!(["api.github.com"]), "{b}");
+    let audit = px.gw.audit().await;
+    let found: Vec<&Value> = audit.iter().filter(|r| !r["anomaly"].is_null()).collect();
+    assert_eq!(found.len(), 1, "once: {found:#?}");
+    assert_eq!(found[0]["anomaly"]["detector"], "new_host");
+    assert_eq!(
+        found[0]["anomaly"]["observed"],
+        "first call to host api.github.com through the forward proxy"
+    );
+}
