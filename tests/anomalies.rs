@@ -310,3 +310,42 @@ async fn baselines_are_written_to_the_store_periodically() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn notify_tells_the_approvals_webhook_what_was_seen_against_the_baseline() {
+    let hook = RawUpstream::start().await;
+    let (gw, _up, iss) = start(&format!(
+        "[approvals]\nwebhook_url = {:?}\n[anomalies]\nlearning_period = \"1h\"\n\
+         [anomalies.new_operation]\naction = \"notify\"\n",
+        hook.url()
+    ))
+    .await;
+    assert_eq!(call(&gw, &iss, "GET", "a1", "/tools/t/x").await.status, 200);
+    gw.advance_clock(Duration::from_secs(2 * 3600));
+    // A write, never called before: notified, and served (notify only tells).
+    assert_eq!(
+        call(&gw, &iss, "POST", "a1", "/tools/t/x").await.status,
+        200
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hook.count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no notification");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent: Value = serde_json::from_slice(&hook.requests()[0].body).unwrap();
+    assert_eq!(sent["anomaly"]["agent_id"], "a1", "{sent}");
+    assert_eq!(sent["anomaly"]["detector"], "new_operation", "{sent}");
+    assert_eq!(sent["anomaly"]["action"], "notify", "{sent}");
+    assert_eq!(
+        sent["anomaly"]["observed"], "first call of operation write",
+        "{sent}"
+    );
+    assert_eq!(
+        sent["anomaly"]["baseline"], "1 operations called before",
+        "{sent}"
+    );
+    assert!(
+        sent["text"].as_str().unwrap().contains("new_operation"),
+        "{sent}"
+    );
+}
