@@ -93,6 +93,12 @@ pub enum ErrorKind {
     /// A captured secret could not be sealed, stored or opened: nothing is handed out or
     /// forwarded in its place.
     CaptureFailed,
+    /// The task a call names (`Keygate-Task`) is not one of the agent's.
+    TaskUnknown,
+    /// The task a call names ended or expired.
+    TaskEnded,
+    /// The task a call names does not include its tool or operation.
+    TaskOutOfScope,
 }
 
 impl ErrorKind {
@@ -133,6 +139,9 @@ impl ErrorKind {
             ErrorKind::UnknownHandle => "unknown_handle",
             ErrorKind::HandleNotAllowed => "handle_not_allowed",
             ErrorKind::CaptureFailed => "capture_failed",
+            ErrorKind::TaskUnknown => "task_unknown",
+            ErrorKind::TaskEnded => "task_ended",
+            ErrorKind::TaskOutOfScope => "task_out_of_scope",
         }
     }
 
@@ -171,7 +180,10 @@ impl ErrorKind {
             ErrorKind::TlsHandshakeFailed => StatusCode::BAD_REQUEST,
             ErrorKind::SecretInResponse | ErrorKind::CaptureFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::UnknownHandle => StatusCode::UNAUTHORIZED,
-            ErrorKind::HandleNotAllowed => StatusCode::FORBIDDEN,
+            ErrorKind::HandleNotAllowed
+            | ErrorKind::TaskUnknown
+            | ErrorKind::TaskEnded
+            | ErrorKind::TaskOutOfScope => StatusCode::FORBIDDEN,
         }
     }
 }

@@ -85,6 +85,8 @@ pub struct AwsCall<'a> {
     pub actions: &'a [String],
     /// The session policy allowing only them.
     pub policy: &'a str,
+    /// The task the call is made in (its session is its own, tagged `keygate-task`).
+    pub task: Option<&'a str>,
 }
 
 /// The `aws` provider of one tool.
@@ -153,12 +155,14 @@ impl AwsProvider {
         agent: &Agent,
         call: &AwsCall<'_>,
     ) -> Result<(Arc<Entry<AwsCredential>>, Served), Unavailable> {
+        // Without a role there is no session to make for a task: the base key signs.
         let Some(role) = self.role_for(call.actions) else {
             let base = self.spec.base.clone();
             let clock = self.clock.clone();
             let key = Key {
                 agent: "".into(),
                 scope: "base-key".into(),
+                task: None,
             };
             return self
                 .cache
@@ -181,10 +185,12 @@ impl AwsProvider {
         let key = Key {
             agent: agent.id.clone(),
             scope: format!("{role}\n{}", call.policy).into(),
+            task: call.task.map(Arc::from),
         };
         let session_name = sts::session_name(&agent.id);
         let agent_tag = sts::tag_value(&agent.id);
         let owner_tag = sts::tag_value(&agent.owner);
+        let task_tag = call.task.map(sts::tag_value).unwrap_or_default();
         let (spec, http, clock, policy) = (
             self.spec.clone(),
             self.http.clone(),
@@ -200,13 +206,20 @@ impl AwsProvider {
                     policy.clone(),
                     role.clone(),
                 );
-                let (session_name, agent_tag, owner_tag) =
-                    (session_name.clone(), agent_tag.clone(), owner_tag.clone());
+                let (session_name, agent_tag, owner_tag, task_tag) = (
+                    session_name.clone(),
+                    agent_tag.clone(),
+                    owner_tag.clone(),
+                    task_tag.clone(),
+                );
                 async move {
                     let base = read_base(&spec.base).map_err(Unavailable::new)?;
                     let mut tags = vec![("keygate-agent", agent_tag.as_str())];
                     if !owner_tag.is_empty() {
                         tags.push(("keygate-owner", owner_tag.as_str()));
+                    }
+                    if !task_tag.is_empty() {
+                        tags.push(("keygate-task", task_tag.as_str()));
                     }
                     let request = sts::AssumeRole {
                         role_arn: &role,
@@ -247,6 +260,12 @@ impl AwsProvider {
     /// Drops the sessions cached for `agent`.
     pub fn invalidate_agent(&self, agent: &str) {
         self.cache.invalidate_agent(agent);
+    }
+
+    /// Drops the sessions made for `task` (STS cannot revoke one session: they end at
+    /// their expiry, at most `session_duration` later, and no call of the task gets one).
+    pub fn end_task(&self, task: &str) -> usize {
+        self.cache.take_task(task).len()
     }
 }
 

@@ -160,6 +160,7 @@ impl GithubAppProvider {
         operation: &str,
         method: &http::Method,
         path: &str,
+        task: Option<&str>,
     ) -> Result<Issued, Unavailable> {
         let path = api_path(path);
         let (reach, permissions) = self.needs(operation, method, path)?;
@@ -180,6 +181,7 @@ impl GithubAppProvider {
         let key = Key {
             agent: "".into(),
             scope: format!("{installation}\n{scope}").into(),
+            task: task.map(Arc::from),
         };
         if let Some(why) = self.refused.get(&key.scope) {
             return Err(why);
@@ -205,6 +207,12 @@ impl GithubAppProvider {
             .await
             .inspect_err(|why| self.refused.insert(key.scope.clone(), why.clone()))?;
         Ok(entry.value.issued(served))
+    }
+
+    /// Drops the installation tokens made for `task`'s calls (they are not revoked at
+    /// GitHub: they end at their expiry, within the hour, and no call gets them again).
+    pub fn end_task(&self, task: &str) -> usize {
+        self.cache.take_task(task).len()
     }
 
     /// What a call may reach, and the permissions it needs.

@@ -783,6 +783,7 @@ pub fn authorize(
     post: &Post,
     facts: &PostFacts<'_>,
     now_unix: i64,
+    task: Option<&crate::store::Task>,
     mut trace: Option<&mut RequestTrace>,
 ) -> (McpDecision, Result<(), Error>) {
     let mut d = McpDecision::default();
@@ -829,6 +830,7 @@ pub fn authorize(
             approved: false,
             mcp: Some(&call),
             aws: None,
+            task,
         };
         let (a, result) = super::authorize::authorize(policies, trace.as_deref_mut(), &input);
         for e in a.policy_errors {
@@ -935,6 +937,7 @@ fn visible(
         approved: false,
         mcp: Some(&call),
         aws: None,
+        task: None,
     };
     !matches!(policies.authorize(&input), Verdict::Deny { .. })
 }

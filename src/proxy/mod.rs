@@ -713,6 +713,7 @@ fn decide_tunnel(
         approved: false,
         mcp: None,
         aws: None,
+        task: None,
     };
     let (authorization, decided) =
         crate::pipeline::authorize::authorize(&gw.policies, None, &input);
