@@ -94,12 +94,12 @@ impl Provider {
     }
 
     /// Drops what was issued for `task`'s calls, and revokes it where the issuer lets
-    /// keygate (OAuth2, RFC 7009). What was dropped, and the revocations that failed.
+    /// keygate (OAuth2, RFC 7009; GitHub installation tokens). What was dropped, and the revocations that failed.
     pub async fn end_task(&self, task: &str) -> (usize, Vec<String>) {
         match self {
             Provider::Aws(p) => (p.end_task(task), Vec::new()),
             Provider::OAuth2(p) => p.end_task(task).await,
-            Provider::GithubApp(p) => (p.end_task(task), Vec::new()),
+            Provider::GithubApp(p) => p.end_task(task).await,
             Provider::Jwt(p) => {
                 p.end_task(task);
                 (0, Vec::new())

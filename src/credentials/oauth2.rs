@@ -53,8 +53,9 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 /// A token the server issued, ready to place.
 pub struct Token {
     placement: Placement,
-    /// The token itself, to revoke it (RFC 7009) when the task it was issued for ends.
-    value: Arc<str>,
+    /// The token itself, to revoke it (RFC 7009; GitHub's `DELETE /installation/token`)
+    /// when the task it was issued for ends.
+    pub(super) value: Arc<str>,
     id: Arc<str>,
     scope: Arc<str>,
     expires_unix: u64,
