@@ -214,13 +214,7 @@ impl AwsProvider {
                 );
                 async move {
                     let base = read_base(&spec.base).map_err(Unavailable::new)?;
-                    let mut tags = vec![("keygate-agent", agent_tag.as_str())];
-                    if !owner_tag.is_empty() {
-                        tags.push(("keygate-owner", owner_tag.as_str()));
-                    }
-                    if !task_tag.is_empty() {
-                        tags.push(("keygate-task", task_tag.as_str()));
-                    }
+                    let tags = session_tags(&agent_tag, &owner_tag, &task_tag);
                     let request = sts::AssumeRole {
                         role_arn: &role,
                         session_name: &session_name,
@@ -269,6 +263,19 @@ impl AwsProvider {
     }
 }
 
+/// The session tags of a session made for an agent (and its owner, and the task the
+/// call is made in): an empty value is left out.
+fn session_tags<'a>(agent: &'a str, owner: &'a str, task: &'a str) -> Vec<(&'static str, &'a str)> {
+    [
+        ("keygate-agent", agent),
+        ("keygate-owner", owner),
+        ("keygate-task", task),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .collect()
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -311,4 +318,25 @@ fn base_key(id: String, secret: String, token: Option<String>) -> Result<BaseKey
         secret_access_key: secret,
         session_token: token.filter(|t| !t.trim().is_empty()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tasks_session_is_tagged_with_the_task() {
+        assert_eq!(
+            session_tags("agent-1", "team", "task_0a1b"),
+            [
+                ("keygate-agent", "agent-1"),
+                ("keygate-owner", "team"),
+                ("keygate-task", "task_0a1b")
+            ]
+        );
+        assert_eq!(
+            session_tags("agent-1", "", ""),
+            [("keygate-agent", "agent-1")]
+        );
+    }
 }
