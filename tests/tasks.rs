@@ -383,3 +383,78 @@ async fn a_narrow_task_refuses_other_tools_and_operations_and_expires() {
     assert_eq!(rec["task"], id.as_str(), "{rec}");
     assert_eq!(rec["admin"]["by"], "carol", "{rec}");
 }
+
+/// Runs `keygate ARGS` against the gateway's admin API (off the runtime's threads).
+async fn cli(gw: &TestGateway, args: &[&str]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let (url, token) = (
+        format!("http://{}", gw.admin_addr),
+        gw.runtime.shared.admin_token.clone(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(&args)
+            .env("KEYGATE_ADMIN_URL", url)
+            .env("KEYGATE_ADMIN_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_opens_lists_and_ends_tasks() {
+    let kg = start().await;
+    let (ok, out, err) = cli(
+        &kg.gw,
+        &[
+            "tasks",
+            "open",
+            "--agent",
+            AGENT,
+            "--purpose",
+            "write a thing",
+            "--ticket",
+            "OPS-9",
+            "--ttl",
+            "20m",
+            "--tool",
+            "api",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let id = out.trim().to_string();
+    assert!(id.starts_with("task_"), "{out}");
+    let r = kg.call(AGENT, "api", "POST", Some(&id)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let (ok, out, err) = cli(&kg.gw, &["tasks", "list"]).await;
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.contains(&id)).expect(&out);
+    for want in [AGENT, "open", "write a thing", "OPS-9", "api", "any"] {
+        assert!(line.contains(want), "{want:?} not in {line:?}");
+    }
+    let (ok, out, err) = cli(&kg.gw, &["tasks", "end", &id, "--by", "dave"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("ended"), "{out}");
+    let (ok, out, _) = cli(&kg.gw, &["tasks", "end", &id]).await;
+    assert!(ok);
+    assert!(out.contains("had already ended"), "{out}");
+    let r = kg.call(AGENT, "api", "POST", Some(&id)).await;
+    assert_eq!(r.json()["error"], "task_ended", "{}", r.text());
+    // A refusal is the admin API's, with its reason.
+    let (ok, _, err) = cli(
+        &kg.gw,
+        &["tasks", "open", "--agent", "nobody", "--purpose", "x"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("no agent"), "{err}");
+}
