@@ -920,6 +920,7 @@ fn visible(
     agent: &Agent,
     name: &str,
     now_unix: i64,
+    task: Option<&crate::store::Task>,
 ) -> bool {
     let call = McpCall {
         method: "tools/call".into(),
@@ -937,7 +938,7 @@ fn visible(
         approved: false,
         mcp: Some(&call),
         aws: None,
-        task: None,
+        task,
     };
     !matches!(policies.authorize(&input), Verdict::Deny { .. })
 }
@@ -969,6 +970,7 @@ pub fn filter_tools_list(
     id: Value,
     resp: http::Response<ProxyBody>,
     now_unix: i64,
+    task: Option<Arc<crate::store::Task>>,
 ) -> http::Response<ProxyBody> {
     use http_body_util::BodyExt;
     let ct = resp
@@ -985,6 +987,7 @@ pub fn filter_tools_list(
             &agent,
             name,
             now_unix,
+            task.as_deref(),
         )
     });
     let (mut parts, body) = resp.into_parts();

@@ -1081,6 +1081,7 @@ fn respond(
             id,
             resp,
             gw.shared.clock.unix_secs(),
+            ctx.task.clone(),
         ),
         _ => resp,
     })
