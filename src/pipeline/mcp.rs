@@ -913,6 +913,7 @@ pub fn error_response(e: &Error, mcp: &McpAudit, request_id: &str) -> http::Resp
 }
 
 /// Whether the agent may see a tool in `tools/list`: allowed, or allowed with approval.
+#[allow(clippy::too_many_arguments)]
 fn visible(
     policies: &PolicyEngine,
     ops: &Operations,
@@ -961,7 +962,8 @@ fn filter_message(msg: &mut Value, id: &Value, keep: &dyn Fn(&str) -> bool) -> b
 }
 
 /// Filters the answer to a `tools/list` request, JSON or SSE, to the tools the agent may call
-/// (decided as at `now_unix`, the request's time).
+/// (decided as at `now_unix`, the request's time, in its task).
+#[allow(clippy::too_many_arguments)]
 pub fn filter_tools_list(
     policies: Arc<PolicyEngine>,
     snapshot: Arc<Snapshot>,
