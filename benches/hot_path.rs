@@ -123,7 +123,7 @@ fn mint(c: &mut Criterion) {
             keygate::config::Injection::Bearer,
         );
         c.bench_function(&format!("inject/mint_jwt_{alg:?}"), |b| {
-            b.iter(|| p.issue(black_box(&agent)).unwrap())
+            b.iter(|| p.issue(black_box(&agent), None).unwrap())
         });
     }
 }
@@ -178,6 +178,7 @@ fn audit_record(c: &mut Criterion) {
                 credential_scope: None,
                 stripped: vec!["header:authorization".into()],
                 handle: None,
+                task: None,
                 captured: None,
                 response_secrets: Vec::new(),
                 admin: None,
@@ -231,6 +232,7 @@ fn classify_and_authorize(c: &mut Criterion) {
         approved: false,
         mcp: None,
         aws: None,
+        task: None,
     };
     c.bench_function("authorize/cedar_default_policies_evaluated", |b| {
         b.iter(|| policies.evaluate_uncached(black_box(&input)))
@@ -308,6 +310,7 @@ fn at_scale(c: &mut Criterion) {
         approved: false,
         mcp: None,
         aws: None,
+        task: None,
     };
     c.bench_function("authorize/cedar_100_policies_evaluated", |b| {
         b.iter(|| policies.evaluate_uncached(black_box(&input)))
@@ -333,7 +336,7 @@ fn at_scale(c: &mut Criterion) {
         keygate::config::Injection::Bearer,
     );
     c.bench_function("inject/jwt_reused_within_window", |b| {
-        b.iter(|| p.issue(black_box(&agent)).unwrap())
+        b.iter(|| p.issue(black_box(&agent), None).unwrap())
     });
 }
 
@@ -676,6 +679,7 @@ fn providers(c: &mut Criterion) {
         operation: &read,
         method: &http::Method::GET,
         tool_path: "/items",
+        task: None,
     };
     let warm = rt
         .block_on(tools.by_name["o"].provider.issue(&call))

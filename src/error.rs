@@ -96,6 +96,12 @@ pub enum ErrorKind {
     /// The agent called more often than a `[[rate_limits]]` entry allows; the error
     /// carries how long to wait (`Retry-After`).
     RateLimited,
+    /// The task a call names (`Keygate-Task`) is not one of the agent's.
+    TaskUnknown,
+    /// The task a call names ended or expired.
+    TaskEnded,
+    /// The task a call names does not include its tool or operation.
+    TaskOutOfScope,
 }
 
 impl ErrorKind {
@@ -137,6 +143,9 @@ impl ErrorKind {
             ErrorKind::HandleNotAllowed => "handle_not_allowed",
             ErrorKind::CaptureFailed => "capture_failed",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::TaskUnknown => "task_unknown",
+            ErrorKind::TaskEnded => "task_ended",
+            ErrorKind::TaskOutOfScope => "task_out_of_scope",
         }
     }
 
@@ -175,8 +184,11 @@ impl ErrorKind {
             ErrorKind::TlsHandshakeFailed => StatusCode::BAD_REQUEST,
             ErrorKind::SecretInResponse | ErrorKind::CaptureFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::UnknownHandle => StatusCode::UNAUTHORIZED,
-            ErrorKind::HandleNotAllowed => StatusCode::FORBIDDEN,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::HandleNotAllowed
+            | ErrorKind::TaskUnknown
+            | ErrorKind::TaskEnded
+            | ErrorKind::TaskOutOfScope => StatusCode::FORBIDDEN,
         }
     }
 }

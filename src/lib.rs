@@ -34,6 +34,7 @@ pub mod secrets;
 pub mod server;
 pub mod slack;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod tls;
 pub mod tools;

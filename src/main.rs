@@ -88,6 +88,14 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Tasks: an agent's just-in-time access (open one with a purpose, a ticket, a time
+    /// limit and optionally the tools and operations it allows; list them; end one).
+    Tasks {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
     /// Captured secrets: `rekey` seals every one again under the current capture key
     /// (after a key rotation; then the previous keys can be dropped from the config).
     Capture {
@@ -274,6 +282,43 @@ enum CaptureCommand {
 }
 
 #[derive(Subcommand)]
+enum TasksCommand {
+    /// Open a task for an agent; prints its id (the agent's calls name it in the
+    /// Keygate-Task header).
+    Open {
+        /// The agent.
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        purpose: String,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Its time limit (`30m`, `2h`); default `tasks.default_ttl`.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// A tool its calls may reach (repeat; default: any the policies allow).
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+        /// An operation (name or tag) its calls may do (repeat; default: any).
+        #[arg(long = "operation")]
+        operations: Vec<String>,
+        #[arg(long, default_value = "admin")]
+        by: String,
+    },
+    /// List open tasks and those ended or expired within the last day.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a task: its credentials are dropped and revoked, its calls refused.
+    End {
+        id: String,
+        #[arg(long, default_value = "admin")]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AgentsCommand {
     Suspend {
         id: String,
@@ -400,6 +445,7 @@ fn main() -> ExitCode {
         Command::Approvals { admin, command } => client(admin, |c| approvals(c, command)),
         Command::Inventory { admin, command } => client(admin, |c| inventory(c, command)),
         Command::Agents { admin, command } => client(admin, |c| agents(c, command)),
+        Command::Tasks { admin, command } => client(admin, |c| tasks(c, command)),
         Command::Capture {
             admin,
             command: CaptureCommand::Rekey { by },
@@ -692,6 +738,110 @@ async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> 
         print!("{}", admin_client::csv(&headers, &rows)?);
     } else {
         print!("{}", admin_client::table(&headers, &rows));
+    }
+    Ok(())
+}
+
+async fn tasks(c: AdminClient, cmd: TasksCommand) -> Result<(), String> {
+    use http::Method;
+    let text =
+        |v: &serde_json::Value| admin_client::terminal_text(v.as_str().unwrap_or("-")).into_owned();
+    match cmd {
+        TasksCommand::Open {
+            agent,
+            purpose,
+            ticket,
+            ttl,
+            tools,
+            operations,
+            by,
+        } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    "/tasks",
+                    Some(serde_json::json!({
+                        "agent": agent, "purpose": purpose, "ticket": ticket, "ttl": ttl,
+                        "tools": tools, "operations": operations, "by": by,
+                    })),
+                )
+                .await?;
+            println!("{}", text(&v["id"]));
+            eprintln!(
+                "task opened for {} until {}",
+                text(&v["agent_id"]),
+                admin_client::time(&v["expires_at"])
+            );
+        }
+        TasksCommand::List { json } => {
+            let v = c.call(Method::GET, "/tasks", None).await?;
+            if json {
+                print_json(&v["tasks"]);
+                return Ok(());
+            }
+            let list = v["tasks"].as_array().cloned().unwrap_or_default();
+            let join = |v: &serde_json::Value| {
+                let items: Vec<String> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| admin_client::terminal_text(s.as_str().unwrap_or("")).into_owned())
+                    .collect();
+                if items.is_empty() {
+                    "any".to_string()
+                } else {
+                    items.join(",")
+                }
+            };
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        text(&t["id"]),
+                        text(&t["agent_id"]),
+                        text(&t["state"]),
+                        text(&t["purpose"]),
+                        text(&t["ticket"]),
+                        join(&t["tools"]),
+                        join(&t["operations"]),
+                        admin_client::time(&t["expires_at"]),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                admin_client::table(
+                    &[
+                        "ID",
+                        "AGENT",
+                        "STATE",
+                        "PURPOSE",
+                        "TICKET",
+                        "TOOLS",
+                        "OPERATIONS",
+                        "UNTIL"
+                    ],
+                    &rows
+                )
+            );
+        }
+        TasksCommand::End { id, by } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/tasks/{id}/end"),
+                    Some(serde_json::json!({ "by": by })),
+                )
+                .await?;
+            if v["already_ended"].as_bool() == Some(true) {
+                println!("{} had already ended", text(&v["id"]));
+            } else {
+                println!(
+                    "ended {}: its credentials are revoked and its calls refused",
+                    text(&v["id"])
+                );
+            }
+        }
     }
     Ok(())
 }

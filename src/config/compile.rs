@@ -52,6 +52,16 @@ pub struct Snapshot {
     pub rate_limits: Vec<super::guard::RateLimitRule>,
     /// `[anomalies]`: baselines and detectors.
     pub anomalies: super::guard::AnomalySettings,
+    /// Tasks: who may open them, and their time limits.
+    pub tasks: TaskSettings,
+}
+
+/// Tasks: who may open them, and their time limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSettings {
+    pub agents_may_open: bool,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
 }
 
 /// Where a key that seals captured secrets comes from.
@@ -584,6 +594,17 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     let server = compile_server(&mut c, f.server);
     let proxy = compile_proxy(&mut c, f.proxy, &server.data_dir);
     let capture = compile_capture(&mut c, f.capture, &server.data_dir);
+    if f.tasks.max_ttl.is_zero() || f.tasks.default_ttl.is_zero() {
+        c.error("tasks", "default_ttl and max_ttl must be longer than zero");
+    }
+    if f.tasks.default_ttl > f.tasks.max_ttl {
+        c.error("tasks.default_ttl", "is longer than tasks.max_ttl");
+    }
+    let tasks = TaskSettings {
+        agents_may_open: f.tasks.agents_may_open,
+        default_ttl: f.tasks.default_ttl,
+        max_ttl: f.tasks.max_ttl,
+    };
     let audit_fail_closed = f.audit.fail_closed;
     let audit = compile_audit(&mut c, f.audit);
     let identity = compile_identity(&mut c, f.identity);
@@ -671,6 +692,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         capture,
         rate_limits,
         anomalies,
+        tasks,
     })
 }
 
@@ -2132,7 +2154,7 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
     const AWS: &[&str] = &["aws"];
     const OAUTH2: &[&str] = &["oauth2"];
     const GITHUB: &[&str] = &["github_app"];
-    let fields: [(&str, bool, &[&str]); 37] = [
+    let fields: [(&str, bool, &[&str]); 38] = [
         (
             "from_env",
             e.from_env.is_some(),
@@ -2174,6 +2196,11 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
         ("retire_grace", e.retire_grace.is_some(), AWS),
         ("retire_dry_run", e.retire_dry_run, AWS),
         ("token_endpoint", e.token_endpoint.is_some(), OAUTH2),
+        (
+            "revocation_endpoint",
+            e.revocation_endpoint.is_some(),
+            OAUTH2,
+        ),
         ("client_id", e.client_id.is_some(), OAUTH2),
         ("client_auth", e.client_auth.is_some(), OAUTH2),
         ("client_key_file", e.client_key_file.is_some(), OAUTH2),

@@ -33,6 +33,8 @@ pub struct ConfigFile {
     pub proxy: ProxySection,
     #[serde(default)]
     pub capture: CaptureSection,
+    #[serde(default)]
+    pub tasks: TasksSection,
     /// The approvals console on the admin listener, with OpenID Connect sign-in.
     pub console: Option<ConsoleSection>,
     #[serde(default)]
@@ -483,6 +485,31 @@ pub struct ProxySection {
     pub tls: Option<TlsSection>,
 }
 
+/// Tasks: agents' just-in-time access.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksSection {
+    /// Whether an agent may open (and end) tasks for itself at `POST /.keygate/tasks`;
+    /// otherwise only the admin API opens them. Default true.
+    pub agents_may_open: bool,
+    /// The time limit of a task opened without one. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// The longest time limit a task may have. Default 8h.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+impl Default for TasksSection {
+    fn default() -> Self {
+        TasksSection {
+            agents_may_open: true,
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
 /// Where the key that seals captured secrets comes from (never the database).
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -906,6 +933,9 @@ pub struct CredentialEntry {
     pub retire_dry_run: bool,
     /// oauth2: the authorization server's token endpoint.
     pub token_endpoint: Option<String>,
+    /// oauth2: the authorization server's RFC 7009 revocation endpoint: the tokens issued
+    /// for a task are revoked there when it ends.
+    pub revocation_endpoint: Option<String>,
     /// oauth2: keygate's client id at the authorization server.
     pub client_id: Option<String>,
     /// oauth2: how keygate authenticates as the client: "client_secret_basic" (default),

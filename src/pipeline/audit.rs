@@ -148,6 +148,7 @@ impl OnFinish for Pending {
             credential_scope: ctx.credential.scope,
             stripped: ctx.stripped,
             handle: ctx.handle,
+            task: ctx.task.as_ref().map(|t| t.id.clone()),
             captured: (ctx.captured > 0).then_some(ctx.captured),
             response_secrets,
             admin: None,
@@ -299,6 +300,9 @@ fn span_attributes(
     }
     if let Some(h) = &ctx.handle {
         a.push(KeyValue::new("keygate.handle.inventory_id", h.clone()));
+    }
+    if let Some(t) = &ctx.task {
+        a.push(KeyValue::new("keygate.task.id", t.id.clone()));
     }
     if ctx.captured > 0 {
         a.push(KeyValue::new(

@@ -52,6 +52,7 @@ pub mod inject;
 pub mod inventory;
 pub mod limit;
 pub mod mcp;
+mod own;
 pub mod respond;
 pub mod scan;
 pub mod strip;
@@ -244,11 +245,13 @@ async fn run(
 ) -> Result<Response<ProxyBody>, Error> {
     let (req, route) = match route(gw, &ctx.conn, req, &ctx.path, refused_path)? {
         Routed::Local(resp) => return Ok(resp),
+        Routed::Keygate(req) => return serve_own(gw, ctx, req).await,
         Routed::Tool(req, route) => (req, route),
     };
     let agent = identify(gw, ctx, &req, route.as_ref())?;
     let mut call = classify(gw, ctx, req, route).await?;
     prove(gw, ctx, &mut call).await?;
+    task(gw, ctx, &agent, &mut call)?;
     if let Some(op) = call.operation.clone() {
         limit(gw, &agent, &call, Some(&op))?;
         watch(gw, ctx, &agent, &call.tool.tool.name, &op).await?;
@@ -265,10 +268,169 @@ async fn run(
     // audit: once the response is sent ([`audit::attach`], in `handle_to_end`).
 }
 
+/// keygate's own endpoints (`/.keygate/…`, see [`own`]): introspection, and an agent's
+/// own tasks (identified as for any call).
+async fn serve_own(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Error> {
+    let rest = ctx
+        .path
+        .strip_prefix(classify::KEYGATE_PREFIX)
+        .unwrap_or("")
+        .to_string();
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["introspect"] => {
+            own::only_post(req.method())?;
+            let body = read_own(gw, req).await?;
+            Ok(own::introspect(
+                &gw.shared.signer,
+                &gw.shared.tasks,
+                gw.shared.clock.unix_millis(),
+                &body,
+            ))
+        }
+        ["tasks"] => {
+            own::only_post(req.method())?;
+            let agent = identify(gw, ctx, &req, None)?;
+            open_task(gw, ctx, &agent, req).await
+        }
+        ["tasks", id, "end"] => {
+            own::only_post(req.method())?;
+            let id = id.to_string();
+            let agent = identify(gw, ctx, &req, None)?;
+            end_task(gw, ctx, &agent, &id).await
+        }
+        _ => Err(Error::new(
+            ErrorKind::UnknownTool,
+            "keygate has no such endpoint",
+        )),
+    }
+}
+
+async fn read_own(gw: &Gateway, req: Request<Incoming>) -> Result<bytes::Bytes, Error> {
+    let limited = http_body_util::Limited::new(req.into_body(), own::MAX_BODY);
+    match tokio::time::timeout(
+        gw.snapshot.server.body_read_timeout,
+        http_body_util::BodyExt::collect(limited),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(Error::new(
+            ErrorKind::BodyTooLarge,
+            format!(
+                "the body is larger than {} bytes, or was cut short",
+                own::MAX_BODY
+            ),
+        )),
+        Err(_) => Err(Error::new(
+            ErrorKind::BodyTimeout,
+            "the body was not received in time",
+        )),
+    }
+}
+
+async fn open_task(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Error> {
+    if !gw.snapshot.tasks.agents_may_open {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "agents may not open tasks here (tasks.agents_may_open is off): ask an administrator",
+        ));
+    }
+    let body = read_own(gw, req).await?;
+    let opening: crate::tasks::Opening = serde_json::from_slice(&body).map_err(|e| {
+        Error::new(
+            ErrorKind::BadRequest,
+            format!("the body is not a task: {e}"),
+        )
+    })?;
+    if opening.agent.as_deref().is_some_and(|a| a != &*agent.id) || opening.by.is_some() {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "an agent opens tasks for itself: leave out agent and by",
+        ));
+    }
+    let now = gw.shared.clock.unix_millis();
+    let task = crate::tasks::new_task(
+        opening,
+        &agent.id,
+        "agent",
+        &gw.snapshot.tasks,
+        |t| gw.tools.by_name.contains_key(t),
+        now,
+    )
+    .map_err(|m| Error::new(ErrorKind::BadRequest, m))?;
+    gw.shared
+        .store
+        .open_task(&task)
+        .await
+        .map_err(own::store_error)?;
+    gw.shared.tasks.put(task.clone());
+    tracing::info!(task = %task.id, agent = %task.agent_id, "task opened by its agent");
+    let view = crate::tasks::view(&task, now);
+    ctx.task = Some(Arc::new(task));
+    Ok(own::answer(StatusCode::CREATED, view))
+}
+
+async fn end_task(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    id: &str,
+) -> Result<Response<ProxyBody>, Error> {
+    // Only the agent's own tasks, as this replica knows them (read from the store first
+    // when it does not know the id yet).
+    let mut known = gw.shared.tasks.get(id);
+    if known.is_none() {
+        gw.shared.sync_tasks().await.map_err(|e| {
+            Error::new(
+                ErrorKind::StoreUnavailable,
+                "keygate cannot reach its store",
+            )
+            .with_detail(e)
+        })?;
+        known = gw.shared.tasks.get(id);
+    }
+    if known.is_none_or(|t| *t.agent_id != *agent.id) {
+        return Err(Error::new(
+            ErrorKind::TaskUnknown,
+            "no such task among this agent's",
+        ));
+    }
+    let now = gw.shared.clock.unix_millis();
+    let (task, ended_now) = gw
+        .shared
+        .store
+        .end_task(id, "agent", now)
+        .await
+        .map_err(own::store_error)?;
+    gw.shared.tasks.put(task.clone());
+    crate::gateway::close_tasks(gw);
+    if ended_now {
+        tracing::info!(task = %task.id, agent = %task.agent_id, "task ended by its agent");
+    }
+    let mut view = crate::tasks::view(&task, now);
+    if let Some(o) = view.as_object_mut() {
+        o.insert("already_ended".into(), (!ended_now).into());
+    }
+    ctx.task = Some(Arc::new(task));
+    Ok(own::answer(StatusCode::OK, view))
+}
+
 /// Where a request goes: keygate's own key set, or a tool (maybe none: refused after
 /// identify, so an unknown agent learns nothing of which tools exist).
 enum Routed {
     Local(Response<ProxyBody>),
+    /// keygate's own endpoints (`/.keygate/…`).
+    Keygate(Request<Incoming>),
     Tool(Request<Incoming>, Option<classify::ToolRoute>),
 }
 
@@ -302,6 +464,7 @@ fn route(
     Ok(
         match classify::route(&gw.tools, addressed_host(&req), path) {
             Route::Jwks => Routed::Local(serve_jwks(&gw.shared.jwks_document, req.method())?),
+            Route::Keygate => Routed::Keygate(req),
             Route::Tool(t) => Routed::Tool(req, Some(t)),
             Route::Unknown => Routed::Tool(req, None),
         },
@@ -310,7 +473,7 @@ fn route(
 
 /// identify: the agent, verified and not suspended (an agent named by its AWS key: once
 /// [`prove`] has checked its signature).
-fn identify(
+pub(crate) fn identify(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     req: &Request<Incoming>,
@@ -593,6 +756,43 @@ async fn act(
     .with_detail(format!("{by}: {reason}")))
 }
 
+/// identify, for a call made in a task (`Keygate-Task`, on the request or, in a
+/// forward-proxy tunnel, on its `CONNECT`): the task is this agent's and open. The header
+/// is taken off the request (the tool never sees it); the policies read the task, and
+/// authorize checks that the task includes the tool and operation.
+fn task(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    call: &mut Call,
+) -> Result<(), Error> {
+    let on_tunnel = match &ctx.conn.tunnel {
+        Some(t) => crate::tasks::named(&t.credential)?,
+        None => None,
+    };
+    let on_request = crate::tasks::named(&call.parts.headers)?;
+    let named = match (on_tunnel, on_request) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Error::new(
+                ErrorKind::BadRequest,
+                "the request names another task than its tunnel",
+            ))
+        }
+        (Some(a), _) => Some(a.to_string()),
+        (None, b) => b.map(str::to_string),
+    };
+    call.parts.headers.remove(crate::tasks::HEADER);
+    let Some(named) = named else {
+        return Ok(());
+    };
+    let task = gw
+        .shared
+        .tasks
+        .check(&agent.id, &named, gw.shared.clock.unix_millis())?;
+    ctx.task = Some(task);
+    Ok(())
+}
+
 /// authorize: the policies decide the operation (the MCP phase: each message of a POST).
 /// A request that needs approval has its body read now: the approval binds it.
 async fn authorize(
@@ -628,6 +828,7 @@ async fn authorize(
                 approved: false,
                 mcp: None,
                 aws: call.aws_scope.as_ref(),
+                task: ctx.task.as_deref(),
             };
             let (authorization, result) =
                 authorize::authorize(&gw.policies, ctx.trace.as_mut(), &input);
@@ -652,6 +853,7 @@ async fn authorize(
                 &post?,
                 &facts,
                 now,
+                ctx.task.as_deref(),
                 ctx.trace.as_mut(),
             );
             ctx.operation = decided.operation.clone();
@@ -666,6 +868,9 @@ async fn authorize(
             call.operation = decided.operation;
             call.mcp_digest = decided.digest;
         }
+    }
+    if let (Some(task), Some(op)) = (&ctx.task, &call.operation) {
+        crate::tasks::in_scope(task, &call.tool.tool.name, op)?;
     }
     // An anomaly detector with `action = "require_approval"` holds the agent's write
     // calls: one the policies allow needs a human's approval, as if a policy asked.
@@ -902,6 +1107,7 @@ async fn inject(
         let (credential, result) = Box::pin(inject::inject_aws(
             provider,
             agent,
+            ctx.task.as_ref().map(|t| t.id.as_str()),
             req,
             &out.route.forward_path,
             out.query.as_deref(),
@@ -921,6 +1127,7 @@ async fn inject(
         operation: &out.operation,
         method: &ctx.method,
         tool_path: &out.route.tool_path,
+        task: ctx.task.as_ref().map(|t| t.id.as_str()),
     };
     let (credential, result) =
         inject::inject(&out.tool, &call, req, &mut out.query, ctx.trace.as_mut()).await;
@@ -1044,6 +1251,7 @@ fn respond(
             id,
             resp,
             gw.shared.clock.unix_secs(),
+            ctx.task.clone(),
         ),
         _ => resp,
     })

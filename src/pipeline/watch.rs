@@ -61,6 +61,7 @@ pub fn audit_record(agent: &Agent, src: &Source<'_>, f: &Finding) -> AuditRecord
         credential_scope: None,
         stripped: Vec::new(),
         handle: None,
+        task: None,
         captured: None,
         response_secrets: Vec::new(),
         admin: None,

@@ -639,6 +639,40 @@ async fn handle(
             };
             super::retire::renew(rt, &id, b, &path).await
         }
+        (Method::GET, ["tasks"]) => {
+            let now = rt.shared.clock.unix_millis();
+            match store.tasks(now - crate::tasks::RETAIN_MS).await {
+                Ok(list) => {
+                    let list: Vec<_> = list.iter().map(|t| crate::tasks::view(t, now)).collect();
+                    json(StatusCode::OK, serde_json::json!({ "tasks": list }))
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, ["tasks"]) => {
+            let b: crate::tasks::Opening = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let Some(agent) = b.agent.clone() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "agent is required: the agent the task is for",
+                );
+            };
+            let by = b.by.clone().unwrap_or_else(|| "admin".into());
+            super::tasks::open(rt, &path, b, &agent, &by, "admin-token", via).await
+        }
+        (Method::POST, ["tasks", id, "end"]) => {
+            let id = id.to_string();
+            let b: super::tasks::EndTaskBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let by = b.by.unwrap_or_else(|| "admin".into());
+            super::tasks::end(rt, &path, &id, &by, "admin-token", via).await
+        }
         (Method::POST, ["inventory", "adopt"]) => {
             let b: super::reconcile::AdoptBody = match body_json(req).await {
                 Ok(b) => b,

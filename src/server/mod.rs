@@ -8,6 +8,7 @@ pub mod console;
 pub mod decide;
 pub mod reconcile;
 pub mod retire;
+pub mod tasks;
 
 pub use crate::conn::ConnInfo;
 

@@ -111,6 +111,9 @@ pub struct AuditRecord {
     /// The inventory record whose captured secret this call used (by its handle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handle: Option<String>,
+    /// The task the call was made in (`Keygate-Task`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// How many secrets the tool's answer carried that keygate captured (the agent got
     /// handles).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -752,6 +755,7 @@ mod tests {
             credential_scope: None,
             stripped: vec![],
             handle: None,
+            task: None,
             captured: None,
             response_secrets: Vec::new(),
             admin: None,
