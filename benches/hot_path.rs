@@ -123,7 +123,7 @@ fn mint(c: &mut Criterion) {
             keygate::config::Injection::Bearer,
         );
         c.bench_function(&format!("inject/mint_jwt_{alg:?}"), |b| {
-            b.iter(|| p.issue(black_box(&agent)).unwrap())
+            b.iter(|| p.issue(black_box(&agent), None).unwrap())
         });
     }
 }
@@ -178,9 +178,11 @@ fn audit_record(c: &mut Criterion) {
                 credential_scope: None,
                 stripped: vec!["header:authorization".into()],
                 handle: None,
+                task: None,
                 captured: None,
                 response_secrets: Vec::new(),
                 admin: None,
+                anomaly: None,
             };
             buf.clear();
             serde_json::to_writer(&mut buf, black_box(&r)).unwrap();
@@ -230,6 +232,7 @@ fn classify_and_authorize(c: &mut Criterion) {
         approved: false,
         mcp: None,
         aws: None,
+        task: None,
     };
     c.bench_function("authorize/cedar_default_policies_evaluated", |b| {
         b.iter(|| policies.evaluate_uncached(black_box(&input)))
@@ -307,6 +310,7 @@ fn at_scale(c: &mut Criterion) {
         approved: false,
         mcp: None,
         aws: None,
+        task: None,
     };
     c.bench_function("authorize/cedar_100_policies_evaluated", |b| {
         b.iter(|| policies.evaluate_uncached(black_box(&input)))
@@ -332,7 +336,7 @@ fn at_scale(c: &mut Criterion) {
         keygate::config::Injection::Bearer,
     );
     c.bench_function("inject/jwt_reused_within_window", |b| {
-        b.iter(|| p.issue(black_box(&agent)).unwrap())
+        b.iter(|| p.issue(black_box(&agent), None).unwrap())
     });
 }
 
@@ -675,6 +679,7 @@ fn providers(c: &mut Criterion) {
         operation: &read,
         method: &http::Method::GET,
         tool_path: "/items",
+        task: None,
     };
     let warm = rt
         .block_on(tools.by_name["o"].provider.issue(&call))
@@ -693,8 +698,89 @@ fn providers(c: &mut Criterion) {
     }
 }
 
+/// The anomaly baseline's update on every call (issue 21): one agent's warm call to a
+/// tool and operation it knows, with every detector on (past the learning period), and the
+/// rate limit check of one matching `[[rate_limits]]` entry.
+fn guard(c: &mut Criterion) {
+    use keygate::anomaly::{Baselines, Call};
+    use keygate::config::{AnomalyAction, AnomalySettings, OffHours, RateSpike, RefusalBurst};
+    use std::time::Duration;
+    let settings = AnomalySettings {
+        learning_period: Duration::from_secs(60),
+        new_tool: Some(AnomalyAction::Suspend),
+        new_operation: Some(AnomalyAction::Record),
+        new_host: Some(AnomalyAction::Notify),
+        rate_spike: Some(RateSpike {
+            action: AnomalyAction::Notify,
+            sigmas: 4.0,
+            min_per_minute: u32::MAX,
+        }),
+        refusal_burst: Some(RefusalBurst {
+            action: AnomalyAction::Suspend,
+            count: 20,
+            window: Duration::from_secs(60),
+        }),
+        off_hours_identity_creation: Some(OffHours {
+            action: AnomalyAction::RequireApproval,
+            default: Default::default(),
+            owners: Default::default(),
+        }),
+        ..Default::default()
+    };
+    let baselines = Baselines::default();
+    let (agent, tool, op): (Arc<str>, Arc<str>, Arc<str>) =
+        ("agent-1".into(), "github".into(), "read".into());
+    // Other agents and tools in the map, as in a busy gateway.
+    for i in 0..1000 {
+        let other: Arc<str> = format!("agent-{i}").into();
+        for t in 0..8 {
+            let t: Arc<str> = format!("tool-{t}").into();
+            let call = Call {
+                tool: &t,
+                operation: &op,
+                identity_creation: false,
+                host: None,
+                owner: "o",
+            };
+            baselines.observe(&other, &call, &settings, 1, &mut Vec::new());
+        }
+    }
+    let call = Call {
+        tool: &tool,
+        operation: &op,
+        identity_creation: false,
+        host: None,
+        owner: "o",
+    };
+    baselines.observe(&agent, &call, &settings, 1, &mut Vec::new());
+    let mut now = 3_600_000_i64;
+    let mut found = Vec::new();
+    c.bench_function("watch/baseline_update_warm_call", |b| {
+        b.iter(|| {
+            // A new millisecond per call: the minute rolls over every 60,000 calls.
+            now += 1;
+            baselines.observe(black_box(&agent), &call, &settings, now, &mut found);
+            assert!(found.is_empty());
+        })
+    });
+    let clock = keygate::clock::Clock::default();
+    let rule = keygate::config::RateLimitRule {
+        agent: None,
+        tool: None,
+        tag: None,
+        per: keygate::config::LimitPer::Agent,
+        quota: governor::Quota::per_second(std::num::NonZeroU32::MAX),
+        name: "rate_limits[0]".into(),
+    };
+    let limits = keygate::pipeline::limit::RateLimits::new(&[rule], &clock);
+    c.bench_function("limit/one_matching_entry", |b| {
+        b.iter(|| limits.check(black_box(&agent), &tool, None, false).unwrap())
+    });
+}
+
 criterion_group!(
     benches,
+    guard,
     providers,
     aws,
     helpers,

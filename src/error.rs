@@ -93,6 +93,15 @@ pub enum ErrorKind {
     /// A captured secret could not be sealed, stored or opened: nothing is handed out or
     /// forwarded in its place.
     CaptureFailed,
+    /// The agent called more often than a `[[rate_limits]]` entry allows; the error
+    /// carries how long to wait (`Retry-After`).
+    RateLimited,
+    /// The task a call names (`Keygate-Task`) is not one of the agent's.
+    TaskUnknown,
+    /// The task a call names ended or expired.
+    TaskEnded,
+    /// The task a call names does not include its tool or operation.
+    TaskOutOfScope,
 }
 
 impl ErrorKind {
@@ -133,6 +142,10 @@ impl ErrorKind {
             ErrorKind::UnknownHandle => "unknown_handle",
             ErrorKind::HandleNotAllowed => "handle_not_allowed",
             ErrorKind::CaptureFailed => "capture_failed",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::TaskUnknown => "task_unknown",
+            ErrorKind::TaskEnded => "task_ended",
+            ErrorKind::TaskOutOfScope => "task_out_of_scope",
         }
     }
 
@@ -171,7 +184,11 @@ impl ErrorKind {
             ErrorKind::TlsHandshakeFailed => StatusCode::BAD_REQUEST,
             ErrorKind::SecretInResponse | ErrorKind::CaptureFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::UnknownHandle => StatusCode::UNAUTHORIZED,
-            ErrorKind::HandleNotAllowed => StatusCode::FORBIDDEN,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::HandleNotAllowed
+            | ErrorKind::TaskUnknown
+            | ErrorKind::TaskEnded
+            | ErrorKind::TaskOutOfScope => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -192,6 +209,9 @@ pub struct Error {
     /// For AWS: the code AWS itself uses for this refusal (`SignatureDoesNotMatch`), which
     /// the SDK shows; the refusal is then in AWS's dialect, whatever the tool.
     pub aws_code: Option<&'static str>,
+    /// Seconds the client should wait before it tries again (`Retry-After`, in every
+    /// dialect).
+    pub retry_after: Option<u32>,
 }
 
 impl Error {
@@ -203,6 +223,7 @@ impl Error {
             approval_id: None,
             jsonrpc_code: None,
             aws_code: None,
+            retry_after: None,
         }
     }
 
@@ -224,6 +245,20 @@ impl Error {
     pub fn with_aws_code(mut self, code: &'static str) -> Self {
         self.aws_code = Some(code);
         self
+    }
+
+    /// A refusal the client may retry after `secs` seconds (`Retry-After`).
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// Adds `Retry-After` to a response built from this error, when it has one.
+    pub fn add_retry_after<B>(&self, resp: &mut Response<B>) {
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
     }
 
     pub fn with_approval(mut self, id: impl Into<String>) -> Self {
@@ -263,6 +298,7 @@ impl Error {
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
                 resp.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                self.add_retry_after(&mut resp);
                 resp
             }
         }
@@ -286,6 +322,7 @@ impl Error {
                 HeaderValue::from_static("Bearer realm=\"keygate\""),
             );
         }
+        self.add_retry_after(&mut resp);
         resp
     }
 }

@@ -59,6 +59,11 @@ pub struct Shared {
     /// This process among the replicas: its replica id and a random suffix (two replicas
     /// configured with the same id still tell their announcements apart).
     pub instance: String,
+    /// What each agent normally does ([`crate::anomaly`]): loaded from the store at start,
+    /// written back every `anomalies.flush_interval`.
+    pub baselines: crate::anomaly::Baselines,
+    /// Tasks (agents' just-in-time access), mirrored from the store.
+    pub tasks: crate::tasks::Tasks,
 }
 
 /// What a replica holds in memory from the store, each read on its own.
@@ -67,6 +72,7 @@ pub enum Dataset {
     Suspensions = 0,
     AgentKeys = 1,
     Captured = 2,
+    Tasks = 3,
 }
 
 /// How fresh this replica's view of the store is: for each [`Dataset`], when its last
@@ -77,8 +83,8 @@ pub enum Dataset {
 pub struct Freshness {
     started: std::time::Instant,
     shared_store: bool,
-    read_ok_at: [AtomicU64; 3],
-    failing: [std::sync::atomic::AtomicBool; 3],
+    read_ok_at: [AtomicU64; 4],
+    failing: [std::sync::atomic::AtomicBool; 4],
 }
 
 /// How long one periodic read of the store may take before it counts as failed.
@@ -176,6 +182,16 @@ impl Shared {
                 .map_err(|e| format!("capture key: {e}"))?;
         let vault = crate::capture::Vault::new(sealer);
         vault.set(store.captured().await.map_err(|e| e.to_string())?);
+        let baselines = crate::anomaly::Baselines::default();
+        baselines.load(store.baselines().await.map_err(|e| e.to_string())?);
+        let tasks = crate::tasks::Tasks::default();
+        let clock = crate::clock::Clock::default();
+        tasks.set(
+            store
+                .tasks(clock.unix_millis() - crate::tasks::RETAIN_MS)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
         let audit = AuditLog::open_as(&snapshot.audit, Some(&snapshot.server.replica_id)).await?;
         let jwks_document = Bytes::from(crate::credentials::signer::jwks_document([&*signer]));
         Ok(Arc::new(Shared {
@@ -190,7 +206,7 @@ impl Shared {
             decisions: tokio::sync::Notify::new(),
             metrics: Arc::new(crate::telemetry::metrics::Metrics::new()),
             webhooks: Default::default(),
-            clock: Default::default(),
+            clock,
             agent_keys,
             vault,
             freshness: Freshness::new(matches!(
@@ -198,7 +214,32 @@ impl Shared {
                 crate::store::Backend::Postgres(_)
             )),
             instance,
+            baselines,
+            tasks,
         }))
+    }
+
+    /// Writes the baselines that changed to the store; on failure they stay to be written.
+    pub async fn flush_baselines(&self) {
+        let rows = self.baselines.take_dirty();
+        if rows.is_empty() {
+            return;
+        }
+        let now = self.clock.unix_millis();
+        if let Err(e) = self.store.save_baselines(&rows, now).await {
+            tracing::warn!(
+                "cannot write agents' baselines to the store (kept for the next try): {e}"
+            );
+            self.baselines.mark_dirty(&rows);
+        }
+    }
+
+    /// Re-reads the tasks from the store (opened or ended through other replicas).
+    pub async fn sync_tasks(&self) -> Result<(), String> {
+        let since = self.clock.unix_millis() - crate::tasks::RETAIN_MS;
+        let all = self.store.tasks(since).await.map_err(|e| e.to_string())?;
+        self.tasks.set(all);
+        Ok(())
     }
 
     /// Whether `agent` may call now: not suspended, on a view of suspensions fresh enough
@@ -367,6 +408,7 @@ impl Runtime {
             reload_lock: tokio::sync::Mutex::new(()),
         });
         spawn_suspension_sync(&rt);
+        spawn_baseline_flush(&rt);
         Ok(rt)
     }
 
@@ -463,12 +505,30 @@ fn spawn_suspension_sync(rt: &Arc<Runtime>) {
     });
 }
 
+/// Writes the agents' baselines to the store every `anomalies.flush_interval`, off the
+/// request path. Ends when the runtime is dropped.
+fn spawn_baseline_flush(rt: &Arc<Runtime>) {
+    let weak = Arc::downgrade(rt);
+    tokio::spawn(async move {
+        loop {
+            let interval = match weak.upgrade() {
+                Some(rt) => rt.current().snapshot.anomalies.flush_interval,
+                None => return,
+            };
+            tokio::time::sleep(interval).await;
+            let Some(rt) = weak.upgrade() else { return };
+            rt.shared.flush_baselines().await;
+        }
+    });
+}
+
 /// What a batch of changes (or a periodic tick) asks a replica to do.
 #[derive(Default)]
 struct Todo {
     suspensions: bool,
     keys: bool,
     captured: bool,
+    tasks: bool,
     wake: bool,
     reload_from: Option<String>,
     closed: bool,
@@ -479,6 +539,7 @@ impl Todo {
         self.suspensions = true;
         self.keys = true;
         self.captured = true;
+        self.tasks = true;
     }
 
     fn add(&mut self, c: Result<crate::store::Change, tokio::sync::broadcast::error::RecvError>) {
@@ -488,6 +549,7 @@ impl Todo {
             Ok(Change::Suspensions) => self.suspensions = true,
             Ok(Change::AgentKeys) => self.keys = true,
             Ok(Change::Captured) => self.captured = true,
+            Ok(Change::Tasks) => self.tasks = true,
             Ok(Change::Decision(_)) => self.wake = true,
             Ok(Change::Reload { from }) => self.reload_from = Some(from),
             // Changes may have been missed: read everything, and held requests re-read
@@ -574,6 +636,50 @@ async fn apply(rt: &Arc<Runtime>, todo: Todo) {
             }
         }
     }
+    if todo.tasks {
+        let began = f.now_ms();
+        match tokio::time::timeout(STORE_READ_TIMEOUT, rt.shared.sync_tasks()).await {
+            Ok(Ok(())) => f.read_ok(Dataset::Tasks, began),
+            Ok(Err(e)) => {
+                f.read_failed(Dataset::Tasks);
+                tracing::warn!("cannot refresh tasks from the store: {e}");
+            }
+            Err(_) => {
+                f.read_failed(Dataset::Tasks);
+                tracing::warn!("cannot refresh tasks from the store: no answer in time");
+            }
+        }
+    }
+    // Tasks that ended (here or on another replica) or expired: what this replica issued
+    // for them is dropped and revoked.
+    close_tasks(&rt.current());
+}
+
+/// Drops (and revokes where the issuer allows) what this replica issued for the tasks
+/// that closed since it last looked, in a task of its own (revocation is a network call).
+pub fn close_tasks(gw: &Arc<Gateway>) {
+    let closed = gw.shared.tasks.take_closed(gw.shared.clock.unix_millis());
+    if closed.is_empty() {
+        return;
+    }
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        for task in closed {
+            let (dropped, failed) = gw.end_task(&task.id).await;
+            if dropped > 0 || !failed.is_empty() {
+                tracing::info!(
+                    task = %task.id,
+                    agent = %task.agent_id,
+                    dropped,
+                    revocations_failed = failed.len(),
+                    "task closed: its credentials are dropped"
+                );
+            }
+            for f in failed {
+                tracing::warn!(task = %task.id, "revoking a task's credential failed: {f}");
+            }
+        }
+    });
 }
 
 /// Watches the config file and the policy folder (by modification time and size, every
@@ -616,6 +722,8 @@ pub struct Gateway {
     /// The compiled policies of this snapshot.
     pub policies: Arc<crate::policy::PolicyEngine>,
     pub tools: ToolSet,
+    /// `[[rate_limits]]`: the allowances of this configuration.
+    pub limits: crate::pipeline::limit::RateLimits,
     id_prefix: String,
     id_counter: Arc<AtomicU64>,
 }
@@ -640,12 +748,14 @@ impl Gateway {
         }
         let policies = crate::policy::load(&snapshot).map_err(|e| e.to_string())?;
         let tools = ToolSet::build(&snapshot, &signer, &shared.clock)?;
+        let limits = crate::pipeline::limit::RateLimits::new(&snapshot.rate_limits, &shared.clock);
         let gw = Arc::new(Gateway {
             snapshot,
             shared,
             identifier,
             policies,
             tools,
+            limits,
             id_prefix: format!("{:08x}", rand_u32()),
             id_counter: Arc::new(AtomicU64::new(0)),
         });
@@ -659,6 +769,19 @@ impl Gateway {
         for t in self.tools.by_name.values() {
             t.provider.invalidate_agent(agent);
         }
+    }
+
+    /// Drops (and revokes where the issuer allows) every credential issued for `task`'s
+    /// calls: how many were dropped, and the revocations that failed.
+    pub async fn end_task(&self, task: &str) -> (usize, Vec<String>) {
+        let mut dropped = 0;
+        let mut failed = Vec::new();
+        for t in self.tools.by_name.values() {
+            let (d, f) = t.provider.end_task(task).await;
+            dropped += d;
+            failed.extend(f.into_iter().map(|f| format!("{}: {f}", t.tool.name)));
+        }
+        (dropped, failed)
     }
 
     pub fn next_request_id(&self) -> Arc<str> {
@@ -711,6 +834,16 @@ fn spawn_refreshers(gw: &Arc<Gateway>) {
                         tracing::warn!(issuer = %issuer.settings.name, "keeping the current keys: {e}")
                     }
                 }
+            }
+        });
+    }
+    if !gw.limits.is_empty() {
+        let weak = Arc::downgrade(gw);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let Some(gw) = weak.upgrade() else { return };
+                gw.limits.forget_idle();
             }
         });
     }

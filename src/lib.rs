@@ -8,6 +8,7 @@ pub type FastHash = ahash::RandomState;
 
 pub mod admin_client;
 pub mod agent_conn;
+pub mod anomaly;
 pub mod aws;
 pub mod capture;
 pub mod catalog;
@@ -33,6 +34,7 @@ pub mod secrets;
 pub mod server;
 pub mod slack;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod tls;
 pub mod tools;

@@ -88,6 +88,14 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Tasks: an agent's just-in-time access (open one with a purpose, a ticket, a time
+    /// limit and optionally the tools and operations it allows; list them; end one).
+    Tasks {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
     /// Captured secrets: `rekey` seals every one again under the current capture key
     /// (after a key rotation; then the previous keys can be dropped from the config).
     Capture {
@@ -276,6 +284,43 @@ enum CaptureCommand {
 }
 
 #[derive(Subcommand)]
+enum TasksCommand {
+    /// Open a task for an agent; prints its id (the agent's calls name it in the
+    /// Keygate-Task header).
+    Open {
+        /// The agent.
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        purpose: String,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Its time limit (`30m`, `2h`); default `tasks.default_ttl`.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// A tool its calls may reach (repeat; default: any the policies allow).
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+        /// An operation (name or tag) its calls may do (repeat; default: any).
+        #[arg(long = "operation")]
+        operations: Vec<String>,
+        #[arg(long, default_value = "admin")]
+        by: String,
+    },
+    /// List open tasks and those ended or expired within the last day.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a task: its credentials are dropped and revoked, its calls refused.
+    End {
+        id: String,
+        #[arg(long, default_value = "admin")]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AgentsCommand {
     Suspend {
         id: String,
@@ -289,6 +334,11 @@ enum AgentsCommand {
     },
     /// List suspended agents.
     Suspended,
+    /// An agent: its suspension, what it normally does (its baseline: tools with their
+    /// call rates, operations, forward-proxy hosts) and its recent anomalies.
+    Show {
+        id: String,
+    },
     /// Issue an AWS-style key pair to an agent (printed once, as the environment an AWS
     /// SDK reads); with --list, its keys; with --revoke ID, revoke one.
     AwsKey {
@@ -397,6 +447,7 @@ fn main() -> ExitCode {
         Command::Approvals { admin, command } => client(admin, |c| approvals(c, command)),
         Command::Inventory { admin, command } => client(admin, |c| inventory(c, command)),
         Command::Agents { admin, command } => client(admin, |c| agents(c, command)),
+        Command::Tasks { admin, command } => client(admin, |c| tasks(c, command)),
         Command::Capture {
             admin,
             command: CaptureCommand::Rekey { by },
@@ -697,6 +748,110 @@ async fn inventory(c: AdminClient, cmd: InventoryCommand) -> Result<(), String> 
     Ok(())
 }
 
+async fn tasks(c: AdminClient, cmd: TasksCommand) -> Result<(), String> {
+    use http::Method;
+    let text =
+        |v: &serde_json::Value| admin_client::terminal_text(v.as_str().unwrap_or("-")).into_owned();
+    match cmd {
+        TasksCommand::Open {
+            agent,
+            purpose,
+            ticket,
+            ttl,
+            tools,
+            operations,
+            by,
+        } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    "/tasks",
+                    Some(serde_json::json!({
+                        "agent": agent, "purpose": purpose, "ticket": ticket, "ttl": ttl,
+                        "tools": tools, "operations": operations, "by": by,
+                    })),
+                )
+                .await?;
+            println!("{}", text(&v["id"]));
+            eprintln!(
+                "task opened for {} until {}",
+                text(&v["agent_id"]),
+                admin_client::time(&v["expires_at"])
+            );
+        }
+        TasksCommand::List { json } => {
+            let v = c.call(Method::GET, "/tasks", None).await?;
+            if json {
+                print_json(&v["tasks"]);
+                return Ok(());
+            }
+            let list = v["tasks"].as_array().cloned().unwrap_or_default();
+            let join = |v: &serde_json::Value| {
+                let items: Vec<String> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| admin_client::terminal_text(s.as_str().unwrap_or("")).into_owned())
+                    .collect();
+                if items.is_empty() {
+                    "any".to_string()
+                } else {
+                    items.join(",")
+                }
+            };
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        text(&t["id"]),
+                        text(&t["agent_id"]),
+                        text(&t["state"]),
+                        text(&t["purpose"]),
+                        text(&t["ticket"]),
+                        join(&t["tools"]),
+                        join(&t["operations"]),
+                        admin_client::time(&t["expires_at"]),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                admin_client::table(
+                    &[
+                        "ID",
+                        "AGENT",
+                        "STATE",
+                        "PURPOSE",
+                        "TICKET",
+                        "TOOLS",
+                        "OPERATIONS",
+                        "UNTIL"
+                    ],
+                    &rows
+                )
+            );
+        }
+        TasksCommand::End { id, by } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/tasks/{id}/end"),
+                    Some(serde_json::json!({ "by": by })),
+                )
+                .await?;
+            if v["already_ended"].as_bool() == Some(true) {
+                println!("{} had already ended", text(&v["id"]));
+            } else {
+                println!(
+                    "ended {}: its credentials are revoked and its calls refused",
+                    text(&v["id"])
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn agents(c: AdminClient, cmd: AgentsCommand) -> Result<(), String> {
     use http::Method;
     match cmd {
@@ -775,6 +930,10 @@ async fn agents(c: AdminClient, cmd: AgentsCommand) -> Result<(), String> {
                 .await?;
             println!("revoked {}", admin_client::terminal_text(&key));
         }
+        AgentsCommand::Show { id } => {
+            let v = c.call(Method::GET, &format!("/agents/{id}"), None).await?;
+            print!("{}", show_agent(&v));
+        }
         AgentsCommand::Suspended => {
             let v = c.call(Method::GET, "/agents/suspended", None).await?;
             let rows: Vec<Vec<String>> = v["suspended"]
@@ -798,6 +957,103 @@ async fn agents(c: AdminClient, cmd: AgentsCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `keygate agents show`: the agent, its suspension, its baseline, its recent anomalies.
+fn show_agent(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let text =
+        |v: &serde_json::Value| admin_client::terminal_text(v.as_str().unwrap_or("-")).into_owned();
+    let mut out = String::new();
+    let _ = writeln!(out, "agent      {}", text(&v["agent_id"]));
+    let _ = writeln!(out, "owner      {}", text(&v["owner"]));
+    let s = &v["suspension"];
+    if s.is_null() {
+        let _ = writeln!(out, "suspended  no");
+    } else {
+        let _ = writeln!(
+            out,
+            "suspended  since {} by {}: {}",
+            admin_client::time(&s["at"]),
+            text(&s["by"]),
+            text(&s["reason"])
+        );
+    }
+    let b = &v["baseline"];
+    if b.is_null() {
+        let _ = writeln!(out, "baseline   none yet (no call seen by this replica)");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "first call {}",
+        admin_client::time(&b["first_seen_ms"])
+    );
+    if !b["require_approval_until_ms"].is_null() {
+        let _ = writeln!(
+            out,
+            "writes     need approval until {} (anomaly: {})",
+            admin_client::time(&b["require_approval_until_ms"]),
+            text(&b["require_approval_by"])
+        );
+    }
+    let list = |k: &str| -> String {
+        let items: Vec<String> = b[k]
+            .as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default();
+        if items.is_empty() {
+            "-".into()
+        } else {
+            items.join(", ")
+        }
+    };
+    let _ = writeln!(out, "operations {}", list("operations"));
+    let _ = writeln!(out, "hosts      {}", list("hosts"));
+    let tools: Vec<Vec<String>> = b["tools"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t["tool"]),
+                t["calls_per_minute_mean"].to_string(),
+                t["calls_per_minute_deviation"].to_string(),
+                t["calls_this_minute"].to_string(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&admin_client::table(
+        &["TOOL", "CALLS/MIN (MEAN)", "DEVIATION", "THIS MINUTE"],
+        &tools,
+    ));
+    let recent: Vec<Vec<String>> = b["recent_anomalies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            vec![
+                admin_client::time(&a["at_ms"]),
+                text(&a["detector"]),
+                text(&a["action"]),
+                text(&a["observed"]),
+                text(&a["baseline"]),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    if recent.is_empty() {
+        out.push_str("no recent anomalies\n");
+    } else {
+        out.push_str(&admin_client::table(
+            &["WHEN", "DETECTOR", "ACTION", "OBSERVED", "BASELINE"],
+            &recent,
+        ));
+    }
+    out
 }
 
 fn runtime<F, Fut>(f: F) -> ExitCode

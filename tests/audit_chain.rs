@@ -310,9 +310,11 @@ fn record(i: u64) -> AuditRecord {
         credential_scope: None,
         stripped: vec!["header:cookie".into()],
         handle: None,
+        task: None,
         captured: None,
         response_secrets: Vec::new(),
         admin: None,
+        anomaly: None,
     }
 }
 

@@ -1441,3 +1441,86 @@ async fn an_idle_blind_tunnel_is_closed() {
     assert!(records[0]["error"].is_null(), "{}", records[0]);
     assert_eq!(records[0]["bytes_in"], 4);
 }
+
+/// The hosts an agent reaches through the proxy are part of its baseline; with no
+/// learning period, its first call to a host is an anomaly (issue 21).
+#[tokio::test]
+async fn a_first_call_to_a_host_is_in_the_agents_baseline_and_an_anomaly() {
+    let px = start_with(
+        None,
+        |_| {
+            "[anomalies]\nlearning_period = \"0s\"\n[anomalies.new_host]\naction = \"record\"\n"
+                .into()
+        },
+        &agent(AGENT, OWNER),
+    )
+    .await;
+    let s = px.connect("api.github.com:443").await;
+    let mut send = h1_over_tls(s, &px.ca, "api.github.com").await;
+    assert_eq!(get(&mut send, "api.github.com", "/a").await.0, 200);
+    assert_eq!(get(&mut send, "api.github.com", "/b").await.0, 200);
+    let (st, b) = px.gw.admin("GET", &format!("/agents/{AGENT}"), None).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["baseline"]["hosts"], json!(["api.github.com"]), "{b}");
+    let audit = px.gw.audit().await;
+    let found: Vec<&Value> = audit.iter().filter(|r| !r["anomaly"].is_null()).collect();
+    assert_eq!(found.len(), 1, "once: {found:#?}");
+    assert_eq!(found[0]["anomaly"]["detector"], "new_host");
+    assert_eq!(
+        found[0]["anomaly"]["observed"],
+        "first call to host api.github.com through the forward proxy"
+    );
+}
+
+/// An unmodified client names its task on the CONNECT (`curl --proxy-header`): the
+/// tunnel's calls are made in it (audited with it, the header never reaching the tool),
+/// and refused once it ended.
+#[tokio::test]
+async fn a_task_named_on_the_connect_holds_for_the_tunnels_calls() {
+    let px = start(None).await;
+    let (s, task) = px
+        .gw
+        .admin(
+            "POST",
+            "/tasks",
+            Some(json!({"agent": AGENT, "purpose": "triage", "ticket": "OPS-9"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+    let proxy = px.proxy_url(&px.token());
+    let curl = |id: String| {
+        let (proxy, ca) = (proxy.clone(), px.ca.clone());
+        async move {
+            run_client(
+                "curl",
+                &[
+                    "-sS",
+                    "--proxy-header",
+                    &format!("Keygate-Task: {id}"),
+                    "https://api.github.com/repos/acme/app/issues",
+                ],
+                &proxy,
+                Some(&ca),
+                &[],
+            )
+            .await
+        }
+    };
+    let out = curl(id.clone()).await;
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, r#"{"ok":true}"#);
+    let r = px.upstream.requests().pop().unwrap();
+    assert!(r.header("keygate-task").is_none(), "{}", r.head);
+    let records = px.audit_of("GET").await;
+    assert_eq!(records.last().unwrap()["task"], id.as_str(), "{records:?}");
+
+    let (s, _) = px
+        .gw
+        .admin("POST", &format!("/tasks/{id}/end"), Some(json!({})))
+        .await;
+    assert_eq!(s, 200);
+    let out = curl(id.clone()).await;
+    assert!(out.stdout.contains("task_ended"), "{}", out.stdout);
+    assert_eq!(px.upstream.count(), 1);
+}

@@ -1604,3 +1604,68 @@ async fn audit_records_name_the_installation_token_without_its_value() {
     }
     kg.assert_github_saw_it_right();
 }
+
+/// A task's calls get installation tokens of their own; when the task ends keygate
+/// revokes them at GitHub (`DELETE /installation/token`), and they stop working, while
+/// the token of the agent's calls outside the task keeps working.
+#[tokio::test]
+async fn a_tasks_installation_tokens_are_revoked_when_it_ends() {
+    let kg = start(OPTS).await;
+    let r = kg.get("/repos/octo/hello").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (s, task) = kg
+        .gw
+        .admin(
+            "POST",
+            "/tasks",
+            Some(json!({"agent": AGENT, "purpose": "triage", "ticket": "OPS-3", "tools": ["github"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{task}");
+    let id = task["id"].as_str().unwrap();
+    let r = Client::http1()
+        .get(
+            &kg.gw.url("/tools/github/repos/octo/hello"),
+            &[
+                ("authorization", &format!("token {}", kg.jwt)),
+                ("keygate-task", id),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calls = kg.gh.api_calls();
+    let (outside, inside) = (token_of(&calls[0]), token_of(&calls[1]));
+    assert_ne!(
+        outside, inside,
+        "the task's call got the agent's other token"
+    );
+
+    let (s, ended) = kg
+        .gw
+        .admin("POST", &format!("/tasks/{id}/end"), Some(json!({})))
+        .await;
+    assert_eq!(s, 200, "{ended}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while kg.gh.token_info(&inside)["revoked"] != true {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task's token was not revoked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (s, _, _) = kg.gh.call(
+        "GET",
+        "/repos/octo/hello",
+        &[("authorization", &bearer(&inside))],
+        "",
+    );
+    assert_eq!(s, 401, "the revoked token still works");
+    let (s, _, _) = kg.gh.call(
+        "GET",
+        "/repos/octo/hello",
+        &[("authorization", &bearer(&outside))],
+        "",
+    );
+    assert_eq!(s, 200, "the token outside the task was revoked too");
+}

@@ -418,3 +418,67 @@ async fn refuse_mode_serves_nothing_once_the_store_cannot_be_read() {
     pg.restart();
     c.until_status("a", 200, Duration::from_secs(15)).await;
 }
+
+/// A task opened on one replica is usable on the others as soon as the change is pushed;
+/// ended on another, every replica refuses its calls within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_opened_on_a_and_ended_on_c_is_refused_everywhere_within_a_second() {
+    let url = pg_support::postgres().database().await;
+    let c = cluster(&url, PUSH_ONLY, "").await;
+    let task = c
+        .admin(
+            "a",
+            "POST",
+            "/tasks",
+            Some(
+                json!({"agent": "a1", "purpose": "read the app", "ticket": "OPS-1", "ttl": "10m"}),
+            ),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_string();
+    let in_task = |on: &'static str| {
+        let (c, id) = (&c, id.clone());
+        async move {
+            let auth = bearer(&c.iss.token("a1"));
+            c.client
+                .get(
+                    &c.replica(on).url(READ),
+                    &[("authorization", &auth), ("keygate-task", &id)],
+                )
+                .await
+        }
+    };
+    let until = |on: &'static str, status: u16| {
+        let in_task = &in_task;
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let r = in_task(on).await;
+                if r.status == status {
+                    return r;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(1),
+                    "replica {on} answers {}: {}",
+                    r.status,
+                    r.text()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    for r in ["a", "b", "c"] {
+        until(r, 200).await;
+    }
+    c.admin(
+        "c",
+        "POST",
+        &format!("/tasks/{id}/end"),
+        Some(json!({"by": "carol"})),
+    )
+    .await;
+    for r in ["a", "b", "c"] {
+        let resp = until(r, 403).await;
+        assert_eq!(resp.json()["error"], "task_ended", "{}", resp.text());
+    }
+}

@@ -917,6 +917,78 @@ pub async fn a_notice_is_claimed_by_one_replica(store: Arc<dyn Store>) {
     assert!(!store.claim_notice("idn_missing", T0, LEASE).await.unwrap());
 }
 
+/// Agents' baselines (issue 21): written, replaced, read back.
+pub async fn baselines_are_saved_and_replaced(store: Arc<dyn Store>) {
+    assert!(store.baselines().await.unwrap().is_empty());
+    let rows = vec![
+        ("agent-1".to_string(), r#"{"first_seen_ms":1}"#.to_string()),
+        ("agent-2".to_string(), r#"{"first_seen_ms":2}"#.to_string()),
+    ];
+    store.save_baselines(&rows, T0).await.unwrap();
+    let again = vec![("agent-1".to_string(), r#"{"first_seen_ms":3}"#.to_string())];
+    store.save_baselines(&again, T0 + MINUTE).await.unwrap();
+    assert_eq!(
+        store.baselines().await.unwrap(),
+        vec![
+            ("agent-1".to_string(), r#"{"first_seen_ms":3}"#.to_string()),
+            ("agent-2".to_string(), r#"{"first_seen_ms":2}"#.to_string()),
+        ]
+    );
+}
+
+/// Tasks: opened once per id, listed while they matter, ended once (who and when), the
+/// end of an unknown one refused.
+async fn tasks_open_list_and_end_once(store: Arc<dyn Store>) {
+    let task = |id: &str, expires_at: Millis| keygate::store::Task {
+        id: id.into(),
+        agent_id: "agent-1".into(),
+        purpose: "rotate the deploy key".into(),
+        ticket: Some("OPS-7".into()),
+        tools: vec!["github".into()],
+        operations: vec!["read".into(), "create_deploy_key".into()],
+        opened_by: "agent".into(),
+        opened_at: T0,
+        expires_at,
+        ended_at: None,
+        ended_by: None,
+    };
+    let t = task("task_a", T0 + 30 * MINUTE);
+    store.open_task(&t).await.unwrap();
+    assert!(matches!(
+        store.open_task(&t).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .open_task(&task("task_old", T0 - MINUTE))
+        .await
+        .unwrap();
+    // Listed: those expiring after `since` only, as stored.
+    assert_eq!(store.tasks(T0).await.unwrap(), vec![t.clone()]);
+    assert_eq!(store.tasks(T0 - 2 * MINUTE).await.unwrap().len(), 2);
+    let (ended, now) = store
+        .end_task("task_a", "carol", T0 + MINUTE)
+        .await
+        .unwrap();
+    assert!(now);
+    assert_eq!(
+        (ended.ended_at, ended.ended_by.as_deref()),
+        (Some(T0 + MINUTE), Some("carol"))
+    );
+    assert!(!ended.is_open(T0 + MINUTE));
+    // Ending again changes nothing.
+    let (again, now) = store
+        .end_task("task_a", "dave", T0 + 2 * MINUTE)
+        .await
+        .unwrap();
+    assert!(!now);
+    assert_eq!(again, ended);
+    assert!(matches!(
+        store.end_task("task_missing", "carol", T0).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.tasks(T0).await.unwrap(), vec![ended]);
+}
+
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -943,6 +1015,7 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    baselines_are_saved_and_replaced,
     the_pending_cap_refuses_new_approvals_and_stores_nothing,
     two_approvers_must_differ,
     approvals_are_counted_by_status,
@@ -960,6 +1033,7 @@ both_stores!(
     keys_and_captured_secrets_round_trip,
     retirement_steps_and_renewal,
     a_notice_is_claimed_by_one_replica,
+    tasks_open_list_and_end_once,
 );
 
 /// A PostgreSQL store on a fresh database of the shared cluster; its URL.
@@ -1065,6 +1139,23 @@ async fn postgres_pushes_every_change_to_every_replica() {
         next_change(&mut on_b).await,
         Change::Decision(ap.id.clone())
     );
+    let task = keygate::store::Task {
+        id: "task_push".into(),
+        agent_id: "agent-1".into(),
+        purpose: "p".into(),
+        ticket: None,
+        tools: vec![],
+        operations: vec![],
+        opened_by: "agent".into(),
+        opened_at: T0,
+        expires_at: T0 + MINUTE,
+        ended_at: None,
+        ended_by: None,
+    };
+    a.open_task(&task).await.unwrap();
+    assert_eq!(next_change(&mut on_b).await, Change::Tasks);
+    a.end_task("task_push", "agent", T0).await.unwrap();
+    assert_eq!(next_change(&mut on_b).await, Change::Tasks);
     a.announce(Change::Reload {
         from: String::new(),
     })
@@ -1108,8 +1199,8 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
         .fetch_all(&mut c)
         .await
         .unwrap();
-    assert_eq!(versions, [3]);
-    // A database keygate migrated to version 1 is brought to version 3.
+    assert_eq!(versions, [5]);
+    // A database keygate migrated to version 1 is brought to version 5.
     for undo in [
         "DELETE FROM schema_version",
         "INSERT INTO schema_version (version) VALUES (1)",
@@ -1119,6 +1210,8 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
         "ALTER TABLE inventory DROP COLUMN deactivated_at",
         "ALTER TABLE inventory DROP COLUMN retire_attempts",
         "ALTER TABLE inventory DROP COLUMN retire_error",
+        "DROP TABLE agent_baselines",
+        "DROP TABLE tasks",
     ] {
         sqlx::query(undo).execute(&mut c).await.unwrap();
     }
@@ -1128,7 +1221,7 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 3]);
+    assert_eq!(versions, [1, 5]);
     let needed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.columns \
          WHERE table_name = 'approvals' AND column_name IN ('approvers_needed', 'first_approver')",

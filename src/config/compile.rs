@@ -48,6 +48,20 @@ pub struct Snapshot {
     pub proxy: Option<ProxySettings>,
     /// The keys that seal captured secrets.
     pub capture: CaptureSettings,
+    /// `[[rate_limits]]`, in the order written.
+    pub rate_limits: Vec<super::guard::RateLimitRule>,
+    /// `[anomalies]`: baselines and detectors.
+    pub anomalies: super::guard::AnomalySettings,
+    /// Tasks: who may open them, and their time limits.
+    pub tasks: TaskSettings,
+}
+
+/// Tasks: who may open them, and their time limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSettings {
+    pub agents_may_open: bool,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
 }
 
 /// Where a key that seals captured secrets comes from.
@@ -576,6 +590,17 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     let server = compile_server(&mut c, f.server);
     let proxy = compile_proxy(&mut c, f.proxy, &server.data_dir);
     let capture = compile_capture(&mut c, f.capture, &server.data_dir);
+    if f.tasks.max_ttl.is_zero() || f.tasks.default_ttl.is_zero() {
+        c.error("tasks", "default_ttl and max_ttl must be longer than zero");
+    }
+    if f.tasks.default_ttl > f.tasks.max_ttl {
+        c.error("tasks.default_ttl", "is longer than tasks.max_ttl");
+    }
+    let tasks = TaskSettings {
+        agents_may_open: f.tasks.agents_may_open,
+        default_ttl: f.tasks.default_ttl,
+        max_ttl: f.tasks.max_ttl,
+    };
     let audit_fail_closed = f.audit.fail_closed;
     let audit = compile_audit(&mut c, f.audit);
     let identity = compile_identity(&mut c, f.identity);
@@ -602,6 +627,16 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     let approvals = compile_approvals(&mut c, f.approvals);
     let console = f.console.map(|s| compile_console(&mut c, s));
     let store = compile_store(&mut c, f.store);
+    // An agent taken from a token's claims may be named before it first calls.
+    let agents_from_claims = identity.issuers.iter().any(|i| i.agents_from_claims);
+    let rate_limits = super::guard::compile_rate_limits(
+        &mut c,
+        f.rate_limits,
+        &|a| agents_from_claims || agents.by_id.contains_key(a),
+        &|t| tools.by_name.contains_key(t),
+        &operations,
+    );
+    let anomalies = super::guard::compile_anomalies(&mut c, f.anomalies);
     let telemetry = TelemetrySettings {
         otlp_endpoint: f.telemetry.otlp_endpoint,
         otlp_protocol: f.telemetry.otlp_protocol,
@@ -651,6 +686,9 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         telemetry,
         proxy,
         capture,
+        rate_limits,
+        anomalies,
+        tasks,
     })
 }
 
@@ -2088,7 +2126,7 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
     const GITHUB: &[&str] = &["github_app"];
     // Reconciled and retired: AWS access keys, GitHub deploy keys.
     const LIFECYCLE: &[&str] = &["aws", "github_app"];
-    let fields: [(&str, bool, &[&str]); 38] = [
+    let fields: [(&str, bool, &[&str]); 39] = [
         (
             "from_env",
             e.from_env.is_some(),
@@ -2136,6 +2174,11 @@ fn check_fields_apply(c: &mut Checker, key: &str, e: &file::CredentialEntry) {
         ("retire_grace", e.retire_grace.is_some(), AWS),
         ("retire_dry_run", e.retire_dry_run, LIFECYCLE),
         ("token_endpoint", e.token_endpoint.is_some(), OAUTH2),
+        (
+            "revocation_endpoint",
+            e.revocation_endpoint.is_some(),
+            OAUTH2,
+        ),
         ("client_id", e.client_id.is_some(), OAUTH2),
         ("client_auth", e.client_auth.is_some(), OAUTH2),
         ("client_key_file", e.client_key_file.is_some(), OAUTH2),

@@ -33,12 +33,155 @@ pub struct ConfigFile {
     pub proxy: ProxySection,
     #[serde(default)]
     pub capture: CaptureSection,
+    #[serde(default)]
+    pub tasks: TasksSection,
     /// The approvals console on the admin listener, with OpenID Connect sign-in.
     pub console: Option<ConsoleSection>,
     #[serde(default)]
     pub agents: Vec<AgentEntry>,
     #[serde(default)]
     pub tools: Vec<ToolEntry>,
+    /// Per-agent rate limits: over one, the agent gets 429 `rate_limited` with
+    /// `Retry-After`.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitEntry>,
+    /// What each agent normally does, and the detectors that act when it does otherwise.
+    #[serde(default)]
+    pub anomalies: AnomaliesSection,
+}
+
+/// One rate limit: which calls it counts (every selector given must match) and how many
+/// it allows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitEntry {
+    /// Only this agent's calls (absent: every agent's).
+    pub agent: Option<String>,
+    /// Only calls to this tool (absent: any tool).
+    pub tool: Option<String>,
+    /// Only operations with this tag, such as `identity_creation` (absent: any).
+    pub tag: Option<String>,
+    /// Whose calls share one allowance: `"agent"` (each agent its own, the default),
+    /// `"agent_and_tool"` (each agent on each tool its own) or `"tool"` (every agent on a
+    /// tool together).
+    #[serde(default)]
+    pub per: Option<String>,
+    /// The sustained rate: exactly one of these.
+    pub per_second: Option<u32>,
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
+    /// How many calls may come at once (default: the rate's count).
+    pub burst: Option<u32>,
+}
+
+/// `[anomalies]`: baselines per agent, and the detectors (each absent: off).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomaliesSection {
+    /// How long after an agent's first call its baseline only learns: detectors of what is
+    /// new, and of rates, stay quiet until then.
+    #[serde(with = "humantime_serde")]
+    pub learning_period: Duration,
+    /// How often baselines are written to the store (off the request path).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// How long `action = "require_approval"` holds: the agent's write calls need a
+    /// human's approval until then (or until the agent is resumed).
+    #[serde(with = "humantime_serde")]
+    pub require_approval_for: Duration,
+    pub new_tool: Option<DetectorSection>,
+    pub new_operation: Option<DetectorSection>,
+    pub new_host: Option<DetectorSection>,
+    pub rate_spike: Option<RateSpikeSection>,
+    pub refusal_burst: Option<RefusalBurstSection>,
+    pub off_hours_identity_creation: Option<OffHoursSection>,
+}
+
+impl Default for AnomaliesSection {
+    fn default() -> Self {
+        AnomaliesSection {
+            learning_period: Duration::from_secs(7 * 86400),
+            flush_interval: Duration::from_secs(30),
+            require_approval_for: Duration::from_secs(3600),
+            new_tool: None,
+            new_operation: None,
+            new_host: None,
+            rate_spike: None,
+            refusal_burst: None,
+            off_hours_identity_creation: None,
+        }
+    }
+}
+
+/// A detector that has nothing to set but what it does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSection {
+    /// `"record"`, `"notify"`, `"require_approval"` or `"suspend"`.
+    pub action: String,
+}
+
+/// A call rate far above the agent's baseline for a tool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpikeSection {
+    pub action: String,
+    /// How many deviations above its mean a minute's calls must be.
+    #[serde(default = "default_sigmas")]
+    pub sigmas: f64,
+    /// And at least this many calls in the minute (a quiet agent's few calls are no spike).
+    #[serde(default = "default_min_per_minute")]
+    pub min_per_minute: u32,
+}
+
+fn default_sigmas() -> f64 {
+    4.0
+}
+
+fn default_min_per_minute() -> u32 {
+    30
+}
+
+/// A burst of refusals: policy denials, secrets in requests, denied approvals.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusalBurstSection {
+    pub action: String,
+    /// This many refusals …
+    pub count: u32,
+    /// … within this long.
+    #[serde(with = "humantime_serde", default = "default_burst_window")]
+    pub window: Duration,
+}
+
+fn default_burst_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Identity creation outside business hours, as the agent's owner defines them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffHoursSection {
+    pub action: String,
+    /// The default business hours (see [`BusinessHoursSection`]).
+    pub days: Option<Vec<String>>,
+    pub hours: Option<String>,
+    pub utc_offset: Option<String>,
+    /// Owners with other hours than the default above.
+    #[serde(default)]
+    pub owners: BTreeMap<String, BusinessHoursSection>,
+}
+
+/// Business hours: days of the week and a time range, in one UTC offset.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessHoursSection {
+    /// Such as `["mon", "tue", "wed", "thu", "fri"]` (the default).
+    pub days: Option<Vec<String>>,
+    /// Such as `"08:00-18:00"` (the default).
+    pub hours: Option<String>,
+    /// Such as `"+01:00"` (default `"+00:00"`).
+    pub utc_offset: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,6 +483,31 @@ pub struct ProxySection {
     /// TLS to the proxy listener itself (`https://` proxy URLs), with client
     /// certificates (mTLS) as agent identity.
     pub tls: Option<TlsSection>,
+}
+
+/// Tasks: agents' just-in-time access.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksSection {
+    /// Whether an agent may open (and end) tasks for itself at `POST /.keygate/tasks`;
+    /// otherwise only the admin API opens them. Default true.
+    pub agents_may_open: bool,
+    /// The time limit of a task opened without one. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// The longest time limit a task may have. Default 8h.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+impl Default for TasksSection {
+    fn default() -> Self {
+        TasksSection {
+            agents_may_open: true,
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(8 * 3600),
+        }
+    }
 }
 
 /// Where the key that seals captured secrets comes from (never the database).
@@ -772,6 +940,9 @@ pub struct CredentialEntry {
     pub retire_dry_run: bool,
     /// oauth2: the authorization server's token endpoint.
     pub token_endpoint: Option<String>,
+    /// oauth2: the authorization server's RFC 7009 revocation endpoint: the tokens issued
+    /// for a task are revoked there when it ends.
+    pub revocation_endpoint: Option<String>,
     /// oauth2: keygate's client id at the authorization server.
     pub client_id: Option<String>,
     /// oauth2: how keygate authenticates as the client: "client_secret_basic" (default),

@@ -5,9 +5,14 @@
 mod check;
 mod compile;
 pub mod file;
+mod guard;
 mod token_providers;
 
 pub use compile::*;
+pub use guard::{
+    AnomalyAction, AnomalySettings, BusinessHours, LimitPer, OffHours, RateLimitRule, RateSpike,
+    RefusalBurst,
+};
 pub use token_providers::{
     ClientAuthSpec, GithubAppSpec, Grant, OAuth2Spec, Permissions, TokenScope,
 };

@@ -13,6 +13,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct OAuth2Spec {
     pub token_endpoint: http::Uri,
+    /// RFC 7009: where the tokens issued for a task are revoked when it ends.
+    pub revocation_endpoint: Option<http::Uri>,
     pub client_id: String,
     pub client_auth: ClientAuthSpec,
     pub grant: Grant,
@@ -176,6 +178,10 @@ pub(super) fn compile_oauth2(c: &mut Checker, key: &str, e: &CredentialEntry) ->
         }
     }
     .unwrap_or_else(|| http::Uri::from_static("http://invalid"));
+    let revocation_endpoint = e
+        .revocation_endpoint
+        .as_ref()
+        .and_then(|r| http_url(c, format!("{key}.revocation_endpoint"), r));
     let client_id = match &e.client_id {
         Some(id) if !id.is_empty() => id.clone(),
         _ => {
@@ -270,6 +276,7 @@ pub(super) fn compile_oauth2(c: &mut Checker, key: &str, e: &CredentialEntry) ->
     }
     OAuth2Spec {
         token_endpoint,
+        revocation_endpoint,
         client_id,
         client_auth,
         grant,

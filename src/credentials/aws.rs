@@ -85,6 +85,8 @@ pub struct AwsCall<'a> {
     pub actions: &'a [String],
     /// The session policy allowing only them.
     pub policy: &'a str,
+    /// The task the call is made in (its session is its own, tagged `keygate-task`).
+    pub task: Option<&'a str>,
 }
 
 /// The `aws` provider of one tool.
@@ -153,12 +155,14 @@ impl AwsProvider {
         agent: &Agent,
         call: &AwsCall<'_>,
     ) -> Result<(Arc<Entry<AwsCredential>>, Served), Unavailable> {
+        // Without a role there is no session to make for a task: the base key signs.
         let Some(role) = self.role_for(call.actions) else {
             let base = self.spec.base.clone();
             let clock = self.clock.clone();
             let key = Key {
                 agent: "".into(),
                 scope: "base-key".into(),
+                task: None,
             };
             return self
                 .cache
@@ -181,10 +185,12 @@ impl AwsProvider {
         let key = Key {
             agent: agent.id.clone(),
             scope: format!("{role}\n{}", call.policy).into(),
+            task: call.task.map(Arc::from),
         };
         let session_name = sts::session_name(&agent.id);
         let agent_tag = sts::tag_value(&agent.id);
         let owner_tag = sts::tag_value(&agent.owner);
+        let task_tag = call.task.map(sts::tag_value).unwrap_or_default();
         let (spec, http, clock, policy) = (
             self.spec.clone(),
             self.http.clone(),
@@ -200,14 +206,15 @@ impl AwsProvider {
                     policy.clone(),
                     role.clone(),
                 );
-                let (session_name, agent_tag, owner_tag) =
-                    (session_name.clone(), agent_tag.clone(), owner_tag.clone());
+                let (session_name, agent_tag, owner_tag, task_tag) = (
+                    session_name.clone(),
+                    agent_tag.clone(),
+                    owner_tag.clone(),
+                    task_tag.clone(),
+                );
                 async move {
                     let base = read_base(&spec.base).map_err(Unavailable::new)?;
-                    let mut tags = vec![("keygate-agent", agent_tag.as_str())];
-                    if !owner_tag.is_empty() {
-                        tags.push(("keygate-owner", owner_tag.as_str()));
-                    }
+                    let tags = session_tags(&agent_tag, &owner_tag, &task_tag);
                     let request = sts::AssumeRole {
                         role_arn: &role,
                         session_name: &session_name,
@@ -248,6 +255,25 @@ impl AwsProvider {
     pub fn invalidate_agent(&self, agent: &str) {
         self.cache.invalidate_agent(agent);
     }
+
+    /// Drops the sessions made for `task` (STS cannot revoke one session: they end at
+    /// their expiry, at most `session_duration` later, and no call of the task gets one).
+    pub fn end_task(&self, task: &str) -> usize {
+        self.cache.take_task(task).len()
+    }
+}
+
+/// The session tags of a session made for an agent (and its owner, and the task the
+/// call is made in): an empty value is left out.
+fn session_tags<'a>(agent: &'a str, owner: &'a str, task: &'a str) -> Vec<(&'static str, &'a str)> {
+    [
+        ("keygate-agent", agent),
+        ("keygate-owner", owner),
+        ("keygate-task", task),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .collect()
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -292,4 +318,25 @@ fn base_key(id: String, secret: String, token: Option<String>) -> Result<BaseKey
         secret_access_key: secret,
         session_token: token.filter(|t| !t.trim().is_empty()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tasks_session_is_tagged_with_the_task() {
+        assert_eq!(
+            session_tags("agent-1", "team", "task_0a1b"),
+            [
+                ("keygate-agent", "agent-1"),
+                ("keygate-owner", "team"),
+                ("keygate-task", "task_0a1b")
+            ]
+        );
+        assert_eq!(
+            session_tags("agent-1", "", ""),
+            [("keygate-agent", "agent-1")]
+        );
+    }
 }

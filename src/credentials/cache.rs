@@ -36,12 +36,14 @@ pub trait Cacheable: Send + Sync + 'static {
     fn weight(&self) -> usize;
 }
 
-/// The cache's key: the agent and the scope asked for (for AWS the role and the session
-/// policy; for OAuth2 the scopes).
+/// The cache's key: the agent, the scope asked for (for AWS the role and the session
+/// policy; for OAuth2 the scopes), and the task the credential is for (a task's calls get
+/// credentials of their own, dropped when it ends).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     pub agent: Arc<str>,
     pub scope: Arc<str>,
+    pub task: Option<Arc<str>>,
 }
 
 /// A cached credential and when it was issued.
@@ -219,6 +221,25 @@ impl<V: Cacheable> IssuedCache<V> {
         }
     }
 
+    /// Drops every credential issued for `task`, and returns them (to be revoked where
+    /// their issuer allows).
+    pub fn take_task(&self, task: &str) -> Vec<Arc<Entry<V>>> {
+        let taken: Vec<_> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| k.task.as_deref() == Some(task))
+            .map(|(_, v)| v)
+            .collect();
+        let task: Arc<str> = task.into();
+        if let Err(e) = self
+            .cache
+            .invalidate_entries_if(move |k, _| k.task.as_ref() == Some(&task))
+        {
+            tracing::error!("could not drop a task's cached credentials: {e}");
+        }
+        taken
+    }
+
     /// How many credentials are cached (after pending maintenance).
     pub async fn cached_count(&self) -> u64 {
         self.cache.run_pending_tasks().await;
@@ -248,6 +269,7 @@ mod tests {
         Key {
             agent: agent.into(),
             scope: scope.into(),
+            task: None,
         }
     }
 

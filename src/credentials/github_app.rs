@@ -165,8 +165,9 @@ impl GithubAppProvider {
         operation: &str,
         method: &http::Method,
         path: &str,
+        task: Option<&str>,
     ) -> Result<Issued, Unavailable> {
-        self.issue_with(Some(operation), method, path).await
+        self.issue_with(Some(operation), method, path, task).await
     }
 
     /// An installation token for keygate's own call (a reconcile's listing, a
@@ -177,7 +178,7 @@ impl GithubAppProvider {
         method: &http::Method,
         path: &str,
     ) -> Result<Issued, Unavailable> {
-        self.issue_with(None, method, path).await
+        self.issue_with(None, method, path, None).await
     }
 
     async fn issue_with(
@@ -185,6 +186,7 @@ impl GithubAppProvider {
         operation: Option<&str>,
         method: &http::Method,
         path: &str,
+        task: Option<&str>,
     ) -> Result<Issued, Unavailable> {
         let path = api_path(path);
         let (reach, permissions) = self.needs(operation, method, path)?;
@@ -205,6 +207,7 @@ impl GithubAppProvider {
         let key = Key {
             agent: "".into(),
             scope: format!("{installation}\n{scope}").into(),
+            task: task.map(Arc::from),
         };
         if let Some(why) = self.refused.get(&key.scope) {
             return Err(why);
@@ -230,6 +233,47 @@ impl GithubAppProvider {
             .await
             .inspect_err(|why| self.refused.insert(key.scope.clone(), why.clone()))?;
         Ok(entry.value.issued(served))
+    }
+
+    /// Drops the installation tokens made for `task`'s calls and revokes each at GitHub
+    /// (`DELETE /installation/token`, authenticated by the token itself). Returns how many
+    /// were dropped, and the revocations that failed.
+    pub async fn end_task(&self, task: &str) -> (usize, Vec<String>) {
+        let tokens = self.cache.take_task(task);
+        let mut failed = Vec::new();
+        for t in &tokens {
+            if let Err(e) = self.revoke(&t.value.value).await {
+                failed.push(e.reason);
+            }
+        }
+        (tokens.len(), failed)
+    }
+
+    async fn revoke(&self, token: &str) -> Result<(), Unavailable> {
+        let mut auth = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Unavailable::new("the installation token is not a valid header"))?;
+        auth.set_sensitive(true);
+        let url = format!("{}/installation/token", self.spec.api_url);
+        let req = http::Request::delete(&url)
+            .header(http::header::AUTHORIZATION, auth)
+            .header(http::header::ACCEPT, "application/vnd.github+json")
+            .header("x-github-api-version", API_VERSION)
+            .header(http::header::USER_AGENT, "keygate")
+            .body(crate::error::full_body(bytes::Bytes::new()))
+            .map_err(|e| Unavailable::new(format!("cannot build the request to {url}: {e}")))?;
+        let who = format!("GitHub at {}", self.spec.api_url);
+        let (status, _) =
+            crate::http_client::send_small(&self.http, req, MAX_ANSWER, TIMEOUT, &who)
+                .await
+                .map_err(Unavailable::new)?;
+        // 401: the token had expired or was revoked already.
+        if status.is_success() || status == http::StatusCode::UNAUTHORIZED {
+            return Ok(());
+        }
+        Err(Unavailable::new(format!(
+            "GitHub refused to revoke an installation token (HTTP {})",
+            status.as_u16()
+        )))
     }
 
     /// What a call may reach, and the permissions it needs; `operation` `None`: keygate's

@@ -18,9 +18,10 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Tokens by (agent id, owner), with the unix time (ms, by keygate's clock) each was
+/// Tokens by (agent id, owner, task), with the unix time (ms, by keygate's clock) each was
 /// minted at.
-type ReuseCache = moka::sync::Cache<(Arc<str>, Arc<str>), (Issued, i64), crate::FastHash>;
+type ReuseCache =
+    moka::sync::Cache<(Arc<str>, Arc<str>, Option<Arc<str>>), (Issued, i64), crate::FastHash>;
 
 pub struct MintedJwt {
     signer: Arc<Signer>,
@@ -57,6 +58,10 @@ struct Claims<'a> {
     nbf: u64,
     exp: u64,
     jti: &'a str,
+    /// The task the call is made in: once it ends, keygate's introspection answers
+    /// `active: false` for the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<&'a str>,
 }
 
 impl MintedJwt {
@@ -80,6 +85,7 @@ impl MintedJwt {
                 moka::sync::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(reuse)
+                    .support_invalidation_closures()
                     .build_with_hasher(crate::FastHash::default())
             }),
             reuse_window: reuse,
@@ -93,11 +99,11 @@ impl MintedJwt {
         self
     }
 
-    pub fn issue(&self, agent: &Agent) -> Result<Issued, Unavailable> {
+    pub fn issue(&self, agent: &Agent, task: Option<&str>) -> Result<Issued, Unavailable> {
         let Some(cache) = &self.reuse else {
-            return self.mint(agent);
+            return self.mint(agent, task);
         };
-        let key = (agent.id.clone(), agent.owner.clone());
+        let key = (agent.id.clone(), agent.owner.clone(), task.map(Arc::from));
         let now = self.clock.unix_millis();
         // The cache drops an entry after the window by its own timer; this check holds the
         // window to keygate's clock.
@@ -108,12 +114,28 @@ impl MintedJwt {
                 return Ok(issued);
             }
         }
-        let issued = self.mint(agent)?;
+        let issued = self.mint(agent, task)?;
         cache.insert(key, (issued.clone(), now));
         Ok(issued)
     }
 
-    fn mint(&self, agent: &Agent) -> Result<Issued, Unavailable> {
+    /// Drops the tokens minted for `task` from the reuse cache (those already sent are
+    /// refused by keygate's introspection until they expire).
+    pub fn end_task(&self, task: &str) {
+        if let Some(cache) = &self.reuse {
+            let task: Arc<str> = task.into();
+            if let Err(e) = cache.invalidate_entries_if(move |k, _| k.2.as_ref() == Some(&task)) {
+                tracing::error!("could not drop a task's minted tokens: {e}");
+            }
+        }
+    }
+
+    /// How long a token minted now lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn mint(&self, agent: &Agent, task: Option<&str>) -> Result<Issued, Unavailable> {
         let now = u64::try_from(self.clock.unix_secs())
             .ok()
             .filter(|s| *s > 0)
@@ -129,6 +151,7 @@ impl MintedJwt {
             nbf: now,
             exp: now + self.ttl.as_secs(),
             jti: &jti,
+            task,
         };
         let token = self.signer.sign_jwt(&claims).map_err(Unavailable::new)?;
         Ok(Issued {

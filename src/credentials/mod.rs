@@ -44,6 +44,8 @@ pub struct CallInfo<'a> {
     pub method: &'a http::Method,
     /// The path relative to the tool (GitHub: owner and repository are read from it).
     pub tool_path: &'a str,
+    /// The task the call is made in: its credential is issued for the task alone.
+    pub task: Option<&'a str>,
 }
 
 impl Provider {
@@ -64,13 +66,16 @@ impl Provider {
     pub async fn issue(&self, call: &CallInfo<'_>) -> Result<Issued, Unavailable> {
         match self {
             Provider::Static(p) => p.issue(),
-            Provider::Jwt(p) => p.issue(call.agent),
+            Provider::Jwt(p) => p.issue(call.agent, call.task),
             // Boxed: a cold issue's future (token request, single flight) is large, and
             // unboxed it would make every request's future as large, static or not (it
             // is moved when the request's task is spawned).
-            Provider::OAuth2(p) => Box::pin(p.issue(call.agent, &call.operation.name)).await,
+            Provider::OAuth2(p) => {
+                Box::pin(p.issue(call.agent, &call.operation.name, call.task)).await
+            }
             Provider::GithubApp(p) => {
-                Box::pin(p.issue(&call.operation.name, call.method, call.tool_path)).await
+                Box::pin(p.issue(&call.operation.name, call.method, call.tool_path, call.task))
+                    .await
             }
             Provider::Aws(_) => Err(Unavailable::new(
                 "an AWS tool's calls are signed, not given a credential to place",
@@ -85,6 +90,21 @@ impl Provider {
             Provider::OAuth2(p) => p.invalidate_agent(agent),
             // Installation tokens are the App's, shared by every agent, not issued to one.
             Provider::GithubApp(_) | Provider::Static(_) | Provider::Jwt(_) => {}
+        }
+    }
+
+    /// Drops what was issued for `task`'s calls, and revokes it where the issuer lets
+    /// keygate (OAuth2, RFC 7009; GitHub installation tokens). What was dropped, and the revocations that failed.
+    pub async fn end_task(&self, task: &str) -> (usize, Vec<String>) {
+        match self {
+            Provider::Aws(p) => (p.end_task(task), Vec::new()),
+            Provider::OAuth2(p) => p.end_task(task).await,
+            Provider::GithubApp(p) => p.end_task(task).await,
+            Provider::Jwt(p) => {
+                p.end_task(task);
+                (0, Vec::new())
+            }
+            Provider::Static(_) => (0, Vec::new()),
         }
     }
 }

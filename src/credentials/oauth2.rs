@@ -53,6 +53,9 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 /// A token the server issued, ready to place.
 pub struct Token {
     placement: Placement,
+    /// The token itself, to revoke it (RFC 7009; GitHub's `DELETE /installation/token`)
+    /// when the task it was issued for ends.
+    pub(super) value: Arc<str>,
     id: Arc<str>,
     scope: Arc<str>,
     expires_unix: u64,
@@ -70,7 +73,8 @@ impl Token {
     ) -> Result<Token, Unavailable> {
         Ok(Token {
             placement: place(injection, value)?,
-            weight: value.len() + id.len() + scope.len(),
+            value: value.into(),
+            weight: 2 * value.len() + id.len() + scope.len(),
             id,
             scope,
             expires_unix,
@@ -245,6 +249,7 @@ impl OAuth2Provider {
         &self,
         agent: &crate::config::Agent,
         operation: &str,
+        task: Option<&str>,
     ) -> Result<Issued, Unavailable> {
         let Some(resolved) = self.resolved(operation) else {
             return Err(Unavailable::new(format!(
@@ -254,6 +259,7 @@ impl OAuth2Provider {
         let key = Key {
             agent: agent.id.clone(),
             scope: resolved.key.clone(),
+            task: task.map(Arc::from),
         };
         if let Some(entry) = self.cache.get_warm(&key).await {
             return Ok(entry.value.issued(Served::Cached));
@@ -283,6 +289,68 @@ impl OAuth2Provider {
     /// Drops the tokens cached for `agent`.
     pub fn invalidate_agent(&self, agent: &str) {
         self.cache.invalidate_agent(agent);
+    }
+
+    /// Drops the tokens issued for `task`'s calls, and revokes each at the authorization
+    /// server's revocation endpoint (RFC 7009) when one is configured. Returns how many
+    /// were dropped, and the revocations that failed (each described, never the token).
+    pub async fn end_task(&self, task: &str) -> (usize, Vec<String>) {
+        let tokens = self.cache.take_task(task);
+        let mut failed = Vec::new();
+        if let Some(endpoint) = &self.spec.revocation_endpoint {
+            for t in &tokens {
+                if let Err(e) = self.revoke(endpoint, &t.value.value).await {
+                    failed.push(format!("{}: {}", t.value.id, e.reason));
+                }
+            }
+        }
+        (tokens.len(), failed)
+    }
+
+    /// RFC 7009: revokes `token` at `endpoint`, authenticated as keygate's client.
+    async fn revoke(&self, endpoint: &http::Uri, token: &str) -> Result<(), Unavailable> {
+        let now = u64::try_from(self.clock.unix_secs())
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| Unavailable::new("system clock is before 1970"))?;
+        let (form, basic) = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", token);
+            form.append_pair("token_type_hint", "access_token");
+            let basic = authenticate(
+                &self.spec,
+                self.client_key.as_deref(),
+                &mut form,
+                &self.spec.token_endpoint.to_string(),
+                now,
+            )?;
+            (form.finish(), basic)
+        };
+        let mut req = http::Request::post(endpoint.clone()).header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        );
+        if let Some(b) = basic {
+            let mut v = http::HeaderValue::from_str(&b)
+                .map_err(|_| Unavailable::new("the client credentials are not a valid header"))?;
+            v.set_sensitive(true);
+            req = req.header(http::header::AUTHORIZATION, v);
+        }
+        let req = req
+            .body(crate::error::full_body(form))
+            .map_err(|e| Unavailable::new(format!("cannot build the revocation request: {e}")))?;
+        let who = format!("the revocation endpoint {endpoint}");
+        let (status, _) =
+            crate::http_client::send_small(&self.http, req, MAX_ANSWER, TIMEOUT, &who)
+                .await
+                .map_err(Unavailable::new)?;
+        if !status.is_success() {
+            return Err(Unavailable::new(format!(
+                "{who} refused the revocation (HTTP {})",
+                status.as_u16()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -336,47 +404,7 @@ impl Request {
         if let Some(r) = &self.scope.resource {
             form.append_pair("resource", r);
         }
-        let mut basic = None;
-        match &spec.client_auth {
-            ClientAuthSpec::SecretBasic(source) => {
-                // RFC 6749 2.3.1: each part form-encoded before the base64.
-                let secret = read_secret(source).map_err(Unavailable::new)?;
-                let enc =
-                    |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                let pair = format!("{}:{}", enc(&spec.client_id), enc(&secret));
-                basic = Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                ));
-            }
-            ClientAuthSpec::SecretPost(source) => {
-                let secret = read_secret(source).map_err(Unavailable::new)?;
-                form.append_pair("client_id", &spec.client_id);
-                form.append_pair("client_secret", &secret);
-            }
-            ClientAuthSpec::PrivateKeyJwt { .. } => {
-                let Some(key) = &self.client_key else {
-                    return Err(Unavailable::new("the client's private key is not loaded"));
-                };
-                let claims = AssertionClaims {
-                    iss: &spec.client_id,
-                    sub: &spec.client_id,
-                    aud: &endpoint,
-                    iat: now,
-                    exp: now + ASSERTION_LIFE,
-                    jti: uuid::Uuid::new_v4().to_string(),
-                    owner: None,
-                };
-                let mut header = jsonwebtoken::Header::new(key.algorithm);
-                header.kid = key.kid.clone();
-                let assertion = jsonwebtoken::encode(&header, &claims, &key.key).map_err(|e| {
-                    Unavailable::new(format!("cannot sign the client assertion: {e}"))
-                })?;
-                form.append_pair("client_id", &spec.client_id);
-                form.append_pair("client_assertion_type", ASSERTION_TYPE);
-                form.append_pair("client_assertion", &assertion);
-            }
-        }
+        let basic = authenticate(spec, self.client_key.as_deref(), &mut form, &endpoint, now)?;
         Ok((form.finish(), basic))
     }
 
@@ -501,6 +529,58 @@ impl Request {
     }
 }
 
+/// Authenticates a request to the authorization server as keygate's client: adds the
+/// form fields of `client_secret_post` and `private_key_jwt` (its assertion's `aud`
+/// `audience`), and returns the `Authorization` of `client_secret_basic`.
+fn authenticate(
+    spec: &OAuth2Spec,
+    client_key: Option<&ClientKey>,
+    form: &mut form_urlencoded::Serializer<'_, String>,
+    audience: &str,
+    now: u64,
+) -> Result<Option<String>, Unavailable> {
+    let mut basic = None;
+    match &spec.client_auth {
+        ClientAuthSpec::SecretBasic(source) => {
+            // RFC 6749 2.3.1: each part form-encoded before the base64.
+            let secret = read_secret(source).map_err(Unavailable::new)?;
+            let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let pair = format!("{}:{}", enc(&spec.client_id), enc(&secret));
+            basic = Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ));
+        }
+        ClientAuthSpec::SecretPost(source) => {
+            let secret = read_secret(source).map_err(Unavailable::new)?;
+            form.append_pair("client_id", &spec.client_id);
+            form.append_pair("client_secret", &secret);
+        }
+        ClientAuthSpec::PrivateKeyJwt { .. } => {
+            let Some(key) = client_key else {
+                return Err(Unavailable::new("the client's private key is not loaded"));
+            };
+            let claims = AssertionClaims {
+                iss: &spec.client_id,
+                sub: &spec.client_id,
+                aud: audience,
+                iat: now,
+                exp: now + ASSERTION_LIFE,
+                jti: uuid::Uuid::new_v4().to_string(),
+                owner: None,
+            };
+            let mut header = jsonwebtoken::Header::new(key.algorithm);
+            header.kid = key.kid.clone();
+            let assertion = jsonwebtoken::encode(&header, &claims, &key.key)
+                .map_err(|e| Unavailable::new(format!("cannot sign the client assertion: {e}")))?;
+            form.append_pair("client_id", &spec.client_id);
+            form.append_pair("client_assertion_type", ASSERTION_TYPE);
+            form.append_pair("client_assertion", &assertion);
+        }
+    }
+    Ok(basic)
+}
+
 /// The claims of a token that is a JWT (read, not verified: keygate only names and times
 /// it); None for an opaque token.
 fn jwt_claims(token: &str) -> Option<TokenClaims> {
@@ -565,6 +645,7 @@ mod tests {
         Request {
             spec: Arc::new(OAuth2Spec {
                 token_endpoint: http::Uri::from_static("https://as.example/token"),
+                revocation_endpoint: None,
                 client_id: "c".into(),
                 client_auth: ClientAuthSpec::SecretPost(SecretSource::Env("S".into())),
                 grant: Grant::ClientCredentials,

@@ -148,9 +148,11 @@ impl OnFinish for Pending {
             credential_scope: ctx.credential.scope,
             stripped: ctx.stripped,
             handle: ctx.handle,
+            task: ctx.task.as_ref().map(|t| t.id.clone()),
             captured: (ctx.captured > 0).then_some(ctx.captured),
             response_secrets,
             admin: None,
+            anomaly: None,
         });
     }
 }
@@ -204,7 +206,7 @@ pub fn rfc3339_millis(t: std::time::SystemTime) -> String {
 /// The path as the audit log and the span record it: known secret formats redacted, and
 /// the whole path replaced when a secret shows only once percent-decoded. One place for
 /// every phase that can refuse a request.
-fn recorded_path(path: &str) -> String {
+pub fn recorded_path(path: &str) -> String {
     if let Some((r, _)) = crate::secrets::redact(path.as_bytes()) {
         return String::from_utf8_lossy(&r).into_owned();
     }
@@ -298,6 +300,9 @@ fn span_attributes(
     }
     if let Some(h) = &ctx.handle {
         a.push(KeyValue::new("keygate.handle.inventory_id", h.clone()));
+    }
+    if let Some(t) = &ctx.task {
+        a.push(KeyValue::new("keygate.task.id", t.id.clone()));
     }
     if ctx.captured > 0 {
         a.push(KeyValue::new(

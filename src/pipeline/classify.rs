@@ -26,6 +26,8 @@ pub enum Route {
     Tool(ToolRoute),
     /// keygate's own public keys.
     Jwks,
+    /// keygate's own endpoints for agents and tools (`/.keygate/…`: tasks, introspection).
+    Keygate,
     /// Nothing matches.
     Unknown,
 }
@@ -40,6 +42,8 @@ pub struct ToolRoute {
 
 /// The prefix of path-selected tools.
 pub const TOOLS_PREFIX: &str = "/tools/";
+/// keygate's own endpoints for agents and tools.
+pub const KEYGATE_PREFIX: &str = "/.keygate/";
 /// Where keygate publishes the keys of the JWTs it mints.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
@@ -50,6 +54,9 @@ pub fn route(tools: &ToolSet, host: Option<&str>, path: &str) -> Route {
     }
     if path == JWKS_PATH {
         return Route::Jwks;
+    }
+    if path.starts_with(KEYGATE_PREFIX) {
+        return Route::Keygate;
     }
     if let Some(rest) = path.strip_prefix(TOOLS_PREFIX) {
         let (name, rest) = match rest.find('/') {

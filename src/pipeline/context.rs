@@ -51,6 +51,8 @@ pub struct RequestCtx {
     pub captured: usize,
     /// The handle step: the inventory record whose captured secret this call used.
     pub handle: Option<String>,
+    /// The task step: the task the call is made in.
+    pub task: Option<Arc<crate::store::Task>>,
     /// respond: the secret formats found in the tool's response (by format and where).
     pub response_secrets: Option<Arc<crate::pipeline::scan::Findings>>,
     /// The driver, when the request ends.
@@ -93,6 +95,7 @@ impl RequestCtx {
             inventory: None,
             captured: 0,
             handle: None,
+            task: None,
             response_secrets: None,
             decision: Decision::Deny,
             error: None,

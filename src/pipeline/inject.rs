@@ -197,6 +197,7 @@ fn scope_of(a: &crate::aws::action::AwsAction) -> crate::policy::AwsScope {
 pub async fn inject_aws<B>(
     provider: &AwsProvider,
     agent: &Agent,
+    task: Option<&str>,
     req: &mut Request<B>,
     forward_path: &str,
     query: Option<&str>,
@@ -257,6 +258,7 @@ pub async fn inject_aws<B>(
         let call = crate::credentials::aws::AwsCall {
             actions: &actions,
             policy: &policy,
+            task,
         };
         // A captured key (its handle signed the call): that key signs it, as it is.
         if let Some(key) = captured {

@@ -783,6 +783,7 @@ pub fn authorize(
     post: &Post,
     facts: &PostFacts<'_>,
     now_unix: i64,
+    task: Option<&crate::store::Task>,
     mut trace: Option<&mut RequestTrace>,
 ) -> (McpDecision, Result<(), Error>) {
     let mut d = McpDecision::default();
@@ -829,6 +830,7 @@ pub fn authorize(
             approved: false,
             mcp: Some(&call),
             aws: None,
+            task,
         };
         let (a, result) = super::authorize::authorize(policies, trace.as_deref_mut(), &input);
         for e in a.policy_errors {
@@ -907,10 +909,13 @@ pub fn error_response(e: &Error, mcp: &McpAudit, request_id: &str) -> http::Resp
     } else {
         (http::StatusCode::OK, one(mcp.request_ids[0].clone()))
     };
-    crate::error::json_response(status, body.to_string())
+    let mut resp = crate::error::json_response(status, body.to_string());
+    e.add_retry_after(&mut resp);
+    resp
 }
 
 /// Whether the agent may see a tool in `tools/list`: allowed, or allowed with approval.
+#[allow(clippy::too_many_arguments)]
 fn visible(
     policies: &PolicyEngine,
     ops: &Operations,
@@ -918,6 +923,7 @@ fn visible(
     agent: &Agent,
     name: &str,
     now_unix: i64,
+    task: Option<&crate::store::Task>,
 ) -> bool {
     let call = McpCall {
         method: "tools/call".into(),
@@ -935,6 +941,7 @@ fn visible(
         approved: false,
         mcp: Some(&call),
         aws: None,
+        task,
     };
     !matches!(policies.authorize(&input), Verdict::Deny { .. })
 }
@@ -957,7 +964,8 @@ fn filter_message(msg: &mut Value, id: &Value, keep: &dyn Fn(&str) -> bool) -> b
 }
 
 /// Filters the answer to a `tools/list` request, JSON or SSE, to the tools the agent may call
-/// (decided as at `now_unix`, the request's time).
+/// (decided as at `now_unix`, the request's time, in its task).
+#[allow(clippy::too_many_arguments)]
 pub fn filter_tools_list(
     policies: Arc<PolicyEngine>,
     snapshot: Arc<Snapshot>,
@@ -966,6 +974,7 @@ pub fn filter_tools_list(
     id: Value,
     resp: http::Response<ProxyBody>,
     now_unix: i64,
+    task: Option<Arc<crate::store::Task>>,
 ) -> http::Response<ProxyBody> {
     use http_body_util::BodyExt;
     let ct = resp
@@ -982,6 +991,7 @@ pub fn filter_tools_list(
             &agent,
             name,
             now_unix,
+            task.as_deref(),
         )
     });
     let (mut parts, body) = resp.into_parts();

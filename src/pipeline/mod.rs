@@ -3,6 +3,9 @@
 //! ```text
 //! identify   who is calling (verified JWT, mTLS SPIFFE ID); suspended agents stop here
 //! classify   which tool, which operation (catalog, routes); canonical path
+//! limit      the agent's rate limits (an MCP POST: once its operation is decided)
+//! watch      the agent's baseline learns the call; anomaly detectors act (suspend,
+//!            require approval of its writes, notify, record)
 //! authorize  Cedar policies: allow, deny, or needs approval
 //!   (mcp)    an MCP POST: every JSON-RPC message read strictly and decided on its own
 //! handle     a captured secret's handle (kgh_ token, AWS handle key): checked, taken off
@@ -47,10 +50,13 @@ pub mod forward;
 pub mod identify;
 pub mod inject;
 pub mod inventory;
+pub mod limit;
 pub mod mcp;
+mod own;
 pub mod respond;
 pub mod scan;
 pub mod strip;
+pub mod watch;
 
 use crate::conn::ConnInfo;
 use crate::credentials::Provider;
@@ -204,6 +210,24 @@ async fn handle_to_end(
                 }
                 _ => e.to_response(&ctx.request_id),
             };
+            // A refusal the agent earned counts toward the refusal burst detector.
+            if matches!(
+                e.kind,
+                ErrorKind::Forbidden | ErrorKind::SecretInRequest | ErrorKind::ApprovalDenied
+            ) {
+                if let Some(agent) = ctx.identity.as_ref().map(|i| i.agent.clone()) {
+                    let mut found = Vec::new();
+                    let now = gw.shared.clock.unix_millis();
+                    let s = &gw.snapshot.anomalies;
+                    gw.shared
+                        .baselines
+                        .refused(&agent.id, e.kind.code(), s, now, &mut found);
+                    if !found.is_empty() {
+                        // This call is refused already; a suspension holds from the next.
+                        let _ = act(&gw, &mut ctx, &agent, found).await;
+                    }
+                }
+            }
             ctx.error = Some(e);
             resp
         }
@@ -221,11 +245,17 @@ async fn run(
 ) -> Result<Response<ProxyBody>, Error> {
     let (req, route) = match route(gw, &ctx.conn, req, &ctx.path, refused_path)? {
         Routed::Local(resp) => return Ok(resp),
+        Routed::Keygate(req) => return serve_own(gw, ctx, req).await,
         Routed::Tool(req, route) => (req, route),
     };
     let agent = identify(gw, ctx, &req, route.as_ref())?;
     let mut call = classify(gw, ctx, req, route).await?;
     prove(gw, ctx, &mut call).await?;
+    task(gw, ctx, &agent, &mut call)?;
+    if let Some(op) = call.operation.clone() {
+        limit(gw, &agent, &call, Some(&op))?;
+        watch(gw, ctx, &agent, &call.tool.tool.name, &op).await?;
+    }
     authorize(gw, ctx, &agent, &mut call).await?;
     let handle = find_handle(gw, ctx, &agent, &mut call)?;
     let mut out = strip(gw, ctx, call).await?;
@@ -238,10 +268,169 @@ async fn run(
     // audit: once the response is sent ([`audit::attach`], in `handle_to_end`).
 }
 
+/// keygate's own endpoints (`/.keygate/…`, see [`own`]): introspection, and an agent's
+/// own tasks (identified as for any call).
+async fn serve_own(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Error> {
+    let rest = ctx
+        .path
+        .strip_prefix(classify::KEYGATE_PREFIX)
+        .unwrap_or("")
+        .to_string();
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["introspect"] => {
+            own::only_post(req.method())?;
+            let body = read_own(gw, req).await?;
+            Ok(own::introspect(
+                &gw.shared.signer,
+                &gw.shared.tasks,
+                gw.shared.clock.unix_millis(),
+                &body,
+            ))
+        }
+        ["tasks"] => {
+            own::only_post(req.method())?;
+            let agent = identify(gw, ctx, &req, None)?;
+            open_task(gw, ctx, &agent, req).await
+        }
+        ["tasks", id, "end"] => {
+            own::only_post(req.method())?;
+            let id = id.to_string();
+            let agent = identify(gw, ctx, &req, None)?;
+            end_task(gw, ctx, &agent, &id).await
+        }
+        _ => Err(Error::new(
+            ErrorKind::UnknownTool,
+            "keygate has no such endpoint",
+        )),
+    }
+}
+
+async fn read_own(gw: &Gateway, req: Request<Incoming>) -> Result<bytes::Bytes, Error> {
+    let limited = http_body_util::Limited::new(req.into_body(), own::MAX_BODY);
+    match tokio::time::timeout(
+        gw.snapshot.server.body_read_timeout,
+        http_body_util::BodyExt::collect(limited),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(Error::new(
+            ErrorKind::BodyTooLarge,
+            format!(
+                "the body is larger than {} bytes, or was cut short",
+                own::MAX_BODY
+            ),
+        )),
+        Err(_) => Err(Error::new(
+            ErrorKind::BodyTimeout,
+            "the body was not received in time",
+        )),
+    }
+}
+
+async fn open_task(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Error> {
+    if !gw.snapshot.tasks.agents_may_open {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "agents may not open tasks here (tasks.agents_may_open is off): ask an administrator",
+        ));
+    }
+    let body = read_own(gw, req).await?;
+    let opening: crate::tasks::Opening = serde_json::from_slice(&body).map_err(|e| {
+        Error::new(
+            ErrorKind::BadRequest,
+            format!("the body is not a task: {e}"),
+        )
+    })?;
+    if opening.agent.as_deref().is_some_and(|a| a != &*agent.id) || opening.by.is_some() {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "an agent opens tasks for itself: leave out agent and by",
+        ));
+    }
+    let now = gw.shared.clock.unix_millis();
+    let task = crate::tasks::new_task(
+        opening,
+        &agent.id,
+        "agent",
+        &gw.snapshot.tasks,
+        |t| gw.tools.by_name.contains_key(t),
+        now,
+    )
+    .map_err(|m| Error::new(ErrorKind::BadRequest, m))?;
+    gw.shared
+        .store
+        .open_task(&task)
+        .await
+        .map_err(own::store_error)?;
+    gw.shared.tasks.put(task.clone());
+    tracing::info!(task = %task.id, agent = %task.agent_id, "task opened by its agent");
+    let view = crate::tasks::view(&task, now);
+    ctx.task = Some(Arc::new(task));
+    Ok(own::answer(StatusCode::CREATED, view))
+}
+
+async fn end_task(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    id: &str,
+) -> Result<Response<ProxyBody>, Error> {
+    // Only the agent's own tasks, as this replica knows them (read from the store first
+    // when it does not know the id yet).
+    let mut known = gw.shared.tasks.get(id);
+    if known.is_none() {
+        gw.shared.sync_tasks().await.map_err(|e| {
+            Error::new(
+                ErrorKind::StoreUnavailable,
+                "keygate cannot reach its store",
+            )
+            .with_detail(e)
+        })?;
+        known = gw.shared.tasks.get(id);
+    }
+    if known.is_none_or(|t| *t.agent_id != *agent.id) {
+        return Err(Error::new(
+            ErrorKind::TaskUnknown,
+            "no such task among this agent's",
+        ));
+    }
+    let now = gw.shared.clock.unix_millis();
+    let (task, ended_now) = gw
+        .shared
+        .store
+        .end_task(id, "agent", now)
+        .await
+        .map_err(own::store_error)?;
+    gw.shared.tasks.put(task.clone());
+    crate::gateway::close_tasks(gw);
+    if ended_now {
+        tracing::info!(task = %task.id, agent = %task.agent_id, "task ended by its agent");
+    }
+    let mut view = crate::tasks::view(&task, now);
+    if let Some(o) = view.as_object_mut() {
+        o.insert("already_ended".into(), (!ended_now).into());
+    }
+    ctx.task = Some(Arc::new(task));
+    Ok(own::answer(StatusCode::OK, view))
+}
+
 /// Where a request goes: keygate's own key set, or a tool (maybe none: refused after
 /// identify, so an unknown agent learns nothing of which tools exist).
 enum Routed {
     Local(Response<ProxyBody>),
+    /// keygate's own endpoints (`/.keygate/…`).
+    Keygate(Request<Incoming>),
     Tool(Request<Incoming>, Option<classify::ToolRoute>),
 }
 
@@ -275,6 +464,7 @@ fn route(
     Ok(
         match classify::route(&gw.tools, addressed_host(&req), path) {
             Route::Jwks => Routed::Local(serve_jwks(&gw.shared.jwks_document, req.method())?),
+            Route::Keygate => Routed::Keygate(req),
             Route::Tool(t) => Routed::Tool(req, Some(t)),
             Route::Unknown => Routed::Tool(req, None),
         },
@@ -283,7 +473,7 @@ fn route(
 
 /// identify: the agent, verified and not suspended (an agent named by its AWS key: once
 /// [`prove`] has checked its signature).
-fn identify(
+pub(crate) fn identify(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     req: &Request<Incoming>,
@@ -443,6 +633,166 @@ async fn prove(gw: &Gateway, ctx: &mut RequestCtx, call: &mut Call) -> Result<()
     Ok(())
 }
 
+/// limit: the agent's rate limits for this call.
+fn limit(
+    gw: &Gateway,
+    agent: &crate::config::Agent,
+    call: &Call,
+    op: Option<&Operation>,
+) -> Result<(), Error> {
+    if gw.limits.is_empty() {
+        return Ok(());
+    }
+    let t = &call.tool.tool;
+    let aws = t.kind == crate::catalog::Kind::Aws;
+    gw.limits
+        .check(&agent.id, &t.name, op, aws)
+        .inspect_err(|_| gw.shared.metrics.rate_limited(&t.name))
+}
+
+/// watch: the agent's baseline learns the call, and what the detectors find acts.
+async fn watch(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    tool: &Arc<str>,
+    op: &Operation,
+) -> Result<(), Error> {
+    let now = gw.shared.clock.unix_millis();
+    let call = crate::anomaly::Call {
+        tool,
+        operation: &op.name,
+        identity_creation: op.is_identity_creation(),
+        host: ctx.conn.tunnel.as_ref().map(|t| t.host.as_str()),
+        owner: &agent.owner,
+    };
+    let mut found = Vec::new();
+    gw.shared
+        .baselines
+        .observe(&agent.id, &call, &gw.snapshot.anomalies, now, &mut found);
+    if found.is_empty() {
+        return Ok(());
+    }
+    act(gw, ctx, agent, found).await
+}
+
+/// What the detectors found: each is audited, traced, counted, logged and (beyond
+/// `record`) notified; `require_approval` holds the agent's write calls; `suspend`
+/// suspends the agent in the store (every replica learns it), `suspended_by` naming the
+/// detector, and refuses the call.
+async fn act(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    found: Vec<crate::anomaly::Finding>,
+) -> Result<(), Error> {
+    use crate::anomaly::AnomalyActionName as A;
+    let s = &gw.snapshot.anomalies;
+    let now = gw.shared.clock.unix_millis();
+    let hold = i64::try_from(s.require_approval_for.as_millis()).unwrap_or(i64::MAX);
+    let tool = ctx.tool.as_ref().map(|t| t.tool.name.clone());
+    let mut suspend = None;
+    for f in found {
+        let action = f.action.as_str();
+        gw.shared.metrics.anomaly(f.detector, action);
+        gw.shared
+            .baselines
+            .remember(&agent.id, &f, now, now.saturating_add(hold));
+        tracing::warn!(
+            agent = %agent.id,
+            detector = f.detector,
+            action,
+            observed = %f.observed,
+            baseline = %f.baseline,
+            "anomaly"
+        );
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.add_event("keygate.anomaly", watch::span_attributes(&f));
+        }
+        let src = watch::Source {
+            request_id: &ctx.request_id,
+            client: &ctx.conn.client,
+            tool: tool.as_ref(),
+            method: ctx.method.as_str(),
+            path: &ctx.path,
+        };
+        gw.shared.audit.record(watch::audit_record(agent, &src, &f));
+        if f.action != A::Record {
+            watch::notify(
+                &gw.snapshot.approvals,
+                &gw.shared.webhooks,
+                &gw.shared.metrics,
+                &gw.shared.http,
+                agent,
+                &f,
+            );
+        }
+        if f.action == A::Suspend && suspend.is_none() {
+            suspend = Some(f);
+        }
+    }
+    let Some(f) = suspend else { return Ok(()) };
+    let by = format!("anomaly:{}", f.detector);
+    let reason = format!("{}; baseline: {}", f.observed, f.baseline);
+    if let Err(e) = gw
+        .shared
+        .store
+        .suspend(&agent.id, &by, Some(&reason), now)
+        .await
+    {
+        // Suspended in this process all the same; the store's view returns at its next
+        // read, so the error is loud.
+        tracing::error!(agent = %agent.id, "cannot record the anomaly's suspension in the store: {e}");
+    }
+    gw.shared.set_suspended(&agent.id);
+    gw.forget_agent(&agent.id);
+    Err(Error::new(
+        ErrorKind::AgentSuspended,
+        format!(
+            "agent {:?} is suspended: anomaly detector {} found {}; its owner can ask an administrator to resume it",
+            &*agent.id, f.detector, f.observed
+        ),
+    )
+    .with_detail(format!("{by}: {reason}")))
+}
+
+/// identify, for a call made in a task (`Keygate-Task`, on the request or, in a
+/// forward-proxy tunnel, on its `CONNECT`): the task is this agent's and open. The header
+/// is taken off the request (the tool never sees it); the policies read the task, and
+/// authorize checks that the task includes the tool and operation.
+fn task(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    agent: &crate::config::Agent,
+    call: &mut Call,
+) -> Result<(), Error> {
+    let on_tunnel = match &ctx.conn.tunnel {
+        Some(t) => crate::tasks::named(&t.credential)?,
+        None => None,
+    };
+    let on_request = crate::tasks::named(&call.parts.headers)?;
+    let named = match (on_tunnel, on_request) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Error::new(
+                ErrorKind::BadRequest,
+                "the request names another task than its tunnel",
+            ))
+        }
+        (Some(a), _) => Some(a.to_string()),
+        (None, b) => b.map(str::to_string),
+    };
+    call.parts.headers.remove(crate::tasks::HEADER);
+    let Some(named) = named else {
+        return Ok(());
+    };
+    let task = gw
+        .shared
+        .tasks
+        .check(&agent.id, &named, gw.shared.clock.unix_millis())?;
+    ctx.task = Some(task);
+    Ok(())
+}
+
 /// authorize: the policies decide the operation (the MCP phase: each message of a POST).
 /// A request that needs approval has its body read now: the approval binds it.
 async fn authorize(
@@ -478,6 +828,7 @@ async fn authorize(
                 approved: false,
                 mcp: None,
                 aws: call.aws_scope.as_ref(),
+                task: ctx.task.as_deref(),
             };
             let (authorization, result) =
                 authorize::authorize(&gw.policies, ctx.trace.as_mut(), &input);
@@ -502,13 +853,37 @@ async fn authorize(
                 &post?,
                 &facts,
                 now,
+                ctx.task.as_deref(),
                 ctx.trace.as_mut(),
             );
             ctx.operation = decided.operation.clone();
             ctx.authorization = decided.authorization;
+            // An MCP POST's rate limits, once its operation (tags) is known; refused in
+            // JSON-RPC, before what the policies decided is told.
+            limit(gw, agent, call, decided.operation.as_deref())?;
+            if let Some(op) = &decided.operation {
+                watch(gw, ctx, agent, &call.tool.tool.name, op).await?;
+            }
             result?;
             call.operation = decided.operation;
             call.mcp_digest = decided.digest;
+        }
+    }
+    if let (Some(task), Some(op)) = (&ctx.task, &call.operation) {
+        crate::tasks::in_scope(task, &call.tool.tool.name, op)?;
+    }
+    // An anomaly detector with `action = "require_approval"` holds the agent's write
+    // calls: one the policies allow needs a human's approval, as if a policy asked.
+    if ctx.authorization.allowed_by.is_none()
+        && call.operation.as_ref().is_some_and(|o| !o.has_tag("read"))
+    {
+        if let Some(by) = gw
+            .shared
+            .baselines
+            .held_by(&agent.id, gw.shared.clock.unix_millis())
+        {
+            ctx.authorization.allowed_by = Some(ctx.authorization.policies.clone());
+            ctx.authorization.policies.push(format!("anomaly:{by}"));
         }
     }
     if ctx.authorization.allowed_by.is_some() && call.body.bytes().is_none() {
@@ -732,6 +1107,7 @@ async fn inject(
         let (credential, result) = Box::pin(inject::inject_aws(
             provider,
             agent,
+            ctx.task.as_ref().map(|t| t.id.as_str()),
             req,
             &out.route.forward_path,
             out.query.as_deref(),
@@ -751,6 +1127,7 @@ async fn inject(
         operation: &out.operation,
         method: &ctx.method,
         tool_path: &out.route.tool_path,
+        task: ctx.task.as_ref().map(|t| t.id.as_str()),
     };
     let (credential, result) =
         inject::inject(&out.tool, &call, req, &mut out.query, ctx.trace.as_mut()).await;
@@ -874,6 +1251,7 @@ fn respond(
             id,
             resp,
             gw.shared.clock.unix_secs(),
+            ctx.task.clone(),
         ),
         _ => resp,
     })

@@ -223,7 +223,22 @@ impl PolicyEngine {
     }
 
     fn context(&self, input: &Input, approved: bool, arguments: &EntityUid) -> Option<Context> {
-        Context::from_pairs([
+        // `context.task`, only for a call made in a task (policies test `context has task`).
+        let task = match input.task {
+            Some(t) => {
+                let s = |v: &str| RestrictedExpression::new_string(v.to_string());
+                let record = RestrictedExpression::new_record([
+                    ("id".to_string(), s(&t.id)),
+                    ("purpose".to_string(), s(&t.purpose)),
+                    ("ticket".to_string(), s(t.ticket.as_deref().unwrap_or(""))),
+                    ("opened_by".to_string(), s(&t.opened_by)),
+                ])
+                .ok()?;
+                Some(("task".to_string(), record))
+            }
+            None => None,
+        };
+        let pairs = [
             (
                 "method".to_string(),
                 // Upper-cased: `delete` must not slip past `context.method == "DELETE"`.
@@ -288,8 +303,8 @@ impl PolicyEngine {
                         .map(|s| RestrictedExpression::new_string(s.clone())),
                 ),
             ),
-        ])
-        .ok()
+        ];
+        Context::from_pairs(pairs.into_iter().chain(task)).ok()
     }
 
     /// The action an MCP tool's call is decided by: its own, if a policy names it.

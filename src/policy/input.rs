@@ -70,6 +70,8 @@ pub struct Input<'a> {
     pub mcp: Option<&'a McpCall>,
     /// An AWS tool's call: the IAM actions it needs and their resources.
     pub aws: Option<&'a AwsScope>,
+    /// The task the call is made in (`context.task`).
+    pub task: Option<&'a crate::store::Task>,
 }
 
 /// An AWS call, as policies see it (`context.aws_actions`, `context.aws_resources`).

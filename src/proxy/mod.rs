@@ -389,6 +389,10 @@ fn agent_of(
         v.set_sensitive(true);
         credential.insert(header::PROXY_AUTHORIZATION, v);
     }
+    // The task the tunnel's calls are made in, checked on each of them.
+    for v in headers.get_all(crate::tasks::HEADER) {
+        credential.append(crate::tasks::HEADER, v.clone());
+    }
     let identity = crate::pipeline::identify::identify(
         &gw.identifier,
         &gw.snapshot.agents,
@@ -713,6 +717,7 @@ fn decide_tunnel(
         approved: false,
         mcp: None,
         aws: None,
+        task: None,
     };
     let (authorization, decided) =
         crate::pipeline::authorize::authorize(&gw.policies, None, &input);

@@ -15,6 +15,7 @@
 //! POST /inventory/reconcile/{tool}               POST /inventory/adopt
 //! POST /inventory/retire/{tool}                  POST /inventory/{id}/renew
 //! GET  /agents/suspended                         POST /agents/{id}/suspend | /resume
+//! GET  /agents/{id}   (its suspension, baseline and recent anomalies)
 //! POST /reload
 //! ```
 
@@ -638,6 +639,40 @@ async fn handle(
             };
             super::retire::renew(rt, &id, b, &path).await
         }
+        (Method::GET, ["tasks"]) => {
+            let now = rt.shared.clock.unix_millis();
+            match store.tasks(now - crate::tasks::RETAIN_MS).await {
+                Ok(list) => {
+                    let list: Vec<_> = list.iter().map(|t| crate::tasks::view(t, now)).collect();
+                    json(StatusCode::OK, serde_json::json!({ "tasks": list }))
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, ["tasks"]) => {
+            let b: crate::tasks::Opening = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let Some(agent) = b.agent.clone() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "agent is required: the agent the task is for",
+                );
+            };
+            let by = b.by.clone().unwrap_or_else(|| "admin".into());
+            super::tasks::open(rt, &path, b, &agent, &by, "admin-token", via).await
+        }
+        (Method::POST, ["tasks", id, "end"]) => {
+            let id = id.to_string();
+            let b: super::tasks::EndTaskBody = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let by = b.by.unwrap_or_else(|| "admin".into());
+            super::tasks::end(rt, &path, &id, &by, "admin-token", via).await
+        }
         (Method::POST, ["inventory", "adopt"]) => {
             let b: super::reconcile::AdoptBody = match body_json(req).await {
                 Ok(b) => b,
@@ -886,6 +921,40 @@ async fn handle(
             Ok(list) => json(StatusCode::OK, serde_json::json!({ "suspended": list })),
             Err(e) => store_error(e),
         },
+        (Method::GET, ["agents", id]) => {
+            let id = id.to_string();
+            let now = rt.shared.clock.unix_millis();
+            let baseline = rt.shared.baselines.show(&id, now);
+            let owner = rt
+                .current()
+                .snapshot
+                .agents
+                .by_id
+                .get(id.as_str())
+                .map(|a| a.owner.to_string());
+            if owner.is_none() && baseline.is_none() {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "unknown_agent",
+                    format!("no agent {id:?} in the configuration, and none with a baseline"),
+                );
+            }
+            match store.suspensions().await {
+                Ok(list) => {
+                    let suspension = list.into_iter().find(|s| s.agent_id == id);
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({
+                            "agent_id": id,
+                            "owner": owner,
+                            "suspension": suspension,
+                            "baseline": baseline,
+                        }),
+                    )
+                }
+                Err(e) => store_error(e),
+            }
+        }
         (Method::POST, ["agents", id, "suspend"]) => {
             let id = id.to_string();
             let b: SuspendBody = match body_json(req).await {

@@ -73,6 +73,21 @@ pub fn audit_admin(
         .record(admin_record(rt, path, None, ids, identity, action, status));
 }
 
+/// Writes the opening or end of a task to the audit log, naming its agent and the task.
+pub fn audit_task(
+    rt: &Runtime,
+    path: &str,
+    task: &crate::store::Task,
+    identity: &'static str,
+    action: crate::telemetry::audit_log::AdminAction,
+    status: u16,
+) {
+    let mut r = admin_record(rt, path, None, (None, None), identity, action, status);
+    r.agent_id = Some(task.agent_id.as_str().into());
+    r.task = Some(task.id.clone());
+    rt.shared.audit.record(r);
+}
+
 /// Writes an action on the inventory of one tool (a reconcile, an identity it retired, an
 /// identity adopted) to the audit log, naming the tool.
 pub fn audit_inventory(
@@ -123,6 +138,8 @@ fn admin_record(
                 "approve" | "deny" => format!("keygate:approval.{}", action.action),
                 "suspend" | "resume" => format!("keygate:agent.{}", action.action),
                 "sign_in" => "keygate:console.sign_in".to_string(),
+                "open_task" => "keygate:task.open".to_string(),
+                "end_task" => "keygate:task.end".to_string(),
                 "reconcile" | "retire" | "adopt" | "notify" | "deactivate" | "renew" => {
                     format!("keygate:inventory.{}", action.action)
                 }
@@ -156,9 +173,11 @@ fn admin_record(
         credential_scope: None,
         stripped: Vec::new(),
         handle: None,
+        task: None,
         captured: None,
         response_secrets: Vec::new(),
         admin: Some(action),
+        anomaly: None,
     }
 }
 
@@ -288,6 +307,8 @@ pub async fn suspend(
 /// here: a suspension another replica made since must stand.
 pub async fn resume(rt: &Runtime, id: &str) -> Result<bool, StoreError> {
     let was = rt.shared.store.resume(id).await?;
+    // A human resumed the agent: an anomaly's hold on its write calls ends too.
+    rt.shared.baselines.release(id);
     if let Err(e) = rt.shared.reread_suspensions().await {
         tracing::warn!(
             "agent resumed in the store; this replica applies it at its next read ({e})"

@@ -9,6 +9,7 @@ pub mod decide;
 pub mod deploy_keys;
 pub mod reconcile;
 pub mod retire;
+pub mod tasks;
 
 pub use crate::conn::ConnInfo;
 
@@ -90,6 +91,8 @@ pub async fn serve(rt: Arc<Runtime>) -> Result<Running, String> {
         if let Some(p) = proxy_task {
             let _ = p.await;
         }
+        // What the agents' baselines learnt since the last periodic flush.
+        rt.shared.flush_baselines().await;
         // Last: every request and tunnel has written its record.
         rt.shared.audit.close().await;
         let _ = admin_task.await;

@@ -177,6 +177,7 @@ pub(super) async fn session(
     let call = crate::credentials::aws::AwsCall {
         actions: &actions,
         policy,
+        task: None,
     };
     let (credential, _) = provider
         .issue(&agent, &call)

@@ -259,6 +259,44 @@ pub struct Suspension {
     pub at: Millis,
 }
 
+/// A task: an agent's just-in-time access for one purpose, until it ends or expires. Calls
+/// that name it (`Keygate-Task`) get credentials issued for it alone, and are refused once
+/// it ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Task {
+    pub id: String,
+    pub agent_id: String,
+    pub purpose: String,
+    pub ticket: Option<String>,
+    /// The tools its calls may reach (empty: whichever the policies allow).
+    pub tools: Vec<String>,
+    /// The operations its calls may do, by name or tag (empty: whichever the policies
+    /// allow).
+    pub operations: Vec<String>,
+    /// Who opened it: `agent` (the agent itself) or the admin who did.
+    pub opened_by: String,
+    pub opened_at: Millis,
+    pub expires_at: Millis,
+    pub ended_at: Option<Millis>,
+    /// Who ended it (`agent`, an admin, or `expiry`).
+    pub ended_by: Option<String>,
+}
+
+impl Task {
+    /// Whether calls may still use it at `now`.
+    pub fn is_open(&self, now: Millis) -> bool {
+        self.ended_at.is_none() && now < self.expires_at
+    }
+
+    /// When it stopped being usable (ended, or expired), if it did by `now`.
+    pub fn closed_at(&self, now: Millis) -> Option<Millis> {
+        match self.ended_at {
+            Some(t) => Some(t.min(self.expires_at)),
+            None => (now >= self.expires_at).then_some(self.expires_at),
+        }
+    }
+}
+
 /// An AWS-style key pair keygate issued to an agent: only the SHA-256 of its id is stored
 /// (hex; also the key's fingerprint in listings). The secret is derived from the id and a
 /// key outside the store (see `pipeline::identify::aws_key`), so the store file holds
@@ -373,6 +411,8 @@ pub enum Change {
     AgentKeys,
     /// Captured secrets were added, shared, revoked or re-sealed.
     Captured,
+    /// A task was opened or ended.
+    Tasks,
     /// A replica reloaded its configuration and policies (named: it ignores its own).
     Reload { from: String },
     /// The changes may have been missed (the listening connection was lost): re-read
@@ -388,6 +428,7 @@ impl Change {
             Change::Decision(id) => format!("decision {id}"),
             Change::AgentKeys => "agent_keys".into(),
             Change::Captured => "captured".into(),
+            Change::Tasks => "tasks".into(),
             Change::Reload { from } => format!("reload {from}"),
             Change::Resync => "resync".into(),
         }
@@ -404,6 +445,7 @@ impl Change {
                 "suspensions" => Change::Suspensions,
                 "agent_keys" => Change::AgentKeys,
                 "captured" => Change::Captured,
+                "tasks" => Change::Tasks,
                 _ => Change::Resync,
             },
         }
@@ -516,6 +558,16 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError>;
 
+    /// Writes agents' baselines (agent id, JSON document), replacing what was stored.
+    async fn save_baselines(
+        &self,
+        rows: &[(String, String)],
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Every stored baseline (agent id, JSON document).
+    async fn baselines(&self) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Records a key issued to an agent (its id only).
     async fn add_agent_key(&self, key: &AgentKey) -> Result<(), StoreError>;
 
@@ -575,6 +627,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces a captured secret's sealed form (re-sealed under another key).
     async fn reseal(&self, handle_hash: &str, sealed: &Sealed) -> Result<(), StoreError>;
+
+    /// Records a new task ([`StoreError::Conflict`] when its id exists).
+    async fn open_task(&self, task: &Task) -> Result<(), StoreError>;
+
+    /// Ends a task that is still open (not ended; an expired one is ended too, so that
+    /// who and when are recorded): the task as it is now, and whether this call ended it.
+    /// [`StoreError::NotFound`] when there is no such task.
+    async fn end_task(&self, id: &str, by: &str, now: Millis) -> Result<(Task, bool), StoreError>;
+
+    /// Tasks that expire after `since` (open ones, and those ended or expired recently
+    /// enough to be told apart from unknown ids), oldest first.
+    async fn tasks(&self, since: Millis) -> Result<Vec<Task>, StoreError>;
+}
+
+/// A fresh task id (`task_` and 20 hex digits).
+pub fn new_task_id() -> String {
+    new_id("task_")
 }
 
 /// A fresh random id: `prefix` followed by 20 lowercase hex characters (80 random bits).
@@ -612,6 +681,7 @@ mod tests {
             Change::Decision("apr_0123".into()),
             Change::AgentKeys,
             Change::Captured,
+            Change::Tasks,
             Change::Reload {
                 from: "kg-1".into(),
             },
@@ -619,7 +689,7 @@ mod tests {
         ] {
             assert_eq!(Change::decode(&c.encode()), c);
         }
-        for unknown in ["", "tasks", "suspensions now", "decision"] {
+        for unknown in ["", "tasks later", "suspensions now", "decision"] {
             assert_eq!(Change::decode(unknown), Change::Resync, "{unknown:?}");
         }
     }

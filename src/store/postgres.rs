@@ -26,15 +26,15 @@ use tokio::sync::broadcast;
 use super::model::{
     new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, CapturedSecret, Change,
     InventoryEntry, Millis, NewApproval, NewIdentity, PgTarget, RetireStep, Revoked, Sealed, Store,
-    StoreError, Suspension,
+    StoreError, Suspension, Task,
 };
 use super::sqlite::{
-    approve_step, db_err, renewable, AgentKeyRow, ApprovalRow, ApproveStep, CapturedRow,
-    InventoryRow, SuspensionRow, APPROVAL_COLUMNS, INVENTORY_COLUMNS,
+    approve_step, db_err, renewable, task_list, AgentKeyRow, ApprovalRow, ApproveStep, CapturedRow,
+    InventoryRow, SuspensionRow, TaskRow, APPROVAL_COLUMNS, INVENTORY_COLUMNS, TASK_COLUMNS,
 };
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// A transient conflict [`PgStore::try_open_approval`] retries.
 const RETRY: &str = "retry";
@@ -55,6 +55,32 @@ const SCHEMA_V3: &[&str] = &[
     "ALTER TABLE inventory ADD COLUMN retire_attempts BIGINT NOT NULL DEFAULT 0",
     "ALTER TABLE inventory ADD COLUMN retire_error TEXT",
 ];
+
+/// Version 4: tasks (an agent's just-in-time access).
+const SCHEMA_V4: &[&str] = &[
+    "CREATE TABLE tasks (
+        id          TEXT PRIMARY KEY NOT NULL,
+        agent_id    TEXT NOT NULL,
+        purpose     TEXT NOT NULL,
+        ticket      TEXT,
+        tools       TEXT NOT NULL DEFAULT '[]',
+        operations  TEXT NOT NULL DEFAULT '[]',
+        opened_by   TEXT NOT NULL,
+        opened_at   BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL,
+        ended_at    BIGINT,
+        ended_by    TEXT
+    )",
+    "CREATE INDEX tasks_by_expiry ON tasks (expires_at)",
+];
+
+/// Version 5: what each agent normally does (anomaly baselines), one JSON document per
+/// agent. Self-contained: nothing else reads or changes this table.
+const SCHEMA_V5: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_baselines (
+        agent_id   TEXT PRIMARY KEY NOT NULL,
+        baseline   TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )"];
 
 /// Key of the advisory lock that serializes migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x6b67_6d69_6772;
@@ -415,7 +441,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err(op))?;
-    let steps: [&[&str]; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+    let steps: [&[&str]; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
     match current {
         Some(v) if v == SCHEMA_VERSION => {}
         Some(v) if v > SCHEMA_VERSION => {
@@ -806,6 +832,38 @@ impl Store for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn save_baselines(
+        &self,
+        rows: &[(String, String)],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "save baselines";
+        let mut tx = self.begin(OP).await?;
+        for (agent, doc) in rows {
+            sqlx::query(
+                "INSERT INTO agent_baselines (agent_id, baseline, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (agent_id) DO UPDATE SET baseline = excluded.baseline, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(agent)
+            .bind(doc)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(OP))?;
+        }
+        tx.commit().await.map_err(db_err(OP))
+    }
+
+    async fn baselines(&self) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT agent_id, baseline FROM agent_baselines ORDER BY agent_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("read baselines"))
+    }
+
     async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError> {
         let rows = sqlx::query_as::<_, SuspensionRow>(
             "SELECT agent_id, suspended_by, reason, at FROM suspensions \
@@ -1087,5 +1145,73 @@ impl Store for PgStore {
         .map_err(db_err(OP))?;
         notify(&mut tx, &Change::Captured, OP).await?;
         tx.commit().await.map_err(db_err(OP))
+    }
+
+    async fn open_task(&self, task: &Task) -> Result<(), StoreError> {
+        const OP: &str = "open task";
+        let mut tx = self.begin(OP).await?;
+        let done = sqlx::query(&format!(
+            "INSERT INTO tasks ({TASK_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(&task.id)
+        .bind(&task.agent_id)
+        .bind(&task.purpose)
+        .bind(&task.ticket)
+        .bind(task_list(&task.tools))
+        .bind(task_list(&task.operations))
+        .bind(&task.opened_by)
+        .bind(task.opened_at)
+        .bind(task.expires_at)
+        .bind(task.ended_at)
+        .bind(&task.ended_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("task {} exists", task.id)));
+        }
+        notify(&mut tx, &Change::Tasks, OP).await?;
+        tx.commit().await.map_err(db_err(OP))
+    }
+
+    async fn end_task(&self, id: &str, by: &str, now: Millis) -> Result<(Task, bool), StoreError> {
+        const OP: &str = "end task";
+        let mut tx = self.begin(OP).await?;
+        let done = sqlx::query(
+            "UPDATE tasks SET ended_at = $1, ended_by = $2 WHERE id = $3 AND ended_at IS NULL",
+        )
+        .bind(now)
+        .bind(by)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let row = sqlx::query_as::<_, TaskRow>(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        if done.rows_affected() > 0 {
+            notify(&mut tx, &Change::Tasks, OP).await?;
+        }
+        tx.commit().await.map_err(db_err(OP))?;
+        Ok((Task::from(row), done.rows_affected() > 0))
+    }
+
+    async fn tasks(&self, since: Millis) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query_as::<_, TaskRow>(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE expires_at > $1 ORDER BY opened_at, id"
+        ))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list tasks"))?;
+        Ok(rows.into_iter().map(Task::from).collect())
     }
 }

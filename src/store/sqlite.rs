@@ -16,11 +16,11 @@ use sqlx::{FromRow, SqliteConnection};
 use super::model::{
     new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, CapturedSecret,
     InventoryEntry, Millis, NewApproval, NewIdentity, RetireStep, Revoked, Sealed, Shape, Store,
-    StoreError, Suspension,
+    StoreError, Suspension, Task,
 };
 
 /// The schema version this build writes and understands.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1 of the schema. Each statement is idempotent.
 const SCHEMA_V1: &[&str] = &[
@@ -123,6 +123,35 @@ const SCHEMA_V5: &[&str] = &[
     "ALTER TABLE inventory ADD COLUMN retire_error TEXT",
 ];
 
+/// Version 6: tasks (an agent's just-in-time access).
+const SCHEMA_V6: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS tasks (
+        id          TEXT PRIMARY KEY NOT NULL,
+        agent_id    TEXT NOT NULL,
+        purpose     TEXT NOT NULL,
+        ticket      TEXT,
+        tools       TEXT NOT NULL DEFAULT '[]',
+        operations  TEXT NOT NULL DEFAULT '[]',
+        opened_by   TEXT NOT NULL,
+        opened_at   INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        ended_at    INTEGER,
+        ended_by    TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS tasks_by_expiry ON tasks (expires_at)",
+];
+
+pub(super) const TASK_COLUMNS: &str = "id, agent_id, purpose, ticket, tools, operations, \
+    opened_by, opened_at, expires_at, ended_at, ended_by";
+
+/// Version 7: what each agent normally does (anomaly baselines), one JSON document per
+/// agent. Self-contained: nothing else reads or changes this table.
+const SCHEMA_V7: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_baselines (
+        agent_id   TEXT PRIMARY KEY NOT NULL,
+        baseline   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    )"];
+
 pub(super) const APPROVAL_COLUMNS: &str = "id, status, agent_id, agent_owner, tool, operation, \
     identity_kind, digest, method, path, policies, request, created_at, pending_expires_at, \
     decided_at, approver, ticket, identity_owner, note, approval_expires_at, review_by, used_at, \
@@ -204,10 +233,12 @@ impl SqliteStore {
             .await
             .map_err(db_err("migrate"))?;
         // Each version's statements, applied in order from the one after `current`.
-        let steps: [&[&str]; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+        let steps: [&[&str]; 7] = [
+            SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
+        ];
         match current {
             Some(v) if v == SCHEMA_VERSION => {}
-            None | Some(1) | Some(2) | Some(3) | Some(4) => {
+            None | Some(1) | Some(2) | Some(3) | Some(4) | Some(5) | Some(6) => {
                 let from = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
                 for statement in steps[from..].iter().copied().flatten() {
                     sqlx::query(statement)
@@ -690,6 +721,37 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn save_baselines(
+        &self,
+        rows: &[(String, String)],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err("save baselines"))?;
+        for (agent, doc) in rows {
+            sqlx::query(
+                "INSERT INTO agent_baselines (agent_id, baseline, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (agent_id) DO UPDATE SET baseline = excluded.baseline, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(agent)
+            .bind(doc)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("save baselines"))?;
+        }
+        tx.commit().await.map_err(db_err("save baselines"))
+    }
+
+    async fn baselines(&self) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT agent_id, baseline FROM agent_baselines ORDER BY agent_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("read baselines"))
+    }
+
     async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError> {
         let rows = sqlx::query_as::<_, SuspensionRow>(
             "SELECT agent_id, suspended_by, reason, at FROM suspensions \
@@ -982,6 +1044,69 @@ impl Store for SqliteStore {
         .map_err(db_err("reseal captured secret"))?;
         Ok(())
     }
+
+    async fn open_task(&self, task: &Task) -> Result<(), StoreError> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(&task.id)
+        .bind(&task.agent_id)
+        .bind(&task.purpose)
+        .bind(&task.ticket)
+        .bind(task_list(&task.tools))
+        .bind(task_list(&task.operations))
+        .bind(&task.opened_by)
+        .bind(task.opened_at)
+        .bind(task.expires_at)
+        .bind(task.ended_at)
+        .bind(&task.ended_by)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("open task"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("task {} exists", task.id)));
+        }
+        Ok(())
+    }
+
+    async fn end_task(&self, id: &str, by: &str, now: Millis) -> Result<(Task, bool), StoreError> {
+        const OP: &str = "end task";
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err(OP))?;
+        let done = sqlx::query(
+            "UPDATE tasks SET ended_at = ?, ended_by = ? WHERE id = ? AND ended_at IS NULL",
+        )
+        .bind(now)
+        .bind(by)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        let row =
+            sqlx::query_as::<_, TaskRow>(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err(OP))?;
+        tx.commit().await.map_err(db_err(OP))?;
+        let task = row.ok_or(StoreError::NotFound)?;
+        Ok((Task::from(task), done.rows_affected() > 0))
+    }
+
+    async fn tasks(&self, since: Millis) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query_as::<_, TaskRow>(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE expires_at > ? ORDER BY opened_at, id"
+        ))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list tasks"))?;
+        Ok(rows.into_iter().map(Task::from).collect())
+    }
 }
 
 #[derive(FromRow)]
@@ -1189,6 +1314,50 @@ impl From<InventoryRow> for InventoryEntry {
             retire_error: r.retire_error,
         }
     }
+}
+
+/// A row of `tasks` (tools and operations as JSON arrays).
+#[derive(FromRow)]
+pub(super) struct TaskRow {
+    id: String,
+    agent_id: String,
+    purpose: String,
+    ticket: Option<String>,
+    tools: String,
+    operations: String,
+    opened_by: String,
+    opened_at: Millis,
+    expires_at: Millis,
+    ended_at: Option<Millis>,
+    ended_by: Option<String>,
+}
+
+impl From<TaskRow> for Task {
+    fn from(r: TaskRow) -> Task {
+        // A list that does not parse names nothing, which would widen the task: it is
+        // read as naming a tool no call can reach instead.
+        let list = |s: &str| {
+            serde_json::from_str::<Vec<String>>(s).unwrap_or_else(|_| vec![String::new()])
+        };
+        Task {
+            tools: list(&r.tools),
+            operations: list(&r.operations),
+            id: r.id,
+            agent_id: r.agent_id,
+            purpose: r.purpose,
+            ticket: r.ticket,
+            opened_by: r.opened_by,
+            opened_at: r.opened_at,
+            expires_at: r.expires_at,
+            ended_at: r.ended_at,
+            ended_by: r.ended_by,
+        }
+    }
+}
+
+/// A task's list as stored (a JSON array).
+pub(super) fn task_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[\"\"]".into())
 }
 
 /// A row of `suspensions`.

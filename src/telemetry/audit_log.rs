@@ -111,6 +111,9 @@ pub struct AuditRecord {
     /// The inventory record whose captured secret this call used (by its handle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handle: Option<String>,
+    /// The task the call was made in (`Keygate-Task`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// How many secrets the tool's answer carried that keygate captured (the agent got
     /// handles).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +126,20 @@ pub struct AuditRecord {
     /// who, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminAction>,
+    /// An anomaly a detector found in the agent's calls: what it saw, against what the
+    /// agent normally does, and what keygate did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyEvent>,
+}
+
+/// An anomaly recorded in the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnomalyEvent {
+    pub detector: &'static str,
+    /// `record`, `notify`, `require_approval` or `suspend`.
+    pub action: &'static str,
+    pub observed: String,
+    pub baseline: String,
 }
 
 /// An administrator's action recorded in the audit log.
@@ -738,9 +755,11 @@ mod tests {
             credential_scope: None,
             stripped: vec![],
             handle: None,
+            task: None,
             captured: None,
             response_secrets: Vec::new(),
             admin: None,
+            anomaly: None,
         }
     }
 

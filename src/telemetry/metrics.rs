@@ -122,6 +122,10 @@ pub struct Metrics {
         std::sync::Mutex<std::collections::BTreeMap<(String, &'static str, &'static str), u64>>,
     /// Secrets captured from identity-creation answers, by tool.
     captured: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Calls refused by a rate limit, by tool.
+    rate_limited: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Anomalies detected, by detector and action.
+    anomalies: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     /// By tool: the shadow identities the last reconcile found, and the inventory records
     /// reconciles retired.
     reconciled: std::sync::Mutex<std::collections::BTreeMap<String, Reconciled>>,
@@ -218,6 +222,25 @@ impl Metrics {
     pub fn captured(&self, tool: &str, count: u64) {
         if let Ok(mut m) = self.captured.lock() {
             *m.entry(tool.to_string()).or_default() += count;
+        }
+    }
+
+    /// A call to `tool` was refused by a rate limit.
+    pub fn rate_limited(&self, tool: &str) {
+        if let Ok(mut m) = self.rate_limited.lock() {
+            match m.get_mut(tool) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(tool.to_string(), 1);
+                }
+            }
+        }
+    }
+
+    /// A detector fired, and what keygate did.
+    pub fn anomaly(&self, detector: &'static str, action: &'static str) {
+        if let Ok(mut m) = self.anomalies.lock() {
+            *m.entry((detector, action)).or_default() += 1;
         }
     }
 
@@ -562,6 +585,37 @@ impl Collector for Scrape {
             captured
                 .iter()
                 .map(|(tool, v)| ([("tool", tool.as_str())], ConstCounter::new(*v))),
+        )?;
+        let limited: Vec<(String, u64)> = s
+            .rate_limited
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        family(
+            enc,
+            "keygate_rate_limited",
+            "Calls refused with 429 rate_limited by a [[rate_limits]] entry, by tool.",
+            MetricType::Counter,
+            limited
+                .iter()
+                .map(|(tool, v)| ([("tool", tool.as_str())], ConstCounter::new(*v))),
+        )?;
+        let anomalies: Vec<((&'static str, &'static str), u64)> = s
+            .anomalies
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
+        family(
+            enc,
+            "keygate_anomalies",
+            "Anomalies the detectors found in agents' calls, by detector and the action taken.",
+            MetricType::Counter,
+            anomalies.iter().map(|((detector, action), v)| {
+                (
+                    [("detector", *detector), ("action", *action)],
+                    ConstCounter::new(*v),
+                )
+            }),
         )?;
         let reconciled: Vec<(String, Reconciled)> = s
             .reconciled

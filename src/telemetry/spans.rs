@@ -37,6 +37,8 @@ pub struct RequestTrace {
     /// The agent's unsampled span, linked from the request span.
     link: Option<SpanContext>,
     phases: Vec<SpanData>,
+    /// Events on the request span (anomalies found in the call).
+    events: Vec<opentelemetry::trace::Event>,
     /// The host and port the agent addressed (`server.address`, `server.port`).
     pub server: Option<(String, Option<u16>)>,
 }
@@ -142,6 +144,7 @@ impl RequestTrace {
             state,
             link,
             phases: Vec::new(),
+            events: Vec::new(),
             server: None,
         })
     }
@@ -163,6 +166,16 @@ impl RequestTrace {
             span_id: new_span_id(),
             start: SystemTime::now(),
         }
+    }
+
+    /// Adds an event to the request span, now.
+    pub fn add_event(&mut self, name: &'static str, attributes: Vec<KeyValue>) {
+        self.events.push(opentelemetry::trace::Event::new(
+            name,
+            SystemTime::now(),
+            attributes,
+            0,
+        ));
     }
 
     /// Ends a phase span now.
@@ -212,6 +225,7 @@ impl RequestTrace {
             attributes,
             failed,
         );
+        request.events.events = std::mem::take(&mut self.events);
         if let Some(agent) = self.link.take() {
             request
                 .links

@@ -25,6 +25,9 @@ Commands:
                       prints the SHA-256 of what was sent and of what came back, and the
                       x-amz-content-sha256 / Content-Encoding boto3 sent with PutObject.
   concurrent --n N    N IAM ListUsers at once (threads released together by a barrier).
+  list-users-retrying --attempts N
+                      IAM ListUsers with botocore's standard retries (N attempts in all):
+                      {"ok": {"users", "retry_attempts"}} or {"error": {..., "retry_attempts"}}.
   assume-role ARN     STS AssumeRole as the environment's keys (for the harness's own check):
                       {"access_key_id", "secret_access_key", "session_token"}.
   signed-request [--service S --method M --path P --body B --header K:V ...]
@@ -274,6 +277,30 @@ def signed_request(a):
     }
 
 
+def list_users_retrying(attempts):
+    c = boto3.client(
+        "iam",
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=Config(retries={"max_attempts": attempts, "mode": "standard"}),
+    )
+    try:
+        r = c.list_users()
+        emit({"ok": {
+            "users": [u["UserName"] for u in r["Users"]],
+            "retry_attempts": r["ResponseMetadata"].get("RetryAttempts"),
+        }})
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        meta = e.response.get("ResponseMetadata", {})
+        emit({"error": {
+            "code": err.get("Code"),
+            "message": err.get("Message"),
+            "status": meta.get("HTTPStatusCode"),
+            "retry_attempts": meta.get("RetryAttempts"),
+        }})
+
+
 def assume_role(role_arn):
     c = client("sts").assume_role(RoleArn=role_arn, RoleSessionName="harness")["Credentials"]
     return {
@@ -314,6 +341,7 @@ def main():
     sr.add_argument("--body", default="Action=ListUsers&Version=2010-05-08")
     sr.add_argument("--header", action="append", default=[])
     sub.add_parser("assume-role").add_argument("role_arn")
+    sub.add_parser("list-users-retrying").add_argument("--attempts", type=int, default=3)
     a = p.parse_args()
     if a.cmd == "serve-moto":
         serve_moto()
@@ -352,6 +380,8 @@ def main():
         run(lambda: concurrent(a.n))
     elif a.cmd == "signed-request":
         run(lambda: signed_request(a))
+    elif a.cmd == "list-users-retrying":
+        list_users_retrying(a.attempts)
     elif a.cmd == "assume-role":
         run(lambda: assume_role(a.role_arn))
 

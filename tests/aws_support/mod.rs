@@ -683,6 +683,20 @@ impl AwsEnv {
 
     /// Runs `tests/aws/driver.py ARGS` (boto3): `Ok(result)` or the AWS error it raised.
     pub async fn boto(&self, args: &[&str]) -> Result<Value, AwsError> {
+        let v = self.boto_json(args).await;
+        if let Some(e) = v.get("error") {
+            return Err(AwsError {
+                code: e["code"].as_str().unwrap_or("").into(),
+                message: e["message"].as_str().unwrap_or("").into(),
+                status: e["status"].as_u64().unwrap_or(0) as u16,
+            });
+        }
+        Ok(v["ok"].clone())
+    }
+
+    /// Runs `tests/aws/driver.py ARGS` (boto3): the line it printed, `{"ok": …}` or
+    /// `{"error": …}`, whole.
+    pub async fn boto_json(&self, args: &[&str]) -> Value {
         let mut all = vec![driver_py().display().to_string()];
         all.extend(args.iter().map(|s| s.to_string()));
         let out = self.run(venv_bin("python"), all).await;
@@ -694,16 +708,8 @@ impl AwsEnv {
             out.stderr
         );
         let line = out.stdout.lines().last().unwrap_or("");
-        let v: Value = serde_json::from_str(line)
-            .unwrap_or_else(|_| panic!("driver.py {args:?} printed {:?}", out.stdout));
-        if let Some(e) = v.get("error") {
-            return Err(AwsError {
-                code: e["code"].as_str().unwrap_or("").into(),
-                message: e["message"].as_str().unwrap_or("").into(),
-                status: e["status"].as_u64().unwrap_or(0) as u16,
-            });
-        }
-        Ok(v["ok"].clone())
+        serde_json::from_str(line)
+            .unwrap_or_else(|_| panic!("driver.py {args:?} printed {:?}", out.stdout))
     }
 
     /// Runs the AWS CLI (`aws --endpoint-url <endpoint> ARGS --output json`).

@@ -43,6 +43,8 @@ What GitHub's side does here:
     DELETE /repos/{o}/{r}/keys/{key_id}   administration:write (204; 404 when no such key)
     GET  /repos/{o}/{r}/contents/{path}   contents:read
     anything else under the repository: metadata:read, then 404 Not Found.
+- `DELETE /installation/token`: revokes the installation token used (204); it is refused
+  (401) from then on.
   `elsewhere/thing` (id 7) exists but the App is not installed there.
 
 Test-only endpoints of an instance (never recorded):
@@ -681,6 +683,16 @@ class Instance:
             rec["kind"] = "installation"
             return self.installation_lookup(m.group(2), None, host, headers, rec)
         rec["kind"] = "api"
+        if path == "/installation/token":
+            # Revokes the installation token used (GitHub: 204; it stops working).
+            info, err = self.token_for(headers, rec)
+            if err:
+                return err
+            if method != "DELETE":
+                return gh_error(404, "Not Found")
+            info["revoked"] = True
+            info["expires_at_unix"] = 0
+            return 204, None
         m = re.fullmatch(r"/repos/([^/]+)/([^/]+)(/.*)?", path)
         if m:
             full = f"{m.group(1)}/{m.group(2)}"
@@ -795,6 +807,7 @@ class Handler(BaseHTTPRequestHandler):
 
             traceback.print_exc()
             status, body, extra, rec = 500, {"message": f"stand-in bug: {e!r}"}, {}, None
+        # 204 carries no body.
         data = b"" if status == 204 else json.dumps(body).encode()
         if rec is not None:
             rec["headers"] = [[k, v] for k, v in self.headers.items()]
@@ -802,8 +815,9 @@ class Handler(BaseHTTPRequestHandler):
             rec["response"] = body
             inst.record(rec)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
+        if status != 204:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
         self.send_header("X-GitHub-Api-Version-Selected", "2022-11-28")
         self.send_header("X-GitHub-Request-Id", secrets.token_hex(8).upper())
         for k, v in extra.items():

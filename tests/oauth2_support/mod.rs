@@ -158,6 +158,7 @@ pub const CLIENTS: &[ClientSpec] = &[
     c("e2e-mcp", Auth::Basic, RW),
     c("e2e-cache", Auth::Post, RW),
     c("e2e-flight", Auth::Basic, RW),
+    c("t-task", Auth::Basic, RW),
     c("e2e-tx", Auth::Basic, RW),
     c("e2e-narrow", Auth::Post, "tools:read"),
     c("e2e-wrong-secret", Auth::Basic, RW),

@@ -1,0 +1,698 @@
+//! What each agent normally does (its baseline), and the detectors that notice when it
+//! does otherwise (`[anomalies]`).
+//!
+//! A baseline holds the tools, operations and forward-proxy hosts the agent has called,
+//! and per tool its call rate: calls counted per minute (by keygate's clock), folded into
+//! an exponentially weighted mean and variance at each new minute (weight 1/32: about the
+//! last half hour counts). Refusals are kept as the times of the last few, within the
+//! burst detector's window. Everything is bounded: [`MAX_TOOLS`], [`MAX_OPERATIONS`],
+//! [`MAX_HOSTS`] names, [`MAX_RECENT`] anomalies, the burst's count of refusal times, and
+//! [`MAX_AGENTS`] agents; past a bound a name is not learnt, so every call with it is
+//! new (detected, never hidden).
+//!
+//! The detectors are functions of the call and the baseline at `now`, which the caller
+//! reads from keygate's clock ([`crate::clock`]): deterministic under a test's clock.
+//! During the learning period (from the agent's first call) the detectors of what is
+//! new and of rates stay quiet; the refusal burst and off-hours identity creation do not
+//! need one.
+//!
+//! Cost on the request path: a read lock of the agents' map, one agent's mutex, a few
+//! hash lookups of names held as reference-counted strings, a few float operations once a
+//! minute per tool; no allocation on a warm call (`benches/hot_path.rs`,
+//! `baseline_update`). Baselines are written to the store off the request path, every
+//! `flush_interval`, and read back at start.
+
+use crate::config::{AnomalyAction, AnomalySettings};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Tools, operations and hosts learnt per agent, at most.
+pub const MAX_TOOLS: usize = 256;
+pub const MAX_OPERATIONS: usize = 1024;
+pub const MAX_HOSTS: usize = 256;
+/// Recent anomalies kept per agent (for `keygate agents show`; the audit log has all).
+pub const MAX_RECENT: usize = 20;
+/// Agents with a baseline, at most (agents taken from token claims are not bounded by the
+/// configuration): beyond, a new agent is not watched, and a warning says so.
+pub const MAX_AGENTS: usize = 100_000;
+/// Weight of the newest minute in a tool's mean and variance.
+const ALPHA: f64 = 1.0 / 32.0;
+/// Idle minutes folded into a rate at most (after that many the mean is near zero).
+const MAX_IDLE_FOLD: i64 = 180;
+
+/// A call as the detectors see it.
+pub struct Call<'a> {
+    pub tool: &'a Arc<str>,
+    pub operation: &'a Arc<str>,
+    pub identity_creation: bool,
+    /// The host of the forward-proxy tunnel the call came through.
+    pub host: Option<&'a str>,
+    pub owner: &'a str,
+}
+
+/// A detector that fired: what it saw against what the agent normally does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub detector: &'static str,
+    pub action: AnomalyActionName,
+    pub observed: String,
+    pub baseline: String,
+}
+
+/// An [`AnomalyAction`] as stored and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyActionName {
+    Record,
+    Notify,
+    RequireApproval,
+    Suspend,
+}
+
+impl From<AnomalyAction> for AnomalyActionName {
+    fn from(a: AnomalyAction) -> Self {
+        match a {
+            AnomalyAction::Record => AnomalyActionName::Record,
+            AnomalyAction::Notify => AnomalyActionName::Notify,
+            AnomalyAction::RequireApproval => AnomalyActionName::RequireApproval,
+            AnomalyAction::Suspend => AnomalyActionName::Suspend,
+        }
+    }
+}
+
+impl AnomalyActionName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyActionName::Record => "record",
+            AnomalyActionName::Notify => "notify",
+            AnomalyActionName::RequireApproval => "require_approval",
+            AnomalyActionName::Suspend => "suspend",
+        }
+    }
+}
+
+/// One anomaly remembered with the agent's baseline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recent {
+    pub at_ms: i64,
+    pub detector: String,
+    pub action: AnomalyActionName,
+    pub observed: String,
+    pub baseline: String,
+}
+
+/// A tool's call rate for one agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Rate {
+    /// The minute (Unix minutes) being counted, and its calls so far.
+    minute: i64,
+    count: u32,
+    /// Calls per minute: weighted mean and variance of the minutes before.
+    mean: f64,
+    var: f64,
+    /// The last minute the spike detector fired in (once a minute at most).
+    #[serde(default)]
+    fired: i64,
+    /// Minutes folded so far (the first one sets the mean).
+    #[serde(default)]
+    minutes: u32,
+}
+
+impl Rate {
+    /// Counts a call in minute `m`, folding the minutes that ended into the mean.
+    fn count(&mut self, m: i64) -> u32 {
+        if m != self.minute {
+            if self.minute != 0 && m > self.minute {
+                self.fold(f64::from(self.count));
+                for _ in 0..(m - self.minute - 1).min(MAX_IDLE_FOLD) {
+                    self.fold(0.0);
+                }
+            }
+            self.minute = m;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        self.count
+    }
+
+    /// Counts a call in minute `m`; with the spike detector on, fires (once a minute) when
+    /// the minute's calls are far above the mean.
+    fn count_and_check(
+        &mut self,
+        m: i64,
+        spike: Option<&crate::config::RateSpike>,
+        tool: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        let count = self.count(m);
+        let Some(spike) = spike else { return };
+        let bar = self.mean + spike.sigmas * self.deviation().max(1.0);
+        if self.fired != m && count >= spike.min_per_minute && f64::from(count) > bar {
+            self.fired = m;
+            out.push(Finding {
+                detector: "rate_spike",
+                action: spike.action.into(),
+                observed: format!("{count} calls to tool {tool} this minute"),
+                baseline: format!(
+                    "{:.1} ± {:.1} calls a minute (alert above {bar:.1})",
+                    self.mean,
+                    self.deviation()
+                ),
+            });
+        }
+    }
+
+    fn fold(&mut self, x: f64) {
+        self.minutes = self.minutes.saturating_add(1);
+        if self.minutes == 1 {
+            self.mean = x;
+            return;
+        }
+        let d = x - self.mean;
+        self.mean += ALPHA * d;
+        self.var = (1.0 - ALPHA) * (self.var + ALPHA * d * d);
+    }
+
+    fn deviation(&self) -> f64 {
+        self.var.max(0.0).sqrt()
+    }
+}
+
+/// What one agent normally does. Serialized as its stored form.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Baseline {
+    first_seen_ms: i64,
+    tools: HashMap<Arc<str>, Rate>,
+    operations: HashSet<Arc<str>>,
+    hosts: HashSet<Arc<str>>,
+    recent: VecDeque<Recent>,
+    /// `require_approval`: until when, and which detector asked.
+    hold_until_ms: Option<i64>,
+    hold_by: Option<String>,
+    /// Times of recent refusals (not stored: a burst is minutes long).
+    #[serde(skip)]
+    refusals: VecDeque<i64>,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+/// Learns `name` into `set` (bounded); whether it was new.
+fn learn(set: &mut HashSet<Arc<str>>, name: &str, max: usize) -> bool {
+    if set.contains(name) {
+        return false;
+    }
+    if set.len() < max {
+        set.insert(Arc::from(name));
+    }
+    true
+}
+
+impl Baseline {
+    /// The detectors of calls, on this call at `now_ms`; the baseline learns the call.
+    fn observe(
+        &mut self,
+        call: &Call<'_>,
+        s: &AnomalySettings,
+        now_ms: i64,
+        out: &mut Vec<Finding>,
+    ) {
+        if self.first_seen_ms == 0 {
+            self.first_seen_ms = now_ms;
+        }
+        self.dirty = true;
+        let learnt = now_ms.saturating_sub(self.first_seen_ms)
+            >= i64::try_from(s.learning_period.as_millis()).unwrap_or(i64::MAX);
+        let minute = now_ms.div_euclid(60_000);
+        let spike = s.rate_spike.as_ref().filter(|_| learnt);
+        let new_tool = match self.tools.get_mut(&**call.tool) {
+            Some(r) => {
+                r.count_and_check(minute, spike, call.tool, out);
+                false
+            }
+            None => {
+                // Past the bound a tool is not learnt: every call to it is new.
+                if self.tools.len() < MAX_TOOLS {
+                    let r = self.tools.entry(call.tool.clone()).or_default();
+                    r.count_and_check(minute, spike, call.tool, out);
+                }
+                true
+            }
+        };
+        let new_operation = learn(&mut self.operations, call.operation, MAX_OPERATIONS);
+        let new_host = call
+            .host
+            .is_some_and(|h| learn(&mut self.hosts, h, MAX_HOSTS));
+        if learnt {
+            if let (Some(a), true) = (s.new_tool, new_tool) {
+                out.push(Finding {
+                    detector: "new_tool",
+                    action: a.into(),
+                    observed: format!("first call to tool {}", call.tool),
+                    baseline: format!("tools called before: {}", self.names_of_tools(call.tool)),
+                });
+            }
+            if let (Some(a), true) = (s.new_operation, new_operation) {
+                out.push(Finding {
+                    detector: "new_operation",
+                    action: a.into(),
+                    observed: format!("first call of operation {}", call.operation),
+                    baseline: format!("{} operations called before", self.operations.len() - 1),
+                });
+            }
+            if let (Some(a), true, Some(h)) = (s.new_host, new_host, call.host) {
+                out.push(Finding {
+                    detector: "new_host",
+                    action: a.into(),
+                    observed: format!("first call to host {h} through the forward proxy"),
+                    baseline: format!("{} hosts reached before", self.hosts.len() - 1),
+                });
+            }
+        }
+        if let (Some(o), true) = (&s.off_hours_identity_creation, call.identity_creation) {
+            let hours = o.hours_of(call.owner);
+            if !hours.contains(now_ms.div_euclid(1000)) {
+                out.push(Finding {
+                    detector: "off_hours_identity_creation",
+                    action: o.action.into(),
+                    observed: format!(
+                        "identity creation ({}) at {}",
+                        call.operation,
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH
+                                + std::time::Duration::from_millis(
+                                    u64::try_from(now_ms).unwrap_or(0)
+                                )
+                        )
+                    ),
+                    baseline: format!(
+                        "business hours of {}: {}",
+                        call.owner,
+                        describe_hours(hours)
+                    ),
+                });
+            }
+        }
+    }
+
+    fn names_of_tools(&self, except: &str) -> String {
+        let mut names: Vec<&str> = self
+            .tools
+            .keys()
+            .map(|k| &**k)
+            .filter(|k| *k != except)
+            .collect();
+        names.sort_unstable();
+        if names.is_empty() {
+            return "none".into();
+        }
+        names.join(", ")
+    }
+
+    /// A refusal (`code`) at `now_ms`: the burst detector.
+    fn refused(&mut self, code: &str, s: &AnomalySettings, now_ms: i64, out: &mut Vec<Finding>) {
+        let Some(b) = &s.refusal_burst else { return };
+        let window = i64::try_from(b.window.as_millis()).unwrap_or(i64::MAX);
+        while self
+            .refusals
+            .front()
+            .is_some_and(|t| *t <= now_ms.saturating_sub(window))
+        {
+            self.refusals.pop_front();
+        }
+        self.refusals.push_back(now_ms);
+        if self.refusals.len() >= b.count as usize {
+            self.refusals.clear();
+            out.push(Finding {
+                detector: "refusal_burst",
+                action: b.action.into(),
+                observed: format!(
+                    "{} refusals within {} (the last: {code})",
+                    b.count,
+                    humantime::format_duration(b.window)
+                ),
+                baseline: format!(
+                    "fewer than {} within {}",
+                    b.count,
+                    humantime::format_duration(b.window)
+                ),
+            });
+        }
+    }
+}
+
+fn describe_hours(h: &crate::config::BusinessHours) -> String {
+    const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let days: Vec<&str> = NAMES
+        .iter()
+        .zip(h.days)
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| *n)
+        .collect();
+    let off = h.utc_offset_secs / 60;
+    format!(
+        "{} {:02}:{:02}-{:02}:{:02} UTC{}{:02}:{:02}",
+        days.join(","),
+        h.start / 60,
+        h.start % 60,
+        h.end / 60,
+        h.end % 60,
+        if off < 0 { '-' } else { '+' },
+        off.abs() / 60,
+        off.abs() % 60
+    )
+}
+
+/// Every agent's baseline, process-wide (it survives reloads).
+#[derive(Default)]
+pub struct Baselines {
+    agents: RwLock<HashMap<Arc<str>, Arc<Mutex<Baseline>>, crate::FastHash>>,
+}
+
+impl Baselines {
+    fn agent(&self, agent: &Arc<str>) -> Option<Arc<Mutex<Baseline>>> {
+        if let Some(b) = crate::locks::read(&self.agents).get(agent) {
+            return Some(b.clone());
+        }
+        let mut all = crate::locks::write(&self.agents);
+        if all.len() >= MAX_AGENTS && !all.contains_key(agent) {
+            tracing::warn!(agent = %agent, "{MAX_AGENTS} agents have baselines already: this one is not watched");
+            return None;
+        }
+        Some(all.entry(agent.clone()).or_default().clone())
+    }
+
+    /// The call detectors, on one call of `agent` at `now_ms` (its baseline learns it);
+    /// what fired is pushed to `out`.
+    pub fn observe(
+        &self,
+        agent: &Arc<str>,
+        call: &Call<'_>,
+        s: &AnomalySettings,
+        now_ms: i64,
+        out: &mut Vec<Finding>,
+    ) {
+        if let Some(b) = self.agent(agent) {
+            crate::locks::lock(&b).observe(call, s, now_ms, out);
+        }
+    }
+
+    /// The refusal burst detector, on one refusal of `agent`.
+    pub fn refused(
+        &self,
+        agent: &Arc<str>,
+        code: &str,
+        s: &AnomalySettings,
+        now_ms: i64,
+        out: &mut Vec<Finding>,
+    ) {
+        if s.refusal_burst.is_none() {
+            return;
+        }
+        if let Some(b) = self.agent(agent) {
+            crate::locks::lock(&b).refused(code, s, now_ms, out);
+        }
+    }
+
+    /// Remembers what fired (and what it does) with the agent's baseline; for
+    /// `require_approval`, holds the agent's write calls until `hold_until_ms`.
+    pub fn remember(&self, agent: &Arc<str>, f: &Finding, now_ms: i64, hold_until_ms: i64) {
+        let Some(b) = self.agent(agent) else { return };
+        let mut b = crate::locks::lock(&b);
+        if b.recent.len() >= MAX_RECENT {
+            b.recent.pop_front();
+        }
+        b.recent.push_back(Recent {
+            at_ms: now_ms,
+            detector: f.detector.to_string(),
+            action: f.action,
+            observed: f.observed.clone(),
+            baseline: f.baseline.clone(),
+        });
+        if f.action == AnomalyActionName::RequireApproval {
+            b.hold_until_ms = Some(hold_until_ms.max(b.hold_until_ms.unwrap_or(0)));
+            b.hold_by = Some(f.detector.to_string());
+        }
+        b.dirty = true;
+    }
+
+    /// The detector whose `require_approval` holds `agent`'s write calls at `now_ms`.
+    pub fn held_by(&self, agent: &str, now_ms: i64) -> Option<String> {
+        let b = crate::locks::read(&self.agents).get(agent)?.clone();
+        let b = crate::locks::lock(&b);
+        match (b.hold_until_ms, &b.hold_by) {
+            (Some(until), Some(by)) if now_ms < until => Some(by.clone()),
+            _ => None,
+        }
+    }
+
+    /// Lifts a `require_approval` hold (the agent was resumed by a human).
+    pub fn release(&self, agent: &str) {
+        let Some(b) = crate::locks::read(&self.agents).get(agent).cloned() else {
+            return;
+        };
+        let mut b = crate::locks::lock(&b);
+        if b.hold_until_ms.take().is_some() {
+            b.hold_by = None;
+            b.dirty = true;
+        }
+    }
+
+    /// What `keygate agents show` prints: the baseline and the recent anomalies.
+    pub fn show(&self, agent: &str, now_ms: i64) -> Option<serde_json::Value> {
+        let b = crate::locks::read(&self.agents).get(agent)?.clone();
+        let b = crate::locks::lock(&b);
+        let mut tools: Vec<serde_json::Value> = b
+            .tools
+            .iter()
+            .map(|(name, r)| {
+                serde_json::json!({
+                    "tool": &**name,
+                    "calls_per_minute_mean": (r.mean * 100.0).round() / 100.0,
+                    "calls_per_minute_deviation": (r.deviation() * 100.0).round() / 100.0,
+                    "calls_this_minute": if r.minute == now_ms.div_euclid(60_000) { r.count } else { 0 },
+                })
+            })
+            .collect();
+        tools.sort_by(|a, b| a["tool"].as_str().cmp(&b["tool"].as_str()));
+        let mut operations: Vec<&str> = b.operations.iter().map(|o| &**o).collect();
+        operations.sort_unstable();
+        let mut hosts: Vec<&str> = b.hosts.iter().map(|h| &**h).collect();
+        hosts.sort_unstable();
+        Some(serde_json::json!({
+            "first_seen_ms": b.first_seen_ms,
+            "tools": tools,
+            "operations": operations,
+            "hosts": hosts,
+            "require_approval_until_ms": b.hold_until_ms.filter(|u| *u > now_ms),
+            "require_approval_by": b.hold_by,
+            "recent_anomalies": b.recent.iter().rev().collect::<Vec<_>>(),
+        }))
+    }
+
+    /// The baselines changed since the last call, as stored (agent id, JSON document).
+    pub fn take_dirty(&self) -> Vec<(String, String)> {
+        let all: Vec<(Arc<str>, Arc<Mutex<Baseline>>)> = crate::locks::read(&self.agents)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (agent, b) in all {
+            let mut b = crate::locks::lock(&b);
+            if !b.dirty {
+                continue;
+            }
+            match serde_json::to_string(&*b) {
+                Ok(doc) => {
+                    b.dirty = false;
+                    out.push((agent.to_string(), doc));
+                }
+                Err(e) => tracing::warn!(agent = %agent, "cannot serialize a baseline: {e}"),
+            }
+        }
+        out
+    }
+
+    /// Marks baselines dirty again (a write to the store failed).
+    pub fn mark_dirty(&self, agents: &[(String, String)]) {
+        let all = crate::locks::read(&self.agents);
+        for (a, _) in agents {
+            if let Some(b) = all.get(a.as_str()) {
+                crate::locks::lock(b).dirty = true;
+            }
+        }
+    }
+
+    /// Loads stored baselines (at start); a document that does not read is skipped.
+    pub fn load(&self, rows: Vec<(String, String)>) {
+        let mut all = crate::locks::write(&self.agents);
+        for (agent, doc) in rows {
+            match serde_json::from_str::<Baseline>(&doc) {
+                Ok(mut b) => {
+                    if b.recent.len() > MAX_RECENT {
+                        let extra = b.recent.len() - MAX_RECENT;
+                        b.recent.drain(..extra);
+                    }
+                    all.insert(agent.into(), Arc::new(Mutex::new(b)));
+                }
+                Err(e) => tracing::warn!(agent = %agent, "stored baseline skipped: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OffHours, RateSpike, RefusalBurst};
+    use std::time::Duration;
+
+    const T0: i64 = 1_796_634_000_000; // a Monday, 09:00 UTC
+
+    fn settings() -> AnomalySettings {
+        AnomalySettings {
+            learning_period: Duration::from_secs(3600),
+            new_tool: Some(AnomalyAction::Suspend),
+            new_operation: Some(AnomalyAction::Record),
+            new_host: Some(AnomalyAction::Notify),
+            rate_spike: Some(RateSpike {
+                action: AnomalyAction::Notify,
+                sigmas: 4.0,
+                min_per_minute: 20,
+            }),
+            refusal_burst: Some(RefusalBurst {
+                action: AnomalyAction::Suspend,
+                count: 5,
+                window: Duration::from_secs(60),
+            }),
+            off_hours_identity_creation: Some(OffHours {
+                action: AnomalyAction::RequireApproval,
+                default: Default::default(),
+                owners: Default::default(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn call<'a>(tool: &'a Arc<str>, op: &'a Arc<str>) -> Call<'a> {
+        Call {
+            tool,
+            operation: op,
+            identity_creation: false,
+            host: None,
+            owner: "o",
+        }
+    }
+
+    #[test]
+    fn what_is_new_fires_only_after_learning_and_once() {
+        let (b, s) = (Baselines::default(), settings());
+        let agent: Arc<str> = "a".into();
+        let (t, u, read): (Arc<str>, Arc<str>, Arc<str>) = ("t".into(), "u".into(), "read".into());
+        let mut out = Vec::new();
+        b.observe(&agent, &call(&t, &read), &s, T0, &mut out);
+        b.observe(&agent, &call(&u, &read), &s, T0 + 1000, &mut out);
+        assert!(out.is_empty(), "learning: {out:?}");
+        let later = T0 + 3_600_000;
+        b.observe(&agent, &call(&t, &read), &s, later, &mut out);
+        assert!(out.is_empty(), "known: {out:?}");
+        let v: Arc<str> = "v".into();
+        b.observe(&agent, &call(&v, &read), &s, later, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].detector, "new_tool");
+        assert_eq!(out[0].action, AnomalyActionName::Suspend);
+        assert_eq!(out[0].baseline, "tools called before: t, u");
+        out.clear();
+        b.observe(&agent, &call(&v, &read), &s, later, &mut out);
+        assert!(out.is_empty(), "once: {out:?}");
+    }
+
+    #[test]
+    fn a_rate_far_above_the_baseline_fires_once_a_minute() {
+        let (b, s) = (Baselines::default(), settings());
+        let agent: Arc<str> = "a".into();
+        let (t, read): (Arc<str>, Arc<str>) = ("t".into(), "read".into());
+        let mut out = Vec::new();
+        // Two hours at 5 calls a minute.
+        for m in 0..120 {
+            for i in 0..5 {
+                b.observe(&agent, &call(&t, &read), &s, T0 + m * 60_000 + i, &mut out);
+            }
+        }
+        assert!(out.is_empty(), "{out:?}");
+        let now = T0 + 120 * 60_000;
+        for i in 0..40 {
+            b.observe(&agent, &call(&t, &read), &s, now + i, &mut out);
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].detector, "rate_spike");
+        assert_eq!(out[0].observed, "20 calls to tool t this minute");
+        assert!(
+            out[0].baseline.starts_with("5.0 ± 0.0"),
+            "{}",
+            out[0].baseline
+        );
+    }
+
+    #[test]
+    fn refusal_bursts_and_off_hours_creation() {
+        let (b, s) = (Baselines::default(), settings());
+        let agent: Arc<str> = "a".into();
+        let mut out = Vec::new();
+        for i in 0..4 {
+            b.refused(&agent, "forbidden", &s, T0 + i * 20_000, &mut out);
+        }
+        assert!(
+            out.is_empty(),
+            "4 in 60 s, spread: the first left the window: {out:?}"
+        );
+        b.refused(&agent, "secret_in_request", &s, T0 + 61_000, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        for i in 0..5 {
+            b.refused(&agent, "secret_in_request", &s, T0 + 120_000 + i, &mut out);
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].detector, "refusal_burst");
+        out.clear();
+        let (t, create): (Arc<str>, Arc<str>) = ("t".into(), "create_key".into());
+        let c = Call {
+            identity_creation: true,
+            ..call(&t, &create)
+        };
+        b.observe(&agent, &c, &s, T0, &mut out);
+        assert!(out.is_empty(), "monday 09:00: {out:?}");
+        b.observe(&agent, &c, &s, T0 + 12 * 3_600_000, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].detector, "off_hours_identity_creation");
+        assert!(
+            out[0]
+                .baseline
+                .contains("mon,tue,wed,thu,fri 08:00-18:00 UTC+00:00"),
+            "{}",
+            out[0].baseline
+        );
+    }
+
+    #[test]
+    fn baselines_round_trip_through_their_stored_form() {
+        let (b, s) = (Baselines::default(), settings());
+        let agent: Arc<str> = "a".into();
+        let (t, read): (Arc<str>, Arc<str>) = ("t".into(), "read".into());
+        b.observe(&agent, &call(&t, &read), &s, T0, &mut Vec::new());
+        let rows = b.take_dirty();
+        assert_eq!(rows.len(), 1);
+        assert!(b.take_dirty().is_empty(), "clean after a flush");
+        let again = Baselines::default();
+        again.load(rows);
+        let mut out = Vec::new();
+        let u: Arc<str> = "u".into();
+        again.observe(&agent, &call(&t, &read), &s, T0 + 3_600_000, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        again.observe(&agent, &call(&u, &read), &s, T0 + 3_600_000, &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "the learning period counts from the stored first call"
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! keygate's own endpoints on the data plane (`/.keygate/…`), audited like every request:
+//!
+//! - `POST /.keygate/tasks`: the agent (identified as for any call) opens a task for
+//!   itself (JSON: `purpose`, `ticket`, `ttl`, `tools`, `operations`), when
+//!   `tasks.agents_may_open`; `POST /.keygate/tasks/{id}/end` ends one of its own.
+//! - `POST /.keygate/introspect`: RFC 7662 introspection of a JWT keygate minted for a tool
+//!   (form field `token`): `{"active": false}` once it expired, or once the task it was
+//!   minted in ended, or when keygate did not sign it. It reveals only the claims of a
+//!   token its caller holds, so it asks for no credential.
+
+use crate::error::{Error, ErrorKind, ProxyBody};
+use http::{Method, Response, StatusCode};
+
+/// The most of a body these endpoints read.
+pub const MAX_BODY: usize = 16 * 1024;
+
+pub fn only_post(method: &Method) -> Result<(), Error> {
+    if method != Method::POST {
+        return Err(Error::new(
+            ErrorKind::MethodNotAllowed,
+            "this endpoint takes POST",
+        ));
+    }
+    Ok(())
+}
+
+pub fn answer(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = crate::error::json_response(status, v.to_string());
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// RFC 7662: whether a token keygate minted is still good.
+pub fn introspect(
+    signer: &crate::credentials::Signer,
+    tasks: &crate::tasks::Tasks,
+    now_ms: i64,
+    body: &[u8],
+) -> Response<ProxyBody> {
+    let token = form_urlencoded::parse(body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned());
+    let inactive = || answer(StatusCode::OK, serde_json::json!({ "active": false }));
+    let Some(token) = token else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": "invalid_request", "error_description": "the form has no token" }),
+        );
+    };
+    let Ok(claims) = signer.verify_jwt(&token) else {
+        return inactive();
+    };
+    let now = now_ms / 1000;
+    let exp = claims.get("exp").and_then(|e| e.as_i64());
+    let nbf = claims.get("nbf").and_then(|e| e.as_i64()).unwrap_or(0);
+    if exp.is_none_or(|e| now >= e) || now < nbf {
+        return inactive();
+    }
+    // Minted in a task: good only while the task is open (the deny list of the tokens of
+    // ended tasks is the tasks themselves, kept until long after the tokens expire).
+    if let Some(task) = claims.get("task") {
+        let open = task.as_str().is_some_and(|t| tasks.is_open(t, now_ms));
+        if !open {
+            return inactive();
+        }
+    }
+    let mut v = serde_json::json!({ "active": true, "token_type": "Bearer" });
+    if let (Some(o), Some(c)) = (v.as_object_mut(), claims.as_object()) {
+        for k in [
+            "iss", "sub", "aud", "scope", "owner", "iat", "nbf", "exp", "jti", "task",
+        ] {
+            if let Some(x) = c.get(k) {
+                o.insert(k.into(), x.clone());
+            }
+        }
+    }
+    answer(StatusCode::OK, v)
+}
+
+pub fn store_error(e: crate::store::StoreError) -> Error {
+    match e {
+        crate::store::StoreError::Conflict(m) => Error::new(ErrorKind::BadRequest, m),
+        e => Error::new(
+            ErrorKind::StoreUnavailable,
+            "keygate cannot reach its store; nothing was changed",
+        )
+        .with_detail(e.to_string()),
+    }
+}
