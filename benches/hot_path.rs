@@ -771,9 +771,24 @@ fn guard(c: &mut Criterion) {
         per: keygate::config::LimitPer::Agent,
         quota: governor::Quota::per_second(std::num::NonZeroU32::MAX),
         name: "rate_limits[0]".into(),
+        shared: None,
     };
-    let limits = keygate::pipeline::limit::RateLimits::new(&[rule], &clock);
+    let shared = std::sync::Arc::default();
+    let limits =
+        keygate::pipeline::limit::RateLimits::new(std::slice::from_ref(&rule), &clock, &shared);
     c.bench_function("limit/one_matching_entry", |b| {
+        b.iter(|| limits.check(black_box(&agent), &tool, None, false).unwrap())
+    });
+    // `shared = true`: the window's count (one more lock) besides the GCRA.
+    let shared_rule = keygate::config::RateLimitRule {
+        shared: Some(keygate::config::SharedWindow {
+            count: std::num::NonZeroU32::MAX,
+            period: std::time::Duration::from_secs(1),
+        }),
+        ..rule
+    };
+    let limits = keygate::pipeline::limit::RateLimits::new(&[shared_rule], &clock, &shared);
+    c.bench_function("limit/one_matching_shared_entry", |b| {
         b.iter(|| limits.check(black_box(&agent), &tool, None, false).unwrap())
     });
 }

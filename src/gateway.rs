@@ -64,6 +64,8 @@ pub struct Shared {
     pub baselines: crate::anomaly::Baselines,
     /// Tasks (agents' just-in-time access), mirrored from the store.
     pub tasks: crate::tasks::Tasks,
+    /// The counts of `shared` rate limits, across reloads.
+    pub shared_limits: Arc<crate::pipeline::limit::SharedLimits>,
 }
 
 /// What a replica holds in memory from the store, each read on its own.
@@ -216,6 +218,7 @@ impl Shared {
             instance,
             baselines,
             tasks,
+            shared_limits: Default::default(),
         }))
     }
 
@@ -409,6 +412,7 @@ impl Runtime {
         });
         spawn_suspension_sync(&rt);
         spawn_baseline_flush(&rt);
+        spawn_limit_sharing(&rt);
         Ok(rt)
     }
 
@@ -518,6 +522,49 @@ fn spawn_baseline_flush(rt: &Arc<Runtime>) {
             tokio::time::sleep(interval).await;
             let Some(rt) = weak.upgrade() else { return };
             rt.shared.flush_baselines().await;
+        }
+    });
+}
+
+/// Shares this replica's counts of `shared` rate limits with the others, and reads theirs,
+/// every `store.share_interval` (one round trip to the store, off the request path),
+/// while a configuration has such a rule ([`crate::pipeline::limit`]). Ends when the
+/// runtime is dropped.
+fn spawn_limit_sharing(rt: &Arc<Runtime>) {
+    let weak = Arc::downgrade(rt);
+    tokio::spawn(async move {
+        loop {
+            let interval = match weak.upgrade() {
+                Some(rt) => rt.current().snapshot.store.share_interval,
+                None => return,
+            };
+            tokio::time::sleep(interval).await;
+            let Some(rt) = weak.upgrade() else { return };
+            let limits = &rt.shared.shared_limits;
+            if limits.is_empty() {
+                continue;
+            }
+            let now = rt.shared.clock.unix_millis();
+            let (began, mine) = limits.begin_share(interval, now);
+            // Replicas that shared within a few intervals count as alive.
+            let alive = interval * 5 + STORE_READ_TIMEOUT;
+            let share = rt
+                .shared
+                .store
+                .share_limit_counts(&rt.shared.instance, &mine, now, alive);
+            match tokio::time::timeout(STORE_READ_TIMEOUT, share).await {
+                Ok(Ok(counts)) => limits.shared(began, counts),
+                Ok(Err(e)) => {
+                    limits.share_failed(&mine);
+                    tracing::warn!("cannot share rate limit counts through the store: {e}");
+                }
+                Err(_) => {
+                    limits.share_failed(&mine);
+                    tracing::warn!(
+                        "cannot share rate limit counts through the store: no answer in time"
+                    );
+                }
+            }
         }
     });
 }
@@ -748,7 +795,11 @@ impl Gateway {
         }
         let policies = crate::policy::load(&snapshot).map_err(|e| e.to_string())?;
         let tools = ToolSet::build(&snapshot, &signer, &shared.clock)?;
-        let limits = crate::pipeline::limit::RateLimits::new(&snapshot.rate_limits, &shared.clock);
+        let limits = crate::pipeline::limit::RateLimits::new(
+            &snapshot.rate_limits,
+            &shared.clock,
+            &shared.shared_limits,
+        );
         let gw = Arc::new(Gateway {
             snapshot,
             shared,

@@ -635,6 +635,7 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
         &|a| agents_from_claims || agents.by_id.contains_key(a),
         &|t| tools.by_name.contains_key(t),
         &operations,
+        matches!(store.backend, crate::store::Backend::Postgres(_)),
     );
     let anomalies = super::guard::compile_anomalies(&mut c, f.anomalies);
     let telemetry = TelemetrySettings {
@@ -1131,6 +1132,9 @@ fn compile_store(c: &mut Checker, s: file::StoreSection) -> crate::store::StoreS
     if s.sync_interval < Duration::from_millis(100) {
         c.error("store.sync_interval", "must be at least 100ms");
     }
+    if s.share_interval < Duration::from_millis(100) {
+        c.error("store.share_interval", "must be at least 100ms");
+    }
     if s.max_staleness <= s.sync_interval {
         c.error(
             "store.max_staleness",
@@ -1151,6 +1155,7 @@ fn compile_store(c: &mut Checker, s: file::StoreSection) -> crate::store::StoreS
     crate::store::StoreSettings {
         backend,
         sync_interval: s.sync_interval,
+        share_interval: s.share_interval,
         max_staleness: s.max_staleness,
         on_unavailable,
     }

@@ -72,6 +72,10 @@ pub struct RateLimitEntry {
     pub per_hour: Option<u32>,
     /// How many calls may come at once (default: the rate's count).
     pub burst: Option<u32>,
+    /// Counted across every replica sharing the PostgreSQL store (approximately; see
+    /// `store.share_interval`), not per replica.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// `[anomalies]`: baselines per agent, and the detectors (each absent: off).
@@ -392,6 +396,10 @@ pub struct StoreSection {
     /// also pushed at once with PostgreSQL).
     #[serde(with = "humantime_serde")]
     pub sync_interval: Duration,
+    /// How often each replica writes its counts of `shared` rate limits to PostgreSQL and
+    /// reads the other replicas' (off the request path).
+    #[serde(with = "humantime_serde")]
+    pub share_interval: Duration,
     /// How old this replica's view of suspensions may grow, while the store cannot be
     /// read, before every call is refused (503 `store_unavailable`).
     #[serde(with = "humantime_serde")]
@@ -411,6 +419,7 @@ impl Default for StoreSection {
             ca_file: None,
             max_connections: 8,
             sync_interval: Duration::from_secs(1),
+            share_interval: Duration::from_secs(1),
             max_staleness: Duration::from_secs(5),
             on_unavailable: "cached".into(),
         }

@@ -31,6 +31,33 @@ pub struct RateLimitRule {
     pub quota: governor::Quota,
     /// `rate_limits[i]`, for the audit record and the log.
     pub name: Arc<str>,
+    /// Counted across replicas (PostgreSQL store only): at most `count` calls in each
+    /// fixed window of `period` (aligned on the Unix epoch), besides the quota.
+    pub shared: Option<SharedWindow>,
+}
+
+/// The cluster-wide allowance of a `shared = true` rate limit: the rate as written
+/// (`per_minute = 6`: 6 calls a minute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedWindow {
+    pub count: NonZeroU32,
+    pub period: Duration,
+}
+
+impl RateLimitRule {
+    /// What identifies a shared rule across replicas (their configurations may order, or
+    /// differ in, their entries): its selectors, `per` and rate, not its position.
+    pub fn fingerprint(&self) -> String {
+        let w = self.shared.map(|w| (w.count.get(), w.period.as_secs()));
+        format!(
+            "{:?}|{}|{}|{}|{:?}",
+            self.per,
+            self.agent.as_deref().unwrap_or("*"),
+            self.tool.as_deref().unwrap_or("*"),
+            self.tag.as_deref().unwrap_or("*"),
+            w
+        )
+    }
 }
 
 /// What a detector does when it fires.
@@ -169,6 +196,7 @@ pub(super) fn compile_rate_limits(
     known_agent: &dyn Fn(&str) -> bool,
     known_tool: &dyn Fn(&str) -> bool,
     operations: &Operations,
+    shared_store: bool,
 ) -> Vec<RateLimitRule> {
     let mut rules = Vec::new();
     for (i, e) in entries.into_iter().enumerate() {
@@ -210,10 +238,17 @@ pub(super) fn compile_rate_limits(
                 LimitPer::Agent
             }
         };
-        let quota = match (e.per_second, e.per_minute, e.per_hour) {
-            (Some(n), None, None) => NonZeroU32::new(n).map(governor::Quota::per_second),
-            (None, Some(n), None) => NonZeroU32::new(n).map(governor::Quota::per_minute),
-            (None, None, Some(n)) => NonZeroU32::new(n).map(governor::Quota::per_hour),
+        if e.shared && !shared_store {
+            c.error(
+                format!("{key}.shared"),
+                "needs the PostgreSQL store (store.url): with SQLite there is one replica, \
+                 whose limits are already all there is",
+            );
+        }
+        let (rate, period) = match (e.per_second, e.per_minute, e.per_hour) {
+            (Some(n), None, None) => (n, 1),
+            (None, Some(n), None) => (n, 60),
+            (None, None, Some(n)) => (n, 3600),
             _ => {
                 c.error(
                     key.clone(),
@@ -222,9 +257,14 @@ pub(super) fn compile_rate_limits(
                 continue;
             }
         };
-        let Some(mut quota) = quota else {
+        let Some(count) = NonZeroU32::new(rate) else {
             c.error(key, "the rate must be at least 1");
             continue;
+        };
+        let mut quota = match period {
+            1 => governor::Quota::per_second(count),
+            60 => governor::Quota::per_minute(count),
+            _ => governor::Quota::per_hour(count),
         };
         if let Some(b) = e.burst {
             match NonZeroU32::new(b) {
@@ -239,6 +279,10 @@ pub(super) fn compile_rate_limits(
             per,
             quota,
             name: key.into(),
+            shared: e.shared.then_some(SharedWindow {
+                count,
+                period: Duration::from_secs(period),
+            }),
         });
     }
     rules

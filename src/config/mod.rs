@@ -11,7 +11,7 @@ mod token_providers;
 pub use compile::*;
 pub use guard::{
     AnomalyAction, AnomalySettings, BusinessHours, LimitPer, OffHours, RateLimitRule, RateSpike,
-    RefusalBurst,
+    RefusalBurst, SharedWindow,
 };
 pub use token_providers::{
     ClientAuthSpec, GithubAppSpec, Grant, OAuth2Spec, Permissions, TokenScope,

@@ -341,6 +341,8 @@ pub struct StoreSettings {
     pub backend: Backend,
     /// How often a replica re-reads suspensions, keys and captured secrets.
     pub sync_interval: Duration,
+    /// How often a replica shares its counts of `shared` rate limits.
+    pub share_interval: Duration,
     /// How old a replica's view of suspensions may grow before every call is refused.
     pub max_staleness: Duration,
     pub on_unavailable: OnUnavailable,
@@ -452,6 +454,27 @@ impl Change {
     }
 }
 
+/// One replica's count of calls a `shared` rate limit admitted for one key in one window
+/// (or, read back, every other replica's together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitCount {
+    /// The rule's fingerprint ([`crate::config::RateLimitRule::fingerprint`]).
+    pub rule: String,
+    /// Whose allowance: the agent, the tool, or both.
+    pub key: String,
+    pub window_start: Millis,
+    pub window_end: Millis,
+    pub count: i64,
+}
+
+/// What the other replicas admitted in windows still open, and how many replicas shared
+/// their counts recently (this one included).
+#[derive(Debug, Clone, Default)]
+pub struct SharedCounts {
+    pub others: Vec<LimitCount>,
+    pub replicas: u32,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Changes made by any process on this store, pushed as they commit. `None`: this
@@ -465,6 +488,24 @@ pub trait Store: Send + Sync + 'static {
     /// there is no other replica to tell (SQLite).
     async fn announce(&self, _change: Change) -> Result<bool, StoreError> {
         Ok(false)
+    }
+
+    /// Shares this replica's counts of `shared` rate limits (`mine`: each the absolute
+    /// count of its window so far; a stored count never goes down) and reads the other
+    /// replicas' for windows that end after `now`, in one round trip, with the replicas
+    /// that shared within `alive`. Forgets windows that ended long ago. SQLite: one
+    /// replica, nothing to share (the rules are per replica, and `shared` is refused).
+    async fn share_limit_counts(
+        &self,
+        _replica: &str,
+        _mine: &[LimitCount],
+        _now: Millis,
+        _alive: std::time::Duration,
+    ) -> Result<SharedCounts, StoreError> {
+        Ok(SharedCounts {
+            others: Vec::new(),
+            replicas: 1,
+        })
     }
 
     /// The active approval (pending, or approved and unexpired and unused) for this agent,

@@ -25,8 +25,8 @@ use tokio::sync::broadcast;
 
 use super::model::{
     new_id, AgentKey, Approval, ApprovalCounts, ApprovalStatus, Approve, CapturedSecret, Change,
-    InventoryEntry, Millis, NewApproval, NewIdentity, PgTarget, RetireStep, Revoked, Sealed, Store,
-    StoreError, Suspension, Task,
+    InventoryEntry, LimitCount, Millis, NewApproval, NewIdentity, PgTarget, RetireStep, Revoked,
+    Sealed, SharedCounts, Store, StoreError, Suspension, Task,
 };
 use super::sqlite::{
     approve_step, db_err, renewable, task_list, AgentKeyRow, ApprovalRow, ApproveStep, CapturedRow,
@@ -34,7 +34,7 @@ use super::sqlite::{
 };
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// A transient conflict [`PgStore::try_open_approval`] retries.
 const RETRY: &str = "retry";
@@ -81,6 +81,28 @@ const SCHEMA_V5: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_baselines (
         baseline   TEXT NOT NULL,
         updated_at BIGINT NOT NULL
     )"];
+
+/// Version 6: counts of `shared` rate limits, per replica, rule, key and fixed window;
+/// and when each replica last shared them. Self-contained.
+const SCHEMA_V6: &[&str] = &[
+    "CREATE TABLE rate_limit_counts (
+        rule         TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        window_start BIGINT NOT NULL,
+        replica      TEXT NOT NULL,
+        window_end   BIGINT NOT NULL,
+        count        BIGINT NOT NULL,
+        PRIMARY KEY (rule, key, window_start, replica)
+    )",
+    "CREATE INDEX rate_limit_counts_by_end ON rate_limit_counts (window_end)",
+    "CREATE TABLE rate_limit_replicas (
+        replica TEXT PRIMARY KEY NOT NULL,
+        seen_at TIMESTAMPTZ NOT NULL
+    )",
+];
+
+/// How long after its window ended a count is deleted (replicas' clocks differ a little).
+const COUNTS_KEPT_MS: i64 = 60_000;
 
 /// Key of the advisory lock that serializes migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x6b67_6d69_6772;
@@ -441,7 +463,9 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err(op))?;
-    let steps: [&[&str]; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+    let steps: [&[&str]; 6] = [
+        SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+    ];
     match current {
         Some(v) if v == SCHEMA_VERSION => {}
         Some(v) if v > SCHEMA_VERSION => {
@@ -830,6 +854,87 @@ impl Store for PgStore {
         notify(&mut tx, &Change::Suspensions, OP).await?;
         tx.commit().await.map_err(db_err(OP))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn share_limit_counts(
+        &self,
+        replica: &str,
+        mine: &[LimitCount],
+        now: Millis,
+        alive: Duration,
+    ) -> Result<SharedCounts, StoreError> {
+        const OP: &str = "share rate limit counts";
+        let mut tx = self.begin(OP).await?;
+        if !mine.is_empty() {
+            // One statement for the whole batch.
+            let col = |f: fn(&LimitCount) -> String| mine.iter().map(f).collect::<Vec<_>>();
+            let num = |f: fn(&LimitCount) -> i64| mine.iter().map(f).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO rate_limit_counts (rule, key, window_start, replica, window_end, count) \
+                 SELECT r, k, s, $6, e, c FROM UNNEST($1::text[], $2::text[], $3::bigint[], \
+                 $4::bigint[], $5::bigint[]) AS t(r, k, s, e, c) \
+                 ON CONFLICT (rule, key, window_start, replica) DO UPDATE \
+                 SET count = GREATEST(rate_limit_counts.count, excluded.count)",
+            )
+            .bind(col(|c| c.rule.clone()))
+            .bind(col(|c| c.key.clone()))
+            .bind(num(|c| c.window_start))
+            .bind(num(|c| c.window_end))
+            .bind(num(|c| c.count))
+            .bind(replica)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(OP))?;
+        }
+        sqlx::query(
+            "INSERT INTO rate_limit_replicas (replica, seen_at) VALUES ($1, now()) \
+             ON CONFLICT (replica) DO UPDATE SET seen_at = excluded.seen_at",
+        )
+        .bind(replica)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        sqlx::query("DELETE FROM rate_limit_counts WHERE window_end < $1")
+            .bind(now - COUNTS_KEPT_MS)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(OP))?;
+        sqlx::query("DELETE FROM rate_limit_replicas WHERE seen_at < now() - interval '1 day'")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(OP))?;
+        let others = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
+            "SELECT rule, key, window_start, MAX(window_end), SUM(count)::BIGINT \
+             FROM rate_limit_counts WHERE replica <> $1 AND window_end > $2 \
+             GROUP BY rule, key, window_start",
+        )
+        .bind(replica)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err(OP))?
+        .into_iter()
+        .map(|(rule, key, window_start, window_end, count)| LimitCount {
+            rule,
+            key,
+            window_start,
+            window_end,
+            count,
+        })
+        .collect();
+        let replicas: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM rate_limit_replicas \
+             WHERE seen_at > now() - make_interval(secs => $1)",
+        )
+        .bind(alive.as_secs_f64())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err(OP))?;
+        tx.commit().await.map_err(db_err(OP))?;
+        Ok(SharedCounts {
+            others,
+            replicas: u32::try_from(replicas).unwrap_or(u32::MAX).max(1),
+        })
     }
 
     async fn save_baselines(
