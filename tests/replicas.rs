@@ -482,3 +482,120 @@ async fn a_task_opened_on_a_and_ended_on_c_is_refused_everywhere_within_a_second
         assert_eq!(resp.json()["error"], "task_ended", "{}", resp.text());
     }
 }
+
+/// `[store]` settings, then `[[rate_limits]]` for agent a1: `per_minute`, shared or not.
+/// (The entries follow the `[store]` keys: the next table header ends them.)
+fn limited(per_minute: u32, shared: bool, store: &str) -> String {
+    format!(
+        "share_interval = \"100ms\"\n{store}\n\
+         [[rate_limits]]\nagent = \"a1\"\nper_minute = {per_minute}\nshared = {shared}\n"
+    )
+}
+
+impl Cluster {
+    /// Moves every replica's clock (each has its own) by `by`.
+    fn advance_clocks(&self, by: Duration) {
+        for g in &self.replicas {
+            g.advance_clock(by);
+        }
+    }
+
+    /// Moves every replica's clock to the start of a minute, so that a test's calls fall
+    /// in one window of a `per_minute` limit.
+    fn to_next_minute(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        self.advance_clocks(Duration::from_millis(60_000 - now % 60_000));
+    }
+}
+
+/// A shared per-agent limit of 4 a minute, with calls spread over three replicas: the
+/// fifth is refused on every replica (429 `rate_limited`, `Retry-After` within the
+/// minute), whichever it reaches, and the next minute allows calls again. Calls are spaced
+/// by several `share_interval`s, so that the count is exact (the documented bound is
+/// for calls faster than that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_limit_counts_the_calls_of_every_replica() {
+    let url = pg_support::postgres().database().await;
+    let c = cluster(&url, &limited(4, true, ""), "").await;
+    c.to_next_minute();
+    for r in ["a", "b", "c", "a"] {
+        let resp = c.get(r, READ).await;
+        assert_eq!(resp.status, 200, "on {r}: {}", resp.text());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    for r in ["b", "c", "a"] {
+        let resp = c.get(r, READ).await;
+        assert_eq!(resp.status, 429, "on {r}: {}", resp.text());
+        assert_eq!(resp.json()["error"], "rate_limited", "{}", resp.text());
+        let wait: u64 = resp.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    }
+    assert_eq!(c.up.count(), 4, "four calls reached the tool in all");
+    // The counts are in the database, one row per replica that admitted calls.
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let counts: Vec<i64> =
+        sqlx::query_scalar("SELECT count FROM rate_limit_counts ORDER BY count, replica")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(counts, [1, 1, 2], "{counts:?}");
+    // The next minute starts a new window (every replica's GCRA has refilled too).
+    c.advance_clocks(Duration::from_secs(60));
+    assert_eq!(c.get("c", READ).await.status, 200);
+}
+
+/// The same limit, not shared, is per replica: each of three replicas allows 4 calls a
+/// minute, 12 in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_limit_that_is_not_shared_stays_per_replica() {
+    let url = pg_support::postgres().database().await;
+    let c = cluster(&url, &limited(4, false, ""), "").await;
+    c.to_next_minute();
+    for r in ["a", "b", "c"] {
+        for i in 0..4 {
+            let resp = c.get(r, READ).await;
+            assert_eq!(resp.status, 200, "call {i} on {r}: {}", resp.text());
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    for r in ["a", "b", "c"] {
+        assert_eq!(c.get(r, READ).await.status, 429);
+    }
+    assert_eq!(c.up.count(), 12);
+}
+
+/// With the database gone, a shared limit holds on each replica to its share of the count
+/// (6 a minute over 3 replicas: 2 each) rather than the whole count: never looser than
+/// what the replicas could admit together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_database_each_replica_holds_to_its_share_of_a_shared_limit() {
+    // A cluster of its own: this test stops it.
+    let pg = pg_support::Postgres::start();
+    let url = pg.database().await;
+    // The cached view of suspensions stays usable for the whole test.
+    let c = cluster(&url, &limited(6, true, "max_staleness = \"120s\""), "").await;
+    // Every replica has shared once (each sees three replicas).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    pg.stop();
+    // Sharing fails within a read's timeout (2 s) on each replica.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.to_next_minute();
+    for r in ["a", "b", "c"] {
+        for i in 0..2 {
+            let resp = c.get(r, READ).await;
+            assert_eq!(resp.status, 200, "call {i} on {r}: {}", resp.text());
+        }
+        let resp = c.get(r, READ).await;
+        assert_eq!(resp.status, 429, "third call on {r}: {}", resp.text());
+    }
+    assert_eq!(c.up.count(), 6);
+    pg.restart();
+}
