@@ -93,7 +93,8 @@ async fn limits_are_checked_at_start() {
         &dir,
         &format!(
             "{}[[rate_limits]]\nagent = \"nobody\"\ntool = \"nothing\"\ntag = \"no_such_tag\"\nper = \"planet\"\nper_second = 1\nper_minute = 2\n\
-             [[rate_limits]]\nper_second = 0\n[[rate_limits]]\nper_second = 1\nburst = 0\n",
+             [[rate_limits]]\nper_second = 0\n[[rate_limits]]\nper_second = 1\nburst = 0\n\
+             [[rate_limits]]\nper_minute = 5\nshared = true\n",
             agent("a1", "alice@example.com")
         ),
     );
@@ -109,6 +110,7 @@ async fn limits_are_checked_at_start() {
         "rate_limits[0]: set exactly one of per_second, per_minute and per_hour",
         "rate_limits[1]: the rate must be at least 1",
         "rate_limits[2].burst: must be at least 1",
+        "rate_limits[3].shared: needs the PostgreSQL store (store.url)",
     ] {
         assert!(e.contains(want), "{want:?} not in:\n{e}");
     }

@@ -1199,8 +1199,8 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
         .fetch_all(&mut c)
         .await
         .unwrap();
-    assert_eq!(versions, [5]);
-    // A database keygate migrated to version 1 is brought to version 5.
+    assert_eq!(versions, [6]);
+    // A database keygate migrated to version 1 is brought to version 6.
     for undo in [
         "DELETE FROM schema_version",
         "INSERT INTO schema_version (version) VALUES (1)",
@@ -1212,6 +1212,8 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
         "ALTER TABLE inventory DROP COLUMN retire_error",
         "DROP TABLE agent_baselines",
         "DROP TABLE tasks",
+        "DROP TABLE rate_limit_counts",
+        "DROP TABLE rate_limit_replicas",
     ] {
         sqlx::query(undo).execute(&mut c).await.unwrap();
     }
@@ -1221,7 +1223,7 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 5]);
+    assert_eq!(versions, [1, 6]);
     let needed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.columns \
          WHERE table_name = 'approvals' AND column_name IN ('approvers_needed', 'first_approver')",
@@ -1304,4 +1306,65 @@ async fn postgres_over_tls_verifies_the_database_certificate() {
             "a database certificate from an unknown CA was accepted"
         );
     }
+}
+
+/// Shared rate limit counts: each replica reads the others' (summed per rule, key and
+/// window; never its own), a count never goes down, windows that ended long ago are
+/// forgotten, and the replicas that shared recently are counted. SQLite shares nothing.
+#[tokio::test]
+async fn postgres_shares_rate_limit_counts_between_replicas() {
+    let url = pg_support::postgres().database().await;
+    let (a, b, c) = (
+        open_pg(&url, "a").await.unwrap(),
+        open_pg(&url, "b").await.unwrap(),
+        open_pg(&url, "c").await.unwrap(),
+    );
+    let now = 10_000_000;
+    let row = |key: &str, start: Millis, count: i64| LimitCount {
+        rule: "r".into(),
+        key: key.into(),
+        window_start: start,
+        window_end: start + 60_000,
+        count,
+    };
+    let alive = Duration::from_secs(60);
+    a.share_limit_counts("a", &[row("x", now, 3), row("y", now, 1)], now, alive)
+        .await
+        .unwrap();
+    // An older write (a retry) does not lower the count.
+    a.share_limit_counts("a", &[row("x", now, 2)], now, alive)
+        .await
+        .unwrap();
+    b.share_limit_counts(
+        "b",
+        &[row("x", now, 4), row("x", now - 600_000, 9)],
+        now,
+        alive,
+    )
+    .await
+    .unwrap();
+    let seen = c.share_limit_counts("c", &[], now, alive).await.unwrap();
+    assert_eq!(seen.replicas, 3);
+    let mut others = seen.others;
+    others.sort_by(|p, q| p.key.cmp(&q.key));
+    assert_eq!(others, [row("x", now, 7), row("y", now, 1)]);
+    let seen = a.share_limit_counts("a", &[], now, alive).await.unwrap();
+    assert_eq!(seen.others, [row("x", now, 4)], "only the others' counts");
+    // B's window that ended ten minutes ago was deleted.
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rate_limit_counts")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = open_store(&dir.path().join("s.db")).await.unwrap();
+    let seen = sqlite
+        .share_limit_counts("s", &[row("x", now, 3)], now, alive)
+        .await
+        .unwrap();
+    assert!(seen.others.is_empty());
+    assert_eq!(seen.replicas, 1);
 }
