@@ -547,12 +547,12 @@ fn spawn_limit_sharing(rt: &Arc<Runtime>) {
             let now = rt.shared.clock.unix_millis();
             let (began, mine) = limits.begin_share(interval, now);
             // Replicas that shared within a few intervals count as alive.
-            let alive = interval * 5 + STORE_READ_TIMEOUT;
+            let alive = interval * 5 + crate::pipeline::limit::SHARE_TIMEOUT;
             let share = rt
                 .shared
                 .store
                 .share_limit_counts(&rt.shared.instance, &mine, now, alive);
-            match tokio::time::timeout(STORE_READ_TIMEOUT, share).await {
+            match tokio::time::timeout(crate::pipeline::limit::SHARE_TIMEOUT, share).await {
                 Ok(Ok(counts)) => limits.shared(began, counts),
                 Ok(Err(e)) => {
                     limits.share_failed(&mine);

@@ -80,6 +80,9 @@ impl Key {
     }
 }
 
+/// How long one share through the store may take before it counts as failed.
+pub const SHARE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One key's counts of a shared rule: what this replica admitted in its current window,
 /// and what the others had admitted in theirs when last read.
 #[derive(Debug, Default)]
@@ -177,7 +180,7 @@ impl SharedLimits {
         let interval = self.interval_ms.load(Ordering::Relaxed);
         let stale_after = interval
             .saturating_mul(3)
-            .saturating_add(crate::gateway::STORE_READ_TIMEOUT.as_millis() as u64);
+            .saturating_add(SHARE_TIMEOUT.as_millis() as u64);
         let age = self
             .now_ms()
             .saturating_sub(self.shared_at.load(Ordering::Acquire));
