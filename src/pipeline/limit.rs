@@ -147,8 +147,12 @@ impl SharedLimits {
     }
 
     /// The counts of `rule`: those of a running configuration's identical rule, or new.
-    fn register(&self, rule: &RateLimitRule, window: SharedWindow) -> Arc<SharedRule> {
-        let fingerprint = rule.fingerprint();
+    fn register(
+        &self,
+        fingerprint: String,
+        rule: &RateLimitRule,
+        window: SharedWindow,
+    ) -> Arc<SharedRule> {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         rules.retain(|_, r| r.strong_count() > 0);
         if let Some(r) = rules.get(&fingerprint).and_then(Weak::upgrade) {
@@ -285,6 +289,8 @@ impl RateLimits {
     /// kept across reloads).
     pub fn new(rules: &[RateLimitRule], clock: &Clock, shared: &Arc<SharedLimits>) -> RateLimits {
         let clock = LimitClock(clock.clone());
+        // Two identical shared entries in one configuration keep two counts.
+        let mut seen: HashMap<String, usize> = HashMap::new();
         RateLimits {
             rules: rules
                 .iter()
@@ -294,7 +300,13 @@ impl RateLimits {
                         HashMapStateStore::default(),
                         clock.clone(),
                     );
-                    let counts = r.shared.map(|w| shared.register(r, w));
+                    let counts = r.shared.map(|w| {
+                        let f = r.fingerprint();
+                        let n = seen.entry(f.clone()).or_default();
+                        *n += 1;
+                        let f = if *n > 1 { format!("{f}#{n}") } else { f };
+                        shared.register(f, r, w)
+                    });
                     (r.clone(), limiter, counts)
                 })
                 .collect(),
@@ -496,6 +508,21 @@ mod tests {
         // The next window starts afresh (the GCRA has refilled by then too).
         clock.advance(Duration::from_secs(60));
         assert!(reloaded.check(&a, &t, None, false).is_ok());
+    }
+
+    #[test]
+    fn two_identical_shared_entries_keep_two_counts() {
+        let clock = minute_clock();
+        let limits = RateLimits::new(
+            &[shared_rule(3), shared_rule(3)],
+            &clock,
+            &Default::default(),
+        );
+        let (a, t): (Arc<str>, Arc<str>) = ("a".into(), "t".into());
+        for i in 0..3 {
+            assert!(limits.check(&a, &t, None, false).is_ok(), "call {i}");
+        }
+        assert!(limits.check(&a, &t, None, false).is_err());
     }
 
     #[test]
