@@ -513,18 +513,20 @@ impl Cluster {
 
 /// A shared per-agent limit of 4 a minute, with calls spread over three replicas: the
 /// fifth is refused on every replica (429 `rate_limited`, `Retry-After` within the
-/// minute), whichever it reaches, and the next minute allows calls again. Calls are spaced
-/// by several `share_interval`s, so that the count is exact (the documented bound is
-/// for calls faster than that).
+/// minute), whichever it reaches, and the next minute allows calls again. Each call waits
+/// until every replica has read its count, so that the count is exact (the documented
+/// bound is for calls faster than the sharing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shared_limit_counts_the_calls_of_every_replica() {
     let url = pg_support::postgres().database().await;
     let c = cluster(&url, &limited(4, true, ""), "").await;
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     c.to_next_minute();
-    for r in ["a", "b", "c", "a"] {
+    for (i, r) in ["a", "b", "c", "a"].into_iter().enumerate() {
         let resp = c.get(r, READ).await;
         assert_eq!(resp.status, 200, "on {r}: {}", resp.text());
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        shared_everywhere(&mut db, i as i64 + 1).await;
     }
     for r in ["b", "c", "a"] {
         let resp = c.get(r, READ).await;
@@ -539,8 +541,6 @@ async fn a_shared_limit_counts_the_calls_of_every_replica() {
     }
     assert_eq!(c.up.count(), 4, "four calls reached the tool in all");
     // The counts are in the database, one row per replica that admitted calls.
-    use sqlx::Connection;
-    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     let counts: Vec<i64> =
         sqlx::query_scalar("SELECT count FROM rate_limit_counts ORDER BY count, replica")
             .fetch_all(&mut db)
@@ -550,6 +550,52 @@ async fn a_shared_limit_counts_the_calls_of_every_replica() {
     // The next minute starts a new window (every replica's GCRA has refilled too).
     c.advance_clocks(Duration::from_secs(60));
     assert_eq!(c.get("c", READ).await.status, 200);
+}
+
+/// Waits until the replicas' counts in the database add up to `total`, then until every
+/// replica has shared since (a share reads the others' counts in the transaction that
+/// writes its own, which began after they were committed).
+async fn shared_everywhere(db: &mut sqlx::PgConnection, total: i64) {
+    let t0 = Instant::now();
+    let written = loop {
+        let (sum, now): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT SUM(count)::BIGINT, (extract(epoch FROM now()) * 1000000)::BIGINT \
+             FROM rate_limit_counts",
+        )
+        .fetch_one(&mut *db)
+        .await
+        .unwrap();
+        if sum == Some(total) {
+            break now;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "counts {sum:?}, not {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    loop {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM rate_limit_replicas \
+             WHERE (extract(epoch FROM seen_at) * 1000000)::BIGINT <= $1",
+        )
+        .bind(written)
+        .fetch_one(&mut *db)
+        .await
+        .unwrap();
+        let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rate_limit_replicas")
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+        if behind == 0 && all == 3 {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{behind} replicas behind"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The same limit, not shared, is per replica: each of three replicas allows 4 calls a
