@@ -3,6 +3,7 @@
 //! ```text
 //! identify   who is calling (verified JWT, mTLS SPIFFE ID); suspended agents stop here
 //! classify   which tool, which operation (catalog, routes); canonical path
+//! task       the task the call names (Keygate-Task): this agent's, still open
 //! limit      the agent's rate limits (an MCP POST: once its operation is decided)
 //! watch      the agent's baseline learns the call; anomaly detectors act (suspend,
 //!            require approval of its writes, notify, record)
