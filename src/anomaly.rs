@@ -458,6 +458,15 @@ impl Baselines {
         }
     }
 
+    /// The agent's recent anomalies, newest first (the console's agents page).
+    pub fn recent(&self, agent: &str) -> Vec<Recent> {
+        let Some(b) = crate::locks::read(&self.agents).get(agent).cloned() else {
+            return Vec::new();
+        };
+        let b = crate::locks::lock(&b);
+        b.recent.iter().rev().cloned().collect()
+    }
+
     /// What `keygate agents show` prints: the baseline and the recent anomalies.
     pub fn show(&self, agent: &str, now_ms: i64) -> Option<serde_json::Value> {
         let b = crate::locks::read(&self.agents).get(agent)?.clone();

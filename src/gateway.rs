@@ -66,6 +66,10 @@ pub struct Shared {
     pub tasks: crate::tasks::Tasks,
     /// The counts of `shared` rate limits, across reloads.
     pub shared_limits: Arc<crate::pipeline::limit::SharedLimits>,
+    /// Suspensions made here (an anomaly detector's) that the store has not recorded yet:
+    /// kept in force over every re-read of the store until it has, or a human resumes
+    /// the agent.
+    pub unrecorded_suspensions: std::sync::Mutex<HashSet<String>>,
 }
 
 /// What a replica holds in memory from the store, each read on its own.
@@ -219,6 +223,7 @@ impl Shared {
             baselines,
             tasks,
             shared_limits: Default::default(),
+            unrecorded_suspensions: Default::default(),
         }))
     }
 
@@ -322,7 +327,7 @@ impl Shared {
     /// this process came in while it read (what it read is older: it is not applied).
     pub async fn sync_suspensions(&self) -> Result<Option<Vec<String>>, String> {
         let epoch = self.suspensions_epoch.load(Ordering::SeqCst);
-        let now: HashSet<String> = self
+        let mut now: HashSet<String> = self
             .store
             .suspensions()
             .await
@@ -330,6 +335,10 @@ impl Shared {
             .into_iter()
             .map(|s| s.agent_id)
             .collect();
+        // A suspension the store could not record yet stays in force.
+        if let Ok(u) = self.unrecorded_suspensions.lock() {
+            now.extend(u.iter().cloned());
+        }
         let Ok(mut s) = self.suspended.write() else {
             return Err("the suspensions lock is poisoned".into());
         };

@@ -349,3 +349,52 @@ async fn notify_tells_the_approvals_webhook_what_was_seen_against_the_baseline()
         "{sent}"
     );
 }
+
+/// A suspension the store refuses to record (here a trigger makes SQLite refuse it) stays
+/// in force over every re-read of the store, is recorded once the store takes it, and a
+/// human's resume lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_the_store_cannot_record_yet_holds_until_it_is_recorded() {
+    let (gw, up, iss) = start(NEW_TOOL_SUSPENDS).await;
+    assert_eq!(call(&gw, &iss, "GET", "a1", "/tools/t/x").await.status, 200);
+    gw.advance_clock(Duration::from_secs(2 * 3600));
+    use sqlx::Connection;
+    let db = gw.dir.path().join("keygate.db");
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_suspensions BEFORE INSERT ON suspensions \
+         BEGIN SELECT RAISE(ABORT, 'the store refuses'); END",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let r = call(&gw, &iss, "GET", "a1", "/tools/u/x").await;
+    assert_eq!(r.json()["error"], "agent_suspended", "{}", r.text());
+    let before = up.count();
+    // Several re-reads of the store (every second) find no suspension there: it holds.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let r = call(&gw, &iss, "GET", "a1", "/tools/t/x").await;
+        assert_eq!(r.json()["error"], "agent_suspended", "{}", r.text());
+    }
+    assert_eq!(up.count(), before);
+    // The store takes it again: the suspension is recorded there.
+    sqlx::query("DROP TRIGGER refuse_suspensions")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, b) = gw.admin("GET", "/agents/suspended", None).await;
+        if b["suspended"][0]["by"] == "anomaly:new_tool" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never recorded: {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, b) = gw.admin("POST", "/agents/a1/resume", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(call(&gw, &iss, "GET", "a1", "/tools/t/x").await.status, 200);
+}

@@ -146,6 +146,7 @@ async fn start() -> Env {
          scopes = [\"openid\", \"email\", \"profile\", \"groups\"]\n\
          [console.roles]\nadmin = [\"dave@example.com\"]\n\
          approver = [\"group:security\", \"alice@example.com\"]\nauditor = [\"group:audit\"]\n\
+         [anomalies]\nlearning_period = \"0s\"\n[anomalies.new_tool]\naction = \"record\"\n\
          {iss_toml}{agent}[[tools]]\nname = \"gh\"\nkind = \"github\"\nupstream = {up:?}\n\
          [tools.credential]\nprovider = \"static\"\n{source}",
         issuer = idp.issuer,

@@ -3,6 +3,7 @@
 //! ```text
 //! identify   who is calling (verified JWT, mTLS SPIFFE ID); suspended agents stop here
 //! classify   which tool, which operation (catalog, routes); canonical path
+//! task       the task the call names (Keygate-Task): this agent's, still open
 //! limit      the agent's rate limits (an MCP POST: once its operation is decided)
 //! watch      the agent's baseline learns the call; anomaly detectors act (suspend,
 //!            require approval of its writes, notify, record)
@@ -740,9 +741,44 @@ async fn act(
         .suspend(&agent.id, &by, Some(&reason), now)
         .await
     {
-        // Suspended in this process all the same; the store's view returns at its next
-        // read, so the error is loud.
-        tracing::error!(agent = %agent.id, "cannot record the anomaly's suspension in the store: {e}");
+        // Suspended in this process all the same, and kept so over every re-read of the
+        // store until it records the suspension (tried again every few seconds) or a human
+        // resumes the agent.
+        tracing::error!(agent = %agent.id, "cannot record the anomaly's suspension in the store (trying again): {e}");
+        if let Ok(mut u) = gw.shared.unrecorded_suspensions.lock() {
+            u.insert(agent.id.to_string());
+        }
+        let (shared, id) = (gw.shared.clone(), agent.id.to_string());
+        let (clock, by, reason) = (gw.shared.clock.clone(), by.clone(), reason.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let still = shared
+                    .unrecorded_suspensions
+                    .lock()
+                    .map(|u| u.contains(&id))
+                    .unwrap_or(false);
+                if !still {
+                    return;
+                }
+                match shared
+                    .store
+                    .suspend(&id, &by, Some(&reason), clock.unix_millis())
+                    .await
+                {
+                    Ok(()) => {
+                        if let Ok(mut u) = shared.unrecorded_suspensions.lock() {
+                            u.remove(&id);
+                        }
+                        tracing::info!(agent = %id, "the anomaly's suspension is recorded in the store");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(agent = %id, "still cannot record the anomaly's suspension: {e}")
+                    }
+                }
+            }
+        });
     }
     gw.shared.set_suspended(&agent.id);
     gw.forget_agent(&agent.id);

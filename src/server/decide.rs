@@ -307,6 +307,10 @@ pub async fn suspend(
 /// here: a suspension another replica made since must stand.
 pub async fn resume(rt: &Runtime, id: &str) -> Result<bool, StoreError> {
     let was = rt.shared.store.resume(id).await?;
+    // A suspension this replica could not record yet is lifted with it.
+    if let Ok(mut u) = rt.shared.unrecorded_suspensions.lock() {
+        u.remove(id);
+    }
     // A human resumed the agent: an anomaly's hold on its write calls ends too.
     rt.shared.baselines.release(id);
     if let Err(e) = rt.shared.reread_suspensions().await {

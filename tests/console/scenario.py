@@ -218,6 +218,9 @@ with sync_playwright() as p:
     decisions = a1.locator("table.calls td.decision")
     expect(decisions.nth(0)).to_have_text("needs_approval")
     expect(decisions.nth(1)).to_have_text("allow")
+    # What the anomaly detectors found (here: a1's first call to a tool, recorded).
+    expect(a1.locator("table.anomalies")).to_contain_text("new_tool")
+    expect(a1.locator("table.anomalies")).to_contain_text("first call to tool gh")
     browser.screenshot(dave, f"{SHOTS}/agents.png")
     scan(dave, "agents")
     a1.locator("form.suspend input[name=reason]").fill("investigating a loop")

@@ -1102,6 +1102,7 @@ async fn agents_page(rt: &Runtime, viewer: &Viewer<'_>) -> Response<AdminBody> {
             owner: &a.owner,
             suspension: suspensions.iter().find(|s| *s.agent_id == *a.id),
             calls: calls.get(&*a.id).unwrap_or(&none),
+            anomalies: rt.shared.baselines.recent(&a.id),
         })
         .collect();
     page(

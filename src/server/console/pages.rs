@@ -468,6 +468,8 @@ pub struct AgentRow<'a> {
     pub owner: &'a str,
     pub suspension: Option<&'a Suspension>,
     pub calls: &'a [Call],
+    /// What the anomaly detectors found, newest first (this replica's view).
+    pub anomalies: Vec<crate::anomaly::Recent>,
 }
 
 pub fn agents(viewer: &Viewer<'_>, rows: &[AgentRow<'_>], audit_note: Option<&str>) -> Markup {
@@ -498,6 +500,19 @@ pub fn agents(viewer: &Viewer<'_>, rows: &[AgentRow<'_>], audit_note: Option<&st
                                 input type="hidden" name="_csrf" value=(viewer.csrf);
                                 label { "Reason " input type="text" name="reason" required; }
                                 button type="submit" { "Suspend" }
+                            }
+                        }
+                    }
+                    @if !r.anomalies.is_empty() {
+                        table.anomalies {
+                            thead { tr { th { "Time" } th { "Anomaly" } th { "Action" } th { "Observed" } th { "Baseline" } } }
+                            tbody {
+                                @for a in &r.anomalies {
+                                    tr {
+                                        td { (time(a.at_ms)) } td { (a.detector) } td { (a.action.as_str()) }
+                                        td { (a.observed) } td { (a.baseline) }
+                                    }
+                                }
                             }
                         }
                     }
