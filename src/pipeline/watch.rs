@@ -24,54 +24,25 @@ pub struct Source<'a> {
 /// The audit event of one finding: the agent, the call it came from, the detector, what
 /// it saw against the baseline, and the action taken.
 pub fn audit_record(agent: &Agent, src: &Source<'_>, f: &Finding) -> AuditRecord {
-    AuditRecord {
-        time: super::audit::rfc3339_millis(std::time::SystemTime::now()),
-        request_id: src.request_id.clone(),
-        agent_id: Some(agent.id.clone()),
-        agent_owner: Some(agent.owner.clone()),
-        identity: None,
-        issuer: None,
-        spiffe_id: None,
-        client: src.client.clone(),
-        tool: src.tool.cloned(),
-        operation: Some(format!("keygate:anomaly.{}", f.detector).into()),
-        tags: Vec::new(),
-        identity_kind: None,
-        policies: Vec::new(),
-        policy_errors: Vec::new(),
-        approval_id: None,
-        inventory_id: None,
-        mcp: None,
-        method: src.method.to_string(),
-        path: super::audit::recorded_path(src.path),
-        decision: "local",
-        error: None,
-        error_detail: None,
-        status: 200,
-        duration_ms: 0.0,
-        bytes_in: 0,
-        bytes_out: 0,
-        completed: true,
-        client_gone: false,
-        credential_provider: None,
-        credential_id: None,
-        credential_role: None,
-        credential_expires: None,
-        credential_cached: None,
-        credential_scope: None,
-        stripped: Vec::new(),
-        handle: None,
-        task: None,
-        captured: None,
-        response_secrets: Vec::new(),
-        admin: None,
-        anomaly: Some(AnomalyEvent {
-            detector: f.detector,
-            action: f.action.as_str(),
-            observed: f.observed.clone(),
-            baseline: f.baseline.clone(),
-        }),
-    }
+    let mut r = AuditRecord::event(
+        super::audit::rfc3339_millis(std::time::SystemTime::now()),
+        src.request_id.clone(),
+        src.client.clone(),
+        format!("keygate:anomaly.{}", f.detector),
+        src.method.to_string(),
+        super::audit::recorded_path(src.path),
+        200,
+    );
+    r.agent_id = Some(agent.id.clone());
+    r.agent_owner = Some(agent.owner.clone());
+    r.tool = src.tool.cloned();
+    r.anomaly = Some(AnomalyEvent {
+        detector: f.detector,
+        action: f.action.as_str(),
+        observed: f.observed.clone(),
+        baseline: f.baseline.clone(),
+    });
+    r
 }
 
 /// The span event of one finding (`keygate.anomaly`).

@@ -123,62 +123,32 @@ fn admin_record(
     status: u16,
 ) -> crate::telemetry::audit_log::AuditRecord {
     use crate::telemetry::audit_log::AuditRecord;
-    AuditRecord {
-        time: crate::pipeline::audit::rfc3339_millis(std::time::SystemTime::now()),
-        request_id: rt.current().next_request_id(),
-        agent_id: None,
-        agent_owner: None,
-        identity: Some(identity),
-        issuer: None,
-        spiffe_id: None,
-        client: "admin".into(),
-        tool: tool.map(Into::into),
-        operation: Some(
-            match action.action {
-                "approve" | "deny" => format!("keygate:approval.{}", action.action),
-                "suspend" | "resume" => format!("keygate:agent.{}", action.action),
-                "sign_in" => "keygate:console.sign_in".to_string(),
-                "open_task" => "keygate:task.open".to_string(),
-                "end_task" => "keygate:task.end".to_string(),
-                "reconcile" | "retire" | "adopt" | "notify" | "deactivate" | "renew" => {
-                    format!("keygate:inventory.{}", action.action)
-                }
-                other => format!("keygate:captured.{other}"),
-            }
-            .into(),
-        ),
-        tags: Vec::new(),
-        identity_kind: None,
-        policies: Vec::new(),
-        policy_errors: Vec::new(),
-        approval_id: approval_id.map(str::to_string),
-        inventory_id: inventory_id.map(str::to_string),
-        mcp: None,
-        method: "POST".into(),
-        path: path.to_string(),
-        decision: "local",
-        error: None,
-        error_detail: None,
+    let operation = match action.action {
+        "approve" | "deny" => format!("keygate:approval.{}", action.action),
+        "suspend" | "resume" => format!("keygate:agent.{}", action.action),
+        "sign_in" => "keygate:console.sign_in".to_string(),
+        "open_task" => "keygate:task.open".to_string(),
+        "end_task" => "keygate:task.end".to_string(),
+        "reconcile" | "retire" | "adopt" | "notify" | "deactivate" | "renew" => {
+            format!("keygate:inventory.{}", action.action)
+        }
+        other => format!("keygate:captured.{other}"),
+    };
+    let mut r = AuditRecord::event(
+        crate::pipeline::audit::rfc3339_millis(std::time::SystemTime::now()),
+        rt.current().next_request_id(),
+        "admin".into(),
+        operation,
+        "POST".into(),
+        path.to_string(),
         status,
-        duration_ms: 0.0,
-        bytes_in: 0,
-        bytes_out: 0,
-        completed: true,
-        client_gone: false,
-        credential_provider: None,
-        credential_id: None,
-        credential_role: None,
-        credential_expires: None,
-        credential_cached: None,
-        credential_scope: None,
-        stripped: Vec::new(),
-        handle: None,
-        task: None,
-        captured: None,
-        response_secrets: Vec::new(),
-        admin: Some(action),
-        anomaly: None,
-    }
+    );
+    r.identity = Some(identity);
+    r.tool = tool.map(Into::into);
+    r.approval_id = approval_id.map(str::to_string);
+    r.inventory_id = inventory_id.map(str::to_string);
+    r.admin = Some(action);
+    r
 }
 
 /// How a decision was made: through what, by whom as they proved it, and from where.

@@ -142,6 +142,65 @@ pub struct AnomalyEvent {
     pub baseline: String,
 }
 
+impl AuditRecord {
+    /// A record of something keygate did itself (an administrator's action, an anomaly a
+    /// detector found) rather than a call it forwarded: nothing forwarded, nothing
+    /// stripped or issued; the caller sets what it was about.
+    pub fn event(
+        time: String,
+        request_id: std::sync::Arc<str>,
+        client: std::sync::Arc<str>,
+        operation: String,
+        method: String,
+        path: String,
+        status: u16,
+    ) -> AuditRecord {
+        AuditRecord {
+            time,
+            request_id,
+            agent_id: None,
+            agent_owner: None,
+            identity: None,
+            issuer: None,
+            spiffe_id: None,
+            client,
+            tool: None,
+            operation: Some(operation.into()),
+            tags: Vec::new(),
+            identity_kind: None,
+            policies: Vec::new(),
+            policy_errors: Vec::new(),
+            approval_id: None,
+            inventory_id: None,
+            mcp: None,
+            method,
+            path,
+            decision: "local",
+            error: None,
+            error_detail: None,
+            status,
+            duration_ms: 0.0,
+            bytes_in: 0,
+            bytes_out: 0,
+            completed: true,
+            client_gone: false,
+            credential_provider: None,
+            credential_id: None,
+            credential_role: None,
+            credential_expires: None,
+            credential_cached: None,
+            credential_scope: None,
+            stripped: Vec::new(),
+            handle: None,
+            task: None,
+            captured: None,
+            response_secrets: Vec::new(),
+            admin: None,
+            anomaly: None,
+        }
+    }
+}
+
 /// An administrator's action recorded in the audit log.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AdminAction {
