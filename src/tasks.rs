@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The header a call names its task with.
-pub const HEADER: &str = "keygate-task";
+pub const HEADER: http::HeaderName = http::HeaderName::from_static("keygate-task");
 
 /// How long an ended or expired task is still known (its calls are refused as
 /// `task_ended`, its minted tokens as inactive), past its time limit.
@@ -241,7 +241,7 @@ pub fn view(task: &Task, now: Millis) -> serde_json::Value {
 
 /// The task a request names (`Keygate-Task`), if any: one value, a plausible id.
 pub fn named(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
-    let mut values = headers.get_all(HEADER).iter();
+    let mut values = headers.get_all(&HEADER).iter();
     let Some(v) = values.next() else {
         return Ok(None);
     };

@@ -817,10 +817,10 @@ fn task(
         (Some(a), _) => Some(a.to_string()),
         (None, b) => b.map(str::to_string),
     };
-    call.parts.headers.remove(crate::tasks::HEADER);
     let Some(named) = named else {
         return Ok(());
     };
+    call.parts.headers.remove(&crate::tasks::HEADER);
     let task = gw
         .shared
         .tasks

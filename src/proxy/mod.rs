@@ -390,8 +390,8 @@ fn agent_of(
         credential.insert(header::PROXY_AUTHORIZATION, v);
     }
     // The task the tunnel's calls are made in, checked on each of them.
-    for v in headers.get_all(crate::tasks::HEADER) {
-        credential.append(crate::tasks::HEADER, v.clone());
+    for v in headers.get_all(&crate::tasks::HEADER) {
+        credential.append(&crate::tasks::HEADER, v.clone());
     }
     let identity = crate::pipeline::identify::identify(
         &gw.identifier,
