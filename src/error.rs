@@ -102,6 +102,8 @@ pub enum ErrorKind {
     TaskEnded,
     /// The task a call names does not include its tool or operation.
     TaskOutOfScope,
+    /// The agent already has `tasks::MAX_OPEN_PER_AGENT` open tasks.
+    TooManyTasks,
 }
 
 impl ErrorKind {
@@ -146,6 +148,7 @@ impl ErrorKind {
             ErrorKind::TaskUnknown => "task_unknown",
             ErrorKind::TaskEnded => "task_ended",
             ErrorKind::TaskOutOfScope => "task_out_of_scope",
+            ErrorKind::TooManyTasks => "too_many_tasks",
         }
     }
 
@@ -184,7 +187,7 @@ impl ErrorKind {
             ErrorKind::TlsHandshakeFailed => StatusCode::BAD_REQUEST,
             ErrorKind::SecretInResponse | ErrorKind::CaptureFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::UnknownHandle => StatusCode::UNAUTHORIZED,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimited | ErrorKind::TooManyTasks => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::HandleNotAllowed
             | ErrorKind::TaskUnknown
             | ErrorKind::TaskEnded

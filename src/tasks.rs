@@ -24,11 +24,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The header a call names its task with.
-pub const HEADER: http::HeaderName = http::HeaderName::from_static("keygate-task");
+pub const HEADER: http::HeaderName = http::HeaderName::from_static(HEADER_STR);
+/// [`HEADER`]'s name.
+pub const HEADER_STR: &str = "keygate-task";
 
 /// How long an ended or expired task is still known (its calls are refused as
 /// `task_ended`, its minted tokens as inactive), past its time limit.
 pub const RETAIN_MS: Millis = 24 * 3600 * 1000;
+
+/// How long after a task closed its credentials are dropped again on every pass (longer
+/// than a credential request may take).
+pub const SETTLE_MS: Millis = 60_000;
+
+/// The most open tasks an agent may have at once.
+pub const MAX_OPEN_PER_AGENT: usize = 64;
 
 /// The most characters a task id has (`task_` and 20 hex digits; room to spare).
 const MAX_ID: usize = 64;
@@ -42,15 +51,27 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// Replaces what is known with what the store holds.
+    /// Replaces what is known with what the store holds. An end is never undone: a
+    /// read that began before a task ended here (or was pushed from another replica)
+    /// does not reopen it.
     pub fn set(&self, all: Vec<Task>) {
+        let Ok(mut m) = self.by_id.write() else {
+            return;
+        };
         let map = all
             .into_iter()
-            .map(|t| (t.id.clone(), Arc::new(t)))
+            .map(|t| {
+                let known = m
+                    .get(&t.id)
+                    .filter(|k| k.ended_at.is_some() && t.ended_at.is_none());
+                let t = match known {
+                    Some(k) => k.clone(),
+                    None => Arc::new(t),
+                };
+                (t.id.clone(), t)
+            })
             .collect();
-        if let Ok(mut m) = self.by_id.write() {
-            *m = map;
-        }
+        *m = map;
     }
 
     /// A task opened or ended through this process (the store was written first).
@@ -76,13 +97,20 @@ impl Tasks {
     }
 
     /// Tasks closed (ended or expired) by `now` whose credentials this process has not
-    /// dropped yet; they count as dropped from now on.
+    /// dropped yet, and those closed within [`SETTLE_MS`] (a credential whose issue or
+    /// refresh was in flight when the task closed lands in the cache after the first
+    /// drop: it is dropped, and revoked, by a later one).
     pub fn take_closed(&self, now: Millis) -> Vec<Arc<Task>> {
         let closed: Vec<_> = self
-            .list()
-            .into_iter()
-            .filter(|t| t.closed_at(now).is_some())
-            .collect();
+            .by_id
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter(|t| t.closed_at(now).is_some())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let Ok(mut dropped) = self.dropped.lock() else {
             return closed;
         };
@@ -93,8 +121,25 @@ impl Tasks {
         }
         closed
             .into_iter()
-            .filter(|t| dropped.insert(t.id.clone()))
+            .filter(|t| {
+                let settling = t
+                    .closed_at(now)
+                    .is_some_and(|at| now.saturating_sub(at) < SETTLE_MS);
+                dropped.insert(t.id.clone()) || settling
+            })
             .collect()
+    }
+
+    /// How many open tasks `agent` has at `now`.
+    pub fn open_count(&self, agent: &str, now: Millis) -> usize {
+        self.by_id
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter(|t| *t.agent_id == *agent && t.is_open(now))
+                    .count()
+            })
+            .unwrap_or(usize::MAX)
     }
 
     /// Whether a token minted for `task` may still be used at `now`: only while the task
@@ -152,14 +197,17 @@ pub struct Opening {
     pub by: Option<String>,
 }
 
-/// A text field of a task: trimmed, at most `max` characters, no control characters.
-fn text(field: &str, v: &str, max: usize) -> Result<String, String> {
+/// A text field of a task: trimmed, at most `max` characters, no control, format
+/// (bidi, zero-width) or separator characters (what could mislead a log or a terminal).
+pub fn text(field: &str, v: &str, max: usize) -> Result<String, String> {
     let v = v.trim();
     if v.chars().count() > max {
         return Err(format!("{field} is longer than {max} characters"));
     }
-    if v.chars().any(char::is_control) {
-        return Err(format!("{field} holds control characters"));
+    if v.chars().any(crate::admin_client::acts_on_terminal) {
+        return Err(format!(
+            "{field} holds control, formatting or separator characters"
+        ));
     }
     Ok(v.to_string())
 }
@@ -174,6 +222,10 @@ pub fn new_task(
     known_tool: impl Fn(&str) -> bool,
     now: Millis,
 ) -> Result<Task, String> {
+    let opened_by = text("by", opened_by, 200)?;
+    if opened_by.is_empty() {
+        return Err("by is empty".into());
+    }
     let purpose = text("purpose", &opening.purpose, 500)?;
     if purpose.is_empty() {
         return Err("purpose is required: what the task is for".into());
@@ -215,7 +267,7 @@ pub fn new_task(
         ticket,
         tools: opening.tools,
         operations,
-        opened_by: opened_by.to_string(),
+        opened_by,
         opened_at: now,
         expires_at: now.saturating_add(ttl_ms),
         ended_at: None,
@@ -341,9 +393,46 @@ mod tests {
             ErrorKind::TaskEnded
         );
         assert!(!t.is_open("task_a", 600));
-        // Closed tasks are handed out once to drop their credentials.
+        // Closed tasks are handed out to drop their credentials, until they settle.
         assert_eq!(t.take_closed(600).len(), 1);
-        assert!(t.take_closed(600).is_empty());
+        assert!(t.take_closed(500 + SETTLE_MS).is_empty());
+    }
+
+    #[test]
+    fn a_read_of_the_store_never_reopens_an_ended_task() {
+        let t = Tasks::default();
+        let mut ended = task("task_a", "agent-1", 10_000);
+        ended.ended_at = Some(100);
+        t.put(ended);
+        // A read that began before the end: the task as it was, open.
+        t.set(vec![task("task_a", "agent-1", 10_000)]);
+        assert!(!t.is_open("task_a", 200));
+        assert_eq!(
+            t.check("agent-1", "task_a", 200).unwrap_err().kind,
+            ErrorKind::TaskEnded
+        );
+    }
+
+    #[test]
+    fn a_closed_tasks_credentials_are_dropped_again_while_it_settles() {
+        let t = Tasks::default();
+        let mut ended = task("task_a", "agent-1", 10_000_000);
+        ended.ended_at = Some(1_000);
+        t.put(ended);
+        assert_eq!(t.take_closed(1_000).len(), 1);
+        // Within the settling time: handed out again (a credential whose issue was in
+        // flight lands after the first drop).
+        assert_eq!(t.take_closed(1_000 + SETTLE_MS - 1).len(), 1);
+        assert!(t.take_closed(1_000 + SETTLE_MS).is_empty());
+    }
+
+    #[test]
+    fn text_that_could_mislead_a_log_is_refused() {
+        for bad in ["a\u{202e}b", "a\u{2028}b", "a\u{200b}b", "a\nb"] {
+            assert!(text("purpose", bad, 100).is_err(), "{bad:?}");
+        }
+        assert_eq!(text("purpose", "  fine text ", 100).unwrap(), "fine text");
+        assert!(text("purpose", &"x".repeat(101), 100).is_err());
     }
 
     #[test]

@@ -1520,7 +1520,18 @@ async fn a_task_named_on_the_connect_holds_for_the_tunnels_calls() {
         .admin("POST", &format!("/tasks/{id}/end"), Some(json!({})))
         .await;
     assert_eq!(s, 200);
+    // The CONNECT itself is refused: no tunnel for a task that ended.
     let out = curl(id.clone()).await;
-    assert!(out.stdout.contains("task_ended"), "{}", out.stdout);
+    assert_ne!(out.status, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("403"), "{}", out.stderr);
     assert_eq!(px.upstream.count(), 1);
+    let connects = px.audit_of("CONNECT").await;
+    assert_eq!(
+        connects.last().unwrap()["error"],
+        "task_ended",
+        "{connects:?}"
+    );
+    // Nor for another agent's task, or one that does not exist.
+    let out = curl("task_doesnotexist".into()).await;
+    assert!(out.stderr.contains("403"), "{}", out.stderr);
 }

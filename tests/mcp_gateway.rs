@@ -631,3 +631,55 @@ async fn a_secret_in_an_mcp_body_is_refused_even_where_the_tool_redacts() {
     );
     assert_eq!(e.up.count(), 0);
 }
+
+/// A call made in a task: every message of a batch is within the task (a task narrowed
+/// to `echo` cannot smuggle `delete_repo` in a batch that ends with `echo`), and
+/// `tools/list` is decided in it.
+#[tokio::test]
+async fn a_batch_in_a_task_is_within_the_task_message_by_message() {
+    let policy = r#"
+@id("protocol") permit (principal, action == Action::"read", resource);
+@id("echo") permit (principal, action == Action::"mcp:echo", resource);
+@id("delete") permit (principal, action == Action::"mcp:delete_repo", resource);
+"#;
+    let e = start(Some(policy)).await;
+    let (s, task) =
+        e.gw.admin(
+            "POST",
+            "/tasks",
+            Some(
+                json!({"agent": "a1", "purpose": "echo only", "operations": ["mcp:echo", "read"]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+    let in_task = [("keygate-task", id.as_str())];
+    let batch = json!([
+        call(1, "delete_repo", json!({"repo": "acme/app"})),
+        call(2, "echo", json!({"message": "hi"}))
+    ]);
+    let b = e.rpc(batch, &in_task).await.json();
+    assert!(b.is_array(), "{b}");
+    assert_eq!(b[0]["error"]["data"]["error"], "task_out_of_scope", "{b}");
+    assert_eq!(e.up.count(), 0, "nothing of the batch reached the server");
+    let b = e
+        .rpc(call(3, "echo", json!({"message": "hi"})), &in_task)
+        .await
+        .json();
+    assert_eq!(b["result"]["content"][0]["text"], "called \"echo\"", "{b}");
+    let b = e
+        .rpc(
+            call(4, "delete_repo", json!({"repo": "acme/app"})),
+            &in_task,
+        )
+        .await
+        .json();
+    assert_eq!(b["error"]["data"]["error"], "task_out_of_scope", "{b}");
+    // Outside the task, the policies alone decide.
+    let b = e
+        .rpc(call(5, "delete_repo", json!({"repo": "acme/app"})), &[])
+        .await
+        .json();
+    assert!(b["result"].is_object(), "{b}");
+}

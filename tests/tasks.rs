@@ -31,6 +31,7 @@ const CLIENT: &str = "t-task";
 const ROUTES: &str = r#"routes = [
   { method = "GET", path = "/things", operation = "read_things", tags = ["read"] },
   { method = "POST", path = "/things", operation = "write_things", tags = ["write"] },
+  { method = "POST", path = "/keys", operation = "create_key", tags = ["write", "identity_creation"], identity_kind = "api_key" },
 ]
 "#;
 
@@ -78,7 +79,7 @@ async fn start() -> Kg {
         a.token_endpoint()
     ));
     let cfg = format!(
-        "{}{}{}[[tools]]\nname = \"api\"\nupstream = {:?}\n{ROUTES}{credential}\
+        "{}{}{}[[tools]]\nname = \"api\"\nupstream = {:?}\napproval = \"hold\"\nhold_timeout = \"20s\"\n{ROUTES}{credential}\
          [[tools]]\nname = \"minted\"\nupstream = {:?}\n[tools.credential]\nprovider = \"jwt\"\nscope = \"read\"\n",
         iss.toml(),
         agent(AGENT, "owner@example.com"),
@@ -457,4 +458,71 @@ async fn the_cli_opens_lists_and_ends_tasks() {
     .await;
     assert!(!ok);
     assert!(err.contains("no agent"), "{err}");
+}
+
+/// A request held for approval in a task is refused, not sent, when the task ended while
+/// it waited; and the approval binds the task (the approver sees it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_in_a_task_that_ends_meanwhile_is_refused() {
+    let kg = Arc::new(start().await);
+    let (s, task) = kg
+        .gw
+        .admin(
+            "POST",
+            "/tasks",
+            Some(json!({"agent": AGENT, "purpose": "make a key", "ticket": "OPS-5"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+    let held = {
+        let (kg, id) = (kg.clone(), id.clone());
+        tokio::spawn(async move {
+            let auth = bearer(&kg.iss.token(AGENT));
+            Client::http1()
+                .send(
+                    "POST",
+                    &kg.gw.url("/tools/api/keys"),
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("content-type", "application/json"),
+                        ("keygate-task", id.as_str()),
+                    ],
+                    "{}",
+                )
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let approval = loop {
+        let (_, list) = kg.gw.admin("GET", "/approvals?status=pending", None).await;
+        if let Some(a) = list["approvals"]
+            .as_array()
+            .and_then(|l| l.first())
+            .cloned()
+        {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no approval became pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        approval["request"].to_string().contains(&id),
+        "the approver does not see the task: {approval}"
+    );
+    let calls = kg.api.count();
+    let (s, _) = kg
+        .gw
+        .admin(
+            "POST",
+            &format!("/tasks/{id}/end"),
+            Some(json!({"by": "carol"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    approve_as_bob(&kg.gw, approval["id"].as_str().unwrap(), "OPS-5").await;
+    let r = held.await.unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "task_ended", "{}", r.text());
+    assert_eq!(kg.api.count(), calls, "the held request reached the tool");
 }

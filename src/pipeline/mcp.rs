@@ -802,6 +802,13 @@ pub fn authorize(
             Err(e) => return (d, Err(e)),
         };
         let op = operation(policies, ops, tool, &call);
+        // A call made in a task: every message of the POST within the task.
+        if let Some(t) = task {
+            if let Err(e) = crate::tasks::in_scope(t, &tool.name, &op) {
+                d.operation = Some(op);
+                return (d, Err(e));
+            }
+        }
         if scoped && call.method == "tools/call" {
             match &called {
                 Some(first) if *first != op.name => {
@@ -866,12 +873,16 @@ pub fn authorize(
                 let mut what = call.method.clone().into_bytes();
                 what.push(0);
                 what.extend_from_slice(&canonical_params(m));
+                let mut headers = super::approve::effect_headers(tool.kind, facts.headers);
+                if let Some(t) = task {
+                    headers.push((crate::tasks::HEADER_STR, t.id.as_bytes()));
+                }
                 d.digest = Some(super::approve::request_digest(
                     &tool.name,
                     facts.method.as_str(),
                     facts.tool_path,
                     facts.query,
-                    &super::approve::effect_headers(tool.kind, facts.headers),
+                    &headers,
                     &what,
                 ));
                 d.authorization.allowed_by = Some(allowed_by);

@@ -286,9 +286,13 @@ async fn serve_own(
         ["introspect"] => {
             own::only_post(req.method())?;
             let body = read_own(gw, req).await?;
+            let vouch = |agent: &str| {
+                gw.shared.freshness.usable(&gw.snapshot.store) && !gw.shared.is_suspended(agent)
+            };
             Ok(own::introspect(
                 &gw.shared.signer,
                 &gw.shared.tasks,
+                &vouch,
                 gw.shared.clock.unix_millis(),
                 &body,
             ))
@@ -350,7 +354,10 @@ async fn open_task(
     let opening: crate::tasks::Opening = serde_json::from_slice(&body).map_err(|e| {
         Error::new(
             ErrorKind::BadRequest,
-            format!("the body is not a task: {e}"),
+            format!(
+                "the body is not a task: {}",
+                e.to_string().chars().take(200).collect::<String>()
+            ),
         )
     })?;
     if opening.agent.as_deref().is_some_and(|a| a != &*agent.id) || opening.by.is_some() {
@@ -360,6 +367,15 @@ async fn open_task(
         ));
     }
     let now = gw.shared.clock.unix_millis();
+    if gw.shared.tasks.open_count(&agent.id, now) >= crate::tasks::MAX_OPEN_PER_AGENT {
+        return Err(Error::new(
+            ErrorKind::TooManyTasks,
+            format!(
+                "the agent already has {} open tasks: end one first",
+                crate::tasks::MAX_OPEN_PER_AGENT
+            ),
+        ));
+    }
     let task = crate::tasks::new_task(
         opening,
         &agent.id,
@@ -387,19 +403,9 @@ async fn end_task(
     agent: &crate::config::Agent,
     id: &str,
 ) -> Result<Response<ProxyBody>, Error> {
-    // Only the agent's own tasks, as this replica knows them (read from the store first
-    // when it does not know the id yet).
-    let mut known = gw.shared.tasks.get(id);
-    if known.is_none() {
-        gw.shared.sync_tasks().await.map_err(|e| {
-            Error::new(
-                ErrorKind::StoreUnavailable,
-                "keygate cannot reach its store",
-            )
-            .with_detail(e)
-        })?;
-        known = gw.shared.tasks.get(id);
-    }
+    // Only the agent's own tasks, as this replica knows them (one opened on another
+    // replica a moment ago is known once its change arrives).
+    let known = gw.shared.tasks.get(id);
     if known.is_none_or(|t| *t.agent_id != *agent.id) {
         return Err(Error::new(
             ErrorKind::TaskUnknown,
@@ -674,7 +680,9 @@ async fn watch(
     if found.is_empty() {
         return Ok(());
     }
-    act(gw, ctx, agent, found).await
+    // Boxed: rare, and its future (a store write) would otherwise make every request's
+    // future larger (moved when the request's task is spawned).
+    Box::pin(act(gw, ctx, agent, found)).await
 }
 
 /// What the detectors found: each is audited, traced, counted, logged and (beyond
@@ -1077,12 +1085,18 @@ async fn strip(
     // after strip (no agent credential), before inject (no tool credential).
     // An AWS call's approval also binds the service and region it is signed for.
     let signed_for = aws.as_ref().map(|a| format!("{}/{}", a.service, a.region));
+    let task_id = ctx.task.as_ref().map(|t| t.id.clone());
     let pending = ctx.authorization.allowed_by.is_some().then(|| {
         let req = &stripped.request;
         let body = stripped.body.as_deref().unwrap_or_default();
         let mut headers = approve::effect_headers(t.kind, req.headers());
         if let Some(scope) = &signed_for {
             headers.push(("keygate-aws-scope", scope.as_bytes()));
+        }
+        // A call made in a task: its approval is for that task (the approver sees it, and
+        // the same request in another task needs its own).
+        if let Some(task) = &task_id {
+            headers.push((crate::tasks::HEADER_STR, task.as_bytes()));
         }
         let (method, query) = (req.method().as_str(), stripped.query.as_deref());
         let digest = mcp_digest.unwrap_or_else(|| {
@@ -1182,6 +1196,7 @@ async fn approve(
     let Some((digest, summary)) = &out.pending else {
         return Ok(());
     };
+    let task = ctx.task.clone();
     let approvals = approve::Approvals {
         settings: &gw.snapshot.approvals,
         store: &*gw.shared.store,
@@ -1190,7 +1205,17 @@ async fn approve(
         http: &gw.shared.http,
         metrics: &gw.shared.metrics,
         clock: &gw.shared.clock,
-        check_agent: &|| gw.shared.check_agent(&agent.id, &gw.snapshot.store),
+        // Before an approval is spent (at once, or when a held request wakes): the agent
+        // is not suspended, and the task the call is made in has not ended meanwhile.
+        check_agent: &|| {
+            gw.shared.check_agent(&agent.id, &gw.snapshot.store)?;
+            if let Some(t) = &task {
+                gw.shared
+                    .tasks
+                    .check(&agent.id, &t.id, gw.shared.clock.unix_millis())?;
+            }
+            Ok(())
+        },
     };
     let phase = ctx
         .trace

@@ -34,9 +34,12 @@ pub fn answer(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
 }
 
 /// RFC 7662: whether a token keygate minted is still good.
+/// `vouch` says whether keygate can vouch for an agent's tokens now: the agent (`sub`) is
+/// not suspended and this replica's view of the store (suspensions, tasks) is fresh.
 pub fn introspect(
     signer: &crate::credentials::Signer,
     tasks: &crate::tasks::Tasks,
+    vouch: &dyn Fn(&str) -> bool,
     now_ms: i64,
     body: &[u8],
 ) -> Response<ProxyBody> {
@@ -54,9 +57,28 @@ pub fn introspect(
         return inactive();
     };
     let now = now_ms / 1000;
-    let exp = claims.get("exp").and_then(|e| e.as_i64());
-    let nbf = claims.get("nbf").and_then(|e| e.as_i64()).unwrap_or(0);
-    if exp.is_none_or(|e| now >= e) || now < nbf {
+    let int = |k: &str| claims.get(k).map(|v| v.as_i64());
+    // exp required; nbf, when present, a number: anything else is not keygate's token.
+    let (Some(Some(exp)), nbf) = (int("exp"), int("nbf")) else {
+        return inactive();
+    };
+    let nbf = match nbf {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => return inactive(),
+    };
+    if now >= exp || now < nbf {
+        return inactive();
+    }
+    // Minted for an agent (a tool credential carries `sub` and `jti`), that keygate can
+    // vouch for now.
+    let (Some(sub), Some(_)) = (
+        claims.get("sub").and_then(|s| s.as_str()),
+        claims.get("jti").and_then(|s| s.as_str()),
+    ) else {
+        return inactive();
+    };
+    if claims.get("aud").is_none() || !vouch(sub) {
         return inactive();
     }
     // Minted in a task: good only while the task is open (the deny list of the tokens of

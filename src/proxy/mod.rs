@@ -422,6 +422,13 @@ fn agent_of(
             &*identity.agent.id
         )));
     }
+    // A task named on the CONNECT is this agent's and open (each call in the tunnel is
+    // checked again): a tunnel is not opened, blind or not, for a task it cannot use.
+    if let Some(task) = crate::tasks::named(&credential)? {
+        gw.shared
+            .tasks
+            .check(&identity.agent.id, task, gw.shared.clock.unix_millis())?;
+    }
     Ok((identity, credential))
 }
 

@@ -35,6 +35,16 @@ pub async fn open(
         );
     }
     let now = rt.shared.clock.unix_millis();
+    if rt.shared.tasks.open_count(agent, now) >= crate::tasks::MAX_OPEN_PER_AGENT {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_tasks",
+            format!(
+                "the agent already has {} open tasks: end one first",
+                crate::tasks::MAX_OPEN_PER_AGENT
+            ),
+        );
+    }
     let task = match crate::tasks::new_task(
         opening,
         agent,
@@ -79,6 +89,12 @@ pub async fn end(
     via: &'static str,
 ) -> Response<AdminBody> {
     let now = rt.shared.clock.unix_millis();
+    let by = match crate::tasks::text("by", by, 200) {
+        Ok(b) if !b.is_empty() => b,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "by is empty"),
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
+    };
+    let by = by.as_str();
     let (task, ended_now) = match rt.shared.store.end_task(id, by, now).await {
         Ok(r) => r,
         Err(StoreError::NotFound) => {
