@@ -246,7 +246,9 @@ async fn run(
 ) -> Result<Response<ProxyBody>, Error> {
     let (req, route) = match route(gw, &ctx.conn, req, &ctx.path, refused_path)? {
         Routed::Local(resp) => return Ok(resp),
-        Routed::Keygate(req) => return serve_own(gw, ctx, req).await,
+        // Boxed: its future (store writes) would otherwise make every request's future
+        // larger, and it is moved when the request's task is spawned.
+        Routed::Keygate(req) => return Box::pin(serve_own(gw, ctx, req)).await,
         Routed::Tool(req, route) => (req, route),
     };
     let agent = identify(gw, ctx, &req, route.as_ref())?;
