@@ -54,26 +54,9 @@ async fn call(
 }
 
 async fn cli(gw: &TestGateway, args: &[&str]) -> String {
-    let shown = format!("{args:?}");
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let url = format!("http://{}", gw.admin_addr);
-    let token = gw.runtime.shared.admin_token.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(&args)
-            .env("KEYGATE_ADMIN_URL", url)
-            .env("KEYGATE_ADMIN_TOKEN", token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "keygate {shown}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let c = gw.cli(args).await;
+    assert!(c.ok, "keygate {args:?}: {}", c.stderr);
+    c.stdout
 }
 
 const NEW_TOOL_SUSPENDS: &str = "[anomalies]\nlearning_period = \"1h\"\nflush_interval = \"1s\"\n\

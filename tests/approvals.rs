@@ -1172,43 +1172,13 @@ async fn a_failed_creation_records_nothing() {
 
 // ---------------------------------------------------------------- CLI
 
-struct Cli {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `keygate ARGS` against the gateway's admin API (off the runtime's threads).
+/// Runs `keygate ARGS` against the gateway's admin API.
 async fn cli(gw: &TestGateway, args: &[&str]) -> Cli {
-    let url = format!("http://{}", gw.admin_addr);
-    cli_with(gw, &url, &gw.runtime.shared.admin_token, args).await
+    gw.cli(args).await
 }
 
 async fn cli_with(gw: &TestGateway, url: &str, token: &str, args: &[&str]) -> Cli {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (url, token, dir) = (
-        url.to_string(),
-        token.to_string(),
-        gw.dir.path().to_path_buf(),
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(&args)
-            .env("KEYGATE_ADMIN_URL", url)
-            .env("KEYGATE_ADMIN_TOKEN", token)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    });
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("the CLI did not finish")
-        .unwrap();
-    Cli {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    gw.cli_with(url, token, args).await
 }
 
 #[track_caller]

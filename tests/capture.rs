@@ -474,26 +474,8 @@ async fn replicas_learn_captured_and_revoked_handles_from_the_store() {
 
 /// Runs the keygate CLI against `gw`'s admin API; (succeeded, stdout, stderr).
 async fn cli(gw: &TestGateway, args: &[&str]) -> (bool, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let url = format!("http://{}", gw.admin_addr);
-    let token = gw.runtime.shared.admin_token.clone();
-    let dir = gw.dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(&args)
-            .env("KEYGATE_ADMIN_URL", url)
-            .env("KEYGATE_ADMIN_TOKEN", token)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let c = gw.cli(args).await;
+    (c.ok, c.stdout, c.stderr)
 }
 
 #[tokio::test]

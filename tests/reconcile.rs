@@ -474,30 +474,9 @@ async fn a_reconcile_that_cannot_list_the_account_changes_nothing() {
 
 /// Runs the keygate CLI against this gateway's admin API; its stdout (it must succeed).
 async fn cli(gw: &TestGateway, args: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let url = format!("http://{}", gw.admin_addr);
-    let token = gw.runtime.shared.admin_token.clone();
-    let dir = gw.dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(&args)
-            .env("KEYGATE_ADMIN_URL", url)
-            .env("KEYGATE_ADMIN_TOKEN", token)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    });
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("the CLI did not finish")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "the CLI failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let c = gw.cli(args).await;
+    assert!(c.ok, "the CLI failed:\n{}\n{}", c.stdout, c.stderr);
+    c.stdout
 }
 
 /// An IAM that answers in pages (moto ignores `MaxItems` and `Marker` for these listings):

@@ -445,29 +445,8 @@ async fn retire_overdue_runs_the_pass_by_itself() {
 
 /// Runs `keygate ARGS` against the gateway's admin API (off the runtime's threads).
 async fn cli(gw: &TestGateway, args: &[&str]) -> (bool, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (url, token, dir) = (
-        format!("http://{}", gw.admin_addr),
-        gw.runtime.shared.admin_token.clone(),
-        gw.dir.path().to_path_buf(),
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(&args)
-            .env("KEYGATE_ADMIN_URL", url)
-            .env("KEYGATE_ADMIN_TOKEN", token)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let c = gw.cli(args).await;
+    (c.ok, format!("{}{}", c.stdout, c.stderr))
 }
 
 #[tokio::test]

@@ -387,26 +387,8 @@ async fn a_narrow_task_refuses_other_tools_and_operations_and_expires() {
 
 /// Runs `keygate ARGS` against the gateway's admin API (off the runtime's threads).
 async fn cli(gw: &TestGateway, args: &[&str]) -> (bool, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (url, token) = (
-        format!("http://{}", gw.admin_addr),
-        gw.runtime.shared.admin_token.clone(),
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(&args)
-            .env("KEYGATE_ADMIN_URL", url)
-            .env("KEYGATE_ADMIN_TOKEN", token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let c = gw.cli(args).await;
+    (c.ok, c.stdout, c.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

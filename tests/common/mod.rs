@@ -330,6 +330,13 @@ impl Pki {
 // ---------------------------------------------------------------- gateway
 
 /// keygate started in-process.
+/// What one run of the keygate CLI did.
+pub struct Cli {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -457,6 +464,43 @@ impl TestGateway {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    /// Runs `keygate ARGS` against this gateway's admin API (its URL and token in the
+    /// environment, the gateway's directory as the working directory), off the runtime's
+    /// threads, within a minute.
+    pub async fn cli(&self, args: &[&str]) -> Cli {
+        let url = format!("http://{}", self.admin_addr);
+        self.cli_with(&url, &self.runtime.shared.admin_token, args)
+            .await
+    }
+
+    /// [`TestGateway::cli`] with another admin URL and token.
+    pub async fn cli_with(&self, url: &str, token: &str, args: &[&str]) -> Cli {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (url, token, dir) = (
+            url.to_string(),
+            token.to_string(),
+            self.dir.path().to_path_buf(),
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+                .args(&args)
+                .env("KEYGATE_ADMIN_URL", url)
+                .env("KEYGATE_ADMIN_TOKEN", token)
+                .current_dir(dir)
+                .output()
+                .unwrap()
+        });
+        let out = tokio::time::timeout(Duration::from_secs(60), out)
+            .await
+            .expect("the CLI did not finish")
+            .unwrap();
+        Cli {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 
     /// Calls the admin API with the admin token; returns (status, JSON body).
