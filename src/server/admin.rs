@@ -278,7 +278,7 @@ async fn slack_interaction(rt: &Runtime, req: Request<Incoming>) -> Response<Adm
         from: format!("Slack user {}", click.user_id),
         path: "/slack/interactions",
     };
-    let a = match decide(rt, &id, decision, who).await {
+    let a = match decide(rt, &id, decision, who, now_ms).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -576,6 +576,7 @@ async fn handle(
                 &id,
                 decision,
                 token_decider(&b.approver, via, &path, peer),
+                now,
             )
             .await
             {
@@ -602,6 +603,7 @@ async fn handle(
                 &id,
                 decision,
                 token_decider(&b.approver, via, &path, peer),
+                rt.shared.clock.unix_millis(),
             )
             .await
             {

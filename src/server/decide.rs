@@ -186,15 +186,16 @@ pub fn owns_agent(approval: &Approval, approver: &str) -> bool {
 
 /// Makes a decision: refused by separation of duties when on (an approval by the agent's
 /// owner; denying one's own agent's request is allowed), then stored, audited, counted,
-/// and every request held for an approval in this process woken.
+/// and every request held for an approval in this process woken. `now` is the instant the
+/// caller measured the approval's expiry and review date from, so that they are exact.
 pub async fn decide(
     rt: &Runtime,
     id: &str,
     decision: Decision,
     who: Decider<'_>,
+    now: i64,
 ) -> Result<Approval, Response<AdminBody>> {
     let store = &rt.shared.store;
-    let now = rt.shared.clock.unix_millis();
     let approve = matches!(decision, Decision::Approve(_));
     if approve && rt.current().snapshot.approvals.separation_of_duties {
         match store.approval(id).await {

@@ -681,7 +681,7 @@ async fn post(
                 from: format!("{} from {}", viewer.session.sub, peer.ip()),
                 path,
             };
-            match decide::decide(rt, id, decision, who).await {
+            match decide::decide(rt, id, decision, who, now).await {
                 Ok(a) => {
                     let done = if a.status == ApprovalStatus::Pending {
                         "first"
