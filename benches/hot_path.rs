@@ -123,7 +123,7 @@ fn mint(c: &mut Criterion) {
             keygate::config::Injection::Bearer,
         );
         c.bench_function(&format!("inject/mint_jwt_{alg:?}"), |b| {
-            b.iter(|| p.issue(black_box(&agent), None).unwrap())
+            b.iter(|| p.issue(black_box(&agent), None, None).unwrap())
         });
     }
 }
@@ -336,7 +336,7 @@ fn at_scale(c: &mut Criterion) {
         keygate::config::Injection::Bearer,
     );
     c.bench_function("inject/jwt_reused_within_window", |b| {
-        b.iter(|| p.issue(black_box(&agent), None).unwrap())
+        b.iter(|| p.issue(black_box(&agent), None, None).unwrap())
     });
 }
 
@@ -680,6 +680,7 @@ fn providers(c: &mut Criterion) {
         method: &http::Method::GET,
         tool_path: "/items",
         task: None,
+        task_ends_ms: None,
     };
     let warm = rt
         .block_on(tools.by_name["o"].provider.issue(&call))

@@ -242,7 +242,7 @@ pub fn aws_request(data: &[u8]) {
     let Ok(a) = action::action(service, &method, path, None, query, &headers, body) else {
         return;
     };
-    let Ok(policy) = action::session_policy(&a) else {
+    let Ok(policy) = action::session_policy(&a, None) else {
         return;
     };
     let v: serde_json::Value = match serde_json::from_str(&policy) {

@@ -565,6 +565,79 @@ async fn boto3_with_an_issued_key_pair_acts_as_the_assumed_role() {
     }
 }
 
+/// A call made in a task gets a session of its own, tagged with the task, whose session
+/// policy ends its grants when the task ends (`aws:CurrentTime`): STS cannot revoke a
+/// session, and it lives at least 15 minutes.
+#[tokio::test]
+async fn a_tasks_session_is_tagged_and_its_grants_end_with_the_task() {
+    let kg = start(ROLE).await;
+    let (mut env, _, _) = kg.agent_env().await;
+    let (s, task) = kg
+        .gw
+        .admin(
+            "POST",
+            "/tasks",
+            Some(
+                json!({"agent": AGENT, "purpose": "audit the users", "ticket": "OPS-3",
+                        "ttl": "10m", "tools": ["aws"], "by": "carol"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+    env.task = Some(id.clone());
+    let users = env.boto(&["list-users"]).await.unwrap();
+    assert!(users.as_array().unwrap().contains(&json!("keygate")));
+
+    let assumed = kg.relay.assume_roles();
+    let in_task = assumed
+        .iter()
+        .find(|a| {
+            a.session_tags()
+                .contains(&("keygate-task".into(), id.clone()))
+        })
+        .unwrap_or_else(|| panic!("no AssumeRole tagged with the task: {assumed:#?}"));
+    let ends = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_secs(task["expires_at"].as_u64().unwrap() / 1000),
+    )
+    .to_string();
+    let policy = in_task.session_policy().unwrap();
+    for s in policy["Statement"].as_array().unwrap() {
+        assert_eq!(
+            s["Condition"],
+            json!({"DateLessThan": {"aws:CurrentTime": ends}}),
+            "{policy}"
+        );
+    }
+    assert_eq!(in_task.param("DurationSeconds").as_deref(), Some("900"));
+    // moto took the session, and the call went through it.
+    assert!(in_task.status < 300, "{in_task:?}");
+    let rec = kg
+        .gw
+        .audit()
+        .await
+        .into_iter()
+        .find(|r| r["task"] == id.as_str() && r["tool"] == "aws")
+        .expect("no audit record of a call names the task");
+    assert_eq!(rec["status"], 200, "{rec}");
+    assert_eq!(rec["credential_provider"], "aws", "{rec}");
+
+    // Outside the task: no end to the grants.
+    env.task = None;
+    env.boto(&["list-users"]).await.unwrap();
+    let plain = kg
+        .relay
+        .assume_roles()
+        .into_iter()
+        .find(|a| !a.session_tags().iter().any(|(k, _)| k == "keygate-task"))
+        .unwrap();
+    let policy = plain.session_policy().unwrap();
+    assert!(
+        policy["Statement"][0].get("Condition").is_none(),
+        "{policy}"
+    );
+}
+
 /// The same with the agent's JWT in `Proxy-Authorization` and dummy keys: keygate
 /// ignores the dummy signature and strips the header.
 #[tokio::test]

@@ -255,6 +255,33 @@ async fn a_task_gets_credentials_of_its_own_and_they_are_revoked_when_it_ends() 
     assert!(jwt_claims(&plain).unwrap().get("task").is_none());
     assert_eq!(kg.introspect("not-a-token").await["active"], false);
 
+    // A JWT minted in a task shorter than the tokens' lifetime (5 minutes) expires with
+    // the task, not after it.
+    let r = kg
+        .own(
+            AGENT,
+            "/.keygate/tasks",
+            json!({"purpose": "a quick look", "ticket": "OPS-9", "ttl": "90s", "tools": ["minted"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let short = r.json();
+    let r = kg.call(AGENT, "minted", "GET", short["id"].as_str()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let claims = jwt_claims(&Kg::last_token(&kg.minted)).unwrap();
+    let ends = short["expires_at"].as_i64().unwrap() / 1000;
+    assert_eq!(claims["exp"].as_i64(), Some(ends), "{claims} {short}");
+    assert!(ends - claims["iat"].as_i64().unwrap() <= 90, "{claims}");
+    let (s, b) = kg
+        .gw
+        .admin(
+            "POST",
+            &format!("/tasks/{}/end", short["id"].as_str().unwrap()),
+            Some(json!({"by": "carol"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
     // Another agent cannot use the task.
     let r = kg.call(OTHER, "api", "GET", Some(&id)).await;
     assert_eq!(r.status, 403, "{}", r.text());

@@ -691,8 +691,26 @@ pub const MAX_SESSION_POLICY: usize = 2048;
 /// bucket, until the policy fits: `arn:aws:s3:::bucket/very-long-ke*`. That allows other
 /// objects under the prefix, to credentials keygate signs this one request with. Err when
 /// even `bucket/*` does not fit.
-pub fn session_policy(a: &AwsAction) -> Result<String, String> {
+///
+/// `until` (unix ms; the end of the task the call is made in): every grant also holds
+/// only before then (`DateLessThan` on `aws:CurrentTime`, to the second), since an STS
+/// session lives at least 15 minutes and cannot be revoked alone.
+pub fn session_policy(a: &AwsAction, until: Option<i64>) -> Result<String, String> {
     let mut policy = Policy::of(a);
+    if let Some(until) = until {
+        let secs = u64::try_from(until.div_euclid(1000)).unwrap_or(0);
+        let at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        )
+        .to_string();
+        for s in &mut policy.statement {
+            s.condition = Some(Condition {
+                date_less_than: CurrentTime {
+                    current_time: at.clone(),
+                },
+            });
+        }
+    }
     loop {
         let json = policy.to_json()?;
         if json.len() <= MAX_SESSION_POLICY {
@@ -731,6 +749,20 @@ struct Statement {
     action: String,
     #[serde(serialize_with = "one_or_many")]
     resource: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    condition: Option<Condition>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Condition {
+    date_less_than: CurrentTime,
+}
+
+#[derive(serde::Serialize)]
+struct CurrentTime {
+    #[serde(rename = "aws:CurrentTime")]
+    current_time: String,
 }
 
 impl Policy {
@@ -741,6 +773,7 @@ impl Policy {
                 effect: "Allow",
                 action: action.to_owned(),
                 resource: resource.to_vec(),
+                condition: None,
             })
             .collect();
         Policy {
@@ -1042,12 +1075,13 @@ mod tests {
     #[test]
     fn session_policy_allows_exactly_the_action() {
         assert_eq!(
-            session_policy(&star("iam:ListUsers")).unwrap(),
+            session_policy(&star("iam:ListUsers"), None).unwrap(),
             r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:ListUsers","Resource":"*"}]}"#
         );
         let copy = [("x-amz-copy-source", "src/a%20b")];
         let a = run(("s3", "PUT", "/dst/k\"ey", None, None, &copy, None)).unwrap();
-        let p: serde_json::Value = serde_json::from_str(&session_policy(&a).unwrap()).unwrap();
+        let p: serde_json::Value =
+            serde_json::from_str(&session_policy(&a, None).unwrap()).unwrap();
         assert_eq!(
             p,
             serde_json::json!({"Version": "2012-10-17", "Statement": [
@@ -1059,7 +1093,8 @@ mod tests {
             "s3:GetObject".into(),
             vec!["arn:aws:s3:::b/x".into(), "arn:aws:s3:::b/y".into()],
         );
-        let p: serde_json::Value = serde_json::from_str(&session_policy(&two).unwrap()).unwrap();
+        let p: serde_json::Value =
+            serde_json::from_str(&session_policy(&two, None).unwrap()).unwrap();
         assert_eq!(
             p["Statement"][0]["Resource"],
             serde_json::json!(["arn:aws:s3:::b/x", "arn:aws:s3:::b/y"])
@@ -1075,7 +1110,7 @@ mod tests {
         let a = run(("s3", "PUT", &dst, None, None, &copy, None)).unwrap();
         let exact = Policy::of(&a).to_json().unwrap();
         assert!(exact.len() > MAX_SESSION_POLICY, "{}", exact.len());
-        let policy = session_policy(&a).unwrap();
+        let policy = session_policy(&a, None).unwrap();
         assert!(policy.len() <= MAX_SESSION_POLICY, "{}", policy.len());
         assert!(
             policy.len() > MAX_SESSION_POLICY - 8,
@@ -1095,7 +1130,7 @@ mod tests {
         // One key of 1024 bytes fits as it is.
         let path = format!("/b/{}", "k".repeat(1024));
         let a = run(("s3", "GET", &path, None, None, &[], None)).unwrap();
-        assert!(!session_policy(&a).unwrap().contains('*'));
+        assert!(!session_policy(&a, None).unwrap().contains('*'));
     }
 
     #[test]
@@ -1107,7 +1142,7 @@ mod tests {
                 resources: vec!["*".into()],
             });
         }
-        let r = session_policy(&a);
+        let r = session_policy(&a, None);
         assert!(
             matches!(r, Err(ref e) if e.contains("over AssumeRole's 2048")),
             "{r:?}"

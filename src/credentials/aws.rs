@@ -87,6 +87,9 @@ pub struct AwsCall<'a> {
     pub policy: &'a str,
     /// The task the call is made in (its session is its own, tagged `keygate-task`).
     pub task: Option<&'a str>,
+    /// When that task ends (unix ms): its session is asked for no longer than it needs
+    /// (STS's least is 15 minutes; the session policy ends the grants with the task).
+    pub task_ends_ms: Option<i64>,
 }
 
 /// The `aws` provider of one tool.
@@ -191,6 +194,11 @@ impl AwsProvider {
         let agent_tag = sts::tag_value(&agent.id);
         let owner_tag = sts::tag_value(&agent.owner);
         let task_tag = call.task.map(sts::tag_value).unwrap_or_default();
+        let duration = session_duration(
+            self.spec.session_duration,
+            call.task_ends_ms,
+            self.clock.unix_millis(),
+        );
         let (spec, http, clock, policy) = (
             self.spec.clone(),
             self.http.clone(),
@@ -220,7 +228,7 @@ impl AwsProvider {
                         session_name: &session_name,
                         source_identity: Some(&session_name),
                         policy: Some(&policy),
-                        duration: spec.session_duration,
+                        duration,
                         tags: &tags,
                         external_id: spec.external_id.as_deref(),
                     };
@@ -261,6 +269,16 @@ impl AwsProvider {
     pub fn end_task(&self, task: &str) -> usize {
         self.cache.take_task(task).len()
     }
+}
+
+/// How long a session is asked for: `configured`, or for a task's call only as long as the
+/// task has left (but no less than STS's least, 15 minutes).
+fn session_duration(configured: Duration, task_ends_ms: Option<i64>, now_ms: i64) -> Duration {
+    let Some(ends) = task_ends_ms else {
+        return configured;
+    };
+    let left = Duration::from_millis(u64::try_from(ends.saturating_sub(now_ms)).unwrap_or(0));
+    configured.min(left.max(crate::config::AWS_MIN_SESSION))
 }
 
 /// The session tags of a session made for an agent (and its owner, and the task the
@@ -323,6 +341,19 @@ fn base_key(id: String, secret: String, token: Option<String>) -> Result<BaseKey
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tasks_session_is_asked_for_no_longer_than_the_task_has_left() {
+        let (hour, min) = (Duration::from_secs(3600), Duration::from_secs(60));
+        assert_eq!(session_duration(hour, None, 0), hour);
+        // 40 minutes left of the task: 40 minutes, not the configured hour.
+        assert_eq!(session_duration(hour, Some(40 * 60_000), 0), 40 * min);
+        // STS's least is 15 minutes, however little is left.
+        assert_eq!(session_duration(hour, Some(60_000), 0), 15 * min);
+        assert_eq!(session_duration(hour, Some(0), 60_000), 15 * min);
+        // Never longer than configured.
+        assert_eq!(session_duration(20 * min, Some(3 * 3_600_000), 0), 20 * min);
+    }
 
     #[test]
     fn a_tasks_session_is_tagged_with_the_task() {

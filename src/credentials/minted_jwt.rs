@@ -1,8 +1,8 @@
 //! `jwt`: a JWT keygate signs for every call, scoped to one agent and one tool.
 //!
 //! Claims: `iss` (keygate), `sub` (the agent), `aud` (the tool), `scope`, `owner` (the
-//! agent's accountable human), `iat`, `nbf`, `exp` (at most five minutes later) and a
-//! unique `jti`, which is also the credential id in the audit log. Tools verify it with the
+//! agent's accountable human), `iat`, `nbf`, `exp` (at most five minutes later, and never
+//! after the end of the task the call is made in) and a unique `jti`, which is also the credential id in the audit log. Tools verify it with the
 //! keys keygate serves at `/.well-known/jwks.json`.
 //!
 //! Reuse: a token minted for an agent is reused for that agent's calls to the tool while
@@ -99,9 +99,16 @@ impl MintedJwt {
         self
     }
 
-    pub fn issue(&self, agent: &Agent, task: Option<&str>) -> Result<Issued, Unavailable> {
+    /// A token for `agent`'s call, made in `task` (which ends at `task_ends_ms`, unix ms):
+    /// such a token expires no later than the task.
+    pub fn issue(
+        &self,
+        agent: &Agent,
+        task: Option<&str>,
+        task_ends_ms: Option<i64>,
+    ) -> Result<Issued, Unavailable> {
         let Some(cache) = &self.reuse else {
-            return self.mint(agent, task);
+            return self.mint(agent, task, task_ends_ms);
         };
         let key = (agent.id.clone(), agent.owner.clone(), task.map(Arc::from));
         let now = self.clock.unix_millis();
@@ -114,7 +121,7 @@ impl MintedJwt {
                 return Ok(issued);
             }
         }
-        let issued = self.mint(agent, task)?;
+        let issued = self.mint(agent, task, task_ends_ms)?;
         cache.insert(key, (issued.clone(), now));
         Ok(issued)
     }
@@ -135,11 +142,26 @@ impl MintedJwt {
         self.ttl
     }
 
-    fn mint(&self, agent: &Agent, task: Option<&str>) -> Result<Issued, Unavailable> {
+    fn mint(
+        &self,
+        agent: &Agent,
+        task: Option<&str>,
+        task_ends_ms: Option<i64>,
+    ) -> Result<Issued, Unavailable> {
         let now = u64::try_from(self.clock.unix_secs())
             .ok()
             .filter(|s| *s > 0)
             .ok_or_else(|| Unavailable::new("system clock is before 1970"))?;
+        let mut exp = now + self.ttl.as_secs();
+        if let Some(ends) = task_ends_ms {
+            // The second the task ends in (JWT times are whole seconds): past it, the token
+            // is expired, as the task is.
+            let ends = u64::try_from(ends.div_euclid(1000)).unwrap_or(0);
+            if ends <= now {
+                return Err(Unavailable::new("the task ended"));
+            }
+            exp = exp.min(ends);
+        }
         let jti = uuid::Uuid::new_v4().to_string();
         let claims = Claims {
             iss: &self.issuer,
@@ -149,7 +171,7 @@ impl MintedJwt {
             owner: &agent.owner,
             iat: now,
             nbf: now,
-            exp: now + self.ttl.as_secs(),
+            exp,
             jti: &jti,
             task,
         };

@@ -46,6 +46,8 @@ pub struct CallInfo<'a> {
     pub tool_path: &'a str,
     /// The task the call is made in: its credential is issued for the task alone.
     pub task: Option<&'a str>,
+    /// When that task ends (unix ms): a token keygate mints for it expires by then.
+    pub task_ends_ms: Option<i64>,
 }
 
 impl Provider {
@@ -66,7 +68,7 @@ impl Provider {
     pub async fn issue(&self, call: &CallInfo<'_>) -> Result<Issued, Unavailable> {
         match self {
             Provider::Static(p) => p.issue(),
-            Provider::Jwt(p) => p.issue(call.agent, call.task),
+            Provider::Jwt(p) => p.issue(call.agent, call.task, call.task_ends_ms),
             // Boxed: a cold issue's future (token request, single flight) is large, and
             // unboxed it would make every request's future as large, static or not (it
             // is moved when the request's task is spawned).

@@ -197,7 +197,7 @@ fn scope_of(a: &crate::aws::action::AwsAction) -> crate::policy::AwsScope {
 pub async fn inject_aws<B>(
     provider: &AwsProvider,
     agent: &Agent,
-    task: Option<&str>,
+    task: Option<(&str, i64)>,
     req: &mut Request<B>,
     forward_path: &str,
     query: Option<&str>,
@@ -253,12 +253,15 @@ pub async fn inject_aws<B>(
                 format!("keygate cannot scope a credential to this AWS call: {why}"),
             )
         };
-        let policy = crate::aws::action::session_policy(&action).map_err(unscoped)?;
+        // A task's session is good for its calls only until the task ends.
+        let policy = crate::aws::action::session_policy(&action, task.map(|(_, ends)| ends))
+            .map_err(unscoped)?;
         let actions: Vec<String> = action.grants().map(|(a, _)| a.to_string()).collect();
         let call = crate::credentials::aws::AwsCall {
             actions: &actions,
             policy: &policy,
-            task,
+            task: task.map(|(id, _)| id),
+            task_ends_ms: task.map(|(_, ends)| ends),
         };
         // A captured key (its handle signed the call): that key signs it, as it is.
         if let Some(key) = captured {

@@ -1159,7 +1159,7 @@ async fn inject(
         let (credential, result) = Box::pin(inject::inject_aws(
             provider,
             agent,
-            ctx.task.as_ref().map(|t| t.id.as_str()),
+            ctx.task.as_ref().map(|t| (t.id.as_str(), t.expires_at)),
             req,
             &out.route.forward_path,
             out.query.as_deref(),
@@ -1180,6 +1180,7 @@ async fn inject(
         method: &ctx.method,
         tool_path: &out.route.tool_path,
         task: ctx.task.as_ref().map(|t| t.id.as_str()),
+        task_ends_ms: ctx.task.as_ref().map(|t| t.expires_at),
     };
     let (credential, result) =
         inject::inject(&out.tool, &call, req, &mut out.query, ctx.trace.as_mut()).await;

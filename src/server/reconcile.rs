@@ -178,6 +178,7 @@ pub(super) async fn session(
         actions: &actions,
         policy,
         task: None,
+        task_ends_ms: None,
     };
     let (credential, _) = provider
         .issue(&agent, &call)

@@ -174,6 +174,13 @@ def client(service, mode=None, **extra):
             request.headers["Proxy-Authorization"] = f"Bearer {jwt}"
 
         c.meta.events.register("before-sign.*.*", add_header)
+    task = os.environ.get("KEYGATE_TASK")
+    if task:
+
+        def add_task(request, **_):
+            request.headers["Keygate-Task"] = task
+
+        c.meta.events.register("before-sign.*.*", add_task)
     return c
 
 

@@ -637,6 +637,8 @@ pub struct AwsEnv {
     pub secret_access_key: String,
     pub session_token: Option<String>,
     pub jwt: Option<String>,
+    /// A task the calls name (`Keygate-Task`).
+    pub task: Option<String>,
     pub ca: Option<PathBuf>,
 }
 
@@ -668,6 +670,9 @@ impl AwsEnv {
         }
         if let Some(j) = &self.jwt {
             cmd.env("KEYGATE_JWT", j);
+        }
+        if let Some(t) = &self.task {
+            cmd.env("KEYGATE_TASK", t);
         }
         if let Some(ca) = &self.ca {
             for var in [
