@@ -353,10 +353,23 @@ fn assert_only_keygates_credential(upstream: &RawUpstream) {
 /// Sends `CONNECT target` (with `Proxy-Authorization: auth` when given); the stream once
 /// the proxy answered 200, or the proxy's answer.
 async fn connect(proxy: SocketAddr, target: &str, auth: Option<&str>) -> Result<TcpStream, String> {
+    let auth: Vec<(&str, &str)> = auth
+        .map(|a| ("Proxy-Authorization", a))
+        .into_iter()
+        .collect();
+    connect_with(proxy, target, &auth).await
+}
+
+/// [`connect`] with these headers on the CONNECT.
+async fn connect_with(
+    proxy: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<TcpStream, String> {
     let mut s = TcpStream::connect(proxy).await.unwrap();
     let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
-    if let Some(a) = auth {
-        req.push_str(&format!("Proxy-Authorization: {a}\r\n"));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
@@ -651,6 +664,80 @@ async fn unnamed_hosts_are_refused_and_blind_tunnels_pass_untouched() {
         assert!(t["bytes_out"].as_u64().unwrap() > 100, "{t}");
         assert!(t["duration_ms"].as_f64().is_some(), "{t}");
     }
+}
+
+/// A blind tunnel opened in a task: the policies see the task (`context.task`), the task
+/// must include the tunnel, the record names it, and the tunnel closes when it ends.
+#[tokio::test]
+async fn a_blind_tunnel_is_decided_within_its_task_and_closes_when_it_ends() {
+    let px = start(Some(
+        "@id(\"blind-tunnels-in-tasks\")\nforbid (principal, action == Action::\"tunnel\", resource)\n\
+         unless { context has task && context.task.ticket == \"OPS-11\" };\n",
+    ))
+    .await;
+    let open = |body: Value| {
+        let gw = &px.gw;
+        async move {
+            let (s, t) = gw.admin("POST", "/tasks", Some(body)).await;
+            assert_eq!(s, 201, "{t}");
+            t["id"].as_str().unwrap().to_string()
+        }
+    };
+    let auth = format!("Bearer {}", px.token());
+    let tunnel = |task: Option<String>| {
+        let (proxy, target, auth) = (px.proxy(), px.blind.clone(), auth.clone());
+        async move {
+            let mut h = vec![("Proxy-Authorization", auth.as_str())];
+            if let Some(t) = &task {
+                h.push(("Keygate-Task", t.as_str()));
+            }
+            connect_with(proxy, &target, &h).await
+        }
+    };
+    // Outside a task, and in a task with another ticket, the policy forbids it.
+    let e = tunnel(None).await.unwrap_err();
+    assert!(e.starts_with("HTTP/1.1 403"), "{e}");
+    let other = open(json!({"agent": AGENT, "purpose": "p", "ticket": "OPS-12"})).await;
+    let e = tunnel(Some(other)).await.unwrap_err();
+    assert!(e.contains("forbidden"), "{e}");
+    // A task that does not include the tunnel operation.
+    let reads =
+        open(json!({"agent": AGENT, "purpose": "p", "ticket": "OPS-11", "operations": ["read"]}))
+            .await;
+    let e = tunnel(Some(reads)).await.unwrap_err();
+    assert!(e.contains("task_out_of_scope"), "{e}");
+
+    let id = open(json!({"agent": AGENT, "purpose": "p", "ticket": "OPS-11"})).await;
+    let mut s = tunnel(Some(id.clone()))
+        .await
+        .expect("the tunnel in its task");
+    let (st, _) = px
+        .gw
+        .admin("POST", &format!("/tasks/{id}/end"), Some(json!({})))
+        .await;
+    assert_eq!(st, 200);
+    // The next recheck (every 5 s) closes it.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect("the tunnel stayed open after its task ended")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the tunnel carried bytes after its task ended");
+    let mut rec = None;
+    for _ in 0..100 {
+        rec = px
+            .audit_of("CONNECT")
+            .await
+            .into_iter()
+            .find(|r| r["task"] == id.as_str());
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rec = rec.expect("the tunnel's audit record");
+    assert_eq!(rec["error"], "task_ended", "{rec}");
+    assert_eq!(rec["operation"], "tunnel", "{rec}");
 }
 
 /// A policy on the `tunnel` operation decides blind tunnels too.

@@ -313,7 +313,14 @@ async fn connect(
         Target::Blind(tool) => {
             ctx.tool = Some(tool.clone());
             ctx.operation = Some(gw.snapshot.operations.tunnel.clone());
-            let (authorization, decided) = decide_tunnel(&gw, &agent, &tool, &authority);
+            // The task named on the CONNECT holds for the tunnel: it must include the
+            // tool's tunnel, and the policies see it.
+            ctx.task = match tunnel_task(&gw, &agent.id, &credential) {
+                Ok(t) => t,
+                Err(e) => return refuse(&gw, ctx, e),
+            };
+            let (authorization, decided) =
+                decide_tunnel(&gw, &agent, &tool, &authority, ctx.task.as_deref());
             ctx.authorization = authorization;
             if let Err(e) = decided {
                 return refuse(&gw, ctx, e);
@@ -424,11 +431,7 @@ fn agent_of(
     }
     // A task named on the CONNECT is this agent's and open (each call in the tunnel is
     // checked again): a tunnel is not opened, blind or not, for a task it cannot use.
-    if let Some(task) = crate::tasks::named(&credential)? {
-        gw.shared
-            .tasks
-            .check(&identity.agent.id, task, gw.shared.clock.unix_millis())?;
-    }
+    tunnel_task(gw, &identity.agent.id, &credential)?;
     Ok((identity, credential))
 }
 
@@ -703,17 +706,43 @@ fn recheck_blind(gw: &Gateway, ctx: &RequestCtx, tunnel: &Tunnel) -> Result<(), 
             format!("no tool tunnels {} any more", tunnel.host),
         )
     })?;
-    decide_tunnel(gw, &identity.agent, tool, &tunnel.host).1
+    // A tunnel opened in a task closes when the task ends.
+    let task = tunnel_task(gw, &identity.agent.id, &tunnel.credential)?;
+    decide_tunnel(gw, &identity.agent, tool, &tunnel.host, task.as_deref()).1
+}
+
+/// The task named on a CONNECT (`Keygate-Task`, kept with the tunnel's credential), if
+/// any: this agent's and open, or the refusal.
+fn tunnel_task(
+    gw: &Gateway,
+    agent: &str,
+    credential: &http::HeaderMap,
+) -> Result<Option<Arc<crate::store::Task>>, Error> {
+    crate::tasks::named(credential)?
+        .map(|t| {
+            gw.shared
+                .tasks
+                .check(agent, t, gw.shared.clock.unix_millis())
+        })
+        .transpose()
 }
 
 /// The policies on a blind tunnel to `target` (`host:port`): the `tunnel` operation,
-/// method `CONNECT`. One that needs approval is refused: a tunnel cannot wait for one.
+/// method `CONNECT`, within `task` when one is named. One that needs approval is refused:
+/// a tunnel cannot wait for one.
 fn decide_tunnel(
     gw: &Gateway,
     agent: &crate::config::Agent,
     tool: &ToolRuntime,
     target: &str,
+    task: Option<&crate::store::Task>,
 ) -> (crate::pipeline::authorize::Authorization, Result<(), Error>) {
+    if let Some(task) = task {
+        let scoped = crate::tasks::in_scope(task, &tool.tool.name, &gw.snapshot.operations.tunnel);
+        if let Err(e) = scoped {
+            return (Default::default(), Err(e));
+        }
+    }
     let input = crate::policy::Input {
         agent,
         tool: &tool.tool,
@@ -724,7 +753,7 @@ fn decide_tunnel(
         approved: false,
         mcp: None,
         aws: None,
-        task: None,
+        task,
     };
     let (authorization, decided) =
         crate::pipeline::authorize::authorize(&gw.policies, None, &input);
