@@ -655,6 +655,19 @@ async fn a_batch_in_a_task_is_within_the_task_message_by_message() {
     assert_eq!(s, 201, "{task}");
     let id = task["id"].as_str().unwrap().to_string();
     let in_task = [("keygate-task", id.as_str())];
+    // tools/list in the task shows only what the task includes; outside it, what the
+    // policies allow.
+    let list = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"});
+    let r = e.rpc(list.clone(), &in_task).await;
+    assert_eq!(names(&r.json()), vec!["echo"], "{}", r.text());
+    let r = e.rpc(list, &[]).await;
+    assert_eq!(
+        names(&r.json()),
+        vec!["echo", "delete_repo"],
+        "{}",
+        r.text()
+    );
+    let listed = e.up.count();
     let batch = json!([
         call(1, "delete_repo", json!({"repo": "acme/app"})),
         call(2, "echo", json!({"message": "hi"}))
@@ -662,7 +675,11 @@ async fn a_batch_in_a_task_is_within_the_task_message_by_message() {
     let b = e.rpc(batch, &in_task).await.json();
     assert!(b.is_array(), "{b}");
     assert_eq!(b[0]["error"]["data"]["error"], "task_out_of_scope", "{b}");
-    assert_eq!(e.up.count(), 0, "nothing of the batch reached the server");
+    assert_eq!(
+        e.up.count(),
+        listed,
+        "nothing of the batch reached the server"
+    );
     let b = e
         .rpc(call(3, "echo", json!({"message": "hi"})), &in_task)
         .await

@@ -925,7 +925,8 @@ pub fn error_response(e: &Error, mcp: &McpAudit, request_id: &str) -> http::Resp
     resp
 }
 
-/// Whether the agent may see a tool in `tools/list`: allowed, or allowed with approval.
+/// Whether the agent may see a tool in `tools/list`: within its task, if any, and allowed,
+/// or allowed with approval.
 #[allow(clippy::too_many_arguments)]
 fn visible(
     policies: &PolicyEngine,
@@ -942,6 +943,10 @@ fn visible(
         arguments: Vec::new(),
     };
     let op = operation(policies, ops, tool, &call);
+    // In a task, only what the task includes (as its calls are refused otherwise).
+    if task.is_some_and(|t| crate::tasks::in_scope(t, &tool.name, &op).is_err()) {
+        return false;
+    }
     let input = Input {
         agent,
         tool,
