@@ -561,7 +561,9 @@ fn spawn_limit_sharing(rt: &Arc<Runtime>) {
                 .shared
                 .store
                 .share_limit_counts(&rt.shared.instance, &mine, now, alive);
-            match tokio::time::timeout(crate::pipeline::limit::SHARE_TIMEOUT, share).await {
+            let result = tokio::time::timeout(crate::pipeline::limit::SHARE_TIMEOUT, share).await;
+            rt.shared.metrics.limit_share(matches!(result, Ok(Ok(_))));
+            match result {
                 Ok(Ok(counts)) => limits.shared(began, counts),
                 Ok(Err(e)) => {
                     limits.share_failed(&mine);

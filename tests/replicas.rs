@@ -547,6 +547,15 @@ async fn a_shared_limit_counts_the_calls_of_every_replica() {
             .await
             .unwrap();
     assert_eq!(counts, [1, 1, 2], "{counts:?}");
+    let m = c.replica("b").metrics().await;
+    assert!(
+        m.contains("keygate_rate_limit_shares_total{result=\"failed\"} 0"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("keygate_rate_limit_shares_total{result=\"ok\"} 0"),
+        "{m}"
+    );
     // The next minute starts a new window (every replica's GCRA has refilled too).
     c.advance_clocks(Duration::from_secs(60));
     assert_eq!(c.get("c", READ).await.status, 200);
@@ -643,5 +652,12 @@ async fn without_the_database_each_replica_holds_to_its_share_of_a_shared_limit(
         assert_eq!(resp.status, 429, "third call on {r}: {}", resp.text());
     }
     assert_eq!(c.up.count(), 6);
+    // The failed rounds are counted.
+    let m = c.replica("a").metrics().await;
+    let failed = m
+        .lines()
+        .find_map(|l| l.strip_prefix("keygate_rate_limit_shares_total{result=\"failed\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(failed.is_some_and(|n| n >= 1), "{m}");
     pg.restart();
 }

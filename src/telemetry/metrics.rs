@@ -117,6 +117,9 @@ pub struct Metrics {
     webhook_sent: AtomicU64,
     webhook_dropped: AtomicU64,
     hold_rechecks: AtomicU64,
+    /// Rounds of sharing `shared` rate limit counts through the store: done, failed.
+    limit_shares: AtomicU64,
+    limit_share_failures: AtomicU64,
     /// Secret formats found in responses, by (tool, format, action).
     response_secrets:
         std::sync::Mutex<std::collections::BTreeMap<(String, &'static str, &'static str), u64>>,
@@ -306,6 +309,16 @@ impl Metrics {
     /// A held request read its approval again (woken by a decision, or the slow re-check).
     pub fn hold_recheck(&self) {
         self.hold_rechecks.fetch_add(1, Relaxed);
+    }
+
+    /// A round of sharing rate limit counts through the store: done, or failed.
+    pub fn limit_share(&self, ok: bool) {
+        let c = if ok {
+            &self.limit_shares
+        } else {
+            &self.limit_share_failures
+        };
+        c.fetch_add(1, Relaxed);
     }
 
     /// A request was refused because the audit log could not be written.
@@ -522,6 +535,22 @@ impl Collector for Scrape {
             "keygate_approval_hold_rechecks",
             "Store reads by held requests after their first: one per decision signal or slow re-check.",
             s.hold_rechecks.load(Relaxed),
+        )?;
+        family(
+            enc,
+            "keygate_rate_limit_shares",
+            "Rounds of sharing shared rate limits' counts through the store: ok, or failed (each replica then holds to its share).",
+            MetricType::Counter,
+            [
+                (
+                    [("result", "ok")],
+                    ConstCounter::new(s.limit_shares.load(Relaxed)),
+                ),
+                (
+                    [("result", "failed")],
+                    ConstCounter::new(s.limit_share_failures.load(Relaxed)),
+                ),
+            ],
         )?;
         family(
             enc,
