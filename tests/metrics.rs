@@ -719,6 +719,7 @@ async fn probes_and_metrics_need_no_token_and_gateways_count_apart() {
         "keygate_inventory_overdue_reviews",
         "keygate_inventory_retire_failures_total",
         "keygate_rate_limited_total",
+        "keygate_rate_limit_shares_total",
         "keygate_anomalies_total",
     ]
     .into_iter()
