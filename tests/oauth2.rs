@@ -138,16 +138,29 @@ async fn start(s: Setup<'_>) -> Kg {
 impl Kg {
     /// A call to tool `api` as `agent` (POST with a small JSON body).
     async fn call(&self, agent: &str, method: &str, path: &str) -> Response {
+        self.call_with(agent, method, path, &[]).await
+    }
+
+    /// [`Kg::call`] with these headers too.
+    async fn call_with(
+        &self,
+        agent: &str,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Response {
         let auth = bearer(&self.iss.token(agent));
         let body = if method == "POST" { "{}" } else { "" };
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        headers.extend_from_slice(extra);
         Client::http1()
             .send(
                 method,
                 &self.gw.url(&format!("/tools/api{path}")),
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                ],
+                &headers,
                 body,
             )
             .await
@@ -1178,6 +1191,38 @@ async fn token_exchange_carries_the_agent_and_the_client_as_actor() {
     let other = a.verify_access_token(&tokens[2], JWT_RESOURCE).await;
     assert_eq!(other["sub"], AGENT2, "{other}");
     assert_eq!(other["act"], json!({"sub": id}), "{other}");
+
+    // In a task: the subject token names the task (the agent's other subjects do not).
+    assert!(log
+        .iter()
+        .all(|q| q["subject_token"]["claims"].get("task").is_none()));
+    let (s, task) = kg
+        .gw
+        .admin(
+            "POST",
+            "/tasks",
+            Some(json!({"agent": AGENT, "purpose": "p", "ticket": "OPS-5", "by": "carol"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{task}");
+    let r = kg
+        .call_with(
+            AGENT,
+            "GET",
+            "/things",
+            &[("keygate-task", task["id"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), a.log_text());
+    let log = a.requests(id).await;
+    assert_eq!(log.len(), 4, "{log:#?}");
+    assert_eq!(
+        log[3]["subject_token"]["claims"]["task"], task["id"],
+        "{:#}",
+        log[3]
+    );
+    assert_eq!(log[3]["subject_token"]["claims"]["sub"], AGENT);
+    assert!(log[3]["actor_token"]["claims"].get("task").is_none());
 }
 
 // ---------------------------------------------------------------- failing closed

@@ -156,6 +156,9 @@ struct AssertionClaims<'a> {
     jti: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<&'a str>,
+    /// A token exchange's subject, in a task: the task the token is asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +278,7 @@ impl OAuth2Provider {
             agent: agent.id.clone(),
             owner: agent.owner.clone(),
             scope,
+            task: task.map(Arc::from),
         });
         let (entry, served) = self
             .cache
@@ -365,6 +369,8 @@ struct Request {
     agent: Arc<str>,
     owner: Arc<str>,
     scope: TokenScope,
+    /// The task the token is for (a token exchange's subject token names it).
+    task: Option<Arc<str>>,
 }
 
 impl Request {
@@ -386,8 +392,14 @@ impl Request {
             }
             Grant::TokenExchange => {
                 form.append_pair("grant_type", TOKEN_EXCHANGE);
-                let subject = self.mint(&self.agent, Some(&self.owner), &endpoint, now)?;
-                let actor = self.mint(&spec.client_id, None, &endpoint, now)?;
+                let subject = self.mint(
+                    &self.agent,
+                    Some(&self.owner),
+                    self.task.as_deref(),
+                    &endpoint,
+                    now,
+                )?;
+                let actor = self.mint(&spec.client_id, None, None, &endpoint, now)?;
                 form.append_pair("subject_token", &subject);
                 form.append_pair("subject_token_type", JWT_TYPE);
                 form.append_pair("actor_token", &actor);
@@ -414,6 +426,7 @@ impl Request {
         &self,
         sub: &str,
         owner: Option<&str>,
+        task: Option<&str>,
         audience: &str,
         now: u64,
     ) -> Result<String, Unavailable> {
@@ -425,6 +438,7 @@ impl Request {
             exp: now + ASSERTION_LIFE,
             jti: uuid::Uuid::new_v4().to_string(),
             owner,
+            task,
         };
         self.minter
             .signer
@@ -568,6 +582,7 @@ fn authenticate(
                 exp: now + ASSERTION_LIFE,
                 jti: uuid::Uuid::new_v4().to_string(),
                 owner: None,
+                task: None,
             };
             let mut header = jsonwebtoken::Header::new(key.algorithm);
             header.kid = key.kid.clone();
@@ -666,6 +681,7 @@ mod tests {
                 scope: Some(scope.into()),
                 ..TokenScope::default()
             },
+            task: None,
         }
     }
 
