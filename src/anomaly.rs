@@ -190,6 +190,12 @@ pub struct Baseline {
     /// `require_approval`: until when, and which detector asked.
     hold_until_ms: Option<i64>,
     hold_by: Option<String>,
+    /// When the hold was set, and when a human last lifted one (resumed the agent): of
+    /// two replicas' views, the later of the two stands.
+    #[serde(default)]
+    hold_at_ms: i64,
+    #[serde(default)]
+    released_at_ms: i64,
     /// Times of recent refusals (not stored: a burst is minutes long).
     #[serde(skip)]
     refusals: VecDeque<i64>,
@@ -432,6 +438,7 @@ impl Baselines {
         if f.action == AnomalyActionName::RequireApproval {
             b.hold_until_ms = Some(hold_until_ms.max(b.hold_until_ms.unwrap_or(0)));
             b.hold_by = Some(f.detector.to_string());
+            b.hold_at_ms = now_ms.max(b.released_at_ms.saturating_add(1));
         }
         b.dirty = true;
     }
@@ -446,16 +453,18 @@ impl Baselines {
         }
     }
 
-    /// Lifts a `require_approval` hold (the agent was resumed by a human).
-    pub fn release(&self, agent: &str) {
+    /// Lifts a `require_approval` hold (the agent was resumed by a human at `now_ms`);
+    /// the other replicas lift theirs when they next read the stored baselines.
+    pub fn release(&self, agent: &str, now_ms: i64) {
         let Some(b) = crate::locks::read(&self.agents).get(agent).cloned() else {
             return;
         };
         let mut b = crate::locks::lock(&b);
         if b.hold_until_ms.take().is_some() {
             b.hold_by = None;
-            b.dirty = true;
         }
+        b.released_at_ms = now_ms.max(b.hold_at_ms);
+        b.dirty = true;
     }
 
     /// The agent's recent anomalies, newest first (the console's agents page).
@@ -532,21 +541,110 @@ impl Baselines {
         }
     }
 
-    /// Loads stored baselines (at start); a document that does not read is skipped.
-    pub fn load(&self, rows: Vec<(String, String)>) {
-        let mut all = crate::locks::write(&self.agents);
+    /// Merges stored baselines (at start, then those other replicas wrote since) into
+    /// this replica's: what either has learnt is learnt ([`Baseline::merge`]). A
+    /// baseline that then holds what the stored one lacks is written back at the next
+    /// flush, so that every replica's view converges. A document that does not read is
+    /// skipped. Returns how many baselines learnt something.
+    pub fn merge(&self, rows: Vec<(String, String)>) -> usize {
+        let mut learnt = 0;
         for (agent, doc) in rows {
-            match serde_json::from_str::<Baseline>(&doc) {
-                Ok(mut b) => {
-                    if b.recent.len() > MAX_RECENT {
-                        let extra = b.recent.len() - MAX_RECENT;
-                        b.recent.drain(..extra);
-                    }
-                    all.insert(agent.into(), Arc::new(Mutex::new(b)));
+            let stored = match serde_json::from_str::<Baseline>(&doc) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(agent = %agent, "stored baseline skipped: {e}");
+                    continue;
                 }
-                Err(e) => tracing::warn!(agent = %agent, "stored baseline skipped: {e}"),
+            };
+            let agent: Arc<str> = agent.into();
+            let Some(b) = self.agent(&agent) else {
+                continue;
+            };
+            let mut b = crate::locks::lock(&b);
+            let (gained, ahead) = b.merge(stored);
+            learnt += usize::from(gained);
+            b.dirty |= ahead;
+        }
+        learnt
+    }
+}
+
+impl Baseline {
+    /// Takes in what another replica's view of the agent learnt: the tools, operations
+    /// and hosts either has seen (a tool first seen elsewhere starts its rate afresh:
+    /// rates are each replica's own, of the calls it serves), the earlier first call,
+    /// the recent anomalies of both (the newest [`MAX_RECENT`]), and of the hold and its
+    /// release the later. Returns (whether this view gained anything, whether it holds
+    /// anything `other` lacks).
+    fn merge(&mut self, other: Baseline) -> (bool, bool) {
+        let (mut gained, mut ahead) = (false, false);
+        let first = match (self.first_seen_ms, other.first_seen_ms) {
+            (0, o) => o,
+            (m, 0) => m,
+            (m, o) => m.min(o),
+        };
+        gained |= first != self.first_seen_ms;
+        ahead |= first != other.first_seen_ms;
+        self.first_seen_ms = first;
+        ahead |= self.tools.keys().any(|t| !other.tools.contains_key(t));
+        for (tool, _) in other.tools {
+            if !self.tools.contains_key(&tool) && self.tools.len() < MAX_TOOLS {
+                self.tools.insert(tool, Rate::default());
+                gained = true;
             }
         }
+        let union = |mine: &mut HashSet<Arc<str>>, theirs: HashSet<Arc<str>>, max: usize| {
+            let ahead = mine.iter().any(|n| !theirs.contains(n));
+            let mut gained = false;
+            for n in theirs {
+                if mine.len() >= max {
+                    break;
+                }
+                gained |= mine.insert(n);
+            }
+            (gained, ahead)
+        };
+        let (g, a) = union(&mut self.operations, other.operations, MAX_OPERATIONS);
+        (gained, ahead) = (gained | g, ahead | a);
+        let (g, a) = union(&mut self.hosts, other.hosts, MAX_HOSTS);
+        (gained, ahead) = (gained | g, ahead | a);
+        let same = |x: &Recent, y: &Recent| {
+            x.at_ms == y.at_ms && x.detector == y.detector && x.observed == y.observed
+        };
+        ahead |= self
+            .recent
+            .iter()
+            .any(|r| !other.recent.iter().any(|o| same(r, o)));
+        let mut recent: Vec<Recent> = self.recent.drain(..).collect();
+        for r in other.recent {
+            if !recent.iter().any(|m| same(m, &r)) {
+                recent.push(r);
+                gained = true;
+            }
+        }
+        recent.sort_by_key(|r| r.at_ms);
+        let extra = recent.len().saturating_sub(MAX_RECENT);
+        self.recent = recent.into_iter().skip(extra).collect();
+        // The hold: the later of the two holds, then the later release lifts it.
+        if other.hold_at_ms > self.hold_at_ms {
+            self.hold_at_ms = other.hold_at_ms;
+            self.hold_until_ms = other.hold_until_ms;
+            self.hold_by = other.hold_by;
+            gained = true;
+        } else if self.hold_at_ms > other.hold_at_ms {
+            ahead = true;
+        }
+        if other.released_at_ms > self.released_at_ms {
+            self.released_at_ms = other.released_at_ms;
+            gained = true;
+        } else if self.released_at_ms > other.released_at_ms {
+            ahead = true;
+        }
+        if self.released_at_ms >= self.hold_at_ms && self.hold_until_ms.is_some() {
+            self.hold_until_ms = None;
+            self.hold_by = None;
+        }
+        (gained, ahead)
     }
 }
 
@@ -692,7 +790,7 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert!(b.take_dirty().is_empty(), "clean after a flush");
         let again = Baselines::default();
-        again.load(rows);
+        again.merge(rows);
         let mut out = Vec::new();
         let u: Arc<str> = "u".into();
         again.observe(&agent, &call(&t, &read), &s, T0 + 3_600_000, &mut out);
@@ -703,5 +801,70 @@ mod tests {
             1,
             "the learning period counts from the stored first call"
         );
+    }
+
+    /// Two replicas' views of one agent: each learns what the other saw, the earlier first
+    /// call stands, and they converge (what one holds that the stored view lacks is
+    /// written back; what it only gained is not).
+    #[test]
+    fn replicas_views_merge_and_converge() {
+        let s = settings();
+        let (a, b) = (Baselines::default(), Baselines::default());
+        let agent: Arc<str> = "ag".into();
+        let (t, u, read, write): (Arc<str>, Arc<str>, Arc<str>, Arc<str>) =
+            ("t".into(), "u".into(), "read".into(), "write".into());
+        a.observe(&agent, &call(&t, &read), &s, T0, &mut Vec::new());
+        b.observe(&agent, &call(&u, &write), &s, T0 + 60_000, &mut Vec::new());
+        let from_a = a.take_dirty();
+        let from_b = b.take_dirty();
+        // B learns from A: it gained, and holds what A's stored view lacks (u, write).
+        assert_eq!(b.merge(from_a.clone()), 1);
+        let back = b.take_dirty();
+        assert_eq!(back.len(), 1, "b writes back what a lacks");
+        // A learns from B's merged view: it gained, holds nothing more: not written.
+        assert_eq!(a.merge(back.clone()), 1);
+        assert!(a.take_dirty().is_empty());
+        // Merging again changes nothing.
+        assert_eq!(a.merge(back), 0);
+        // Its own older view teaches b nothing.
+        assert_eq!(b.merge(from_b), 0);
+        for v in [&a, &b] {
+            let shown = v.show("ag", T0).unwrap();
+            assert_eq!(shown["first_seen_ms"], T0, "{shown}");
+            assert_eq!(shown["operations"], serde_json::json!(["read", "write"]));
+            assert_eq!(shown["tools"].as_array().unwrap().len(), 2, "{shown}");
+        }
+        // After learning, nothing either replica saw is new on the other.
+        let mut out = Vec::new();
+        a.observe(&agent, &call(&u, &write), &s, T0 + 7_200_000, &mut out);
+        b.observe(&agent, &call(&t, &read), &s, T0 + 7_200_000, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    /// A hold set on one replica holds on the other once merged; a human's release on
+    /// either lifts it on both; a later hold stands over an earlier release.
+    #[test]
+    fn holds_and_releases_merge_the_later_standing() {
+        let (a, b) = (Baselines::default(), Baselines::default());
+        let agent: Arc<str> = "ag".into();
+        let f = Finding {
+            detector: "new_tool",
+            action: AnomalyActionName::RequireApproval,
+            observed: "o".into(),
+            baseline: "b".into(),
+        };
+        a.remember(&agent, &f, T0, T0 + 3_600_000);
+        b.merge(a.take_dirty());
+        assert_eq!(b.held_by("ag", T0 + 1).as_deref(), Some("new_tool"));
+        assert_eq!(b.recent("ag").len(), 1);
+        b.release("ag", T0 + 10);
+        assert_eq!(b.held_by("ag", T0 + 11), None);
+        a.merge(b.take_dirty());
+        assert_eq!(a.held_by("ag", T0 + 11), None, "the release reached a");
+        // A new hold after the release stands, on both.
+        a.remember(&agent, &f, T0 + 20, T0 + 3_600_000);
+        b.merge(a.take_dirty());
+        assert_eq!(b.held_by("ag", T0 + 21).as_deref(), Some("new_tool"));
+        assert_eq!(b.recent("ag").len(), 2);
     }
 }

@@ -59,9 +59,12 @@ pub struct Shared {
     /// This process among the replicas: its replica id and a random suffix (two replicas
     /// configured with the same id still tell their announcements apart).
     pub instance: String,
-    /// What each agent normally does ([`crate::anomaly`]): loaded from the store at start,
-    /// written back every `anomalies.flush_interval`.
+    /// What each agent normally does ([`crate::anomaly`]): loaded from the store at start;
+    /// every `anomalies.flush_interval`, what other replicas learnt is merged in and what
+    /// this one learnt is written back.
     pub baselines: crate::anomaly::Baselines,
+    /// Where the next read of other replicas' baselines starts (a store cursor).
+    baselines_read: std::sync::Mutex<Option<i64>>,
     /// Tasks (agents' just-in-time access), mirrored from the store.
     pub tasks: crate::tasks::Tasks,
     /// The counts of `shared` rate limits, across reloads.
@@ -189,7 +192,11 @@ impl Shared {
         let vault = crate::capture::Vault::new(sealer);
         vault.set(store.captured().await.map_err(|e| e.to_string())?);
         let baselines = crate::anomaly::Baselines::default();
-        baselines.load(store.baselines().await.map_err(|e| e.to_string())?);
+        let (stored, cursor) = store
+            .baselines_changed(None)
+            .await
+            .map_err(|e| e.to_string())?;
+        baselines.merge(stored);
         let tasks = crate::tasks::Tasks::default();
         let clock = crate::clock::Clock::default();
         tasks.set(
@@ -221,10 +228,31 @@ impl Shared {
             )),
             instance,
             baselines,
+            baselines_read: std::sync::Mutex::new(Some(cursor)),
             tasks,
             shared_limits: Default::default(),
             unrecorded_suspensions: Default::default(),
         }))
+    }
+
+    /// Merges in the baselines other replicas wrote since the last read, then writes the
+    /// ones that changed here (or hold what the stored one lacks) to the store; on
+    /// failure they stay to be written.
+    pub async fn sync_baselines(&self) {
+        let since = *crate::locks::lock(&self.baselines_read);
+        match self.store.baselines_changed(since).await {
+            Ok((rows, next)) => {
+                let learnt = self.baselines.merge(rows);
+                if learnt > 0 {
+                    tracing::debug!(agents = learnt, "baselines learnt from other replicas");
+                }
+                *crate::locks::lock(&self.baselines_read) = Some(next);
+            }
+            Err(e) => {
+                tracing::warn!("cannot read other replicas' baselines (next time): {e}")
+            }
+        }
+        self.flush_baselines().await;
     }
 
     /// Writes the baselines that changed to the store; on failure they stay to be written.
@@ -518,8 +546,8 @@ fn spawn_suspension_sync(rt: &Arc<Runtime>) {
     });
 }
 
-/// Writes the agents' baselines to the store every `anomalies.flush_interval`, off the
-/// request path. Ends when the runtime is dropped.
+/// Shares the agents' baselines through the store every `anomalies.flush_interval`, off
+/// the request path ([`Shared::sync_baselines`]). Ends when the runtime is dropped.
 fn spawn_baseline_flush(rt: &Arc<Runtime>) {
     let weak = Arc::downgrade(rt);
     tokio::spawn(async move {
@@ -530,7 +558,7 @@ fn spawn_baseline_flush(rt: &Arc<Runtime>) {
             };
             tokio::time::sleep(interval).await;
             let Some(rt) = weak.upgrade() else { return };
-            rt.shared.flush_baselines().await;
+            rt.shared.sync_baselines().await;
         }
     });
 }

@@ -661,3 +661,112 @@ async fn without_the_database_each_replica_holds_to_its_share_of_a_shared_limit(
     assert!(failed.is_some_and(|n| n >= 1), "{m}");
     pg.restart();
 }
+
+// ---------------------------------------------------------------- baselines
+
+/// Baselines are shared through the store: what the agent did on one replica is not new
+/// on another once learnt, and a `require_approval` hold set on one holds on every
+/// replica until a human resumes the agent on any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn baselines_are_shared_between_replicas() {
+    let url = pg_support::postgres().database().await;
+    let anomalies = "[anomalies]\nlearning_period = \"10m\"\nflush_interval = \"1s\"\n\
+                     [anomalies.new_operation]\naction = \"require_approval\"\n";
+    let c = cluster(
+        &url,
+        anomalies,
+        "routes = [{ method = \"GET\", path = \"/repos/{owner}/{repo}/issues\", operation = \"list_issues\", tags = [\"read\"] }]\n",
+    )
+    .await;
+    let post = |on: &'static str| {
+        let c = &c;
+        async move {
+            let auth = bearer(&c.iss.token("a1"));
+            c.client
+                .send(
+                    "POST",
+                    &c.replica(on).url("/tools/gh/repos/acme/app/issues"),
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    "{}".to_string(),
+                )
+                .await
+        }
+    };
+    // Learning: one operation on a, another on b.
+    const ISSUES: &str = "/tools/gh/repos/acme/app/issues";
+    assert_eq!(c.get("a", READ).await.status, 200);
+    assert_eq!(c.get("b", ISSUES).await.status, 200);
+    let ops = |on: &'static str| {
+        let c = &c;
+        async move {
+            let b = c.admin(on, "GET", "/agents/a1", None).await;
+            b["baseline"]["operations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    // Within a few flushes every replica has learnt both (c has seen no call at all).
+    let t0 = Instant::now();
+    for on in ["a", "b", "c"] {
+        while ops(on).await.len() < 2 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{on} did not learn the others' operations: {:?}",
+                ops(on).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Past the learning period: the operation learnt on b is not new on a, nor a's on b.
+    c.advance_clocks(Duration::from_secs(11 * 60));
+    assert_eq!(c.get("a", ISSUES).await.status, 200);
+    assert_eq!(c.get("b", READ).await.status, 200);
+    for on in ["a", "b"] {
+        let b = c.admin(on, "GET", "/agents/a1", None).await;
+        assert_eq!(b["baseline"]["recent_anomalies"], json!([]), "on {on}: {b}");
+    }
+
+    // A new operation on a (a write) holds a1's writes: on a at once, on b and c once
+    // they read the store.
+    let r = post("a").await;
+    assert_eq!(r.json()["error"], "approval_required", "{}", r.text());
+    let t0 = Instant::now();
+    for on in ["b", "c"] {
+        loop {
+            let b = c.admin(on, "GET", "/agents/a1", None).await;
+            if b["baseline"]["require_approval_by"] == "new_operation" {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "no hold on {on}: {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let r = post("b").await;
+    assert_eq!(r.json()["error"], "approval_required", "{}", r.text());
+    assert_eq!(c.up.count(), 4, "only the reads reached the tool");
+    // A human resumes a1 on c: the hold ends everywhere.
+    c.admin("c", "POST", "/agents/a1/resume", None).await;
+    let t0 = Instant::now();
+    for on in ["a", "b", "c"] {
+        loop {
+            let b = c.admin(on, "GET", "/agents/a1", None).await;
+            if b["baseline"]["require_approval_by"].is_null() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "still held on {on}: {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(post("b").await.status, 200);
+    assert_eq!(post("a").await.status, 200);
+}

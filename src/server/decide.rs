@@ -283,7 +283,11 @@ pub async fn resume(rt: &Runtime, id: &str) -> Result<bool, StoreError> {
         u.remove(id);
     }
     // A human resumed the agent: an anomaly's hold on its write calls ends too.
-    rt.shared.baselines.release(id);
+    rt.shared
+        .baselines
+        .release(id, rt.shared.clock.unix_millis());
+    // Written now, for the other replicas to lift their hold at their next read.
+    rt.shared.flush_baselines().await;
     if let Err(e) = rt.shared.reread_suspensions().await {
         tracing::warn!(
             "agent resumed in the store; this replica applies it at its next read ({e})"

@@ -609,6 +609,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored baseline (agent id, JSON document).
     async fn baselines(&self) -> Result<Vec<(String, String)>, StoreError>;
 
+    /// The baselines written since `since` (a cursor this method returned; `None`: all),
+    /// by any replica, and the cursor to ask with next time. A baseline may be returned
+    /// again; none written after `since` is missed.
+    async fn baselines_changed(
+        &self,
+        since: Option<Millis>,
+    ) -> Result<(Vec<(String, String)>, Millis), StoreError>;
+
     /// Records a key issued to an agent (its id only).
     async fn add_agent_key(&self, key: &AgentKey) -> Result<(), StoreError>;
 

@@ -76,6 +76,9 @@ const SCHEMA_V4: &[&str] = &[
 
 /// Version 5: what each agent normally does (anomaly baselines), one JSON document per
 /// agent. Self-contained: nothing else reads or changes this table.
+/// How far back a read of changed baselines looks again (see `baselines_changed`).
+const BASELINE_READ_MARGIN_MS: Millis = 60_000;
+
 const SCHEMA_V5: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_baselines (
         agent_id   TEXT PRIMARY KEY NOT NULL,
         baseline   TEXT NOT NULL,
@@ -940,19 +943,19 @@ impl Store for PgStore {
     async fn save_baselines(
         &self,
         rows: &[(String, String)],
-        now: Millis,
+        _now: Millis, // `updated_at` is the database's time: see `baselines_changed`
     ) -> Result<(), StoreError> {
         const OP: &str = "save baselines";
         let mut tx = self.begin(OP).await?;
         for (agent, doc) in rows {
             sqlx::query(
-                "INSERT INTO agent_baselines (agent_id, baseline, updated_at) VALUES ($1, $2, $3) \
+                "INSERT INTO agent_baselines (agent_id, baseline, updated_at) \
+                 VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT) \
                  ON CONFLICT (agent_id) DO UPDATE SET baseline = excluded.baseline, \
                  updated_at = excluded.updated_at",
             )
             .bind(agent)
             .bind(doc)
-            .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(db_err(OP))?;
@@ -967,6 +970,31 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("read baselines"))
+    }
+
+    /// By the database's clock (every replica writes `updated_at` with it, whatever its
+    /// own clock says): the cursor is the time of the read less a minute, so that a
+    /// write committed late (its time taken before the read, its commit after) is read
+    /// next time.
+    async fn baselines_changed(
+        &self,
+        since: Option<Millis>,
+    ) -> Result<(Vec<(String, String)>, Millis), StoreError> {
+        const OP: &str = "read changed baselines";
+        let now: Millis =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err(OP))?;
+        let rows = sqlx::query_as::<_, (String, String)>(
+            "SELECT agent_id, baseline FROM agent_baselines WHERE updated_at >= $1 \
+             ORDER BY agent_id",
+        )
+        .bind(since.unwrap_or(Millis::MIN))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err(OP))?;
+        Ok((rows, now - BASELINE_READ_MARGIN_MS))
     }
 
     async fn suspensions(&self) -> Result<Vec<Suspension>, StoreError> {

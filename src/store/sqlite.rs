@@ -743,6 +743,17 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_err("save baselines"))
     }
 
+    /// One replica writes a SQLite store: nothing changes behind its back.
+    async fn baselines_changed(
+        &self,
+        since: Option<Millis>,
+    ) -> Result<(Vec<(String, String)>, Millis), StoreError> {
+        match since {
+            Some(since) => Ok((Vec::new(), since)),
+            None => Ok((self.baselines().await?, 0)),
+        }
+    }
+
     async fn baselines(&self) -> Result<Vec<(String, String)>, StoreError> {
         sqlx::query_as::<_, (String, String)>(
             "SELECT agent_id, baseline FROM agent_baselines ORDER BY agent_id",
