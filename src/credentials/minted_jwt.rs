@@ -137,6 +137,11 @@ impl MintedJwt {
         }
     }
 
+    /// The tool the tokens are for (`aud`).
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
     /// How long a token minted now lives.
     pub fn ttl(&self) -> Duration {
         self.ttl

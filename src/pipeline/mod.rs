@@ -288,8 +288,16 @@ async fn serve_own(
         ["introspect"] => {
             own::only_post(req.method())?;
             let body = read_own(gw, req).await?;
-            let vouch = |agent: &str| {
-                gw.shared.freshness.usable(&gw.snapshot.store) && !gw.shared.is_suspended(agent)
+            // For an agent keygate serves now, and for a `jwt` tool's audience: keygate's
+            // other JWTs (client assertions, token-exchange subjects) are not tool tokens.
+            let vouch = |agent: &str, aud: &str| {
+                gw.shared.freshness.usable(&gw.snapshot.store)
+                    && !gw.shared.is_suspended(agent)
+                    && gw
+                        .tools
+                        .by_name
+                        .values()
+                        .any(|t| matches!(&t.provider, Provider::Jwt(p) if p.audience() == aud))
             };
             Ok(own::introspect(
                 &gw.shared.signer,

@@ -34,12 +34,14 @@ pub fn answer(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
 }
 
 /// RFC 7662: whether a token keygate minted is still good.
-/// `vouch` says whether keygate can vouch for an agent's tokens now: the agent (`sub`) is
-/// not suspended and this replica's view of the store (suspensions, tasks) is fresh.
+/// `vouch` says whether keygate can vouch for an agent's tokens for an audience now: the
+/// agent (`sub`) is not suspended, this replica's view of the store (suspensions, tasks)
+/// is fresh, and `aud` is a `jwt` tool's (keygate signs other JWTs: client assertions,
+/// token-exchange subjects; those are not tool tokens).
 pub fn introspect(
     signer: &crate::credentials::Signer,
     tasks: &crate::tasks::Tasks,
-    vouch: &dyn Fn(&str) -> bool,
+    vouch: &dyn Fn(&str, &str) -> bool,
     now_ms: i64,
     body: &[u8],
 ) -> Response<ProxyBody> {
@@ -78,7 +80,10 @@ pub fn introspect(
     ) else {
         return inactive();
     };
-    if claims.get("aud").is_none() || !vouch(sub) {
+    let Some(aud) = claims.get("aud").and_then(|a| a.as_str()) else {
+        return inactive();
+    };
+    if !vouch(sub, aud) {
         return inactive();
     }
     // Minted in a task: good only while the task is open (the deny list of the tokens of
@@ -110,5 +115,57 @@ pub fn store_error(e: crate::store::StoreError) -> Error {
             "keygate cannot reach its store; nothing was changed",
         )
         .with_detail(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn active(signer: &crate::credentials::Signer, claims: serde_json::Value) -> bool {
+        let token = signer.sign_jwt(&claims).unwrap();
+        let vouch = |sub: &str, aud: &str| sub == "agent-1" && aud == "tool-a";
+        let body = format!("token={token}");
+        let r = introspect(
+            signer,
+            &crate::tasks::Tasks::default(),
+            &vouch,
+            1_000_000,
+            body.as_bytes(),
+        );
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["active"] == true
+    }
+
+    /// Only a tool token keygate can vouch for is active: its agent and its audience
+    /// (keygate also signs client assertions and token-exchange subjects, for others).
+    #[tokio::test]
+    async fn introspection_vouches_only_for_tool_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = crate::credentials::Signer::load_or_generate(
+            &dir.path().join("k.pem"),
+            crate::config::SigningAlgorithm::EdDsa,
+            true,
+        )
+        .unwrap();
+        let claims = |aud: &str| {
+            serde_json::json!({"iss": "keygate", "sub": "agent-1", "aud": aud, "jti": "j",
+                               "iat": 999, "nbf": 999, "exp": 1300})
+        };
+        assert!(active(&signer, claims("tool-a")).await);
+        // A token-exchange subject: audience the token endpoint.
+        assert!(!active(&signer, claims("https://as.example/token")).await);
+        // An audience that is not a string, or none.
+        let mut c = claims("tool-a");
+        c["aud"] = serde_json::json!(["tool-a"]);
+        assert!(!active(&signer, c.clone()).await);
+        c.as_object_mut().unwrap().remove("aud");
+        assert!(!active(&signer, c).await);
+        // Expired.
+        let mut c = claims("tool-a");
+        c["exp"] = serde_json::json!(1000);
+        assert!(!active(&signer, c).await);
     }
 }
