@@ -647,7 +647,8 @@ async fn http_protobuf_export_reaches_phoenix_by_env_and_by_config() {
             &up,
             &format!(
                 "[telemetry]\notlp_endpoint = {endpoint:?}\notlp_protocol = \"http/protobuf\"\n\
-                 service_name = \"keygate-http-config\"\n"
+                 service_name = \"keygate-http-config\"\n\
+                 [anomalies]\nlearning_period = \"0s\"\n[anomalies.new_tool]\naction = \"record\"\n"
             ),
         ),
         &[],
@@ -687,6 +688,32 @@ async fn http_protobuf_export_reaches_phoenix_by_env_and_by_config() {
         assert_attr(req, "keygate.decision", "allow");
         let kids = children(&spans, req["span_id"].as_str().unwrap());
         assert!(kids.contains(&"keygate.upstream"), "keygate {i}: {kids:?}");
+        // The second keygate watches its agents: the agent's first call to the tool is an
+        // anomaly, an event of the request's span an auditor reads with the call.
+        let events = req["events"].as_array().cloned().unwrap_or_default();
+        let anomaly = events.iter().find(|e| e["name"] == "keygate.anomaly");
+        if i == 0 {
+            assert!(anomaly.is_none(), "keygate {i}: {events:?}");
+            continue;
+        }
+        let a = anomaly.unwrap_or_else(|| panic!("no keygate.anomaly event: {req:#}"));
+        let at = |k: &str| a["attributes"][k].as_str().map(str::to_string);
+        assert_eq!(
+            at("keygate.anomaly.detector").as_deref(),
+            Some("new_tool"),
+            "{a}"
+        );
+        assert_eq!(
+            at("keygate.anomaly.action").as_deref(),
+            Some("record"),
+            "{a}"
+        );
+        assert_eq!(
+            at("keygate.anomaly.observed").as_deref(),
+            Some("first call to tool static"),
+            "{a}"
+        );
+        assert!(at("keygate.anomaly.baseline").is_some(), "{a}");
     }
     for (i, r) in up.requests().iter().enumerate() {
         let (trace, _) = parse_traceparent(&r.header("traceparent").unwrap());

@@ -198,7 +198,7 @@ impl Phoenix {
 
     /// Every span of `project` stored so far (all pages), each as
     /// `{"name", "trace_id", "span_id", "parent_id" (null for a root), "kind",
-    /// "status_code", "status_message", "start_time", "end_time", "attributes"}` with the
+    /// "status_code", "status_message", "start_time", "end_time", "attributes", "events"}` with the
     /// attributes as a flat object of dotted keys. An unknown project (no span yet) is
     /// empty.
     pub async fn spans(&self, project: &str) -> Vec<Value> {
@@ -236,6 +236,7 @@ impl Phoenix {
                     "start_time": s["start_time"],
                     "end_time": s["end_time"],
                     "attributes": s["attributes"],
+                    "events": s["events"],
                 }));
             }
             match page["next_cursor"].as_str() {
