@@ -260,9 +260,9 @@ fn in_set(report: &Value, set: &str, identifier: u64) -> Vec<Value> {
 #[tokio::test]
 async fn an_overdue_deploy_key_is_noticed_then_deleted_at_github() {
     let kg = start(LIFECYCLE).await;
-    let (key, id) = kg.deploy_key("octo/hello", "ci", 1, "4s").await;
+    let (key, id) = kg.deploy_key("octo/hello", "ci", 1, "30s").await;
     // One deleted around keygate before its date: gone at GitHub already (404).
-    let (vanished, vanished_id) = kg.deploy_key("octo/secret", "vanished", 2, "4s").await;
+    let (vanished, vanished_id) = kg.deploy_key("octo/secret", "vanished", 2, "30s").await;
     kg.delete_directly("secret", vanished);
     assert_eq!(kg.keys_at_github("octo/hello"), vec![key]);
     let hooks = kg.hook.count();
@@ -323,7 +323,9 @@ async fn an_overdue_deploy_key_is_noticed_then_deleted_at_github() {
     assert!(kg.calls("DELETE", "/repos/").is_empty());
 
     // Overdue: deleted at GitHub at once, the record revoked by "retire".
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // (keygate's clock: the review dates are 30 s out, far enough for the slow steps
+    // above on a loaded machine; the App's JWTs are backdated 60 s, so still valid.)
+    kg.gw.advance_clock(Duration::from_secs(31));
     let report = kg.retire(false).await;
     let a = actions_of(&report, &id);
     assert_eq!(

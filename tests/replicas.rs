@@ -1,7 +1,8 @@
 //! Several keygate replicas, one truth: three replicas in-process, each with its own
 //! listeners, data directory, caches and audit log, sharing one real PostgreSQL database
 //! (Debian's `postgresql`, started by `tests/postgres/cluster.sh`). What is decided on one
-//! replica holds on the others within a second, single-use steps happen once across all
+//! replica holds on the others as soon as it is pushed (well under a second on an idle
+//! machine; the tests allow 4 s), single-use steps happen once across all
 //! of them, and a database that goes away stops what needs it, then comes back by itself.
 //!
 //! The periodic re-read is set far beyond the test's deadlines (`sync_interval = "30s"`)
@@ -144,8 +145,14 @@ impl Cluster {
 /// Settings under which only a pushed change can propagate within the test's deadlines.
 const PUSH_ONLY: &str = "sync_interval = \"30s\"\nmax_staleness = \"60s\"";
 
+/// How long a pushed change may take to hold on every replica in these tests: well under
+/// the periodic re-read (30 s) and a held request's own re-read (5 s), so only the push
+/// can meet it, and far over what it takes (well under a second on an idle machine), so a
+/// loaded one does not fail it.
+const PUSHED: Duration = Duration::from_secs(4);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_suspension_on_one_replica_holds_on_the_others_within_a_second() {
+async fn a_suspension_on_one_replica_holds_on_the_others_once_pushed() {
     let url = pg_support::postgres().database().await;
     let c = cluster(&url, PUSH_ONLY, "").await;
     for r in ["a", "b", "c"] {
@@ -160,10 +167,10 @@ async fn a_suspension_on_one_replica_holds_on_the_others_within_a_second() {
     .await;
     let t0 = Instant::now();
     for r in ["b", "c"] {
-        c.until_status(r, 403, Duration::from_secs(1)).await;
+        c.until_status(r, 403, PUSHED).await;
     }
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(took < PUSHED, "took {took:?}");
     let r = c.get("c", READ).await;
     assert_eq!(r.json()["error"], "agent_suspended", "{}", r.text());
 
@@ -171,7 +178,7 @@ async fn a_suspension_on_one_replica_holds_on_the_others_within_a_second() {
     c.admin("c", "POST", "/agents/a1/resume", Some(json!({})))
         .await;
     for r in ["a", "b"] {
-        c.until_status(r, 200, Duration::from_secs(1)).await;
+        c.until_status(r, 200, PUSHED).await;
     }
     // Nothing was forwarded while the agent was suspended: three reads before, and the
     // ones that answered 200 after.
@@ -264,10 +271,7 @@ async fn an_approval_decided_on_b_releases_the_request_held_on_c_once() {
     let waited = decided.elapsed();
     assert_eq!(r.status, 201, "{}", r.text());
     // Woken by the pushed decision: a held request re-reads on its own only every 5 s.
-    assert!(
-        waited < Duration::from_secs(1),
-        "released {waited:?} after the decision"
-    );
+    assert!(waited < PUSHED, "released {waited:?} after the decision");
     assert_eq!(c.up.count(), 1);
     let a = c.admin("a", "GET", &format!("/approvals/{id}"), None).await;
     assert_eq!(a["status"], "used");
@@ -329,8 +333,9 @@ async fn with_the_database_gone_replicas_refuse_what_needs_it_and_recover_by_the
     }
     let forwarded = c.up.count();
 
-    pg.stop();
+    // (Measured from before the stop: the last good read may be up to one sync before.)
     let stopped = Instant::now();
+    pg.stop();
     // A call that needs an approval decision: 503, nothing forwarded.
     let r = c.create_key("b").await;
     assert_eq!(r.status, 503, "{}", r.text());
@@ -403,8 +408,8 @@ async fn refuse_mode_serves_nothing_once_the_store_cannot_be_read() {
     pg.stop();
     // Well before max_staleness: the first failed read refuses everything.
     for r in ["a", "b", "c"] {
-        let took = c.until_status(r, 503, Duration::from_secs(5)).await;
-        assert!(took < Duration::from_secs(5));
+        let took = c.until_status(r, 503, Duration::from_secs(15)).await;
+        assert!(took < Duration::from_secs(15));
     }
     let r = c.get("b", READ).await;
     assert_eq!(r.json()["error"], "store_unavailable", "{}", r.text());
@@ -420,9 +425,9 @@ async fn refuse_mode_serves_nothing_once_the_store_cannot_be_read() {
 }
 
 /// A task opened on one replica is usable on the others as soon as the change is pushed;
-/// ended on another, every replica refuses its calls within a second.
+/// ended on another, every replica refuses its calls once the change is pushed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_task_opened_on_a_and_ended_on_c_is_refused_everywhere_within_a_second() {
+async fn a_task_opened_on_a_and_ended_on_c_is_refused_everywhere_once_pushed() {
     let url = pg_support::postgres().database().await;
     let c = cluster(&url, PUSH_ONLY, "").await;
     let task = c
@@ -458,7 +463,7 @@ async fn a_task_opened_on_a_and_ended_on_c_is_refused_everywhere_within_a_second
                     return r;
                 }
                 assert!(
-                    t0.elapsed() < Duration::from_secs(1),
+                    t0.elapsed() < PUSHED,
                     "replica {on} answers {}: {}",
                     r.status,
                     r.text()
@@ -578,17 +583,23 @@ async fn shared_everywhere(db: &mut sqlx::PgConnection, total: i64) {
             break now;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
+            t0.elapsed() < Duration::from_secs(20),
             "counts {sum:?}, not {total}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    all_shared_since(db, written, t0).await;
+}
+
+/// Waits until every one of the three replicas has shared since `since` (database time,
+/// µs); `t0` is when the waiting began.
+async fn all_shared_since(db: &mut sqlx::PgConnection, since: i64, t0: Instant) {
     loop {
         let behind: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM rate_limit_replicas \
              WHERE (extract(epoch FROM seen_at) * 1000000)::BIGINT <= $1",
         )
-        .bind(written)
+        .bind(since)
         .fetch_one(&mut *db)
         .await
         .unwrap();
@@ -600,7 +611,7 @@ async fn shared_everywhere(db: &mut sqlx::PgConnection, total: i64) {
             return;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
+            t0.elapsed() < Duration::from_secs(20),
             "{behind} replicas behind"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -637,8 +648,30 @@ async fn without_the_database_each_replica_holds_to_its_share_of_a_shared_limit(
     let url = pg.database().await;
     // The cached view of suspensions stays usable for the whole test.
     let c = cluster(&url, &limited(6, true, "max_staleness = \"120s\""), "").await;
-    // Every replica has shared once (each sees three replicas).
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Every replica has shared since all three were there (each sees three replicas).
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        let t0 = Instant::now();
+        let all_there = loop {
+            let (n, now): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), (extract(epoch FROM now()) * 1000000)::BIGINT \
+                 FROM rate_limit_replicas",
+            )
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+            if n == 3 {
+                break now;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{n} replicas shared"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        all_shared_since(&mut db, all_there, t0).await;
+    }
     pg.stop();
     // Sharing fails within a read's timeout (2 s) on each replica.
     tokio::time::sleep(Duration::from_secs(3)).await;
