@@ -857,7 +857,7 @@ async fn twenty_concurrent_retries_forward_one() {
 
 // ---------------------------------------------------------------- hold mode
 
-const HOLD: &str = "approval = \"hold\"\nhold_timeout = \"5s\"\n";
+const HOLD: &str = "approval = \"hold\"\nhold_timeout = \"30s\"\n";
 
 /// Sends the deploy-key creation in a task (it is held) and returns its handle.
 fn held(e: &Env, title: &str) -> tokio::task::JoinHandle<(Response, Duration)> {

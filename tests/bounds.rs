@@ -174,6 +174,7 @@ async fn webhook_notifications_are_rate_limited_and_drops_counted() {
 async fn a_held_request_waits_on_the_decision_not_on_the_store() {
     let e = start("", "approval = \"hold\"\nhold_timeout = \"30s\"\n").await;
     let (url, auth, c) = (e.gw.url(KEYS), bearer(&e.iss.token("a1")), e.client.clone());
+    let sent = Instant::now();
     let task = tokio::spawn(async move {
         c.send(
             "POST",
@@ -198,10 +199,14 @@ async fn a_held_request_waits_on_the_decision_not_on_the_store() {
     // now reads the store again only when woken (or every 5 s).
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!task.is_finished(), "the request was not held");
-    assert_eq!(
-        e.metric("keygate_approval_hold_rechecks_total").await,
-        Some(0.0)
-    );
+    let before = e
+        .metric("keygate_approval_hold_rechecks_total")
+        .await
+        .unwrap();
+    // None yet, unless a loaded machine took past the slow re-read (5 s) to get here.
+    if sent.elapsed() < Duration::from_millis(4500) {
+        assert_eq!(before, 0.0);
+    }
     let (s, b) =
         e.gw.admin(
             "POST",
@@ -216,7 +221,7 @@ async fn a_held_request_waits_on_the_decision_not_on_the_store() {
     // Released by the signal: one store read after it, no polling.
     assert_eq!(
         e.metric("keygate_approval_hold_rechecks_total").await,
-        Some(1.0)
+        Some(before + 1.0)
     );
 }
 

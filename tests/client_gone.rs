@@ -158,8 +158,9 @@ async fn a_call_whose_agent_went_away_is_audited_and_its_identity_recorded() {
         .unwrap();
     call.abort();
     assert!(matches!(call.await, Err(e) if e.is_cancelled()));
-    // Give keygate the time to see the reset before the tool answers.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Give keygate the time to see the reset before the tool answers (wide, for a
+    // loaded machine).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     release.send(()).unwrap();
 
     let records = audit_when(&gw, |r| !r.is_empty()).await;

@@ -91,7 +91,7 @@ fn assert_error(r: &Response, status: u16, code: &str) {
 
 /// The audit record for `path`, waiting briefly for it to be written.
 async fn audit_for(gw: &TestGateway, path: &str) -> serde_json::Value {
-    for _ in 0..100 {
+    for _ in 0..500 {
         if let Some(r) = gw.audit().await.into_iter().find(|r| r["path"] == path) {
             return r;
         }
@@ -559,7 +559,8 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         let (mut s, _) = listener.accept().await.unwrap();
         let _head = read_head(&mut s).await;
         let _ = got_tx.send(());
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Long enough that stop() surely starts while the request is in flight.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
         s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
             .await
             .unwrap();

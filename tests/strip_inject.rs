@@ -1377,7 +1377,7 @@ async fn minted_tokens_are_reused_within_the_window_per_agent() {
             "rw",
             &up.url(),
             "",
-            "provider = \"jwt\"\nttl = \"2s\"\nreuse_window = \"1s\""
+            "provider = \"jwt\"\nttl = \"20s\"\nreuse_window = \"10s\""
         ),
     );
     let gw = TestGateway::start_in(dir, &cfg).await;
@@ -1391,7 +1391,7 @@ async fn minted_tokens_are_reused_within_the_window_per_agent() {
     call("agent-r").await;
     call("agent-r").await;
     call("agent-s").await;
-    gw.advance_clock(Duration::from_millis(1200));
+    gw.advance_clock(Duration::from_secs(11));
     call("agent-r").await;
     let tokens: Vec<String> = up.requests().iter().map(bearer_token).collect();
     assert_eq!(

@@ -591,8 +591,10 @@ async fn grpc_export_reaches_phoenix_with_attributes_parentage_and_no_secret() {
         "with Phoenix gone: median {:?}, slowest {slowest:?}",
         median(took.clone())
     );
+    // (Under the 5 s keygate gives an export: a request that waited on one would show;
+    // wide of what a loaded machine takes.)
     assert!(
-        *slowest < Duration::from_secs(1),
+        *slowest < Duration::from_secs(3),
         "a request took {slowest:?} with the collector gone"
     );
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -839,13 +841,15 @@ async fn a_collector_that_is_down_or_silent_slows_nothing_and_drops_are_counted(
     assert_eq!(baseline.dropped, 0.0, "spans dropped without tracing");
     for r in &results[1..] {
         let name = r.name;
+        // Bounds far under an export's 5 s (a request that waited on one would show),
+        // and far over what a loaded machine adds.
         assert!(
-            r.slowest < Duration::from_secs(1),
+            r.slowest < Duration::from_secs(3),
             "{name}: a request took {:?}",
             r.slowest
         );
         assert!(
-            r.median < baseline.median + Duration::from_millis(50),
+            r.median < baseline.median + Duration::from_millis(250),
             "{name}: median {:?}, without tracing {:?}",
             r.median,
             baseline.median

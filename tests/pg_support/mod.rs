@@ -28,6 +28,25 @@ pub fn postgres() -> &'static Postgres {
 impl Postgres {
     /// A new cluster of its own (for a test that stops and restarts the database).
     pub fn start() -> Postgres {
+        // The port is free when chosen, but the cluster binds it seconds later (initdb
+        // first): another test may take it meanwhile, so a failed start tries another.
+        let mut last = None;
+        for _attempt in 0..3 {
+            match Postgres::start_on_a_free_port() {
+                Ok(p) => return p,
+                Err(e) => {
+                    eprintln!("PostgreSQL did not start, trying another port: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        panic!(
+            "PostgreSQL did not start (is Debian's postgresql installed? run scripts/test): {}",
+            last.unwrap_or_default()
+        );
+    }
+
+    fn start_on_a_free_port() -> Result<Postgres, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -48,24 +67,21 @@ impl Postgres {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "PostgreSQL did not start (is Debian's postgresql installed? run scripts/test); \
-             see {}/server.log",
-            dir.display()
-        );
+        if line.trim() != "ready" {
+            let _ = child.wait();
+            return Err(format!("see {}/server.log", dir.display()));
+        }
         let password = std::fs::read_to_string(dir.join("password"))
             .unwrap()
             .trim()
             .to_string();
-        Postgres {
+        Ok(Postgres {
             port,
             dir,
             password,
             control: Mutex::new((stdin, stdout)),
             _child: Mutex::new(child),
-        }
+        })
     }
 
     /// The URL of database `db` as user keygate.
