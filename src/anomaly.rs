@@ -38,6 +38,8 @@ pub const MAX_RECENT: usize = 20;
 pub const MAX_AGENTS: usize = 100_000;
 /// Weight of the newest minute in a tool's mean and variance.
 const ALPHA: f64 = 1.0 / 32.0;
+/// How far ahead of this replica's clock a stored baseline's times may be and be merged.
+pub const MERGE_SKEW_MS: i64 = 10 * 60_000;
 /// Idle minutes folded into a rate at most (after that many the mean is near zero).
 const MAX_IDLE_FOLD: i64 = 180;
 
@@ -438,7 +440,9 @@ impl Baselines {
         if f.action == AnomalyActionName::RequireApproval {
             b.hold_until_ms = Some(hold_until_ms.max(b.hold_until_ms.unwrap_or(0)));
             b.hold_by = Some(f.detector.to_string());
-            b.hold_at_ms = now_ms.max(b.released_at_ms.saturating_add(1));
+            b.hold_at_ms = now_ms
+                .max(b.hold_at_ms.saturating_add(1))
+                .max(b.released_at_ms.saturating_add(1));
         }
         b.dirty = true;
     }
@@ -456,7 +460,9 @@ impl Baselines {
     /// Lifts a `require_approval` hold (the agent was resumed by a human at `now_ms`);
     /// the other replicas lift theirs when they next read the stored baselines.
     pub fn release(&self, agent: &str, now_ms: i64) {
-        let Some(b) = crate::locks::read(&self.agents).get(agent).cloned() else {
+        // Recorded even without a baseline here yet: a hold another replica made since
+        // this one last read is lifted too.
+        let Some(b) = self.agent(&Arc::from(agent)) else {
             return;
         };
         let mut b = crate::locks::lock(&b);
@@ -546,16 +552,34 @@ impl Baselines {
     /// baseline that then holds what the stored one lacks is written back at the next
     /// flush, so that every replica's view converges. A document that does not read is
     /// skipped. Returns how many baselines learnt something.
-    pub fn merge(&self, rows: Vec<(String, String)>) -> usize {
+    ///
+    /// Times in a stored document later than `now_ms` plus [`MERGE_SKEW_MS`] (a clock far
+    /// ahead, or a document written by hand) are not taken: they could stretch the
+    /// learning period, or make a hold or a release stand for ever.
+    pub fn merge(&self, rows: Vec<(String, String)>, now_ms: i64) -> usize {
         let mut learnt = 0;
+        let latest = now_ms.saturating_add(MERGE_SKEW_MS);
         for (agent, doc) in rows {
-            let stored = match serde_json::from_str::<Baseline>(&doc) {
+            let mut stored = match serde_json::from_str::<Baseline>(&doc) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(agent = %agent, "stored baseline skipped: {e}");
                     continue;
                 }
             };
+            // A document from before baselines were shared has a hold but no time for it.
+            if stored.hold_until_ms.is_some() && stored.hold_at_ms == 0 {
+                stored.hold_at_ms = 1;
+            }
+            if stored.first_seen_ms > latest {
+                stored.first_seen_ms = 0;
+            }
+            if stored.hold_at_ms > latest {
+                (stored.hold_at_ms, stored.hold_until_ms, stored.hold_by) = (0, None, None);
+            }
+            if stored.released_at_ms > latest {
+                stored.released_at_ms = 0;
+            }
             let agent: Arc<str> = agent.into();
             let Some(b) = self.agent(&agent) else {
                 continue;
@@ -586,15 +610,19 @@ impl Baseline {
         gained |= first != self.first_seen_ms;
         ahead |= first != other.first_seen_ms;
         self.first_seen_ms = first;
-        ahead |= self.tools.keys().any(|t| !other.tools.contains_key(t));
-        for (tool, _) in other.tools {
+        // (Ahead of a full set only if it could still take a name: two replicas full of
+        // different names would otherwise write theirs back at every flush.)
+        ahead |= other.tools.len() < MAX_TOOLS
+            && self.tools.keys().any(|t| !other.tools.contains_key(t));
+        for (tool, rate) in other.tools {
             if !self.tools.contains_key(&tool) && self.tools.len() < MAX_TOOLS {
-                self.tools.insert(tool, Rate::default());
+                // The stored rate (at start: this replica's own before it stopped).
+                self.tools.insert(tool, rate);
                 gained = true;
             }
         }
         let union = |mine: &mut HashSet<Arc<str>>, theirs: HashSet<Arc<str>>, max: usize| {
-            let ahead = mine.iter().any(|n| !theirs.contains(n));
+            let ahead = theirs.len() < max && mine.iter().any(|n| !theirs.contains(n));
             let mut gained = false;
             for n in theirs {
                 if mine.len() >= max {
@@ -625,8 +653,10 @@ impl Baseline {
         recent.sort_by_key(|r| r.at_ms);
         let extra = recent.len().saturating_sub(MAX_RECENT);
         self.recent = recent.into_iter().skip(extra).collect();
-        // The hold: the later of the two holds, then the later release lifts it.
-        if other.hold_at_ms > self.hold_at_ms {
+        // The hold: the later of the two holds (of two at once, the longer), then the
+        // later release lifts it.
+        let longer = other.hold_until_ms.unwrap_or(0) > self.hold_until_ms.unwrap_or(0);
+        if other.hold_at_ms > self.hold_at_ms || (other.hold_at_ms == self.hold_at_ms && longer) {
             self.hold_at_ms = other.hold_at_ms;
             self.hold_until_ms = other.hold_until_ms;
             self.hold_by = other.hold_by;
@@ -655,6 +685,8 @@ mod tests {
     use std::time::Duration;
 
     const T0: i64 = 1_796_634_000_000; // a Monday, 09:00 UTC
+    /// The merging replica's clock.
+    const NOW: i64 = T0 + 86_400_000;
 
     fn settings() -> AnomalySettings {
         AnomalySettings {
@@ -790,7 +822,7 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert!(b.take_dirty().is_empty(), "clean after a flush");
         let again = Baselines::default();
-        again.merge(rows);
+        again.merge(rows, NOW);
         let mut out = Vec::new();
         let u: Arc<str> = "u".into();
         again.observe(&agent, &call(&t, &read), &s, T0 + 3_600_000, &mut out);
@@ -818,16 +850,16 @@ mod tests {
         let from_a = a.take_dirty();
         let from_b = b.take_dirty();
         // B learns from A: it gained, and holds what A's stored view lacks (u, write).
-        assert_eq!(b.merge(from_a.clone()), 1);
+        assert_eq!(b.merge(from_a.clone(), NOW), 1);
         let back = b.take_dirty();
         assert_eq!(back.len(), 1, "b writes back what a lacks");
         // A learns from B's merged view: it gained, holds nothing more: not written.
-        assert_eq!(a.merge(back.clone()), 1);
+        assert_eq!(a.merge(back.clone(), NOW), 1);
         assert!(a.take_dirty().is_empty());
         // Merging again changes nothing.
-        assert_eq!(a.merge(back), 0);
+        assert_eq!(a.merge(back, NOW), 0);
         // Its own older view teaches b nothing.
-        assert_eq!(b.merge(from_b), 0);
+        assert_eq!(b.merge(from_b, NOW), 0);
         for v in [&a, &b] {
             let shown = v.show("ag", T0).unwrap();
             assert_eq!(shown["first_seen_ms"], T0, "{shown}");
@@ -839,6 +871,49 @@ mod tests {
         a.observe(&agent, &call(&u, &write), &s, T0 + 7_200_000, &mut out);
         b.observe(&agent, &call(&t, &read), &s, T0 + 7_200_000, &mut out);
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    /// What a restart reads back: a hold stored before baselines were shared (no time
+    /// for it) still holds, and the stored rates stand (a busy agent does not look like a
+    /// spike the minute after a restart).
+    #[test]
+    fn a_restart_keeps_old_holds_and_rates() {
+        let old = r#"{"first_seen_ms":1796634000000,"tools":{"t":{"minute":29943900,"count":3,"mean":40.0,"var":16.0}},
+            "operations":["read"],"hosts":[],"recent":[],"hold_until_ms":1796720500000,"hold_by":"new_tool"}"#;
+        let b = Baselines::default();
+        b.merge(vec![("ag".into(), old.into())], NOW);
+        assert_eq!(b.held_by("ag", NOW).as_deref(), Some("new_tool"));
+        let shown = b.show("ag", NOW).unwrap();
+        assert_eq!(shown["tools"][0]["calls_per_minute_mean"], 40.0, "{shown}");
+        assert!(b.take_dirty().is_empty(), "nothing new to write back");
+    }
+
+    /// Times from a clock far ahead are not taken: they would stretch the learning period,
+    /// or make a hold or a release stand for ever.
+    #[test]
+    fn times_far_ahead_are_not_merged() {
+        let far = NOW + MERGE_SKEW_MS + 1;
+        let doc = format!(
+            r#"{{"first_seen_ms":{far},"tools":{{}},"operations":["x"],"hosts":[],"recent":[],
+                "hold_until_ms":{},"hold_by":"new_tool","hold_at_ms":{far},"released_at_ms":{far}}}"#,
+            far + 1
+        );
+        let b = Baselines::default();
+        let agent: Arc<str> = "ag".into();
+        b.merge(vec![("ag".into(), doc)], NOW);
+        assert_eq!(b.held_by("ag", NOW), None);
+        assert_eq!(b.show("ag", NOW).unwrap()["first_seen_ms"], 0);
+        // A hold made now is not lifted by the far release.
+        let f = Finding {
+            detector: "rate_spike",
+            action: AnomalyActionName::RequireApproval,
+            observed: "o".into(),
+            baseline: "b".into(),
+        };
+        b.remember(&agent, &f, NOW, NOW + 60_000);
+        let again = Baselines::default();
+        again.merge(b.take_dirty(), NOW);
+        assert_eq!(again.held_by("ag", NOW + 1).as_deref(), Some("rate_spike"));
     }
 
     /// A hold set on one replica holds on the other once merged; a human's release on
@@ -854,16 +929,22 @@ mod tests {
             baseline: "b".into(),
         };
         a.remember(&agent, &f, T0, T0 + 3_600_000);
-        b.merge(a.take_dirty());
+        b.merge(a.take_dirty(), NOW);
         assert_eq!(b.held_by("ag", T0 + 1).as_deref(), Some("new_tool"));
         assert_eq!(b.recent("ag").len(), 1);
         b.release("ag", T0 + 10);
         assert_eq!(b.held_by("ag", T0 + 11), None);
-        a.merge(b.take_dirty());
+        // A release on a replica that has not seen the agent yet is recorded all the same,
+        // and lifts the hold where it is merged.
+        let c = Baselines::default();
+        c.release("ag", T0 + 10);
+        let from_c = c.take_dirty();
+        assert_eq!(from_c.len(), 1, "the release is written");
+        a.merge(b.take_dirty(), NOW);
         assert_eq!(a.held_by("ag", T0 + 11), None, "the release reached a");
         // A new hold after the release stands, on both.
         a.remember(&agent, &f, T0 + 20, T0 + 3_600_000);
-        b.merge(a.take_dirty());
+        b.merge(a.take_dirty(), NOW);
         assert_eq!(b.held_by("ag", T0 + 21).as_deref(), Some("new_tool"));
         assert_eq!(b.recent("ag").len(), 2);
     }

@@ -196,9 +196,9 @@ impl Shared {
             .baselines_changed(None)
             .await
             .map_err(|e| e.to_string())?;
-        baselines.merge(stored);
         let tasks = crate::tasks::Tasks::default();
         let clock = crate::clock::Clock::default();
+        baselines.merge(stored, clock.unix_millis());
         tasks.set(
             store
                 .tasks(clock.unix_millis() - crate::tasks::RETAIN_MS)
@@ -242,7 +242,7 @@ impl Shared {
         let since = *crate::locks::lock(&self.baselines_read);
         match self.store.baselines_changed(since).await {
             Ok((rows, next)) => {
-                let learnt = self.baselines.merge(rows);
+                let learnt = self.baselines.merge(rows, self.clock.unix_millis());
                 if learnt > 0 {
                     tracing::debug!(agents = learnt, "baselines learnt from other replicas");
                 }

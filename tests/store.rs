@@ -1199,8 +1199,8 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
         .fetch_all(&mut c)
         .await
         .unwrap();
-    assert_eq!(versions, [6]);
-    // A database keygate migrated to version 1 is brought to version 6.
+    assert_eq!(versions, [7]);
+    // A database keygate migrated to version 1 is brought to version 7.
     for undo in [
         "DELETE FROM schema_version",
         "INSERT INTO schema_version (version) VALUES (1)",
@@ -1223,7 +1223,7 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 6]);
+    assert_eq!(versions, [1, 7]);
     let needed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.columns \
          WHERE table_name = 'approvals' AND column_name IN ('approvers_needed', 'first_approver')",

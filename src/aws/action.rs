@@ -698,7 +698,10 @@ pub const MAX_SESSION_POLICY: usize = 2048;
 pub fn session_policy(a: &AwsAction, until: Option<i64>) -> Result<String, String> {
     let mut policy = Policy::of(a);
     if let Some(until) = until {
-        let secs = u64::try_from(until.div_euclid(1000)).unwrap_or(0);
+        // (Clamped to the last second of year 9999, the last RFC 3339 can write.)
+        let secs = u64::try_from(until.div_euclid(1000))
+            .unwrap_or(0)
+            .min(253_402_300_799);
         let at = humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
         )
@@ -1070,6 +1073,21 @@ mod tests {
             let r = run(("s3", method, path, hb, query, h, None));
             assert!(matches!(r, Err(ref e) if e.contains(why)), "{method} {path} {query:?}: {r:?}");
         }
+    }
+
+    #[test]
+    fn a_tasks_session_policy_ends_with_the_task() {
+        let p: serde_json::Value = serde_json::from_str(
+            &session_policy(&star("iam:ListUsers"), Some(1_796_634_000_999)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            p["Statement"][0]["Condition"],
+            serde_json::json!({"DateLessThan": {"aws:CurrentTime": "2026-12-07T09:00:00Z"}})
+        );
+        // Past year 9999: the last second RFC 3339 can write, not a panic.
+        let p = session_policy(&star("iam:ListUsers"), Some(i64::MAX)).unwrap();
+        assert!(p.contains("9999-12-31T23:59:59Z"), "{p}");
     }
 
     #[test]

@@ -596,6 +596,10 @@ fn compile(path: &Path, f: ConfigFile) -> Result<Snapshot, ConfigErrors> {
     if f.tasks.default_ttl > f.tasks.max_ttl {
         c.error("tasks.default_ttl", "is longer than tasks.max_ttl");
     }
+    // Just-in-time access: a task is hours or days, not an open-ended grant.
+    if f.tasks.max_ttl > Duration::from_secs(30 * 86_400) {
+        c.error("tasks.max_ttl", "is longer than 30 days");
+    }
     let tasks = TaskSettings {
         agents_may_open: f.tasks.agents_may_open,
         default_ttl: f.tasks.default_ttl,
@@ -2323,6 +2327,25 @@ mod tests {
         assert!(keys.contains(&"tools.b.credential.ttl"), "{keys:?}");
         assert!(keys.contains(&"tools.b.credential.query"), "{keys:?}");
         assert!(errs.iter().all(|e| e.file == Path::new("k.toml")));
+    }
+
+    #[test]
+    fn a_task_is_at_most_thirty_days() {
+        let errs = |max: &str| {
+            let text = format!(
+                "[tasks]\nmax_ttl = {max:?}\n[[tools]]\nname = \"a\"\nupstream = \"http://a.example\"\n\
+                 [tools.credential]\nprovider = \"jwt\"\n"
+            );
+            parse(Path::new("k.toml"), &text)
+                .err()
+                .map(|e| e.0)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(errs("30d"), Vec::<String>::new());
+        assert_eq!(errs("31d"), ["tasks.max_ttl"]);
     }
 
     #[test]

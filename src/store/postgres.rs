@@ -34,7 +34,7 @@ use super::sqlite::{
 };
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// A transient conflict [`PgStore::try_open_approval`] retries.
 const RETRY: &str = "retry";
@@ -74,11 +74,13 @@ const SCHEMA_V4: &[&str] = &[
     "CREATE INDEX tasks_by_expiry ON tasks (expires_at)",
 ];
 
-/// Version 5: what each agent normally does (anomaly baselines), one JSON document per
-/// agent. Self-contained: nothing else reads or changes this table.
 /// How far back a read of changed baselines looks again (see `baselines_changed`).
 const BASELINE_READ_MARGIN_MS: Millis = 60_000;
+/// Baselines written per statement (each its own transaction, in agent order).
+const BASELINE_BATCH: usize = 500;
 
+/// Version 5: what each agent normally does (anomaly baselines), one JSON document per
+/// agent. Self-contained: nothing else reads or changes this table.
 const SCHEMA_V5: &[&str] = &["CREATE TABLE IF NOT EXISTS agent_baselines (
         agent_id   TEXT PRIMARY KEY NOT NULL,
         baseline   TEXT NOT NULL,
@@ -103,6 +105,10 @@ const SCHEMA_V6: &[&str] = &[
         seen_at TIMESTAMPTZ NOT NULL
     )",
 ];
+
+/// Version 7: replicas read the baselines changed since their last read.
+const SCHEMA_V7: &[&str] =
+    &["CREATE INDEX agent_baselines_by_update ON agent_baselines (updated_at)"];
 
 /// How long after its window ended a count is deleted (replicas' clocks differ a little).
 const COUNTS_KEPT_MS: i64 = 60_000;
@@ -466,8 +472,8 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err(op))?;
-    let steps: [&[&str]; 6] = [
-        SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+    let steps: [&[&str]; 7] = [
+        SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
     ];
     match current {
         Some(v) if v == SCHEMA_VERSION => {}
@@ -940,27 +946,34 @@ impl Store for PgStore {
         })
     }
 
+    /// In agent order (two replicas writing the same agents never deadlock), a batch per
+    /// statement, each committed at once: a row's `updated_at` (the database's time) is
+    /// at most a statement's length before it can be read (see `baselines_changed`).
     async fn save_baselines(
         &self,
         rows: &[(String, String)],
         _now: Millis, // `updated_at` is the database's time: see `baselines_changed`
     ) -> Result<(), StoreError> {
         const OP: &str = "save baselines";
-        let mut tx = self.begin(OP).await?;
-        for (agent, doc) in rows {
+        let mut sorted: Vec<&(String, String)> = rows.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for batch in sorted.chunks(BASELINE_BATCH) {
+            let agents: Vec<&str> = batch.iter().map(|(a, _)| a.as_str()).collect();
+            let docs: Vec<&str> = batch.iter().map(|(_, d)| d.as_str()).collect();
             sqlx::query(
                 "INSERT INTO agent_baselines (agent_id, baseline, updated_at) \
-                 VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT) \
+                 SELECT a, d, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT \
+                 FROM UNNEST($1::TEXT[], $2::TEXT[]) AS t(a, d) \
                  ON CONFLICT (agent_id) DO UPDATE SET baseline = excluded.baseline, \
                  updated_at = excluded.updated_at",
             )
-            .bind(agent)
-            .bind(doc)
-            .execute(&mut *tx)
+            .bind(&agents)
+            .bind(&docs)
+            .execute(&self.pool)
             .await
             .map_err(db_err(OP))?;
         }
-        tx.commit().await.map_err(db_err(OP))
+        Ok(())
     }
 
     async fn baselines(&self) -> Result<Vec<(String, String)>, StoreError> {
