@@ -199,11 +199,12 @@ impl Shared {
         let tasks = crate::tasks::Tasks::default();
         let clock = crate::clock::Clock::default();
         baselines.merge(stored, clock.unix_millis());
-        tasks.set(
+        tasks.set_unless_changed(
             store
                 .tasks(clock.unix_millis() - crate::tasks::RETAIN_MS)
                 .await
                 .map_err(|e| e.to_string())?,
+            0,
         );
         let audit = AuditLog::open_as(&snapshot.audit, Some(&snapshot.server.replica_id)).await?;
         let jwks_document = Bytes::from(crate::credentials::signer::jwks_document([&*signer]));
@@ -272,10 +273,17 @@ impl Shared {
 
     /// Re-reads the tasks from the store (opened or ended through other replicas).
     pub async fn sync_tasks(&self) -> Result<(), String> {
-        let since = self.clock.unix_millis() - crate::tasks::RETAIN_MS;
-        let all = self.store.tasks(since).await.map_err(|e| e.to_string())?;
-        self.tasks.set(all);
-        Ok(())
+        // Read again (a few times at most) while tasks opened or ended through this
+        // process come in during the read: applying an older read would forget them.
+        for _ in 0..3 {
+            let epoch = self.tasks.epoch();
+            let since = self.clock.unix_millis() - crate::tasks::RETAIN_MS;
+            let all = self.store.tasks(since).await.map_err(|e| e.to_string())?;
+            if self.tasks.set_unless_changed(all, epoch) {
+                return Ok(());
+            }
+        }
+        Err("tasks kept changing through this process during the read: read next time".into())
     }
 
     /// Whether `agent` may call now: not suspended, on a view of suspensions fresh enough
@@ -336,9 +344,16 @@ impl Shared {
     /// Re-reads the agents' keys from the store (after a change here, or another
     /// replica's).
     pub async fn sync_agent_keys(&self) -> Result<(), String> {
-        let keys = self.store.agent_keys().await.map_err(|e| e.to_string())?;
-        self.agent_keys.set(&keys);
-        Ok(())
+        // Read again (a few times at most) while keys are added or revoked through this
+        // process during the read: an older read would make a revoked key active again.
+        for _ in 0..3 {
+            let epoch = self.agent_keys.epoch();
+            let keys = self.store.agent_keys().await.map_err(|e| e.to_string())?;
+            if self.agent_keys.set_unless_changed(&keys, epoch) {
+                return Ok(());
+            }
+        }
+        Err("agent keys kept changing through this process during the read: read next time".into())
     }
 
     /// Re-reads the captured secrets from the store (what other replicas captured,

@@ -46,18 +46,31 @@ const MAX_ID: usize = 64;
 #[derive(Default)]
 pub struct Tasks {
     by_id: RwLock<HashMap<String, Arc<Task>>>,
+    /// Bumped by every task opened or ended through this process, so that a read of the
+    /// store that began before one of them does not undo it ([`Tasks::set_unless_changed`]).
+    epoch: std::sync::atomic::AtomicU64,
     /// Closed tasks whose credentials this process has dropped already.
     dropped: Mutex<HashSet<String>>,
 }
 
 impl Tasks {
-    /// Replaces what is known with what the store holds. An end is never undone: a
-    /// read that began before a task ended here (or was pushed from another replica)
-    /// does not reopen it.
-    pub fn set(&self, all: Vec<Task>) {
+    /// Where the next read of the store starts from ([`Tasks::set_unless_changed`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Replaces what is known with what the store holds, read since `epoch`; returns
+    /// false, changing nothing, when a task was opened or ended through this process
+    /// meanwhile (what was read may be older than it: read again). An end is never
+    /// undone: a read that began before a task ended here (or was pushed from another
+    /// replica) does not reopen it.
+    pub fn set_unless_changed(&self, all: Vec<Task>, epoch: u64) -> bool {
         let Ok(mut m) = self.by_id.write() else {
-            return;
+            return false;
         };
+        if self.epoch() != epoch {
+            return false;
+        }
         let map = all
             .into_iter()
             .map(|t| {
@@ -72,12 +85,14 @@ impl Tasks {
             })
             .collect();
         *m = map;
+        true
     }
 
     /// A task opened or ended through this process (the store was written first).
     pub fn put(&self, task: Task) {
         if let Ok(mut m) = self.by_id.write() {
             m.insert(task.id.clone(), Arc::new(task));
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -371,7 +386,7 @@ mod tests {
     #[test]
     fn a_task_is_only_its_agents_and_only_while_open() {
         let t = Tasks::default();
-        t.set(vec![task("task_a", "agent-1", 1000)]);
+        assert!(t.set_unless_changed(vec![task("task_a", "agent-1", 1000)], t.epoch()));
         assert!(t.check("agent-1", "task_a", 999).is_ok());
         assert_eq!(
             t.check("agent-2", "task_a", 10).unwrap_err().kind,
@@ -404,13 +419,32 @@ mod tests {
         let mut ended = task("task_a", "agent-1", 10_000);
         ended.ended_at = Some(100);
         t.put(ended);
-        // A read that began before the end: the task as it was, open.
-        t.set(vec![task("task_a", "agent-1", 10_000)]);
+        // A read that began before the end (but was applied: say it began after the
+        // epoch it names): the task as it was, open.
+        assert!(t.set_unless_changed(vec![task("task_a", "agent-1", 10_000)], t.epoch()));
         assert!(!t.is_open("task_a", 200));
         assert_eq!(
             t.check("agent-1", "task_a", 200).unwrap_err().kind,
             ErrorKind::TaskEnded
         );
+    }
+
+    /// A read of the store that began before a task was opened here is not applied: it
+    /// would forget the task (seen: an agent's first call in a task an administrator had
+    /// just opened got `task_unknown` on a loaded machine).
+    #[test]
+    fn a_read_that_began_before_an_opening_does_not_forget_it() {
+        let t = Tasks::default();
+        let before = t.epoch();
+        t.put(task("task_new", "agent-1", 10_000));
+        assert!(
+            !t.set_unless_changed(Vec::new(), before),
+            "a stale read applied"
+        );
+        assert!(t.check("agent-1", "task_new", 10).is_ok());
+        // Read again: applied.
+        assert!(t.set_unless_changed(vec![task("task_new", "agent-1", 10_000)], t.epoch()));
+        assert!(t.check("agent-1", "task_new", 10).is_ok());
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub struct AgentKeys {
     active: ArcSwap<HashMap<Box<str>, Arc<str>>>,
     /// The active keys that are handles of captured AWS keys (`created_by` `capture:…`).
     captured: ArcSwap<std::collections::HashSet<Box<str>>>,
+    /// Serializes changes (readers never wait), and counts those made through this process
+    /// ([`AgentKeys::add`], [`AgentKeys::forget`]): a read of the store that began before
+    /// one of them is not applied ([`AgentKeys::set_unless_changed`]), so that a key
+    /// revoked here is never made active again by an older read.
+    changes: std::sync::Mutex<u64>,
 }
 
 impl std::fmt::Debug for AgentKeys {
@@ -63,11 +68,35 @@ impl AgentKeys {
             master: hmac::Key::new(hmac::HMAC_SHA256, bytes),
             active: ArcSwap::from_pointee(HashMap::new()),
             captured: ArcSwap::from_pointee(Default::default()),
+            changes: std::sync::Mutex::new(0),
         }
     }
 
-    /// Replaces the active keys with the unrevoked ones of `keys`.
+    /// Where the next read of the store starts from ([`AgentKeys::set_unless_changed`]).
+    pub fn epoch(&self) -> u64 {
+        *crate::locks::lock(&self.changes)
+    }
+
+    /// [`AgentKeys::set`] with what the store held when read at `epoch`; false, changing
+    /// nothing, when a key was added or revoked through this process meanwhile (what was
+    /// read may be older than it: read again).
+    pub fn set_unless_changed(&self, keys: &[AgentKey], epoch: u64) -> bool {
+        let changes = crate::locks::lock(&self.changes);
+        if *changes != epoch {
+            return false;
+        }
+        self.replace(keys);
+        true
+    }
+
+    /// Replaces the active keys with the unrevoked ones of `keys` (at start, before any
+    /// change through this process).
     pub fn set(&self, keys: &[AgentKey]) {
+        let _changes = crate::locks::lock(&self.changes);
+        self.replace(keys);
+    }
+
+    fn replace(&self, keys: &[AgentKey]) {
         let active = keys
             .iter()
             .filter(|k| k.revoked_at.is_none())
@@ -90,6 +119,8 @@ impl AgentKeys {
     /// Adds an active key (by its fingerprint) at once, before the store is read again;
     /// `captured`: the handle of a captured AWS key.
     pub fn add(&self, key_hash: &str, agent_id: &str, captured: bool) {
+        let mut changes = crate::locks::lock(&self.changes);
+        *changes += 1;
         if captured {
             self.captured.rcu(|m| {
                 let mut m = (**m).clone();
@@ -106,6 +137,8 @@ impl AgentKeys {
 
     /// Drops a key (by its fingerprint) at once, before the store is read again.
     pub fn forget(&self, key_hash: &str) {
+        let mut changes = crate::locks::lock(&self.changes);
+        *changes += 1;
         self.captured.rcu(|m| {
             let mut m = (**m).clone();
             m.remove(key_hash);
@@ -299,6 +332,21 @@ mod tests {
         let id = AgentKeys::new_id().unwrap();
         assert_eq!(id.len(), 20);
         assert!(id.starts_with(KEY_ID_PREFIX));
+    }
+
+    /// A read of the store that began before a key was revoked here is not applied: it
+    /// would make the revoked key active again until the next read.
+    #[test]
+    fn a_read_older_than_a_revocation_never_revives_the_key() {
+        let k = AgentKeys::from_master(&[7; 32]);
+        k.set(&[key("KGAK0000000000000001", "a1", false)]);
+        let before = k.epoch();
+        k.forget(&fingerprint("KGAK0000000000000001"));
+        assert!(!k.set_unless_changed(&[key("KGAK0000000000000001", "a1", false)], before));
+        assert_eq!(k.agent_of("KGAK0000000000000001"), None);
+        // A read after the revocation: applied.
+        assert!(k.set_unless_changed(&[key("KGAK0000000000000001", "a1", true)], k.epoch()));
+        assert_eq!(k.agent_of("KGAK0000000000000001"), None);
     }
 
     #[test]
