@@ -1010,6 +1010,8 @@ async fn handle(
             if let Err(e) = store.add_agent_key(&key).await {
                 return store_error(e);
             }
+            // Usable here at once: a read of the store older than the key is not applied.
+            rt.shared.agent_keys.add(&fingerprint, &id, false);
             if let Err(e) = rt.shared.sync_agent_keys().await {
                 tracing::warn!("agent key stored; in effect within seconds: {e}");
             }
