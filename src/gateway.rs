@@ -199,7 +199,7 @@ impl Shared {
         let tasks = crate::tasks::Tasks::default();
         let clock = crate::clock::Clock::default();
         baselines.merge(stored, clock.unix_millis());
-        tasks.set_unless_changed(
+        tasks.set_if_unchanged(
             store
                 .tasks(clock.unix_millis() - crate::tasks::RETAIN_MS)
                 .await
@@ -279,7 +279,7 @@ impl Shared {
             let epoch = self.tasks.epoch();
             let since = self.clock.unix_millis() - crate::tasks::RETAIN_MS;
             let all = self.store.tasks(since).await.map_err(|e| e.to_string())?;
-            if self.tasks.set_unless_changed(all, epoch) {
+            if self.tasks.set_if_unchanged(all, epoch) {
                 return Ok(());
             }
         }
@@ -349,7 +349,7 @@ impl Shared {
         for _ in 0..3 {
             let epoch = self.agent_keys.epoch();
             let keys = self.store.agent_keys().await.map_err(|e| e.to_string())?;
-            if self.agent_keys.set_unless_changed(&keys, epoch) {
+            if self.agent_keys.set_if_unchanged(&keys, epoch) {
                 return Ok(());
             }
         }

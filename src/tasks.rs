@@ -47,14 +47,14 @@ const MAX_ID: usize = 64;
 pub struct Tasks {
     by_id: RwLock<HashMap<String, Arc<Task>>>,
     /// Bumped by every task opened or ended through this process, so that a read of the
-    /// store that began before one of them does not undo it ([`Tasks::set_unless_changed`]).
+    /// store that began before one of them does not undo it ([`Tasks::set_if_unchanged`]).
     epoch: std::sync::atomic::AtomicU64,
     /// Closed tasks whose credentials this process has dropped already.
     dropped: Mutex<HashSet<String>>,
 }
 
 impl Tasks {
-    /// Where the next read of the store starts from ([`Tasks::set_unless_changed`]).
+    /// Where the next read of the store starts from ([`Tasks::set_if_unchanged`]).
     pub fn epoch(&self) -> u64 {
         self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -64,7 +64,7 @@ impl Tasks {
     /// meanwhile (what was read may be older than it: read again). An end is never
     /// undone: a read that began before a task ended here (or was pushed from another
     /// replica) does not reopen it.
-    pub fn set_unless_changed(&self, all: Vec<Task>, epoch: u64) -> bool {
+    pub fn set_if_unchanged(&self, all: Vec<Task>, epoch: u64) -> bool {
         let Ok(mut m) = self.by_id.write() else {
             return false;
         };
@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn a_task_is_only_its_agents_and_only_while_open() {
         let t = Tasks::default();
-        assert!(t.set_unless_changed(vec![task("task_a", "agent-1", 1000)], t.epoch()));
+        assert!(t.set_if_unchanged(vec![task("task_a", "agent-1", 1000)], t.epoch()));
         assert!(t.check("agent-1", "task_a", 999).is_ok());
         assert_eq!(
             t.check("agent-2", "task_a", 10).unwrap_err().kind,
@@ -421,7 +421,7 @@ mod tests {
         t.put(ended);
         // A read that began before the end (but was applied: say it began after the
         // epoch it names): the task as it was, open.
-        assert!(t.set_unless_changed(vec![task("task_a", "agent-1", 10_000)], t.epoch()));
+        assert!(t.set_if_unchanged(vec![task("task_a", "agent-1", 10_000)], t.epoch()));
         assert!(!t.is_open("task_a", 200));
         assert_eq!(
             t.check("agent-1", "task_a", 200).unwrap_err().kind,
@@ -438,12 +438,12 @@ mod tests {
         let before = t.epoch();
         t.put(task("task_new", "agent-1", 10_000));
         assert!(
-            !t.set_unless_changed(Vec::new(), before),
+            !t.set_if_unchanged(Vec::new(), before),
             "a stale read applied"
         );
         assert!(t.check("agent-1", "task_new", 10).is_ok());
         // Read again: applied.
-        assert!(t.set_unless_changed(vec![task("task_new", "agent-1", 10_000)], t.epoch()));
+        assert!(t.set_if_unchanged(vec![task("task_new", "agent-1", 10_000)], t.epoch()));
         assert!(t.check("agent-1", "task_new", 10).is_ok());
     }
 

@@ -160,6 +160,16 @@ impl Kg {
     }
 }
 
+/// Ends task `id` through the admin API, as carol: the answer's status and body.
+async fn end_as_carol(gw: &TestGateway, id: &str) -> (u16, Value) {
+    gw.admin(
+        "POST",
+        &format!("/tasks/{id}/end"),
+        Some(json!({"by": "carol"})),
+    )
+    .await
+}
+
 async fn audit_of(gw: &TestGateway, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -272,14 +282,7 @@ async fn a_task_gets_credentials_of_its_own_and_they_are_revoked_when_it_ends() 
     let ends = short["expires_at"].as_i64().unwrap() / 1000;
     assert_eq!(claims["exp"].as_i64(), Some(ends), "{claims} {short}");
     assert!(ends - claims["iat"].as_i64().unwrap() <= 90, "{claims}");
-    let (s, b) = kg
-        .gw
-        .admin(
-            "POST",
-            &format!("/tasks/{}/end", short["id"].as_str().unwrap()),
-            Some(json!({"by": "carol"})),
-        )
-        .await;
+    let (s, b) = end_as_carol(&kg.gw, short["id"].as_str().unwrap()).await;
     assert_eq!(s, 200, "{b}");
 
     // Another agent cannot use the task.
@@ -397,14 +400,7 @@ async fn a_narrow_task_refuses_other_tools_and_operations_and_expires() {
         .clone();
     assert_eq!(t["state"], "expired", "{t}");
     // Ending it afterwards records who did.
-    let (s, ended) = kg
-        .gw
-        .admin(
-            "POST",
-            &format!("/tasks/{id}/end"),
-            Some(json!({"by": "carol"})),
-        )
-        .await;
+    let (s, ended) = end_as_carol(&kg.gw, &id).await;
     assert_eq!(s, 200, "{ended}");
     assert_eq!(ended["ended_by"], "carol");
     let rec = audit_of(&kg.gw, |r| r["operation"] == "keygate:task.end").await;
@@ -520,14 +516,7 @@ async fn a_request_held_in_a_task_that_ends_meanwhile_is_refused() {
         "the approver does not see the task: {approval}"
     );
     let calls = kg.api.count();
-    let (s, _) = kg
-        .gw
-        .admin(
-            "POST",
-            &format!("/tasks/{id}/end"),
-            Some(json!({"by": "carol"})),
-        )
-        .await;
+    let (s, _) = end_as_carol(&kg.gw, &id).await;
     assert_eq!(s, 200);
     approve_as_bob(&kg.gw, approval["id"].as_str().unwrap(), "OPS-5").await;
     let r = held.await.unwrap();

@@ -32,7 +32,7 @@ pub struct AgentKeys {
     captured: ArcSwap<std::collections::HashSet<Box<str>>>,
     /// Serializes changes (readers never wait), and counts those made through this process
     /// ([`AgentKeys::add`], [`AgentKeys::forget`]): a read of the store that began before
-    /// one of them is not applied ([`AgentKeys::set_unless_changed`]), so that a key
+    /// one of them is not applied ([`AgentKeys::set_if_unchanged`]), so that a key
     /// revoked here is never made active again by an older read.
     changes: std::sync::Mutex<u64>,
 }
@@ -72,7 +72,7 @@ impl AgentKeys {
         }
     }
 
-    /// Where the next read of the store starts from ([`AgentKeys::set_unless_changed`]).
+    /// Where the next read of the store starts from ([`AgentKeys::set_if_unchanged`]).
     pub fn epoch(&self) -> u64 {
         *crate::locks::lock(&self.changes)
     }
@@ -80,7 +80,7 @@ impl AgentKeys {
     /// [`AgentKeys::set`] with what the store held when read at `epoch`; false, changing
     /// nothing, when a key was added or revoked through this process meanwhile (what was
     /// read may be older than it: read again).
-    pub fn set_unless_changed(&self, keys: &[AgentKey], epoch: u64) -> bool {
+    pub fn set_if_unchanged(&self, keys: &[AgentKey], epoch: u64) -> bool {
         let changes = crate::locks::lock(&self.changes);
         if *changes != epoch {
             return false;
@@ -342,10 +342,10 @@ mod tests {
         k.set(&[key("KGAK0000000000000001", "a1", false)]);
         let before = k.epoch();
         k.forget(&fingerprint("KGAK0000000000000001"));
-        assert!(!k.set_unless_changed(&[key("KGAK0000000000000001", "a1", false)], before));
+        assert!(!k.set_if_unchanged(&[key("KGAK0000000000000001", "a1", false)], before));
         assert_eq!(k.agent_of("KGAK0000000000000001"), None);
         // A read after the revocation: applied.
-        assert!(k.set_unless_changed(&[key("KGAK0000000000000001", "a1", true)], k.epoch()));
+        assert!(k.set_if_unchanged(&[key("KGAK0000000000000001", "a1", true)], k.epoch()));
         assert_eq!(k.agent_of("KGAK0000000000000001"), None);
     }
 
